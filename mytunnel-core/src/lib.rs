@@ -1,0 +1,32 @@
+//! Core of mytunnel: the domain types, the wire protocol, the SSH gate parser, the
+//! policy rules and the three traits the edge and the client are built on.
+//!
+//! This crate does no IO at all: it never spawns a process, opens a file or a socket,
+//! or reads the clock (callers pass [`Timestamp`]s in). Everything here can be tested
+//! with plain values.
+//!
+//! ```
+//! use mytunnel_core::{BaseDomain, Slug};
+//!
+//! let domain: BaseDomain = "tunnel.example.com".parse()?;
+//! let slug: Slug = "Portal".parse()?;
+//! assert_eq!(domain.host_for(&slug).as_str(), "portal.tunnel.example.com");
+//! # Ok::<(), mytunnel_core::InvalidValue>(())
+//! ```
+#![warn(missing_docs)]
+
+pub mod duration;
+pub mod gate;
+mod lease;
+mod names;
+pub mod policy;
+pub mod protocol;
+pub mod route;
+pub mod store;
+mod time;
+pub mod transport;
+
+pub use lease::{heartbeat_interval, Lease, LeaseState, PortRange, Ttl};
+pub use names::{BaseDomain, Host, InvalidValue, LeaseId, LeaseRef, Owner, Slug};
+pub use protocol::{ApiError, ErrorCode};
+pub use time::Timestamp;

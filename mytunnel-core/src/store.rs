@@ -1,0 +1,194 @@
+//! The lease store: the one source of truth about leases.
+//!
+//! Every write is one transaction, so that under any number of concurrent ctl processes
+//! no two active leases share a slug, host or port. The edge implements this with SQLite;
+//! the SQL stays portable so a Postgres store for several edges can follow.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+
+use crate::names::{LeaseId, LeaseRef, Owner, Slug};
+use crate::policy::OwnerScope;
+use crate::protocol::{ApiError, ErrorCode, StateCounts, Takeover};
+use crate::{BaseDomain, Lease, PortRange, Timestamp, Ttl};
+
+/// How many active leases one owner may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OwnerLimit {
+    /// No limit (configured as 0).
+    Unlimited,
+    /// At most this many.
+    AtMost(u32),
+}
+
+impl OwnerLimit {
+    /// The default, 10.
+    pub const DEFAULT: OwnerLimit = OwnerLimit::AtMost(10);
+
+    /// From the configured number: 0 means unlimited.
+    pub fn from_config(n: u32) -> Self {
+        if n == 0 {
+            OwnerLimit::Unlimited
+        } else {
+            OwnerLimit::AtMost(n)
+        }
+    }
+
+    /// Whether an owner holding `active` leases may take one more.
+    pub fn allows_another(self, active: u64) -> bool {
+        match self {
+            OwnerLimit::Unlimited => true,
+            OwnerLimit::AtMost(n) => active < u64::from(n),
+        }
+    }
+}
+
+/// Which name a new lease takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NameChoice {
+    /// Exactly this name, or `slug_taken` (unless taken over).
+    Exact(Slug),
+    /// The first of these generated names that is free (`slug_taken` if none is).
+    FirstFreeOf(Vec<Slug>),
+}
+
+/// Everything one allocation needs; the caller has already applied policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllocateSpec {
+    /// The id of the new lease, from a CSPRNG.
+    pub id: LeaseId,
+    /// The owner, from the caller's uid.
+    pub owner: Owner,
+    /// The name.
+    pub name: NameChoice,
+    /// What to do when an active lease holds the name. `Force` only with `NameChoice::Exact`.
+    pub takeover: Takeover,
+    /// The lease's TTL.
+    pub ttl: Ttl,
+    /// The base domain hosts are made under.
+    pub base_domain: BaseDomain,
+    /// The ports to choose from.
+    pub ports: PortRange,
+    /// The owner's cap on active leases.
+    pub owner_limit: OwnerLimit,
+    /// The current time.
+    pub now: Timestamp,
+}
+
+/// The result of an allocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Allocation {
+    /// The new active lease.
+    pub lease: Lease,
+    /// The lease a forced takeover deleted, whose route must go.
+    pub displaced: Option<Lease>,
+}
+
+/// Counts the store keeps.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Leases by state.
+    pub by_state: StateCounts,
+    /// Active leases per owner.
+    pub active_per_owner: BTreeMap<Owner, u64>,
+}
+
+/// Why a store operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// Another active lease holds the name.
+    #[error("the name {0} is taken by an active lease")]
+    SlugTaken(Slug),
+    /// No port of the range is free.
+    #[error("every port of {min}-{max} is held by an active lease", min = .0.min(), max = .0.max())]
+    NoFreePort(PortRange),
+    /// The owner already holds as many active leases as allowed.
+    #[error("{owner} already has {active} active leases (the limit)")]
+    OwnerLimit {
+        /// The owner.
+        owner: Owner,
+        /// How many they hold.
+        active: u64,
+    },
+    /// No lease of this owner matches.
+    #[error("no lease {0} found")]
+    NotFound(String),
+    /// The lease is released or expired.
+    #[error("lease {0} is not active")]
+    NotActive(LeaseId),
+    /// The database failed.
+    #[error("lease database error: {0}")]
+    Db(String),
+}
+
+impl StoreError {
+    /// The protocol error code.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            StoreError::SlugTaken(_) => ErrorCode::SlugTaken,
+            StoreError::NoFreePort(_) => ErrorCode::NoFreePort,
+            StoreError::OwnerLimit { .. } => ErrorCode::OwnerLimit,
+            StoreError::NotFound(_) => ErrorCode::LeaseNotFound,
+            StoreError::NotActive(_) => ErrorCode::LeaseNotActive,
+            StoreError::Db(_) => ErrorCode::DbError,
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        ApiError::new(e.code(), e.to_string())
+    }
+}
+
+/// Where leases live.
+///
+/// Owner-scoped operations never reveal another owner's lease: it answers
+/// [`StoreError::NotFound`] exactly as a lease that does not exist.
+#[async_trait]
+pub trait LeaseStore: Send + Sync {
+    /// Reserves a name and the lowest free port in one transaction: checks the owner
+    /// limit, the name (taking over an active holder if `takeover` is `Force`) and the
+    /// port range.
+    async fn allocate(&self, spec: AllocateSpec) -> Result<Allocation, StoreError>;
+
+    /// Extends an active lease of `owner` to `now + ttl`.
+    async fn heartbeat(
+        &self,
+        owner: &Owner,
+        id: &LeaseId,
+        now: Timestamp,
+    ) -> Result<Lease, StoreError>;
+
+    /// Tombstones an active lease of `owner` as `released`.
+    async fn release(
+        &self,
+        owner: &Owner,
+        lease: &LeaseRef,
+        now: Timestamp,
+    ) -> Result<Lease, StoreError>;
+
+    /// Deletes a lease of `owner` (a host or slug names an active lease; an id any lease)
+    /// and returns it as it was.
+    async fn delete(&self, owner: &Owner, lease: &LeaseRef) -> Result<Lease, StoreError>;
+
+    /// One lease of `owner`.
+    async fn get(&self, owner: &Owner, lease: &LeaseRef) -> Result<Lease, StoreError>;
+
+    /// Leases in scope, active first, then newest first.
+    async fn list(&self, scope: &OwnerScope) -> Result<Vec<Lease>, StoreError>;
+
+    /// Tombstones every active lease whose `expires_at` is at or before `now` as `expired`
+    /// and returns them (their routes must go).
+    async fn expire_stale(&self, now: Timestamp) -> Result<Vec<Lease>, StoreError>;
+
+    /// Deletes tombstones last updated before `cutoff`; returns how many.
+    async fn purge_tombstones(&self, cutoff: Timestamp) -> Result<u64, StoreError>;
+
+    /// Counts by state and per owner.
+    async fn stats(&self) -> Result<StoreStats, StoreError>;
+
+    /// Whether the store answers at all (for `health`).
+    async fn ping(&self) -> Result<(), StoreError>;
+}

@@ -1,0 +1,70 @@
+//! How a client reaches an edge: control requests, and data-plane forwards.
+//!
+//! Implementations: OpenSSH (a multiplexed connection or one `ssh -T` per request, and a
+//! supervised `ssh -N -R` per forward) in the client crate, and an in-process transport
+//! that calls an edge service directly, for tests and examples without sshd.
+
+use async_trait::async_trait;
+
+use crate::protocol::{ApiError, CtlRequest, CtlResponse, ReplyError};
+
+/// Why a control request or a forward failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransportError {
+    /// The edge answered with an error envelope.
+    #[error(transparent)]
+    Refused(ApiError),
+    /// The edge could not be reached (ssh failed to connect, authenticate, …).
+    #[error("cannot reach the edge: {0}")]
+    Unreachable(String),
+    /// The edge answered something that is not the expected JSON.
+    #[error("unexpected answer from the edge: {0}")]
+    Malformed(String),
+}
+
+impl From<ReplyError> for TransportError {
+    fn from(e: ReplyError) -> Self {
+        match e {
+            ReplyError::Refused(api) => TransportError::Refused(api),
+            malformed @ ReplyError::Malformed { .. } => {
+                TransportError::Malformed(malformed.to_string())
+            }
+        }
+    }
+}
+
+/// A data-plane forward to open: edge bind port → local port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ForwardSpec {
+    /// The port the edge listens on for this lease (from the lease DTO).
+    pub edge_bind_port: u16,
+    /// The local port requests are forwarded to (on 127.0.0.1).
+    pub local_port: u16,
+}
+
+/// How a forward ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForwardEnd {
+    /// What was seen (exit status, last stderr line, …).
+    pub reason: String,
+}
+
+/// A running forward. Dropping it must stop it.
+#[async_trait]
+pub trait Forward: Send + std::fmt::Debug {
+    /// Resolves when the forward ends by itself.
+    async fn ended(&mut self) -> ForwardEnd;
+
+    /// Stops the forward and waits until it is gone.
+    async fn stop(&mut self);
+}
+
+/// A way to talk to an edge.
+#[async_trait]
+pub trait Transport: Send + Sync {
+    /// Runs one control request and decodes its answer.
+    async fn ctl(&self, request: &CtlRequest) -> Result<CtlResponse, TransportError>;
+
+    /// Opens a data-plane forward. It is up once this returns.
+    async fn open_forward(&self, spec: ForwardSpec) -> Result<Box<dyn Forward>, TransportError>;
+}

@@ -1,0 +1,2 @@
+//! The mytunnel edge.
+#![warn(missing_docs)]
