@@ -1,2 +1,8 @@
-//! The mytunnel edge.
+//! The mytunnel edge: the SQLite lease store, and (with the edge issue) the Caddy route
+//! backend, the ctl dispatch and the `serve` loops.
 #![warn(missing_docs)]
+
+pub mod ids;
+pub mod store;
+
+pub use store::{SqliteLeaseStore, SqliteStoreOptions};
