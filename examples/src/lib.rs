@@ -1,1 +1,2 @@
-//! Examples.
+//! Compiled examples of embedding mytunnel; see `examples/examples/`. They arrive with the
+//! client SDK.

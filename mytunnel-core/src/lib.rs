@@ -15,7 +15,9 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod duration;
+pub mod envfile;
 pub mod gate;
 mod lease;
 mod names;
