@@ -62,51 +62,78 @@ pub fn lease_id_of_route(route_id: &str) -> Option<LeaseId> {
 #[error("route backend: {0}")]
 pub struct RouteError(pub String);
 
+/// A route found in a backend under a `mytunnel-` id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstalledRoute {
+    /// Its full id, e.g. `mytunnel-lease_…`.
+    pub id: String,
+    /// The route, when it has the shape mytunnel writes; `None` for anything else
+    /// (hand-edited, truncated, an id that names no lease id).
+    pub route: Option<Route>,
+}
+
 /// Where routes live.
 #[async_trait]
-pub trait RouteBackend: Send + Sync {
+pub trait RouteBackend: Send + Sync + std::fmt::Debug {
     /// Makes the lease's route exist exactly as given (idempotent).
     async fn upsert(&self, route: &Route) -> Result<(), RouteError>;
 
-    /// Removes the route of a lease; `Ok(false)` when there was none.
-    async fn remove(&self, lease_id: &LeaseId) -> Result<bool, RouteError>;
+    /// Removes every route with this id; `Ok(false)` when there was none.
+    async fn remove(&self, route_id: &str) -> Result<bool, RouteError>;
 
-    /// Every route this backend holds for mytunnel (id prefix `mytunnel-`).
-    async fn list(&self) -> Result<Vec<Route>, RouteError>;
+    /// Every route this backend holds under a `mytunnel-` id.
+    async fn list(&self) -> Result<Vec<InstalledRoute>, RouteError>;
 
     /// Whether the backend answers (for `health`).
     async fn ping(&self) -> Result<(), RouteError>;
 }
 
 /// What one reconcile pass must change so that routes match the active leases.
+///
+/// Apply `remove` first, then `add` and `fix` (both are upserts).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReconcilePlan {
     /// Routes of active leases that are missing.
     pub add: Vec<Route>,
-    /// Routes that exist but are wrong.
+    /// Routes of active leases that exist but are wrong, malformed or duplicated.
     pub fix: Vec<Route>,
-    /// Routes that belong to no active lease.
-    pub remove: Vec<LeaseId>,
+    /// Route ids to remove: routes of no active lease, and duplicated ids (re-added by
+    /// `fix`).
+    pub remove: Vec<String>,
+}
+
+impl ReconcilePlan {
+    /// Whether nothing needs to change.
+    pub fn is_empty(&self) -> bool {
+        self.add.is_empty() && self.fix.is_empty() && self.remove.is_empty()
+    }
 }
 
 /// Compares the active leases (the truth) with the routes a backend holds.
-pub fn plan_reconcile(active: &[Lease], existing: &[Route]) -> ReconcilePlan {
-    let existing: BTreeMap<&LeaseId, &Route> = existing.iter().map(|r| (&r.lease_id, r)).collect();
-    let wanted: BTreeMap<&LeaseId, Route> = active
-        .iter()
-        .map(|lease| (&lease.id, Route::for_lease(lease)))
-        .collect();
-    let mut plan = ReconcilePlan::default();
-    for (id, route) in &wanted {
-        match existing.get(id) {
-            None => plan.add.push(route.clone()),
-            Some(current) if *current != route => plan.fix.push(route.clone()),
-            Some(_) => {}
-        }
+pub fn plan_reconcile(active: &[Lease], installed: &[InstalledRoute]) -> ReconcilePlan {
+    let mut by_id: BTreeMap<&str, Vec<&InstalledRoute>> = BTreeMap::new();
+    for route in installed {
+        by_id.entry(route.id.as_str()).or_default().push(route);
     }
-    for id in existing.keys() {
-        if !wanted.contains_key(id) {
-            plan.remove.push((*id).clone());
+    let mut plan = ReconcilePlan::default();
+    let mut wanted_ids = std::collections::BTreeSet::new();
+    for lease in active {
+        let wanted = Route::for_lease(lease);
+        let id = wanted.id();
+        match by_id.get(id.as_str()).map(Vec::as_slice) {
+            None | Some([]) => plan.add.push(wanted),
+            Some([one]) if one.route.as_ref() == Some(&wanted) => {}
+            Some([_]) => plan.fix.push(wanted),
+            Some(_) => {
+                plan.remove.push(id.clone());
+                plan.fix.push(wanted);
+            }
+        }
+        wanted_ids.insert(id);
+    }
+    for id in by_id.keys() {
+        if !wanted_ids.contains(*id) {
+            plan.remove.push((*id).to_owned());
         }
     }
     plan
@@ -143,24 +170,65 @@ mod tests {
         assert_eq!(lease_id_of_route("other"), None);
     }
 
+    fn installed(route: &Route) -> InstalledRoute {
+        InstalledRoute {
+            id: route.id(),
+            route: Some(route.clone()),
+        }
+    }
+
     #[test]
     fn plan_adds_fixes_and_removes() {
         let a = lease("lease_aaaaaaaaaaaaaaaa", "a", 21000);
         let b = lease("lease_bbbbbbbbbbbbbbbb", "b", 21001);
         let c = lease("lease_cccccccccccccccc", "c", 21002);
+        let e = lease("lease_eeeeeeeeeeeeeeee", "e", 21004);
+        let f = lease("lease_ffffffffffffffff", "f", 21005);
         let mut wrong_b = Route::for_lease(&b);
         wrong_b.upstream = Upstream::LoopbackPort(9);
         let orphan = Route::for_lease(&lease("lease_dddddddddddddddd", "d", 21003));
+        let malformed_e = InstalledRoute {
+            id: Route::for_lease(&e).id(),
+            route: None,
+        };
+        let junk = InstalledRoute {
+            id: "mytunnel-junk".into(),
+            route: None,
+        };
         let plan = plan_reconcile(
-            &[a.clone(), b.clone(), c.clone()],
-            &[Route::for_lease(&a), wrong_b, orphan.clone()],
+            &[a.clone(), b.clone(), c.clone(), e.clone(), f.clone()],
+            &[
+                installed(&Route::for_lease(&a)),
+                installed(&wrong_b),
+                installed(&orphan),
+                malformed_e,
+                junk,
+                installed(&Route::for_lease(&f)),
+                installed(&Route::for_lease(&f)),
+            ],
         );
         assert_eq!(plan.add, vec![Route::for_lease(&c)]);
-        assert_eq!(plan.fix, vec![Route::for_lease(&b)]);
-        assert_eq!(plan.remove, vec![orphan.lease_id]);
         assert_eq!(
-            plan_reconcile(std::slice::from_ref(&a), &[Route::for_lease(&a)]),
-            ReconcilePlan::default()
+            plan.fix,
+            vec![
+                Route::for_lease(&b),
+                Route::for_lease(&e),
+                Route::for_lease(&f)
+            ]
         );
+        let mut removed = plan.remove.clone();
+        removed.sort();
+        let mut expected = vec![
+            Route::for_lease(&f).id(),
+            orphan.id(),
+            "mytunnel-junk".to_owned(),
+        ];
+        expected.sort();
+        assert_eq!(removed, expected);
+        let settled = plan_reconcile(
+            std::slice::from_ref(&a),
+            &[installed(&Route::for_lease(&a))],
+        );
+        assert!(settled.is_empty());
     }
 }

@@ -147,7 +147,7 @@ impl From<StoreError> for ApiError {
 /// Owner-scoped operations never reveal another owner's lease: it answers
 /// [`StoreError::NotFound`] exactly as a lease that does not exist.
 #[async_trait]
-pub trait LeaseStore: Send + Sync {
+pub trait LeaseStore: Send + Sync + std::fmt::Debug {
     /// Reserves a name and the lowest free port in one transaction: checks the owner
     /// limit, the name (taking over an active holder if `takeover` is `Force`) and the
     /// port range.

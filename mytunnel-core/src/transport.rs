@@ -61,7 +61,7 @@ pub trait Forward: Send + std::fmt::Debug {
 
 /// A way to talk to an edge.
 #[async_trait]
-pub trait Transport: Send + Sync {
+pub trait Transport: Send + Sync + std::fmt::Debug {
     /// Runs one control request and decodes its answer.
     async fn ctl(&self, request: &CtlRequest) -> Result<CtlResponse, TransportError>;
 

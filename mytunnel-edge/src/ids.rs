@@ -39,6 +39,8 @@ mod tests {
     fn candidates_are_valid_slugs() {
         let c = generated_slug_candidates(8);
         assert_eq!(c.len(), 8);
-        assert!(c.iter().all(|s| s.as_str().parse::<Slug>().as_ref() == Ok(s)));
+        assert!(c
+            .iter()
+            .all(|s| s.as_str().parse::<Slug>().as_ref() == Ok(s)));
     }
 }

@@ -2,7 +2,12 @@
 //! backend, the ctl dispatch and the `serve` loops.
 #![warn(missing_docs)]
 
+pub mod caddy;
+pub mod config;
+pub mod ctl;
 pub mod ids;
+pub mod memory_routes;
+pub mod service;
 pub mod store;
 
 pub use store::{SqliteLeaseStore, SqliteStoreOptions};

@@ -150,7 +150,13 @@ fn restrict_new_file_mode(path: &Path) -> Result<(), StoreError> {
     use std::os::unix::fs::PermissionsExt;
     let dir_is_setgid = path
         .parent()
-        .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })
+        .map(|p| {
+            if p.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                p
+            }
+        })
         .and_then(|dir| std::fs::metadata(dir).ok())
         .is_some_and(|m| m.permissions().mode() & 0o2000 != 0);
     let mode = if dir_is_setgid { 0o660 } else { 0o600 };
@@ -308,13 +314,12 @@ impl LeaseStore for SqliteLeaseStore {
         };
 
         // 2. The owner's limit (a lease the owner displaces from themself does not count).
-        let active: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM leases WHERE owner = $1 AND state = 'active'",
-        )
-        .bind(spec.owner.as_str())
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(|e| db_error("count owner's leases", e))?;
+        let active: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM leases WHERE owner = $1 AND state = 'active'")
+                .bind(spec.owner.as_str())
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(|e| db_error("count owner's leases", e))?;
         let mut active = u64::try_from(active).unwrap_or(0);
         if displaced.as_ref().is_some_and(|d| d.owner == spec.owner) {
             active = active.saturating_sub(1);

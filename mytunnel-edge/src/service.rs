@@ -1,0 +1,405 @@
+//! The lease service: the store, the route backend and the policy composed into the ctl
+//! verbs and the two maintenance passes (cleanup and reconcile).
+//!
+//! The database is the source of truth. Allocation commits the lease, then writes its
+//! route; if the route cannot be written the lease is deleted again and the caller gets
+//! `caddy_unavailable`, so no active lease is ever left without an attempt at a route.
+//! Release and delete commit first and then remove the route; a route that cannot be
+//! removed is logged and left to reconcile, because the lease has ended either way.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use mytunnel_core::policy::{Caller, OwnerScope, ReservedSlugs};
+use mytunnel_core::protocol::{
+    AllocateRequest, ApiError, ComponentHealth, CtlRequest, CtlResponse, DeletedDto, ErrorCode,
+    HealthDto, LeaseDto, PortUsage, ReconcileDto, StatsDto,
+};
+use mytunnel_core::route::{plan_reconcile, route_id, Route, RouteBackend};
+use mytunnel_core::store::{AllocateSpec, LeaseStore, NameChoice, OwnerLimit};
+use mytunnel_core::{BaseDomain, Lease, LeaseId, LeaseRef, LeaseState, PortRange, Timestamp, Ttl};
+
+use crate::config::EdgeConfig;
+use crate::ids;
+
+/// Where the service reads the time.
+pub trait Clock: Send + Sync + std::fmt::Debug {
+    /// The current time.
+    fn now(&self) -> Timestamp;
+}
+
+/// The system clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::from_system_time(SystemTime::now())
+    }
+}
+
+/// How many generated names one allocation tries.
+const GENERATED_CANDIDATES: usize = 8;
+
+/// The settings the service needs (a subset of [`EdgeConfig`]).
+#[derive(Debug, Clone)]
+pub struct ServiceSettings {
+    /// Hosts are `<slug>.<base_domain>`; `None` refuses allocation.
+    pub base_domain: Option<BaseDomain>,
+    /// Edge ports for leases.
+    pub ports: PortRange,
+    /// TTL when the client asks for none.
+    pub lease_ttl: Ttl,
+    /// Cap on active leases per owner.
+    pub owner_limit: OwnerLimit,
+    /// Names no lease may take.
+    pub reserved_slugs: ReservedSlugs,
+    /// How long tombstones are kept.
+    pub tombstone_retention: Duration,
+    /// Bound on each health probe.
+    pub health_timeout: Duration,
+}
+
+impl From<&EdgeConfig> for ServiceSettings {
+    fn from(config: &EdgeConfig) -> Self {
+        ServiceSettings {
+            base_domain: config.base_domain.clone(),
+            ports: config.ports,
+            lease_ttl: config.lease_ttl,
+            owner_limit: config.owner_limit,
+            reserved_slugs: config.reserved_slugs.clone(),
+            tombstone_retention: config.tombstone_retention,
+            health_timeout: config.health_timeout,
+        }
+    }
+}
+
+/// What one cleanup pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CleanupReport {
+    /// Leases expired (tombstoned) this pass.
+    pub expired: Vec<LeaseId>,
+    /// Tombstones purged.
+    pub purged: u64,
+    /// Routes of expired leases that could not be removed (reconcile will).
+    pub route_errors: Vec<String>,
+}
+
+/// What one reconcile pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReconcileReport {
+    /// Counts of changes applied.
+    pub counts: ReconcileDto,
+    /// Changes that failed.
+    pub errors: Vec<String>,
+}
+
+/// The edge's lease service.
+#[derive(Debug, Clone)]
+pub struct LeaseService {
+    store: Arc<dyn LeaseStore>,
+    routes: Arc<dyn RouteBackend>,
+    clock: Arc<dyn Clock>,
+    settings: ServiceSettings,
+}
+
+fn caddy_unavailable(what: &str, e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(ErrorCode::CaddyUnavailable, format!("{what}: {e}"))
+}
+
+impl LeaseService {
+    /// A service over a store and a route backend.
+    pub fn new(
+        store: Arc<dyn LeaseStore>,
+        routes: Arc<dyn RouteBackend>,
+        clock: Arc<dyn Clock>,
+        settings: ServiceSettings,
+    ) -> Self {
+        LeaseService {
+            store,
+            routes,
+            clock,
+            settings,
+        }
+    }
+
+    /// The store (for tests and tools).
+    pub fn store(&self) -> &Arc<dyn LeaseStore> {
+        &self.store
+    }
+
+    /// Runs one ctl request for `caller`.
+    pub async fn handle(
+        &self,
+        caller: &Caller,
+        request: CtlRequest,
+    ) -> Result<CtlResponse, ApiError> {
+        caller.authorize_verb(request.verb())?;
+        match request {
+            CtlRequest::Allocate(req) => self
+                .allocate(caller, req)
+                .await
+                .map(|l| CtlResponse::Lease(LeaseDto::from(&l))),
+            CtlRequest::Heartbeat { lease } => {
+                let lease = self
+                    .store
+                    .heartbeat(caller.owner(), &lease, self.clock.now())
+                    .await?;
+                Ok(CtlResponse::Lease(LeaseDto::from(&lease)))
+            }
+            CtlRequest::Release { lease } => self
+                .release(caller, &lease)
+                .await
+                .map(|l| CtlResponse::Lease(LeaseDto::from(&l))),
+            CtlRequest::Delete { lease } => {
+                let deleted = self.delete(caller, &lease).await?;
+                Ok(CtlResponse::Deleted(DeletedDto {
+                    deleted: deleted.id,
+                }))
+            }
+            CtlRequest::List(scope) => {
+                let scope = caller.list_scope(scope)?;
+                let leases = self.store.list(&scope).await?;
+                Ok(CtlResponse::Leases(
+                    leases.iter().map(LeaseDto::from).collect(),
+                ))
+            }
+            CtlRequest::Health => Ok(CtlResponse::Health(self.health().await)),
+            CtlRequest::Reconcile => {
+                let report = self.reconcile().await?;
+                match report.errors.first() {
+                    None => Ok(CtlResponse::Reconciled(report.counts)),
+                    Some(first) => Err(ApiError::new(
+                        ErrorCode::CaddyUnavailable,
+                        format!(
+                            "reconcile applied {} change(s) but {} failed; first: {first}",
+                            report.counts.added + report.counts.removed + report.counts.fixed,
+                            report.errors.len()
+                        ),
+                    )),
+                }
+            }
+            CtlRequest::Stats => self.stats(caller).await.map(CtlResponse::Stats),
+        }
+    }
+
+    /// `allocate`: policy, one store transaction, then the route (undone on failure).
+    pub async fn allocate(
+        &self,
+        caller: &Caller,
+        request: AllocateRequest,
+    ) -> Result<Lease, ApiError> {
+        let Some(base_domain) = self.settings.base_domain.clone() else {
+            return Err(ApiError::new(
+                ErrorCode::BaseDomainMissing,
+                "the edge has no base domain configured",
+            ));
+        };
+        caller.authorize_allocate(&request)?;
+        let name = match request.name {
+            Some(slug) => {
+                self.settings.reserved_slugs.check(&slug)?;
+                NameChoice::Exact(slug)
+            }
+            None => NameChoice::FirstFreeOf(
+                ids::generated_slug_candidates(GENERATED_CANDIDATES)
+                    .into_iter()
+                    .filter(|s| !self.settings.reserved_slugs.contains(s))
+                    .collect(),
+            ),
+        };
+        let ttl = request.ttl.map_or(self.settings.lease_ttl, Ttl::clamped);
+        let allocation = self
+            .store
+            .allocate(AllocateSpec {
+                id: ids::new_lease_id(),
+                owner: caller.owner().clone(),
+                name,
+                takeover: request.takeover,
+                ttl,
+                base_domain,
+                ports: self.settings.ports,
+                owner_limit: self.settings.owner_limit,
+                now: self.clock.now(),
+            })
+            .await?;
+        let lease = allocation.lease;
+        let route_result = match &allocation.displaced {
+            Some(old) => match self.routes.remove(&route_id(&old.id)).await {
+                Ok(_) => self.routes.upsert(&Route::for_lease(&lease)).await,
+                Err(e) => Err(e),
+            },
+            None => self.routes.upsert(&Route::for_lease(&lease)).await,
+        };
+        if let Err(route_error) = route_result {
+            if let Err(undo_error) = self
+                .store
+                .delete(&lease.owner, &LeaseRef::Id(lease.id.clone()))
+                .await
+            {
+                tracing::error!(lease = %lease.id, %undo_error, "could not undo a lease whose route failed");
+            }
+            // A half-written route of the undone lease would be an orphan: try to remove it.
+            let _ = self.routes.remove(&route_id(&lease.id)).await;
+            return Err(caddy_unavailable(
+                "could not add the route; no lease was kept",
+                route_error,
+            ));
+        }
+        if let Some(old) = &allocation.displaced {
+            tracing::info!(new = %lease.id, displaced = %old.id, owner = %old.owner, "forced takeover");
+        }
+        Ok(lease)
+    }
+
+    /// `release`: tombstone, then remove the route.
+    pub async fn release(&self, caller: &Caller, lease: &LeaseRef) -> Result<Lease, ApiError> {
+        let released = self
+            .store
+            .release(caller.owner(), lease, self.clock.now())
+            .await?;
+        self.remove_route_or_log(&released.id).await;
+        Ok(released)
+    }
+
+    /// `delete`: delete the row, then remove the route if the lease was active.
+    pub async fn delete(&self, caller: &Caller, lease: &LeaseRef) -> Result<Lease, ApiError> {
+        let deleted = self.store.delete(caller.owner(), lease).await?;
+        if deleted.state == LeaseState::Active {
+            self.remove_route_or_log(&deleted.id).await;
+        }
+        Ok(deleted)
+    }
+
+    async fn remove_route_or_log(&self, id: &LeaseId) {
+        if let Err(e) = self.routes.remove(&route_id(id)).await {
+            tracing::warn!(lease = %id, error = %e, "route not removed; reconcile will remove it");
+        }
+    }
+
+    /// `health`: the database and the route backend, each within the health timeout.
+    pub async fn health(&self) -> HealthDto {
+        let timeout = self.settings.health_timeout;
+        let db = match tokio::time::timeout(timeout, self.store.ping()).await {
+            Ok(Ok(())) => ComponentHealth {
+                ok: true,
+                detail: "ok".into(),
+            },
+            Ok(Err(e)) => ComponentHealth {
+                ok: false,
+                detail: e.to_string(),
+            },
+            Err(_) => ComponentHealth {
+                ok: false,
+                detail: format!("no answer within {timeout:?}"),
+            },
+        };
+        let caddy = match tokio::time::timeout(timeout, self.routes.ping()).await {
+            Ok(Ok(())) => ComponentHealth {
+                ok: true,
+                detail: "ok".into(),
+            },
+            Ok(Err(e)) => ComponentHealth {
+                ok: false,
+                detail: e.to_string(),
+            },
+            Err(_) => ComponentHealth {
+                ok: false,
+                detail: format!("no answer within {timeout:?}"),
+            },
+        };
+        HealthDto {
+            healthy: db.ok && caddy.ok && self.settings.base_domain.is_some(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            base_domain: self
+                .settings
+                .base_domain
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+            db,
+            caddy,
+        }
+    }
+
+    /// `stats`: counts by state, ports used, per-owner counts for admins.
+    pub async fn stats(&self, caller: &Caller) -> Result<StatsDto, ApiError> {
+        let stats = self.store.stats().await?;
+        let ports = self.settings.ports;
+        Ok(StatsDto {
+            leases: stats.by_state,
+            ports: PortUsage {
+                used: stats.by_state.active,
+                total: u64::from(ports.len()),
+                min_port: ports.min(),
+                max_port: ports.max(),
+            },
+            per_owner: caller.sees_per_owner_stats().then(|| {
+                stats
+                    .active_per_owner
+                    .into_iter()
+                    .map(|(owner, n)| (owner.to_string(), n))
+                    .collect::<BTreeMap<_, _>>()
+            }),
+        })
+    }
+
+    /// One cleanup pass: expire stale leases and remove their routes, purge old tombstones.
+    pub async fn cleanup(&self) -> Result<CleanupReport, ApiError> {
+        let now = self.clock.now();
+        let expired = self.store.expire_stale(now).await?;
+        let mut report = CleanupReport::default();
+        for lease in &expired {
+            if let Err(e) = self.routes.remove(&route_id(&lease.id)).await {
+                report.route_errors.push(format!("{}: {e}", lease.id));
+            }
+            report.expired.push(lease.id.clone());
+        }
+        report.purged = self
+            .store
+            .purge_tombstones(now.saturating_sub(self.settings.tombstone_retention))
+            .await?;
+        Ok(report)
+    }
+
+    /// One reconcile pass: make the routes match the active leases.
+    ///
+    /// Routes are listed before leases, so a lease allocated during the pass is never
+    /// mistaken for an orphan (its route is either not listed yet, or its lease is).
+    pub async fn reconcile(&self) -> Result<ReconcileReport, ApiError> {
+        let installed = self
+            .routes
+            .list()
+            .await
+            .map_err(|e| caddy_unavailable("could not list routes", e))?;
+        let active: Vec<Lease> = self
+            .store
+            .list(&OwnerScope::All)
+            .await?
+            .into_iter()
+            .filter(|l| l.state == LeaseState::Active)
+            .collect();
+        let plan = plan_reconcile(&active, &installed);
+        let mut report = ReconcileReport::default();
+        for id in &plan.remove {
+            match self.routes.remove(id).await {
+                Ok(_) => report.counts.removed += 1,
+                Err(e) => report.errors.push(format!("remove {id}: {e}")),
+            }
+        }
+        for route in &plan.add {
+            match self.routes.upsert(route).await {
+                Ok(()) => report.counts.added += 1,
+                Err(e) => report.errors.push(format!("add {}: {e}", route.id())),
+            }
+        }
+        for route in &plan.fix {
+            match self.routes.upsert(route).await {
+                Ok(()) => report.counts.fixed += 1,
+                Err(e) => report.errors.push(format!("fix {}: {e}", route.id())),
+            }
+        }
+        Ok(report)
+    }
+}
