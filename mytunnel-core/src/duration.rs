@@ -32,9 +32,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, ApiError> {
     Ok(duration)
 }
 
-/// Formats a duration the way [`parse_duration`] reads it, e.g. `2m` or `1h 30m`.
+/// Formats a duration the way [`parse_duration`] reads it back exactly, e.g. `2m`,
+/// `1h 30m` or `1s 500ms`.
 pub fn format_duration(duration: Duration) -> String {
-    humantime::format_duration(Duration::from_secs(duration.as_secs())).to_string()
+    humantime::format_duration(duration).to_string()
 }
 
 #[cfg(test)]
@@ -63,9 +64,16 @@ mod tests {
         }
 
         #[test]
-        fn format_round_trips(secs in 0u64..MAX_DURATION.as_secs()) {
-            let d = Duration::from_secs(secs);
+        fn format_round_trips(secs in 0u64..MAX_DURATION.as_secs(), nanos in 0u32..1_000_000_000) {
+            let d = Duration::new(secs, nanos).min(MAX_DURATION);
             prop_assert_eq!(parse_duration(&format_duration(d)).unwrap(), d);
+        }
+
+        #[test]
+        fn parsed_durations_format_back(s in "[0-9]{1,3}(\\.[0-9]{1,3})?(ns|us|ms|s|m|h|d)") {
+            if let Ok(d) = parse_duration(&s) {
+                prop_assert_eq!(parse_duration(&format_duration(d)).unwrap(), d);
+            }
         }
     }
 }

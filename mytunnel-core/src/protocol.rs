@@ -593,7 +593,7 @@ impl CtlRequest {
                     flag("--name", name.to_string());
                 }
                 if let Some(ttl) = req.ttl {
-                    flag("--ttl", format!("{}s", ttl.as_secs()));
+                    flag("--ttl", crate::duration::format_duration(ttl));
                 }
                 if req.takeover == Takeover::Force {
                     args.push("--force".to_owned());
@@ -900,6 +900,10 @@ mod tests {
                 name: Some("portal".parse().unwrap()),
                 ttl: Some(Duration::from_secs(90)),
                 takeover: Takeover::Force,
+            }),
+            CtlRequest::Allocate(AllocateRequest {
+                ttl: Some(Duration::from_millis(1500)),
+                ..AllocateRequest::default()
             }),
             CtlRequest::Allocate(AllocateRequest::default()),
             CtlRequest::Heartbeat {

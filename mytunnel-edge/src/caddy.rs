@@ -81,6 +81,21 @@ pub fn parse_installed(value: &Value) -> Option<InstalledRoute> {
     })
 }
 
+/// An error and its sources, e.g. `error sending request: connection refused`.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 /// At most this many copies of one id are deleted by one `remove` (duplicates are rare).
 const MAX_DUPLICATES: usize = 16;
 
@@ -131,15 +146,21 @@ impl CaddyRoutes {
         if let Some(body) = body {
             request = request.json(body);
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| RouteError(format!("Caddy admin API at {}: {e}", self.base)))?;
+        let response = request.send().await.map_err(|e| {
+            RouteError(format!(
+                "Caddy admin API at {}: {}",
+                self.base,
+                error_chain(&e)
+            ))
+        })?;
         let status = response.status();
-        let text = response
-            .text()
-            .await
-            .map_err(|e| RouteError(format!("Caddy admin API at {}: {e}", self.base)))?;
+        let text = response.text().await.map_err(|e| {
+            RouteError(format!(
+                "Caddy admin API at {}: {}",
+                self.base,
+                error_chain(&e)
+            ))
+        })?;
         let value = if text.trim().is_empty() {
             Value::Null
         } else {

@@ -138,6 +138,36 @@ impl Setting {
         }
     }
 
+    /// One line of help for `--help`.
+    pub fn help(self) -> &'static str {
+        match self {
+            Setting::DbPath => "SQLite lease database file",
+            Setting::BaseDomain => {
+                "Tunnels are published at https://<slug>.<base-domain> (required to allocate)"
+            }
+            Setting::CaddyAdminUrl => "Caddy admin API; loopback or unix socket only",
+            Setting::CaddyServer => "Caddy HTTP server whose routes mytunnel manages",
+            Setting::MinPort => "Lowest edge port a lease binds",
+            Setting::MaxPort => "Highest edge port a lease binds",
+            Setting::LeaseTtl => "Lease time to live when the client asks for none",
+            Setting::CleanupInterval => "How often serve expires leases without heartbeats",
+            Setting::ReconcileInterval => "How often serve makes Caddy's routes match the leases",
+            Setting::HealthTimeout => "Bound on each health probe and admin API request",
+            Setting::LogFormat => "serve's log format: text or json",
+            Setting::MaxLeasesPerOwner => "Active leases one user may hold; 0 means unlimited",
+            Setting::AdminUsers => "Comma list of users who may --force, list --all and reconcile",
+            Setting::TombstoneRetention => "How long released/expired tombstones are kept",
+            Setting::ReservedSlugs => {
+                "Comma list of names no tunnel may take (default: www, api, admin, …)"
+            }
+        }
+    }
+
+    /// The setting a flag (`--db-path`) names.
+    pub fn from_flag(flag: &str) -> Option<Setting> {
+        Setting::ALL.into_iter().find(|s| s.flag() == flag)
+    }
+
     fn from_env_var(name: &str) -> Option<Setting> {
         Setting::ALL.into_iter().find(|s| s.env_var() == name)
     }
@@ -227,6 +257,37 @@ pub enum ConfigError {
         /// The IO error.
         source: std::io::Error,
     },
+}
+
+/// Takes the daemon settings out of a ctl command line, wherever they stand, in both
+/// `--flag value` and `--flag=value` form; returns them and the remaining words.
+pub fn split_setting_flags(
+    words: &[String],
+) -> Result<(BTreeMap<Setting, String>, Vec<String>), String> {
+    let mut settings = BTreeMap::new();
+    let mut rest = Vec::new();
+    let mut iter = words.iter();
+    while let Some(word) = iter.next() {
+        let (name, inline) = match word.split_once('=') {
+            Some((name, value)) if name.starts_with("--") => (name, Some(value.to_owned())),
+            _ => (word.as_str(), None),
+        };
+        let Some(setting) = Setting::from_flag(name) else {
+            rest.push(word.clone());
+            continue;
+        };
+        let value = match inline {
+            Some(value) => value,
+            None => iter
+                .next()
+                .cloned()
+                .ok_or_else(|| format!("{name} needs a value"))?,
+        };
+        if settings.insert(setting, value).is_some() {
+            return Err(format!("{name} is given twice"));
+        }
+    }
+    Ok((settings, rest))
 }
 
 /// Reads the env file at `path`; a file that does not exist is `Ok(None)`.
@@ -602,6 +663,28 @@ mod tests {
         assert!(load_env_file(&dir.path().join("missing.env"))
             .unwrap()
             .is_none());
+    }
+
+    #[test]
+    fn setting_flags_are_split_from_ctl_words() {
+        let words: Vec<String> = [
+            "allocate",
+            "--db-path",
+            "/tmp/x.db",
+            "--name",
+            "a",
+            "--min-port=5",
+        ]
+        .map(String::from)
+        .to_vec();
+        let (settings, rest) = split_setting_flags(&words).unwrap();
+        assert_eq!(settings.get(&Setting::DbPath).unwrap(), "/tmp/x.db");
+        assert_eq!(settings.get(&Setting::MinPort).unwrap(), "5");
+        assert_eq!(rest, vec!["allocate", "--name", "a"]);
+        assert!(split_setting_flags(&["--db-path".to_owned()]).is_err());
+        assert!(
+            split_setting_flags(&["--min-port=1".to_owned(), "--min-port=2".to_owned()]).is_err()
+        );
     }
 
     #[test]

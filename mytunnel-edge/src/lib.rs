@@ -5,8 +5,10 @@
 pub mod caddy;
 pub mod config;
 pub mod ctl;
+pub mod gate;
 pub mod ids;
 pub mod memory_routes;
+pub mod serve;
 pub mod service;
 pub mod store;
 

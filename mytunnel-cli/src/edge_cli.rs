@@ -1,0 +1,207 @@
+//! `mytunneld`: arguments, configuration loading and the ctl help text.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use clap::{Arg, ArgAction, ArgMatches, Command};
+use mytunnel_core::protocol::{ApiError, CtlRequest, ErrorCode};
+use mytunnel_edge::config::{
+    load_env_file, split_setting_flags, ConfigInputs, EdgeConfig, Setting, DEFAULT_ENV_FILE,
+};
+
+const EXAMPLES: &str = "\
+Examples:
+  mytunneld serve --base-domain tunnel.example.com
+  mytunneld ctl health
+  mytunneld ctl list --all
+  mytunneld ctl allocate --local-port 3000 --name portal
+  sudo -u alice mytunneld ctl list";
+
+/// The help of `mytunneld ctl` (it parses its own words, so clap does not render it).
+pub const CTL_HELP: &str = "\
+One control operation; prints one JSON document on stdout.
+
+Usage: mytunneld ctl <VERB> [FLAGS] [DAEMON SETTINGS]
+
+Verbs:
+  allocate   [--local-port N] [--name SLUG] [--ttl DUR] [--force] [--owner X (ignored)]
+  heartbeat  --lease ID
+  release    --lease ID|HOST|SLUG
+  delete     --lease ID|HOST|SLUG
+  list       [--all]            (--all: admins only)
+  health
+  reconcile                     (admins only)
+  stats
+
+The owner is always the user running the command. Daemon settings (--db-path,
+--base-domain, ...; see `mytunneld serve --help`) may be given here, but not through
+the SSH gate.
+
+Exit codes: 0 success, 1 refused (or unhealthy), 2 internal failure or bad configuration.
+
+Examples:
+  mytunneld ctl allocate --local-port 3000 --name portal --ttl 5m
+  mytunneld ctl release --lease portal.tunnel.example.com
+  mytunneld ctl list --all";
+
+fn setting_id(setting: Setting) -> &'static str {
+    setting.flag().trim_start_matches('-')
+}
+
+fn setting_args() -> Vec<Arg> {
+    Setting::ALL
+        .into_iter()
+        .map(|setting| {
+            let mut help = format!("{} [env: {}]", setting.help(), setting.env_var());
+            if let Some(default) = setting.default_value().filter(|d| !d.is_empty()) {
+                help.push_str(&format!(" [default: {default}]"));
+            }
+            Arg::new(setting_id(setting))
+                .long(setting_id(setting))
+                .value_name("VALUE")
+                .help(help)
+                .help_heading("Daemon settings")
+        })
+        .collect()
+}
+
+/// The `mytunneld` command definition.
+pub fn command() -> Command {
+    Command::new("mytunneld")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about("The mytunnel edge: lease database, Caddy routes and the SSH gate")
+        .after_help(EXAMPLES)
+        .subcommand_required(true)
+        .arg_required_else_help(true)
+        .arg(
+            Arg::new("env-file")
+                .long("env-file")
+                .global(true)
+                .value_name("PATH")
+                .default_value(DEFAULT_ENV_FILE)
+                .help("Env file of KEY=VALUE settings, read by serve, ctl and gate"),
+        )
+        .subcommand(
+            Command::new("serve")
+                .about("Run the cleanup and reconcile loops until SIGTERM or SIGINT")
+                .args(setting_args()),
+        )
+        .subcommand(
+            Command::new("ctl")
+                .about("One control operation; prints one JSON document (see `mytunneld ctl --help`)")
+                .disable_help_flag(true)
+                .arg(
+                    Arg::new("words")
+                        .num_args(0..)
+                        .trailing_var_arg(true)
+                        .allow_hyphen_values(true)
+                        .action(ArgAction::Append),
+                ),
+        )
+        .subcommand(Command::new("gate").about(
+            "SSH forced command for tunnel keys: allows only `mytunneld ctl <verb>` and tunnel sessions",
+        ))
+}
+
+/// The settings given as flags to `serve`.
+pub fn serve_settings(matches: &ArgMatches) -> BTreeMap<Setting, String> {
+    Setting::ALL
+        .into_iter()
+        .filter_map(|s| {
+            matches
+                .get_one::<String>(setting_id(s))
+                .map(|v| (s, v.clone()))
+        })
+        .collect()
+}
+
+/// The `MYTUNNEL_*` variables of this process.
+pub fn mytunnel_environment() -> BTreeMap<String, String> {
+    std::env::vars()
+        .filter(|(k, _)| k.starts_with("MYTUNNEL_"))
+        .collect()
+}
+
+/// Resolves the configuration from flags, the environment and the env file.
+pub fn load_config(
+    flags: BTreeMap<Setting, String>,
+    env_file: &Path,
+) -> Result<(EdgeConfig, Vec<String>), String> {
+    let env_file = load_env_file(env_file).map_err(|e| e.to_string())?;
+    EdgeConfig::resolve(&ConfigInputs {
+        flags,
+        environment: mytunnel_environment(),
+        env_file,
+    })
+    .map_err(|e| e.to_string())
+}
+
+/// What `mytunneld ctl WORDS` asks for.
+#[derive(Debug)]
+pub enum CtlInvocation {
+    /// `--help`
+    Help,
+    /// A request with its configuration.
+    Run(Box<EdgeConfig>, CtlRequest),
+}
+
+/// Parses `mytunneld ctl WORDS` into a configuration and a request. Errors come back as
+/// the envelope to print and the exit code (2 for bad configuration or usage).
+pub fn parse_ctl(words: &[String], env_file: &Path) -> Result<CtlInvocation, (ApiError, i32)> {
+    if words.iter().any(|w| w == "--help" || w == "-h") || words.is_empty() {
+        return Ok(CtlInvocation::Help);
+    }
+    let usage = |message: String| (ApiError::new(ErrorCode::InvalidArgument, message), 2);
+    let (settings, rest) = split_setting_flags(words).map_err(usage)?;
+    let request = CtlRequest::parse_args(&rest).map_err(|e| {
+        let code = e.code.exit_code();
+        (e, code)
+    })?;
+    let (config, _warnings) = load_config(settings, env_file).map_err(usage)?;
+    Ok(CtlInvocation::Run(Box::new(config), request))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    #[test]
+    fn command_is_well_formed() {
+        command().debug_assert();
+    }
+
+    #[test]
+    fn every_setting_is_a_serve_flag() {
+        let serve = command().find_subcommand("serve").cloned().unwrap();
+        for setting in Setting::ALL {
+            assert!(
+                serve
+                    .get_arguments()
+                    .any(|a| a.get_long() == Some(setting_id(setting))),
+                "{setting:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn ctl_words_split_into_settings_and_request() {
+        let words: Vec<String> = ["list", "--db-path", "/nonexistent/x.db", "--all"]
+            .map(String::from)
+            .to_vec();
+        match parse_ctl(&words, &PathBuf::from("/nonexistent/env")).unwrap() {
+            CtlInvocation::Run(config, request) => {
+                assert_eq!(config.db_path, PathBuf::from("/nonexistent/x.db"));
+                assert_eq!(request.verb().as_str(), "list");
+            }
+            CtlInvocation::Help => panic!("help"),
+        }
+        let (e, code) = parse_ctl(
+            &["list".into(), "--min-port".into(), "x".into()],
+            &PathBuf::from("/nonexistent/env"),
+        )
+        .unwrap_err();
+        assert_eq!((e.code, code), (ErrorCode::InvalidArgument, 2));
+        assert!(e.message.contains("MYTUNNEL_MIN_PORT"), "{}", e.message);
+    }
+}
