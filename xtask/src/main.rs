@@ -1,1 +1,599 @@
-fn main() {}
+//! Project automation for mytunnel, run as `cargo xtask <command>` (the alias lives in
+//! `.cargo/config.toml`).
+//!
+//! - `cargo xtask ci` runs every check CI runs, in order, and stops at the first failure:
+//!   rustfmt, clippy, the tests (nextest when installed, else `cargo test`, then the doc
+//!   tests), rustdoc with warnings denied, and a short fuzz smoke.
+//! - `cargo xtask fuzz-smoke [--seconds N]` runs only the fuzz smoke: each cargo-fuzz target
+//!   in `fuzz/` for N seconds (default 20) on a copy of its seed corpus.
+//!
+//! Only std is used, so the task builds fast on a clean machine. Every child process is a
+//! `std::process::Command` whose command line is printed before it runs.
+
+use std::ffi::OsStr;
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+/// Every failure is a message for the person reading the log.
+type Result<T> = std::result::Result<T, String>;
+
+/// The cargo-fuzz targets in `fuzz/fuzz_targets/`, each with a seed corpus in
+/// `fuzz/corpus/<target>/`.
+const FUZZ_TARGETS: [&str; 4] = ["gate", "slug", "duration", "reply"];
+
+/// Seconds each fuzz target runs for in `ci` and by default in `fuzz-smoke`.
+const DEFAULT_FUZZ_SECONDS: u64 = 20;
+
+/// Commands planned in the design that this release does not have yet.
+const NOT_YET: [&str; 4] = ["e2e", "demo", "bench", "dist"];
+
+const USAGE: &str = "\
+Usage: cargo xtask <command> [options]
+
+Commands:
+  ci                         run every CI check in order, stopping at the first failure:
+                               fmt --check, clippy -D warnings, tests (nextest or cargo test,
+                               then doc tests), rustdoc -D warnings, fuzz smoke
+  fuzz-smoke [--seconds N]   run each cargo-fuzz target for N seconds (default 20) on a
+                               copy of its seed corpus; a crash fails
+  help, --help, -h           print this help
+
+Not yet available (each arrives with a later release; exits with code 2):
+  e2e, demo, bench, dist
+";
+
+/// What the command line asks for.
+#[derive(Debug, PartialEq, Eq)]
+enum Task {
+    Help,
+    Ci,
+    FuzzSmoke { seconds: u64 },
+    NotYet(String),
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let task = match parse_command_line(&args) {
+        Ok(task) => task,
+        Err(message) => {
+            eprintln!("xtask: {message}\n");
+            eprint!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let outcome = match task {
+        Task::Help => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Task::NotYet(command) => {
+            eprintln!(
+                "xtask: `cargo xtask {command}` is not yet available; it arrives with a later release"
+            );
+            return ExitCode::from(2);
+        }
+        Task::Ci => ci(),
+        Task::FuzzSmoke { seconds } => fuzz_smoke_command(seconds),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("xtask: error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Reads the arguments after `cargo xtask`. An error is a usage error (exit code 2).
+fn parse_command_line(args: &[String]) -> Result<Task> {
+    let Some((command, rest)) = args.split_first() else {
+        return Err("no command given".to_owned());
+    };
+    match command.as_str() {
+        "help" | "--help" | "-h" => Ok(Task::Help),
+        "ci" => match rest.first() {
+            None => Ok(Task::Ci),
+            Some(extra) => Err(format!(
+                "`cargo xtask ci` takes no arguments, got {extra:?}"
+            )),
+        },
+        "fuzz-smoke" => fuzz_smoke_seconds(rest).map(|seconds| Task::FuzzSmoke { seconds }),
+        other if NOT_YET.contains(&other) => Ok(Task::NotYet(other.to_owned())),
+        other => Err(format!("unknown command {other:?}")),
+    }
+}
+
+/// Reads `[--seconds N]` / `[--seconds=N]`.
+fn fuzz_smoke_seconds(rest: &[String]) -> Result<u64> {
+    let mut seconds = DEFAULT_FUZZ_SECONDS;
+    let mut iter = rest.iter();
+    while let Some(arg) = iter.next() {
+        let value = if arg == "--seconds" {
+            iter.next()
+                .ok_or_else(|| "--seconds needs a value".to_owned())?
+                .as_str()
+        } else if let Some(value) = arg.strip_prefix("--seconds=") {
+            value
+        } else {
+            return Err(format!("`cargo xtask fuzz-smoke` does not take {arg:?}"));
+        };
+        seconds = match value.parse::<u64>() {
+            Ok(n) if n > 0 => n,
+            _ => {
+                return Err(format!(
+                    "--seconds {value:?} is not a positive whole number"
+                ))
+            }
+        };
+    }
+    Ok(seconds)
+}
+
+// ---------------------------------------------------------------------------------------
+// Paths, commands
+
+/// The workspace root: the parent of this crate's directory.
+fn workspace_root() -> Result<PathBuf> {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .ok_or_else(|| "xtask's manifest directory has no parent".to_owned())
+}
+
+/// The cargo that runs us (`cargo run` sets `CARGO`), else the one on `PATH`.
+fn cargo(root: &Path) -> Command {
+    let program = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = Command::new(program);
+    command.current_dir(root);
+    command
+}
+
+/// One word of a printed command line, quoted when a shell would need it.
+fn shell_word(word: &OsStr) -> String {
+    let word = word.to_string_lossy();
+    let plain = !word.is_empty()
+        && word.chars().all(|c| {
+            c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/' | '=' | ':' | ',' | '+')
+        });
+    if plain {
+        word.into_owned()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
+/// The command line as it would be typed: explicit env vars, then `cargo` (not the full
+/// path from `CARGO`), then the arguments.
+fn command_line(command: &Command) -> String {
+    let mut line = String::new();
+    for (key, value) in command.get_envs() {
+        if let Some(value) = value {
+            let _ = write!(line, "{}={} ", key.to_string_lossy(), shell_word(value));
+        }
+    }
+    let program = Path::new(command.get_program());
+    if program.file_stem() == Some(OsStr::new("cargo")) {
+        line.push_str("cargo");
+    } else {
+        line.push_str(&shell_word(command.get_program()));
+    }
+    for arg in command.get_args() {
+        line.push(' ');
+        line.push_str(&shell_word(arg));
+    }
+    line
+}
+
+/// Prints the command line, runs it with inherited stdio, and fails unless it succeeds.
+fn run(command: &mut Command) -> Result<()> {
+    let line = command_line(command);
+    println!("$ {line}");
+    flush();
+    let status = command
+        .status()
+        .map_err(|e| format!("could not start `{line}`: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("`{line}` failed ({status})"))
+    }
+}
+
+/// Whether a command runs and exits 0, with its output hidden (used for tool probes).
+fn succeeds_quietly(command: &mut Command) -> bool {
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
+fn flush() {
+    let _ = std::io::stdout().flush();
+}
+
+fn seconds(d: Duration) -> String {
+    format!("{:.1}s", d.as_secs_f64())
+}
+
+// ---------------------------------------------------------------------------------------
+// ci
+
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    Fmt,
+    Clippy,
+    Tests,
+    Doc,
+    FuzzSmoke,
+}
+
+impl Step {
+    const ALL: [Step; 5] = [
+        Step::Fmt,
+        Step::Clippy,
+        Step::Tests,
+        Step::Doc,
+        Step::FuzzSmoke,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Step::Fmt => "fmt",
+            Step::Clippy => "clippy",
+            Step::Tests => "tests",
+            Step::Doc => "doc",
+            Step::FuzzSmoke => "fuzz smoke",
+        }
+    }
+}
+
+/// The commands of the test step: the test runner, then the doc tests (nextest does not
+/// run doc tests).
+fn test_commands(root: &Path) -> [Command; 2] {
+    let mut runner = cargo(root);
+    if succeeds_quietly(cargo(root).args(["nextest", "--version"])) {
+        runner.args(["nextest", "run", "--workspace", "--no-fail-fast"]);
+    } else {
+        runner.args(["test", "--workspace", "--no-fail-fast"]);
+    }
+    let mut doc_tests = cargo(root);
+    doc_tests.args(["test", "--workspace", "--doc"]);
+    [runner, doc_tests]
+}
+
+fn ci() -> Result<()> {
+    let root = workspace_root()?;
+    let total = Step::ALL.len();
+    let started = Instant::now();
+    let mut results: Vec<(Step, Duration, bool)> = Vec::new();
+    let mut failure = None;
+    for (index, step) in Step::ALL.into_iter().enumerate() {
+        let number = index + 1;
+        let step_started = Instant::now();
+        let outcome = match step {
+            Step::Fmt => {
+                let mut c = cargo(&root);
+                c.args(["fmt", "--all", "--", "--check"]);
+                banner(number, total, step, &command_line(&c));
+                run(&mut c)
+            }
+            Step::Clippy => {
+                let mut c = cargo(&root);
+                c.args([
+                    "clippy",
+                    "--workspace",
+                    "--all-targets",
+                    "--",
+                    "-D",
+                    "warnings",
+                ]);
+                banner(number, total, step, &command_line(&c));
+                run(&mut c)
+            }
+            Step::Tests => {
+                let mut commands = test_commands(&root);
+                let lines: Vec<String> = commands.iter().map(command_line).collect();
+                banner(number, total, step, &lines.join(" && "));
+                commands.iter_mut().try_for_each(run)
+            }
+            Step::Doc => {
+                let mut c = cargo(&root);
+                c.env("RUSTDOCFLAGS", "-D warnings")
+                    .args(["doc", "--workspace", "--no-deps"]);
+                banner(number, total, step, &command_line(&c));
+                run(&mut c)
+            }
+            Step::FuzzSmoke => {
+                banner(
+                    number,
+                    total,
+                    step,
+                    &format!(
+                        "cargo fuzz run <target> for {} ({DEFAULT_FUZZ_SECONDS}s each)",
+                        FUZZ_TARGETS.join(", ")
+                    ),
+                );
+                fuzz_smoke(&root, DEFAULT_FUZZ_SECONDS).map(|_| ())
+            }
+        };
+        let ok = outcome.is_ok();
+        results.push((step, step_started.elapsed(), ok));
+        if let Err(message) = outcome {
+            failure = Some(format!(
+                "step [{number}/{total}] {} failed: {message}",
+                step.name()
+            ));
+            break;
+        }
+    }
+
+    let passed = results.iter().filter(|(_, _, ok)| *ok).count();
+    let failed = results.len() - passed;
+    println!();
+    println!("xtask ci summary:");
+    for (index, step) in Step::ALL.into_iter().enumerate() {
+        let (result, time) = match results.get(index) {
+            Some((_, time, true)) => ("ok", seconds(*time)),
+            Some((_, time, false)) => ("FAILED", seconds(*time)),
+            None => ("not run", "-".to_owned()),
+        };
+        println!(
+            "  [{}/{total}] {:<12} {:<8} {:>8}",
+            index + 1,
+            step.name(),
+            result,
+            time
+        );
+    }
+    println!("  total {:>30}", seconds(started.elapsed()));
+    println!("xtask-ci: {passed} passed, {failed} failed");
+    flush();
+    match failure {
+        None => Ok(()),
+        Some(message) => Err(message),
+    }
+}
+
+fn banner(number: usize, total: usize, step: Step, what: &str) {
+    println!();
+    println!("==> [{number}/{total}] {}: {what}", step.name());
+    flush();
+}
+
+// ---------------------------------------------------------------------------------------
+// fuzz smoke
+
+fn fuzz_smoke_command(seconds_per_target: u64) -> Result<()> {
+    let root = workspace_root()?;
+    let timings = fuzz_smoke(&root, seconds_per_target)?;
+    println!();
+    println!("xtask fuzz-smoke summary:");
+    for (what, time) in &timings {
+        println!("  {what:<12} {:>8}", seconds(*time));
+    }
+    println!(
+        "xtask fuzz-smoke: {} passed, 0 failed",
+        timings.len().saturating_sub(1)
+    );
+    Ok(())
+}
+
+/// Installs cargo-fuzz when `cargo fuzz` is missing.
+fn ensure_cargo_fuzz(root: &Path) -> Result<()> {
+    if succeeds_quietly(cargo(root).args(["fuzz", "--version"])) {
+        return Ok(());
+    }
+    println!("xtask: `cargo fuzz` is not installed; installing cargo-fuzz from crates.io");
+    run(cargo(root).args(["install", "cargo-fuzz", "--locked"]))?;
+    if succeeds_quietly(cargo(root).args(["fuzz", "--version"])) {
+        Ok(())
+    } else {
+        Err("`cargo fuzz --version` still fails after installing cargo-fuzz".to_owned())
+    }
+}
+
+/// The cargo-fuzz command for `fuzz/`, on stable Rust.
+///
+/// `--sanitizer none` drops `-Zsanitizer=address`, the one nightly-only flag cargo-fuzz
+/// passes by default; everything else it passes (`-Cpasses=sancov-module`, the
+/// `-Cllvm-args=-sanitizer-coverage-*` options, `--cfg fuzzing`) is accepted by stable
+/// rustc. So no `RUSTC_BOOTSTRAP=1` is needed (checked with cargo-fuzz 0.13.2 and
+/// rustc 1.95.0), and none is set: the targets build exactly as on a developer's machine.
+fn fuzz_command(root: &Path, fuzz_dir: &Path, subcommand: &str) -> Command {
+    let mut command = cargo(root);
+    command.args([
+        OsStr::new("fuzz"),
+        OsStr::new(subcommand),
+        OsStr::new("--sanitizer"),
+        OsStr::new("none"),
+        OsStr::new("--fuzz-dir"),
+        fuzz_dir.as_os_str(),
+    ]);
+    command
+}
+
+/// Builds every target, then runs each for `seconds_per_target` on a temporary copy of its
+/// seed corpus. Returns the time of the build and of each target.
+fn fuzz_smoke(root: &Path, seconds_per_target: u64) -> Result<Vec<(String, Duration)>> {
+    ensure_cargo_fuzz(root)?;
+    let fuzz_dir = root.join("fuzz");
+    let mut timings = Vec::new();
+
+    let started = Instant::now();
+    run(&mut fuzz_command(root, &fuzz_dir, "build"))?;
+    timings.push(("build".to_owned(), started.elapsed()));
+
+    let scratch = std::env::temp_dir().join(format!("mytunnel-fuzz-smoke-{}", std::process::id()));
+    let outcome = FUZZ_TARGETS.iter().try_for_each(|target| {
+        let started = Instant::now();
+        let corpus = scratch.join(target);
+        copy_corpus(&fuzz_dir.join("corpus").join(target), &corpus)?;
+        let mut command = fuzz_command(root, &fuzz_dir, "run");
+        command.arg(target).arg(&corpus).args([
+            "--".to_owned(),
+            format!("-max_total_time={seconds_per_target}"),
+            "-rss_limit_mb=2048".to_owned(),
+            // One input that runs this long is a hang: fail instead of using up CI's time.
+            "-timeout=30".to_owned(),
+        ]);
+        run_fuzzer(&mut command, target, &fuzz_dir)?;
+        timings.push(((*target).to_owned(), started.elapsed()));
+        Ok(())
+    });
+    // Best effort: a leftover temp dir is harmless.
+    let _ = std::fs::remove_dir_all(&scratch);
+    outcome.map(|()| timings)
+}
+
+fn copy_corpus(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to).map_err(|e| format!("cannot create {}: {e}", to.display()))?;
+    let entries =
+        std::fs::read_dir(from).map_err(|e| format!("cannot read {}: {e}", from.display()))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| format!("cannot read {}: {e}", from.display()))?;
+        let path = entry.path();
+        if path.is_file() {
+            std::fs::copy(&path, to.join(entry.file_name()))
+                .map_err(|e| format!("cannot copy {}: {e}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs one fuzzer, passing its stderr through except libFuzzer's per-input progress lines
+/// (`#123\tNEW …` and their `NEW_FUNC` details) and its closing "recommended dictionary",
+/// which would fill the CI log. Crash reports, `INFO:` lines and the final
+/// `Done N runs in S second(s)` line are printed as they come.
+fn run_fuzzer(command: &mut Command, target: &str, fuzz_dir: &Path) -> Result<()> {
+    let line = command_line(command);
+    println!("$ {line}");
+    flush();
+    let mut child = command
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("could not start `{line}`: {e}"))?;
+    let mut hidden = 0u64;
+    if let Some(stderr) = child.stderr.take() {
+        let mut reader = BufReader::new(stderr);
+        let mut buf = Vec::new();
+        let mut out = std::io::stderr().lock();
+        let mut in_dictionary = false;
+        loop {
+            buf.clear();
+            match reader.read_until(b'\n', &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+            if buf.starts_with(b"###### Recommended dictionary.") {
+                in_dictionary = true;
+            }
+            if in_dictionary || is_progress_line(&buf) {
+                hidden += 1;
+            } else {
+                let _ = out.write_all(&buf);
+            }
+            if buf.starts_with(b"###### End of recommended dictionary.") {
+                in_dictionary = false;
+            }
+        }
+    }
+    let status = child
+        .wait()
+        .map_err(|e| format!("could not wait for `{line}`: {e}"))?;
+    println!("({hidden} lines of libFuzzer progress and its recommended dictionary hidden)");
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "fuzz target `{target}` failed ({status}); any crashing input is in {}; \
+             reproduce with `cargo fuzz run --sanitizer none --fuzz-dir fuzz {target} <input>`",
+            fuzz_dir.join("artifacts").join(target).display()
+        ))
+    }
+}
+
+/// libFuzzer's progress lines look like `#1024\tpulse  cov: …` or `#57\tNEW    cov: …`;
+/// `INITED` and `DONE` (the corpus loaded, the final coverage) are kept.
+fn is_progress_line(line: &[u8]) -> bool {
+    if line.starts_with(b"\tNEW_FUNC[") {
+        return true;
+    }
+    let Some(rest) = line.strip_prefix(b"#") else {
+        return false;
+    };
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    let Some(event) = rest.get(digits..).and_then(|r| r.strip_prefix(b"\t")) else {
+        return false;
+    };
+    digits > 0 && !(event.starts_with(b"INITED") || event.starts_with(b"DONE"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Task> {
+        let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        parse_command_line(&args)
+    }
+
+    #[test]
+    fn parses_command_lines() {
+        assert_eq!(parse(&["ci"]), Ok(Task::Ci));
+        assert_eq!(parse(&["--help"]), Ok(Task::Help));
+        assert_eq!(
+            parse(&["fuzz-smoke"]),
+            Ok(Task::FuzzSmoke {
+                seconds: DEFAULT_FUZZ_SECONDS
+            })
+        );
+        assert_eq!(
+            parse(&["fuzz-smoke", "--seconds", "5"]),
+            Ok(Task::FuzzSmoke { seconds: 5 })
+        );
+        assert_eq!(
+            parse(&["fuzz-smoke", "--seconds=7"]),
+            Ok(Task::FuzzSmoke { seconds: 7 })
+        );
+        assert_eq!(parse(&["e2e"]), Ok(Task::NotYet("e2e".to_owned())));
+        for bad in [
+            &[][..],
+            &["bogus"],
+            &["ci", "--fast"],
+            &["fuzz-smoke", "--seconds"],
+            &["fuzz-smoke", "--seconds", "0"],
+            &["fuzz-smoke", "--seconds", "x"],
+            &["fuzz-smoke", "gate"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn libfuzzer_progress_lines() {
+        assert!(is_progress_line(b"#57\tNEW    cov: 12 ft: 13\n"));
+        assert!(is_progress_line(b"#1048576\tpulse  cov: 12\n"));
+        assert!(is_progress_line(b"\tNEW_FUNC[1/2]: 0x55\n"));
+        assert!(!is_progress_line(b"#13\tINITED cov: 386\n"));
+        assert!(!is_progress_line(b"#400100\tDONE   cov: 824\n"));
+        assert!(!is_progress_line(b"Done 400100 runs in 6 second(s)\n"));
+        assert!(!is_progress_line(b"# comment\n"));
+    }
+
+    #[test]
+    fn printed_command_lines() {
+        let mut c = Command::new("/opt/rust/bin/cargo");
+        c.env("RUSTDOCFLAGS", "-D warnings")
+            .args(["doc", "--workspace", "it's"]);
+        assert_eq!(
+            command_line(&c),
+            "RUSTDOCFLAGS='-D warnings' cargo doc --workspace 'it'\\''s'"
+        );
+    }
+}
