@@ -11,5 +11,7 @@ pub mod memory_routes;
 pub mod serve;
 pub mod service;
 pub mod store;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 
 pub use store::{SqliteLeaseStore, SqliteStoreOptions};

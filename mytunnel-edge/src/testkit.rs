@@ -1,0 +1,204 @@
+//! Test support shared by the edge, CLI and end-to-end tests (feature `testkit`): a real
+//! Caddy started on loopback ports for contract and component tests.
+//!
+//! Every process started here is stopped by its pid when its handle drops.
+#![allow(clippy::missing_panics_doc)]
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use mytunnel_core::admin::CaddyAdminAddress;
+use serde_json::{json, Value};
+
+/// A free loopback TCP port: bound to `127.0.0.1:0`, then released for a child to bind.
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// The caddy binary: `$MYTUNNEL_CADDY_BIN`, else `caddy` on `PATH`.
+pub fn caddy_binary() -> Result<PathBuf, String> {
+    if let Some(path) = std::env::var_os("MYTUNNEL_CADDY_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join("caddy"))
+        .find(|candidate| candidate.is_file())
+        .ok_or_else(|| {
+            "caddy is not installed: `cargo xtask ci` installs it (apt-get install caddy)"
+                .to_owned()
+        })
+}
+
+/// A real `caddy run` on loopback: admin API and one HTTP server `srv0` with automatic
+/// HTTPS off and a catch-all route answering 404 "no tunnel here".
+#[derive(Debug)]
+pub struct RealCaddy {
+    child: Child,
+    admin: SocketAddr,
+    http: SocketAddr,
+    dir: tempfile::TempDir,
+}
+
+/// The config a fresh test Caddy starts with (and returns to on [`RealCaddy::reset`]).
+pub fn base_config(admin: SocketAddr, http: SocketAddr, with_catch_all: bool) -> Value {
+    let mut server = json!({
+        "listen": [http.to_string()],
+        "automatic_https": { "disable": true },
+    });
+    if with_catch_all {
+        server["routes"] = json!([{
+            "handle": [{ "handler": "static_response", "status_code": 404, "body": "no tunnel here" }]
+        }]);
+    }
+    json!({
+        "admin": { "listen": admin.to_string() },
+        "apps": { "http": { "servers": { "srv0": server } } },
+    })
+}
+
+impl RealCaddy {
+    /// Starts Caddy and waits until its admin API answers (at most 15 s).
+    pub fn start() -> Result<RealCaddy, String> {
+        let binary = caddy_binary()?;
+        let mut last_error = String::new();
+        for _attempt in 0..3 {
+            match Self::try_start(&binary) {
+                Ok(caddy) => return Ok(caddy),
+                Err(e) => last_error = e,
+            }
+        }
+        Err(last_error)
+    }
+
+    fn try_start(binary: &Path) -> Result<RealCaddy, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let admin: SocketAddr = ([127, 0, 0, 1], free_port().map_err(|e| e.to_string())?).into();
+        let http: SocketAddr = ([127, 0, 0, 1], free_port().map_err(|e| e.to_string())?).into();
+        let config_path = dir.path().join("caddy.json");
+        std::fs::write(&config_path, base_config(admin, http, true).to_string())
+            .map_err(|e| e.to_string())?;
+        let log = std::fs::File::create(dir.path().join("caddy.log")).map_err(|e| e.to_string())?;
+        let log2 = log.try_clone().map_err(|e| e.to_string())?;
+        let child = Command::new(binary)
+            .arg("run")
+            .arg("--config")
+            .arg(&config_path)
+            .env("HOME", dir.path())
+            .env("XDG_CONFIG_HOME", dir.path().join("config"))
+            .env("XDG_DATA_HOME", dir.path().join("data"))
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
+        let mut caddy = RealCaddy {
+            child,
+            admin,
+            http,
+            dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Ok(Some(status)) = caddy.child.try_wait() {
+                return Err(format!("caddy exited with {status}: {}", caddy.log()));
+            }
+            if admin_get(admin, "/config/").is_ok() {
+                return Ok(caddy);
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "caddy admin API did not answer within 15s: {}",
+                    caddy.log()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The admin API address.
+    pub fn admin_address(&self) -> CaddyAdminAddress {
+        CaddyAdminAddress::Tcp(self.admin)
+    }
+
+    /// The admin API socket address.
+    pub fn admin_socket(&self) -> SocketAddr {
+        self.admin
+    }
+
+    /// The address of the HTTP server `srv0`.
+    pub fn http_address(&self) -> SocketAddr {
+        self.http
+    }
+
+    /// The pid of the caddy process.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Caddy's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("caddy.log")).unwrap_or_default()
+    }
+
+    /// Replaces the whole config, as a restart that lost every API-added route does.
+    pub fn reset(&self, with_catch_all: bool) -> Result<(), String> {
+        admin_request(
+            self.admin,
+            "POST",
+            "/load",
+            Some(&base_config(self.admin, self.http, with_catch_all)),
+        )
+        .map(|_| ())
+    }
+}
+
+impl Drop for RealCaddy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A blocking GET to an admin API (readiness polling needs no runtime).
+pub fn admin_get(admin: SocketAddr, path: &str) -> Result<String, String> {
+    admin_request(admin, "GET", path, None)
+}
+
+/// A blocking HTTP/1.0 request to a loopback admin API; answers the body of a 2xx.
+pub fn admin_request(
+    admin: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect_timeout(&admin, Duration::from_secs(2))
+        .map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    let body = body.map(Value::to_string).unwrap_or_default();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.0\r\nHost: {admin}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .map_err(|e| e.to_string())?;
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .map_err(|e| e.to_string())?;
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let status = head.split_whitespace().nth(1).unwrap_or("");
+    if status.starts_with('2') {
+        Ok(body.to_owned())
+    } else {
+        Err(format!(
+            "{method} {path}: {}",
+            head.lines().next().unwrap_or("")
+        ))
+    }
+}
