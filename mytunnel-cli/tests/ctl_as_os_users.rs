@@ -4,6 +4,9 @@
 //!
 //! Needs root (to create users and switch to them), as `cargo xtask ci` runs.
 
+// Test code: a panic is a failed assertion.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -44,15 +44,18 @@ pub struct RealCaddy {
 
 /// The config a fresh test Caddy starts with (and returns to on [`RealCaddy::reset`]).
 pub fn base_config(admin: SocketAddr, http: SocketAddr, with_catch_all: bool) -> Value {
-    let mut server = json!({
+    let routes = if with_catch_all {
+        json!([{
+            "handle": [{ "handler": "static_response", "status_code": 404, "body": "no tunnel here" }]
+        }])
+    } else {
+        Value::Null
+    };
+    let server = json!({
         "listen": [http.to_string()],
         "automatic_https": { "disable": true },
+        "routes": routes,
     });
-    if with_catch_all {
-        server["routes"] = json!([{
-            "handle": [{ "handler": "static_response", "status_code": 404, "body": "no tunnel here" }]
-        }]);
-    }
     json!({
         "admin": { "listen": admin.to_string() },
         "apps": { "http": { "servers": { "srv0": server } } },
