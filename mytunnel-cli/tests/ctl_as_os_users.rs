@@ -5,7 +5,12 @@
 //! Needs root (to create users and switch to them), as `cargo xtask ci` runs.
 
 // Test code: a panic is a failed assertion.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

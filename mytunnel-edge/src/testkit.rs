@@ -103,18 +103,55 @@ impl RealCaddy {
             http,
             dir,
         };
+        caddy.wait_ready()?;
+        Ok(caddy)
+    }
+
+    /// Kills Caddy (SIGKILL) and waits for it: the admin API and server are gone.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts Caddy again on the same ports with the base config (every API-added route
+    /// lost), as a crash and restart would.
+    pub fn restart(&mut self) -> Result<(), String> {
+        self.kill();
+        let binary = caddy_binary()?;
+        let config_path = self.dir.path().join("caddy.json");
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.dir.path().join("caddy.log"))
+            .map_err(|e| e.to_string())?;
+        let log2 = log.try_clone().map_err(|e| e.to_string())?;
+        self.child = Command::new(binary)
+            .arg("run")
+            .arg("--config")
+            .arg(&config_path)
+            .env("HOME", self.dir.path())
+            .env("XDG_CONFIG_HOME", self.dir.path().join("config"))
+            .env("XDG_DATA_HOME", self.dir.path().join("data"))
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        self.wait_ready()
+    }
+
+    fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
-            if let Ok(Some(status)) = caddy.child.try_wait() {
-                return Err(format!("caddy exited with {status}: {}", caddy.log()));
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(format!("caddy exited with {status}: {}", self.log()));
             }
-            if admin_get(admin, "/config/").is_ok() {
-                return Ok(caddy);
+            if admin_get(self.admin, "/config/").is_ok() {
+                return Ok(());
             }
             if Instant::now() > deadline {
                 return Err(format!(
                     "caddy admin API did not answer within 15s: {}",
-                    caddy.log()
+                    self.log()
                 ));
             }
             std::thread::sleep(Duration::from_millis(20));

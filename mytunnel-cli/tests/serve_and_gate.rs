@@ -1,0 +1,278 @@
+//! `mytunneld serve` and `mytunneld gate` as processes, against a real Caddy.
+
+// Test code: a panic is a failed assertion.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use mytunnel_edge::testkit::{admin_get, RealCaddy};
+use serde_json::Value;
+
+/// Polls `condition` every 50 ms until it holds or `timeout` passes.
+fn eventually(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[derive(Debug)]
+struct Edge {
+    dir: tempfile::TempDir,
+    caddy: RealCaddy,
+}
+
+impl Edge {
+    fn new(extra_env: &str) -> Edge {
+        let caddy = RealCaddy::start().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let env = format!(
+            "MYTUNNEL_DB_PATH={}\nMYTUNNEL_BASE_DOMAIN=t.test\nMYTUNNEL_CADDY_ADMIN_URL={}\nMYTUNNEL_MIN_PORT=23000\nMYTUNNEL_MAX_PORT=23099\n{extra_env}",
+            dir.path().join("leases.db").display(),
+            caddy.admin_address(),
+        );
+        std::fs::write(dir.path().join("mytunneld.env"), env).unwrap();
+        Edge { dir, caddy }
+    }
+
+    fn env_file(&self) -> PathBuf {
+        self.dir.path().join("mytunneld.env")
+    }
+
+    fn command(&self) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_mytunneld"));
+        command.arg("--env-file").arg(self.env_file()).env_clear();
+        command
+    }
+
+    fn ctl(&self, args: &[&str]) -> Value {
+        let output = self.command().arg("ctl").args(args).output().unwrap();
+        parse(&output)
+    }
+
+    fn routes(&self) -> String {
+        admin_get(
+            self.caddy.admin_socket(),
+            "/config/apps/http/servers/srv0/routes",
+        )
+        .unwrap_or_default()
+    }
+}
+
+fn parse(output: &Output) -> Value {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {stdout:?}, stderr {:?}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
+}
+
+/// A child process killed by pid when dropped.
+#[derive(Debug)]
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+#[test]
+fn serve_expires_reconciles_survives_caddy_and_stops_on_sigterm() {
+    let mut edge = Edge::new(
+        "MYTUNNEL_LEASE_TTL=2s\nMYTUNNEL_CLEANUP_INTERVAL=1s\nMYTUNNEL_RECONCILE_INTERVAL=1s\nMYTUNNEL_LOG_FORMAT=json\n",
+    );
+    let long = edge.ctl(&["allocate", "--name", "long", "--ttl", "10m"]);
+    let short = edge.ctl(&["allocate", "--name", "short"]);
+    let long_id = long["lease_id"].as_str().unwrap().to_owned();
+    let short_id = short["lease_id"].as_str().unwrap().to_owned();
+    assert!(edge.routes().contains(&short_id));
+
+    let log = edge.dir.path().join("serve.log");
+    let mut serve = Guard(
+        edge.command()
+            .arg("serve")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+
+    // Cleanup: the 2s lease expires and its route goes; the 10m lease stays.
+    assert!(
+        eventually(Duration::from_secs(10), || !edge
+            .routes()
+            .contains(&short_id)),
+        "short lease's route still there; log: {}",
+        read(&log)
+    );
+    let list = edge.ctl(&["list"]);
+    let state = |id: &str| {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["lease_id"] == id)
+            .map(|l| l["state"].as_str().unwrap().to_owned())
+    };
+    assert_eq!(state(&short_id).as_deref(), Some("expired"));
+    assert_eq!(state(&long_id).as_deref(), Some("active"));
+
+    // Caddy restarted with its config lost: reconcile restores the route.
+    edge.caddy.reset(true).unwrap();
+    assert!(!edge.routes().contains(&long_id));
+    assert!(
+        eventually(Duration::from_secs(10), || edge.routes().contains(&long_id)),
+        "route not restored; log: {}",
+        read(&log)
+    );
+
+    // Caddy down: passes fail, the service keeps running; Caddy back: converges.
+    edge.caddy.kill();
+    assert!(
+        eventually(Duration::from_secs(10), || read(&log)
+            .contains("reconcile pass failed")),
+        "no failed pass logged: {}",
+        read(&log)
+    );
+    assert!(
+        serve.0.try_wait().unwrap().is_none(),
+        "serve died with Caddy down"
+    );
+    edge.caddy.restart().unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || edge.routes().contains(&long_id)),
+        "route not restored after Caddy came back; log: {}",
+        read(&log)
+    );
+
+    // SIGTERM: a clean, prompt exit.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(serve.0.id()).unwrap()),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let mut status = None;
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            status = serve.0.try_wait().unwrap();
+            status.is_some()
+        }),
+        "serve did not stop on SIGTERM"
+    );
+    assert!(status.unwrap().success(), "exit status {status:?}");
+    let log_text = read(&log);
+    assert!(log_text.contains("SIGTERM"), "{log_text}");
+    // JSON logs: every line is one JSON object.
+    for line in log_text.lines() {
+        assert!(
+            serde_json::from_str::<Value>(line).is_ok(),
+            "not JSON: {line}"
+        );
+    }
+}
+
+fn gate(edge: &Edge, command: Option<&str>) -> Command {
+    let mut gate = edge.command();
+    gate.arg("gate");
+    if let Some(command) = command {
+        gate.env("SSH_ORIGINAL_COMMAND", command);
+    }
+    gate
+}
+
+#[test]
+fn gate_runs_allowed_verbs_refuses_the_rest_and_ignores_the_environment() {
+    let edge = Edge::new("");
+    let output = gate(
+        &edge,
+        Some("mytunneld ctl allocate --name 'gated' --local-port 8080"),
+    )
+    .output()
+    .unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    let lease = parse(&output);
+    assert_eq!(lease["host"], "gated.t.test");
+
+    for (command, code) in [
+        ("sh -c id", "forbidden_command"),
+        ("mytunneld serve", "forbidden_command"),
+        (
+            "mytunneld ctl list --db-path /tmp/x.db",
+            "override_not_allowed",
+        ),
+        (
+            "mytunneld ctl list --caddy-admin-url=http://10.0.0.1:2019",
+            "override_not_allowed",
+        ),
+        ("mytunneld ctl shell", "forbidden_command"),
+    ] {
+        let output = gate(&edge, Some(command)).output().unwrap();
+        assert_eq!(output.status.code(), Some(1), "{command}");
+        assert_eq!(parse(&output)["error"]["code"], code, "{command}");
+    }
+
+    // Environment variables a client could send (AcceptEnv) do not reach the config.
+    let elsewhere = edge.dir.path().join("elsewhere.db");
+    let output = gate(&edge, Some("mytunneld ctl list"))
+        .env("MYTUNNEL_DB_PATH", &elsewhere)
+        .env("MYTUNNEL_ADMIN_USERS", "nobody")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    let list = parse(&output);
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    assert!(
+        !elsewhere.exists(),
+        "the gate used MYTUNNEL_DB_PATH from the environment"
+    );
+}
+
+#[test]
+fn gate_holds_an_empty_command_until_the_client_closes_it() {
+    let edge = Edge::new("");
+    for command in [None, Some("")] {
+        let mut session = Guard(
+            gate(&edge, command)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let mut stdin = session.0.stdin.take().unwrap();
+        // The session is open: it reads what the client sends.
+        stdin.write_all(b"keepalive\n").unwrap();
+        stdin.flush().unwrap();
+        assert!(
+            session.0.try_wait().unwrap().is_none(),
+            "session ended on its own"
+        );
+        drop(stdin);
+        let mut status = None;
+        assert!(eventually(Duration::from_secs(5), || {
+            status = session.0.try_wait().unwrap();
+            status.is_some()
+        }));
+        assert!(status.unwrap().success());
+    }
+}
