@@ -35,7 +35,7 @@ Usage: cargo xtask <command> [options]
 
 Commands:
   ci                         run every CI check in order, stopping at the first failure:
-                               fmt --check, clippy -D warnings, tests (nextest or cargo test,
+                               system packages (apt: caddy), fmt --check, clippy -D warnings, tests (nextest or cargo test,
                                then doc tests), rustdoc -D warnings, fuzz smoke
   fuzz-smoke [--seconds N]   run each cargo-fuzz target for N seconds (default 20) on a
                                copy of its seed corpus; a crash fails
@@ -202,6 +202,92 @@ fn run(command: &mut Command) -> Result<()> {
     }
 }
 
+/// Like [`run`], but echoes the output line by line and records the test runners'
+/// summary lines (nextest's `Summary [`, libtest's `test result:`).
+fn run_recording_summaries(command: &mut Command, summaries: &mut Vec<String>) -> Result<()> {
+    let line = command_line(command);
+    println!("$ {line}");
+    flush();
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("could not start `{line}`: {e}"))?;
+    let stderr = child.stderr.take();
+    let echo_stderr = std::thread::spawn(move || {
+        let mut found = Vec::new();
+        if let Some(stderr) = stderr {
+            for text in BufReader::new(stderr)
+                .lines()
+                .map_while(std::result::Result::ok)
+            {
+                eprintln!("{text}");
+                if is_summary_line(&text) {
+                    found.push(text.trim().to_owned());
+                }
+            }
+        }
+        found
+    });
+    if let Some(stdout) = child.stdout.take() {
+        for text in BufReader::new(stdout)
+            .lines()
+            .map_while(std::result::Result::ok)
+        {
+            println!("{text}");
+            if is_summary_line(&text) {
+                summaries.push(text.trim().to_owned());
+            }
+        }
+    }
+    summaries.extend(echo_stderr.join().unwrap_or_default());
+    let status = child
+        .wait()
+        .map_err(|e| format!("could not wait for `{line}`: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("`{line}` failed ({status})"))
+    }
+}
+
+fn is_summary_line(text: &str) -> bool {
+    let t = text.trim_start();
+    (t.starts_with("Summary [") && t.contains("tests run")) || t.starts_with("test result:")
+}
+
+/// Installs the system packages the tests start for real (Caddy; more as the end-to-end
+/// suite grows) when they are missing, with apt on Debian as root.
+fn ensure_system_packages() -> Result<()> {
+    const PACKAGES: [(&str, &str); 1] = [("caddy", "caddy")];
+    let missing: Vec<&str> = PACKAGES
+        .iter()
+        .filter(|(binary, _)| {
+            !succeeds_quietly(Command::new("sh").args(["-c", &format!("command -v {binary}")]))
+        })
+        .map(|(_, package)| *package)
+        .collect();
+    for (binary, _) in PACKAGES {
+        if !missing.contains(&binary) {
+            println!("  {binary}: present");
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !succeeds_quietly(Command::new("sh").args(["-c", "command -v apt-get"])) {
+        return Err(format!(
+            "missing {}: install them with your package manager",
+            missing.join(", ")
+        ));
+    }
+    run(Command::new("apt-get").args(["update", "-qq"]))?;
+    run(Command::new("apt-get")
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(&missing))
+}
+
 /// Whether a command runs and exits 0, with its output hidden (used for tool probes).
 fn succeeds_quietly(command: &mut Command) -> bool {
     command
@@ -225,6 +311,7 @@ fn seconds(d: Duration) -> String {
 
 #[derive(Debug, Clone, Copy)]
 enum Step {
+    Prerequisites,
     Fmt,
     Clippy,
     Tests,
@@ -233,7 +320,8 @@ enum Step {
 }
 
 impl Step {
-    const ALL: [Step; 5] = [
+    const ALL: [Step; 6] = [
+        Step::Prerequisites,
         Step::Fmt,
         Step::Clippy,
         Step::Tests,
@@ -243,6 +331,7 @@ impl Step {
 
     fn name(self) -> &'static str {
         match self {
+            Step::Prerequisites => "prerequisites",
             Step::Fmt => "fmt",
             Step::Clippy => "clippy",
             Step::Tests => "tests",
@@ -272,10 +361,15 @@ fn ci() -> Result<()> {
     let started = Instant::now();
     let mut results: Vec<(Step, Duration, bool)> = Vec::new();
     let mut failure = None;
+    let mut test_summaries: Vec<String> = Vec::new();
     for (index, step) in Step::ALL.into_iter().enumerate() {
         let number = index + 1;
         let step_started = Instant::now();
         let outcome = match step {
+            Step::Prerequisites => {
+                banner(number, total, step, "system packages the tests use");
+                ensure_system_packages()
+            }
             Step::Fmt => {
                 let mut c = cargo(&root);
                 c.args(["fmt", "--all", "--", "--check"]);
@@ -299,7 +393,9 @@ fn ci() -> Result<()> {
                 let mut commands = test_commands(&root);
                 let lines: Vec<String> = commands.iter().map(command_line).collect();
                 banner(number, total, step, &lines.join(" && "));
-                commands.iter_mut().try_for_each(run)
+                commands
+                    .iter_mut()
+                    .try_for_each(|c| run_recording_summaries(c, &mut test_summaries))
             }
             Step::Doc => {
                 let mut c = cargo(&root);
@@ -351,7 +447,14 @@ fn ci() -> Result<()> {
         );
     }
     println!("  total {:>30}", seconds(started.elapsed()));
-    println!("xtask-ci: {passed} passed, {failed} failed");
+    println!("xtask ci: {passed} of {total} steps passed, {failed} failed");
+    if !test_summaries.is_empty() {
+        println!();
+        println!("Test runner summaries:");
+        for line in &test_summaries {
+            println!("{line}");
+        }
+    }
     flush();
     match failure {
         None => Ok(()),
