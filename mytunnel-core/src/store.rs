@@ -148,9 +148,9 @@ impl From<StoreError> for ApiError {
 /// [`StoreError::NotFound`] exactly as a lease that does not exist.
 #[async_trait]
 pub trait LeaseStore: Send + Sync + std::fmt::Debug {
-    /// Reserves a name and the lowest free port in one transaction: checks the owner
-    /// limit, the name (taking over an active holder if `takeover` is `Force`) and the
-    /// port range.
+    /// Reserves a name and the lowest free port in one transaction. Checks, in this
+    /// order: the name (taking over an active holder if `takeover` is `Force`), the
+    /// owner's limit (not counting a lease the owner displaces), the port range.
     async fn allocate(&self, spec: AllocateSpec) -> Result<Allocation, StoreError>;
 
     /// Extends an active lease of `owner` to `now + ttl`.

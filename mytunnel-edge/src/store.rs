@@ -19,8 +19,7 @@ use mytunnel_core::store::{
 };
 use mytunnel_core::{Lease, LeaseId, LeaseRef, LeaseState, Owner, Slug, Timestamp, Ttl};
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
 use sqlx::{Row, Sqlite, Transaction};
 
@@ -64,11 +63,10 @@ impl SqliteLeaseStore {
     /// A new file gets mode 0660 when its directory is setgid (the daemon group shares it),
     /// 0600 otherwise.
     pub async fn open(path: &Path, options: &SqliteStoreOptions) -> Result<Self, StoreError> {
-        let existed = path.exists();
+        create_with_mode(path)?;
         let connect = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(options.busy_timeout);
         let pool = SqlitePoolOptions::new()
@@ -77,12 +75,36 @@ impl SqliteLeaseStore {
             .connect_with(connect)
             .await
             .map_err(|e| db_error(&format!("cannot open {}", path.display()), e))?;
-        if !existed {
-            restrict_new_file_mode(path)?;
-        }
         let store = SqliteLeaseStore { pool };
+        store.switch_to_wal(options.busy_timeout).await?;
         store.migrate().await?;
         Ok(store)
+    }
+
+    /// Switches the file to WAL (a no-op once it is). The switch needs an exclusive lock
+    /// and SQLite does not apply the busy timeout to it, so a fresh file opened while
+    /// another process writes would fail at once: retry until the busy timeout instead.
+    async fn switch_to_wal(&self, busy_timeout: Duration) -> Result<(), StoreError> {
+        let started = std::time::Instant::now();
+        let mut pause = Duration::from_millis(1);
+        loop {
+            match sqlx::query_scalar::<_, String>("PRAGMA journal_mode = WAL")
+                .fetch_one(&self.pool)
+                .await
+            {
+                Ok(mode) if mode.eq_ignore_ascii_case("wal") => return Ok(()),
+                Ok(mode) => {
+                    return Err(StoreError::Db(format!(
+                        "the database refused WAL journaling (journal mode is {mode})"
+                    )))
+                }
+                Err(e) if started.elapsed() < busy_timeout && is_busy(&e) => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(50));
+                }
+                Err(e) => return Err(db_error("switch to WAL journaling", e)),
+            }
+        }
     }
 
     /// A private in-memory database (one connection, kept for the store's life).
@@ -145,9 +167,29 @@ impl SqliteLeaseStore {
     }
 }
 
+/// SQLITE_BUSY (5) or SQLITE_LOCKED (6).
+fn is_busy(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .is_some_and(|c| c == "5" || c == "6")
+}
+
+/// Creates the database file if it does not exist, never more open than 0600, then
+/// gives it its mode: 0660 when its directory is setgid (the daemon group shares it),
+/// 0600 otherwise. An existing file is left alone.
 #[cfg(unix)]
-fn restrict_new_file_mode(path: &Path) -> Result<(), StoreError> {
-    use std::os::unix::fs::PermissionsExt;
+fn create_with_mode(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let created = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path);
+    match created {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
+        Err(e) => return Err(db_error(&format!("cannot create {}", path.display()), e)),
+    }
     let dir_is_setgid = path
         .parent()
         .map(|p| {
@@ -165,7 +207,7 @@ fn restrict_new_file_mode(path: &Path) -> Result<(), StoreError> {
 }
 
 #[cfg(not(unix))]
-fn restrict_new_file_mode(_path: &Path) -> Result<(), StoreError> {
+fn create_with_mode(_path: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
