@@ -7,6 +7,7 @@ pub mod config;
 pub mod ctl;
 pub mod gate;
 pub mod ids;
+pub mod in_process;
 pub mod memory_routes;
 pub mod serve;
 pub mod service;
