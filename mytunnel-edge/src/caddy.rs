@@ -111,6 +111,8 @@ impl CaddyRoutes {
             .no_proxy()
             .timeout(timeout)
             .connect_timeout(timeout)
+            // Caddy closes admin connections on every reload: never reuse one.
+            .pool_max_idle_per_host(0)
             .redirect(reqwest::redirect::Policy::none());
         let (builder, base) = match admin {
             CaddyAdminAddress::Tcp(addr) => (builder, format!("http://{addr}")),
@@ -134,25 +136,39 @@ impl CaddyRoutes {
     }
 
     /// One request; answers the status and the parsed body (`Value::Null` when empty).
+    ///
+    /// Caddy replaces its admin server on every config change, and a request that reaches
+    /// the old one while it stops is reset without being run. Such a request (no answer,
+    /// not a timeout) is sent again, at most twice: it never ran, so it cannot apply twice.
     async fn call(
         &self,
         method: Method,
         path: &str,
         body: Option<&Value>,
     ) -> Result<(StatusCode, Value), RouteError> {
-        let mut request = self
-            .client
-            .request(method.clone(), format!("{}{path}", self.base));
-        if let Some(body) = body {
-            request = request.json(body);
-        }
-        let response = request.send().await.map_err(|e| {
-            RouteError(format!(
-                "Caddy admin API at {}: {}",
-                self.base,
-                error_chain(&e)
-            ))
-        })?;
+        let mut attempt = 0;
+        let response = loop {
+            let mut request = self
+                .client
+                .request(method.clone(), format!("{}{path}", self.base));
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            match request.send().await {
+                Ok(response) => break response,
+                Err(e) if attempt < 2 && !e.is_timeout() && !e.is_connect() => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Err(e) => {
+                    return Err(RouteError(format!(
+                        "Caddy admin API at {}: {}",
+                        self.base,
+                        error_chain(&e)
+                    )))
+                }
+            }
+        };
         let status = response.status();
         let text = response.text().await.map_err(|e| {
             RouteError(format!(

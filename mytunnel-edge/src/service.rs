@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime};
 use mytunnel_core::policy::{Caller, OwnerScope, ReservedSlugs};
 use mytunnel_core::protocol::{
     AllocateRequest, ApiError, ComponentHealth, CtlRequest, CtlResponse, DeletedDto, ErrorCode,
-    HealthDto, LeaseDto, PortUsage, ReconcileDto, StatsDto,
+    HealthDto, LeaseDto, PortUsage, ReconcileDto, StatsDto, Takeover,
 };
 use mytunnel_core::route::{plan_reconcile, route_id, Route, RouteBackend};
 use mytunnel_core::store::{AllocateSpec, LeaseStore, NameChoice, OwnerLimit};
@@ -209,6 +209,14 @@ impl LeaseService {
                     .collect(),
             ),
         };
+        if request.takeover == Takeover::Force {
+            // The takeover deletes the holder's lease in the store transaction; refuse
+            // before touching it if the routes cannot follow.
+            self.routes
+                .ping()
+                .await
+                .map_err(|e| caddy_unavailable("cannot take the name over", e))?;
+        }
         let ttl = request.ttl.map_or(self.settings.lease_ttl, Ttl::clamped);
         let allocation = self
             .store

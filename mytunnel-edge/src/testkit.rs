@@ -13,8 +13,37 @@ use mytunnel_core::admin::CaddyAdminAddress;
 use serde_json::{json, Value};
 
 /// A free loopback TCP port: bound to `127.0.0.1:0`, then released for a child to bind.
+/// Prefer [`ReservedPort`] for children that bind with `SO_REUSEPORT` (Caddy does).
 pub fn free_port() -> std::io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// A loopback port held for a child that binds with `SO_REUSEPORT`, as Caddy does: the
+/// socket stays bound (not listening) with `SO_REUSEPORT`, so the child can join it but no
+/// other test is handed the same port while this lives.
+#[derive(Debug)]
+pub struct ReservedPort {
+    _socket: tokio::net::TcpSocket,
+    port: u16,
+}
+
+impl ReservedPort {
+    /// Reserves a port the kernel picks on `127.0.0.1`.
+    pub fn new() -> std::io::Result<ReservedPort> {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.set_reuseport(true)?;
+        socket.bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
+        let port = socket.local_addr()?.port();
+        Ok(ReservedPort {
+            _socket: socket,
+            port,
+        })
+    }
+
+    /// `127.0.0.1:<port>`.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
 }
 
 /// The caddy binary: `$MYTUNNEL_CADDY_BIN`, else `caddy` on `PATH`.
@@ -40,6 +69,7 @@ pub struct RealCaddy {
     admin: SocketAddr,
     http: SocketAddr,
     dir: tempfile::TempDir,
+    _ports: [ReservedPort; 2],
 }
 
 /// The config a fresh test Caddy starts with (and returns to on [`RealCaddy::reset`]).
@@ -78,8 +108,9 @@ impl RealCaddy {
 
     fn try_start(binary: &Path) -> Result<RealCaddy, String> {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let admin: SocketAddr = ([127, 0, 0, 1], free_port().map_err(|e| e.to_string())?).into();
-        let http: SocketAddr = ([127, 0, 0, 1], free_port().map_err(|e| e.to_string())?).into();
+        let admin_port = ReservedPort::new().map_err(|e| e.to_string())?;
+        let http_port = ReservedPort::new().map_err(|e| e.to_string())?;
+        let (admin, http) = (admin_port.addr(), http_port.addr());
         let config_path = dir.path().join("caddy.json");
         std::fs::write(&config_path, base_config(admin, http, true).to_string())
             .map_err(|e| e.to_string())?;
@@ -102,6 +133,7 @@ impl RealCaddy {
             admin,
             http,
             dir,
+            _ports: [admin_port, http_port],
         };
         caddy.wait_ready()?;
         Ok(caddy)
@@ -139,13 +171,17 @@ impl RealCaddy {
         self.wait_ready()
     }
 
+    /// Waits until this Caddy (not another one sharing the port) answers with its config.
     fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(15);
+        let ours = self.http.to_string();
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return Err(format!("caddy exited with {status}: {}", self.log()));
             }
-            if admin_get(self.admin, "/config/").is_ok() {
+            if admin_get(self.admin, "/config/apps/http/servers/srv0/listen")
+                .is_ok_and(|listen| listen.contains(&ours))
+            {
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -155,6 +191,21 @@ impl RealCaddy {
                 ));
             }
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits until Caddy's previous admin server has stopped after a config change (each
+    /// change replaces it, and requests meeting the old one are dropped).
+    pub fn settle(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = self.log();
+            let started = log.matches("admin endpoint started").count();
+            let stopped = log.matches("stopped previous server").count();
+            if stopped + 1 >= started || Instant::now() > deadline {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 
@@ -190,8 +241,9 @@ impl RealCaddy {
             "POST",
             "/load",
             Some(&base_config(self.admin, self.http, with_catch_all)),
-        )
-        .map(|_| ())
+        )?;
+        self.settle();
+        Ok(())
     }
 }
 
@@ -214,6 +266,26 @@ pub fn admin_request(
     path: &str,
     body: Option<&Value>,
 ) -> Result<String, String> {
+    // A request meeting Caddy's previous admin server during a reload is reset unrun.
+    let mut last = String::new();
+    for _ in 0..3 {
+        match admin_request_once(admin, method, path, body) {
+            Ok(answer) => return answer,
+            Err(e) => last = e,
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Err(last)
+}
+
+/// `Ok(answer)` when an HTTP answer came back (2xx body, or the status line as error);
+/// `Err` when the connection failed without one.
+fn admin_request_once(
+    admin: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> Result<Result<String, String>, String> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect_timeout(&admin, Duration::from_secs(2))
         .map_err(|e| e.to_string())?;
@@ -231,14 +303,17 @@ pub fn admin_request(
     stream
         .read_to_string(&mut response)
         .map_err(|e| e.to_string())?;
+    if response.is_empty() {
+        return Err("connection closed without an answer".into());
+    }
     let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
     let status = head.split_whitespace().nth(1).unwrap_or("");
     if status.starts_with('2') {
-        Ok(body.to_owned())
+        Ok(Ok(body.to_owned()))
     } else {
-        Err(format!(
+        Ok(Err(format!(
             "{method} {path}: {}",
             head.lines().next().unwrap_or("")
-        ))
+        )))
     }
 }
