@@ -111,11 +111,17 @@ impl SqliteLeaseStore {
     pub async fn open_in_memory() -> Result<Self, StoreError> {
         let connect = SqliteConnectOptions::from_str("sqlite::memory:")
             .map_err(|e| db_error("in-memory options", e))?;
+        // One connection for the store's whole life: if it closed, the in-memory database
+        // would vanish with it. So no health check before use (a check cut short could
+        // drop it), and no acquire deadline that paused test time could reach while a
+        // query runs on SQLite's worker thread (time jumps ahead, but nothing fails).
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
             .idle_timeout(None)
             .max_lifetime(None)
+            .test_before_acquire(false)
+            .acquire_timeout(Duration::from_secs(365 * 24 * 3600))
             .connect_with(connect)
             .await
             .map_err(|e| db_error("cannot open in-memory database", e))?;

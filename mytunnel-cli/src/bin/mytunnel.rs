@@ -1,14 +1,21 @@
-//! `mytunnel`: the client command. Its commands arrive with the client issue; today it
-//! answers `--version` and says so for anything else.
+//! `mytunnel`: parse, call one library function, exit.
 
-fn main() {
-    let arg = std::env::args().nth(1);
-    match arg.as_deref() {
-        Some("--version" | "-v") => println!("mytunnel {}", env!("CARGO_PKG_VERSION")),
-        _ => {
-            eprintln!("usage: mytunnel <http|ls|stop|rm|doctor> [args]");
-            eprintln!("note: this development build has no commands yet; they arrive in 0.1.0");
-            std::process::exit(2);
+use std::process::ExitCode;
+
+use clap::Parser;
+use mytunnel_cli::client_cli::{run, Cli};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(run(cli)),
+        Err(e) => {
+            eprintln!("mytunnel: cannot start the async runtime: {e}");
+            ExitCode::from(2)
         }
     }
 }

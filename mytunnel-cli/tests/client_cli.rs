@@ -1,0 +1,344 @@
+//! The `mytunnel` binary as a user runs it: exact outputs, exit codes, and usage errors
+//! that never reach ssh (a recording fake `ssh` proves it).
+
+// Test code: a panic is a failed assertion.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use mytunnel_cli::client_cli::{format_ls, format_opened, format_released};
+use mytunnel_core::protocol::LeaseDto;
+
+/// A fake ssh that logs each call's argv and answers with canned stdout and exit code.
+#[derive(Debug)]
+struct FakeSsh {
+    dir: tempfile::TempDir,
+}
+
+impl FakeSsh {
+    fn new(reply: &str, exit: i32) -> FakeSsh {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("reply"), reply).unwrap();
+        let script = format!(
+            "#!/bin/bash\nprintf '%s\\t' \"$@\" >> '{log}'\necho >> '{log}'\ncat '{reply}'\nexit {exit}\n",
+            log = dir.path().join("calls").display(),
+            reply = dir.path().join("reply").display(),
+        );
+        let path = dir.path().join("ssh");
+        std::fs::write(&path, script).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        FakeSsh { dir }
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.path().join("ssh")
+    }
+
+    fn calls(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.path().join("calls"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+fn mytunnel(home: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mytunnel"))
+        .args(args)
+        .env_clear()
+        .env("HOME", home)
+        .env("PATH", "/usr/bin:/bin")
+        .output()
+        .unwrap()
+}
+
+fn lease(id: &str, host: &str, owner: &str, port: u16, state: &str) -> LeaseDto {
+    serde_json::from_value(serde_json::json!({
+        "lease_id": id, "slug": host.split('.').next().unwrap(), "host": host, "owner": owner,
+        "edge_bind_port": port, "created_at": "2026-11-29T10:00:00Z",
+        "updated_at": "2026-11-29T10:00:00Z", "expires_at": "2026-11-29T10:02:00Z",
+        "state": state, "ttl_seconds": 120
+    }))
+    .unwrap()
+}
+
+#[test]
+fn golden_outputs() {
+    assert_eq!(
+        format_opened(
+            "https://portal.tunnel.example.com",
+            "lease_abcdefghijklmnop"
+        ),
+        "url: https://portal.tunnel.example.com\nlease: lease_abcdefghijklmnop\n"
+    );
+    assert_eq!(format_ls(&[]), "no leases\n");
+    let leases = [
+        lease(
+            "lease_abcdefghijklmnop",
+            "portal.t.example",
+            "alice",
+            21000,
+            "active",
+        ),
+        lease(
+            "lease_qrstuvwxyz234567",
+            "released-lease_qrstuvwxyz234567.invalid",
+            "alice",
+            21001,
+            "released",
+        ),
+    ];
+    assert_eq!(
+        format_ls(&leases),
+        "\
+LEASE_ID                HOST                                     OWNER  PORT   STATE     EXPIRES_AT
+lease_abcdefghijklmnop  portal.t.example                         alice  21000  active    2026-11-29T10:02:00Z
+lease_qrstuvwxyz234567  released-lease_qrstuvwxyz234567.invalid  alice  21001  released  2026-11-29T10:02:00Z
+"
+    );
+    assert_eq!(
+        format_released(&leases[1]),
+        "released lease_qrstuvwxyz234567 (released-lease_qrstuvwxyz234567.invalid)\n"
+    );
+}
+
+#[test]
+fn usage_errors_exit_2_before_any_ssh_call() {
+    let home = tempfile::tempdir().unwrap();
+    let ssh = FakeSsh::new("[]", 0);
+    let ssh_bin = ssh.path();
+    let ssh_bin = ssh_bin.to_str().unwrap();
+    for args in [
+        vec!["http", "0", "--edge", "e", "--ssh-bin", ssh_bin],
+        vec!["http", "65536", "--edge", "e", "--ssh-bin", ssh_bin],
+        vec![
+            "http",
+            "3000",
+            "--force",
+            "--edge",
+            "e",
+            "--ssh-bin",
+            ssh_bin,
+        ],
+        vec![
+            "http",
+            "3000",
+            "--name",
+            "Not_A_Slug",
+            "--edge",
+            "e",
+            "--ssh-bin",
+            ssh_bin,
+        ],
+        vec!["http", "3000", "--ssh-bin", ssh_bin],
+        vec![
+            "http",
+            "3000",
+            "--edge",
+            "-oProxyCommand=x",
+            "--ssh-bin",
+            ssh_bin,
+        ],
+        vec!["ls", "--ssh-bin", ssh_bin],
+        vec!["stop", "not a lease", "--edge", "e", "--ssh-bin", ssh_bin],
+        vec!["bogus"],
+    ] {
+        let out = mytunnel(home.path(), &args);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!out.stderr.is_empty(), "{args:?} explains itself");
+    }
+    assert!(ssh.calls().is_empty(), "ssh was called: {:?}", ssh.calls());
+}
+
+#[test]
+fn version_flags() {
+    let home = tempfile::tempdir().unwrap();
+    for flag in ["--version", "-v"] {
+        let out = mytunnel(home.path(), &[flag]);
+        assert_eq!(out.status.code(), Some(0));
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            format!("mytunnel {}\n", env!("CARGO_PKG_VERSION"))
+        );
+    }
+}
+
+#[test]
+fn ls_json_and_text_through_ssh() {
+    let home = tempfile::tempdir().unwrap();
+    let leases = vec![lease(
+        "lease_abcdefghijklmnop",
+        "portal.t.example",
+        "alice",
+        21000,
+        "active",
+    )];
+    let ssh = FakeSsh::new(&serde_json::to_string(&leases).unwrap(), 0);
+    let ssh_bin = ssh.path();
+    let base = [
+        "--edge",
+        "alice@edge",
+        "--no-ssh-mux",
+        "--ssh-bin",
+        ssh_bin.to_str().unwrap(),
+    ];
+    let out = mytunnel(home.path(), &[&["ls", "--json"][..], &base].concat());
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed: Vec<LeaseDto> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(printed, leases);
+    let out = mytunnel(home.path(), &[&["ls"][..], &base].concat());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), format_ls(&leases));
+    // One plain `ssh -T` per command, the remote command as one word.
+    let calls = ssh.calls();
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert!(calls[0].contains("-T\t"), "{}", calls[0]);
+    assert!(
+        calls[0].contains("alice@edge\tmytunneld ctl list\t"),
+        "{}",
+        calls[0]
+    );
+}
+
+#[test]
+fn stop_prints_the_tombstone_and_refusals_exit_1_with_a_hint() {
+    let home = tempfile::tempdir().unwrap();
+    let released = lease(
+        "lease_abcdefghijklmnop",
+        "released-lease_abcdefghijklmnop.invalid",
+        "alice",
+        21000,
+        "released",
+    );
+    let ssh = FakeSsh::new(&serde_json::to_string(&released).unwrap(), 0);
+    let ssh_bin = ssh.path();
+    let base = [
+        "--edge",
+        "alice@edge",
+        "--no-ssh-mux",
+        "--ssh-bin",
+        ssh_bin.to_str().unwrap(),
+    ];
+    let out = mytunnel(
+        home.path(),
+        &[&["stop", "portal.t.example"][..], &base].concat(),
+    );
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "released lease_abcdefghijklmnop (released-lease_abcdefghijklmnop.invalid)\n"
+    );
+    assert!(ssh.calls()[0].contains("mytunneld ctl release --lease portal.t.example"));
+
+    let refusal = r#"{"error":{"code":"lease_not_found","message":"no lease portal.t.example found","hint":"run `mytunnel ls` to see your leases"}}"#;
+    let ssh = FakeSsh::new(refusal, 1);
+    let ssh_bin = ssh.path();
+    let out = mytunnel(
+        home.path(),
+        &[
+            "rm",
+            "portal",
+            "--edge",
+            "alice@edge",
+            "--no-ssh-mux",
+            "--ssh-bin",
+            ssh_bin.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("lease_not_found") && stderr.contains("mytunnel ls"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn an_unreachable_app_allocates_nothing() {
+    let home = tempfile::tempdir().unwrap();
+    let ssh = FakeSsh::new("{}", 0);
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = mytunnel(
+        home.path(),
+        &[
+            "http",
+            &closed.to_string(),
+            "--edge",
+            "alice@edge",
+            "--no-ssh-mux",
+            "--ssh-bin",
+            ssh.path().to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("nothing answers on http://127.0.0.1:"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("start your app"), "{stderr}");
+    assert!(ssh.calls().is_empty(), "no allocate: {:?}", ssh.calls());
+}
+
+#[test]
+fn remote_overrides_are_passed_only_when_given() {
+    let home = tempfile::tempdir().unwrap();
+    let ssh = FakeSsh::new("[]", 0);
+    let bin = ssh.path();
+    let base = [
+        "--edge",
+        "alice@edge",
+        "--no-ssh-mux",
+        "--ssh-bin",
+        bin.to_str().unwrap(),
+        "--remote-bin",
+        "/opt/mt/mytunneld",
+    ];
+    mytunnel(home.path(), &[&["ls"][..], &base].concat());
+    mytunnel(
+        home.path(),
+        &[
+            &["ls", "--db-path", "/srv/x.db", "--min-port", "30000"][..],
+            &base,
+        ]
+        .concat(),
+    );
+    let calls = ssh.calls();
+    assert!(
+        calls[0].ends_with("/opt/mt/mytunneld ctl list\t"),
+        "{}",
+        calls[0]
+    );
+    assert!(
+        calls[1].ends_with("/opt/mt/mytunneld ctl list --db-path /srv/x.db --min-port 30000\t"),
+        "{}",
+        calls[1]
+    );
+}
+
+#[test]
+fn clap_definitions_are_consistent() {
+    use clap::CommandFactory;
+    mytunnel_cli::client_cli::Cli::command().debug_assert();
+}

@@ -1,0 +1,230 @@
+//! `mytunnel doctor`: each step from this machine to a working tunnel, checked in order,
+//! with a hint for whatever fails.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::edge::EdgeSettings;
+use crate::probe::{probe_local, ProbeOutcome};
+use crate::ssh::{Multiplexing, SshTransport};
+use mytunnel_core::protocol::{CtlRequest, CtlResponse, HealthDto};
+use mytunnel_core::transport::{Transport, TransportError};
+
+/// How a check came out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckStatus {
+    /// Fine.
+    Ok,
+    /// Works, but worth a look.
+    Warn,
+    /// Broken: tunnels will not work until it is fixed.
+    Fail,
+}
+
+/// One line of the report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Check {
+    /// What was checked.
+    pub name: String,
+    /// How it came out.
+    pub status: CheckStatus,
+    /// What was seen.
+    pub detail: String,
+    /// What to do (empty when ok).
+    pub hint: String,
+}
+
+impl Check {
+    fn ok(name: &str, detail: impl Into<String>) -> Check {
+        Check {
+            name: name.into(),
+            status: CheckStatus::Ok,
+            detail: detail.into(),
+            hint: String::new(),
+        }
+    }
+
+    fn warn(name: &str, detail: impl Into<String>, hint: impl Into<String>) -> Check {
+        Check {
+            name: name.into(),
+            status: CheckStatus::Warn,
+            detail: detail.into(),
+            hint: hint.into(),
+        }
+    }
+
+    fn fail(name: &str, detail: impl Into<String>, hint: impl Into<String>) -> Check {
+        Check {
+            name: name.into(),
+            status: CheckStatus::Fail,
+            detail: detail.into(),
+            hint: hint.into(),
+        }
+    }
+}
+
+/// Runs every check. `local_port` adds a probe of the local app.
+pub async fn run_doctor(settings: &EdgeSettings, local_port: Option<u16>) -> Vec<Check> {
+    let mut checks = Vec::new();
+    let edge = match settings.resolve() {
+        Ok(edge) => {
+            checks.push(Check::ok(
+                "edge",
+                match &edge.profile {
+                    Some(profile) => format!("{} (profile {profile})", edge.destination),
+                    None => edge.destination.clone(),
+                },
+            ));
+            edge
+        }
+        Err(e) => {
+            checks.push(Check::fail("edge", e.to_string(), e.hint()));
+            return checks;
+        }
+    };
+
+    match tokio::process::Command::new(&edge.ssh_bin)
+        .arg("-V")
+        .output()
+        .await
+    {
+        Ok(out) => {
+            let version = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+            checks.push(Check::ok(
+                "ssh binary",
+                format!("{} ({version})", edge.ssh_bin.display()),
+            ));
+        }
+        Err(e) => {
+            checks.push(Check::fail(
+                "ssh binary",
+                format!("{}: {e}", edge.ssh_bin.display()),
+                "install OpenSSH's client, or point --ssh-bin / MYTUNNEL_SSH_BIN at it",
+            ));
+            return checks;
+        }
+    }
+
+    // Reachability, authentication, the remote binary and `ctl health`, without the mux.
+    let mut plain = settings.ssh_config(&edge);
+    plain.multiplexing = Multiplexing::PerCommand;
+    let health = match SshTransport::connect(plain).await {
+        Ok(transport) => {
+            let health = health_of(&transport).await;
+            transport.close().await;
+            health
+        }
+        Err(e) => Err(e),
+    };
+    match health {
+        Ok(health) => {
+            checks.push(Check::ok(
+                "edge reachable",
+                format!("ssh to {} works with this key", edge.destination),
+            ));
+            let ours = env!("CARGO_PKG_VERSION");
+            if health.version == ours {
+                checks.push(Check::ok(
+                    "remote binary",
+                    format!("{} {}", edge.remote_bin, health.version),
+                ));
+            } else {
+                checks.push(Check::warn(
+                    "remote binary",
+                    format!(
+                        "{} {} (this client is {ours})",
+                        edge.remote_bin, health.version
+                    ),
+                    "upgrade the older side so client and edge match",
+                ));
+            }
+            if health.healthy {
+                checks.push(Check::ok(
+                    "edge health",
+                    format!("database ok, caddy ok, base domain {}", health.base_domain),
+                ));
+            } else {
+                let mut problems = Vec::new();
+                if !health.db.ok {
+                    problems.push(format!("database: {}", health.db.detail));
+                }
+                if !health.caddy.ok {
+                    problems.push(format!("caddy: {}", health.caddy.detail));
+                }
+                if health.base_domain.is_empty() {
+                    problems.push("no base domain configured".to_owned());
+                }
+                checks.push(Check::fail(
+                    "edge health",
+                    problems.join("; "),
+                    "on the edge: `mytunneld ctl health`, `scripts/check-edge.sh`, and the service logs",
+                ));
+            }
+        }
+        Err(e) => {
+            let hint = match &e {
+                mytunnel_core::transport::TransportError::Refused(api) => api.hint.clone(),
+                _ => "check `ssh <edge>` by hand: host, user, key, and that the key may run `mytunneld ctl`".to_owned(),
+            };
+            checks.push(Check::fail("edge reachable", e.to_string(), hint));
+            return checks;
+        }
+    }
+
+    if settings.multiplexing == Multiplexing::Shared {
+        let mut shared = settings.ssh_config(&edge);
+        shared.multiplexing = Multiplexing::Shared;
+        match SshTransport::connect(shared).await {
+            Ok(transport) => {
+                match health_of(&transport).await {
+                    Ok(_) => checks.push(Check::ok(
+                        "ssh multiplexing",
+                        "control commands share one connection",
+                    )),
+                    Err(e) => checks.push(Check::warn(
+                        "ssh multiplexing",
+                        e.to_string(),
+                        "use --no-ssh-mux",
+                    )),
+                }
+                transport.close().await;
+            }
+            Err(e) => checks.push(Check::warn(
+                "ssh multiplexing",
+                e.to_string(),
+                "use --no-ssh-mux",
+            )),
+        }
+    }
+
+    if let Some(port) = local_port {
+        match probe_local(port, Duration::from_secs(5)).await {
+            Ok(ProbeOutcome::Healthy { status }) => {
+                checks.push(Check::ok(
+                    "local app",
+                    format!("http://127.0.0.1:{port}/ answered {status}"),
+                ));
+            }
+            Ok(ProbeOutcome::Suspicious { warning }) => {
+                checks.push(Check::warn(
+                    "local app",
+                    warning,
+                    "check the app serves its root page",
+                ));
+            }
+            Err(e) => checks.push(Check::fail("local app", e.to_string(), e.hint())),
+        }
+    }
+    checks
+}
+
+async fn health_of(transport: &dyn Transport) -> Result<HealthDto, TransportError> {
+    match transport.ctl(&CtlRequest::Health).await? {
+        CtlResponse::Health(health) => Ok(health),
+        other => Err(TransportError::Malformed(format!(
+            "health answered {other:?}"
+        ))),
+    }
+}

@@ -1,0 +1,78 @@
+//! The SDK's errors, one variant per stage.
+
+use mytunnel_core::transport::TransportError;
+use mytunnel_core::ErrorCode;
+
+use crate::probe::ProbeError;
+use crate::profile::ProfileError;
+
+/// Why a tunnel could not open or stopped.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TunnelError {
+    /// The builder's options contradict each other or are malformed (nothing was sent).
+    #[error("invalid tunnel options: {0}")]
+    InvalidOptions(String),
+    /// No edge could be resolved, or the profile file is broken.
+    #[error(transparent)]
+    Edge(#[from] ProfileError),
+    /// The local app did not answer; no lease was allocated.
+    #[error(transparent)]
+    Probe(#[from] ProbeError),
+    /// The control connection to the edge could not be made.
+    #[error("connecting to the edge: {0}")]
+    Connect(TransportError),
+    /// The edge refused or failed the allocation.
+    #[error("allocating the tunnel: {0}")]
+    Allocate(TransportError),
+    /// The data plane could not be opened (the lease was released again).
+    #[error("opening the data plane: {0}")]
+    Forward(TransportError),
+    /// The data plane ended and reconnecting is off.
+    #[error("the data plane ended: {0}")]
+    ForwardEnded(String),
+    /// Releasing the lease failed (it will expire after its TTL).
+    #[error("releasing the lease: {0}")]
+    Release(TransportError),
+}
+
+impl TunnelError {
+    /// The edge's error code, when the edge refused.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            TunnelError::Connect(TransportError::Refused(e))
+            | TunnelError::Allocate(TransportError::Refused(e))
+            | TunnelError::Forward(TransportError::Refused(e))
+            | TunnelError::Release(TransportError::Refused(e)) => Some(e.code),
+            _ => None,
+        }
+    }
+
+    /// What the user can do about it.
+    pub fn hint(&self) -> String {
+        match self {
+            TunnelError::InvalidOptions(_) => "see `mytunnel http --help`".to_owned(),
+            TunnelError::Edge(ProfileError::NoEdge { .. }) => {
+                "pass --edge user@your-edge, or add a profile (see `mytunnel http --help`)".to_owned()
+            }
+            TunnelError::Edge(_) => "fix the edge setting or the profile file".to_owned(),
+            TunnelError::Probe(e) => e.hint(),
+            TunnelError::Connect(TransportError::Unreachable(_))
+            | TunnelError::Allocate(TransportError::Unreachable(_)) => {
+                "check that `ssh <edge>` works with your tunnel key; `mytunnel doctor` checks each step".to_owned()
+            }
+            TunnelError::Forward(TransportError::Unreachable(_)) => {
+                "the edge refused the port forward: the key needs `port-forwarding`, and the port may still be held by a previous session (retry in a moment)".to_owned()
+            }
+            TunnelError::ForwardEnded(_) => {
+                "run again, or leave --reconnect on so the tunnel comes back by itself".to_owned()
+            }
+            TunnelError::Release(_) => {
+                "the lease expires by itself after its TTL; `mytunnel ls` shows it until then".to_owned()
+            }
+            TunnelError::Connect(e) | TunnelError::Allocate(e) | TunnelError::Forward(e) => match e {
+                TransportError::Refused(api) => api.hint.clone(),
+                _ => "the edge answered unexpectedly: check that client and edge versions match (`mytunnel doctor`)".to_owned(),
+            },
+        }
+    }
+}

@@ -1,0 +1,296 @@
+//! Which edge to use: flags, `MYTUNNEL_*` variables, and profiles in
+//! `~/.config/mytunnel/config.toml`.
+//!
+//! ```toml
+//! default_edge = "prod"
+//!
+//! [edges.prod]
+//! destination = "tunnel@edge.example.com"   # an ssh destination or Host alias
+//! base_domain = "tunnel.example.com"        # optional: checked against the URL
+//! ssh_bin = "ssh"                           # optional
+//! remote_bin = "/usr/local/bin/mytunneld"   # optional
+//! ```
+//!
+//! Precedence: flag > environment (`MYTUNNEL_EDGE`, `MYTUNNEL_SSH_BIN`,
+//! `MYTUNNEL_REMOTE_BIN`, `MYTUNNEL_BASE_DOMAIN`) > profile > default. An edge given by
+//! flag or variable may name a profile or be an ssh destination itself.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// One `[edges.NAME]` table.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EdgeProfile {
+    /// The ssh destination (`user@host`, or a `Host` alias of `~/.ssh/config`).
+    pub destination: String,
+    /// The edge's base domain, if known.
+    #[serde(default)]
+    pub base_domain: Option<String>,
+    /// The ssh binary.
+    #[serde(default)]
+    pub ssh_bin: Option<PathBuf>,
+    /// The remote `mytunneld` path.
+    #[serde(default)]
+    pub remote_bin: Option<String>,
+}
+
+/// The whole client config file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    /// The profile (or destination) used when no edge is given.
+    #[serde(default)]
+    pub default_edge: Option<String>,
+    /// Named edges.
+    #[serde(default)]
+    pub edges: BTreeMap<String, EdgeProfile>,
+}
+
+/// Why the edge could not be resolved.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProfileError {
+    /// The config file is not valid TOML of the expected shape.
+    #[error("{path}: {reason}", path = .path.display())]
+    BadConfig {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// No edge was given anywhere.
+    #[error("no edge given: use --edge <ssh-destination|profile>, set MYTUNNEL_EDGE, or set default_edge in {path}", path = .config_path.display())]
+    NoEdge {
+        /// Where a profile would be read from.
+        config_path: PathBuf,
+    },
+    /// The edge text cannot be an ssh destination.
+    #[error(
+        "{0:?} is not an ssh destination (it must not be empty, start with '-' or contain spaces)"
+    )]
+    BadDestination(String),
+}
+
+/// Settings given explicitly (flags or builder calls).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExplicitEdge {
+    /// `--edge`
+    pub edge: Option<String>,
+    /// `--ssh-bin`
+    pub ssh_bin: Option<PathBuf>,
+    /// `--remote-bin`
+    pub remote_bin: Option<String>,
+    /// `--base-domain`
+    pub base_domain: Option<String>,
+}
+
+/// The edge to talk to, fully resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedEdge {
+    /// The ssh destination.
+    pub destination: String,
+    /// The profile it came from, if any.
+    pub profile: Option<String>,
+    /// The ssh binary.
+    pub ssh_bin: PathBuf,
+    /// The remote binary.
+    pub remote_bin: String,
+    /// The base domain, if known.
+    pub base_domain: Option<String>,
+}
+
+/// `$XDG_CONFIG_HOME/mytunnel/config.toml`, else `~/.config/mytunnel/config.toml`.
+pub fn default_config_path(env: &BTreeMap<String, String>) -> PathBuf {
+    match (env.get("XDG_CONFIG_HOME"), env.get("HOME")) {
+        (Some(xdg), _) if !xdg.is_empty() => Path::new(xdg).join("mytunnel/config.toml"),
+        (_, Some(home)) => Path::new(home).join(".config/mytunnel/config.toml"),
+        _ => PathBuf::from(".config/mytunnel/config.toml"),
+    }
+}
+
+/// Parses the config file text.
+pub fn parse_config(path: &Path, text: &str) -> Result<ClientConfig, ProfileError> {
+    toml::from_str(text).map_err(|e| ProfileError::BadConfig {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+/// Reads the config file; a missing file is an empty config.
+pub fn load_config(path: &Path) -> Result<ClientConfig, ProfileError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => parse_config(path, &text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ClientConfig::default()),
+        Err(e) => Err(ProfileError::BadConfig {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        }),
+    }
+}
+
+fn check_destination(text: &str) -> Result<String, ProfileError> {
+    let ok = !text.is_empty()
+        && !text.starts_with('-')
+        && !text.chars().any(|c| c.is_whitespace() || c.is_control());
+    if ok {
+        Ok(text.to_owned())
+    } else {
+        Err(ProfileError::BadDestination(text.to_owned()))
+    }
+}
+
+/// Resolves the edge from explicit settings, the environment and the config file.
+pub fn resolve_edge(
+    explicit: &ExplicitEdge,
+    env: &BTreeMap<String, String>,
+    config: &ClientConfig,
+    config_path: &Path,
+) -> Result<ResolvedEdge, ProfileError> {
+    let env_get = |key: &str| env.get(key).filter(|v| !v.is_empty()).cloned();
+    let edge_text = explicit
+        .edge
+        .clone()
+        .or_else(|| env_get("MYTUNNEL_EDGE"))
+        .or_else(|| config.default_edge.clone())
+        .ok_or_else(|| ProfileError::NoEdge {
+            config_path: config_path.to_owned(),
+        })?;
+    let (profile_name, profile) = match config.edges.get(&edge_text) {
+        Some(profile) => (Some(edge_text.clone()), profile.clone()),
+        None => (
+            None,
+            EdgeProfile {
+                destination: edge_text.clone(),
+                ..EdgeProfile::default()
+            },
+        ),
+    };
+    Ok(ResolvedEdge {
+        destination: check_destination(&profile.destination)?,
+        profile: profile_name,
+        ssh_bin: explicit
+            .ssh_bin
+            .clone()
+            .or_else(|| env_get("MYTUNNEL_SSH_BIN").map(PathBuf::from))
+            .or(profile.ssh_bin)
+            .unwrap_or_else(|| PathBuf::from("ssh")),
+        remote_bin: explicit
+            .remote_bin
+            .clone()
+            .or_else(|| env_get("MYTUNNEL_REMOTE_BIN"))
+            .or(profile.remote_bin)
+            .unwrap_or_else(|| "mytunneld".to_owned()),
+        base_domain: explicit
+            .base_domain
+            .clone()
+            .or_else(|| env_get("MYTUNNEL_BASE_DOMAIN"))
+            .or(profile.base_domain),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONFIG: &str = r#"
+default_edge = "prod"
+
+[edges.prod]
+destination = "tunnel@edge.example.com"
+base_domain = "tunnel.example.com"
+remote_bin = "/usr/local/bin/mytunneld"
+
+[edges.lab]
+destination = "lab-edge"
+ssh_bin = "/opt/ssh"
+"#;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn config() -> ClientConfig {
+        parse_config(Path::new("c.toml"), CONFIG).unwrap()
+    }
+
+    #[test]
+    fn default_profile_applies() {
+        let edge = resolve_edge(
+            &ExplicitEdge::default(),
+            &env(&[]),
+            &config(),
+            Path::new("c"),
+        )
+        .unwrap();
+        assert_eq!(edge.destination, "tunnel@edge.example.com");
+        assert_eq!(edge.profile.as_deref(), Some("prod"));
+        assert_eq!(edge.remote_bin, "/usr/local/bin/mytunneld");
+        assert_eq!(edge.ssh_bin, PathBuf::from("ssh"));
+        assert_eq!(edge.base_domain.as_deref(), Some("tunnel.example.com"));
+    }
+
+    #[test]
+    fn precedence_flag_env_profile_default() {
+        let e = env(&[("MYTUNNEL_EDGE", "lab"), ("MYTUNNEL_SSH_BIN", "/env/ssh")]);
+        let edge = resolve_edge(&ExplicitEdge::default(), &e, &config(), Path::new("c")).unwrap();
+        assert_eq!(edge.destination, "lab-edge");
+        assert_eq!(edge.ssh_bin, PathBuf::from("/env/ssh"));
+        assert_eq!(edge.remote_bin, "mytunneld");
+        let explicit = ExplicitEdge {
+            edge: Some("root@other".into()),
+            ssh_bin: Some("/flag/ssh".into()),
+            ..ExplicitEdge::default()
+        };
+        let edge = resolve_edge(&explicit, &e, &config(), Path::new("c")).unwrap();
+        assert_eq!(edge.destination, "root@other");
+        assert_eq!(edge.profile, None);
+        assert_eq!(edge.ssh_bin, PathBuf::from("/flag/ssh"));
+    }
+
+    #[test]
+    fn errors_are_explicit() {
+        let err = resolve_edge(
+            &ExplicitEdge::default(),
+            &env(&[]),
+            &ClientConfig::default(),
+            Path::new("/h/.config/mytunnel/config.toml"),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("--edge"), "{err}");
+        for bad in ["-oProxyCommand=x", "a b", ""] {
+            let explicit = ExplicitEdge {
+                edge: Some(bad.into()),
+                ..ExplicitEdge::default()
+            };
+            assert!(
+                resolve_edge(
+                    &explicit,
+                    &env(&[]),
+                    &ClientConfig::default(),
+                    Path::new("c")
+                )
+                .is_err(),
+                "{bad}"
+            );
+        }
+        let bad = parse_config(Path::new("c.toml"), "[edges.x]\nnope = 1\n").unwrap_err();
+        assert!(bad.to_string().contains("c.toml"), "{bad}");
+    }
+
+    #[test]
+    fn config_path_follows_xdg() {
+        assert_eq!(
+            default_config_path(&env(&[("HOME", "/home/a")])),
+            PathBuf::from("/home/a/.config/mytunnel/config.toml")
+        );
+        assert_eq!(
+            default_config_path(&env(&[("HOME", "/home/a"), ("XDG_CONFIG_HOME", "/x")])),
+            PathBuf::from("/x/mytunnel/config.toml")
+        );
+    }
+}

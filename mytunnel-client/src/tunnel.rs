@@ -1,0 +1,626 @@
+//! The `Tunnel` builder, the handle it opens, and the supervisor that keeps it up.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use std::time::Duration;
+
+use mytunnel_core::protocol::{AllocateRequest, CtlRequest, CtlResponse, LeaseDto, Takeover};
+use mytunnel_core::transport::{Forward, ForwardSpec, Transport, TransportError};
+use mytunnel_core::{heartbeat_interval, ErrorCode, LeaseRef, Slug};
+use rand::Rng;
+use tokio::sync::{broadcast, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::edge::EdgeSettings;
+use crate::error::TunnelError;
+use crate::events::TunnelEvent;
+use crate::probe::{probe_local, ProbeOutcome};
+use crate::profile::ResolvedEdge;
+use crate::ssh::Multiplexing;
+
+/// Whether a tunnel comes back by itself when its data plane ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Reconnect {
+    /// Reconnect with jittered exponential backoff (the default).
+    #[default]
+    Always,
+    /// End the tunnel (and release its lease) when the data plane ends.
+    Never,
+}
+
+/// Entry point: `Tunnel::http(3000).open().await?`.
+#[derive(Debug, Clone, Copy)]
+pub struct Tunnel;
+
+impl Tunnel {
+    /// A tunnel publishing the local HTTP service on `127.0.0.1:<local_port>`.
+    pub fn http(local_port: u16) -> TunnelBuilder {
+        TunnelBuilder {
+            local_port,
+            edge: EdgeSettings::default(),
+            name: None,
+            ttl: None,
+            takeover: Takeover::Refuse,
+            reconnect: Reconnect::Always,
+            probe_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Options of a tunnel; [`TunnelBuilder::open`] checks them and opens it.
+#[derive(Debug, Clone)]
+pub struct TunnelBuilder {
+    local_port: u16,
+    edge: EdgeSettings,
+    name: Option<String>,
+    ttl: Option<Duration>,
+    takeover: Takeover,
+    reconnect: Reconnect,
+    probe_timeout: Duration,
+}
+
+impl TunnelBuilder {
+    /// The edge: a profile name or an ssh destination (else `MYTUNNEL_EDGE`, else the
+    /// default profile).
+    pub fn edge(mut self, edge: impl Into<String>) -> Self {
+        self.edge.explicit.edge = Some(edge.into());
+        self
+    }
+
+    /// The name: the tunnel is published at `https://<name>.<base-domain>`.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// The lease TTL to ask for (the edge clamps it to [30s, 24h]).
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+
+    /// Take over the name if another lease holds it (edge admins only; needs a name).
+    pub fn takeover(mut self, takeover: Takeover) -> Self {
+        self.takeover = takeover;
+        self
+    }
+
+    /// Whether to reconnect when the data plane ends.
+    pub fn reconnect(mut self, reconnect: Reconnect) -> Self {
+        self.reconnect = reconnect;
+        self
+    }
+
+    /// The ssh binary (else `MYTUNNEL_SSH_BIN`, the profile, `ssh`).
+    pub fn ssh_bin(mut self, path: impl Into<PathBuf>) -> Self {
+        self.edge.explicit.ssh_bin = Some(path.into());
+        self
+    }
+
+    /// The remote `mytunneld` (else `MYTUNNEL_REMOTE_BIN`, the profile, `mytunneld`).
+    pub fn remote_bin(mut self, path: impl Into<String>) -> Self {
+        self.edge.explicit.remote_bin = Some(path.into());
+        self
+    }
+
+    /// The base domain the URL is expected under (a check; the edge decides the host).
+    pub fn base_domain(mut self, domain: impl Into<String>) -> Self {
+        self.edge.explicit.base_domain = Some(domain.into());
+        self
+    }
+
+    /// One shared SSH connection for control commands, or one per command.
+    pub fn multiplexing(mut self, multiplexing: Multiplexing) -> Self {
+        self.edge.multiplexing = multiplexing;
+        self
+    }
+
+    /// A daemon setting passed to every remote ctl command (e.g. `("--db-path", "/x")`).
+    /// The SSH gate refuses these; they serve edges reached without the gate.
+    pub fn remote_override(mut self, flag: impl Into<String>, value: impl Into<String>) -> Self {
+        self.edge.remote_overrides.push((flag.into(), value.into()));
+        self
+    }
+
+    /// An extra `ssh -o` option for every ssh the tunnel runs (e.g. `Port=2222`).
+    pub fn ssh_option(mut self, option: impl Into<String>) -> Self {
+        self.edge.ssh_options.push(option.into());
+        self
+    }
+
+    /// The profile file (default `~/.config/mytunnel/config.toml`).
+    pub fn config_path(mut self, path: impl Into<PathBuf>) -> Self {
+        self.edge.config_path = Some(path.into());
+        self
+    }
+
+    /// The environment edge settings are read from (default: this process's).
+    pub fn environment(mut self, env: BTreeMap<String, String>) -> Self {
+        self.edge.environment = Some(env);
+        self
+    }
+
+    /// Talk to the edge through this transport instead of ssh (tests, in-process edges).
+    pub fn transport(mut self, transport: Arc<dyn Transport>) -> Self {
+        self.edge.transport = Some(transport);
+        self
+    }
+
+    /// How long the local probe waits for the app (default 5s).
+    pub fn probe_timeout(mut self, timeout: Duration) -> Self {
+        self.probe_timeout = timeout;
+        self
+    }
+
+    /// Checks the options without contacting anything: port, name, `--force` rules.
+    pub fn validate(&self) -> Result<(Option<Slug>, AllocateRequest), TunnelError> {
+        if self.local_port == 0 {
+            return Err(TunnelError::InvalidOptions(
+                "local port must be 1-65535".into(),
+            ));
+        }
+        let name = self
+            .name
+            .as_deref()
+            .map(str::parse::<Slug>)
+            .transpose()
+            .map_err(|e| TunnelError::InvalidOptions(e.to_string()))?;
+        if self.takeover == Takeover::Force && name.is_none() {
+            return Err(TunnelError::InvalidOptions(
+                "--force requires --name".into(),
+            ));
+        }
+        for (flag, _) in &self.edge.remote_overrides {
+            if !mytunnel_core::protocol::is_override_word(flag) {
+                return Err(TunnelError::InvalidOptions(format!(
+                    "{flag} is not a daemon setting"
+                )));
+            }
+        }
+        Ok((
+            name.clone(),
+            AllocateRequest {
+                local_port: Some(self.local_port),
+                name,
+                ttl: self.ttl,
+                takeover: self.takeover,
+            },
+        ))
+    }
+
+    /// Resolves the edge (flag, environment, profile) without contacting it.
+    pub fn resolve_edge(&self) -> Result<ResolvedEdge, TunnelError> {
+        self.edge.resolve()
+    }
+
+    /// Replaces every edge setting at once (the CLI builds them from its flags).
+    pub fn with_edge_settings(mut self, settings: EdgeSettings) -> Self {
+        self.edge = settings;
+        self
+    }
+
+    /// The edge settings (shared with [`EdgeClient`](crate::EdgeClient)).
+    pub fn edge_settings(&self) -> &EdgeSettings {
+        &self.edge
+    }
+
+    /// Probes the local app, connects, allocates, opens the data plane, and hands the
+    /// tunnel to a supervisor. Nothing is allocated if the local app does not answer.
+    pub async fn open(self) -> Result<TunnelHandle, TunnelError> {
+        let (name, request) = self.validate()?;
+        // Resolve before probing so a missing edge is a usage error, not a network one.
+        let resolved = match &self.edge.transport {
+            Some(_) => None,
+            None => Some(self.edge.resolve()?),
+        };
+        let (events_tx, first_events) = broadcast::channel(256);
+        let emit = |event: TunnelEvent| {
+            let _ = events_tx.send(event);
+        };
+
+        if let ProbeOutcome::Suspicious { warning } =
+            probe_local(self.local_port, self.probe_timeout).await?
+        {
+            emit(TunnelEvent::ProbeWarning { message: warning });
+        }
+
+        let client = self.edge.connect().await?;
+        let transport = client.transport();
+        let edge = resolved;
+
+        let lease = allocate(transport.as_ref(), &request)
+            .await
+            .map_err(TunnelError::Allocate)?;
+        let url = format!("https://{}", lease.host);
+        if let Some(domain) = edge.as_ref().and_then(|e| e.base_domain.as_deref()) {
+            if !lease.host.ends_with(&format!(".{domain}")) {
+                emit(TunnelEvent::ProbeWarning {
+                    message: format!(
+                        "the edge published {} but this profile expects *.{domain}",
+                        lease.host
+                    ),
+                });
+            }
+        }
+        emit(TunnelEvent::Allocated {
+            lease: lease.clone(),
+            url: url.clone(),
+        });
+
+        let forward = match transport
+            .open_forward(ForwardSpec {
+                edge_bind_port: lease.edge_bind_port,
+                local_port: self.local_port,
+            })
+            .await
+        {
+            Ok(forward) => forward,
+            Err(e) => {
+                let _ = release(transport.as_ref(), &lease).await;
+                return Err(TunnelError::Forward(e));
+            }
+        };
+        emit(TunnelEvent::Forwarding {
+            edge_bind_port: lease.edge_bind_port,
+        });
+
+        let (lease_tx, lease_rx) = watch::channel(lease.clone());
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let supervisor = Supervisor {
+            transport,
+            local_port: self.local_port,
+            reallocate: AllocateRequest {
+                // Keep the URL: a lost lease is allocated again under the same name.
+                name: name.or_else(|| lease.slug.parse().ok()),
+                takeover: Takeover::Refuse,
+                ..request
+            },
+            reconnect: self.reconnect,
+            events: events_tx.clone(),
+            lease_tx,
+            lease,
+            forward,
+        };
+        let task = tokio::spawn(supervisor.run(stop_rx));
+        Ok(TunnelHandle {
+            url,
+            lease: lease_rx,
+            events: events_tx,
+            first_events: Some(first_events),
+            stop: Some(stop_tx),
+            task: Some(task),
+        })
+    }
+}
+
+/// A running tunnel. Dropping it stops the data plane and releases the lease
+/// (best effort, in the background); [`TunnelHandle::close`] does it and waits.
+#[derive(Debug)]
+pub struct TunnelHandle {
+    url: String,
+    lease: watch::Receiver<LeaseDto>,
+    events: broadcast::Sender<TunnelEvent>,
+    first_events: Option<broadcast::Receiver<TunnelEvent>>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), TunnelError>>>,
+}
+
+impl TunnelHandle {
+    /// The public URL, `https://<slug>.<base-domain>`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The current lease (it changes if the lease is lost and allocated again).
+    pub fn lease(&self) -> LeaseDto {
+        self.lease.borrow().clone()
+    }
+
+    /// The event stream. The first call sees every event since `open()` began.
+    pub fn events(&mut self) -> broadcast::Receiver<TunnelEvent> {
+        self.first_events
+            .take()
+            .unwrap_or_else(|| self.events.subscribe())
+    }
+
+    /// Stops the data plane, releases the lease and waits for both.
+    pub async fn close(mut self) -> Result<(), TunnelError> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.join().await
+    }
+
+    /// Waits until the tunnel ends by itself (only when reconnecting is off, or the
+    /// name was lost to another lease).
+    pub async fn closed(&mut self) -> Result<(), TunnelError> {
+        self.join().await
+    }
+
+    async fn join(&mut self) -> Result<(), TunnelError> {
+        match self.task.take() {
+            Some(task) => task.await.unwrap_or_else(|e| {
+                Err(TunnelError::ForwardEnded(format!("supervisor failed: {e}")))
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for TunnelHandle {
+    fn drop(&mut self) {
+        // Dropping the sender tells the supervisor to stop and release.
+        self.stop.take();
+    }
+}
+
+async fn allocate(
+    transport: &dyn Transport,
+    request: &AllocateRequest,
+) -> Result<LeaseDto, TransportError> {
+    match transport
+        .ctl(&CtlRequest::Allocate(request.clone()))
+        .await?
+    {
+        CtlResponse::Lease(lease) => Ok(lease),
+        other => Err(TransportError::Malformed(format!(
+            "allocate answered {other:?}"
+        ))),
+    }
+}
+
+async fn release(transport: &dyn Transport, lease: &LeaseDto) -> Result<(), TransportError> {
+    transport
+        .ctl(&CtlRequest::Release {
+            lease: LeaseRef::Id(lease.lease_id.clone()),
+        })
+        .await
+        .map(|_| ())
+}
+
+/// The delay before reconnect attempt `attempt` (1-based): 0.5s doubling to 30s, ±25%.
+pub fn backoff_delay(attempt: u32, jitter: f64) -> Duration {
+    let base = 0.5_f64 * 2_f64.powi(i32::try_from(attempt.saturating_sub(1).min(16)).unwrap_or(16));
+    let capped = base.min(30.0);
+    let factor = 1.0 + (jitter.clamp(-1.0, 1.0) * 0.25);
+    Duration::from_secs_f64(capped * factor)
+}
+
+enum Next {
+    Stop,
+    Heartbeat,
+    ForwardEnded(String),
+}
+
+struct Supervisor {
+    transport: Arc<dyn Transport>,
+    local_port: u16,
+    reallocate: AllocateRequest,
+    reconnect: Reconnect,
+    events: broadcast::Sender<TunnelEvent>,
+    lease_tx: watch::Sender<LeaseDto>,
+    lease: LeaseDto,
+    forward: Box<dyn Forward>,
+}
+
+impl Supervisor {
+    fn emit(&self, event: TunnelEvent) {
+        tracing::debug!(%event, "tunnel event");
+        let _ = self.events.send(event);
+    }
+
+    fn heartbeat_timer(&self) -> tokio::time::Interval {
+        let period = heartbeat_interval(Duration::from_secs(self.lease.ttl_seconds));
+        let mut timer = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        timer
+    }
+
+    async fn run(mut self, mut stop: oneshot::Receiver<()>) -> Result<(), TunnelError> {
+        let mut heartbeat = self.heartbeat_timer();
+        loop {
+            let next = tokio::select! {
+                _ = &mut stop => Next::Stop,
+                _ = heartbeat.tick() => Next::Heartbeat,
+                end = self.forward.ended() => Next::ForwardEnded(end.reason),
+            };
+            match next {
+                Next::Stop => return self.shutdown().await,
+                Next::Heartbeat => {
+                    if self.heartbeat().await {
+                        heartbeat = self.heartbeat_timer();
+                    }
+                }
+                Next::ForwardEnded(reason) => {
+                    if self.reconnect == Reconnect::Never {
+                        let _ = release(self.transport.as_ref(), &self.lease).await;
+                        self.emit(TunnelEvent::Released {
+                            lease_id: self.lease.lease_id.clone(),
+                        });
+                        return Err(TunnelError::ForwardEnded(reason));
+                    }
+                    match self.reconnect_forward(reason, &mut stop).await {
+                        Some(result) => return result,
+                        None => heartbeat = self.heartbeat_timer(),
+                    }
+                }
+            }
+        }
+    }
+
+    /// One heartbeat; re-allocates a lost lease. Returns whether the lease changed.
+    async fn heartbeat(&mut self) -> bool {
+        let request = CtlRequest::Heartbeat {
+            lease: self.lease.lease_id.clone(),
+        };
+        match self.transport.ctl(&request).await {
+            Ok(CtlResponse::Lease(lease)) => {
+                self.emit(TunnelEvent::Renewed {
+                    expires_at: lease.expires_at,
+                });
+                self.set_lease(lease);
+                false
+            }
+            Ok(other) => {
+                self.emit(TunnelEvent::HeartbeatFailed {
+                    error: format!("unexpected answer {other:?}"),
+                });
+                false
+            }
+            Err(TransportError::Refused(e))
+                if matches!(e.code, ErrorCode::LeaseNotFound | ErrorCode::LeaseNotActive) =>
+            {
+                self.emit(TunnelEvent::Lost {
+                    reason: e.message.clone(),
+                });
+                self.forward.stop().await;
+                match self.reacquire().await {
+                    Ok(()) => true,
+                    Err(reason) => {
+                        self.emit(TunnelEvent::HeartbeatFailed { error: reason });
+                        false
+                    }
+                }
+            }
+            Err(e) => {
+                self.emit(TunnelEvent::HeartbeatFailed {
+                    error: e.to_string(),
+                });
+                false
+            }
+        }
+    }
+
+    fn set_lease(&mut self, lease: LeaseDto) {
+        self.lease = lease.clone();
+        let _ = self.lease_tx.send(lease);
+    }
+
+    /// Allocates the name again and reopens the data plane to the new lease.
+    async fn reacquire(&mut self) -> Result<(), String> {
+        let lease = allocate(self.transport.as_ref(), &self.reallocate)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.emit(TunnelEvent::Allocated {
+            url: format!("https://{}", lease.host),
+            lease: lease.clone(),
+        });
+        self.set_lease(lease);
+        self.open_forward().await.map_err(|e| e.to_string())
+    }
+
+    async fn open_forward(&mut self) -> Result<(), TransportError> {
+        let forward = self
+            .transport
+            .open_forward(ForwardSpec {
+                edge_bind_port: self.lease.edge_bind_port,
+                local_port: self.local_port,
+            })
+            .await?;
+        self.forward = forward;
+        self.emit(TunnelEvent::Forwarding {
+            edge_bind_port: self.lease.edge_bind_port,
+        });
+        Ok(())
+    }
+
+    /// Retries the data plane with backoff until it is up (`None`), or the handle asks to
+    /// stop (`Some(result of shutdown)`).
+    async fn reconnect_forward(
+        &mut self,
+        mut reason: String,
+        stop: &mut oneshot::Receiver<()>,
+    ) -> Option<Result<(), TunnelError>> {
+        let mut attempt = 0u32;
+        loop {
+            attempt = attempt.saturating_add(1);
+            let jitter = rand::rng().random_range(-1.0..=1.0);
+            let delay = backoff_delay(attempt, jitter);
+            self.emit(TunnelEvent::Reconnecting {
+                attempt,
+                delay,
+                reason: reason.clone(),
+            });
+            tokio::select! {
+                _ = &mut *stop => return Some(self.shutdown().await),
+                () = tokio::time::sleep(delay) => {}
+            }
+            // The lease may have expired while the data plane was down.
+            let check = CtlRequest::Heartbeat {
+                lease: self.lease.lease_id.clone(),
+            };
+            match self.transport.ctl(&check).await {
+                Ok(CtlResponse::Lease(lease)) => self.set_lease(lease),
+                Err(TransportError::Refused(e))
+                    if matches!(e.code, ErrorCode::LeaseNotFound | ErrorCode::LeaseNotActive) =>
+                {
+                    self.emit(TunnelEvent::Lost {
+                        reason: e.message.clone(),
+                    });
+                    match self.reacquire().await {
+                        Ok(()) => return None,
+                        Err(e) => {
+                            reason = e;
+                            continue;
+                        }
+                    }
+                }
+                Ok(_) | Err(_) => {}
+            }
+            match self.open_forward().await {
+                Ok(()) => return None,
+                Err(e) => reason = e.to_string(),
+            }
+        }
+    }
+
+    async fn shutdown(&mut self) -> Result<(), TunnelError> {
+        self.forward.stop().await;
+        release(self.transport.as_ref(), &self.lease)
+            .await
+            .map_err(TunnelError::Release)?;
+        self.emit(TunnelEvent::Released {
+            lease_id: self.lease.lease_id.clone(),
+        });
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_caps_and_jitters() {
+        assert_eq!(backoff_delay(1, 0.0), Duration::from_millis(500));
+        assert_eq!(backoff_delay(2, 0.0), Duration::from_secs(1));
+        assert_eq!(backoff_delay(4, 0.0), Duration::from_secs(4));
+        assert_eq!(backoff_delay(30, 0.0), Duration::from_secs(30));
+        assert_eq!(backoff_delay(u32::MAX, 0.0), Duration::from_secs(30));
+        assert_eq!(backoff_delay(1, 1.0), Duration::from_millis(625));
+        assert_eq!(backoff_delay(1, -1.0), Duration::from_millis(375));
+    }
+
+    #[test]
+    fn options_are_checked_before_anything_runs() {
+        let e = Tunnel::http(0).validate().unwrap_err();
+        assert!(matches!(e, TunnelError::InvalidOptions(_)));
+        let e = Tunnel::http(3000)
+            .takeover(Takeover::Force)
+            .validate()
+            .unwrap_err();
+        assert!(e.to_string().contains("--force requires --name"));
+        let e = Tunnel::http(3000).name("Bad_Name").validate().unwrap_err();
+        assert!(matches!(e, TunnelError::InvalidOptions(_)));
+        let e = Tunnel::http(3000)
+            .remote_override("--rm-rf", "x")
+            .validate()
+            .unwrap_err();
+        assert!(matches!(e, TunnelError::InvalidOptions(_)));
+        let (name, request) = Tunnel::http(3000).name("Portal").validate().unwrap();
+        assert_eq!(name.unwrap().as_str(), "portal");
+        assert_eq!(request.local_port, Some(3000));
+    }
+}
