@@ -6,6 +6,9 @@
 //!   tests), rustdoc with warnings denied, and a short fuzz smoke.
 //! - `cargo xtask fuzz-smoke [--seconds N]` runs only the fuzz smoke: each cargo-fuzz target
 //!   in `fuzz/` for N seconds (default 20) on a copy of its seed corpus.
+//! - `cargo xtask e2e` installs the system packages the end-to-end suite starts (Caddy,
+//!   OpenSSH server and client) when missing, then runs it:
+//!   `cargo test -p mytunnel-cli --test e2e` (real sshd, Caddy and OS users; needs root).
 //!
 //! Only std is used, so the task builds fast on a clean machine. Every child process is a
 //! `std::process::Command` whose command line is printed before it runs.
@@ -28,21 +31,24 @@ const FUZZ_TARGETS: [&str; 4] = ["gate", "slug", "duration", "reply"];
 const DEFAULT_FUZZ_SECONDS: u64 = 20;
 
 /// Commands planned in the design that this release does not have yet.
-const NOT_YET: [&str; 4] = ["e2e", "demo", "bench", "dist"];
+const NOT_YET: [&str; 3] = ["demo", "bench", "dist"];
 
 const USAGE: &str = "\
 Usage: cargo xtask <command> [options]
 
 Commands:
   ci                         run every CI check in order, stopping at the first failure:
-                               system packages (apt: caddy), fmt --check, clippy -D warnings, tests (nextest or cargo test,
+                               system packages (apt: caddy, openssh), fmt --check, clippy -D warnings, tests (nextest or cargo test,
                                then doc tests), rustdoc -D warnings, fuzz smoke
   fuzz-smoke [--seconds N]   run each cargo-fuzz target for N seconds (default 20) on a
                                copy of its seed corpus; a crash fails
+  e2e                        install caddy and openssh (apt) when missing, then run the
+                               end-to-end suite (real sshd, Caddy, OS users; needs root):
+                               cargo test -p mytunnel-cli --test e2e
   help, --help, -h           print this help
 
 Not yet available (each arrives with a later release; exits with code 2):
-  e2e, demo, bench, dist
+  demo, bench, dist
 ";
 
 /// What the command line asks for.
@@ -51,6 +57,7 @@ enum Task {
     Help,
     Ci,
     FuzzSmoke { seconds: u64 },
+    E2e,
     NotYet(String),
 }
 
@@ -77,6 +84,7 @@ fn main() -> ExitCode {
         }
         Task::Ci => ci(),
         Task::FuzzSmoke { seconds } => fuzz_smoke_command(seconds),
+        Task::E2e => e2e(),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -101,6 +109,12 @@ fn parse_command_line(args: &[String]) -> Result<Task> {
             )),
         },
         "fuzz-smoke" => fuzz_smoke_seconds(rest).map(|seconds| Task::FuzzSmoke { seconds }),
+        "e2e" => match rest.first() {
+            None => Ok(Task::E2e),
+            Some(extra) => Err(format!(
+                "`cargo xtask e2e` takes no arguments, got {extra:?}"
+            )),
+        },
         other if NOT_YET.contains(&other) => Ok(Task::NotYet(other.to_owned())),
         other => Err(format!("unknown command {other:?}")),
     }
@@ -251,25 +265,48 @@ fn run_recording_summaries(command: &mut Command, summaries: &mut Vec<String>) -
     }
 }
 
+/// The number just before `word` in a summary line (`207 passed`), or 0.
+fn count_before(line: &str, word: &str) -> u64 {
+    line.find(word)
+        .and_then(|end| {
+            let head = line.get(..end)?;
+            let start = head
+                .rfind(|c: char| !c.is_ascii_digit())
+                .map_or(0, |i| i + 1);
+            head.get(start..)?.parse().ok()
+        })
+        .unwrap_or(0)
+}
+
 fn is_summary_line(text: &str) -> bool {
     let t = text.trim_start();
     (t.starts_with("Summary [") && t.contains("tests run")) || t.starts_with("test result:")
 }
 
-/// Installs the system packages the tests start for real (Caddy; more as the end-to-end
-/// suite grows) when they are missing, with apt on Debian as root.
+/// Installs the system packages the tests start for real (Caddy, and OpenSSH's server and
+/// client for the end-to-end suite) when they are missing, with apt on Debian as root.
 fn ensure_system_packages() -> Result<()> {
-    const PACKAGES: [(&str, &str); 1] = [("caddy", "caddy")];
-    let missing: Vec<&str> = PACKAGES
-        .iter()
-        .filter(|(binary, _)| {
-            !succeeds_quietly(Command::new("sh").args(["-c", &format!("command -v {binary}")]))
-        })
-        .map(|(_, package)| *package)
-        .collect();
-    for (binary, _) in PACKAGES {
-        if !missing.contains(&binary) {
+    // (what must be present, its package). A path is checked as a file: root's PATH may
+    // lack /usr/sbin, where sshd lives.
+    const PACKAGES: [(&str, &str); 4] = [
+        ("caddy", "caddy"),
+        ("/usr/sbin/sshd", "openssh-server"),
+        ("ssh", "openssh-client"),
+        ("ssh-keygen", "openssh-client"),
+    ];
+    let present = |binary: &str| {
+        if binary.starts_with('/') {
+            Path::new(binary).is_file()
+        } else {
+            succeeds_quietly(Command::new("sh").args(["-c", &format!("command -v {binary}")]))
+        }
+    };
+    let mut missing: Vec<&str> = Vec::new();
+    for (binary, package) in PACKAGES {
+        if present(binary) {
             println!("  {binary}: present");
+        } else if !missing.contains(&package) {
+            missing.push(package);
         }
     }
     if missing.is_empty() {
@@ -454,6 +491,12 @@ fn ci() -> Result<()> {
         for line in &test_summaries {
             println!("{line}");
         }
+        // The last line of the log counts every test of every runner.
+        let (passed, failed) = test_summaries
+            .iter()
+            .map(|line| (count_before(line, " passed"), count_before(line, " failed")))
+            .fold((0, 0), |(p, f), (lp, lf)| (p + lp, f + lf));
+        println!("tests: {passed} passed, {failed} failed");
     }
     flush();
     match failure {
@@ -466,6 +509,26 @@ fn banner(number: usize, total: usize, step: Step, what: &str) {
     println!();
     println!("==> [{number}/{total}] {}: {what}", step.name());
     flush();
+}
+
+// ---------------------------------------------------------------------------------------
+// e2e
+
+/// The end-to-end suite: system packages first, then `cargo test -p mytunnel-cli --test
+/// e2e` (libtest runs its tests in parallel; each builds its own sshd, Caddy and edge).
+fn e2e() -> Result<()> {
+    let root = workspace_root()?;
+    println!("==> [1/2] prerequisites: system packages the end-to-end suite uses");
+    flush();
+    ensure_system_packages()?;
+    let mut command = cargo(&root);
+    command.args(["test", "-p", "mytunnel-cli", "--test", "e2e"]);
+    println!("==> [2/2] e2e: {}", command_line(&command));
+    flush();
+    let started = Instant::now();
+    run(&mut command)?;
+    println!("xtask e2e: passed in {}", seconds(started.elapsed()));
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------
@@ -664,11 +727,13 @@ mod tests {
             parse(&["fuzz-smoke", "--seconds=7"]),
             Ok(Task::FuzzSmoke { seconds: 7 })
         );
-        assert_eq!(parse(&["e2e"]), Ok(Task::NotYet("e2e".to_owned())));
+        assert_eq!(parse(&["e2e"]), Ok(Task::E2e));
+        assert_eq!(parse(&["demo"]), Ok(Task::NotYet("demo".to_owned())));
         for bad in [
             &[][..],
             &["bogus"],
             &["ci", "--fast"],
+            &["e2e", "--fast"],
             &["fuzz-smoke", "--seconds"],
             &["fuzz-smoke", "--seconds", "0"],
             &["fuzz-smoke", "--seconds", "x"],
@@ -676,6 +741,18 @@ mod tests {
         ] {
             assert!(parse(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn summary_counts() {
+        let nextest = "Summary [  16.573s] 207 tests run: 207 passed, 0 skipped";
+        assert_eq!(count_before(nextest, " passed"), 207);
+        assert_eq!(count_before(nextest, " failed"), 0);
+        let failing = "Summary [   1.0s] 10 tests run: 8 passed, 2 failed, 0 skipped";
+        assert_eq!(count_before(failing, " failed"), 2);
+        let libtest = "test result: ok. 3 passed; 1 failed; 0 ignored; 0 measured";
+        assert_eq!(count_before(libtest, " passed"), 3);
+        assert_eq!(count_before(libtest, " failed"), 1);
     }
 
     #[test]
