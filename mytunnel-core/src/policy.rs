@@ -7,6 +7,17 @@ use std::str::FromStr;
 use crate::names::{InvalidValue, Owner, Slug};
 use crate::protocol::{AllocateRequest, ApiError, ErrorCode, ListScope, Takeover, Verb};
 
+/// Parses a comma list of names (blanks around and between commas ignored).
+fn parse_comma_list<T: Ord + FromStr<Err = InvalidValue>>(
+    s: &str,
+) -> Result<BTreeSet<T>, InvalidValue> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|name| !name.is_empty())
+        .map(str::parse)
+        .collect()
+}
+
 /// Whether a caller has admin rights.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Privilege {
@@ -36,12 +47,7 @@ impl FromStr for AdminUsers {
     type Err = InvalidValue;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        s.split(',')
-            .map(str::trim)
-            .filter(|name| !name.is_empty())
-            .map(str::parse)
-            .collect::<Result<_, _>>()
-            .map(AdminUsers)
+        parse_comma_list(s).map(AdminUsers)
     }
 }
 
@@ -182,12 +188,7 @@ impl FromStr for ReservedSlugs {
 
     /// A comma list of names.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        s.split(',')
-            .map(str::trim)
-            .filter(|name| !name.is_empty())
-            .map(str::parse)
-            .collect::<Result<_, _>>()
-            .map(ReservedSlugs)
+        parse_comma_list(s).map(ReservedSlugs)
     }
 }
 

@@ -104,6 +104,19 @@ pub struct LeaseService {
     settings: ServiceSettings,
 }
 
+/// Runs one health probe within `timeout`.
+async fn component_health<E: std::fmt::Display>(
+    timeout: Duration,
+    probe: impl std::future::Future<Output = Result<(), E>>,
+) -> ComponentHealth {
+    let (ok, detail) = match tokio::time::timeout(timeout, probe).await {
+        Ok(Ok(())) => (true, "ok".to_owned()),
+        Ok(Err(e)) => (false, e.to_string()),
+        Err(_) => (false, format!("no answer within {timeout:?}")),
+    };
+    ComponentHealth { ok, detail }
+}
+
 fn caddy_unavailable(what: &str, e: impl std::fmt::Display) -> ApiError {
     ApiError::new(ErrorCode::CaddyUnavailable, format!("{what}: {e}"))
 }
@@ -289,34 +302,8 @@ impl LeaseService {
     /// `health`: the database and the route backend, each within the health timeout.
     pub async fn health(&self) -> HealthDto {
         let timeout = self.settings.health_timeout;
-        let db = match tokio::time::timeout(timeout, self.store.ping()).await {
-            Ok(Ok(())) => ComponentHealth {
-                ok: true,
-                detail: "ok".into(),
-            },
-            Ok(Err(e)) => ComponentHealth {
-                ok: false,
-                detail: e.to_string(),
-            },
-            Err(_) => ComponentHealth {
-                ok: false,
-                detail: format!("no answer within {timeout:?}"),
-            },
-        };
-        let caddy = match tokio::time::timeout(timeout, self.routes.ping()).await {
-            Ok(Ok(())) => ComponentHealth {
-                ok: true,
-                detail: "ok".into(),
-            },
-            Ok(Err(e)) => ComponentHealth {
-                ok: false,
-                detail: e.to_string(),
-            },
-            Err(_) => ComponentHealth {
-                ok: false,
-                detail: format!("no answer within {timeout:?}"),
-            },
-        };
+        let db = component_health(timeout, self.store.ping()).await;
+        let caddy = component_health(timeout, self.routes.ping()).await;
         HealthDto {
             healthy: db.ok && caddy.ok && self.settings.base_domain.is_some(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
