@@ -371,32 +371,61 @@ pub async fn run(cli: Cli) -> ExitCode {
     }
 }
 
-/// A status line on stderr: rewritten in place on a terminal, plain lines otherwise.
+/// A status line on stderr. On a terminal a transient state (connecting, reconnecting)
+/// is one line with a spinner, redrawn in place until the next line replaces it;
+/// otherwise every state is a plain line.
 #[derive(Debug)]
 struct Status {
     terminal: bool,
+    spinner: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
+
+const SPINNER: [char; 10] = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
 
 impl Status {
     fn new() -> Status {
         Status {
             terminal: std::io::stderr().is_terminal(),
+            spinner: std::sync::Mutex::new(None),
         }
     }
 
-    /// A transient state (connecting, reconnecting): overwritten by the next line.
+    fn stop_spinner(&self) {
+        if let Some(task) = self
+            .spinner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+        {
+            task.abort();
+        }
+    }
+
+    /// A transient state: a spinning line on a terminal, a plain line otherwise.
     fn transient(&self, text: &str) {
-        let mut err = std::io::stderr();
-        if self.terminal {
-            let _ = write!(err, "\r\x1b[2K⠿ {text}");
-        } else {
-            let _ = writeln!(err, "{text}");
+        self.stop_spinner();
+        if !self.terminal {
+            let _ = writeln!(std::io::stderr(), "{text}");
+            return;
         }
-        let _ = err.flush();
+        let text = text.to_owned();
+        let task = tokio::spawn(async move {
+            for frame in SPINNER.iter().cycle() {
+                let mut err = std::io::stderr();
+                let _ = write!(err, "\r\x1b[2K{frame} {text}");
+                let _ = err.flush();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        *self
+            .spinner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(task);
     }
 
-    /// A lasting line.
+    /// A lasting line (replaces a spinning one).
     fn line(&self, text: &str) {
+        self.stop_spinner();
         let mut err = std::io::stderr();
         if self.terminal {
             let _ = writeln!(err, "\r\x1b[2K{text}");

@@ -342,3 +342,55 @@ fn clap_definitions_are_consistent() {
     use clap::CommandFactory;
     mytunnel_cli::client_cli::Cli::command().debug_assert();
 }
+
+#[test]
+fn doctor_reports_each_check_and_fails_on_a_broken_edge() {
+    let home = tempfile::tempdir().unwrap();
+    let health = |healthy: bool| {
+        serde_json::json!({
+            "healthy": healthy, "version": env!("CARGO_PKG_VERSION"), "base_domain": "t.example",
+            "db": {"ok": true, "detail": "ok"},
+            "caddy": {"ok": healthy, "detail": if healthy { "ok" } else { "connection refused" }}
+        })
+        .to_string()
+    };
+    let run = |reply: &str, exit: i32| {
+        let ssh = FakeSsh::new(reply, exit);
+        let out = mytunnel(
+            home.path(),
+            &[
+                "doctor",
+                "--json",
+                "--edge",
+                "alice@edge",
+                "--no-ssh-mux",
+                "--ssh-bin",
+                ssh.path().to_str().unwrap(),
+            ],
+        );
+        let checks: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+        let status = |name: &str| {
+            checks
+                .iter()
+                .find(|c| c["name"] == name)
+                .map(|c| c["status"].as_str().unwrap().to_owned())
+                .unwrap_or_else(|| "absent".into())
+        };
+        (
+            out.status.code(),
+            status("edge reachable"),
+            status("remote binary"),
+            status("edge health"),
+        )
+    };
+    assert_eq!(
+        run(&health(true), 0),
+        (Some(0), "ok".into(), "ok".into(), "ok".into())
+    );
+    assert_eq!(
+        run(&health(false), 1),
+        (Some(1), "ok".into(), "ok".into(), "fail".into())
+    );
+    let (code, reachable, _, _) = run("", 255);
+    assert_eq!((code, reachable.as_str()), (Some(1), "fail"));
+}

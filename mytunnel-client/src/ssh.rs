@@ -571,6 +571,8 @@ fn interpret_reply(
     let text = String::from_utf8_lossy(stdout);
     match decode_reply(verb, &text) {
         Ok(response) if status == Some(0) => Ok(response),
+        // `health` prints its document and exits 1 when the edge is unhealthy.
+        Ok(response @ CtlResponse::Health(_)) if status == Some(1) => Ok(response),
         Ok(_) => Err(TransportError::Malformed(format!(
             "`{verb}` printed a success document but {}{}",
             describe_code(status),

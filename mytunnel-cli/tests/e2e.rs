@@ -1,0 +1,439 @@
+//! End to end on real sshd, Caddy and OS users: the built `mytunnel` and `mytunneld`, a
+//! real `sshd` on a loopback port whose tunnel keys (installed by
+//! `scripts/install-edge-ssh-key.sh`) are gated by `mytunneld gate`, a real Caddy, OS users
+//! alice, bob and ops (ops is an edge admin), real local apps, and HTTP requests through
+//! Caddy with the tunnel's Host header.
+//!
+//! Each test builds its own stack (see `e2e_support`); needs root, as `cargo xtask e2e`
+//! runs it.
+
+// Test code: a panic is a failed assertion.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod e2e_support;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use e2e_support::{code, eventually, App, Stack, LEASE_TTL_SECS};
+use mytunnel_core::protocol::OVERRIDE_FLAGS;
+use nix::sys::signal::Signal;
+use serde_json::Value;
+
+const SERVE: Duration = Duration::from_secs(15);
+
+fn stderr(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn stdout(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// a + b: alice publishes her app; only alice sees and can touch the lease.
+#[test]
+fn alice_publishes_an_app_and_only_alice_sees_it() {
+    let stack = Stack::new();
+    let app = App::start("hello from alice");
+    let alice = stack.http("alice", app.port(), &[]);
+
+    // a. The two fixed lines, and the app through Caddy with the tunnel's host.
+    assert!(
+        alice.url.starts_with("https://") && alice.url.ends_with(".e2e.test"),
+        "{}",
+        alice.url
+    );
+    assert!(alice.lease.starts_with("lease_"), "{}", alice.lease);
+    stack.assert_serves(&alice.host(), "hello from alice", SERVE);
+    // Another host is not routed anywhere.
+    assert!(stack.not_routed("nobody-here.e2e.test"));
+
+    // b. alice's ls shows the lease; bob's does not.
+    let ls = stack.mytunnel("alice", &["ls"]);
+    assert_eq!(ls.status.code(), Some(0), "{}", stderr(&ls));
+    let text = stdout(&ls);
+    assert!(text.starts_with("LEASE_ID"), "{text}");
+    assert!(
+        text.contains(&alice.lease) && text.contains(&alice.host()),
+        "{text}"
+    );
+    assert!(text.contains("alice") && text.contains("active"), "{text}");
+    let ls = stack.mytunnel("bob", &["ls"]);
+    assert_eq!(ls.status.code(), Some(0), "{}", stderr(&ls));
+    assert_eq!(stdout(&ls), "no leases\n");
+
+    // bob can neither stop nor remove alice's lease: it looks missing to him.
+    for verb in ["stop", "rm"] {
+        for reference in [alice.lease.clone(), alice.host()] {
+            let out = stack.mytunnel("bob", &[verb, &reference]);
+            assert_eq!(
+                out.status.code(),
+                Some(1),
+                "bob {verb} {reference}: {}",
+                stderr(&out)
+            );
+            assert!(
+                stderr(&out).contains("lease_not_found"),
+                "bob {verb} {reference}: {}",
+                stderr(&out)
+            );
+        }
+    }
+    // Still alice's, still serving.
+    let state = stack.lease_state("alice", &alice.lease).unwrap();
+    assert_eq!(state["state"], "active");
+    stack.assert_serves(&alice.host(), "hello from alice", SERVE);
+}
+
+/// c. Through real ssh with a gated key: the allowed verbs work, everything else is
+/// refused with the right code.
+#[test]
+fn the_gate_allows_ctl_verbs_and_refuses_everything_else_over_real_ssh() {
+    let stack = Stack::new();
+
+    let (rc, list) = stack.ssh_ctl("alice", "mytunneld ctl list");
+    assert_eq!((rc, list), (0, Value::Array(vec![])));
+    let (rc, health) = stack.ssh_ctl("alice", "mytunneld ctl health");
+    assert_eq!(rc, 0, "{health}");
+    assert_eq!(health["healthy"], true, "{health}");
+    assert_eq!(health["base_domain"], "e2e.test", "{health}");
+    // The installed path of the binary is accepted as the first word too.
+    let bin = stack.path("mytunneld").display().to_string();
+    let (rc, lease) = stack.ssh_ctl(
+        "alice",
+        &format!("{bin} ctl allocate --name gated-c --local-port 8080"),
+    );
+    assert_eq!(rc, 0, "{lease}");
+    assert_eq!(lease["owner"], "alice", "{lease}");
+    assert_eq!(lease["host"], "gated-c.e2e.test", "{lease}");
+    let id = lease["lease_id"].as_str().unwrap().to_owned();
+    let (rc, beat) = stack.ssh_ctl("alice", &format!("mytunneld ctl heartbeat --lease {id}"));
+    assert_eq!(rc, 0, "{beat}");
+    assert_eq!(beat["state"], "active");
+    let (rc, stats) = stack.ssh_ctl("alice", "mytunneld ctl stats");
+    assert_eq!(rc, 0, "{stats}");
+    assert!(stats.get("per_owner").is_none(), "{stats}");
+    let (rc, stats) = stack.ssh_ctl("ops", "mytunneld ctl stats");
+    assert_eq!(rc, 0, "{stats}");
+    assert_eq!(stats["per_owner"]["alice"], 1, "{stats}");
+    let (rc, json) = stack.ssh_ctl("alice", "mytunneld ctl reconcile");
+    assert_eq!((rc, code(&json)), (1, "forbidden_command"), "{json}");
+    let (rc, json) = stack.ssh_ctl("ops", "mytunneld ctl reconcile");
+    assert_eq!(rc, 0, "{json}");
+    let (rc, released) = stack.ssh_ctl("alice", "mytunneld ctl release --lease gated-c");
+    assert_eq!(rc, 0, "{released}");
+    assert_eq!(released["state"], "released");
+    assert_eq!(released["host"], format!("released-{id}.invalid"));
+    let (rc, deleted) = stack.ssh_ctl("alice", &format!("mytunneld ctl delete --lease {id}"));
+    assert_eq!(rc, 0, "{deleted}");
+    assert_eq!(deleted["deleted"], id.as_str());
+    let (_, list) = stack.ssh_ctl("alice", "mytunneld ctl list");
+    assert_eq!(list, Value::Array(vec![]));
+
+    // Refusals, run concurrently (each is one ssh connection through the gate).
+    let mut refused: Vec<(String, &str)> = vec![
+        ("id".to_owned(), "forbidden_command"),
+        ("sh -c id".to_owned(), "forbidden_command"),
+        ("mytunneld serve".to_owned(), "forbidden_command"),
+        (format!("{bin} serve"), "forbidden_command"),
+        ("mytunneld gate".to_owned(), "forbidden_command"),
+        ("mytunneld ctl shell".to_owned(), "forbidden_command"),
+        ("/bin/mytunneld ctl list".to_owned(), "forbidden_command"),
+    ];
+    for flag in OVERRIDE_FLAGS {
+        refused.push((
+            format!("mytunneld ctl list {flag} x"),
+            "override_not_allowed",
+        ));
+        refused.push((
+            format!("mytunneld ctl allocate --local-port 3000 {flag}=x"),
+            "override_not_allowed",
+        ));
+    }
+    assert_eq!(OVERRIDE_FLAGS.len(), 13);
+    for batch in refused.chunks(8) {
+        let children: Vec<_> = batch
+            .iter()
+            .map(|(command, _)| {
+                stack
+                    .ssh_command("alice", Some(command))
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for ((command, expected), child) in batch.iter().zip(children) {
+            let output = child.wait_with_output().unwrap();
+            let (rc, json) = e2e_support::parse_reply("alice", command, &output);
+            assert_eq!((rc, code(&json)), (1, *expected), "{command}: {json}");
+        }
+    }
+    // Nothing of that reached the database.
+    let (_, list) = stack.ssh_ctl("alice", "mytunneld ctl list");
+    assert_eq!(list, Value::Array(vec![]));
+
+    // No shell: a session without a command is a held tunnel session that runs nothing
+    // it is sent, and a terminal is refused.
+    for tty in [false, true] {
+        let mut ssh = stack.ssh_with_tty("alice", tty, None);
+        let mut child = ssh
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        {
+            use std::io::Write;
+            let mut stdin = child.stdin.take().unwrap();
+            stdin.write_all(b"id\necho pwned\nexit\n").unwrap();
+        }
+        let ended = eventually(Duration::from_secs(15), || {
+            child.try_wait().unwrap().is_some()
+        });
+        if !ended {
+            let _ = child.kill();
+        }
+        let output = child.wait_with_output().unwrap();
+        assert!(
+            ended,
+            "the session did not end when its input closed (tty {tty})"
+        );
+        let out = stdout(&output);
+        assert!(
+            !out.contains("uid=") && !out.contains("pwned"),
+            "a shell ran (tty {tty}): {out:?}"
+        );
+        if tty {
+            assert!(
+                stderr(&output).contains("PTY allocation request failed"),
+                "{}",
+                stderr(&output)
+            );
+        }
+    }
+}
+
+/// d. Takeover: bob may not force a name; ops may, and alice's lease is gone.
+///
+/// alice's client is gone (killed, its lease still active) before ops takes the name
+/// over: the edge gives the new lease the displaced lease's port
+/// (`mytunnel-edge/src/store.rs`, allocate step 3), and while alice's ssh still holds
+/// that port on sshd, ops's forward is refused.
+#[test]
+fn only_an_admin_takes_a_name_over() {
+    let stack = Stack::new();
+    let alice_app = App::start("alice's app");
+    let ops_app = App::start("ops's app");
+    let mut alice = stack.http("alice", alice_app.port(), &[]);
+    stack.assert_serves(&alice.host(), "alice's app", SERVE);
+    let slug = alice.slug();
+
+    let out = stack.mytunnel(
+        "bob",
+        &[
+            "http",
+            &ops_app.port().to_string(),
+            "--name",
+            &slug,
+            "--force",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("force_not_allowed"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(out.stdout.is_empty(), "{}", stdout(&out));
+    let ls = stack.mytunnel("bob", &["ls"]);
+    assert_eq!(stdout(&ls), "no leases\n");
+    stack.assert_serves(&alice.host(), "alice's app", SERVE);
+
+    // alice's client dies; her lease stays active until its TTL.
+    alice.kill_all();
+    stack.kill_ssh_of("alice");
+    assert_eq!(
+        stack.lease_state("alice", &alice.lease).unwrap()["state"],
+        "active"
+    );
+
+    let ops = stack.http("ops", ops_app.port(), &["--name", &slug, "--force"]);
+    assert_eq!(ops.url, alice.url);
+    assert_ne!(ops.lease, alice.lease);
+    stack.assert_serves(&alice.host(), "ops's app", SERVE);
+    let ls = stack.mytunnel("alice", &["ls"]);
+    assert_eq!(ls.status.code(), Some(0), "{}", stderr(&ls));
+    assert!(!stdout(&ls).contains(&alice.lease), "{}", stdout(&ls));
+    assert!(stack.lease_state("alice", &alice.lease).is_none());
+    let ls = stack.mytunnel("ops", &["ls"]);
+    assert!(stdout(&ls).contains(&ops.lease), "{}", stdout(&ls));
+    assert!(!stack.routes().contains(&alice.lease));
+}
+
+/// e. The data-plane ssh dies: the client reconnects and the same URL serves again.
+#[test]
+fn a_killed_data_plane_reconnects_to_the_same_url() {
+    let stack = Stack::new();
+    let app = App::start("still here");
+    let alice = stack.http("alice", app.port(), &[]);
+    stack.assert_serves(&alice.host(), "still here", SERVE);
+
+    let old = alice
+        .data_plane_pid()
+        .unwrap_or_else(|| panic!("no data-plane ssh child of {}", alice.pid()));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(old), Signal::SIGKILL).unwrap();
+    // A new data plane replaces it (a new pid), and the URL serves again.
+    assert!(
+        eventually(Duration::from_secs(30), || alice
+            .data_plane_pid()
+            .is_some_and(|pid| pid != old)),
+        "no new data-plane ssh; client stderr: {}",
+        alice.stderr()
+    );
+    stack.assert_serves(&alice.host(), "still here", Duration::from_secs(30));
+    // The same lease: the reconnect did not need a new one.
+    let state = stack.lease_state("alice", &alice.lease).unwrap();
+    assert_eq!(state["state"], "active");
+    assert!(
+        alice.stderr().contains("reconnect"),
+        "no reconnect reported: {}",
+        alice.stderr()
+    );
+}
+
+/// f. The whole client dies: after the TTL, cleanup expires the lease and the route goes.
+#[test]
+fn a_killed_client_s_lease_expires_after_the_ttl() {
+    let stack = Stack::new();
+    let app = App::start("soon gone");
+    let mut alice = stack.http("alice", app.port(), &[]);
+    stack.assert_serves(&alice.host(), "soon gone", SERVE);
+
+    alice.kill_all();
+    stack.kill_ssh_of("alice");
+    // With the data plane gone Caddy answers 502 at once; the route itself stays until
+    // cleanup expires the lease after its TTL.
+    assert!(
+        eventually(Duration::from_secs(LEASE_TTL_SECS + 10), || !stack
+            .routes()
+            .contains(&alice.lease)),
+        "route still there after the TTL; routes: {}; serve log: {}",
+        stack.routes(),
+        stack.serve_log()
+    );
+    assert_eq!(
+        stack.get(&alice.host()),
+        Some((404, "no tunnel here".to_owned()))
+    );
+    let state = stack.lease_state("alice", &alice.lease).unwrap();
+    assert_eq!(state["state"], "expired", "{state}");
+    assert_eq!(
+        state["host"],
+        format!("expired-{}.invalid", alice.lease),
+        "{state}"
+    );
+    assert!(!stack.routes().contains(&alice.lease));
+}
+
+/// g. Ctrl-C: exit 0, the lease is released and the route is gone at once.
+#[test]
+fn sigint_releases_the_lease_and_the_route_at_once() {
+    let stack = Stack::new();
+    let app = App::start("bye");
+    let mut alice = stack.http("alice", app.port(), &[]);
+    stack.assert_serves(&alice.host(), "bye", SERVE);
+
+    alice.signal(Signal::SIGINT);
+    let status = alice.wait_exit(Duration::from_secs(15));
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "{status:?}; stderr: {}",
+        alice.stderr()
+    );
+    // Right after the exit, not eventually.
+    assert!(
+        stack.not_routed(&alice.host()),
+        "{:?}; routes: {}",
+        stack.get(&alice.host()),
+        stack.routes()
+    );
+    assert!(!stack.routes().contains(&alice.lease));
+    let state = stack.lease_state("alice", &alice.lease).unwrap();
+    assert_eq!(state["state"], "released", "{state}");
+    assert_eq!(state["host"], format!("released-{}.invalid", alice.lease));
+    assert_eq!(state["slug"], format!("released-{}", alice.lease));
+    // No ssh of the client is left behind.
+    assert!(
+        eventually(Duration::from_secs(5), || stack
+            .ssh_pids_of("alice")
+            .is_empty()),
+        "ssh processes left: {:?}",
+        stack.ssh_pids_of("alice")
+    );
+}
+
+/// h. Caddy restarted with its config lost: reconcile restores the route.
+#[test]
+fn reconcile_restores_the_route_after_caddy_loses_its_config() {
+    let mut stack = Stack::new();
+    let app = App::start("back again");
+    let alice = stack.http("alice", app.port(), &[]);
+    stack.assert_serves(&alice.host(), "back again", SERVE);
+
+    stack.caddy.restart().unwrap();
+    // Within one reconcile interval (1s), with slack for a loaded machine.
+    stack.assert_serves(&alice.host(), "back again", Duration::from_secs(10));
+    assert!(stack.routes().contains(&alice.lease));
+}
+
+/// i. No local app: nothing is allocated.
+#[test]
+fn no_lease_when_the_local_app_is_not_running() {
+    let stack = Stack::new();
+    let closed = mytunnel_edge::testkit::free_port().unwrap();
+    let out = stack.mytunnel("alice", &["http", &closed.to_string()]);
+    assert_ne!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(out.status.code().is_some(), "killed by a signal");
+    assert!(out.stdout.is_empty(), "{}", stdout(&out));
+    assert!(!stderr(&out).is_empty());
+    let ls = stack.mytunnel("alice", &["ls"]);
+    assert_eq!(ls.status.code(), Some(0), "{}", stderr(&ls));
+    assert_eq!(stdout(&ls), "no leases\n");
+}
+
+/// j. The SDK opens a tunnel through real ssh, serves a request, closes and releases.
+#[test]
+fn the_sdk_opens_a_tunnel_through_real_ssh() {
+    let stack = Stack::new();
+    let app = App::start("from the sdk");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut builder = mytunnel_client::Tunnel::http(app.port())
+        .edge("alice@127.0.0.1")
+        .environment(
+            [("HOME".to_owned(), stack.path("home").display().to_string())]
+                .into_iter()
+                .collect(),
+        );
+    for option in stack.ssh_options("alice") {
+        builder = builder.ssh_option(option);
+    }
+    let tunnel = runtime.block_on(builder.open()).unwrap();
+    let host = tunnel.url().strip_prefix("https://").unwrap().to_owned();
+    assert!(host.ends_with(".e2e.test"), "{host}");
+    let lease = tunnel.lease();
+    assert_eq!(lease.owner.to_string(), "alice");
+    stack.assert_serves(&host, "from the sdk", SERVE);
+
+    runtime.block_on(tunnel.close()).unwrap();
+    assert!(stack.not_routed(&host));
+    let state = stack.lease_state("alice", lease.lease_id.as_str()).unwrap();
+    assert_eq!(state["state"], "released", "{state}");
+}
