@@ -220,12 +220,9 @@ fn the_gate_allows_ctl_verbs_and_refuses_everything_else_over_real_ssh() {
     }
 }
 
-/// d. Takeover: bob may not force a name; ops may, and alice's lease is gone.
-///
-/// alice's client is gone (killed, its lease still active) before ops takes the name
-/// over: the edge gives the new lease the displaced lease's port
-/// (`mytunnel-edge/src/store.rs`, allocate step 3), and while alice's ssh still holds
-/// that port on sshd, ops's forward is refused.
+/// d. Takeover: bob may not force a name; ops may, while alice's client still runs. Her
+/// lease is gone, ops's app answers at the URL, and alice's client ends: it notices the
+/// lease is lost, finds the name taken, and exits with `slug_taken`.
 #[test]
 fn only_an_admin_takes_a_name_over() {
     let stack = Stack::new();
@@ -256,25 +253,26 @@ fn only_an_admin_takes_a_name_over() {
     assert_eq!(stdout(&ls), "no leases\n");
     stack.assert_serves(&alice.host(), "alice's app", SERVE);
 
-    // alice's client dies; her lease stays active until its TTL.
-    alice.kill_all();
-    stack.kill_ssh_of("alice");
-    assert_eq!(
-        stack.lease_state("alice", &alice.lease).unwrap()["state"],
-        "active"
-    );
-
+    // ops takes the name over while alice's tunnel is up: the new lease gets another
+    // port (alice's ssh still holds hers), so ops's forward comes up at once.
     let ops = stack.http("ops", ops_app.port(), &["--name", &slug, "--force"]);
     assert_eq!(ops.url, alice.url);
     assert_ne!(ops.lease, alice.lease);
     stack.assert_serves(&alice.host(), "ops's app", SERVE);
-    let ls = stack.mytunnel("alice", &["ls"]);
-    assert_eq!(ls.status.code(), Some(0), "{}", stderr(&ls));
-    assert!(!stdout(&ls).contains(&alice.lease), "{}", stdout(&ls));
     assert!(stack.lease_state("alice", &alice.lease).is_none());
     let ls = stack.mytunnel("ops", &["ls"]);
     assert!(stdout(&ls).contains(&ops.lease), "{}", stdout(&ls));
     assert!(!stack.routes().contains(&alice.lease));
+
+    // alice's client learns at its next heartbeat (every 10s here) and gives up.
+    let status = alice
+        .wait_exit(Duration::from_secs(40))
+        .unwrap_or_else(|| panic!("alice's client still runs: {}", alice.stderr()));
+    assert_eq!(status.code(), Some(1), "{}", alice.stderr());
+    assert!(alice.stderr().contains("slug_taken"), "{}", alice.stderr());
+    let ls = stack.mytunnel("alice", &["ls"]);
+    assert_eq!(stdout(&ls), "no leases\n");
+    stack.assert_serves(&alice.host(), "ops's app", SERVE);
 }
 
 /// e. The data-plane ssh dies: the client reconnects and the same URL serves again.

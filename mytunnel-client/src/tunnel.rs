@@ -249,17 +249,30 @@ impl TunnelBuilder {
             url: url.clone(),
         });
 
-        let forward = match transport
-            .open_forward(ForwardSpec {
-                edge_bind_port: lease.edge_bind_port,
-                local_port: self.local_port,
-            })
-            .await
-        {
-            Ok(forward) => forward,
-            Err(e) => {
-                let _ = release(transport.as_ref(), &lease).await;
-                return Err(TunnelError::Forward(e));
+        // sshd may still hold the port for a client that died without closing (until its
+        // ClientAlive check evicts it), so a refused forward is retried a few times.
+        let spec = ForwardSpec {
+            edge_bind_port: lease.edge_bind_port,
+            local_port: self.local_port,
+        };
+        let mut attempt = 0u32;
+        let forward = loop {
+            match transport.open_forward(spec).await {
+                Ok(forward) => break forward,
+                Err(e @ TransportError::Unreachable(_)) if attempt < OPEN_FORWARD_RETRIES => {
+                    attempt += 1;
+                    let delay = backoff_delay(attempt, rand::rng().random_range(-1.0..=1.0));
+                    emit(TunnelEvent::Reconnecting {
+                        attempt,
+                        delay,
+                        reason: e.to_string(),
+                    });
+                    tokio::time::sleep(delay).await;
+                }
+                Err(e) => {
+                    let _ = release(transport.as_ref(), &lease).await;
+                    return Err(TunnelError::Forward(e));
+                }
             }
         };
         emit(TunnelEvent::Forwarding {
@@ -287,7 +300,7 @@ impl TunnelBuilder {
         Ok(TunnelHandle {
             url,
             lease: lease_rx,
-            events: events_tx,
+            events: first_events.resubscribe(),
             first_events: Some(first_events),
             stop: Some(stop_tx),
             task: Some(task),
@@ -301,7 +314,9 @@ impl TunnelBuilder {
 pub struct TunnelHandle {
     url: String,
     lease: watch::Receiver<LeaseDto>,
-    events: broadcast::Sender<TunnelEvent>,
+    /// Only to resubscribe from: the supervisor holds the only sender, so the stream
+    /// closes when the tunnel ends.
+    events: broadcast::Receiver<TunnelEvent>,
     first_events: Option<broadcast::Receiver<TunnelEvent>>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), TunnelError>>>,
@@ -318,11 +333,12 @@ impl TunnelHandle {
         self.lease.borrow().clone()
     }
 
-    /// The event stream. The first call sees every event since `open()` began.
+    /// The event stream. The first call sees every event since `open()` began; the
+    /// stream closes when the tunnel ends.
     pub fn events(&mut self) -> broadcast::Receiver<TunnelEvent> {
         self.first_events
             .take()
-            .unwrap_or_else(|| self.events.subscribe())
+            .unwrap_or_else(|| self.events.resubscribe())
     }
 
     /// Stops the data plane, releases the lease and waits for both.
@@ -380,12 +396,33 @@ async fn release(transport: &dyn Transport, lease: &LeaseDto) -> Result<(), Tran
         .map(|_| ())
 }
 
+/// How often `open()` retries a refused data plane (0.5 + 1 + 2 + 4 s of waiting).
+const OPEN_FORWARD_RETRIES: u32 = 4;
+
 /// The delay before reconnect attempt `attempt` (1-based): 0.5s doubling to 30s, ±25%.
 pub fn backoff_delay(attempt: u32, jitter: f64) -> Duration {
     let base = 0.5_f64 * 2_f64.powi(i32::try_from(attempt.saturating_sub(1).min(16)).unwrap_or(16));
     let capped = base.min(30.0);
     let factor = 1.0 + (jitter.clamp(-1.0, 1.0) * 0.25);
     Duration::from_secs_f64(capped * factor)
+}
+
+/// What a heartbeat led to.
+enum Beat {
+    /// The same lease, renewed or not.
+    Same,
+    /// A new lease (the old one was lost and the name allocated again).
+    Changed,
+    /// The lease was lost and another lease took the name: the tunnel ends.
+    NameLost(TunnelError),
+}
+
+/// Why allocating a lost name again failed.
+enum Reacquire {
+    /// Another lease holds the name.
+    NameTaken(TunnelError),
+    /// Anything else: try again later.
+    Retry(String),
 }
 
 enum Next {
@@ -428,11 +465,11 @@ impl Supervisor {
             };
             match next {
                 Next::Stop => return self.shutdown().await,
-                Next::Heartbeat => {
-                    if self.heartbeat().await {
-                        heartbeat = self.heartbeat_timer();
-                    }
-                }
+                Next::Heartbeat => match self.heartbeat().await {
+                    Beat::Same => {}
+                    Beat::Changed => heartbeat = self.heartbeat_timer(),
+                    Beat::NameLost(end) => return Err(end),
+                },
                 Next::ForwardEnded(reason) => {
                     if self.reconnect == Reconnect::Never {
                         let _ = release(self.transport.as_ref(), &self.lease).await;
@@ -450,8 +487,8 @@ impl Supervisor {
         }
     }
 
-    /// One heartbeat; re-allocates a lost lease. Returns whether the lease changed.
-    async fn heartbeat(&mut self) -> bool {
+    /// One heartbeat; re-allocates a lost lease.
+    async fn heartbeat(&mut self) -> Beat {
         let request = CtlRequest::Heartbeat {
             lease: self.lease.lease_id.clone(),
         };
@@ -461,13 +498,13 @@ impl Supervisor {
                     expires_at: lease.expires_at,
                 });
                 self.set_lease(lease);
-                false
+                Beat::Same
             }
             Ok(other) => {
                 self.emit(TunnelEvent::HeartbeatFailed {
                     error: format!("unexpected answer {other:?}"),
                 });
-                false
+                Beat::Same
             }
             Err(TransportError::Refused(e))
                 if matches!(e.code, ErrorCode::LeaseNotFound | ErrorCode::LeaseNotActive) =>
@@ -477,10 +514,11 @@ impl Supervisor {
                 });
                 self.forward.stop().await;
                 match self.reacquire().await {
-                    Ok(()) => true,
-                    Err(reason) => {
+                    Ok(()) => Beat::Changed,
+                    Err(Reacquire::NameTaken(end)) => Beat::NameLost(end),
+                    Err(Reacquire::Retry(reason)) => {
                         self.emit(TunnelEvent::HeartbeatFailed { error: reason });
-                        false
+                        Beat::Same
                     }
                 }
             }
@@ -488,7 +526,7 @@ impl Supervisor {
                 self.emit(TunnelEvent::HeartbeatFailed {
                     error: e.to_string(),
                 });
-                false
+                Beat::Same
             }
         }
     }
@@ -499,16 +537,25 @@ impl Supervisor {
     }
 
     /// Allocates the name again and reopens the data plane to the new lease.
-    async fn reacquire(&mut self) -> Result<(), String> {
-        let lease = allocate(self.transport.as_ref(), &self.reallocate)
-            .await
-            .map_err(|e| e.to_string())?;
+    async fn reacquire(&mut self) -> Result<(), Reacquire> {
+        let lease = match allocate(self.transport.as_ref(), &self.reallocate).await {
+            Ok(lease) => lease,
+            // Another lease holds the name now: the URL is gone for good.
+            Err(TransportError::Refused(e)) if e.code == ErrorCode::SlugTaken => {
+                return Err(Reacquire::NameTaken(TunnelError::Allocate(
+                    TransportError::Refused(e),
+                )))
+            }
+            Err(e) => return Err(Reacquire::Retry(e.to_string())),
+        };
         self.emit(TunnelEvent::Allocated {
             url: format!("https://{}", lease.host),
             lease: lease.clone(),
         });
         self.set_lease(lease);
-        self.open_forward().await.map_err(|e| e.to_string())
+        self.open_forward()
+            .await
+            .map_err(|e| Reacquire::Retry(e.to_string()))
     }
 
     async fn open_forward(&mut self) -> Result<(), TransportError> {
@@ -561,7 +608,8 @@ impl Supervisor {
                     });
                     match self.reacquire().await {
                         Ok(()) => return None,
-                        Err(e) => {
+                        Err(Reacquire::NameTaken(end)) => return Some(Err(end)),
+                        Err(Reacquire::Retry(e)) => {
                             reason = e;
                             continue;
                         }

@@ -465,3 +465,50 @@ async fn edge_refusals_come_back_typed_with_hints() {
     );
     tunnel.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_name_lost_to_another_lease_ends_the_tunnel() {
+    let edge = edge().await;
+    let app = local_app(200, "hello").await;
+    let mut tunnel = Tunnel::http(app)
+        .name("contested")
+        .transport(edge.transport())
+        .open()
+        .await
+        .unwrap();
+    let mut events = tunnel.events();
+    let old = tunnel.lease();
+    // The edge loses alice's lease and bob takes the name.
+    edge.service
+        .store()
+        .delete(
+            &"alice".parse().unwrap(),
+            &LeaseRef::Id(old.lease_id.clone()),
+        )
+        .await
+        .unwrap();
+    let bob = Caller::from_identity(1001, "bob".parse().unwrap(), &Default::default());
+    edge.service
+        .allocate(
+            &bob,
+            mytunnel_core::protocol::AllocateRequest {
+                name: Some("contested".parse().unwrap()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    tokio::time::pause();
+    wait_for(&mut events, |e| matches!(e, TunnelEvent::Lost { .. })).await;
+    let end = tunnel.closed().await.unwrap_err();
+    assert_eq!(
+        end.code(),
+        Some(mytunnel_core::ErrorCode::SlugTaken),
+        "{end}"
+    );
+    // The stream closes with the tunnel.
+    while !matches!(
+        events.recv().await,
+        Err(broadcast::error::RecvError::Closed)
+    ) {}
+}

@@ -379,7 +379,8 @@ impl LeaseStore for SqliteLeaseStore {
             });
         }
 
-        // 3. The lowest free port (a displaced lease's port is free again).
+        // 3. The lowest free port. A displaced lease's port is taken last: its owner's
+        //    ssh may still hold it until sshd notices the tunnel is gone.
         let used: Vec<i64> = sqlx::query_scalar(
             "SELECT edge_bind_port FROM leases WHERE state = 'active' \
              AND edge_bind_port BETWEEN $1 AND $2 ORDER BY edge_bind_port",
@@ -392,11 +393,16 @@ impl LeaseStore for SqliteLeaseStore {
         let used: Vec<u16> = used
             .into_iter()
             .filter_map(|p| u16::try_from(p).ok())
-            .filter(|p| displaced.as_ref().is_none_or(|d| d.edge_bind_port != *p))
             .collect();
         let port = spec
             .ports
             .lowest_free(&used)
+            .or_else(|| {
+                displaced
+                    .as_ref()
+                    .map(|d| d.edge_bind_port)
+                    .filter(|p| spec.ports.contains(*p))
+            })
             .ok_or(StoreError::NoFreePort(spec.ports))?;
 
         // 4. Write: the displaced lease goes, the new one comes.

@@ -317,3 +317,273 @@ fn admin_request_once(
         )))
     }
 }
+
+/// The sshd binary: `$MYTUNNEL_SSHD_BIN`, else `/usr/sbin/sshd` (root's `PATH` may lack
+/// `/usr/sbin`, so the path is checked, not looked up).
+pub fn sshd_binary() -> Result<PathBuf, String> {
+    if let Some(path) = std::env::var_os("MYTUNNEL_SSHD_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    let path = PathBuf::from("/usr/sbin/sshd");
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(
+            "sshd is not installed at /usr/sbin/sshd: `cargo xtask e2e` installs it \
+             (apt-get install openssh-server)"
+                .to_owned(),
+        )
+    }
+}
+
+/// A real `sshd -D` on `127.0.0.1` with its own config, host key, pid file and log in a
+/// temporary directory. Key-only logins (`UsePAM no`), TCP forwarding on, gateway ports
+/// off, and `ClientAliveInterval 2` / `ClientAliveCountMax 2` so that a dead client's
+/// forwards are evicted within seconds. Needs root (sshd changes to the logged-in user).
+///
+/// Dropping it stops the listener and every connection process it forked, by pid.
+#[derive(Debug)]
+pub struct Sshd {
+    child: Child,
+    port: u16,
+    host_public_key: String,
+    dir: tempfile::TempDir,
+}
+
+impl Sshd {
+    /// Starts sshd on a free loopback port and waits until it answers with its banner
+    /// (at most 15 s). sshd cannot share a port, so a port taken between probing and
+    /// binding is retried with another one.
+    pub fn start() -> Result<Sshd, String> {
+        let binary = sshd_binary()?;
+        ensure_privsep_dir()?;
+        let mut last_error = String::new();
+        for _attempt in 0..5 {
+            match Self::try_start(&binary) {
+                Ok(sshd) => return Ok(sshd),
+                Err(e) => last_error = e,
+            }
+        }
+        Err(last_error)
+    }
+
+    fn try_start(binary: &Path) -> Result<Sshd, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let host_key = dir.path().join("ssh_host_ed25519_key");
+        let keygen = Command::new("ssh-keygen")
+            .args([
+                "-q",
+                "-t",
+                "ed25519",
+                "-N",
+                "",
+                "-C",
+                "mytunnel-test-sshd",
+                "-f",
+            ])
+            .arg(&host_key)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run ssh-keygen: {e}"))?;
+        if !keygen.status.success() {
+            return Err(format!(
+                "ssh-keygen failed: {}",
+                String::from_utf8_lossy(&keygen.stderr)
+            ));
+        }
+        let public = std::fs::read_to_string(dir.path().join("ssh_host_ed25519_key.pub"))
+            .map_err(|e| e.to_string())?;
+        let host_public_key = public
+            .split_whitespace()
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" ");
+        let port = free_port().map_err(|e| e.to_string())?;
+        let config_path = dir.path().join("sshd_config");
+        std::fs::write(&config_path, sshd_config(dir.path(), &host_key, port))
+            .map_err(|e| e.to_string())?;
+        let log_path = dir.path().join("sshd.log");
+        let log = std::fs::File::create(&log_path).map_err(|e| e.to_string())?;
+        let child = Command::new(binary)
+            .arg("-D")
+            .arg("-e")
+            .arg("-f")
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
+        let mut sshd = Sshd {
+            child,
+            port,
+            host_public_key,
+            dir,
+        };
+        sshd.wait_ready()?;
+        Ok(sshd)
+    }
+
+    /// Waits until this sshd (its log says it listens) answers a TCP connection with an
+    /// SSH banner.
+    fn wait_ready(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let listening = format!("Server listening on 127.0.0.1 port {}", self.port);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(format!("sshd exited with {status}: {}", self.log()));
+            }
+            if self.log().contains(&listening) && read_banner(self.port).is_ok() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "sshd did not answer on port {} within 15s: {}",
+                    self.port,
+                    self.log()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The loopback port sshd listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The host key as `ssh-ed25519 AAAA…` (no comment).
+    pub fn host_public_key(&self) -> &str {
+        &self.host_public_key
+    }
+
+    /// The `known_hosts` line for this sshd: `[127.0.0.1]:PORT ssh-ed25519 AAAA…`.
+    pub fn known_hosts_line(&self) -> String {
+        format!("[127.0.0.1]:{} {}\n", self.port, self.host_public_key)
+    }
+
+    /// The pid of the listening sshd.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// sshd's log so far (`-e`, `LogLevel VERBOSE`).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("sshd.log")).unwrap_or_default()
+    }
+
+    /// Stops the listener and the connection processes it forked (SIGKILL), and waits for
+    /// the listener.
+    pub fn kill(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            if let Ok(pid) = i32::try_from(self.child.id()) {
+                let pid = nix::unistd::Pid::from_raw(pid);
+                // A stopped listener forks no new connection process while they are found.
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP);
+                for child in children_of(pid.as_raw()) {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(child),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// sshd's privilege separation directory; sshd refuses to start without it.
+fn ensure_privsep_dir() -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = Path::new("/run/sshd");
+    if !dir.is_dir() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create /run/sshd: {e}"))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| format!("cannot chmod /run/sshd: {e}"))?;
+    }
+    Ok(())
+}
+
+fn sshd_config(dir: &Path, host_key: &Path, port: u16) -> String {
+    format!(
+        "\
+ListenAddress 127.0.0.1
+Port {port}
+HostKey {host_key}
+PidFile {pid_file}
+UsePAM no
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PubkeyAuthentication yes
+AuthorizedKeysFile .ssh/authorized_keys
+PermitRootLogin no
+AllowTcpForwarding yes
+AllowStreamLocalForwarding no
+GatewayPorts no
+X11Forwarding no
+AllowAgentForwarding no
+PermitTunnel no
+ClientAliveInterval 2
+ClientAliveCountMax 2
+LogLevel VERBOSE
+UseDNS no
+PrintMotd no
+PrintLastLog no
+MaxStartups 100:30:200
+MaxSessions 100
+",
+        host_key = host_key.display(),
+        pid_file = dir.join("sshd.pid").display(),
+    )
+}
+
+/// Connects to `127.0.0.1:port` and reads until the `SSH-2.0` banner.
+fn read_banner(port: u16) -> Result<(), String> {
+    use std::io::Read;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+        .map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    let mut seen: Vec<u8> = Vec::new();
+    let mut buf = [0u8; 256];
+    while seen.len() < 4096 {
+        let n = stream.read(&mut buf).map_err(|e| e.to_string())?;
+        if n == 0 {
+            break;
+        }
+        seen.extend(buf.iter().take(n).copied());
+        if seen.windows(7).any(|w| w == b"SSH-2.0") {
+            return Ok(());
+        }
+    }
+    Err("no SSH-2.0 banner".to_owned())
+}
+
+/// The pids whose parent is `parent` (from `/proc/<pid>/stat`).
+pub fn children_of(parent: i32) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| parent_of(*pid) == Some(parent))
+        .collect()
+}
+
+/// The parent pid of `pid`, from the field after the command name in `/proc/<pid>/stat`.
+pub fn parent_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, after_name) = stat.rsplit_once(')')?;
+    // " <state> <ppid> …"
+    after_name.split_whitespace().nth(1)?.parse().ok()
+}

@@ -551,8 +551,8 @@ async fn force_takeover(store: &SqliteLeaseStore) {
     assert_eq!(displaced, Some(old.clone()));
     assert_eq!(lease.owner, owner("alice"));
     assert_eq!(lease.slug, slug("portal"));
-    // The displaced lease's port was free for the new one.
-    assert_eq!(lease.edge_bind_port, old.edge_bind_port);
+    // The displaced lease's port is taken last: its owner's ssh may still hold it.
+    assert_ne!(lease.edge_bind_port, old.edge_bind_port);
     // The old row is gone: bob does not find it by id, slug or host.
     for r in [
         LeaseRef::Id(old.id.clone()),
@@ -1000,4 +1000,28 @@ async fn open_of_a_fresh_file_waits_for_the_busy_timeout() {
     );
     // Once the lock is gone the file opens.
     open_file(&path).await.close().await;
+}
+
+#[tokio::test]
+async fn a_takeover_in_a_full_range_reuses_the_displaced_port() {
+    let store = SqliteLeaseStore::open_in_memory().await.unwrap();
+    let one_port = PortRange::new(21500, 21500).unwrap();
+    let old = store
+        .allocate(AllocateSpec {
+            ports: one_port,
+            ..exact("bob", "portal")
+        })
+        .await
+        .unwrap()
+        .lease;
+    let taken = store
+        .allocate(AllocateSpec {
+            ports: one_port,
+            takeover: Takeover::Force,
+            ..exact("alice", "portal")
+        })
+        .await
+        .unwrap();
+    assert_eq!(taken.displaced.map(|d| d.id), Some(old.id));
+    assert_eq!(taken.lease.edge_bind_port, 21500);
 }

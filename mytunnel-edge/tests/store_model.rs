@@ -233,13 +233,13 @@ impl Model {
                 active,
             });
         }
-        // 3. The lowest port no remaining active lease holds.
-        let used: BTreeSet<u16> = self
-            .active()
-            .filter(|l| displaced.as_ref().is_none_or(|d| d.id != l.id))
-            .map(|l| l.edge_bind_port)
-            .collect();
-        let Some(port) = (spec.ports.min()..=spec.ports.max()).find(|p| !used.contains(p)) else {
+        // 3. The lowest port no active lease holds; a displaced lease's port only when
+        //    no other is free (its owner's ssh may still hold it).
+        let used: BTreeSet<u16> = self.active().map(|l| l.edge_bind_port).collect();
+        let Some(port) = (spec.ports.min()..=spec.ports.max())
+            .find(|p| !used.contains(p))
+            .or_else(|| displaced.as_ref().map(|d| d.edge_bind_port))
+        else {
             return Err(StoreError::NoFreePort(spec.ports));
         };
         // 4. Write.
@@ -789,7 +789,8 @@ fn model_follows_the_spec_on_a_fixed_sequence() {
         .allocate(&spec(4, 1, NameChoice::Exact(name(0)), Takeover::Force))
         .unwrap();
     assert_eq!(forced.displaced.unwrap().id, lease_id(1));
-    assert_eq!(forced.lease.edge_bind_port, MIN_PORT);
+    // The displaced port is taken last: its owner's ssh may still hold it.
+    assert_eq!(forced.lease.edge_bind_port, MIN_PORT + 2);
     assert_eq!(
         m.allocate(&spec(
             5,

@@ -1,0 +1,158 @@
+#!/usr/bin/env bash
+# Installs a tunnel key for a dedicated SSH user on the edge.
+#
+#   install-edge-ssh-key.sh <user> <pubkey-file> [--gate-command CMD] [--group G] [--remove]
+#
+# - Creates <user> if missing (useradd -m -s /bin/sh) and unlocks it for key login without
+#   a password (usermod -p '*'): sshd with UsePAM no refuses keys of a locked account.
+# - Adds <user> to group G with --group (the tunnel group that may read the edge's env
+#   file and write the lease database).
+# - Writes ~<user>/.ssh (0700) and ~<user>/.ssh/authorized_keys (0600), both owned by the
+#   user, with one line per key:
+#       restrict,port-forwarding,command="<CMD>" <key>
+#   CMD defaults to `/usr/local/bin/mytunneld gate`.
+# - Idempotent: a line for the same key is replaced, never duplicated. Other keys are
+#   kept. The file is replaced atomically (rename), so a concurrent login never reads a
+#   half-written file; concurrent runs for one user are serialised with flock.
+# - --remove removes the key's line instead (the user is left as it is).
+#
+# Exit codes: 0 done, 2 usage error or malformed key, 1 any other failure.
+# Key material is never printed: only its fingerprint.
+set -euo pipefail
+
+readonly DEFAULT_GATE_COMMAND='/usr/local/bin/mytunneld gate'
+
+usage() {
+    echo "usage: $0 <user> <pubkey-file> [--gate-command CMD] [--group G] [--remove]" >&2
+    exit 2
+}
+
+die() {
+    echo "install-edge-ssh-key: $1" >&2
+    exit "${2:-1}"
+}
+
+[[ $# -ge 2 ]] || usage
+user=$1
+pubkey_file=$2
+shift 2
+gate_command=$DEFAULT_GATE_COMMAND
+group=''
+remove=0
+while [[ $# -gt 0 ]]; do
+    case $1 in
+        --gate-command)
+            [[ $# -ge 2 ]] || usage
+            gate_command=$2
+            shift 2
+            ;;
+        --gate-command=*)
+            gate_command=${1#--gate-command=}
+            shift
+            ;;
+        --group)
+            [[ $# -ge 2 ]] || usage
+            group=$2
+            shift 2
+            ;;
+        --group=*)
+            group=${1#--group=}
+            shift
+            ;;
+        --remove)
+            remove=1
+            shift
+            ;;
+        *)
+            usage
+            ;;
+    esac
+done
+
+# A user name useradd accepts, and that cannot be read as an option.
+[[ $user =~ ^[a-z_][a-z0-9_-]{0,31}$ ]] || die "invalid user name: $user" 2
+if [[ -n $group && ! $group =~ ^[a-z_][a-z0-9_-]{0,31}$ ]]; then
+    die "invalid group name: $group" 2
+fi
+# The command goes between double quotes in authorized_keys.
+if [[ -z $gate_command || $gate_command == *'"'* || $gate_command == *\\* || $gate_command =~ [[:cntrl:]] ]]; then
+    die "the gate command must be non-empty, without quotes, backslashes or control characters" 2
+fi
+
+# --- the key: exactly one line "<type> <base64> [comment]" that ssh-keygen reads ---------
+[[ -f $pubkey_file && -r $pubkey_file ]] || die "cannot read $pubkey_file" 2
+lines=$(grep -c '' "$pubkey_file" || true)
+[[ $lines -eq 1 ]] || die "$pubkey_file must hold exactly one public key line" 2
+IFS= read -r key_line <"$pubkey_file" || true
+key_line=${key_line%$'\r'}
+key_re='^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp256|ecdsa-sha2-nistp384|ecdsa-sha2-nistp521|sk-ssh-ed25519@openssh\.com|sk-ecdsa-sha2-nistp256@openssh\.com) ([A-Za-z0-9+/]+={0,3})( [^[:cntrl:]]*)?$'
+[[ $key_line =~ $key_re ]] || die "$pubkey_file is not a public key (expected '<type> <base64> [comment]')" 2
+key_type=${BASH_REMATCH[1]}
+key_blob=${BASH_REMATCH[2]}
+comment=${BASH_REMATCH[3]# }
+if ! fingerprint=$(ssh-keygen -l -f "$pubkey_file" 2>/dev/null); then
+    die "$pubkey_file is not a valid public key (ssh-keygen cannot read it)" 2
+fi
+# Keep only the fingerprint itself ("256 SHA256:… comment (ED25519)" -> "SHA256:…").
+fingerprint=$(awk '{print $2}' <<<"$fingerprint")
+
+# --- the user ----------------------------------------------------------------------------
+[[ $(id -u) -eq 0 ]] || die "must run as root"
+if ! id -u "$user" >/dev/null 2>&1; then
+    [[ $remove -eq 0 ]] || die "no user $user" 2
+    # 9: created meanwhile by a concurrent run.
+    useradd -m -s /bin/sh "$user" || id -u "$user" >/dev/null 2>&1 || die "useradd $user failed"
+    echo "created user $user"
+fi
+if [[ $remove -eq 0 ]]; then
+    # A locked account ('!' in the password field) cannot log in with a key under UsePAM no.
+    usermod -p '*' "$user"
+    if [[ -n $group ]]; then
+        getent group "$group" >/dev/null || groupadd -f "$group"
+        usermod -a -G "$group" "$user"
+    fi
+fi
+
+home=$(getent passwd "$user" | cut -d: -f6)
+[[ -n $home && $home == /* ]] || die "user $user has no home directory"
+if [[ ! -d $home ]]; then
+    mkdir -p "$home"
+    chown "$user:" "$home"
+    chmod 0755 "$home"
+fi
+ssh_dir=$home/.ssh
+auth=$ssh_dir/authorized_keys
+if [[ ! -d $ssh_dir ]]; then
+    install -d -m 0700 -o "$user" -g "$(id -g "$user")" "$ssh_dir"
+fi
+chown "$user:" "$ssh_dir"
+chmod 0700 "$ssh_dir"
+
+# --- authorized_keys: replace atomically, one writer at a time ---------------------------
+exec 9<"$ssh_dir"
+flock 9
+tmp=$(mktemp "$ssh_dir/.authorized_keys.XXXXXX")
+trap 'rm -f "$tmp"' EXIT
+if [[ -f $auth ]]; then
+    # Every line except the ones carrying this key (whatever their options).
+    awk -v blob="$key_blob" '{
+        keep = 1
+        for (i = 1; i <= NF; i++) if ($i == blob) keep = 0
+        if (keep) print
+    }' "$auth" >"$tmp"
+fi
+if [[ $remove -eq 0 ]]; then
+    line="restrict,port-forwarding,command=\"$gate_command\" $key_type $key_blob"
+    [[ -n $comment ]] && line+=" $comment"
+    printf '%s\n' "$line" >>"$tmp"
+fi
+chown "$user:" "$tmp"
+chmod 0600 "$tmp"
+mv -f "$tmp" "$auth"
+trap - EXIT
+
+if [[ $remove -eq 1 ]]; then
+    echo "removed key $fingerprint from $auth"
+else
+    echo "installed key $fingerprint for $user in $auth"
+fi
