@@ -31,24 +31,30 @@ const FUZZ_TARGETS: [&str; 4] = ["gate", "slug", "duration", "reply"];
 const DEFAULT_FUZZ_SECONDS: u64 = 20;
 
 /// Commands planned in the design that this release does not have yet.
-const NOT_YET: [&str; 3] = ["demo", "bench", "dist"];
+const NOT_YET: [&str; 2] = ["bench", "dist"];
 
 const USAGE: &str = "\
 Usage: cargo xtask <command> [options]
 
 Commands:
   ci                         run every CI check in order, stopping at the first failure:
-                               system packages (apt: caddy, openssh), fmt --check, clippy -D warnings, tests (nextest or cargo test,
-                               then doc tests), rustdoc -D warnings, fuzz smoke
+                               system packages (apt: caddy, openssh), fmt --check,
+                               clippy -D warnings, tests (nextest or cargo test, then doc
+                               tests; the end-to-end suite included), rustdoc -D warnings,
+                               fuzz smoke
   fuzz-smoke [--seconds N]   run each cargo-fuzz target for N seconds (default 20) on a
                                copy of its seed corpus; a crash fails
   e2e                        install caddy and openssh (apt) when missing, then run the
                                end-to-end suite (real sshd, Caddy, OS users; needs root):
                                cargo test -p mytunnel-cli --test e2e
+  demo [--once]              install caddy and openssh when missing, start sshd, Caddy and
+                               mytunneld serve on loopback, publish a sample app as user
+                               alice and fetch it through its tunnel URL; Ctrl-C tears
+                               down (--once: exit after the fetch). Needs root.
   help, --help, -h           print this help
 
 Not yet available (each arrives with a later release; exits with code 2):
-  demo, bench, dist
+  bench, dist
 ";
 
 /// What the command line asks for.
@@ -58,6 +64,7 @@ enum Task {
     Ci,
     FuzzSmoke { seconds: u64 },
     E2e,
+    Demo { once: bool },
     NotYet(String),
 }
 
@@ -85,6 +92,7 @@ fn main() -> ExitCode {
         Task::Ci => ci(),
         Task::FuzzSmoke { seconds } => fuzz_smoke_command(seconds),
         Task::E2e => e2e(),
+        Task::Demo { once } => demo(once),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -113,6 +121,13 @@ fn parse_command_line(args: &[String]) -> Result<Task> {
             None => Ok(Task::E2e),
             Some(extra) => Err(format!(
                 "`cargo xtask e2e` takes no arguments, got {extra:?}"
+            )),
+        },
+        "demo" => match rest {
+            [] => Ok(Task::Demo { once: false }),
+            [flag] if flag == "--once" => Ok(Task::Demo { once: true }),
+            _ => Err(format!(
+                "`cargo xtask demo` takes only --once, got {rest:?}"
             )),
         },
         other if NOT_YET.contains(&other) => Ok(Task::NotYet(other.to_owned())),
@@ -514,6 +529,23 @@ fn banner(number: usize, total: usize, step: Step, what: &str) {
 // ---------------------------------------------------------------------------------------
 // e2e
 
+/// The demo: system packages, then the `demo` target (a real sshd, Caddy and edge on
+/// loopback, a sample app published and fetched through its tunnel URL).
+fn demo(once: bool) -> Result<()> {
+    let root = workspace_root()?;
+    println!("==> [1/2] prerequisites: system packages the demo uses");
+    flush();
+    ensure_system_packages()?;
+    let mut command = cargo(&root);
+    command.args(["test", "--quiet", "-p", "mytunnel-cli", "--test", "demo"]);
+    if once {
+        command.args(["--", "--once"]);
+    }
+    println!("==> [2/2] demo: {}", command_line(&command));
+    flush();
+    run(&mut command)
+}
+
 /// The end-to-end suite: system packages first, then `cargo test -p mytunnel-cli --test
 /// e2e` (libtest runs its tests in parallel; each builds its own sshd, Caddy and edge).
 fn e2e() -> Result<()> {
@@ -728,7 +760,9 @@ mod tests {
             Ok(Task::FuzzSmoke { seconds: 7 })
         );
         assert_eq!(parse(&["e2e"]), Ok(Task::E2e));
-        assert_eq!(parse(&["demo"]), Ok(Task::NotYet("demo".to_owned())));
+        assert_eq!(parse(&["demo"]), Ok(Task::Demo { once: false }));
+        assert_eq!(parse(&["demo", "--once"]), Ok(Task::Demo { once: true }));
+        assert_eq!(parse(&["bench"]), Ok(Task::NotYet("bench".to_owned())));
         for bad in [
             &[][..],
             &["bogus"],
