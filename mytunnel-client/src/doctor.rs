@@ -178,7 +178,7 @@ pub async fn run_doctor(settings: &EdgeSettings, local_port: Option<u16>) -> Vec
         shared.multiplexing = Multiplexing::Shared;
         match SshTransport::connect(shared).await {
             Ok(transport) => {
-                match health_of(&transport).await {
+                match transport.check_shared().await {
                     Ok(_) => checks.push(Check::ok(
                         "ssh multiplexing",
                         "control commands share one connection",

@@ -185,6 +185,19 @@ impl SshTransport {
         }
     }
 
+    /// Runs `health` over the shared connection only (no fallback), for `doctor`.
+    pub async fn check_shared(&self) -> Result<(), TransportError> {
+        match &self.master {
+            Some(master) => self
+                .ctl_shared(master, &CtlRequest::Health)
+                .await
+                .map(|_| ()),
+            None => Err(TransportError::Unreachable(
+                "no shared connection (multiplexing is off)".into(),
+            )),
+        }
+    }
+
     async fn ctl_shared(
         &self,
         master: &Master,
@@ -276,7 +289,15 @@ impl Transport for SshTransport {
     async fn ctl(&self, request: &CtlRequest) -> Result<CtlResponse, TransportError> {
         tracing::debug!(verb = %request.verb(), destination = %self.config.destination, "ctl over ssh");
         match &self.master {
-            Some(master) => self.ctl_shared(master, request).await,
+            Some(master) => match self.ctl_shared(master, request).await {
+                // The shared connection is gone (sshd restarted, network change): this
+                // call goes over its own connection, so heartbeats keep the lease alive.
+                Err(TransportError::Unreachable(shared)) => {
+                    tracing::debug!(%shared, "shared ssh connection failed; retrying with ssh -T");
+                    self.ctl_per_command(request).await
+                }
+                other => other,
+            },
             None => self.ctl_per_command(request).await,
         }
     }

@@ -535,14 +535,17 @@ async fn shared_master_launch_options_and_private_directory() {
     let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o7777;
     assert_eq!(mode, 0o700, "{}", dir.display());
 
-    // The fake master created no socket: a request fails cleanly.
-    match within(transport.ctl(&CtlRequest::Health)).await {
+    // The fake master created no socket: the shared connection fails cleanly...
+    match within(transport.check_shared()).await {
         Err(TransportError::Unreachable(message)) => {
             assert!(message.contains("shared ssh connection"), "{message}")
         }
         other => panic!("expected Unreachable, got {other:?}"),
     }
     assert!(fake.invocations().iter().all(|i| !i.has("-T")));
+    // ...and a ctl call falls back to a connection of its own.
+    let _ = within(transport.ctl(&CtlRequest::Health)).await;
+    assert_eq!(fake.invocations().iter().filter(|i| i.has("-T")).count(), 1);
 
     within(transport.close()).await;
     let exit = fake.only("-O");
