@@ -11,24 +11,10 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use mytunnel_edge::testkit::{admin_get, RealCaddy};
+use mytunnel_edge::testkit::{admin_get, eventually, RealCaddy};
 use serde_json::Value;
-
-/// Polls `condition` every 50 ms until it holds or `timeout` passes.
-fn eventually(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if condition() {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 #[derive(Debug)]
 struct Edge {

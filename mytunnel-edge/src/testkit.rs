@@ -46,6 +46,20 @@ impl ReservedPort {
     }
 }
 
+/// Polls `condition` every 50 ms until it holds or `timeout` passes.
+pub fn eventually(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// The caddy binary: `$MYTUNNEL_CADDY_BIN`, else `caddy` on `PATH`.
 pub fn caddy_binary() -> Result<PathBuf, String> {
     if let Some(path) = std::env::var_os("MYTUNNEL_CADDY_BIN") {

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mytunnel_edge::testkit::{children_of, RealCaddy, Sshd};
 use serde_json::Value;
@@ -37,19 +37,7 @@ const PORT_WINDOW: u16 = 16;
 const PORT_WINDOWS_FROM: u16 = 24_000;
 const PORT_WINDOWS_TO: u16 = 32_000;
 
-/// Polls `condition` every 50 ms until it holds or `timeout` passes.
-pub fn eventually(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if condition() {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+pub use mytunnel_edge::testkit::eventually;
 
 fn set_mode(path: &Path, mode: u32) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
