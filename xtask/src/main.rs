@@ -2,7 +2,7 @@
 //! `.cargo/config.toml`).
 //!
 //! - `cargo xtask ci` runs every check CI runs, in order, and stops at the first failure:
-//!   rustfmt, clippy, the tests (nextest when installed, else `cargo test`, then the doc
+//!   rustfmt, clippy, shellcheck, the tests (nextest when installed, else `cargo test`, then the doc
 //!   tests), rustdoc with warnings denied, and a short fuzz smoke.
 //! - `cargo xtask fuzz-smoke [--seconds N]` runs only the fuzz smoke: each cargo-fuzz target
 //!   in `fuzz/` for N seconds (default 20) on a copy of its seed corpus.
@@ -38,10 +38,10 @@ Usage: cargo xtask <command> [options]
 
 Commands:
   ci                         run every CI check in order, stopping at the first failure:
-                               system packages (apt: caddy, openssh), fmt --check,
-                               clippy -D warnings, tests (nextest or cargo test, then doc
-                               tests; the end-to-end suite included), rustdoc -D warnings,
-                               fuzz smoke
+                               system packages (apt: caddy, openssh, shellcheck),
+                               fmt --check, clippy -D warnings, shellcheck -S warning,
+                               tests (nextest or cargo test, then doc tests; the
+                               end-to-end suite included), rustdoc -D warnings, fuzz smoke
   fuzz-smoke [--seconds N]   run each cargo-fuzz target for N seconds (default 20) on a
                                copy of its seed corpus; a crash fails
   e2e                        install caddy and openssh (apt) when missing, then run the
@@ -280,6 +280,23 @@ fn run_recording_summaries(command: &mut Command, summaries: &mut Vec<String>) -
     }
 }
 
+/// Every shell script the project ships: `scripts/*.sh`, `.ci/run`, test fixtures.
+fn shell_scripts(root: &Path) -> Result<Vec<PathBuf>> {
+    let mut scripts = vec![root.join(".ci/run")];
+    for dir in ["scripts", "mytunnel-client/tests/fixtures"] {
+        let entries =
+            std::fs::read_dir(root.join(dir)).map_err(|e| format!("cannot list {dir}: {e}"))?;
+        for entry in entries {
+            let path = entry.map_err(|e| e.to_string())?.path();
+            if path.extension().is_some_and(|ext| ext == "sh") {
+                scripts.push(path);
+            }
+        }
+    }
+    scripts.sort();
+    Ok(scripts)
+}
+
 /// The number just before `word` in a summary line (`207 passed`), or 0.
 fn count_before(line: &str, word: &str) -> u64 {
     line.find(word)
@@ -303,8 +320,9 @@ fn is_summary_line(text: &str) -> bool {
 fn ensure_system_packages() -> Result<()> {
     // (what must be present, its package). A path is checked as a file: root's PATH may
     // lack /usr/sbin, where sshd lives.
-    const PACKAGES: [(&str, &str); 4] = [
+    const PACKAGES: [(&str, &str); 5] = [
         ("caddy", "caddy"),
+        ("shellcheck", "shellcheck"),
         ("/usr/sbin/sshd", "openssh-server"),
         ("ssh", "openssh-client"),
         ("ssh-keygen", "openssh-client"),
@@ -366,16 +384,18 @@ enum Step {
     Prerequisites,
     Fmt,
     Clippy,
+    Shellcheck,
     Tests,
     Doc,
     FuzzSmoke,
 }
 
 impl Step {
-    const ALL: [Step; 6] = [
+    const ALL: [Step; 7] = [
         Step::Prerequisites,
         Step::Fmt,
         Step::Clippy,
+        Step::Shellcheck,
         Step::Tests,
         Step::Doc,
         Step::FuzzSmoke,
@@ -386,6 +406,7 @@ impl Step {
             Step::Prerequisites => "prerequisites",
             Step::Fmt => "fmt",
             Step::Clippy => "clippy",
+            Step::Shellcheck => "shellcheck",
             Step::Tests => "tests",
             Step::Doc => "doc",
             Step::FuzzSmoke => "fuzz smoke",
@@ -440,6 +461,18 @@ fn ci() -> Result<()> {
                 ]);
                 banner(number, total, step, &command_line(&c));
                 run(&mut c)
+            }
+            Step::Shellcheck => {
+                let mut c = Command::new("shellcheck");
+                c.current_dir(&root).args(["-S", "warning"]);
+                match shell_scripts(&root) {
+                    Ok(scripts) => {
+                        c.args(&scripts);
+                        banner(number, total, step, &command_line(&c));
+                        run(&mut c)
+                    }
+                    Err(e) => Err(e),
+                }
             }
             Step::Tests => {
                 let mut commands = test_commands(&root);
