@@ -1,0 +1,50 @@
+//! `scripts/test-ssh-gate.sh` against the freshly built `mytunneld`.
+
+// Test code: a panic is a failed assertion.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use mytunnel_core::protocol::OVERRIDE_FLAGS;
+
+#[test]
+fn the_gate_script_passes_and_covers_every_override_flag() {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/test-ssh-gate.sh");
+    let output = Command::new("bash")
+        .arg(&script)
+        .arg("--binary")
+        .arg(env!("CARGO_BIN_EXE_mytunneld"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(!stdout.contains("FAIL "), "{stdout}");
+
+    let ok_lines: Vec<&str> = stdout.lines().filter(|l| l.starts_with("ok ")).collect();
+    for flag in OVERRIDE_FLAGS {
+        for shape in [format!("{flag} v"), format!("{flag}=v")] {
+            assert!(
+                ok_lines
+                    .iter()
+                    .any(|l| l.contains(&format!(" {shape} -> override_not_allowed"))),
+                "no ok line for {shape}:\n{stdout}"
+            );
+        }
+    }
+    for shape in [
+        "ok sh -> forbidden_command",
+        "ok mytunneld serve -> forbidden_command",
+        "ok mytunneld ctl list; id -> forbidden_command",
+        "ok mytunneld ctl list -> json (exit 0)",
+    ] {
+        assert!(stdout.contains(shape), "no line {shape:?}:\n{stdout}");
+    }
+}

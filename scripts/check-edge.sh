@@ -1,0 +1,210 @@
+#!/usr/bin/env bash
+# Checks an installed edge: file modes (SPEC section 8), a loopback Caddy admin URL
+# (SPEC section 7) and the service's health.
+#
+#   check-edge.sh [--destdir DIR] [--group NAME]
+#
+# Prints one line per check, `ok <check> <detail>` or `fail <check> <detail>` followed by
+# `  hint: …`, then a summary line. Checks:
+#   binary     DIR/usr/local/bin/mytunneld is mode 0755, owned by root
+#   env-file   DIR/etc/mytunneld/mytunneld.env is 0600 or 0640 (never world-readable)
+#   state-dir  DIR/var/lib/mytunneld is setgid and of group NAME (default mytunnel)
+#   database   MYTUNNEL_DB_PATH and its -wal/-shm, when present, are 0600 or 0660
+#   admin-url  MYTUNNEL_CADDY_ADMIN_URL is http://localhost, 127.x.y.z or [::1] (optional
+#              :PORT), or a unix socket (unix//PATH, unix:///PATH)
+#   health     `mytunneld ctl health` answers healthy
+#
+# Exit codes: 0 all checks pass, 1 a check failed, 2 usage error.
+set -euo pipefail
+
+usage() {
+    echo "usage: $0 [--destdir DIR] [--group NAME]" >&2
+    exit 2
+}
+
+destdir=''
+group=mytunnel
+while [[ $# -gt 0 ]]; do
+    case $1 in
+        --destdir | --group)
+            [[ $# -ge 2 ]] || usage
+            if [[ $1 == --destdir ]]; then
+                destdir=$2
+            else
+                group=$2
+            fi
+            shift 2
+            ;;
+        *)
+            usage
+            ;;
+    esac
+done
+destdir=${destdir%/}
+
+# The configuration comes from the env file only, as for the service.
+while IFS= read -r var; do
+    unset "$var"
+done < <(compgen -e | grep '^MYTUNNEL_' || true)
+
+bin_path=$destdir/usr/local/bin/mytunneld
+env_file=$destdir/etc/mytunneld/mytunneld.env
+state_dir=$destdir/var/lib/mytunneld
+
+failed=()
+checks=0
+
+pass() {
+    checks=$((checks + 1))
+    echo "ok $1 $2"
+}
+
+fail() {
+    checks=$((checks + 1))
+    failed+=("$1")
+    echo "fail $1 $2"
+    echo "  hint: $3"
+}
+
+# mode_of PATH: the permission bits as 4 octal digits (e.g. 0755, 2770).
+mode_of() {
+    printf '%04o' "$((8#$(stat -c '%a' "$1")))"
+}
+
+# env_value KEY FILE: the value of the last KEY=VALUE line (as mytunneld reads it).
+env_value() {
+    [[ -r $2 ]] || return 1
+    awk -v key="$1" '
+        {
+            line = $0
+            sub(/^[ \t]+/, "", line); sub(/[ \t\r]+$/, "", line)
+            if (line == "" || substr(line, 1, 1) == "#") next
+            if (substr(line, 1, 7) == "export ") { line = substr(line, 8); sub(/^[ \t]+/, "", line) }
+            eq = index(line, "="); if (eq == 0) next
+            k = substr(line, 1, eq - 1); sub(/[ \t]+$/, "", k)
+            if (k != key) next
+            v = substr(line, eq + 1); sub(/^[ \t]+/, "", v)
+            q = substr(v, 1, 1)
+            if (q == "\"" || q == "\047") { rest = substr(v, 2); e = index(rest, q); if (e > 0) v = substr(rest, 1, e - 1) }
+            found = 1; value = v
+        }
+        END { if (found) print value; else exit 1 }' "$2"
+}
+
+# is_loopback_url URL: status 0 when URL names only a loopback admin API.
+is_loopback_url() {
+    local url=$1 authority host port octet
+    [[ $url =~ [[:cntrl:]] || $url =~ [[:space:]] ]] && return 1
+    if [[ $url == unix//* || $url == unix:///* ]]; then
+        [[ $url != */ ]]
+        return
+    fi
+    [[ $url == http://* ]] || return 1
+    authority=${url#http://}
+    authority=${authority%/}
+    # No user info, path, query, fragment or escapes: host[:port] and nothing else.
+    [[ $authority == *[@/?#%\\]* ]] && return 1
+    if [[ $authority == \[* ]]; then
+        [[ $authority =~ ^\[::1\](:([0-9]{1,5}))?$ ]] || return 1
+        port=${BASH_REMATCH[2]}
+    else
+        [[ $authority =~ ^([^:]+)(:([0-9]{1,5}))?$ ]] || return 1
+        host=${BASH_REMATCH[1]}
+        port=${BASH_REMATCH[3]}
+        if [[ ${host,,} != localhost ]]; then
+            octet='(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])'
+            [[ $host =~ ^127\.$octet\.$octet\.$octet$ ]] || return 1
+        fi
+    fi
+    [[ -z $port ]] || ((10#$port >= 1 && 10#$port <= 65535))
+}
+
+# --- binary ------------------------------------------------------------------------------
+if [[ ! -f $bin_path ]]; then
+    fail binary "$bin_path is missing" "run install-edge.sh"
+else
+    mode=$(mode_of "$bin_path")
+    owner=$(stat -c '%U' "$bin_path")
+    if [[ $mode == 0755 && $owner == root ]]; then
+        pass binary "$bin_path mode $mode owner $owner"
+    else
+        fail binary "$bin_path mode $mode owner $owner (want 0755, root)" \
+            "chown root:root $bin_path && chmod 0755 $bin_path"
+    fi
+fi
+
+# --- env file ----------------------------------------------------------------------------
+if [[ ! -f $env_file ]]; then
+    fail env-file "$env_file is missing" "run install-edge.sh, then set MYTUNNEL_BASE_DOMAIN in it"
+else
+    mode=$(mode_of "$env_file")
+    if [[ $mode == 0600 || $mode == 0640 ]]; then
+        pass env-file "$env_file mode $mode group $(stat -c '%G' "$env_file")"
+    else
+        fail env-file "$env_file mode $mode (want 0600 or 0640, never world-readable)" \
+            "chmod 0640 $env_file && chgrp $group $env_file"
+    fi
+fi
+
+# --- state directory -----------------------------------------------------------------------
+if [[ ! -d $state_dir ]]; then
+    fail state-dir "$state_dir is missing" "run install-edge.sh"
+else
+    mode=$(mode_of "$state_dir")
+    dir_group=$(stat -c '%G' "$state_dir")
+    if [[ $((8#$mode & 8#2000)) -ne 0 && $dir_group == "$group" ]]; then
+        pass state-dir "$state_dir mode $mode group $dir_group"
+    else
+        fail state-dir "$state_dir mode $mode group $dir_group (want setgid, group $group)" \
+            "chgrp $group $state_dir && chmod 2770 $state_dir"
+    fi
+fi
+
+# --- database ----------------------------------------------------------------------------
+db_path=$(env_value MYTUNNEL_DB_PATH "$env_file") || db_path=/var/lib/mytunneld/leases.db
+bad=()
+present=()
+for file in "$db_path" "$db_path-wal" "$db_path-shm"; do
+    [[ -f $file ]] || continue
+    mode=$(mode_of "$file")
+    present+=("$(basename "$file") $mode")
+    [[ $mode == 0600 || $mode == 0660 ]] || bad+=("$file")
+done
+if [[ ${#present[@]} -eq 0 ]]; then
+    pass database "$db_path not created yet (the service creates it 0660)"
+elif [[ ${#bad[@]} -eq 0 ]]; then
+    pass database "$db_path: ${present[*]}"
+else
+    fail database "${bad[*]} not 0600 or 0660 (${present[*]})" \
+        "chmod 0660 ${bad[*]}"
+fi
+
+# --- admin URL ---------------------------------------------------------------------------
+admin_url=$(env_value MYTUNNEL_CADDY_ADMIN_URL "$env_file") || admin_url=http://127.0.0.1:2019
+if is_loopback_url "$admin_url"; then
+    pass admin-url "MYTUNNEL_CADDY_ADMIN_URL=$admin_url is loopback"
+else
+    fail admin-url "MYTUNNEL_CADDY_ADMIN_URL=${admin_url:0:200} is not loopback" \
+        "the admin API can rewrite every route: use http://127.0.0.1:2019 or unix//run/caddy/admin.sock"
+fi
+
+# --- health ------------------------------------------------------------------------------
+if [[ ! -x $bin_path ]]; then
+    fail health "no executable $bin_path" "run install-edge.sh"
+else
+    rc=0
+    health=$(timeout --kill-after=5 30 "$bin_path" --env-file "$env_file" ctl health 2>&1) || rc=$?
+    if [[ $rc -eq 0 && $health == *'"healthy":true'* ]]; then
+        pass health "mytunneld ctl health: healthy"
+    else
+        fail health "mytunneld ctl health exit $rc: ${health:0:400}" \
+            "is Caddy running with its admin API at the configured URL? is the database readable?"
+    fi
+fi
+
+if [[ ${#failed[@]} -eq 0 ]]; then
+    echo "check-edge: all $checks checks passed"
+    exit 0
+fi
+echo "check-edge: ${#failed[@]} of $checks checks failed: ${failed[*]}"
+exit 1
