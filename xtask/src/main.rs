@@ -3,7 +3,12 @@
 //!
 //! - `cargo xtask ci` runs every check CI runs, in order, and stops at the first failure:
 //!   rustfmt, clippy, shellcheck, the tests (nextest when installed, else `cargo test`, then the doc
-//!   tests), rustdoc with warnings denied, and a short fuzz smoke.
+//!   tests), rustdoc with warnings denied, the generated docs check, and a short fuzz smoke.
+//! - `cargo xtask docs [--check]` generates the CLI reference (`docs/cli/*.md`), the man pages
+//!   (`docs/man/*.1`) and the shell completions (`docs/completions/`) from the clap
+//!   definitions, with `cargo run -q -p mytunnel-cli --example gen-docs -- <dir>`. With
+//!   `--check` it generates into a temporary directory instead and fails, listing the files,
+//!   when the committed ones differ.
 //! - `cargo xtask fuzz-smoke [--seconds N]` runs only the fuzz smoke: each cargo-fuzz target
 //!   in `fuzz/` for N seconds (default 20) on a copy of its seed corpus.
 //! - `cargo xtask e2e` installs the system packages the end-to-end suite starts (Caddy,
@@ -30,6 +35,12 @@ const FUZZ_TARGETS: [&str; 4] = ["gate", "slug", "duration", "reply"];
 /// Seconds each fuzz target runs for in `ci` and by default in `fuzz-smoke`.
 const DEFAULT_FUZZ_SECONDS: u64 = 20;
 
+/// The directories under `docs/` that `cargo xtask docs` generates (and owns entirely).
+const DOC_TREES: [&str; 3] = ["cli", "man", "completions"];
+
+/// What to run when the committed docs are out of date.
+const DOCS_FIX: &str = "run `cargo xtask docs` and commit the result";
+
 /// Commands planned in the design that this release does not have yet.
 const NOT_YET: [&str; 2] = ["bench", "dist"];
 
@@ -41,7 +52,12 @@ Commands:
                                system packages (apt: caddy, openssh, shellcheck),
                                fmt --check, clippy -D warnings, shellcheck -S warning,
                                tests (nextest or cargo test, then doc tests; the
-                               end-to-end suite included), rustdoc -D warnings, fuzz smoke
+                               end-to-end suite included), rustdoc -D warnings,
+                               docs --check, fuzz smoke
+  docs [--check]             generate docs/cli (Markdown CLI reference), docs/man (man
+                               pages) and docs/completions (bash, zsh, fish) from the clap
+                               definitions (--check: generate into a temp dir and fail,
+                               listing the files, if the committed ones differ)
   fuzz-smoke [--seconds N]   run each cargo-fuzz target for N seconds (default 20) on a
                                copy of its seed corpus; a crash fails
   e2e                        install caddy and openssh (apt) when missing, then run the
@@ -62,6 +78,7 @@ Not yet available (each arrives with a later release; exits with code 2):
 enum Task {
     Help,
     Ci,
+    Docs { check: bool },
     FuzzSmoke { seconds: u64 },
     E2e,
     Demo { once: bool },
@@ -90,6 +107,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
         Task::Ci => ci(),
+        Task::Docs { check } => docs_command(check),
         Task::FuzzSmoke { seconds } => fuzz_smoke_command(seconds),
         Task::E2e => e2e(),
         Task::Demo { once } => demo(once),
@@ -114,6 +132,13 @@ fn parse_command_line(args: &[String]) -> Result<Task> {
             None => Ok(Task::Ci),
             Some(extra) => Err(format!(
                 "`cargo xtask ci` takes no arguments, got {extra:?}"
+            )),
+        },
+        "docs" => match rest {
+            [] => Ok(Task::Docs { check: false }),
+            [flag] if flag == "--check" => Ok(Task::Docs { check: true }),
+            _ => Err(format!(
+                "`cargo xtask docs` takes only --check, got {rest:?}"
             )),
         },
         "fuzz-smoke" => fuzz_smoke_seconds(rest).map(|seconds| Task::FuzzSmoke { seconds }),
@@ -387,17 +412,19 @@ enum Step {
     Shellcheck,
     Tests,
     Doc,
+    Docs,
     FuzzSmoke,
 }
 
 impl Step {
-    const ALL: [Step; 7] = [
+    const ALL: [Step; 8] = [
         Step::Prerequisites,
         Step::Fmt,
         Step::Clippy,
         Step::Shellcheck,
         Step::Tests,
         Step::Doc,
+        Step::Docs,
         Step::FuzzSmoke,
     ];
 
@@ -409,6 +436,7 @@ impl Step {
             Step::Shellcheck => "shellcheck",
             Step::Tests => "tests",
             Step::Doc => "doc",
+            Step::Docs => "docs check",
             Step::FuzzSmoke => "fuzz smoke",
         }
     }
@@ -489,6 +517,15 @@ fn ci() -> Result<()> {
                 banner(number, total, step, &command_line(&c));
                 run(&mut c)
             }
+            Step::Docs => {
+                banner(
+                    number,
+                    total,
+                    step,
+                    "generate the docs into a temp dir and compare with docs/",
+                );
+                docs_check(&root)
+            }
             Step::FuzzSmoke => {
                 banner(
                     number,
@@ -557,6 +594,135 @@ fn banner(number: usize, total: usize, step: Step, what: &str) {
     println!();
     println!("==> [{number}/{total}] {}: {what}", step.name());
     flush();
+}
+
+// ---------------------------------------------------------------------------------------
+// docs
+
+fn docs_command(check: bool) -> Result<()> {
+    let root = workspace_root()?;
+    let started = Instant::now();
+    if check {
+        docs_check(&root)?;
+        println!(
+            "xtask docs: docs/{{{}}} are up to date ({})",
+            DOC_TREES.join(","),
+            seconds(started.elapsed())
+        );
+    } else {
+        generate_docs(&root, &root.join("docs"))?;
+        println!(
+            "xtask docs: wrote docs/{{{}}} ({})",
+            DOC_TREES.join(","),
+            seconds(started.elapsed())
+        );
+    }
+    Ok(())
+}
+
+/// Runs the generator (an example of mytunnel-cli, so xtask needs no clap) into `out`.
+fn generate_docs(root: &Path, out: &Path) -> Result<()> {
+    let mut command = cargo(root);
+    command
+        .args([
+            "run",
+            "-q",
+            "-p",
+            "mytunnel-cli",
+            "--example",
+            "gen-docs",
+            "--",
+        ])
+        .arg(out);
+    run(&mut command)
+}
+
+/// Generates the docs into a temporary directory and compares them with `docs/`.
+fn docs_check(root: &Path) -> Result<()> {
+    let scratch = std::env::temp_dir().join(format!("mytunnel-docs-{}", std::process::id()));
+    let outcome = generate_docs(root, &scratch).and_then(|()| {
+        let mut drift = Vec::new();
+        for tree in DOC_TREES {
+            drift.extend(compare_trees(
+                &root.join("docs").join(tree),
+                &scratch.join(tree),
+                &Path::new("docs").join(tree),
+            )?);
+        }
+        Ok(drift)
+    });
+    // Best effort: a leftover temp dir is harmless.
+    let _ = std::fs::remove_dir_all(&scratch);
+    let drift = outcome?;
+    if drift.is_empty() {
+        return Ok(());
+    }
+    println!("The generated docs differ from the committed ones:");
+    for line in &drift {
+        println!("  {line}");
+    }
+    println!("{DOCS_FIX}");
+    flush();
+    Err(format!(
+        "{} generated doc file(s) out of date; {DOCS_FIX}",
+        drift.len()
+    ))
+}
+
+/// The files under `dir`, as paths relative to it, sorted; none when `dir` is missing.
+fn list_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    fn walk(dir: &Path, relative: &Path, into: &mut Vec<PathBuf>) -> Result<()> {
+        let entries =
+            std::fs::read_dir(dir).map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
+            let path = entry.path();
+            let name = relative.join(entry.file_name());
+            if path.is_dir() {
+                walk(&path, &name, into)?;
+            } else {
+                into.push(name);
+            }
+        }
+        Ok(())
+    }
+    let mut files = Vec::new();
+    if dir.is_dir() {
+        walk(dir, Path::new(""), &mut files)?;
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Compares the committed tree with a freshly generated one, file by file, both ways.
+/// Returns one line per difference, naming the file as `shown/<relative path>`.
+fn compare_trees(committed: &Path, generated: &Path, shown: &Path) -> Result<Vec<String>> {
+    let committed_files = list_files(committed)?;
+    let generated_files = list_files(generated)?;
+    let read = |path: &Path| {
+        std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+    };
+    let mut drift = Vec::new();
+    for file in &generated_files {
+        let name = shown.join(file);
+        if !committed_files.contains(file) {
+            drift.push(format!(
+                "missing: {} (generated, not committed)",
+                name.display()
+            ));
+        } else if read(&committed.join(file))? != read(&generated.join(file))? {
+            drift.push(format!("differs: {}", name.display()));
+        }
+    }
+    for file in &committed_files {
+        if !generated_files.contains(file) {
+            drift.push(format!(
+                "extra:   {} (committed, no longer generated)",
+                shown.join(file).display()
+            ));
+        }
+    }
+    Ok(drift)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -793,6 +959,8 @@ mod tests {
             Ok(Task::FuzzSmoke { seconds: 7 })
         );
         assert_eq!(parse(&["e2e"]), Ok(Task::E2e));
+        assert_eq!(parse(&["docs"]), Ok(Task::Docs { check: false }));
+        assert_eq!(parse(&["docs", "--check"]), Ok(Task::Docs { check: true }));
         assert_eq!(parse(&["demo"]), Ok(Task::Demo { once: false }));
         assert_eq!(parse(&["demo", "--once"]), Ok(Task::Demo { once: true }));
         assert_eq!(parse(&["bench"]), Ok(Task::NotYet("bench".to_owned())));
@@ -801,6 +969,8 @@ mod tests {
             &["bogus"],
             &["ci", "--fast"],
             &["e2e", "--fast"],
+            &["docs", "--fix"],
+            &["docs", "--check", "--check"],
             &["fuzz-smoke", "--seconds"],
             &["fuzz-smoke", "--seconds", "0"],
             &["fuzz-smoke", "--seconds", "x"],
@@ -831,6 +1001,43 @@ mod tests {
         assert!(!is_progress_line(b"#400100\tDONE   cov: 824\n"));
         assert!(!is_progress_line(b"Done 400100 runs in 6 second(s)\n"));
         assert!(!is_progress_line(b"# comment\n"));
+    }
+
+    #[test]
+    fn compares_doc_trees_both_ways() -> Result<()> {
+        let base = std::env::temp_dir().join(format!("xtask-compare-{}", std::process::id()));
+        let committed = base.join("committed");
+        let generated = base.join("generated");
+        let write = |path: PathBuf, text: &str| -> Result<()> {
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+            }
+            std::fs::write(&path, text).map_err(|e| e.to_string())
+        };
+        for dir in [&committed, &generated] {
+            write(dir.join("same.md"), "same\n")?;
+            write(dir.join("sub/changed.1"), "old\n")?;
+        }
+        let shown = Path::new("docs/cli");
+        let clean = compare_trees(&committed, &generated, shown);
+        write(generated.join("sub/changed.1"), "new\n")?;
+        write(generated.join("new.bash"), "x\n")?;
+        write(committed.join("gone.fish"), "x\n")?;
+        let drift = compare_trees(&committed, &generated, shown);
+        let missing_dir = compare_trees(&base.join("absent"), &generated, shown);
+        let _ = std::fs::remove_dir_all(&base);
+
+        assert_eq!(clean, Ok(Vec::new()));
+        assert_eq!(
+            drift,
+            Ok(vec![
+                "missing: docs/cli/new.bash (generated, not committed)".to_owned(),
+                "differs: docs/cli/sub/changed.1".to_owned(),
+                "extra:   docs/cli/gone.fish (committed, no longer generated)".to_owned(),
+            ])
+        );
+        assert_eq!(missing_dir.map(|d| d.len()), Ok(3));
+        Ok(())
     }
 
     #[test]
