@@ -71,25 +71,8 @@ mode_of() {
     printf '%04o' "$((8#$(stat -c '%a' "$1")))"
 }
 
-# env_value KEY FILE: the value of the last KEY=VALUE line (as mytunneld reads it).
-env_value() {
-    [[ -r $2 ]] || return 1
-    awk -v key="$1" '
-        {
-            line = $0
-            sub(/^[ \t]+/, "", line); sub(/[ \t\r]+$/, "", line)
-            if (line == "" || substr(line, 1, 1) == "#") next
-            if (substr(line, 1, 7) == "export ") { line = substr(line, 8); sub(/^[ \t]+/, "", line) }
-            eq = index(line, "="); if (eq == 0) next
-            k = substr(line, 1, eq - 1); sub(/[ \t]+$/, "", k)
-            if (k != key) next
-            v = substr(line, eq + 1); sub(/^[ \t]+/, "", v)
-            q = substr(v, 1, 1)
-            if (q == "\"" || q == "\047") { rest = substr(v, 2); e = index(rest, q); if (e > 0) v = substr(rest, 1, e - 1) }
-            found = 1; value = v
-        }
-        END { if (found) print value; else exit 1 }' "$2"
-}
+# shellcheck source=scripts/lib-edge.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib-edge.sh"
 
 # is_loopback_url URL: status 0 when URL names only a loopback admin API.
 is_loopback_url() {
