@@ -62,7 +62,6 @@ struct Edge {
     routes: Arc<MemoryRoutes>,
     service: LeaseService,
     calls: Arc<Mutex<Vec<Verb>>>,
-    heartbeats: Arc<Mutex<Vec<tokio::time::Instant>>>,
 }
 
 /// Records every ctl verb before passing it on.
@@ -70,19 +69,12 @@ struct Edge {
 struct Recording {
     inner: InProcessTransport,
     calls: Arc<Mutex<Vec<Verb>>>,
-    heartbeats: Arc<Mutex<Vec<tokio::time::Instant>>>,
 }
 
 #[async_trait]
 impl Transport for Recording {
     async fn ctl(&self, request: &CtlRequest) -> Result<CtlResponse, TransportError> {
         self.calls.lock().unwrap().push(request.verb());
-        if request.verb() == Verb::Heartbeat {
-            self.heartbeats
-                .lock()
-                .unwrap()
-                .push(tokio::time::Instant::now());
-        }
         self.inner.ctl(request).await
     }
     async fn open_forward(&self, spec: ForwardSpec) -> Result<Box<dyn Forward>, TransportError> {
@@ -114,7 +106,6 @@ async fn edge() -> Edge {
         routes,
         service,
         calls: Arc::default(),
-        heartbeats: Arc::default(),
     }
 }
 
@@ -123,7 +114,6 @@ impl Edge {
         Arc::new(Recording {
             inner: self.transport.clone(),
             calls: self.calls.clone(),
-            heartbeats: self.heartbeats.clone(),
         })
     }
 

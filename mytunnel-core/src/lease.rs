@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::names::{InvalidValue, LeaseId, Owner, Slug};
-use crate::{BaseDomain, Host, Timestamp};
+use crate::{Host, Timestamp};
 
 /// Where a lease is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -203,11 +203,6 @@ pub struct Lease {
 }
 
 impl Lease {
-    /// Builds the host of `slug` under `domain` (a convenience for stores).
-    pub fn host_of(domain: &BaseDomain, slug: &Slug) -> Host {
-        domain.host_for(slug)
-    }
-
     /// The slug as shown and stored: the name while active, `released-<id>` or
     /// `expired-<id>` once tombstoned.
     pub fn public_slug(&self) -> String {

@@ -238,11 +238,6 @@ impl BaseDomain {
     pub fn host_for(&self, slug: &Slug) -> Host {
         Host(format!("{}.{}", slug.0, self.0))
     }
-
-    /// The number of labels, e.g. 3 for `tunnel.example.com`.
-    pub fn label_count(&self) -> usize {
-        self.0.split('.').count()
-    }
 }
 
 fn check_dns_name(name: &str, max_len: usize) -> Result<(), String> {
@@ -286,13 +281,6 @@ impl FromStr for BaseDomain {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Host(String);
 string_newtype_serde!(Host);
-
-impl Host {
-    /// The first label, which is the slug for hosts made by [`BaseDomain::host_for`].
-    pub fn first_label(&self) -> &str {
-        self.0.split('.').next().unwrap_or(&self.0)
-    }
-}
 
 impl FromStr for Host {
     type Err = InvalidValue;

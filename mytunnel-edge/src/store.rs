@@ -7,7 +7,7 @@
 //!   `PRAGMA user_version`, so many processes opening a fresh file at once agree.
 //! - SQL uses `$N` placeholders and portable statements, so a Postgres store can follow.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -602,9 +602,4 @@ impl LeaseStore for SqliteLeaseStore {
             .map(|_| ())
             .map_err(|e| db_error("query leases", e))
     }
-}
-
-/// The default database path on an edge.
-pub fn default_db_path() -> PathBuf {
-    PathBuf::from("/var/lib/mytunneld/leases.db")
 }
