@@ -2,7 +2,7 @@
 # Checks an installed edge: file modes (SPEC section 8), a loopback Caddy admin URL
 # (SPEC section 7) and the service's health.
 #
-#   check-edge.sh [--destdir DIR] [--group NAME]
+#   check-edge.sh [--destdir DIR] [--group NAME] [--proxy-group NAME]
 #
 # Prints one line per check, `ok <check> <detail>` or `fail <check> <detail>` followed by
 # `  hint: …`, then a summary line. Checks:
@@ -10,6 +10,12 @@
 #   env-file   DIR/etc/mytunneld/mytunneld.env is 0600 or 0640 (never world-readable)
 #   state-dir  DIR/var/lib/mytunneld is setgid and of group NAME (default mytunnel)
 #   database   MYTUNNEL_DB_PATH and its -wal/-shm, when present, are 0600 or 0660
+#   keys-dir   MYTUNNEL_KEYS_DIR, when set, is a directory of root:root, not writable by
+#              group or others (sshd's AuthorizedKeysCommand trusts what it holds)
+#   sockets    static route mode only: MYTUNNEL_SOCKET_DIR (default
+#              /var/lib/mytunnel-sockets) and its hosts/ are 0755 of group NAME, owners/
+#              is 0755 root:root, and each owners/<user> is 2750 <user>:PROXY (default
+#              caddy)
 #   admin-url  MYTUNNEL_CADDY_ADMIN_URL is http://localhost, 127.x.y.z or [::1] (optional
 #              :PORT), or a unix socket (unix//PATH, unix:///PATH)
 #   health     `mytunneld ctl health` answers healthy
@@ -18,21 +24,22 @@
 set -euo pipefail
 
 usage() {
-    echo "usage: $0 [--destdir DIR] [--group NAME]" >&2
+    echo "usage: $0 [--destdir DIR] [--group NAME] [--proxy-group NAME]" >&2
     exit 2
 }
 
 destdir=''
 group=mytunnel
+proxy_group=caddy
 while [[ $# -gt 0 ]]; do
     case $1 in
-        --destdir | --group)
+        --destdir | --group | --proxy-group)
             [[ $# -ge 2 ]] || usage
-            if [[ $1 == --destdir ]]; then
-                destdir=$2
-            else
-                group=$2
-            fi
+            case $1 in
+                --destdir) destdir=$2 ;;
+                --group) group=$2 ;;
+                --proxy-group) proxy_group=$2 ;;
+            esac
             shift 2
             ;;
         *)
@@ -160,6 +167,58 @@ elif [[ ${#bad[@]} -eq 0 ]]; then
 else
     fail database "${bad[*]} not 0600 or 0660 (${present[*]})" \
         "chmod 0660 ${bad[*]}"
+fi
+
+# --- keys directory ------------------------------------------------------------------------
+if keys_dir=$(env_value MYTUNNEL_KEYS_DIR "$env_file"); then
+    if [[ ! -d $keys_dir ]]; then
+        fail keys-dir "$keys_dir is missing" "run install-edge.sh (it creates it 0755 root:root)"
+    else
+        mode=$(mode_of "$keys_dir")
+        owner=$(stat -c '%U:%G' "$keys_dir")
+        if [[ $owner == root:root && $((8#$mode & 8#022)) -eq 0 ]]; then
+            pass keys-dir "$keys_dir mode $mode owner $owner"
+        else
+            fail keys-dir "$keys_dir mode $mode owner $owner (want root:root, not group/other-writable)" \
+                "chown root:root $keys_dir && chmod 0755 $keys_dir"
+        fi
+    fi
+fi
+
+# --- socket directory (static route mode) --------------------------------------------------
+route_mode=$(env_value MYTUNNEL_ROUTE_MODE "$env_file") || route_mode=routes
+if [[ $route_mode == static ]]; then
+    socket_dir=$(env_value MYTUNNEL_SOCKET_DIR "$env_file") || socket_dir=/var/lib/mytunnel-sockets
+    problems=()
+    # want PATH MODE OWNER GROUP (an empty OWNER is not checked)
+    want() {
+        local path=$1 mode=$2 owner=$3 grp=$4 got
+        if [[ -L $path || ! -d $path ]]; then
+            problems+=("$path is not a directory")
+            return
+        fi
+        got="$(mode_of "$path") $(stat -c '%U %G' "$path")"
+        if [[ $(mode_of "$path") != "$mode" || (-n $owner && $(stat -c '%U' "$path") != "$owner") || $(stat -c '%G' "$path") != "$grp" ]]; then
+            problems+=("$path is $got (want $mode ${owner:-*} $grp)")
+        fi
+    }
+    want "$socket_dir" 0755 '' "$group"
+    want "$socket_dir/hosts" 0755 '' "$group"
+    want "$socket_dir/owners" 0755 root root
+    owners=0
+    if [[ -d $socket_dir/owners && ! -L $socket_dir/owners ]]; then
+        for dir in "$socket_dir"/owners/*; do
+            [[ -e $dir || -L $dir ]] || continue
+            owners=$((owners + 1))
+            want "$dir" 2750 "$(basename "$dir")" "$proxy_group"
+        done
+    fi
+    if [[ ${#problems[@]} -eq 0 ]]; then
+        pass sockets "$socket_dir: hosts 0755, owners 0755 root, $owners owner directories 2750 <user>:$proxy_group"
+    else
+        fail sockets "${problems[*]}" \
+            "rerun install-edge.sh for the layout, install-edge-ssh-key.sh USER KEY --socket-dir $socket_dir --proxy-group $proxy_group for an owner directory"
+    fi
 fi
 
 # --- admin URL ---------------------------------------------------------------------------

@@ -2,6 +2,8 @@
 # Installs a tunnel key for a dedicated SSH user on the edge.
 #
 #   install-edge-ssh-key.sh <user> <pubkey-file> [--gate-command CMD] [--group G] [--remove]
+#                           [--keys-dir DIR] [--socket-dir DIR] [--proxy-group G]
+#                           [--env-file FILE]
 #
 # - Creates <user> if missing (useradd -m -s /bin/sh) and unlocks it for key login without
 #   a password (usermod -p '*'): sshd with UsePAM no refuses keys of a locked account.
@@ -11,6 +13,15 @@
 #   user, with one line per key:
 #       restrict,port-forwarding,command="<CMD>" <key>
 #   CMD defaults to `/usr/local/bin/mytunneld gate`.
+# - With --keys-dir DIR, or when the edge's env file (--env-file, default
+#   /etc/mytunneld/mytunneld.env) sets MYTUNNEL_KEYS_DIR, writes the key without options to
+#   DIR/<user> (0644, DIR 0755, both root:root) instead: sshd's AuthorizedKeysCommand
+#   (`mytunneld authorized-keys %u`, see install-edge.sh) adds the options, and the listen
+#   permissions of the user's leases, at each login. ~/.ssh is not touched then.
+# - With --socket-dir DIR, or when the env file sets MYTUNNEL_ROUTE_MODE=static (its
+#   MYTUNNEL_SOCKET_DIR, default /var/lib/mytunnel-sockets), creates DIR/owners/<user>,
+#   owned by the user, group --proxy-group (default caddy), mode 2750: the user's tunnel
+#   sockets, reachable by the proxy only. An existing one owned by someone else is refused.
 # - Idempotent: a line for the same key is replaced, never duplicated. Other keys are
 #   kept. The file is replaced atomically (rename), so a concurrent login never reads a
 #   half-written file; concurrent runs for one user are serialised with flock.
@@ -23,7 +34,7 @@ set -euo pipefail
 readonly DEFAULT_GATE_COMMAND='/usr/local/bin/mytunneld gate'
 
 usage() {
-    echo "usage: $0 <user> <pubkey-file> [--gate-command CMD] [--group G] [--remove]" >&2
+    echo "usage: $0 <user> <pubkey-file> [--gate-command CMD] [--group G] [--remove] [--keys-dir DIR] [--socket-dir DIR] [--proxy-group G] [--env-file FILE]" >&2
     exit 2
 }
 
@@ -39,8 +50,22 @@ shift 2
 gate_command=$DEFAULT_GATE_COMMAND
 group=''
 remove=0
+keys_dir=''
+socket_dir=''
+proxy_group=''
+env_file=/etc/mytunneld/mytunneld.env
 while [[ $# -gt 0 ]]; do
     case $1 in
+        --keys-dir | --socket-dir | --proxy-group | --env-file)
+            [[ $# -ge 2 ]] || usage
+            case $1 in
+                --keys-dir) keys_dir=$2 ;;
+                --socket-dir) socket_dir=$2 ;;
+                --proxy-group) proxy_group=$2 ;;
+                --env-file) env_file=$2 ;;
+            esac
+            shift 2
+            ;;
         --gate-command)
             [[ $# -ge 2 ]] || usage
             gate_command=$2
@@ -74,6 +99,24 @@ done
 if [[ -n $group && ! $group =~ ^[a-z_][a-z0-9_-]{0,31}$ ]]; then
     die "invalid group name: $group" 2
 fi
+# shellcheck source=scripts/lib-edge.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib-edge.sh"
+# What the edge's env file says, unless given here.
+if [[ -z $keys_dir ]]; then
+    keys_dir=$(env_value MYTUNNEL_KEYS_DIR "$env_file") || keys_dir=''
+fi
+if [[ -z $socket_dir ]] && [[ $(env_value MYTUNNEL_ROUTE_MODE "$env_file" || true) == static ]]; then
+    socket_dir=$(env_value MYTUNNEL_SOCKET_DIR "$env_file") || socket_dir=/var/lib/mytunnel-sockets
+fi
+proxy_group=${proxy_group:-caddy}
+for dir in "$keys_dir" "$socket_dir"; do
+    if [[ -n $dir && ! $dir =~ ^/[A-Za-z0-9/._-]*$ ]]; then
+        die "invalid directory: $dir (an absolute path of [A-Za-z0-9/._-])" 2
+    fi
+done
+keys_dir=${keys_dir%/}
+socket_dir=${socket_dir%/}
+[[ $proxy_group =~ ^[a-z_][a-z0-9_-]{0,31}$ ]] || die "invalid proxy group name: $proxy_group" 2
 # The command goes between double quotes in authorized_keys.
 if [[ -z $gate_command || $gate_command == *'"'* || $gate_command == *\\* || $gate_command =~ [[:cntrl:]] ]]; then
     die "the gate command must be non-empty, without quotes, backslashes or control characters" 2
@@ -111,6 +154,67 @@ if [[ $remove -eq 0 ]]; then
         getent group "$group" >/dev/null || groupadd -f "$group"
         usermod -a -G "$group" "$user"
     fi
+fi
+
+# --- the user's socket directory (static route mode) ---------------------------------------
+if [[ -n $socket_dir && $remove -eq 0 ]]; then
+    owners=$socket_dir/owners
+    [[ -d $owners ]] || die "$owners does not exist: run install-edge.sh (static route mode) first"
+    getent group "$proxy_group" >/dev/null || die "no group $proxy_group (--proxy-group): install the proxy first"
+    user_sockets=$owners/$user
+    if [[ -L $user_sockets || (-e $user_sockets && ! -d $user_sockets) ]]; then
+        die "$user_sockets exists and is not a directory: refusing"
+    fi
+    if [[ -d $user_sockets ]]; then
+        [[ $(stat -c '%u' "$user_sockets") == "$(id -u "$user")" ]] ||
+            die "$user_sockets is owned by $(stat -c '%U' "$user_sockets"), not $user: refusing"
+    else
+        mkdir "$user_sockets" || [[ -d $user_sockets ]] || die "cannot create $user_sockets"
+    fi
+    chown "$user:$proxy_group" "$user_sockets"
+    # setgid: sockets made inside get the proxy's group.
+    chmod 2750 "$user_sockets"
+    echo "socket directory $user_sockets ($user:$proxy_group 2750)"
+fi
+
+# --- keys directory: the key without options, read by `mytunneld authorized-keys` --------
+if [[ -n $keys_dir ]]; then
+    if [[ ! -d $keys_dir ]]; then
+        install -d -m 0755 -o root -g root "$keys_dir"
+    fi
+    # mytunneld refuses keys in a directory others may write (like sshd's StrictModes);
+    # an existing one is checked, never loosened or taken over.
+    keys_dir_mode=$(stat -c '%a' "$keys_dir")
+    if [[ -L $keys_dir || $(stat -c '%u' "$keys_dir") != 0 || $((8#$keys_dir_mode & 8#022)) -ne 0 ]]; then
+        die "$keys_dir must be a directory of root, not writable by group or others (mode $keys_dir_mode owner $(stat -c '%U' "$keys_dir"))"
+    fi
+    keys_file=$keys_dir/$user
+    exec 9<"$keys_dir"
+    flock 9
+    tmp=$(mktemp "$keys_dir/.$user.XXXXXX")
+    trap 'rm -f "$tmp"' EXIT
+    if [[ -f $keys_file ]]; then
+        awk -v blob="$key_blob" '{
+            keep = 1
+            for (i = 1; i <= NF; i++) if ($i == blob) keep = 0
+            if (keep) print
+        }' "$keys_file" >"$tmp"
+    fi
+    if [[ $remove -eq 0 ]]; then
+        line="$key_type $key_blob"
+        [[ -n $comment ]] && line+=" $comment"
+        printf '%s\n' "$line" >>"$tmp"
+    fi
+    chown root:root "$tmp"
+    chmod 0644 "$tmp"
+    mv -f "$tmp" "$keys_file"
+    trap - EXIT
+    if [[ $remove -eq 1 ]]; then
+        echo "removed key $fingerprint from $keys_file"
+    else
+        echo "installed key $fingerprint for $user in $keys_file"
+    fi
+    exit 0
 fi
 
 home=$(getent passwd "$user" | cut -d: -f6)

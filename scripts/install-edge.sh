@@ -1,20 +1,44 @@
 #!/usr/bin/env bash
 # Installs the mytunnel edge service: binary, group and service user, directories, env
-# file and a hardened systemd unit.
+# file, a hardened systemd unit and the sshd settings of the route mode.
 #
 #   install-edge.sh [--destdir DIR] [--binary PATH] [--group NAME] [--user NAME]
 #                   [--base-domain D] [--caddy-admin-url URL] [--no-systemd]
+#                   [--route-mode static|routes] [--proxy-group NAME] [--socket-dir DIR]
+#                   [--sshd-dropin]
 #
 # Installs (SPEC section 8 modes), every path under DIR when --destdir is given:
 #   /usr/local/bin/mytunneld                 0755  root:root
 #   /etc/mytunneld                           0750  root:GROUP
 #   /etc/mytunneld/mytunneld.env             0640  root:GROUP  (created once, never overwritten)
 #   /var/lib/mytunneld                       2770  root:GROUP  (setgid: the DB is shared)
+#   /etc/mytunneld/keys                      0755  root:root   (tunnel keys, one file per user)
 #   /etc/systemd/system/mytunneld.service    0644  root:root
+#   /etc/ssh/sshd_config.d/mytunnel.conf     0644  root:root   (see "sshd" below)
+# and in static mode the socket directory SOCKETS (default /var/lib/mytunnel-sockets):
+#   SOCKETS                                  0755  USER:GROUP
+#   SOCKETS/hosts                            0755  USER:GROUP  (host links, written by serve)
+#   SOCKETS/owners                           0755  root:root   (install-edge-ssh-key.sh makes
+#                                                               owners/<user>, user:PROXY 2750)
 # The group (default mytunnel) and the service user (default mytunneld, a --system user
 # without a login shell, member of the group) are created on this machine, also with
 # --destdir. With --destdir the env file's paths point inside DIR, so the installed
 # binary works there.
+#
+# Route mode (MYTUNNEL_ROUTE_MODE): a new env file gets --route-mode (default static) and
+# MYTUNNEL_KEYS_DIR (and MYTUNNEL_SOCKET_DIR unless it is the default). An existing env
+# file is never changed: its MYTUNNEL_ROUTE_MODE is used, and one without it means routes
+# (installs from before route modes keep working). --proxy-group (default caddy) is the
+# group of the proxy that connects to the tunnel sockets; it is checked here and given
+# to install-edge-ssh-key.sh when users are enrolled.
+#
+# sshd: /etc/ssh/sshd_config.d/mytunnel.conf holds a `Match Group GROUP` block: tunnel keys
+# come only from `mytunneld authorized-keys %u` (run as USER), which limits each key to the
+# listens its owner's leases allow; static mode allows unix-socket forwards only, routes
+# mode TCP forwards only. It is written for a new env file, when it exists already, or
+# with --sshd-dropin: on an older install it would disable the keys in users'
+# ~/.ssh/authorized_keys, so move them first (install-edge-ssh-key.sh --keys-dir). sshd
+# is not reloaded: check with `sshd -t`, then `systemctl reload ssh`.
 #
 # --binary defaults to target/release/mytunneld of this repository, else `mytunneld` on
 # PATH. systemd is reloaded and the service enabled and started only when systemd runs,
@@ -24,7 +48,7 @@
 set -euo pipefail
 
 usage() {
-    echo "usage: $0 [--destdir DIR] [--binary PATH] [--group NAME] [--user NAME] [--base-domain D] [--caddy-admin-url URL] [--no-systemd]" >&2
+    echo "usage: $0 [--destdir DIR] [--binary PATH] [--group NAME] [--user NAME] [--base-domain D] [--caddy-admin-url URL] [--no-systemd] [--route-mode static|routes] [--proxy-group NAME] [--socket-dir DIR] [--sshd-dropin]" >&2
     exit 2
 }
 
@@ -44,9 +68,15 @@ user=mytunneld
 base_domain=''
 admin_url='http://127.0.0.1:2019'
 systemd=1
+route_mode_flag=''
+proxy_group=caddy
+readonly DEFAULT_SOCKET_DIR=/var/lib/mytunnel-sockets
+socket_dir_flag=''
+sshd_dropin_flag=0
 while [[ $# -gt 0 ]]; do
     case $1 in
-        --destdir | --binary | --group | --user | --base-domain | --caddy-admin-url)
+        --destdir | --binary | --group | --user | --base-domain | --caddy-admin-url | \
+            --route-mode | --proxy-group | --socket-dir)
             [[ $# -ge 2 ]] || usage
             value=$2
             case $1 in
@@ -56,11 +86,18 @@ while [[ $# -gt 0 ]]; do
                 --user) user=$value ;;
                 --base-domain) base_domain=$value ;;
                 --caddy-admin-url) admin_url=$value ;;
+                --route-mode) route_mode_flag=$value ;;
+                --proxy-group) proxy_group=$value ;;
+                --socket-dir) socket_dir_flag=$value ;;
             esac
             shift 2
             ;;
         --no-systemd)
             systemd=0
+            shift
+            ;;
+        --sshd-dropin)
+            sshd_dropin_flag=1
             shift
             ;;
         *)
@@ -73,6 +110,22 @@ done
 name_re='^[a-z_][a-z0-9_-]{0,31}$'
 [[ $group =~ $name_re ]] || die "invalid group name: $group" 2
 [[ $user =~ $name_re ]] || die "invalid user name: $user" 2
+[[ $proxy_group =~ $name_re ]] || die "invalid proxy group name: $proxy_group" 2
+case $route_mode_flag in
+    '' | static | routes) ;;
+    *) die "--route-mode must be static or routes: $route_mode_flag" 2 ;;
+esac
+# The socket directory is spliced into Caddy's dial address and every socket path (as
+# mytunneld checks it): absolute, plain characters, no . or .. components.
+check_socket_dir() {
+    local dir=$1
+    [[ $dir == /* && $dir =~ ^[A-Za-z0-9/._-]+$ ]] || return 1
+    [[ /$dir/ != */./* && /$dir/ != */../* ]]
+}
+if [[ -n $socket_dir_flag ]]; then
+    socket_dir_flag=${socket_dir_flag%/}
+    check_socket_dir "$socket_dir_flag" || die "invalid --socket-dir: $socket_dir_flag (an absolute path of [A-Za-z0-9/._-])" 2
+fi
 if [[ -n $destdir ]]; then
     [[ $destdir == /* ]] || die "--destdir must be an absolute path: $destdir" 2
     destdir=${destdir%/}
@@ -106,9 +159,45 @@ bin_dir=$destdir/usr/local/bin
 bin_path=$bin_dir/mytunneld
 etc_dir=$destdir/etc/mytunneld
 env_file=$etc_dir/mytunneld.env
+keys_dir=$etc_dir/keys
 state_dir=$destdir/var/lib/mytunneld
 unit_dir=$destdir/etc/systemd/system
 unit_file=$unit_dir/mytunneld.service
+sshd_dir=$destdir/etc/ssh/sshd_config.d
+sshd_dropin=$sshd_dir/mytunnel.conf
+
+# shellcheck source=scripts/lib-edge.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib-edge.sh"
+
+# --- route mode: from a new env file's flags, else from the existing file ---------------
+new_env=1
+[[ -e $env_file ]] && new_env=0
+if [[ $new_env -eq 1 ]]; then
+    route_mode=${route_mode_flag:-static}
+    socket_dir=${socket_dir_flag:-$DEFAULT_SOCKET_DIR}
+    # The env file's paths point inside --destdir.
+    env_socket_dir=$destdir$socket_dir
+else
+    route_mode=$(env_value MYTUNNEL_ROUTE_MODE "$env_file") || route_mode=routes
+    env_socket_dir=$(env_value MYTUNNEL_SOCKET_DIR "$env_file") || env_socket_dir=$destdir$DEFAULT_SOCKET_DIR
+    socket_dir=${env_socket_dir#"$destdir"}
+    keys_dir=$(env_value MYTUNNEL_KEYS_DIR "$env_file") || keys_dir=$etc_dir/keys
+    if [[ -n $route_mode_flag && $route_mode_flag != "$route_mode" ]]; then
+        say "--route-mode $route_mode_flag ignored: $env_file says $route_mode (change MYTUNNEL_ROUTE_MODE there)"
+    fi
+    if [[ -n $socket_dir_flag && $socket_dir_flag != "$socket_dir" ]]; then
+        say "--socket-dir $socket_dir_flag ignored: $env_file uses $env_socket_dir"
+    fi
+fi
+case $route_mode in
+    static | routes) ;;
+    *) die "MYTUNNEL_ROUTE_MODE in $env_file must be static or routes: $route_mode" ;;
+esac
+if [[ $route_mode == static ]]; then
+    check_socket_dir "$env_socket_dir" || die "invalid socket directory: $env_socket_dir" 2
+    # <dir>/hosts/<63-byte slug>.sock must fit a unix socket address (mytunneld's limit).
+    [[ ${#env_socket_dir} -le 32 ]] || die "socket directory $env_socket_dir is longer than 32 bytes: choose a shorter --socket-dir${destdir:+ or --destdir}" 2
+fi
 
 # --- group and service user --------------------------------------------------------------
 if getent group "$group" >/dev/null; then
@@ -162,7 +251,18 @@ fi
 ensure_dir "$bin_dir" 0755 root root
 ensure_dir "$etc_dir" 0750 root "$group"
 ensure_dir "$state_dir" 02770 root "$group"
+ensure_dir "$keys_dir" 0755 root root
 ensure_dir "$unit_dir" 0755 root root
+if [[ $route_mode == static ]]; then
+    # Caddy reaches hosts/<slug>.sock -> owners/<user>/<lease>.sock through these; only
+    # serve (USER) writes host links; only root makes the per-owner directories.
+    ensure_dir "$env_socket_dir" 0755 "$user" "$group"
+    ensure_dir "$env_socket_dir/hosts" 0755 "$user" "$group"
+    ensure_dir "$env_socket_dir/owners" 0755 root root
+    if ! getent group "$proxy_group" >/dev/null; then
+        say "warning: group $proxy_group (--proxy-group) does not exist yet: install Caddy before enrolling users"
+    fi
+fi
 
 # install_file SRC DEST MODE OWNER GROUP: replaces DEST atomically when its content
 # differs; fixes mode and owner otherwise.
@@ -208,6 +308,13 @@ else
         echo "# Caddy's admin API: loopback or a unix socket only."
         echo "MYTUNNEL_CADDY_ADMIN_URL=$admin_url"
         echo "MYTUNNEL_DB_PATH=$state_dir/leases.db"
+        echo "# How hosts reach tunnels: static (one Caddy route, unix sockets) or routes."
+        echo "MYTUNNEL_ROUTE_MODE=$route_mode"
+        if [[ $route_mode == static && $env_socket_dir != "$DEFAULT_SOCKET_DIR" ]]; then
+            echo "MYTUNNEL_SOCKET_DIR=$env_socket_dir"
+        fi
+        echo "# Tunnel keys, <dir>/<user>, read by \`mytunneld authorized-keys\` (sshd)."
+        echo "MYTUNNEL_KEYS_DIR=$keys_dir"
     } >"$tmp"
     chown "root:$group" "$tmp"
     chmod 0640 "$tmp"
@@ -216,8 +323,14 @@ else
 fi
 
 # --- systemd unit ------------------------------------------------------------------------
+unit_socket_paths=''
+if [[ $route_mode == static ]]; then
+    # serve writes the host links.
+    unit_socket_paths="ReadWritePaths=$socket_dir"$'\n'
+fi
 unit_tmp=$(mktemp)
-trap 'rm -f "$unit_tmp"' EXIT
+dropin_tmp=$(mktemp)
+trap 'rm -f "$unit_tmp" "$dropin_tmp"' EXIT
 cat >"$unit_tmp" <<EOF
 [Unit]
 Description=mytunnel edge: lease cleanup and Caddy route reconcile
@@ -237,7 +350,7 @@ RestartSec=2s
 NoNewPrivileges=yes
 ProtectSystem=strict
 ReadWritePaths=/var/lib/mytunneld
-ProtectHome=yes
+${unit_socket_paths}ProtectHome=yes
 PrivateTmp=yes
 PrivateDevices=yes
 ProtectKernelTunables=yes
@@ -255,6 +368,44 @@ WantedBy=multi-user.target
 EOF
 install_file "$unit_tmp" "$unit_file" 0644 root root
 
+# --- sshd drop-in ------------------------------------------------------------------------
+{
+    echo "# mytunnel tunnel users (group $group), route mode $route_mode. Written by install-edge.sh;"
+    echo "# rewritten on every run. Check with \`sshd -t\`, then \`systemctl reload ssh\`."
+    echo "Match Group $group"
+    if [[ $route_mode == static ]]; then
+        echo "    # Tunnels bind unix sockets in owners/<user> (user:$proxy_group 2750), never TCP ports."
+        echo "    # sshd grants remote socket forwards from the remote TCP permission: keep it,"
+        echo "    # and refuse every TCP listen (no ssh -L either)."
+        echo "    AllowTcpForwarding remote"
+        echo "    PermitListen none"
+        echo "    AllowStreamLocalForwarding remote"
+        echo "    # Sockets 0660: the owner and the proxy's group."
+        echo "    StreamLocalBindMask 0117"
+        echo "    # Never unlink before binding: a user could remove any file in a directory it can write."
+        echo "    StreamLocalBindUnlink no"
+    else
+        echo "    # Tunnels bind 127.0.0.1:<port>, only the ports of the user's active leases."
+        echo "    AllowTcpForwarding remote"
+        echo "    AllowStreamLocalForwarding no"
+    fi
+    echo "    # Keys come only from mytunneld: each one gated, limited to what its leases allow."
+    echo "    AuthorizedKeysFile none"
+    echo "    AuthorizedKeysCommand /usr/local/bin/mytunneld authorized-keys %u"
+    echo "    AuthorizedKeysCommandUser $user"
+} >"$dropin_tmp"
+if [[ $new_env -eq 1 || $sshd_dropin_flag -eq 1 || -e $sshd_dropin ]]; then
+    ensure_dir "$sshd_dir" 0755 root root
+    install_file "$dropin_tmp" "$sshd_dropin" 0644 root root
+    if [[ -z $destdir ]] && [[ -x /usr/sbin/sshd ]] && ! /usr/sbin/sshd -t >/dev/null 2>&1; then
+        say "warning: sshd -t fails with $sshd_dropin: fix it before reloading sshd"
+    fi
+else
+    say "$sshd_dropin not written (an install from before route modes): tunnel keys still come"
+    say "from ~/.ssh/authorized_keys and may listen on any port of the range. Move each key with"
+    say "install-edge-ssh-key.sh USER KEY --keys-dir $keys_dir, then rerun with --sshd-dropin"
+fi
+
 # --- systemd -----------------------------------------------------------------------------
 if [[ -n $destdir ]]; then
     say "systemd skipped (--destdir)"
@@ -269,5 +420,10 @@ else
 fi
 if [[ -z $base_domain ]] && ! grep -q '^[[:space:]]*\(export[[:space:]]\+\)\?MYTUNNEL_BASE_DOMAIN=' "$env_file"; then
     say "set MYTUNNEL_BASE_DOMAIN in $env_file before clients allocate tunnels"
+fi
+if [[ $route_mode == static ]]; then
+    say "route mode static: enroll users with install-edge-ssh-key.sh USER KEY --group $group --keys-dir $keys_dir --socket-dir $env_socket_dir --proxy-group $proxy_group"
+else
+    say "route mode routes: enroll users with install-edge-ssh-key.sh USER KEY --group $group --keys-dir $keys_dir"
 fi
 say "done"

@@ -16,6 +16,9 @@ _mytunneld() {
             ",$1")
                 cmd="mytunneld"
                 ;;
+            mytunneld,authorized-keys)
+                cmd="mytunneld__subcmd__authorized__subcmd__keys"
+                ;;
             mytunneld,ctl)
                 cmd="mytunneld__subcmd__ctl"
                 ;;
@@ -27,6 +30,9 @@ _mytunneld() {
                 ;;
             mytunneld,serve)
                 cmd="mytunneld__subcmd__serve"
+                ;;
+            mytunneld__subcmd__help,authorized-keys)
+                cmd="mytunneld__subcmd__help__subcmd__authorized__subcmd__keys"
                 ;;
             mytunneld__subcmd__help,ctl)
                 cmd="mytunneld__subcmd__help__subcmd__ctl"
@@ -47,12 +53,106 @@ _mytunneld() {
 
     case "${cmd}" in
         mytunneld)
-            opts="-h -V --env-file --help --version serve ctl gate help"
+            opts="-h -V --env-file --help --version serve ctl gate authorized-keys help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --env-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mytunneld__subcmd__authorized__subcmd__keys)
+            opts="-h --gate-command --db-path --base-domain --caddy-admin-url --caddy-server --min-port --max-port --lease-ttl --cleanup-interval --reconcile-interval --health-timeout --log-format --max-leases-per-owner --admin-users --tombstone-retention --reserved-slugs --route-mode --socket-dir --keys-dir --env-file --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --gate-command)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --db-path)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --base-domain)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --caddy-admin-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --caddy-server)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --min-port)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-port)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --lease-ttl)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cleanup-interval)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --reconcile-interval)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --health-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log-format)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-leases-per-owner)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --admin-users)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tombstone-retention)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --reserved-slugs)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --route-mode)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --socket-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --keys-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --env-file)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -101,8 +201,22 @@ _mytunneld() {
             return 0
             ;;
         mytunneld__subcmd__help)
-            opts="serve ctl gate help"
+            opts="serve ctl gate authorized-keys help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mytunneld__subcmd__help__subcmd__authorized__subcmd__keys)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -171,7 +285,7 @@ _mytunneld() {
             return 0
             ;;
         mytunneld__subcmd__serve)
-            opts="-h --db-path --base-domain --caddy-admin-url --caddy-server --min-port --max-port --lease-ttl --cleanup-interval --reconcile-interval --health-timeout --log-format --max-leases-per-owner --admin-users --tombstone-retention --reserved-slugs --env-file --help"
+            opts="-h --db-path --base-domain --caddy-admin-url --caddy-server --min-port --max-port --lease-ttl --cleanup-interval --reconcile-interval --health-timeout --log-format --max-leases-per-owner --admin-users --tombstone-retention --reserved-slugs --route-mode --socket-dir --keys-dir --env-file --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -234,6 +348,18 @@ _mytunneld() {
                     return 0
                     ;;
                 --reserved-slugs)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --route-mode)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --socket-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --keys-dir)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -71,6 +71,7 @@ pub async fn in_process_edge(
             reserved_slugs: ReservedSlugs::default(),
             tombstone_retention: Duration::from_secs(3600),
             health_timeout: Duration::from_secs(5),
+            bind_plan: mytunnel_edge::service::BindPlan::Ports,
         },
     );
     let caller = Caller::from_identity(1000, owner.parse()?, &AdminUsers::default());

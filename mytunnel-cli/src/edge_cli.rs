@@ -5,6 +5,7 @@ use std::path::Path;
 
 use clap::{Arg, ArgAction, ArgMatches, Command};
 use mytunnel_core::protocol::{ApiError, CtlRequest, ErrorCode};
+use mytunnel_edge::authorized_keys::{GateCommand, DEFAULT_GATE_COMMAND};
 use mytunnel_edge::config::{
     load_env_file, split_setting_flags, ConfigInputs, EdgeConfig, Setting, DEFAULT_ENV_FILE,
 };
@@ -79,7 +80,7 @@ pub fn command() -> Command {
                 .global(true)
                 .value_name("PATH")
                 .default_value(DEFAULT_ENV_FILE)
-                .help("Env file of KEY=VALUE settings, read by serve, ctl and gate"),
+                .help("Env file of KEY=VALUE settings, read by serve, ctl, gate and authorized-keys"),
         )
         .subcommand(
             Command::new("serve")
@@ -101,6 +102,70 @@ pub fn command() -> Command {
         .subcommand(Command::new("gate").about(
             "SSH forced command for tunnel keys: allows only `mytunneld ctl <verb>` and tunnel sessions",
         ))
+        .subcommand(
+            Command::new("authorized-keys")
+                .about("sshd's AuthorizedKeysCommand: prints USER's tunnel keys, each limited to the listens USER's leases allow")
+                .long_about(AUTHORIZED_KEYS_ABOUT)
+                .arg(
+                    Arg::new("user")
+                        .required(true)
+                        .value_name("USER")
+                        .help("The user logging in (sshd's %u)"),
+                )
+                .arg(
+                    Arg::new("gate-command")
+                        .long("gate-command")
+                        .value_name("CMD")
+                        .default_value(DEFAULT_GATE_COMMAND)
+                        .help("The forced command written into every key"),
+                )
+                .args(setting_args()),
+        )
+}
+
+const AUTHORIZED_KEYS_ABOUT: &str = "\
+sshd's AuthorizedKeysCommand for tunnel users. Reads USER's public keys from
+<keys-dir>/USER (one key per line, without options; the file and its directory must be
+root's and not writable by group or others) and prints each with
+`restrict,port-forwarding,permitlisten=\"…\",command=\"<gate command>\"`.
+
+routes mode: one permitlisten=\"127.0.0.1:PORT\" per active lease of USER, so nobody
+binds another user's port. static mode, or no active lease: permitlisten=\"NONE:1\",
+which matches no listen request (static tunnels bind unix sockets instead).
+
+A missing keys file prints nothing (exit 0). Exit 1: refused (unsafe file or bad user
+name); exit 2: bad configuration.
+
+In sshd_config (a Match block for the tunnel group):
+  AuthorizedKeysFile none
+  AuthorizedKeysCommand /usr/local/bin/mytunneld authorized-keys %u
+  AuthorizedKeysCommandUser mytunneld";
+
+/// What `mytunneld authorized-keys` runs with.
+#[derive(Debug)]
+pub struct AuthorizedKeysInvocation {
+    /// The resolved edge configuration.
+    pub config: EdgeConfig,
+    /// The user name as sshd passed it (validated by the library).
+    pub user: String,
+    /// The forced command for the keys.
+    pub gate: GateCommand,
+}
+
+/// Reads `mytunneld authorized-keys` arguments and the configuration (as `serve` does).
+pub fn parse_authorized_keys(
+    matches: &ArgMatches,
+    env_file: &Path,
+) -> Result<AuthorizedKeysInvocation, String> {
+    let gate = matches
+        .get_one::<String>("gate-command")
+        .map_or(Ok(GateCommand::default()), |g| g.parse::<GateCommand>())?;
+    let user = matches
+        .get_one::<String>("user")
+        .cloned()
+        .ok_or("a user name is required")?;
+    let (config, _warnings) = load_config(serve_settings(matches), env_file)?;
+    Ok(AuthorizedKeysInvocation { config, user, gate })
 }
 
 /// The settings given as flags to `serve`.
@@ -182,6 +247,45 @@ mod tests {
                 "{setting:?}"
             );
         }
+    }
+
+    #[test]
+    fn authorized_keys_reads_settings_like_serve() {
+        let matches = command()
+            .try_get_matches_from([
+                "mytunneld",
+                "--env-file",
+                "/nonexistent/env",
+                "authorized-keys",
+                "--route-mode",
+                "static",
+                "--keys-dir",
+                "/srv/keys",
+                "alice",
+            ])
+            .unwrap();
+        let (_, sub) = matches.subcommand().unwrap();
+        let invocation = parse_authorized_keys(sub, &PathBuf::from("/nonexistent/env")).unwrap();
+        assert_eq!(invocation.user, "alice");
+        assert_eq!(invocation.gate.as_str(), DEFAULT_GATE_COMMAND);
+        assert_eq!(
+            invocation.config.route_mode,
+            mytunnel_edge::config::RouteMode::Static
+        );
+        assert_eq!(invocation.config.keys_dir, PathBuf::from("/srv/keys"));
+
+        let matches = command()
+            .try_get_matches_from([
+                "mytunneld",
+                "authorized-keys",
+                "--gate-command",
+                "a\"b",
+                "x",
+            ])
+            .unwrap();
+        let (_, sub) = matches.subcommand().unwrap();
+        let e = parse_authorized_keys(sub, &PathBuf::from("/nonexistent/env")).unwrap_err();
+        assert!(e.contains("gate command"), "{e}");
     }
 
     #[test]

@@ -64,7 +64,13 @@ struct Edge {
     caddy: RealCaddy,
     root: tempfile::TempDir,
     names: Names,
+    /// Extra arguments of every install (e.g. `--route-mode routes`).
+    install_args: Vec<String>,
 }
+
+/// The socket directory of the tests' static installs, inside the temporary root: the
+/// default (/var/lib/mytunnel-sockets) would be too long for a unix socket path there.
+const SOCKET_DIR: &str = "/sockets";
 
 /// A script's exit code and its stdout followed by its stderr.
 #[derive(Debug)]
@@ -85,11 +91,21 @@ fn run_output(output: &Output) -> Run {
 }
 
 impl Edge {
+    /// A new install with the default route mode (static).
     fn new(tag: &str) -> Edge {
+        Edge::with_args(tag, &["--socket-dir", SOCKET_DIR])
+    }
+
+    fn with_args(tag: &str, install_args: &[&str]) -> Edge {
         let names = Names::new(tag);
         let caddy = RealCaddy::start().unwrap();
         let root = tempfile::tempdir().unwrap();
-        let edge = Edge { caddy, root, names };
+        let edge = Edge {
+            caddy,
+            root,
+            names,
+            install_args: install_args.iter().map(|a| (*a).to_owned()).collect(),
+        };
         let run = edge.install();
         assert_eq!(run.code, Some(0), "install failed: {}", run.text);
         edge
@@ -127,24 +143,28 @@ impl Edge {
     }
 
     fn install(&self) -> Run {
+        let extra: Vec<&str> = self.install_args.iter().map(String::as_str).collect();
+        self.install_with(&extra)
+    }
+
+    fn install_with(&self, extra: &[&str]) -> Run {
         let admin = self.caddy.admin_address().to_string();
-        self.script(
-            "install-edge.sh",
-            &[
-                "--destdir",
-                self.destdir().to_str().unwrap(),
-                "--binary",
-                BINARY,
-                "--group",
-                &self.names.group,
-                "--user",
-                &self.names.user,
-                "--base-domain",
-                "t.test",
-                "--caddy-admin-url",
-                &admin,
-            ],
-        )
+        let mut args = vec![
+            "--destdir",
+            self.destdir().to_str().unwrap(),
+            "--binary",
+            BINARY,
+            "--group",
+            &self.names.group,
+            "--user",
+            &self.names.user,
+            "--base-domain",
+            "t.test",
+            "--caddy-admin-url",
+            &admin,
+        ];
+        args.extend_from_slice(extra);
+        self.script("install-edge.sh", &args)
     }
 
     fn check(&self) -> Run {
@@ -293,6 +313,9 @@ fn install_twice_is_idempotent_with_exact_modes_and_a_hardened_unit() {
         ("etc/mytunneld/mytunneld.env", 0o640, gid),
         ("var/lib/mytunneld", 0o2770, gid),
         ("etc/systemd/system/mytunneld.service", 0o644, 0),
+        ("etc/mytunneld/keys", 0o755, 0),
+        ("etc/ssh/sshd_config.d/mytunnel.conf", 0o644, 0),
+        ("sockets/owners", 0o755, 0),
     ];
     for (relative, want_mode, want_gid) in expect {
         let path = edge.path(relative);
@@ -300,6 +323,18 @@ fn install_twice_is_idempotent_with_exact_modes_and_a_hardened_unit() {
         assert_eq!(mode(&path), want_mode, "{relative}: mode {:o}", mode(&path));
         assert_eq!(meta.uid(), 0, "{relative} not owned by root");
         assert_eq!(meta.gid(), want_gid, "{relative}: group");
+    }
+    // The socket directory and its host links belong to the service user.
+    let service_uid = nix::unistd::User::from_name(&edge.names.user)
+        .unwrap()
+        .unwrap()
+        .uid
+        .as_raw();
+    for relative in ["sockets", "sockets/hosts"] {
+        let path = edge.path(relative);
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(mode(&path), 0o755, "{relative}: mode {:o}", mode(&path));
+        assert_eq!((meta.uid(), meta.gid()), (service_uid, gid), "{relative}");
     }
     assert_eq!(
         std::fs::read(edge.bin()).unwrap(),
@@ -311,6 +346,12 @@ fn install_twice_is_idempotent_with_exact_modes_and_a_hardened_unit() {
         "MYTUNNEL_BASE_DOMAIN=t.test".to_owned(),
         format!("MYTUNNEL_CADDY_ADMIN_URL={}", edge.caddy.admin_address()),
         format!("MYTUNNEL_DB_PATH={}", edge.db().display()),
+        "MYTUNNEL_ROUTE_MODE=static".to_owned(),
+        format!("MYTUNNEL_SOCKET_DIR={}", edge.path("sockets").display()),
+        format!(
+            "MYTUNNEL_KEYS_DIR={}",
+            edge.path("etc/mytunneld/keys").display()
+        ),
     ] {
         assert!(
             env.lines().any(|l| l == line),
@@ -326,6 +367,7 @@ fn install_twice_is_idempotent_with_exact_modes_and_a_hardened_unit() {
         "NoNewPrivileges=yes",
         "ProtectSystem=strict",
         "ReadWritePaths=/var/lib/mytunneld",
+        "ReadWritePaths=/sockets",
         "ProtectHome=yes",
         "PrivateTmp=yes",
         "PrivateDevices=yes",
@@ -360,13 +402,229 @@ fn install_twice_is_idempotent_with_exact_modes_and_a_hardened_unit() {
         "{groups}"
     );
 
-    // The installed binary works in the temporary root.
+    assert_eq!(
+        dropin_settings(&edge),
+        [
+            "AllowTcpForwarding remote",
+            "PermitListen none",
+            "AllowStreamLocalForwarding remote",
+            "StreamLocalBindMask 0117",
+            "StreamLocalBindUnlink no",
+            "AuthorizedKeysFile none",
+            "AuthorizedKeysCommand /usr/local/bin/mytunneld authorized-keys %u",
+            &format!("AuthorizedKeysCommandUser {}", edge.names.user),
+        ]
+    );
+    assert_sshd_applies_dropin(&edge);
+
+    // The installed binary works in the temporary root (health in static mode needs
+    // `mytunneld serve`, which this test does not start).
+    let (code, list) = edge.ctl(&["list"]);
+    assert_eq!((code, list), (Some(0), serde_json::json!([])));
+}
+
+/// The settings of the sshd drop-in's `Match Group <group>` block (comments left out).
+fn dropin_settings(edge: &Edge) -> Vec<String> {
+    let text = std::fs::read_to_string(edge.path("etc/ssh/sshd_config.d/mytunnel.conf")).unwrap();
+    let mut lines = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'));
+    assert_eq!(
+        lines.next(),
+        Some(format!("Match Group {}", edge.names.group).as_str()),
+        "{text}"
+    );
+    lines.map(str::to_owned).collect()
+}
+
+/// Real sshd accepts the drop-in (`sshd -t`), included the way Debian's sshd_config
+/// includes sshd_config.d, and applies every setting of its Match block to a member of
+/// the tunnel group (`sshd -T -C`), and none of them to others.
+fn assert_sshd_applies_dropin(edge: &Edge) {
+    let work = tempfile::tempdir().unwrap();
+    let host_key = work.path().join("host_key");
+    let keygen = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&host_key)
+        .output()
+        .unwrap();
+    assert!(keygen.status.success());
+    let config = work.path().join("sshd_config");
+    std::fs::write(
+        &config,
+        format!(
+            "Include {}/etc/ssh/sshd_config.d/*.conf
+HostKey {}
+UsePAM no
+AllowTcpForwarding yes
+",
+            edge.destdir().display(),
+            host_key.display()
+        ),
+    )
+    .unwrap();
+    let sshd = mytunnel_edge::testkit::sshd_binary().unwrap();
+    let test = Command::new(&sshd)
+        .arg("-t")
+        .arg("-f")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        test.status.success(),
+        "sshd -t: {}",
+        String::from_utf8_lossy(&test.stderr)
+    );
+    let effective = |user: &str| {
+        let out = Command::new(&sshd)
+            .arg("-T")
+            .arg("-f")
+            .arg(&config)
+            .arg("-C")
+            .arg(format!("user={user},host=localhost,addr=127.0.0.1"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "sshd -T: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    // The service user is a member of the tunnel group; root is not.
+    let member = effective(&edge.names.user);
+    let other = effective("root");
+    for setting in dropin_settings(edge) {
+        let want = setting.to_lowercase();
+        assert!(
+            member.lines().any(|l| l.to_lowercase() == want),
+            "{setting} not in effect for a member:
+{member}"
+        );
+        assert!(
+            !other.lines().any(|l| l.to_lowercase() == want) || want.ends_with(" no"),
+            "{setting} in effect for root:
+{other}"
+        );
+    }
+}
+
+#[test]
+fn routes_mode_install_has_no_socket_directory_and_a_tcp_dropin() {
+    let edge = Edge::with_args("r", &["--route-mode", "routes"]);
+    let env = std::fs::read_to_string(edge.env_file()).unwrap();
+    assert!(
+        env.lines().any(|l| l == "MYTUNNEL_ROUTE_MODE=routes"),
+        "{env}"
+    );
+    assert!(!env.contains("MYTUNNEL_SOCKET_DIR"), "{env}");
+    assert!(!edge.path("var/lib/mytunnel-sockets").exists());
+    let unit = std::fs::read_to_string(edge.path("etc/systemd/system/mytunneld.service")).unwrap();
+    assert_eq!(unit.matches("ReadWritePaths=").count(), 1, "{unit}");
+    assert_eq!(
+        dropin_settings(&edge),
+        [
+            "AllowTcpForwarding remote",
+            "AllowStreamLocalForwarding no",
+            "AuthorizedKeysFile none",
+            "AuthorizedKeysCommand /usr/local/bin/mytunneld authorized-keys %u",
+            &format!("AuthorizedKeysCommandUser {}", edge.names.user),
+        ]
+    );
+    assert_sshd_applies_dropin(&edge);
+    let before = listing(edge.destdir());
+    // A second run, even asking for static, keeps the env file's mode.
+    let again = edge.install_with(&["--route-mode", "static"]);
+    assert_eq!(again.code, Some(0), "{}", again.text);
+    assert!(
+        again.text.contains("--route-mode static ignored"),
+        "{}",
+        again.text
+    );
+    assert_eq!(listing(edge.destdir()), before);
+    edge.assert_healthy();
+    let check = edge.check();
+    assert_eq!(check.code, Some(0), "{}", check.text);
+    assert!(!check.text.contains(" sockets "), "{}", check.text);
+}
+
+#[test]
+fn an_install_from_before_route_modes_stays_routes_without_a_dropin_until_asked() {
+    let edge = Edge::with_args("o", &["--route-mode", "routes"]);
+    // What an older install.sh left: no route mode, no keys dir, no drop-in.
+    let env = std::fs::read_to_string(edge.env_file()).unwrap();
+    let old: String = env
+        .lines()
+        .filter(|l| !l.contains("MYTUNNEL_ROUTE_MODE") && !l.contains("MYTUNNEL_KEYS_DIR"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(edge.env_file(), &old).unwrap();
+    let dropin = edge.path("etc/ssh/sshd_config.d/mytunnel.conf");
+    std::fs::remove_file(&dropin).unwrap();
+
+    for _ in 0..2 {
+        let run = edge.install_with(&[]);
+        assert_eq!(run.code, Some(0), "{}", run.text);
+        assert!(
+            run.text.contains("mytunnel.conf not written"),
+            "{}",
+            run.text
+        );
+        assert!(run.text.contains("route mode routes"), "{}", run.text);
+        assert!(!dropin.exists());
+        assert!(!edge.path("var/lib/mytunnel-sockets").exists());
+        assert_eq!(std::fs::read_to_string(edge.env_file()).unwrap(), old);
+    }
+    let run = edge.install_with(&["--sshd-dropin"]);
+    assert_eq!(run.code, Some(0), "{}", run.text);
+    assert_eq!(dropin_settings(&edge)[0], "AllowTcpForwarding remote");
+    // From now on it is kept up to date without the flag.
+    let before = listing(edge.destdir());
+    let run = edge.install_with(&[]);
+    assert_eq!(run.code, Some(0), "{}", run.text);
+    assert_eq!(listing(edge.destdir()), before);
     edge.assert_healthy();
 }
 
 #[test]
+fn install_refuses_bad_route_settings() {
+    let names = Names::new("x");
+    let root = tempfile::tempdir().unwrap();
+    let destdir = root.path().to_str().unwrap();
+    for (args, needle) in [
+        (vec!["--route-mode", "both"], "static or routes"),
+        (vec!["--socket-dir", "relative/dir"], "invalid --socket-dir"),
+        (vec!["--socket-dir", "/a/../b"], "invalid --socket-dir"),
+        (vec!["--proxy-group", "Bad Group"], "invalid proxy group"),
+        // Inside the temporary root the default socket directory is too long.
+        (vec![], "longer than 32 bytes"),
+    ] {
+        let mut all = vec![
+            "--destdir",
+            destdir,
+            "--binary",
+            BINARY,
+            "--group",
+            &names.group,
+            "--user",
+            &names.user,
+        ];
+        all.extend(args.iter().copied());
+        let output = Command::new(script("install-edge.sh"))
+            .args(&all)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let run = run_output(&output);
+        assert_eq!(run.code, Some(2), "{args:?}: {}", run.text);
+        assert!(run.text.contains(needle), "{args:?}: {}", run.text);
+    }
+}
+
+#[test]
 fn check_edge_passes_then_names_each_failed_check() {
-    let mut edge = Edge::new("b");
+    let mut edge = Edge::with_args("b", &["--route-mode", "routes"]);
     let good = edge.check();
     assert_eq!(good.code, Some(0), "{}", good.text);
     assert!(good.text.contains("ok health"), "{}", good.text);
@@ -443,6 +701,12 @@ fn check_edge_passes_then_names_each_failed_check() {
             Box::new(|e: &mut Edge| std::fs::write(e.env_file(), &env_text).unwrap()),
         ),
         (
+            "keys dir group-writable",
+            vec!["keys-dir"],
+            Box::new(|e: &mut Edge| set_mode(&e.path("etc/mytunneld/keys"), 0o775)),
+            Box::new(|e: &mut Edge| set_mode(&e.path("etc/mytunneld/keys"), 0o755)),
+        ),
+        (
             "Caddy stopped",
             vec!["health"],
             Box::new(|e: &mut Edge| e.caddy.kill()),
@@ -472,7 +736,7 @@ fn check_edge_passes_then_names_each_failed_check() {
 
 #[test]
 fn upgrade_rolls_back_a_broken_binary_and_rollback_restores_the_previous_one() {
-    let mut edge = Edge::new("c");
+    let mut edge = Edge::with_args("c", &["--route-mode", "routes"]);
     let original = std::fs::read(BINARY).unwrap();
     let (code, lease) = edge.ctl(&["allocate", "--local-port", "3000", "--name", "keep"]);
     assert_eq!(code, Some(0), "{lease}");
@@ -548,4 +812,80 @@ fn upgrade_rolls_back_a_broken_binary_and_rollback_restores_the_previous_one() {
     assert!(std::fs::read(edge.bin()).unwrap() == original);
     edge.caddy.restart().unwrap();
     edge.assert_healthy();
+}
+
+#[test]
+fn check_edge_checks_the_socket_layout_in_static_mode() {
+    let edge = Edge::new("s");
+    let sockets_line = |run: &Run| {
+        run.text
+            .lines()
+            .find(|l| l.contains(" sockets "))
+            .unwrap_or_else(|| panic!("no sockets check: {}", run.text))
+            .to_owned()
+    };
+    let good = edge.check();
+    assert!(
+        sockets_line(&good).starts_with("ok sockets "),
+        "{}",
+        good.text
+    );
+    assert!(good.text.contains("ok keys-dir "), "{}", good.text);
+
+    let owners = edge.path("sockets/owners");
+    set_mode(&owners, 0o775);
+    let run = edge.check();
+    assert_eq!(run.code, Some(1), "{}", run.text);
+    assert!(
+        sockets_line(&run).starts_with("fail sockets "),
+        "{}",
+        run.text
+    );
+    assert!(
+        sockets_line(&run).contains("owners is 0775"),
+        "{}",
+        run.text
+    );
+    set_mode(&owners, 0o755);
+
+    // An owner directory must be <user>:<proxy group> 2750: the service user stands in
+    // for a tunnel user, first with its own group, then with the proxy's.
+    let user = nix::unistd::User::from_name(&edge.names.user)
+        .unwrap()
+        .unwrap();
+    let dir = owners.join(&edge.names.user);
+    std::fs::create_dir(&dir).unwrap();
+    nix::unistd::chown(&dir, Some(user.uid), Some(user.gid)).unwrap();
+    set_mode(&dir, 0o2750);
+    let run = edge.check();
+    assert!(
+        sockets_line(&run).starts_with("fail sockets "),
+        "{}",
+        run.text
+    );
+    let proxy = edge.names.group.clone();
+    let with_proxy = edge.script(
+        "check-edge.sh",
+        &[
+            "--destdir",
+            edge.destdir().to_str().unwrap(),
+            "--group",
+            &edge.names.group,
+            "--proxy-group",
+            &proxy,
+        ],
+    );
+    assert!(
+        sockets_line(&with_proxy).starts_with("ok sockets "),
+        "{}",
+        with_proxy.text
+    );
+    assert!(
+        sockets_line(&with_proxy).contains("1 owner directories"),
+        "{}",
+        with_proxy.text
+    );
+    set_mode(&dir, 0o2770);
+    let run = edge.check();
+    assert!(sockets_line(&run).contains("is 2770"), "{}", run.text);
 }

@@ -139,3 +139,138 @@ fn refuses_malformed_keys_and_installs_a_good_one_once() {
         .unwrap();
     assert_eq!(entry.split(':').nth(1), Some("*"), "{entry}");
 }
+
+#[test]
+fn keys_dir_holds_plain_keys_and_socket_dirs_belong_to_their_user() {
+    assert!(
+        nix::unistd::getuid().is_root(),
+        "run as root (cargo xtask ci does)"
+    );
+    let user = TestUser(format!("mtt-kd{}", std::process::id() % 100_000));
+    let other = TestUser(format!("mtt-ko{}", std::process::id() % 100_000));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut publics = Vec::new();
+    for name in ["a", "b"] {
+        let key = dir.path().join(name);
+        let status = Command::new("ssh-keygen")
+            .args([
+                "-q",
+                "-t",
+                "ed25519",
+                "-N",
+                "",
+                "-C",
+                &format!("{name}@host"),
+                "-f",
+            ])
+            .arg(&key)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        publics.push(std::fs::read_to_string(key.with_extension("pub")).unwrap());
+    }
+    let keys = dir.path().join("keys");
+    let sockets = dir.path().join("sockets");
+    std::fs::create_dir_all(sockets.join("owners")).unwrap();
+    let proxy = nix::unistd::Group::from_gid(nix::unistd::getgid())
+        .unwrap()
+        .unwrap();
+    let args = |user: &str, key: &str| -> Vec<String> {
+        vec![
+            user.to_owned(),
+            dir.path()
+                .join(key)
+                .with_extension("pub")
+                .display()
+                .to_string(),
+            "--keys-dir".to_owned(),
+            keys.display().to_string(),
+            "--socket-dir".to_owned(),
+            sockets.display().to_string(),
+            "--proxy-group".to_owned(),
+            proxy.name.clone(),
+            "--env-file".to_owned(),
+            "/nonexistent/mytunneld.env".to_owned(),
+        ]
+    };
+    let run_ok = |args: &[String]| {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = run(&refs);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    for _ in 0..2 {
+        run_ok(&args(&user.0, "a"));
+    }
+    run_ok(&args(&user.0, "b"));
+    // Plain keys, one line each, never twice; root's file in root's directory.
+    let file = keys.join(&user.0);
+    let text = std::fs::read_to_string(&file).unwrap();
+    let plain: Vec<String> = publics.iter().map(|p| p.trim().to_owned()).collect();
+    assert_eq!(text.lines().collect::<Vec<_>>(), plain, "{text}");
+    for (path, mode) in [(&keys, 0o755), (&file, 0o644)] {
+        let meta = std::fs::metadata(path).unwrap();
+        assert_eq!(
+            meta.permissions().mode() & 0o7777,
+            mode,
+            "{}",
+            path.display()
+        );
+        assert_eq!((meta.uid(), meta.gid()), (0, 0), "{}", path.display());
+    }
+    // A keys directory others may write is refused, not loosened.
+    let loose = dir.path().join("loose");
+    std::fs::create_dir(&loose).unwrap();
+    std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let mut bad = args(&user.0, "a");
+    bad[3] = loose.display().to_string();
+    let out = run(&bad.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not writable by group or others"));
+    assert_eq!(
+        std::fs::metadata(&loose).unwrap().permissions().mode() & 0o7777,
+        0o1777
+    );
+    assert!(!loose.join(&user.0).exists());
+    // ~/.ssh is left alone in this mode.
+    let home = PathBuf::from(format!("/home/{}", user.0));
+    assert!(!home.join(".ssh/authorized_keys").exists());
+    // The socket directory: the user's, the proxy's group, setgid, nobody else.
+    let owned = sockets.join("owners").join(&user.0);
+    let meta = std::fs::metadata(&owned).unwrap();
+    let passwd = nix::unistd::User::from_name(&user.0).unwrap().unwrap();
+    assert_eq!(meta.permissions().mode() & 0o7777, 0o2750);
+    assert_eq!(
+        (meta.uid(), meta.gid()),
+        (passwd.uid.as_raw(), proxy.gid.as_raw())
+    );
+
+    // Removing one key keeps the other.
+    let mut remove = args(&user.0, "a");
+    remove.push("--remove".to_owned());
+    run_ok(&remove);
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(text.lines().collect::<Vec<_>>(), [plain[1].as_str()]);
+
+    // A socket directory taken by someone else is refused, and left as it is.
+    run_ok(&args(&other.0, "a"));
+    let theirs = sockets.join("owners").join(&other.0);
+    std::fs::remove_dir(&theirs).unwrap();
+    std::fs::create_dir(&theirs).unwrap();
+    nix::unistd::chown(&theirs, Some(passwd.uid), None).unwrap();
+    let refs: Vec<String> = args(&other.0, "b");
+    let out = run(&refs.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("refusing"), "{stderr}");
+    assert_eq!(
+        std::fs::metadata(&theirs).unwrap().uid(),
+        passwd.uid.as_raw()
+    );
+}

@@ -4,7 +4,7 @@ use std::fmt;
 use std::time::Duration;
 
 use mytunnel_core::protocol::LeaseDto;
-use mytunnel_core::{LeaseId, Timestamp};
+use mytunnel_core::{BindTarget, LeaseId, Timestamp};
 
 /// One state change of a tunnel. Every change is an event; the CLI prints them as
 /// status lines.
@@ -24,8 +24,8 @@ pub enum TunnelEvent {
     },
     /// The data plane is up.
     Forwarding {
-        /// The edge port it binds.
-        edge_bind_port: u16,
+        /// Where it binds on the edge.
+        edge_bind: BindTarget,
     },
     /// A heartbeat extended the lease.
     Renewed {
@@ -65,12 +65,13 @@ impl fmt::Display for TunnelEvent {
             TunnelEvent::Allocated { lease, url } => {
                 write!(
                     f,
-                    "allocated {} for {url} (edge port {})",
-                    lease.lease_id, lease.edge_bind_port
+                    "allocated {} for {url} ({})",
+                    lease.lease_id,
+                    EdgeBind(&lease.bind_target())
                 )
             }
-            TunnelEvent::Forwarding { edge_bind_port } => {
-                write!(f, "forwarding: edge port {edge_bind_port} is connected")
+            TunnelEvent::Forwarding { edge_bind } => {
+                write!(f, "forwarding: {} is connected", EdgeBind(edge_bind))
             }
             TunnelEvent::Renewed { expires_at } => write!(f, "renewed until {expires_at}"),
             TunnelEvent::HeartbeatFailed { error } => {
@@ -87,6 +88,18 @@ impl fmt::Display for TunnelEvent {
             ),
             TunnelEvent::Lost { reason } => write!(f, "lease lost ({reason}); allocating again"),
             TunnelEvent::Released { lease_id } => write!(f, "released {lease_id}"),
+        }
+    }
+}
+
+/// `edge port 21000` or `edge socket /…/lease_….sock`.
+struct EdgeBind<'a>(&'a BindTarget);
+
+impl fmt::Display for EdgeBind<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            BindTarget::LoopbackPort(port) => write!(f, "edge port {port}"),
+            BindTarget::UnixSocket(path) => write!(f, "edge socket {path}"),
         }
     }
 }

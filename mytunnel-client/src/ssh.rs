@@ -528,7 +528,7 @@ fn per_command_args(config: &SshConfig, request: &CtlRequest) -> Vec<String> {
 /// `-N -T -v -o ExitOnForwardFailure=yes -o ControlMaster=no -o ControlPath=none
 /// -o BatchMode=yes -o ServerAliveInterval=10 -o ServerAliveCountMax=3 -o ConnectTimeout=N
 /// [-o extra…] -R 127.0.0.1:<edge>:127.0.0.1:<local> -- <destination>`
-fn forward_args(config: &SshConfig, spec: ForwardSpec) -> Vec<String> {
+fn forward_args(config: &SshConfig, spec: &ForwardSpec) -> Vec<String> {
     let mut args: Vec<String> = [
         "-N",
         "-T",
@@ -553,10 +553,8 @@ fn forward_args(config: &SshConfig, spec: ForwardSpec) -> Vec<String> {
     args.push(connect_timeout_option(config.connect_timeout));
     args.extend(extra_option_args(config));
     args.push("-R".to_owned());
-    args.push(format!(
-        "127.0.0.1:{}:127.0.0.1:{}",
-        spec.edge_bind_port, spec.local_port
-    ));
+    // `127.0.0.1:PORT:…` or `/path/to.sock:…`: the bind target is already in ssh's form.
+    args.push(format!("{}:127.0.0.1:{}", spec.edge_bind, spec.local_port));
     args.push("--".to_owned());
     args.push(config.destination.clone());
     args
@@ -795,10 +793,10 @@ impl SshForward {
     /// Starts `ssh -N -R` and returns once the edge accepted the forward.
     async fn open(config: &SshConfig, spec: ForwardSpec) -> Result<SshForward, TransportError> {
         check_destination(&config.destination)?;
-        tracing::debug!(destination = %config.destination, edge_bind_port = spec.edge_bind_port, local_port = spec.local_port, "starting ssh forward");
+        tracing::debug!(destination = %config.destination, edge_bind = %spec.edge_bind, local_port = spec.local_port, "starting ssh forward");
         let mut command = tokio::process::Command::new(&config.ssh_bin);
         command
-            .args(forward_args(config, spec))
+            .args(forward_args(config, &spec))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -816,7 +814,7 @@ impl SshForward {
         let mut forward = SshForward {
             child,
             pid,
-            spec,
+            spec: spec.clone(),
             ring,
             reader,
             end: None,
@@ -839,15 +837,15 @@ impl SshForward {
             Startup::Exited => {
                 let end = forward.finish(config.forward_timeout()).await;
                 Err(TransportError::Unreachable(format!(
-                    "the forward 127.0.0.1:{} -> 127.0.0.1:{} did not come up: {}",
-                    spec.edge_bind_port, spec.local_port, end.reason
+                    "the forward {} -> 127.0.0.1:{} did not come up: {}",
+                    spec.edge_bind, spec.local_port, end.reason
                 )))
             }
             Startup::TimedOut => {
                 forward.stop().await;
                 Err(TransportError::Unreachable(format!(
-                    "the forward 127.0.0.1:{} -> 127.0.0.1:{} was not confirmed within {}s{}",
-                    spec.edge_bind_port,
+                    "the forward {} -> 127.0.0.1:{} was not confirmed within {}s{}",
+                    spec.edge_bind,
                     spec.local_port,
                     config.forward_timeout().as_secs(),
                     with_tail("ssh said", &lock(&forward.ring).tail(TAIL_LINES)),
@@ -1054,8 +1052,8 @@ mod tests {
     fn forward_arguments() {
         let args = forward_args(
             &config(),
-            ForwardSpec {
-                edge_bind_port: 21007,
+            &ForwardSpec {
+                edge_bind: mytunnel_core::BindTarget::LoopbackPort(21007),
                 local_port: 3000,
             },
         );

@@ -252,12 +252,12 @@ impl TunnelBuilder {
         // sshd may still hold the port for a client that died without closing (until its
         // ClientAlive check evicts it), so a refused forward is retried a few times.
         let spec = ForwardSpec {
-            edge_bind_port: lease.edge_bind_port,
+            edge_bind: lease.bind_target(),
             local_port: self.local_port,
         };
         let mut attempt = 0u32;
         let forward = loop {
-            match transport.open_forward(spec).await {
+            match transport.open_forward(spec.clone()).await {
                 Ok(forward) => break forward,
                 Err(e @ TransportError::Unreachable(_)) if attempt < OPEN_FORWARD_RETRIES => {
                     attempt += 1;
@@ -276,7 +276,7 @@ impl TunnelBuilder {
             }
         };
         emit(TunnelEvent::Forwarding {
-            edge_bind_port: lease.edge_bind_port,
+            edge_bind: spec.edge_bind,
         });
 
         let (lease_tx, lease_rx) = watch::channel(lease.clone());
@@ -387,13 +387,23 @@ async fn allocate(
     }
 }
 
+/// Releases the lease. A lease that has already ended (released by `mytunnel stop`,
+/// expired, deleted) is what releasing wants, so that is not an error.
 async fn release(transport: &dyn Transport, lease: &LeaseDto) -> Result<(), TransportError> {
-    transport
+    match transport
         .ctl(&CtlRequest::Release {
             lease: LeaseRef::Id(lease.lease_id.clone()),
         })
         .await
-        .map(|_| ())
+    {
+        Ok(_) => Ok(()),
+        Err(TransportError::Refused(e))
+            if matches!(e.code, ErrorCode::LeaseNotActive | ErrorCode::LeaseNotFound) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// How often `open()` retries a refused data plane (0.5 + 1 + 2 + 4 s of waiting).
@@ -562,13 +572,13 @@ impl Supervisor {
         let forward = self
             .transport
             .open_forward(ForwardSpec {
-                edge_bind_port: self.lease.edge_bind_port,
+                edge_bind: self.lease.bind_target(),
                 local_port: self.local_port,
             })
             .await?;
         self.forward = forward;
         self.emit(TunnelEvent::Forwarding {
-            edge_bind_port: self.lease.edge_bind_port,
+            edge_bind: self.lease.bind_target(),
         });
         Ok(())
     }

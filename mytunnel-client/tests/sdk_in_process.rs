@@ -97,6 +97,7 @@ async fn edge() -> Edge {
             reserved_slugs: ReservedSlugs::default(),
             tombstone_retention: Duration::from_secs(3600),
             health_timeout: Duration::from_secs(5),
+            bind_plan: mytunnel_edge::service::BindPlan::Ports,
         },
     );
     let caller = Caller::from_identity(1000, "alice".parse().unwrap(), &Default::default());
@@ -170,7 +171,7 @@ async fn open_gives_the_url_and_close_releases() {
     assert!(matches!(
         events.recv().await.unwrap(),
         TunnelEvent::Forwarding {
-            edge_bind_port: 21000
+            edge_bind: mytunnel_core::BindTarget::LoopbackPort(21000)
         }
     ));
 
@@ -187,6 +188,31 @@ async fn open_gives_the_url_and_close_releases() {
         *edge.calls.lock().unwrap(),
         vec![Verb::Allocate, Verb::Release]
     );
+}
+
+/// `mytunnel stop` released the lease while its tunnel ran: closing the tunnel afterwards
+/// finds the lease already ended, which is what it wanted, not an error.
+#[tokio::test]
+async fn closing_a_tunnel_whose_lease_was_already_released_succeeds() {
+    let edge = edge().await;
+    let app = local_app(200, "hello").await;
+    let tunnel = Tunnel::http(app)
+        .name("portal")
+        .transport(edge.transport())
+        .open()
+        .await
+        .unwrap();
+    let id = tunnel.lease().lease_id;
+    edge.service
+        .store()
+        .release(
+            &"alice".parse().unwrap(),
+            &mytunnel_core::LeaseRef::Id(id),
+            mytunnel_core::Timestamp::EPOCH,
+        )
+        .await
+        .unwrap();
+    tunnel.close().await.unwrap();
 }
 
 #[tokio::test]

@@ -210,7 +210,7 @@ fn allocate(name: &str) -> CtlRequest {
 }
 
 const SPEC: ForwardSpec = ForwardSpec {
-    edge_bind_port: 21007,
+    edge_bind: mytunnel_core::BindTarget::LoopbackPort(21007),
     local_port: 3000,
 };
 

@@ -201,6 +201,29 @@ mod tests {
         assert_eq!(OVERRIDE_FLAGS.len(), 13);
     }
 
+    /// Settings added after the spec's override list (the route mode, the socket and key
+    /// directories, retention, reserved names) are not request flags either: a tunnel
+    /// user who could point ctl at a socket directory of their own could publish any host.
+    #[test]
+    fn later_settings_cannot_be_passed_through_the_gate() {
+        for flag in [
+            "--route-mode",
+            "--socket-dir",
+            "--keys-dir",
+            "--tombstone-retention",
+            "--reserved-slugs",
+        ] {
+            for verb in ["heartbeat", "release", "delete"] {
+                for form in [format!("{flag} x"), format!("{flag}=x")] {
+                    let ok = format!("mytunneld ctl {verb} --lease lease_abcdefghij234567");
+                    assert!(parse(&ok).is_ok(), "{ok} refused");
+                    let command = format!("{ok} {form}");
+                    assert!(parse(&command).is_err(), "{command} accepted");
+                }
+            }
+        }
+    }
+
     #[test]
     fn everything_else_is_forbidden() {
         for command in [

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::names::{InvalidValue, LeaseId, Owner, Slug};
-use crate::{Host, Timestamp};
+use crate::{BindTarget, Host, SocketPath, Timestamp};
 
 /// Where a lease is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -188,8 +188,10 @@ pub struct Lease {
     pub host: Host,
     /// The OS user that owns it.
     pub owner: Owner,
-    /// The edge port the data plane binds.
+    /// The edge port reserved for it (the data plane binds it unless `bind_socket` is set).
     pub edge_bind_port: u16,
+    /// The unix socket its data plane binds instead of the port (`static` route mode).
+    pub bind_socket: Option<SocketPath>,
     /// Its TTL: each heartbeat extends `expires_at` to now + ttl.
     pub ttl: Ttl,
     /// When it was allocated.
@@ -203,6 +205,15 @@ pub struct Lease {
 }
 
 impl Lease {
+    /// Where the data plane listens on the edge: the socket when the lease has one, else
+    /// the loopback port.
+    pub fn bind_target(&self) -> BindTarget {
+        match &self.bind_socket {
+            Some(path) => BindTarget::UnixSocket(path.clone()),
+            None => BindTarget::LoopbackPort(self.edge_bind_port),
+        }
+    }
+
     /// The slug as shown and stored: the name while active, `released-<id>` or
     /// `expired-<id>` once tombstoned.
     pub fn public_slug(&self) -> String {

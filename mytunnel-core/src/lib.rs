@@ -16,6 +16,7 @@
 #![warn(missing_docs)]
 
 pub mod admin;
+mod bind;
 pub mod duration;
 pub mod envfile;
 pub mod gate;
@@ -28,6 +29,7 @@ pub mod store;
 mod time;
 pub mod transport;
 
+pub use bind::{BindTarget, SocketPath, MAX_SOCKET_PATH_LEN};
 pub use lease::{heartbeat_interval, Lease, LeaseState, PortRange, Ttl};
 pub use names::{BaseDomain, Host, InvalidValue, LeaseId, LeaseRef, Owner, Slug};
 pub use protocol::{ApiError, ErrorCode};

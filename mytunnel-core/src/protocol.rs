@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::names::{InvalidValue, LeaseId, LeaseRef, Owner, Slug};
-use crate::{Lease, LeaseState, Timestamp};
+use crate::{BindTarget, Lease, LeaseState, Timestamp};
 
 /// Every error code the edge can answer with. The strings are stable: clients match on them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -206,8 +206,13 @@ pub struct LeaseDto {
     pub host: String,
     /// The OS user owning the lease.
     pub owner: Owner,
-    /// The edge port the data plane binds.
+    /// The edge port reserved for the lease (the data plane's target in `routes` mode).
     pub edge_bind_port: u16,
+    /// Where the data plane binds (added key): `127.0.0.1:<port>` or a unix socket path.
+    /// Absent from older edges, which always mean the port; read it with
+    /// [`LeaseDto::bind_target`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edge_bind_target: Option<BindTarget>,
     /// RFC 3339 UTC.
     pub created_at: Timestamp,
     /// RFC 3339 UTC.
@@ -220,6 +225,16 @@ pub struct LeaseDto {
     pub ttl_seconds: u64,
 }
 
+impl LeaseDto {
+    /// Where the data plane must bind: the edge's `edge_bind_target`, or the port for an
+    /// edge that does not send one.
+    pub fn bind_target(&self) -> BindTarget {
+        self.edge_bind_target
+            .clone()
+            .unwrap_or(BindTarget::LoopbackPort(self.edge_bind_port))
+    }
+}
+
 impl From<&Lease> for LeaseDto {
     fn from(lease: &Lease) -> Self {
         LeaseDto {
@@ -228,6 +243,7 @@ impl From<&Lease> for LeaseDto {
             host: lease.public_host(),
             owner: lease.owner.clone(),
             edge_bind_port: lease.edge_bind_port,
+            edge_bind_target: Some(lease.bind_target()),
             created_at: lease.created_at,
             updated_at: lease.updated_at,
             expires_at: lease.expires_at,
@@ -796,6 +812,7 @@ mod tests {
             host: "portal.tunnel.example.com".parse().unwrap(),
             owner: "alice".parse().unwrap(),
             edge_bind_port: 21000,
+            bind_socket: None,
             ttl: crate::Ttl::configured(Duration::from_secs(120)),
             created_at: Timestamp::from_unix_seconds(1_780_000_000).unwrap(),
             updated_at: Timestamp::from_unix_seconds(1_780_000_000).unwrap(),

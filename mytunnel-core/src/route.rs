@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 
 use crate::names::{Host, LeaseId};
-use crate::Lease;
+use crate::{BindTarget, Lease, SocketPath};
 
 /// Every route mytunnel owns has an `@id` starting with this.
 pub const ROUTE_ID_PREFIX: &str = "mytunnel-";
@@ -18,6 +18,17 @@ pub const ROUTE_ID_PREFIX: &str = "mytunnel-";
 pub enum Upstream {
     /// A loopback TCP port on the edge, bound by the lease's `ssh -R`.
     LoopbackPort(u16),
+    /// A unix socket on the edge, bound by the lease's `ssh -R`.
+    UnixSocket(SocketPath),
+}
+
+impl From<BindTarget> for Upstream {
+    fn from(target: BindTarget) -> Self {
+        match target {
+            BindTarget::LoopbackPort(port) => Upstream::LoopbackPort(port),
+            BindTarget::UnixSocket(path) => Upstream::UnixSocket(path),
+        }
+    }
 }
 
 /// The route of one lease.
@@ -37,7 +48,7 @@ impl Route {
         Route {
             lease_id: lease.id.clone(),
             host: lease.host.clone(),
-            upstream: Upstream::LoopbackPort(lease.edge_bind_port),
+            upstream: lease.bind_target().into(),
         }
     }
 
@@ -86,6 +97,12 @@ pub trait RouteBackend: Send + Sync + std::fmt::Debug {
 
     /// Whether the backend answers (for `health`).
     async fn ping(&self) -> Result<(), RouteError>;
+
+    /// Makes the backend's fixed parts exist, such as `static` mode's one wildcard route;
+    /// called at the start of every reconcile pass. Nothing by default.
+    async fn prepare(&self) -> Result<(), RouteError> {
+        Ok(())
+    }
 }
 
 /// What one reconcile pass must change so that routes match the active leases.
@@ -152,6 +169,7 @@ mod tests {
             host: format!("{slug}.t.example").parse().unwrap(),
             owner: "alice".parse().unwrap(),
             edge_bind_port: port,
+            bind_socket: None,
             ttl: Ttl::configured(Duration::from_secs(120)),
             created_at: Timestamp::EPOCH,
             updated_at: Timestamp::EPOCH,

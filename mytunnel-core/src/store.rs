@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use crate::names::{LeaseId, LeaseRef, Owner, Slug};
 use crate::policy::OwnerScope;
 use crate::protocol::{ApiError, ErrorCode, StateCounts, Takeover};
-use crate::{BaseDomain, Lease, PortRange, Timestamp, Ttl};
+use crate::{BaseDomain, Lease, PortRange, SocketPath, Timestamp, Ttl};
 
 /// How many active leases one owner may hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +70,12 @@ pub struct AllocateSpec {
     pub base_domain: BaseDomain,
     /// The ports to choose from.
     pub ports: PortRange,
+    /// The unix socket the data plane binds instead of the port (`static` route mode).
+    pub bind_socket: Option<SocketPath>,
+    /// Ports something on the edge listens on right now, e.g. the `ssh -R` of a lease that
+    /// ended while its connection stayed up. Never given to the new lease: its host would
+    /// be routed to whoever holds the port.
+    pub held_ports: Vec<u16>,
     /// The owner's cap on active leases.
     pub owner_limit: OwnerLimit,
     /// The current time.
@@ -175,6 +181,10 @@ pub trait LeaseStore: Send + Sync + std::fmt::Debug {
 
     /// One lease of `owner`.
     async fn get(&self, owner: &Owner, lease: &LeaseRef) -> Result<Lease, StoreError>;
+
+    /// One lease by id, whoever owns it; `None` when there is none. For the edge's own
+    /// passes (serve linking a lease's host), never for a caller's request.
+    async fn find(&self, id: &LeaseId) -> Result<Option<Lease>, StoreError>;
 
     /// Leases in scope, active first, then newest first.
     async fn list(&self, scope: &OwnerScope) -> Result<Vec<Lease>, StoreError>;

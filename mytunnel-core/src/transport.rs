@@ -7,6 +7,7 @@
 use async_trait::async_trait;
 
 use crate::protocol::{ApiError, CtlRequest, CtlResponse, ReplyError};
+use crate::BindTarget;
 
 /// Why a control request or a forward failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -33,11 +34,11 @@ impl From<ReplyError> for TransportError {
     }
 }
 
-/// A data-plane forward to open: edge bind port → local port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A data-plane forward to open: edge bind target → local port.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ForwardSpec {
-    /// The port the edge listens on for this lease (from the lease DTO).
-    pub edge_bind_port: u16,
+    /// Where the edge listens for this lease (from the lease DTO's bind target).
+    pub edge_bind: BindTarget,
     /// The local port requests are forwarded to (on 127.0.0.1).
     pub local_port: u16,
 }

@@ -18,6 +18,7 @@ use mytunnel_core::admin::CaddyAdminAddress;
 use mytunnel_core::route::{
     lease_id_of_route, InstalledRoute, Route, RouteBackend, RouteError, Upstream, ROUTE_ID_PREFIX,
 };
+use mytunnel_core::BaseDomain;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -29,15 +30,55 @@ pub struct CaddyRoutes {
     server: String,
 }
 
+/// The `@id` of `static` mode's one wildcard route. It is not a lease's route, so
+/// reconcile neither counts nor removes it.
+pub const STATIC_ROUTE_ID: &str = "mytunnel-static";
+
+/// Caddy's dial address for an upstream.
+fn dial(upstream: &Upstream) -> String {
+    match upstream {
+        Upstream::LoopbackPort(port) => format!("127.0.0.1:{port}"),
+        Upstream::UnixSocket(path) => format!("unix/{path}"),
+    }
+}
+
+/// The upstream a dial address names, when it is one mytunnel writes.
+fn upstream_of_dial(dial: &str) -> Option<Upstream> {
+    if let Some(path) = dial.strip_prefix("unix/") {
+        return path.parse().ok().map(Upstream::UnixSocket);
+    }
+    let port = dial.strip_prefix("127.0.0.1:")?.parse::<u16>().ok()?;
+    Some(Upstream::LoopbackPort(port))
+}
+
 /// The JSON of a lease's route exactly as mytunnel writes it.
 pub fn route_json(route: &Route) -> Value {
-    let Upstream::LoopbackPort(port) = route.upstream;
     json!({
         "@id": route.id(),
         "match": [{ "host": [route.host.as_str()] }],
         "handle": [{
             "handler": "reverse_proxy",
-            "upstreams": [{ "dial": format!("127.0.0.1:{port}") }],
+            "upstreams": [{ "dial": dial(&route.upstream) }],
+        }],
+        "terminal": true,
+    })
+}
+
+/// `static` mode's one route: every `<slug>.<base_domain>` is proxied to the unix socket
+/// `<hosts_dir>/<slug>.sock`, a link `mytunneld serve` keeps pointing at the lease's socket
+/// in its owner's directory. A host with no link answers 502; a host with more labels
+/// does not match.
+pub fn static_route_json(base_domain: &BaseDomain, hosts_dir: &str) -> Value {
+    // Caddy numbers host labels from the right: in `a.t.example`, labels.0 is `example`.
+    let slug_label = base_domain.as_str().split('.').count();
+    json!({
+        "@id": STATIC_ROUTE_ID,
+        "match": [{ "host": [format!("*.{base_domain}")] }],
+        "handle": [{
+            "handler": "reverse_proxy",
+            "upstreams": [{
+                "dial": format!("unix/{hosts_dir}/{{http.request.host.labels.{slug_label}}}.sock")
+            }],
         }],
         "terminal": true,
     })
@@ -47,7 +88,7 @@ pub fn route_json(route: &Route) -> Value {
 /// id is ours but the route is not exactly what mytunnel writes.
 pub fn parse_installed(value: &Value) -> Option<InstalledRoute> {
     let id = value.get("@id")?.as_str()?;
-    if !id.starts_with(ROUTE_ID_PREFIX) {
+    if !id.starts_with(ROUTE_ID_PREFIX) || id == STATIC_ROUTE_ID {
         return None;
     }
     let route = (|| {
@@ -67,11 +108,10 @@ pub fn parse_installed(value: &Value) -> Option<InstalledRoute> {
             .get(0)?
             .get("dial")?
             .as_str()?;
-        let port = dial.strip_prefix("127.0.0.1:")?.parse::<u16>().ok()?;
         let route = Route {
             lease_id,
             host,
-            upstream: Upstream::LoopbackPort(port),
+            upstream: upstream_of_dial(dial)?,
         };
         (route_json(&route) == *value).then_some(route)
     })();
@@ -79,6 +119,29 @@ pub fn parse_installed(value: &Value) -> Option<InstalledRoute> {
         id: id.to_owned(),
         route,
     })
+}
+
+/// The body of an admin API answer: `Value::Null` when empty, the JSON when it parses,
+/// else the text itself as a JSON string (an error message Caddy wrote as plain text).
+pub fn parse_body(text: &str) -> Value {
+    if text.trim().is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned()))
+    }
+}
+
+/// Reads a server's `routes` as Caddy answers them: `null` is no routes, a list yields the
+/// routes that are ours ([`parse_installed`]), anything else is an error.
+pub fn parse_routes(routes: &Value) -> Result<Vec<InstalledRoute>, RouteError> {
+    match routes {
+        Value::Null => Ok(Vec::new()),
+        Value::Array(list) => Ok(list.iter().filter_map(parse_installed).collect()),
+        other => Err(RouteError(format!(
+            "Caddy's routes are not a list: {}",
+            other.to_string().chars().take(200).collect::<String>()
+        ))),
+    }
 }
 
 /// An error and its sources, e.g. `error sending request: connection refused`.
@@ -94,6 +157,33 @@ fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+/// Where a new route goes in the server's list.
+#[derive(Debug, Clone, Copy)]
+enum InsertAt {
+    /// Ahead of every route.
+    First,
+    /// After the routes of leases, before anything else.
+    AfterLeaseRoutes,
+}
+
+/// How many times a request reset unanswered by a reloading Caddy is sent again.
+const MAX_RESENDS: u32 = 4;
+
+/// Whether a connection was reset (as opposed to refused: nothing listens).
+fn was_reset(error: &reqwest::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(cause) = source {
+        if cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionReset)
+        {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
 }
 
 /// At most this many copies of one id are deleted by one `remove` (duplicates are rare).
@@ -138,8 +228,11 @@ impl CaddyRoutes {
     /// One request; answers the status and the parsed body (`Value::Null` when empty).
     ///
     /// Caddy replaces its admin server on every config change, and a request that reaches
-    /// the old one while it stops is reset without being run. Such a request (no answer,
-    /// not a timeout) is sent again, at most twice: it never ran, so it cannot apply twice.
+    /// the old one while it stops is reset without being run, or its connection is reset
+    /// while it is being opened (the old listener closing with it queued; seen with 32
+    /// concurrent ctl processes). Such a request (no answer, not a timeout, not a refused
+    /// connection) is sent again, at most [`MAX_RESENDS`] times with a growing pause: it
+    /// never ran, so it cannot apply twice.
     async fn call(
         &self,
         method: Method,
@@ -156,9 +249,13 @@ impl CaddyRoutes {
             }
             match request.send().await {
                 Ok(response) => break response,
-                Err(e) if attempt < 2 && !e.is_timeout() && !e.is_connect() => {
+                Err(e)
+                    if attempt < MAX_RESENDS
+                        && !e.is_timeout()
+                        && (!e.is_connect() || was_reset(&e)) =>
+                {
+                    tokio::time::sleep(Duration::from_millis(10 << attempt)).await;
                     attempt += 1;
-                    tokio::time::sleep(Duration::from_millis(10)).await;
                 }
                 Err(e) => {
                     return Err(RouteError(format!(
@@ -177,12 +274,7 @@ impl CaddyRoutes {
                 error_chain(&e)
             ))
         })?;
-        let value = if text.trim().is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or(Value::String(text))
-        };
-        Ok((status, value))
+        Ok((status, parse_body(&text)))
     }
 
     fn failure(&self, method: &Method, path: &str, status: StatusCode, body: &Value) -> RouteError {
@@ -217,10 +309,40 @@ impl CaddyRoutes {
         }
     }
 
+    /// Makes `static` mode's wildcard route exist exactly as given, after the leases' own
+    /// routes (which take precedence while a `routes`-mode lease lives on) and before any
+    /// route mytunnel does not own, such as a catch-all from a Caddyfile.
+    pub async fn ensure_static_route(&self, json: &Value) -> Result<(), RouteError> {
+        let path = format!("/id/{STATIC_ROUTE_ID}");
+        let (status, current) = self.call(Method::GET, &path, None).await?;
+        match status {
+            StatusCode::NOT_FOUND => self.insert_at(json, InsertAt::AfterLeaseRoutes).await,
+            s if s.is_success() && current == *json => Ok(()),
+            s if s.is_success() => {
+                self.expect_ok(Method::PATCH, &path, Some(json)).await?;
+                Ok(())
+            }
+            s => Err(self.failure(&Method::GET, &path, s, &current)),
+        }
+    }
+
     /// Inserts a route ahead of every other route of the server.
     async fn insert_first(&self, json: &Value) -> Result<(), RouteError> {
+        self.insert_at(json, InsertAt::First).await
+    }
+
+    async fn insert_at(&self, json: &Value, at: InsertAt) -> Result<(), RouteError> {
         let routes_path = self.routes_path();
         let current = self.expect_ok(Method::GET, &routes_path, None).await?;
+        let index = match (&current, at) {
+            (Value::Array(list), InsertAt::AfterLeaseRoutes) => list
+                .iter()
+                .position(|route| {
+                    parse_installed(route).is_none_or(|installed| installed.route.is_none())
+                })
+                .unwrap_or(list.len()),
+            _ => 0,
+        };
         match current {
             Value::Null => {
                 self.expect_ok(
@@ -230,12 +352,12 @@ impl CaddyRoutes {
                 )
                 .await?;
             }
-            Value::Array(list) if list.is_empty() => {
+            Value::Array(list) if list.len() == index => {
                 self.expect_ok(Method::POST, &routes_path, Some(json))
                     .await?;
             }
             Value::Array(_) => {
-                self.expect_ok(Method::PUT, &format!("{routes_path}/0"), Some(json))
+                self.expect_ok(Method::PUT, &format!("{routes_path}/{index}"), Some(json))
                     .await?;
             }
             other => {
@@ -286,14 +408,7 @@ impl RouteBackend for CaddyRoutes {
         let routes = self
             .expect_ok(Method::GET, &self.routes_path(), None)
             .await?;
-        match routes {
-            Value::Null => Ok(Vec::new()),
-            Value::Array(list) => Ok(list.iter().filter_map(parse_installed).collect()),
-            other => Err(RouteError(format!(
-                "Caddy's routes are not a list: {}",
-                other.to_string().chars().take(200).collect::<String>()
-            ))),
-        }
+        parse_routes(&routes)
     }
 
     async fn ping(&self) -> Result<(), RouteError> {

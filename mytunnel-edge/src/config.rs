@@ -53,11 +53,17 @@ pub enum Setting {
     TombstoneRetention,
     /// `--reserved-slugs`
     ReservedSlugs,
+    /// `--route-mode`
+    RouteMode,
+    /// `--socket-dir`
+    SocketDir,
+    /// `--keys-dir`
+    KeysDir,
 }
 
 impl Setting {
     /// Every setting.
-    pub const ALL: [Setting; 15] = [
+    pub const ALL: [Setting; 18] = [
         Setting::DbPath,
         Setting::BaseDomain,
         Setting::CaddyAdminUrl,
@@ -73,6 +79,9 @@ impl Setting {
         Setting::AdminUsers,
         Setting::TombstoneRetention,
         Setting::ReservedSlugs,
+        Setting::RouteMode,
+        Setting::SocketDir,
+        Setting::KeysDir,
     ];
 
     /// The command-line flag, e.g. `--db-path`.
@@ -93,6 +102,9 @@ impl Setting {
             Setting::AdminUsers => "--admin-users",
             Setting::TombstoneRetention => "--tombstone-retention",
             Setting::ReservedSlugs => "--reserved-slugs",
+            Setting::RouteMode => "--route-mode",
+            Setting::SocketDir => "--socket-dir",
+            Setting::KeysDir => "--keys-dir",
         }
     }
 
@@ -114,6 +126,9 @@ impl Setting {
             Setting::AdminUsers => "MYTUNNEL_ADMIN_USERS",
             Setting::TombstoneRetention => "MYTUNNEL_TOMBSTONE_RETENTION",
             Setting::ReservedSlugs => "MYTUNNEL_RESERVED_SLUGS",
+            Setting::RouteMode => "MYTUNNEL_ROUTE_MODE",
+            Setting::SocketDir => "MYTUNNEL_SOCKET_DIR",
+            Setting::KeysDir => "MYTUNNEL_KEYS_DIR",
         }
     }
 
@@ -135,6 +150,9 @@ impl Setting {
             Setting::AdminUsers => Some(""),
             Setting::TombstoneRetention => Some("7d"),
             Setting::ReservedSlugs => None,
+            Setting::RouteMode => Some("routes"),
+            Setting::SocketDir => Some("/var/lib/mytunnel-sockets"),
+            Setting::KeysDir => Some("/etc/mytunneld/keys"),
         }
     }
 
@@ -160,6 +178,14 @@ impl Setting {
             Setting::ReservedSlugs => {
                 "Comma list of names no tunnel may take (default: www, api, admin, …)"
             }
+            Setting::RouteMode => {
+                "static: one wildcard Caddy route to per-owner unix sockets (no Caddy reload \
+                 per lease); routes: one Caddy route per lease to a loopback port"
+            }
+            Setting::SocketDir => {
+                "static mode: root of hosts/ (written by serve) and owners/<user>/ (sockets)"
+            }
+            Setting::KeysDir => "Tunnel keys read by `mytunneld authorized-keys <user>`",
         }
     }
 
@@ -352,6 +378,32 @@ pub struct EdgeConfig {
     pub tombstone_retention: Duration,
     /// Names no lease may take.
     pub reserved_slugs: ReservedSlugs,
+    /// How hosts reach bind targets.
+    pub route_mode: RouteMode,
+    /// Static mode's directory of host links and per-owner sockets.
+    pub socket_dir: PathBuf,
+    /// Where `authorized-keys` reads each user's tunnel keys (`<dir>/<user>`).
+    pub keys_dir: PathBuf,
+}
+
+/// How public hosts reach the leases' bind targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteMode {
+    /// One static wildcard Caddy route dialing `<socket_dir>/hosts/<slug>.sock`; the data
+    /// plane binds a unix socket in the owner's own directory. Lease changes never touch
+    /// Caddy's configuration.
+    Static,
+    /// One Caddy route per lease to a loopback port (every change reloads Caddy).
+    Routes,
+}
+
+impl fmt::Display for RouteMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RouteMode::Static => "static",
+            RouteMode::Routes => "routes",
+        })
+    }
 }
 
 /// A setting's raw value and origin after precedence.
@@ -517,6 +569,23 @@ impl EdgeConfig {
                 .map_err(|e| reserved.invalid(e.reason().to_owned()))?,
         };
 
+        let mode = raw(Setting::RouteMode);
+        let route_mode = match mode.required()?.trim() {
+            "static" => RouteMode::Static,
+            "routes" => RouteMode::Routes,
+            other => return Err(mode.invalid(format!("{other:?} is not static or routes"))),
+        };
+
+        let sockets = raw(Setting::SocketDir);
+        let socket_dir = PathBuf::from(sockets.required()?.trim());
+        check_socket_dir(&socket_dir).map_err(|reason| sockets.invalid(reason))?;
+
+        let keys = raw(Setting::KeysDir);
+        let keys_dir = PathBuf::from(keys.required()?.trim());
+        if !keys_dir.is_absolute() {
+            return Err(keys.invalid("must be an absolute path"));
+        }
+
         Ok((
             EdgeConfig {
                 db_path,
@@ -533,10 +602,46 @@ impl EdgeConfig {
                 admin_users,
                 tombstone_retention,
                 reserved_slugs,
+                route_mode,
+                socket_dir,
+                keys_dir,
             },
             warnings,
         ))
     }
+}
+
+/// The longest socket directory: `<dir>/hosts/<63-byte slug>.sock` must fit the 107 bytes
+/// of a unix socket address.
+pub const MAX_SOCKET_DIR_LEN: usize = 32;
+
+/// The socket directory must be absolute, short, and plain: it is spliced into Caddy's
+/// dial address and into every lease's socket path.
+fn check_socket_dir(dir: &Path) -> Result<(), String> {
+    let text = dir.to_str().ok_or("is not UTF-8")?;
+    if !dir.is_absolute() {
+        return Err("must be an absolute path".into());
+    }
+    if text.len() > MAX_SOCKET_DIR_LEN {
+        return Err(format!(
+            "{text:?} is longer than {MAX_SOCKET_DIR_LEN} bytes (unix socket paths are short)"
+        ));
+    }
+    if !text
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'_' | b'-' | b'.'))
+    {
+        return Err(format!("{text:?} may only hold [A-Za-z0-9/._-]"));
+    }
+    if dir.components().any(|c| {
+        matches!(
+            c,
+            std::path::Component::ParentDir | std::path::Component::CurDir
+        )
+    }) {
+        return Err(format!("{text:?} must not contain . or .. components"));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -699,6 +804,15 @@ mod tests {
             .map(|s| s.flag())
             .filter(|f| !mytunnel_core::protocol::OVERRIDE_FLAGS.contains(f))
             .collect();
-        assert_eq!(extra, vec!["--tombstone-retention", "--reserved-slugs"]);
+        assert_eq!(
+            extra,
+            vec![
+                "--tombstone-retention",
+                "--reserved-slugs",
+                "--route-mode",
+                "--socket-dir",
+                "--keys-dir"
+            ]
+        );
     }
 }

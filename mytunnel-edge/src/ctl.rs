@@ -8,11 +8,14 @@ use std::sync::Arc;
 
 use mytunnel_core::policy::{AdminUsers, Caller};
 use mytunnel_core::protocol::{ApiError, CtlRequest, CtlResponse, ErrorCode};
+use mytunnel_core::route::RouteBackend;
 use mytunnel_core::Owner;
 
 use crate::caddy::CaddyRoutes;
-use crate::config::EdgeConfig;
+use crate::config::{EdgeConfig, RouteMode};
+use crate::links::{HostLinks, ServeLinks, StaticRoutes};
 use crate::service::{LeaseService, ServiceSettings, SystemClock};
+use crate::sockets;
 use crate::store::{SqliteLeaseStore, SqliteStoreOptions};
 
 /// What a ctl command prints and how it exits.
@@ -83,21 +86,65 @@ pub fn current_caller(admins: &AdminUsers) -> Result<Caller, ApiError> {
 
 /// Opens the lease database and the Caddy backend named by `config`.
 pub async fn open_service(config: &EdgeConfig) -> Result<LeaseService, ApiError> {
+    open_service_as(config, LinkWriter::Serve).await
+}
+
+/// Who writes `static` mode's host links.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkWriter {
+    /// This process: `mytunneld serve`, the only writer of `hosts/`.
+    ThisProcess,
+    /// `serve`, asked over its control socket: every `ctl`, which runs as a tunnel user.
+    Serve,
+}
+
+/// The service for `serve` itself, which writes the host links directly.
+pub async fn open_serve_service(config: &EdgeConfig) -> Result<LeaseService, ApiError> {
+    open_service_as(config, LinkWriter::ThisProcess).await
+}
+
+async fn open_service_as(config: &EdgeConfig, links: LinkWriter) -> Result<LeaseService, ApiError> {
     let store = SqliteLeaseStore::open(&config.db_path, &SqliteStoreOptions::default())
         .await
         .map_err(ApiError::from)?;
-    let routes = CaddyRoutes::new(
+    Ok(LeaseService::new(
+        Arc::new(store),
+        route_backend(config, links)?,
+        Arc::new(SystemClock),
+        ServiceSettings::from(config),
+    ))
+}
+
+/// The route backend of the configured mode.
+pub fn route_backend(
+    config: &EdgeConfig,
+    links: LinkWriter,
+) -> Result<Arc<dyn RouteBackend>, ApiError> {
+    let caddy = CaddyRoutes::new(
         &config.caddy_admin,
         &config.caddy_server,
         config.health_timeout,
     )
     .map_err(|e| ApiError::new(ErrorCode::CaddyUnavailable, e.to_string()))?;
-    Ok(LeaseService::new(
-        Arc::new(store),
-        Arc::new(routes),
-        Arc::new(SystemClock),
-        ServiceSettings::from(config),
-    ))
+    let (RouteMode::Static, Some(base_domain)) = (config.route_mode, &config.base_domain) else {
+        return Ok(Arc::new(caddy));
+    };
+    let hosts_dir = sockets::hosts_dir(&config.socket_dir);
+    let reader = HostLinks::new(hosts_dir.clone(), base_domain.clone());
+    let links: Arc<dyn RouteBackend> = match links {
+        LinkWriter::ThisProcess => Arc::new(reader),
+        LinkWriter::Serve => Arc::new(ServeLinks::new(
+            sockets::control_socket(&config.socket_dir),
+            reader,
+            config.health_timeout,
+        )),
+    };
+    Ok(Arc::new(StaticRoutes::new(
+        caddy,
+        links,
+        base_domain,
+        &hosts_dir,
+    )))
 }
 
 /// Runs one request as the current process's user against the configured edge.

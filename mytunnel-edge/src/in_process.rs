@@ -13,7 +13,8 @@ use async_trait::async_trait;
 use mytunnel_core::policy::Caller;
 use mytunnel_core::protocol::{CtlRequest, CtlResponse};
 use mytunnel_core::transport::{Forward, ForwardEnd, ForwardSpec, Transport, TransportError};
-use tokio::net::{TcpListener, TcpStream};
+use mytunnel_core::BindTarget;
+use tokio::net::{TcpListener, TcpStream, UnixListener};
 use tokio::sync::watch;
 
 use crate::service::LeaseService;
@@ -89,15 +90,25 @@ impl Transport for InProcessTransport {
         let task = match self.mode {
             ForwardMode::Simulated => None,
             ForwardMode::Proxy => {
-                let listener = TcpListener::bind(("127.0.0.1", spec.edge_bind_port))
-                    .await
-                    .map_err(|e| {
-                        TransportError::Unreachable(format!(
-                            "remote port forwarding failed for listen port {}: {e}",
-                            spec.edge_bind_port
-                        ))
-                    })?;
-                Some(tokio::spawn(proxy(listener, spec.local_port)))
+                let refused = |e: std::io::Error| {
+                    TransportError::Unreachable(format!(
+                        "remote port forwarding failed for listen {}: {e}",
+                        spec.edge_bind
+                    ))
+                };
+                let task = match &spec.edge_bind {
+                    BindTarget::LoopbackPort(port) => {
+                        let listener = TcpListener::bind(("127.0.0.1", *port))
+                            .await
+                            .map_err(refused)?;
+                        tokio::spawn(proxy(Listener::Tcp(listener), spec.local_port))
+                    }
+                    BindTarget::UnixSocket(path) => {
+                        let listener = UnixListener::bind(path.as_str()).map_err(refused)?;
+                        tokio::spawn(proxy(Listener::Unix(listener), spec.local_port))
+                    }
+                };
+                Some(task)
             }
         };
         self.lock_kill().push(kill_tx);
@@ -110,13 +121,37 @@ impl Transport for InProcessTransport {
     }
 }
 
-async fn proxy(listener: TcpListener, local_port: u16) {
-    while let Ok((mut inbound, _)) = listener.accept().await {
-        tokio::spawn(async move {
-            if let Ok(mut outbound) = TcpStream::connect(("127.0.0.1", local_port)).await {
-                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-            }
-        });
+/// The edge side of an in-process forward, like sshd's listener for `ssh -R`.
+enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+async fn proxy(listener: Listener, local_port: u16) {
+    loop {
+        match &listener {
+            Listener::Tcp(l) => match l.accept().await {
+                Ok((inbound, _)) => {
+                    tokio::spawn(pipe(inbound, local_port));
+                }
+                Err(_) => return,
+            },
+            Listener::Unix(l) => match l.accept().await {
+                Ok((inbound, _)) => {
+                    tokio::spawn(pipe(inbound, local_port));
+                }
+                Err(_) => return,
+            },
+        }
+    }
+}
+
+async fn pipe<S>(mut inbound: S, local_port: u16)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    if let Ok(mut outbound) = TcpStream::connect(("127.0.0.1", local_port)).await {
+        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
     }
 }
 

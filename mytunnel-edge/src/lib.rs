@@ -1,16 +1,19 @@
-//! The mytunnel edge: the SQLite lease store, and (with the edge issue) the Caddy route
-//! backend, the ctl dispatch and the `serve` loops.
+//! The mytunnel edge: the SQLite lease store, the route backends (Caddy routes per lease,
+//! or `static` mode's host links), the ctl dispatch and the `serve` loops.
 #![warn(missing_docs)]
 
+pub mod authorized_keys;
 pub mod caddy;
 pub mod config;
 pub mod ctl;
 pub mod gate;
 pub mod ids;
 pub mod in_process;
+pub mod links;
 pub mod memory_routes;
 pub mod serve;
 pub mod service;
+pub mod sockets;
 pub mod store;
 #[cfg(feature = "testkit")]
 pub mod testkit;

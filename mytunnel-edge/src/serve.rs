@@ -6,11 +6,75 @@
 //! loops end when `shutdown` resolves.
 
 use std::future::Future;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::time::Duration;
 
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
 use tokio::time::{interval, MissedTickBehavior};
 
+use mytunnel_core::protocol::{ApiError, ErrorCode};
+
+use crate::config::{EdgeConfig, RouteMode};
+use crate::links::answer_link_request;
 use crate::service::LeaseService;
+use crate::sockets;
+
+/// The longest request line on the control socket.
+const MAX_REQUEST_LINE: u64 = 256;
+
+/// How long one control connection may take to send its line.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Binds `static` mode's control socket at `path`, mode 0660 (the service group, which
+/// tunnel users share, so their `ctl` can ask for links), replacing a socket left by a
+/// previous run.
+pub fn bind_control_socket(path: &Path) -> std::io::Result<UnixListener> {
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+    Ok(listener)
+}
+
+/// Answers link requests on `listener` until `shutdown` resolves, one task per connection.
+pub async fn serve_link_requests(
+    service: LeaseService,
+    listener: UnixListener,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    tokio::spawn(answer_connection(service.clone(), stream));
+                }
+                Err(e) => tracing::warn!(error = %e, "control socket accept failed"),
+            }
+        }
+    }
+}
+
+async fn answer_connection(service: LeaseService, stream: UnixStream) {
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    let read_line = async {
+        tokio::io::AsyncReadExt::take(BufReader::new(read), MAX_REQUEST_LINE)
+            .read_line(&mut line)
+            .await
+    };
+    let answer = match tokio::time::timeout(REQUEST_TIMEOUT, read_line).await {
+        Ok(Ok(_)) if line.ends_with('\n') => answer_link_request(&service, &line).await,
+        _ => "error incomplete request\n".to_owned(),
+    };
+    let _ = write.write_all(answer.as_bytes()).await;
+}
 
 /// How often the passes run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +141,45 @@ pub async fn reconcile_once(service: &LeaseService) -> bool {
             false
         }
     }
+}
+
+/// The service `serve` runs and, in `static` mode, its bound control socket.
+pub async fn open(config: &EdgeConfig) -> Result<(LeaseService, Option<UnixListener>), ApiError> {
+    let service = crate::ctl::open_serve_service(config).await?;
+    let control = match config.route_mode {
+        RouteMode::Routes => None,
+        RouteMode::Static => {
+            let path = sockets::control_socket(&config.socket_dir);
+            Some(bind_control_socket(&path).map_err(|e| {
+                ApiError::new(
+                    ErrorCode::Internal,
+                    format!("cannot listen on {}: {e}", path.display()),
+                )
+            })?)
+        }
+    };
+    Ok((service, control))
+}
+
+/// Runs the loops, and answers link requests on `control` when given, until `shutdown`
+/// resolves.
+pub async fn serve_with_links(
+    service: LeaseService,
+    intervals: ServeIntervals,
+    control: Option<UnixListener>,
+    shutdown: impl Future<Output = ()>,
+) -> ServeSummary {
+    let Some(listener) = control else {
+        return serve(service, intervals, shutdown).await;
+    };
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let links = tokio::spawn(serve_link_requests(service.clone(), listener, async move {
+        let _ = stop_rx.wait_for(|stop| *stop).await;
+    }));
+    let summary = serve(service, intervals, shutdown).await;
+    let _ = stop_tx.send(true);
+    let _ = links.await;
+    summary
 }
 
 /// Runs the loops until `shutdown` resolves.

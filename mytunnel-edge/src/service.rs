@@ -7,7 +7,8 @@
 //! Release and delete commit first and then remove the route; a route that cannot be
 //! removed is logged and left to reconcile, because the lease has ended either way.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -20,8 +21,8 @@ use mytunnel_core::route::{plan_reconcile, route_id, Route, RouteBackend};
 use mytunnel_core::store::{AllocateSpec, LeaseStore, NameChoice, OwnerLimit};
 use mytunnel_core::{BaseDomain, Lease, LeaseId, LeaseRef, LeaseState, PortRange, Timestamp, Ttl};
 
-use crate::config::EdgeConfig;
-use crate::ids;
+use crate::config::{EdgeConfig, RouteMode};
+use crate::{ids, sockets};
 
 /// Where the service reads the time.
 pub trait Clock: Send + Sync + std::fmt::Debug {
@@ -59,6 +60,20 @@ pub struct ServiceSettings {
     pub tombstone_retention: Duration,
     /// Bound on each health probe.
     pub health_timeout: Duration,
+    /// Where new leases bind their data plane.
+    pub bind_plan: BindPlan,
+}
+
+/// Where new leases bind their data plane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BindPlan {
+    /// A loopback port of the range (`routes` mode).
+    Ports,
+    /// A unix socket in `<owners_dir>/<owner>/` (`static` mode).
+    OwnerSockets {
+        /// `<socket_dir>/owners`.
+        owners_dir: PathBuf,
+    },
 }
 
 impl From<&EdgeConfig> for ServiceSettings {
@@ -71,6 +86,12 @@ impl From<&EdgeConfig> for ServiceSettings {
             reserved_slugs: config.reserved_slugs.clone(),
             tombstone_retention: config.tombstone_retention,
             health_timeout: config.health_timeout,
+            bind_plan: match config.route_mode {
+                RouteMode::Routes => BindPlan::Ports,
+                RouteMode::Static => BindPlan::OwnerSockets {
+                    owners_dir: sockets::owners_dir(&config.socket_dir),
+                },
+            },
         }
     }
 }
@@ -142,6 +163,11 @@ impl LeaseService {
         &self.store
     }
 
+    /// The route backend.
+    pub fn routes(&self) -> &Arc<dyn RouteBackend> {
+        &self.routes
+    }
+
     /// Runs one ctl request for `caller`.
     pub async fn handle(
         &self,
@@ -159,6 +185,11 @@ impl LeaseService {
                     .store
                     .heartbeat(caller.owner(), &lease, self.clock.now())
                     .await?;
+                // A client heartbeats before it binds again: free a socket its dead
+                // connection left behind.
+                if let Some(socket) = &lease.bind_socket {
+                    sockets::clear_if_stale(socket, &sockets::listening_paths());
+                }
                 Ok(CtlResponse::Lease(LeaseDto::from(&lease)))
             }
             CtlRequest::Release { lease } => self
@@ -231,10 +262,21 @@ impl LeaseService {
                 .map_err(|e| caddy_unavailable("cannot take the name over", e))?;
         }
         let ttl = request.ttl.map_or(self.settings.lease_ttl, Ttl::clamped);
+        let id = ids::new_lease_id();
+        let (bind_socket, held_ports) = match &self.settings.bind_plan {
+            BindPlan::Ports => (None, sockets::listening_loopback_ports(self.settings.ports)),
+            BindPlan::OwnerSockets { owners_dir } => {
+                let socket = sockets::lease_socket(owners_dir, caller.owner(), &id)?;
+                self.sweep_sockets(owners_dir, caller).await;
+                (Some(socket), Vec::new())
+            }
+        };
         let allocation = self
             .store
             .allocate(AllocateSpec {
-                id: ids::new_lease_id(),
+                id,
+                bind_socket,
+                held_ports,
                 owner: caller.owner().clone(),
                 name,
                 takeover: request.takeover,
@@ -274,6 +316,24 @@ impl LeaseService {
         Ok(lease)
     }
 
+    /// Removes the caller's sockets of ended leases that nothing listens on (sshd leaves
+    /// them behind and would refuse to bind over them).
+    async fn sweep_sockets(&self, owners_dir: &std::path::Path, caller: &Caller) {
+        let Ok(leases) = self
+            .store
+            .list(&OwnerScope::Owner(caller.owner().clone()))
+            .await
+        else {
+            return;
+        };
+        let keep: BTreeSet<LeaseId> = leases
+            .into_iter()
+            .filter(|l| l.state == LeaseState::Active)
+            .map(|l| l.id)
+            .collect();
+        sockets::sweep(&owners_dir.join(caller.owner().as_str()), &keep);
+    }
+
     /// `release`: tombstone, then remove the route.
     pub async fn release(&self, caller: &Caller, lease: &LeaseRef) -> Result<Lease, ApiError> {
         let released = self
@@ -281,6 +341,9 @@ impl LeaseService {
             .release(caller.owner(), lease, self.clock.now())
             .await?;
         self.remove_route_or_log(&released.id).await;
+        if let Some(socket) = &released.bind_socket {
+            sockets::clear_if_stale(socket, &sockets::listening_paths());
+        }
         Ok(released)
     }
 
@@ -363,6 +426,10 @@ impl LeaseService {
     /// Routes are listed before leases, so a lease allocated during the pass is never
     /// mistaken for an orphan (its route is either not listed yet, or its lease is).
     pub async fn reconcile(&self) -> Result<ReconcileReport, ApiError> {
+        self.routes
+            .prepare()
+            .await
+            .map_err(|e| caddy_unavailable("could not prepare the routes", e))?;
         let installed = self
             .routes
             .list()

@@ -24,7 +24,10 @@ use sqlx::sqlite::{
 use sqlx::{Row, Sqlite, Transaction};
 
 /// The schema, in order. Entry `i` moves `user_version` from `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_leases.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/0001_leases.sql"),
+    include_str!("../migrations/0002_bind_socket.sql"),
+];
 
 /// Settings of the SQLite store.
 #[derive(Debug, Clone)]
@@ -48,14 +51,26 @@ impl Default for SqliteStoreOptions {
 #[derive(Debug, Clone)]
 pub struct SqliteLeaseStore {
     pool: SqlitePool,
+    /// The same database for write transactions only, with a short busy timeout per
+    /// attempt: [`SqliteLeaseStore::begin_write`] retries until `busy_timeout`.
+    writes: SqlitePool,
+    busy_timeout: Duration,
 }
+
+/// How long one attempt at the write lock waits inside SQLite.
+///
+/// SQLite's busy handler sleeps up to 100 ms between looks at a lock, so under many
+/// concurrent writers a waiter could keep missing the moments the lock was free and give
+/// up after the whole busy timeout ("database is locked": measured with 32 concurrent
+/// `ctl` processes, 3 of 160 cycles). Attempts this short look every few milliseconds.
+const WRITE_ATTEMPT: Duration = Duration::from_millis(50);
 
 fn db_error(context: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Db(format!("{context}: {e}"))
 }
 
 const LEASE_COLUMNS: &str = "lease_id, original_slug, original_host, owner, edge_bind_port, \
-     state, ttl_seconds, created_at, updated_at, expires_at";
+     bind_socket, state, ttl_seconds, created_at, updated_at, expires_at";
 
 impl SqliteLeaseStore {
     /// Opens (creating if needed) the database file at `path` and applies migrations.
@@ -69,13 +84,25 @@ impl SqliteLeaseStore {
             .create_if_missing(true)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(options.busy_timeout);
+        let writes = SqlitePoolOptions::new()
+            .max_connections(options.max_connections.max(1))
+            .acquire_timeout(options.busy_timeout + Duration::from_secs(5))
+            .connect_lazy_with(
+                connect
+                    .clone()
+                    .busy_timeout(options.busy_timeout.min(WRITE_ATTEMPT)),
+            );
         let pool = SqlitePoolOptions::new()
             .max_connections(options.max_connections.max(1))
             .acquire_timeout(options.busy_timeout + Duration::from_secs(5))
             .connect_with(connect)
             .await
             .map_err(|e| db_error(&format!("cannot open {}", path.display()), e))?;
-        let store = SqliteLeaseStore { pool };
+        let store = SqliteLeaseStore {
+            pool,
+            writes,
+            busy_timeout: options.busy_timeout,
+        };
         store.switch_to_wal(options.busy_timeout).await?;
         store.migrate().await?;
         Ok(store)
@@ -125,13 +152,18 @@ impl SqliteLeaseStore {
             .connect_with(connect)
             .await
             .map_err(|e| db_error("cannot open in-memory database", e))?;
-        let store = SqliteLeaseStore { pool };
+        let store = SqliteLeaseStore {
+            writes: pool.clone(),
+            pool,
+            busy_timeout: SqliteStoreOptions::default().busy_timeout,
+        };
         store.migrate().await?;
         Ok(store)
     }
 
     /// Closes every connection (waits for them to be returned).
     pub async fn close(&self) {
+        self.writes.close().await;
         self.pool.close().await;
     }
 
@@ -165,11 +197,18 @@ impl SqliteLeaseStore {
             .map_err(|e| db_error("commit migrations", e))
     }
 
+    /// `BEGIN IMMEDIATE`, in short attempts until the busy timeout (see [`WRITE_ATTEMPT`]).
     async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
-        self.pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(|e| db_error("begin write transaction", e))
+        let deadline = std::time::Instant::now() + self.busy_timeout;
+        loop {
+            match self.writes.begin_with("BEGIN IMMEDIATE").await {
+                Ok(tx) => return Ok(tx),
+                Err(e) if is_busy(&e) && std::time::Instant::now() < deadline => {
+                    tokio::task::yield_now().await;
+                }
+                Err(e) => return Err(db_error("begin write transaction", e)),
+            }
+        }
     }
 }
 
@@ -245,6 +284,9 @@ fn lease_from_row(row: &SqliteRow) -> Result<Lease, StoreError> {
         host: parsed(&col::<String>(row, "original_host")?, "host")?,
         owner: parsed(&col::<String>(row, "owner")?, "owner")?,
         edge_bind_port: u16::try_from(port).map_err(|e| db_error("corrupt port", e))?,
+        bind_socket: col::<Option<String>>(row, "bind_socket")?
+            .map(|path| parsed(&path, "socket path"))
+            .transpose()?,
         state: parsed(&col::<String>(row, "state")?, "state")?,
         ttl: Ttl::configured(Duration::from_secs(
             u64::try_from(ttl).map_err(|e| db_error("corrupt ttl", e))?,
@@ -390,10 +432,13 @@ impl LeaseStore for SqliteLeaseStore {
         .fetch_all(&mut *tx)
         .await
         .map_err(|e| db_error("list used ports", e))?;
-        let used: Vec<u16> = used
+        let mut used: Vec<u16> = used
             .into_iter()
             .filter_map(|p| u16::try_from(p).ok())
+            .chain(spec.held_ports.iter().copied())
             .collect();
+        used.sort_unstable();
+        used.dedup();
         let port = spec
             .ports
             .lowest_free(&used)
@@ -401,7 +446,7 @@ impl LeaseStore for SqliteLeaseStore {
                 displaced
                     .as_ref()
                     .map(|d| d.edge_bind_port)
-                    .filter(|p| spec.ports.contains(*p))
+                    .filter(|p| spec.ports.contains(*p) && !spec.held_ports.contains(p))
             })
             .ok_or(StoreError::NoFreePort(spec.ports))?;
 
@@ -419,6 +464,7 @@ impl LeaseStore for SqliteLeaseStore {
             slug,
             owner: spec.owner.clone(),
             edge_bind_port: port,
+            bind_socket: spec.bind_socket.clone(),
             ttl: spec.ttl,
             created_at: spec.now,
             updated_at: spec.now,
@@ -427,8 +473,9 @@ impl LeaseStore for SqliteLeaseStore {
         };
         sqlx::query(
             "INSERT INTO leases (lease_id, slug, host, original_slug, original_host, owner, \
-             edge_bind_port, state, ttl_seconds, created_at, updated_at, expires_at) \
-             VALUES ($1, $2, $3, $2, $3, $4, $5, 'active', $6, $7, $7, $8)",
+             edge_bind_port, bind_socket, state, ttl_seconds, created_at, updated_at, \
+             expires_at) \
+             VALUES ($1, $2, $3, $2, $3, $4, $5, $9, 'active', $6, $7, $7, $8)",
         )
         .bind(lease.id.as_str())
         .bind(lease.slug.as_str())
@@ -438,6 +485,7 @@ impl LeaseStore for SqliteLeaseStore {
         .bind(i64::try_from(lease.ttl.get().as_secs()).unwrap_or(i64::MAX))
         .bind(spec.now.unix_seconds())
         .bind(lease.expires_at.unix_seconds())
+        .bind(lease.bind_socket.as_ref().map(|p| p.as_str().to_owned()))
         .execute(&mut *tx)
         .await
         .map_err(|e| db_error("insert lease", e))?;
@@ -507,6 +555,17 @@ impl LeaseStore for SqliteLeaseStore {
             .await
             .map_err(|e| db_error("acquire connection", e))?;
         find_for_owner(&mut conn, owner, lease).await
+    }
+
+    async fn find(&self, id: &LeaseId) -> Result<Option<Lease>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {LEASE_COLUMNS} FROM leases WHERE lease_id = $1"
+        ))
+        .bind(id.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| db_error("find lease", e))?;
+        row.as_ref().map(lease_from_row).transpose()
     }
 
     async fn list(&self, scope: &OwnerScope) -> Result<Vec<Lease>, StoreError> {

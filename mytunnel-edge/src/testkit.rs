@@ -369,11 +369,19 @@ impl Sshd {
     /// (at most 15 s). sshd cannot share a port, so a port taken between probing and
     /// binding is retried with another one.
     pub fn start() -> Result<Sshd, String> {
+        Self::start_with("")
+    }
+
+    /// Like [`Sshd::start`], with `extra_config` appended to the config (e.g. a route
+    /// mode's forwarding settings, or a `Match` block). Later lines cannot override
+    /// earlier global keywords in sshd (first value wins), so the base config leaves the
+    /// forwarding keywords out when `extra_config` sets them.
+    pub fn start_with(extra_config: &str) -> Result<Sshd, String> {
         let binary = sshd_binary()?;
         ensure_privsep_dir()?;
         let mut last_error = String::new();
         for _attempt in 0..5 {
-            match Self::try_start(&binary) {
+            match Self::try_start(&binary, extra_config) {
                 Ok(sshd) => return Ok(sshd),
                 Err(e) => last_error = e,
             }
@@ -381,7 +389,7 @@ impl Sshd {
         Err(last_error)
     }
 
-    fn try_start(binary: &Path) -> Result<Sshd, String> {
+    fn try_start(binary: &Path, extra_config: &str) -> Result<Sshd, String> {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let host_key = dir.path().join("ssh_host_ed25519_key");
         let keygen = Command::new("ssh-keygen")
@@ -414,8 +422,11 @@ impl Sshd {
             .join(" ");
         let port = free_port().map_err(|e| e.to_string())?;
         let config_path = dir.path().join("sshd_config");
-        std::fs::write(&config_path, sshd_config(dir.path(), &host_key, port))
-            .map_err(|e| e.to_string())?;
+        std::fs::write(
+            &config_path,
+            sshd_config(dir.path(), &host_key, port, extra_config),
+        )
+        .map_err(|e| e.to_string())?;
         let log_path = dir.path().join("sshd.log");
         let log = std::fs::File::create(&log_path).map_err(|e| e.to_string())?;
         let child = Command::new(binary)
@@ -507,6 +518,70 @@ impl Sshd {
     }
 }
 
+impl Sshd {
+    /// Kills the listener and every process below it (connection monitors and the
+    /// per-user processes they fork, which [`Sshd::kill`] leaves to die on their own).
+    pub fn kill_tree(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            if let Ok(root) = i32::try_from(self.child.id()) {
+                // A stopped listener forks no new connection process while they are found.
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(root),
+                    nix::sys::signal::Signal::SIGSTOP,
+                );
+                let mut all = vec![root];
+                let mut next = 0;
+                while let Some(&pid) = all.get(next) {
+                    all.extend(children_of(pid));
+                    next += 1;
+                }
+                for pid in all.into_iter().skip(1) {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
+        }
+        self.kill();
+    }
+
+    /// Restarts sshd on the same port with the same config and host key, as a crash or a
+    /// restart that ends every session does: the listener and every connection are killed
+    /// (SIGKILL, [`Sshd::kill_tree`]), so clients see their sessions drop and must
+    /// reconnect.
+    pub fn restart(&mut self) -> Result<(), String> {
+        self.kill_tree();
+        let binary = sshd_binary()?;
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.dir.path().join("sshd.log"))
+            .map_err(|e| e.to_string())?;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            self.child = Command::new(&binary)
+                .arg("-D")
+                .arg("-e")
+                .arg("-f")
+                .arg(self.dir.path().join("sshd_config"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log.try_clone().map_err(|e| e.to_string())?)
+                .spawn()
+                .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
+            match self.wait_ready() {
+                Ok(()) => return Ok(()),
+                // The port may linger for a moment after the kill: try again.
+                Err(e) if Instant::now() > deadline => return Err(e),
+                Err(_) => {
+                    self.kill();
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
+    }
+}
+
 impl Drop for Sshd {
     fn drop(&mut self) {
         self.kill();
@@ -525,7 +600,23 @@ fn ensure_privsep_dir() -> Result<(), String> {
     Ok(())
 }
 
-fn sshd_config(dir: &Path, host_key: &Path, port: u16) -> String {
+fn sshd_config(dir: &Path, host_key: &Path, port: u16, extra_config: &str) -> String {
+    // A `Match` block runs to the end of the file, so it goes last.
+    let (global_extra, match_blocks) = match extra_config.find("Match ") {
+        Some(at) => extra_config.split_at(at),
+        None => (extra_config, ""),
+    };
+    // sshd keeps the first value of a keyword: defaults only for what global_extra omits.
+    let default_forwarding = ["AllowTcpForwarding yes", "AllowStreamLocalForwarding no"]
+        .into_iter()
+        .filter(|line| {
+            let keyword = line.split(' ').next().unwrap_or(line);
+            !global_extra
+                .lines()
+                .any(|l| l.trim().split(' ').next() == Some(keyword))
+        })
+        .map(|line| format!("{line}\n"))
+        .collect::<String>();
     format!(
         "\
 ListenAddress 127.0.0.1
@@ -538,8 +629,7 @@ KbdInteractiveAuthentication no
 PubkeyAuthentication yes
 AuthorizedKeysFile .ssh/authorized_keys
 PermitRootLogin no
-AllowTcpForwarding yes
-AllowStreamLocalForwarding no
+{default_forwarding}{global_extra}
 GatewayPorts no
 X11Forwarding no
 AllowAgentForwarding no
@@ -552,6 +642,7 @@ PrintMotd no
 PrintLastLog no
 MaxStartups 100:30:200
 MaxSessions 100
+{match_blocks}
 ",
         host_key = host_key.display(),
         pid_file = dir.join("sshd.pid").display(),

@@ -83,6 +83,8 @@ async fn allocate_many(db: &Path, worker: &str, count: usize, ports: PortRange) 
     let mut lines = Vec::with_capacity(count);
     for _ in 0..count {
         let spec = AllocateSpec {
+            held_ports: Vec::new(),
+            bind_socket: None,
             id: new_lease_id(),
             owner: owner.clone(),
             name: NameChoice::FirstFreeOf(generated_slug_candidates(8)),

@@ -86,6 +86,7 @@ fn settings() -> ServiceSettings {
         reserved_slugs: ReservedSlugs::default(),
         tombstone_retention: Duration::from_secs(3600),
         health_timeout: Duration::from_secs(2),
+        bind_plan: mytunnel_edge::service::BindPlan::Ports,
     }
 }
 

@@ -51,6 +51,8 @@ fn ports(min: u16, max: u16) -> PortRange {
 /// An allocation of `name` by `who` at `T0` with a 60 s TTL in 21000-21999, limit 10.
 fn spec(who: &str, name: NameChoice) -> AllocateSpec {
     AllocateSpec {
+        held_ports: Vec::new(),
+        bind_socket: None,
         id: new_lease_id(),
         owner: owner(who),
         name,
@@ -150,7 +152,7 @@ async fn data_survives_reopen_and_migrations_are_idempotent() {
         .fetch_one(&mut conn)
         .await
         .unwrap();
-    assert_eq!(version, 1);
+    assert_eq!(version, 2, "both migrations applied");
     let tables: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'")
         .fetch_one(&mut conn)
         .await
@@ -1024,4 +1026,32 @@ async fn a_takeover_in_a_full_range_reuses_the_displaced_port() {
         .unwrap();
     assert_eq!(taken.displaced.map(|d| d.id), Some(old.id));
     assert_eq!(taken.lease.edge_bind_port, 21500);
+}
+
+/// A port something still listens on (the `ssh -R` of a lease that ended while its
+/// connection stayed up) is never handed out: the new lease's host would reach the old
+/// holder. Also not as a forced takeover's last resort.
+#[tokio::test]
+async fn held_ports_are_never_allocated() {
+    let store = SqliteLeaseStore::open_in_memory().await.unwrap();
+    let held = |mut spec: AllocateSpec, held: &[u16]| {
+        spec.ports = ports(21000, 21002);
+        spec.held_ports = held.to_vec();
+        spec
+    };
+    let a = store
+        .allocate(held(exact("alice", "a"), &[21000, 21001]))
+        .await
+        .unwrap();
+    assert_eq!(a.lease.edge_bind_port, 21002);
+    let none = store
+        .allocate(held(exact("bob", "b"), &[21000, 21001]))
+        .await
+        .unwrap_err();
+    assert!(matches!(none, StoreError::NoFreePort(_)), "{none:?}");
+    // Alice's lease is taken over while her ssh still holds 21002: refused, not handed on.
+    let mut force = held(exact("root", "a"), &[21000, 21001, 21002]);
+    force.takeover = Takeover::Force;
+    let refused = store.allocate(force).await.unwrap_err();
+    assert!(matches!(refused, StoreError::NoFreePort(_)), "{refused:?}");
 }

@@ -247,6 +247,7 @@ impl Model {
             self.leases.remove(&old.id);
         }
         let lease = Lease {
+            bind_socket: None,
             id: spec.id.clone(),
             host: format!("{slug}.{DOMAIN}").parse().unwrap(),
             slug,
@@ -474,6 +475,8 @@ impl Run<'_> {
                     }
                 };
                 let spec = AllocateSpec {
+                    held_ports: Vec::new(),
+                    bind_socket: None,
                     id,
                     owner: owner(*o),
                     name,
@@ -752,6 +755,8 @@ fn store_matches_model_second_128_cases() {
 fn model_follows_the_spec_on_a_fixed_sequence() {
     let mut m = Model::default();
     let spec = |n: u64, o: usize, name: NameChoice, takeover: Takeover| AllocateSpec {
+        bind_socket: None,
+        held_ports: Vec::new(),
         id: lease_id(n),
         owner: owner(o),
         name,

@@ -5,10 +5,12 @@ use std::process::ExitCode;
 
 use miette::{miette, IntoDiagnostic};
 use mytunnel_cli::edge_cli::{self, CtlInvocation, CTL_HELP};
+use mytunnel_core::protocol::ErrorCode;
+use mytunnel_edge::authorized_keys;
 use mytunnel_edge::config::LogFormat;
 use mytunnel_edge::ctl::{self, CtlOutput};
 use mytunnel_edge::gate::{self, GateOutcome};
-use mytunnel_edge::serve::{serve, ServeIntervals};
+use mytunnel_edge::serve::{self, ServeIntervals};
 
 fn main() -> ExitCode {
     let matches = edge_cli::command().get_matches();
@@ -64,6 +66,33 @@ fn main() -> ExitCode {
                 GateOutcome::Ctl(output) => print_ctl(&output),
             }
         }
+        Some(("authorized-keys", sub)) => {
+            let invocation = match edge_cli::parse_authorized_keys(sub, &env_file) {
+                Ok(invocation) => invocation,
+                Err(e) => {
+                    eprintln!("mytunneld authorized-keys: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let keys = runtime.block_on(authorized_keys::authorized_keys(
+                &invocation.config,
+                &invocation.user,
+                &invocation.gate,
+            ));
+            match keys {
+                Ok(keys) => {
+                    for warning in &keys.warnings {
+                        eprintln!("mytunneld authorized-keys: {warning}");
+                    }
+                    print!("{}", keys.stdout);
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("mytunneld authorized-keys: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         _ => ExitCode::from(2),
     }
 }
@@ -72,6 +101,9 @@ fn print_ctl(output: &CtlOutput) -> ExitCode {
     println!("{}", output.stdout);
     ExitCode::from(u8::try_from(output.exit_code).unwrap_or(2))
 }
+
+/// How long `serve` waits before trying again to open a database it could not open.
+const OPEN_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
 
 async fn run_serve(matches: &clap::ArgMatches, env_file: &Path) -> miette::Result<()> {
     let (config, warnings) = edge_cli::load_config(edge_cli::serve_settings(matches), env_file)
@@ -94,15 +126,28 @@ async fn run_serve(matches: &clap::ArgMatches, env_file: &Path) -> miette::Resul
     if config.base_domain.is_none() {
         tracing::warn!("no base domain configured: allocate will answer base_domain_missing (set MYTUNNEL_BASE_DOMAIN)");
     }
-    let service = ctl::open_service(&config)
-        .await
-        .map_err(|e| miette!(help = e.hint.clone(), "{}", e.message))?;
+    let shutdown = shutdown_signal().await?;
+    tokio::pin!(shutdown);
+    // A database that cannot be opened yet (locked by another process past the busy
+    // timeout, a full disk) is waited for, as a failed pass is: the service keeps running.
+    let (service, control) = loop {
+        match serve::open(&config).await {
+            Ok(opened) => break opened,
+            Err(e) if e.code == ErrorCode::DbError => {
+                tracing::warn!(error = %e.message, "cannot open the lease database; retrying in {OPEN_RETRY:?}");
+                tokio::select! {
+                    () = &mut shutdown => return Ok(()),
+                    () = tokio::time::sleep(OPEN_RETRY) => {}
+                }
+            }
+            Err(e) => return Err(miette!(help = e.hint.clone(), "{}", e.message)),
+        }
+    };
     let intervals = ServeIntervals {
         cleanup: config.cleanup_interval,
         reconcile: config.reconcile_interval,
     };
-    let shutdown = shutdown_signal().await?;
-    serve(service, intervals, shutdown).await;
+    serve::serve_with_links(service, intervals, control, shutdown).await;
     Ok(())
 }
 

@@ -17,6 +17,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,6 +39,12 @@ const PORT_WINDOWS_FROM: u16 = 24_000;
 const PORT_WINDOWS_TO: u16 = 32_000;
 
 pub use mytunnel_edge::testkit::eventually;
+
+/// The last `n` lines of `text`.
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
 
 fn set_mode(path: &Path, mode: u32) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
@@ -333,12 +340,56 @@ pub fn cmdline(pid: i32) -> Vec<String> {
 #[derive(Debug, Clone)]
 pub struct StackOptions {
     pub lease_ttl_secs: u64,
+    pub route_mode: RouteMode,
 }
 
 impl Default for StackOptions {
     fn default() -> Self {
         StackOptions {
             lease_ttl_secs: LEASE_TTL_SECS,
+            route_mode: RouteMode::Routes,
+        }
+    }
+}
+
+/// The edge's route mode, with the sshd settings each needs for the tunnel group (as the
+/// install script writes them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteMode {
+    /// One Caddy route per lease to a loopback port.
+    Routes,
+    /// One wildcard route to per-owner unix sockets through host links.
+    Static,
+}
+
+impl RouteMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            RouteMode::Routes => "routes",
+            RouteMode::Static => "static",
+        }
+    }
+
+    fn sshd_config(self) -> String {
+        match self {
+            // Remote forwards only: `ssh -L` would reach the edge's loopback services,
+            // Caddy's admin API among them.
+            RouteMode::Routes => format!(
+                "Match Group {GROUP}\n\
+                 \x20   AllowTcpForwarding remote\n\
+                 \x20   AllowStreamLocalForwarding no\n"
+            ),
+            RouteMode::Static => format!(
+                // sshd grants remote socket forwards from the same permission set as
+                // remote TCP forwards: `AllowTcpForwarding no` denies them too. So TCP
+                // stays "remote" and `PermitListen none` refuses every TCP listen.
+                "Match Group {GROUP}\n\
+                 \x20   AllowTcpForwarding remote\n\
+                 \x20   PermitListen none\n\
+                 \x20   AllowStreamLocalForwarding remote\n\
+                 \x20   StreamLocalBindMask 0117\n\
+                 \x20   StreamLocalBindUnlink no\n"
+            ),
         }
     }
 }
@@ -361,13 +412,19 @@ impl Stack {
     }
 
     pub fn with(options: StackOptions) -> Stack {
+        Stack::with_env(options, "")
+    }
+
+    /// Like [`Stack::with`], with `extra_env` appended to the edge env file (later lines
+    /// win), e.g. a wider port range for a load test.
+    pub fn with_env(options: StackOptions, extra_env: &str) -> Stack {
         assert!(
             nix::unistd::getuid().is_root(),
             "the end-to-end tests create OS users and start sshd: run them as root \
              (cargo xtask e2e)"
         );
         let caddy = RealCaddy::start().unwrap();
-        let sshd = Sshd::start().unwrap();
+        let sshd = Sshd::start_with(&options.route_mode.sshd_config()).unwrap();
         let ports = PortWindow::claim();
         let dir = tempfile::Builder::new()
             .prefix("mytunnel-e2e-")
@@ -404,6 +461,17 @@ impl Stack {
             min = stack.ports.min,
             max = stack.ports.max(),
         );
+        let mode_env = match options.route_mode {
+            RouteMode::Routes => String::new(),
+            RouteMode::Static => {
+                stack.make_socket_dir();
+                format!(
+                    "MYTUNNEL_ROUTE_MODE=static\nMYTUNNEL_SOCKET_DIR={}\n",
+                    stack.socket_dir().display()
+                )
+            }
+        };
+        let env = format!("{env}{mode_env}{extra_env}");
         let env_path = stack.env_file();
         std::fs::write(&env_path, env).unwrap();
         nix::unistd::chown(&env_path, None, Some(group.gid)).unwrap();
@@ -413,8 +481,11 @@ impl Stack {
         std::fs::create_dir(stack.path("tmp")).unwrap();
 
         let log = std::fs::File::create(stack.path("serve.log")).unwrap();
+        // Root, with the tunnel group as its group, as the service user has on an edge:
+        // serve's control socket (0660) is then reachable by the tunnel users' ctl.
         stack.serve = Some(Guard(
             Command::new(&bin)
+                .gid(group.gid.as_raw())
                 .arg("--env-file")
                 .arg(&env_path)
                 .arg("serve")
@@ -431,6 +502,26 @@ impl Stack {
 
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
+    }
+
+    /// `static` mode's socket directory (short: unix socket paths are).
+    pub fn socket_dir(&self) -> PathBuf {
+        self.path("s")
+    }
+
+    /// The socket layout the install scripts make: `hosts/` for serve, and each user's
+    /// own `owners/<user>/` (owned by the user, 0750; Caddy runs as root here).
+    fn make_socket_dir(&self) {
+        let owners = self.socket_dir().join("owners");
+        std::fs::create_dir_all(self.socket_dir().join("hosts")).unwrap();
+        std::fs::create_dir_all(&owners).unwrap();
+        for user in USERS {
+            let dir = owners.join(user);
+            std::fs::create_dir(&dir).unwrap();
+            let uid = nix::unistd::User::from_name(user).unwrap().unwrap().uid;
+            nix::unistd::chown(&dir, Some(uid), None).unwrap();
+            set_mode(&dir, 0o750);
+        }
     }
 
     pub fn env_file(&self) -> PathBuf {
@@ -569,10 +660,11 @@ impl Stack {
         let timeout = Duration::from_secs(30);
         let url = client.next_line(timeout).unwrap_or_else(|| {
             panic!(
-                "no url line; exit {:?}; stderr: {}; serve log: {}",
+                "no url line; exit {:?}; stderr: {}; serve log: {}\nsshd log (tail): {}",
                 client.child.try_wait(),
                 client.stderr(),
-                self.serve_log()
+                self.serve_log(),
+                tail(&self.sshd.log(), 15)
             )
         });
         let lease = client
@@ -669,6 +761,11 @@ impl Stack {
             Some((502, _)) => true,
             _ => false,
         }
+    }
+
+    /// Caddy's whole configuration as it answers it.
+    pub fn caddy_config(&self) -> String {
+        mytunnel_edge::testkit::admin_get(self.caddy.admin_socket(), "/config/").unwrap_or_default()
     }
 
     pub fn routes(&self) -> String {
@@ -770,4 +867,634 @@ pub fn parse_reply(user: &str, command: &str, output: &Output) -> (i32, Value) {
 
 pub fn code(json: &Value) -> &str {
     json["error"]["code"].as_str().unwrap_or("<no error>")
+}
+
+// ---------------------------------------------------------------------------------------
+// Additions for the docs tests (docs_quickstart.rs, docs_client_guide.rs).
+
+impl Stack {
+    /// The lowest lease port of this stack's window (the edge's `MYTUNNEL_MIN_PORT`).
+    pub fn min_port(&self) -> u16 {
+        self.ports.min
+    }
+
+    /// `mytunnel <args> --ssh-option …` as root, HOME in the stack, like
+    /// [`Stack::mytunnel_command`] but without `--edge`: the edge comes from `args`, the
+    /// environment or the profile in `$HOME/.config/mytunnel/config.toml`. The ssh options
+    /// stand in for what a user's `~/.ssh/config` would hold (port, key, known hosts).
+    pub fn mytunnel_command_without_edge(&self, user: &str, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_mytunnel"));
+        command.args(args);
+        for option in self.ssh_options(user) {
+            command.arg("--ssh-option").arg(option);
+        }
+        command
+            .env_clear()
+            .env("HOME", self.path("home"))
+            .env("PATH", "/usr/bin:/bin")
+            .env("TMPDIR", self.path("tmp"))
+            .stdin(Stdio::null());
+        command
+    }
+}
+
+/// A process whose stdout and stderr share one pipe, as on a terminal: its lines arrive
+/// in the order it wrote them. Killed with every process it started when dropped.
+#[derive(Debug)]
+pub struct Merged {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Merged {
+    /// Spawns `command` with stdout and stderr on one pipe.
+    pub fn spawn(mut command: Command) -> Merged {
+        let (read, write) = nix::unistd::pipe().unwrap();
+        let write2 = write.try_clone().unwrap();
+        command
+            .stdout(Stdio::from(write))
+            .stderr(Stdio::from(write2));
+        let child = command.spawn().unwrap();
+        // The command holds the write ends until dropped: drop it, so the reader sees EOF
+        // when the child (and whatever inherited the pipe) is gone.
+        drop(command);
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(std::fs::File::from(read))
+                .lines()
+                .map_while(Result::ok)
+            {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Merged { child, lines }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The next line within `timeout`.
+    pub fn next_line(&self, timeout: Duration) -> Option<String> {
+        self.lines.recv_timeout(timeout).ok()
+    }
+
+    /// Whether the process ends within `timeout`.
+    pub fn exited(&mut self, timeout: Duration) -> bool {
+        eventually(timeout, || self.child.try_wait().unwrap().is_some())
+    }
+
+    /// Waits (at most `timeout`) for the exit and for the end of the output; the exit
+    /// status (None if still running) and every line not read yet.
+    pub fn finish(&mut self, timeout: Duration) -> (Option<std::process::ExitStatus>, Vec<String>) {
+        let mut status = None;
+        eventually(timeout, || {
+            status = self.child.try_wait().unwrap();
+            status.is_some()
+        });
+        let mut rest = Vec::new();
+        if status.is_some() {
+            while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
+                rest.push(line);
+            }
+        } else {
+            while let Ok(line) = self.lines.try_recv() {
+                rest.push(line);
+            }
+        }
+        (status, rest)
+    }
+
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(i32::try_from(self.pid()).unwrap()),
+            signal,
+        )
+        .unwrap();
+    }
+
+    /// Kills the process and every process it started (SIGKILL, by pid).
+    pub fn kill_all(&mut self) {
+        let pid = i32::try_from(self.pid()).unwrap();
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGSTOP,
+        );
+        for child in children_of(pid) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Merged {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.kill_all();
+        }
+    }
+}
+
+/// A docs page run for real: its fenced `console` blocks are commands (`$ …`) and the
+/// lines they print, run against a [`Stack`]; the output must match the page up to lease
+/// ids, timestamps, versions and whitespace runs. The page's placeholders (edge, base
+/// domain, local port 3000, edge ports from 21000, generated names) are mapped to the
+/// stack's values both ways.
+///
+/// What a page may hold:
+/// - ```` ```console ```` blocks: `$ mytunnel …` (run to its end; `mytunnel http …` runs
+///   in the background and the page shows its first lines), `$ curl https://HOST` (a GET
+///   through the stack's Caddy with that Host), `$ echo $?` (the previous exit code), and
+///   `^C` (SIGINT to the background `mytunnel http`; the page shows its last lines).
+/// - ```` ```toml ```` blocks whose first line is `# ~/PATH`: written to that file under
+///   the client's HOME before the next command.
+/// - `<!-- docs-test: a killed client holds NAME -->`: a client publishing NAME is
+///   started and killed with its ssh (SIGKILL), leaving an active lease behind.
+pub mod page {
+    use super::{eventually, App, Merged, Stack};
+    use std::time::Duration;
+
+    /// The page's local port, first edge port, edge and base domain.
+    pub const PAGE_PORT: &str = "3000";
+    pub const PAGE_MIN_PORT: u16 = 21000;
+    pub const PAGE_BASE_DOMAIN: &str = "tunnel.example.com";
+    pub const PAGE_EDGE_HOST: &str = "edge.example.com";
+
+    /// One step of a page.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub enum Step {
+        /// A file the page asks the reader to write (`~/…`).
+        File { path: String, text: String },
+        /// `$ command` and the lines the page shows after it.
+        Run {
+            command: String,
+            expected: Vec<String>,
+        },
+        /// `^C` to the running `mytunnel http` and its last lines.
+        Interrupt { expected: Vec<String> },
+        /// A setup step the page describes in prose.
+        Directive(String),
+    }
+
+    /// The steps of a page, in order.
+    pub fn parse(page: &str) -> Vec<Step> {
+        let mut steps = Vec::new();
+        let mut fence: Option<(String, Vec<String>)> = None;
+        for line in page.lines() {
+            if let Some(info) = line.strip_prefix("```") {
+                match fence.take() {
+                    None => fence = Some((info.trim().to_owned(), Vec::new())),
+                    Some((lang, body)) => steps.extend(block(&lang, &body)),
+                }
+                continue;
+            }
+            if let Some((_, body)) = fence.as_mut() {
+                body.push(line.to_owned());
+                continue;
+            }
+            if let Some(rest) = line.trim().strip_prefix("<!-- docs-test:") {
+                let directive = rest.strip_suffix("-->").expect("one-line directive");
+                steps.push(Step::Directive(directive.trim().to_owned()));
+            }
+        }
+        assert!(fence.is_none(), "unclosed code fence");
+        steps
+    }
+
+    fn block(lang: &str, body: &[String]) -> Vec<Step> {
+        match lang {
+            "console" => {
+                let mut steps = Vec::new();
+                for line in body {
+                    if let Some(command) = line.strip_prefix("$ ") {
+                        steps.push(Step::Run {
+                            command: command.to_owned(),
+                            expected: Vec::new(),
+                        });
+                    } else if line == "^C" {
+                        steps.push(Step::Interrupt {
+                            expected: Vec::new(),
+                        });
+                    } else {
+                        match steps.last_mut() {
+                            Some(Step::Run { expected, .. } | Step::Interrupt { expected }) => {
+                                expected.push(line.clone());
+                            }
+                            _ => panic!("output line before any command: {line:?}"),
+                        }
+                    }
+                }
+                steps
+            }
+            "toml" => match body.first().and_then(|l| l.strip_prefix("# ~/")) {
+                Some(path) => vec![Step::File {
+                    path: path.trim().to_owned(),
+                    text: body[1..].join("\n") + "\n",
+                }],
+                None => Vec::new(),
+            },
+            _ => Vec::new(),
+        }
+    }
+
+    /// Replaces `from` by `to` where it is not part of a longer word or number.
+    pub fn replace_word(text: &str, from: &str, to: &str) -> String {
+        let mut out = String::new();
+        let mut rest = text;
+        let mut before: Option<char> = None;
+        while let Some(at) = rest.find(from) {
+            let prev = rest[..at].chars().next_back().or(before);
+            let next = rest[at + from.len()..].chars().next();
+            let word = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+            out.push_str(&rest[..at]);
+            if word(prev) || word(next) {
+                out.push_str(from);
+            } else {
+                out.push_str(to);
+            }
+            before = from.chars().next_back();
+            rest = &rest[at + from.len()..];
+        }
+        out.push_str(rest);
+        out
+    }
+
+    fn is_base32(c: char) -> bool {
+        c.is_ascii_lowercase() || ('2'..='7').contains(&c)
+    }
+
+    /// Lease ids, timestamps, ssh and mytunnel versions replaced by placeholders;
+    /// runs of whitespace collapsed.
+    pub fn normalise(line: &str) -> String {
+        // Lease ids: lease_ + 16 base32 characters.
+        let mut out = String::new();
+        let mut rest = line;
+        while let Some(at) = rest.find("lease_") {
+            out.push_str(&rest[..at]);
+            let tail = &rest[at + 6..];
+            let id_len = tail.chars().take_while(|c| is_base32(*c)).count();
+            if id_len == 16 {
+                out.push_str("lease_<id>");
+                rest = &tail[16..];
+            } else {
+                out.push_str("lease_");
+                rest = tail;
+            }
+        }
+        out.push_str(rest);
+        // RFC 3339 timestamps: 2026-11-29T17:44:10Z.
+        let shape = "dddd-dd-ddTdd:dd:ddZ";
+        let chars: Vec<char> = out.chars().collect();
+        let mut stamped = String::new();
+        let mut i = 0;
+        while i < chars.len() {
+            let fits = chars.len() - i >= shape.len()
+                && shape.chars().zip(&chars[i..]).all(|(s, c)| match s {
+                    'd' => c.is_ascii_digit(),
+                    _ => s == *c,
+                });
+            if fits {
+                stamped.push_str("<time>");
+                i += shape.len();
+            } else {
+                stamped.push(chars[i]);
+                i += 1;
+            }
+        }
+        // The ssh client's version.
+        let mut out = stamped;
+        if let Some(at) = out.find("(OpenSSH_") {
+            if let Some(end) = out[at..].find(')') {
+                out.replace_range(at..at + end + 1, "(OpenSSH_<version>)");
+            }
+        }
+        // Release versions x.y.z (not addresses: those have three dots).
+        let mut versioned = String::new();
+        let mut run = String::new();
+        let flush = |run: &mut String, versioned: &mut String| {
+            let dots = run.matches('.').count();
+            let ok = dots == 2
+                && !run.starts_with('.')
+                && !run.ends_with('.')
+                && !run.contains("..")
+                && run.chars().any(|c| c.is_ascii_digit());
+            versioned.push_str(if ok { "<version>" } else { run.as_str() });
+            run.clear();
+        };
+        for c in out.chars() {
+            if c.is_ascii_digit() || c == '.' {
+                run.push(c);
+            } else {
+                flush(&mut run, &mut versioned);
+                versioned.push(c);
+            }
+        }
+        flush(&mut run, &mut versioned);
+        versioned.split_whitespace().collect::<Vec<_>>().join(" ")
+    }
+
+    /// Runs a page's steps against a stack, as `user`, with `app` as the page's port 3000.
+    pub struct Runner<'a> {
+        stack: &'a Stack,
+        user: &'a str,
+        app: &'a App,
+        /// (page text, actual text, whole words only)
+        subs: Vec<(String, String, bool)>,
+        /// Running `mytunnel http` clients, oldest first.
+        background: Vec<Merged>,
+        last_exit: Option<i32>,
+        /// What ran so far, for failure messages.
+        transcript: Vec<String>,
+        /// Every command the page ran, page form.
+        pub ran: Vec<String>,
+    }
+
+    impl<'a> Runner<'a> {
+        pub fn new(stack: &'a Stack, user: &'a str, app: &'a App) -> Runner<'a> {
+            let mut subs = vec![
+                (
+                    format!("{user}@{PAGE_EDGE_HOST}"),
+                    format!("{user}@127.0.0.1"),
+                    false,
+                ),
+                (
+                    PAGE_BASE_DOMAIN.to_owned(),
+                    super::BASE_DOMAIN.to_owned(),
+                    false,
+                ),
+                (PAGE_PORT.to_owned(), app.port().to_string(), true),
+            ];
+            for k in 0..super::PORT_WINDOW {
+                subs.push((
+                    (PAGE_MIN_PORT + k).to_string(),
+                    (stack.min_port() + k).to_string(),
+                    true,
+                ));
+            }
+            Runner {
+                stack,
+                user,
+                app,
+                subs,
+                background: Vec::new(),
+                last_exit: None,
+                transcript: Vec::new(),
+                ran: Vec::new(),
+            }
+        }
+
+        /// Page text → the stack's.
+        pub fn to_actual(&self, text: &str) -> String {
+            let mut text = text.to_owned();
+            for (page, actual, word) in &self.subs {
+                text = if *word {
+                    replace_word(&text, page, actual)
+                } else {
+                    text.replace(page.as_str(), actual)
+                };
+            }
+            text
+        }
+
+        /// The stack's text → the page's.
+        pub fn to_page(&self, text: &str) -> String {
+            let mut text = text.to_owned();
+            for (page, actual, word) in &self.subs {
+                text = if *word {
+                    replace_word(&text, actual, page)
+                } else {
+                    text.replace(actual.as_str(), page)
+                };
+            }
+            text
+        }
+
+        /// Maps `page` text to `actual` text (both ways) from now on.
+        pub fn substitute(&mut self, page: &str, actual: &str) {
+            self.learn(page, actual);
+        }
+
+        fn learn(&mut self, page: &str, actual: &str) {
+            if page != actual && !self.subs.iter().any(|(p, _, _)| p == page) {
+                // Names before domains and ports: insert first.
+                self.subs
+                    .insert(0, (page.to_owned(), actual.to_owned(), false));
+            }
+        }
+
+        /// Learns lease ids, pairing the ids of each page line with those of the output
+        /// line it is compared with.
+        fn learn_ids(&mut self, expected: &[String], actual: &[String]) {
+            fn ids(line: &str) -> Vec<String> {
+                let mut found = Vec::new();
+                let mut rest = line;
+                while let Some(at) = rest.find("lease_") {
+                    let tail = &rest[at + 6..];
+                    if tail.chars().take_while(|c| is_base32(*c)).count() == 16 {
+                        found.push(format!("lease_{}", &tail[..16]));
+                        rest = &tail[16..];
+                    } else {
+                        rest = tail;
+                    }
+                }
+                found
+            }
+            for (page, actual) in expected.iter().zip(actual) {
+                for (page, actual) in ids(page).iter().zip(ids(actual)) {
+                    self.learn(page, &actual);
+                }
+            }
+        }
+
+        /// Learns the generated name from a `url:` line of the page and of the output
+        /// (only for commands without `--name`: a name asked for must match as it is).
+        fn learn_names(&mut self, expected: &[String], actual: &[String]) {
+            let host_of = |lines: &[String]| {
+                lines.iter().find_map(|l| {
+                    l.strip_prefix("url: https://")
+                        .and_then(|h| h.split('.').next())
+                        .map(str::to_owned)
+                })
+            };
+            if let (Some(page), Some(actual)) = (host_of(expected), host_of(actual)) {
+                self.learn(&page, &actual);
+            }
+        }
+
+        fn compare(&mut self, what: &str, expected: &[String], actual: &[String]) {
+            self.learn_ids(expected, actual);
+            if std::env::var_os("MYTUNNEL_DOCS_RECORD").is_some() {
+                // Updating a page: show what ran, in the page's terms, and go on.
+                eprintln!("$ {what}");
+                for line in actual {
+                    eprintln!("{}", self.to_page(line));
+                }
+                return;
+            }
+            let want: Vec<String> = expected.iter().map(|l| normalise(l)).collect();
+            let got: Vec<String> = actual.iter().map(|l| normalise(&self.to_page(l))).collect();
+            assert!(
+                want == got,
+                "`{what}`: the output differs from the page.\n--- page (normalised):\n{}\n--- run (normalised):\n{}\n--- run (raw):\n{}\n--- transcript:\n{}\n--- serve log:\n{}",
+                want.join("\n"),
+                got.join("\n"),
+                actual.join("\n"),
+                self.transcript.join("\n"),
+                self.stack.serve_log()
+            );
+        }
+
+        /// Runs every step.
+        pub fn run_page(&mut self, page: &str) {
+            let steps = parse(page);
+            assert!(!steps.is_empty(), "no steps in the page");
+            for step in steps {
+                self.step(step);
+            }
+            for mut background in self.background.drain(..) {
+                background.kill_all();
+            }
+        }
+
+        fn step(&mut self, step: Step) {
+            match step {
+                Step::File { path, text } => {
+                    let path = self.stack.path("home").join(path);
+                    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                    std::fs::write(&path, self.to_actual(&text)).unwrap();
+                    self.transcript.push(format!("wrote {}", path.display()));
+                }
+                Step::Directive(directive) => self.directive(&directive),
+                Step::Interrupt { expected } => {
+                    let mut background = self
+                        .background
+                        .pop()
+                        .expect("^C without a running mytunnel http");
+                    background.signal(nix::sys::signal::Signal::SIGINT);
+                    let (status, lines) = background.finish(Duration::from_secs(30));
+                    let status = status.expect("mytunnel http still runs after ^C");
+                    self.last_exit = status.code();
+                    self.ran.push("^C".to_owned());
+                    self.transcript.push(format!("^C -> {status}"));
+                    self.transcript.extend(lines.iter().cloned());
+                    self.compare("^C", &expected, &lines);
+                }
+                Step::Run { command, expected } => self.run(&command, &expected),
+            }
+        }
+
+        fn directive(&mut self, directive: &str) {
+            if let Some(name) = directive.strip_prefix("a killed client holds ") {
+                let name = self.to_actual(name.trim());
+                let mut client =
+                    self.stack
+                        .http(self.user, self.app.port(), &["--name", name.as_str()]);
+                client.kill_all();
+                self.stack.kill_ssh_of(self.user);
+                let state = self.stack.lease_state(self.user, &client.lease).unwrap();
+                assert_eq!(state["state"], "active", "{state}");
+                self.transcript
+                    .push(format!("(a killed client holds {name}: {})", client.lease));
+            } else {
+                panic!("unknown docs-test directive {directive:?}");
+            }
+        }
+
+        fn run(&mut self, command: &str, expected: &[String]) {
+            assert!(
+                !command.contains(['\'', '"', '|', ';', '&', '>', '<']),
+                "keep page commands to plain words: {command:?}"
+            );
+            self.ran.push(command.to_owned());
+            let actual = self.to_actual(command);
+            let words: Vec<&str> = actual.split_whitespace().collect();
+            self.transcript.push(format!("$ {actual}"));
+            match words.as_slice() {
+                ["mytunnel", "http", ..] => {
+                    let mut background = Merged::spawn(
+                        self.stack
+                            .mytunnel_command_without_edge(self.user, &words[1..]),
+                    );
+                    let mut lines = Vec::new();
+                    for _ in expected {
+                        match background.next_line(Duration::from_secs(30)) {
+                            Some(line) => lines.push(line),
+                            None => break,
+                        }
+                    }
+                    if !words.contains(&"--name") {
+                        self.learn_names(expected, &lines);
+                    }
+                    // A page that shows no `lease:` line expects a refusal: the client
+                    // ends, and is compared to its last line.
+                    let refused = !expected.iter().any(|l| l.starts_with("lease: "));
+                    let wait = if refused {
+                        Duration::from_secs(30)
+                    } else {
+                        Duration::ZERO
+                    };
+                    if background.exited(wait) {
+                        let (status, rest) = background.finish(Duration::from_secs(5));
+                        let status = status.unwrap();
+                        lines.extend(rest);
+                        self.last_exit = status.code();
+                        self.transcript.push(format!("({status})"));
+                    } else {
+                        self.background.push(background);
+                    }
+                    self.transcript.extend(lines.iter().cloned());
+                    self.compare(command, expected, &lines);
+                }
+                ["mytunnel", args @ ..] => {
+                    let mut child =
+                        Merged::spawn(self.stack.mytunnel_command_without_edge(self.user, args));
+                    let (status, lines) = child.finish(Duration::from_secs(60));
+                    let status = status.unwrap_or_else(|| panic!("`{command}` did not end"));
+                    self.last_exit = status.code();
+                    self.transcript.push(format!("({status})"));
+                    self.transcript.extend(lines.iter().cloned());
+                    self.compare(command, expected, &lines);
+                }
+                ["curl", url] => {
+                    let host = url.strip_prefix("https://").expect("curl https://HOST");
+                    let mut last = None;
+                    eventually(Duration::from_secs(15), || {
+                        last = self.stack.get(host);
+                        last.as_ref().is_some_and(|(status, _)| *status == 200)
+                    });
+                    let (status, body) =
+                        last.unwrap_or_else(|| panic!("`{command}`: no answer from Caddy"));
+                    assert_eq!(status, 200, "`{command}`: {body}");
+                    self.last_exit = Some(0);
+                    let lines: Vec<String> = body.lines().map(str::to_owned).collect();
+                    self.transcript.extend(lines.iter().cloned());
+                    self.compare(command, expected, &lines);
+                }
+                ["echo", "$?"] => {
+                    let code = self.last_exit.expect("echo $? before any command");
+                    self.compare(command, expected, &[code.to_string()]);
+                }
+                _ => panic!("the docs test cannot run {command:?}: use mytunnel, curl or echo $?"),
+            }
+        }
+
+        /// The exit code of the last command.
+        pub fn last_exit(&self) -> Option<i32> {
+            self.last_exit
+        }
+    }
+
+    impl Drop for Runner<'_> {
+        fn drop(&mut self) {
+            for mut background in self.background.drain(..) {
+                background.kill_all();
+            }
+        }
+    }
 }

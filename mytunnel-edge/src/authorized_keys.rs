@@ -1,0 +1,540 @@
+//! `mytunneld authorized-keys <user>`: the keys sshd may accept for a tunnel user, each
+//! limited to what that user may do right now.
+//!
+//! sshd runs it on every login of a tunnel user (`AuthorizedKeysCommand
+//! /usr/local/bin/mytunneld authorized-keys %u`, as the service user). It reads the
+//! user's plain public keys from `<keys_dir>/<user>` (written by root with
+//! `install-edge-ssh-key.sh --keys-dir`) and prints each one with the options of a tunnel
+//! key plus the listen permissions of the route mode:
+//!
+//! ```text
+//! restrict,port-forwarding,permitlisten="127.0.0.1:21000",command="/usr/local/bin/mytunneld gate" ssh-ed25519 AAAA… alice@laptop
+//! ```
+//!
+//! - `routes` mode: one `permitlisten="127.0.0.1:<port>"` per active lease of the user, so
+//!   nobody can bind a port another user's lease holds (say while its tunnel reconnects).
+//! - `static` mode, and `routes` mode without an active lease: [`DENY_ALL_LISTEN`], no TCP
+//!   listen at all. Static tunnels bind unix sockets, which `permitlisten` does not govern;
+//!   file permissions of `<socket_dir>/owners/<user>` keep those apart.
+//!
+//! [`render`] is pure; [`authorized_keys`] does the IO (the keys file, the lease database).
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use mytunnel_core::policy::OwnerScope;
+use mytunnel_core::store::LeaseStore;
+use mytunnel_core::{LeaseState, Owner};
+
+use crate::config::{EdgeConfig, RouteMode};
+use crate::store::{SqliteLeaseStore, SqliteStoreOptions};
+
+/// The forced command of tunnel keys, as `install-edge-ssh-key.sh` writes it by default.
+pub const DEFAULT_GATE_COMMAND: &str = "/usr/local/bin/mytunneld gate";
+
+/// A `permitlisten` value that lets no `ssh -R` request listen on any TCP port.
+///
+/// Measured with OpenSSH 9.2 (Debian 12), see `mytunnel-cli/tests/bind_isolation_routes.rs`:
+/// - `permitlisten="none"` and `permitlisten="127.0.0.1:0"` are not accepted in
+///   authorized_keys: sshd logs `bad key options: invalid permission port` and refuses the
+///   whole key (only sshd_config's `PermitListen` knows `none`). Leaving `permitlisten`
+///   out permits every port.
+/// - sshd lower-cases the host of a forward request before it matches it against the
+///   key's `permitlisten` hosts, case-sensitively (`remote_open_match`). A host with an
+///   upper-case letter therefore matches no request at all: with
+///   `permitlisten="NONE:23456"`, both `-R NONE:23456:…` and `-R none:23456:…` were refused
+///   ("…but the request was denied"), while `permitlisten="none:23456"` let
+///   `-R none:23456:…` bind 127.0.0.1:23456 (with `GatewayPorts no` sshd binds loopback
+///   for any host name it does not know). Port 1 is privileged: should a later sshd match
+///   hosts case-insensitively, an ordinary user still could not bind it.
+/// - `permitlisten` does not apply to unix-socket forwards (`-R /path.sock:…`), so static
+///   tunnels keep working with it.
+pub const DENY_ALL_LISTEN: &str = "NONE:1";
+
+/// Largest keys file read (a few hundred keys).
+const MAX_KEYS_FILE: u64 = 256 * 1024;
+
+/// The key types a tunnel key may have (as `install-edge-ssh-key.sh` accepts them).
+const KEY_TYPES: [&str; 7] = [
+    "ssh-ed25519",
+    "ssh-rsa",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+    "sk-ssh-ed25519@openssh.com",
+    "sk-ecdsa-sha2-nistp256@openssh.com",
+];
+
+/// The forced command written into every key: non-empty, without double quotes,
+/// backslashes or control characters (it stands between double quotes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GateCommand(String);
+
+impl GateCommand {
+    /// The command as written.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for GateCommand {
+    fn default() -> Self {
+        GateCommand(DEFAULT_GATE_COMMAND.to_owned())
+    }
+}
+
+impl FromStr for GateCommand {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.trim().is_empty() || s.contains(['"', '\\']) || s.chars().any(char::is_control) {
+            return Err(format!(
+                "invalid gate command {s:?}: it must be non-empty, without quotes, backslashes or control characters"
+            ));
+        }
+        Ok(GateCommand(s.to_owned()))
+    }
+}
+
+/// What may listen: the ports of the user's active leases (`routes` mode), or nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenGrant {
+    /// No TCP listen at all ([`DENY_ALL_LISTEN`]).
+    Nothing,
+    /// `127.0.0.1:<port>` for each port; an empty set is the same as [`ListenGrant::Nothing`].
+    LoopbackPorts(BTreeSet<u16>),
+}
+
+impl ListenGrant {
+    /// The `permitlisten="…"` options, comma-separated.
+    fn options(&self) -> String {
+        match self {
+            ListenGrant::LoopbackPorts(ports) if !ports.is_empty() => ports
+                .iter()
+                .map(|port| format!("permitlisten=\"127.0.0.1:{port}\""))
+                .collect::<Vec<_>>()
+                .join(","),
+            _ => format!("permitlisten=\"{DENY_ALL_LISTEN}\""),
+        }
+    }
+}
+
+/// The result of [`render`]: the lines for sshd, and why some lines were skipped.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rendered {
+    /// What to print on stdout, one key per line, each ending in `\n`.
+    pub stdout: String,
+    /// One message per refused line of the keys file (for stderr).
+    pub warnings: Vec<String>,
+}
+
+/// A user name as sshd passes it (`%u`): an [`Owner`], and never `.` or `..` (it names a
+/// file in the keys directory).
+pub fn parse_user(user: &str) -> Result<Owner, String> {
+    if user == "." || user == ".." {
+        return Err(format!("invalid user name {user:?}"));
+    }
+    user.parse::<Owner>().map_err(|e| e.to_string())
+}
+
+/// One public key line checked: `<type> <base64> [comment]`, nothing else.
+fn check_key(line: &str) -> Result<String, &'static str> {
+    if line.chars().any(|c| c.is_control() && c != '\t') {
+        return Err("it contains control characters");
+    }
+    let mut rest = line;
+    let mut next_word = || {
+        let trimmed = rest.trim_start_matches([' ', '\t']);
+        let end = trimmed.find([' ', '\t']).unwrap_or(trimmed.len());
+        let (word, after) = trimmed.split_at(end);
+        rest = after;
+        word
+    };
+    let key_type = next_word();
+    if !KEY_TYPES.contains(&key_type) {
+        return Err(
+            "it does not start with a key type (options are added here, never read from the file)",
+        );
+    }
+    let blob = next_word();
+    let body = blob.trim_end_matches('=');
+    let valid_blob = !body.is_empty()
+        && blob.len() - body.len() <= 3
+        && body
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/');
+    if !valid_blob {
+        return Err("its key is not base64");
+    }
+    let comment = rest.trim_matches([' ', '\t']);
+    Ok(if comment.is_empty() {
+        format!("{key_type} {blob}")
+    } else {
+        format!("{key_type} {blob} {comment}")
+    })
+}
+
+/// Renders the keys file `keys` for sshd: each valid key line with the tunnel options,
+/// `listen` and the forced `gate` command. Blank lines and `#` comments are skipped;
+/// lines that carry options already, contain control characters or are no public key are
+/// refused (left out, with a warning).
+pub fn render(keys: &str, listen: &ListenGrant, gate: &GateCommand) -> Rendered {
+    let options = format!(
+        "restrict,port-forwarding,{},command=\"{}\"",
+        listen.options(),
+        gate.as_str()
+    );
+    let mut rendered = Rendered::default();
+    for (index, raw) in keys.split('\n').enumerate() {
+        let line = raw
+            .strip_suffix('\r')
+            .unwrap_or(raw)
+            .trim_matches([' ', '\t']);
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        match check_key(line) {
+            Ok(key) => {
+                rendered.stdout.push_str(&options);
+                rendered.stdout.push(' ');
+                rendered.stdout.push_str(&key);
+                rendered.stdout.push('\n');
+            }
+            Err(why) => rendered
+                .warnings
+                .push(format!("line {} refused: {why}", index + 1)),
+        }
+    }
+    rendered
+}
+
+/// Why `authorized-keys` printed nothing (exit 1).
+#[derive(Debug, thiserror::Error)]
+pub enum AuthorizedKeysError {
+    /// The user name is not a valid owner.
+    #[error("{0}")]
+    InvalidUser(String),
+    /// The keys file or its directory could be changed by someone other than root.
+    #[error("refusing {path}: {reason}", path = .path.display())]
+    Unsafe {
+        /// The file or directory.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The keys file cannot be read.
+    #[error("cannot read {path}: {source}", path = .path.display())]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The IO error.
+        source: std::io::Error,
+    },
+}
+
+/// Checks like sshd's `StrictModes`: owned by root, not writable by group or others.
+#[cfg(unix)]
+fn check_root_owned(path: &Path, meta: &std::fs::Metadata) -> Result<(), AuthorizedKeysError> {
+    use std::os::unix::fs::MetadataExt;
+    let unsafe_because = |reason: String| AuthorizedKeysError::Unsafe {
+        path: path.to_owned(),
+        reason,
+    };
+    if meta.uid() != 0 {
+        return Err(unsafe_because(format!(
+            "owned by uid {}, not root",
+            meta.uid()
+        )));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(unsafe_because(format!(
+            "mode {:04o} is writable by group or others",
+            meta.mode() & 0o7777
+        )));
+    }
+    Ok(())
+}
+
+/// Reads `<keys_dir>/<user>`: `None` when it does not exist; refused when it or its
+/// directory is not root's alone, or it is not a regular file.
+#[cfg(unix)]
+pub fn read_keys_file(
+    keys_dir: &Path,
+    user: &Owner,
+) -> Result<Option<String>, AuthorizedKeysError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = keys_dir.join(user.as_str());
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| AuthorizedKeysError::Io { path, source }
+    };
+    let link = match std::fs::symlink_metadata(&path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io(&path)(e)),
+    };
+    if !link.file_type().is_file() {
+        return Err(AuthorizedKeysError::Unsafe {
+            path,
+            reason: "not a regular file (symbolic links are refused)".to_owned(),
+        });
+    }
+    let dir_meta = std::fs::metadata(keys_dir).map_err(io(keys_dir))?;
+    check_root_owned(keys_dir, &dir_meta)?;
+    // No symlink swapped in meanwhile, and never block on a FIFO.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .open(&path)
+        .map_err(io(&path))?;
+    let meta = file.metadata().map_err(io(&path))?;
+    if !meta.file_type().is_file() {
+        return Err(AuthorizedKeysError::Unsafe {
+            path,
+            reason: "not a regular file".to_owned(),
+        });
+    }
+    check_root_owned(&path, &meta)?;
+    if meta.len() > MAX_KEYS_FILE {
+        return Err(AuthorizedKeysError::Unsafe {
+            path,
+            reason: format!("larger than {MAX_KEYS_FILE} bytes"),
+        });
+    }
+    let mut text = String::new();
+    file.take(MAX_KEYS_FILE)
+        .read_to_string(&mut text)
+        .map_err(io(&path))?;
+    Ok(Some(text))
+}
+
+/// The loopback ports of `owner`'s active leases in the database at `db_path`. A missing
+/// database holds no leases (it is not created here).
+pub async fn active_ports(db_path: &Path, owner: &Owner) -> Result<BTreeSet<u16>, String> {
+    match std::fs::symlink_metadata(db_path) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeSet::new()),
+        Err(e) => return Err(format!("cannot read {}: {e}", db_path.display())),
+    }
+    let options = SqliteStoreOptions {
+        busy_timeout: Duration::from_secs(2),
+        max_connections: 1,
+    };
+    let store = SqliteLeaseStore::open(db_path, &options)
+        .await
+        .map_err(|e| e.to_string())?;
+    let leases = store
+        .list(&OwnerScope::Owner(owner.clone()))
+        .await
+        .map_err(|e| e.to_string());
+    store.close().await;
+    Ok(leases?
+        .into_iter()
+        .filter(|lease| lease.state == LeaseState::Active && lease.owner == *owner)
+        .map(|lease| lease.edge_bind_port)
+        .collect())
+}
+
+/// What `mytunneld authorized-keys` prints.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuthorizedKeys {
+    /// The key lines for sshd.
+    pub stdout: String,
+    /// Messages for stderr (refused lines, a database that could not be read).
+    pub warnings: Vec<String>,
+}
+
+impl fmt::Display for AuthorizedKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.stdout)
+    }
+}
+
+/// The authorized keys of `user` under `config`. In `routes` mode a lease database that
+/// cannot be read grants no listen at all (the user can still log in for control
+/// commands, which report the database error themselves).
+#[cfg(unix)]
+pub async fn authorized_keys(
+    config: &EdgeConfig,
+    user: &str,
+    gate: &GateCommand,
+) -> Result<AuthorizedKeys, AuthorizedKeysError> {
+    let owner = parse_user(user).map_err(AuthorizedKeysError::InvalidUser)?;
+    let Some(keys) = read_keys_file(&config.keys_dir, &owner)? else {
+        return Ok(AuthorizedKeys::default());
+    };
+    let mut warnings = Vec::new();
+    let listen = match config.route_mode {
+        RouteMode::Static => ListenGrant::Nothing,
+        RouteMode::Routes => match active_ports(&config.db_path, &owner).await {
+            Ok(ports) => ListenGrant::LoopbackPorts(ports),
+            Err(e) => {
+                warnings.push(format!("no listen permitted: lease database: {e}"));
+                ListenGrant::Nothing
+            }
+        },
+    };
+    let rendered = render(&keys, &listen, gate);
+    warnings.extend(
+        rendered
+            .warnings
+            .into_iter()
+            .map(|w| format!("{}: {w}", config.keys_dir.join(owner.as_str()).display())),
+    );
+    Ok(AuthorizedKeys {
+        stdout: rendered.stdout,
+        warnings,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGx0aGlzaXNub3RhcmVhbGtleWJ1dGJhc2U2NA";
+
+    fn ports(list: &[u16]) -> ListenGrant {
+        ListenGrant::LoopbackPorts(list.iter().copied().collect())
+    }
+
+    #[test]
+    fn one_permitlisten_per_active_port() {
+        let out = render(
+            &format!("{KEY} alice@laptop\n"),
+            &ports(&[21001, 21000]),
+            &GateCommand::default(),
+        );
+        assert_eq!(
+            out.stdout,
+            format!(
+                "restrict,port-forwarding,permitlisten=\"127.0.0.1:21000\",\
+                 permitlisten=\"127.0.0.1:21001\",command=\"/usr/local/bin/mytunneld gate\" \
+                 {KEY} alice@laptop\n"
+            )
+        );
+        assert!(out.warnings.is_empty());
+    }
+
+    #[test]
+    fn no_lease_and_static_mode_permit_no_listen() {
+        let expected = format!(
+            "restrict,port-forwarding,permitlisten=\"NONE:1\",command=\"/usr/local/bin/mytunneld gate\" {KEY}\n"
+        );
+        for grant in [ListenGrant::Nothing, ports(&[])] {
+            let out = render(KEY, &grant, &GateCommand::default());
+            assert_eq!(out.stdout, expected);
+        }
+    }
+
+    #[test]
+    fn the_gate_command_matches_the_key_script() {
+        let script = include_str!("../../scripts/install-edge-ssh-key.sh");
+        assert!(script.contains(&format!(
+            "readonly DEFAULT_GATE_COMMAND='{DEFAULT_GATE_COMMAND}'"
+        )));
+        assert!(script.contains(r#"line="restrict,port-forwarding,command=\"$gate_command\" "#));
+    }
+
+    #[test]
+    fn blanks_and_comments_are_skipped_bad_lines_refused() {
+        let text = format!(
+            "# alice's keys\n\n   \n{KEY} one\r\n\
+             command=\"sh\" {KEY}\n\
+             no-pty {KEY}\n\
+             {KEY} evil\u{1b}[2J\n\
+             ssh-ed25519 not*base64\n\
+             ssh-ed25519\n\
+             ssh-dss AAAA\n\
+             \t{KEY}   two words  \n\
+             ssh-ed25519  \tAAAA=  tabbed\n"
+        );
+        let out = render(&text, &ListenGrant::Nothing, &GateCommand::default());
+        let lines: Vec<&str> = out.stdout.lines().collect();
+        assert_eq!(lines.len(), 3, "{}", out.stdout);
+        assert!(lines[0].ends_with(&format!("{KEY} one")), "{}", lines[0]);
+        assert!(
+            lines[1].ends_with(&format!("{KEY} two words")),
+            "{}",
+            lines[1]
+        );
+        assert_eq!(
+            out.warnings.iter().map(|w| &w[..8]).collect::<Vec<_>>(),
+            vec!["line 5 r", "line 6 r", "line 7 r", "line 8 r", "line 9 r", "line 10 "]
+        );
+        assert!(out.warnings[0].contains("key type"), "{:?}", out.warnings);
+        assert!(out.warnings[2].contains("control"), "{:?}", out.warnings);
+    }
+
+    #[test]
+    fn gate_commands_and_users_are_validated() {
+        assert!("/opt/m/bin/mytunneld --env-file /x gate"
+            .parse::<GateCommand>()
+            .is_ok());
+        for bad in ["", " ", "a\"b", "a\\b", "a\nb"] {
+            assert!(bad.parse::<GateCommand>().is_err(), "{bad:?}");
+        }
+        assert!(parse_user("alice").is_ok());
+        for bad in ["", ".", "..", "a/b", "-x", "a b", "a\n"] {
+            assert!(parse_user(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn keys_file_checks() {
+        use std::os::unix::fs::PermissionsExt;
+        let set = |p: &Path, mode: u32| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let keys = dir.path().join("keys");
+        let alice: Owner = "alice".parse().unwrap();
+        // Missing directory or file: nothing.
+        assert!(read_keys_file(&keys, &alice).unwrap().is_none());
+        std::fs::create_dir(&keys).unwrap();
+        set(&keys, 0o755);
+        assert!(read_keys_file(&keys, &alice).unwrap().is_none());
+        let file = keys.join("alice");
+        std::fs::write(&file, format!("{KEY}\n")).unwrap();
+        set(&file, 0o644);
+        let root = nix::unistd::geteuid().is_root();
+        if root {
+            assert_eq!(
+                read_keys_file(&keys, &alice).unwrap().unwrap(),
+                format!("{KEY}\n")
+            );
+            set(&file, 0o664);
+            let e = read_keys_file(&keys, &alice).unwrap_err().to_string();
+            assert!(e.contains("writable by group or others"), "{e}");
+            set(&file, 0o644);
+            set(&keys, 0o775);
+            let e = read_keys_file(&keys, &alice).unwrap_err().to_string();
+            assert!(e.contains("keys: mode 0775"), "{e}");
+            set(&keys, 0o755);
+            nix::unistd::chown(&file, Some(nix::unistd::Uid::from_raw(1)), None).unwrap();
+            let e = read_keys_file(&keys, &alice).unwrap_err().to_string();
+            assert!(e.contains("owned by uid 1"), "{e}");
+        } else {
+            let e = read_keys_file(&keys, &alice).unwrap_err().to_string();
+            assert!(e.contains("not root"), "{e}");
+        }
+        // A symbolic link is refused, whoever owns it.
+        std::fs::remove_file(&file).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", &file).unwrap();
+        let e = read_keys_file(&keys, &alice).unwrap_err().to_string();
+        assert!(e.contains("symbolic links"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_missing_database_is_not_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("leases.db");
+        let owner: Owner = "alice".parse().unwrap();
+        assert!(active_ports(&db, &owner).await.unwrap().is_empty());
+        assert!(!db.exists());
+    }
+}

@@ -1,0 +1,467 @@
+//! `static` route mode, component level: a real SQLite file shared by a `ctl`-side service
+//! (links through serve's control socket) and a `serve`-side service (writes the links),
+//! the fake Caddy admin API, real unix sockets standing in for sshd's `-R` listeners.
+// Test code: a panic is a failed assertion.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use mytunnel_core::policy::{AdminUsers, Caller, ReservedSlugs};
+use mytunnel_core::protocol::{
+    AllocateRequest, ApiError, CtlRequest, CtlResponse, ErrorCode, LeaseDto, Takeover,
+};
+use mytunnel_core::route::RouteBackend;
+use mytunnel_core::store::OwnerLimit;
+use mytunnel_core::{BaseDomain, BindTarget, LeaseRef, PortRange, Ttl};
+use mytunnel_edge::caddy::{CaddyRoutes, STATIC_ROUTE_ID};
+use mytunnel_edge::links::{HostLinks, ServeLinks, StaticRoutes};
+use mytunnel_edge::serve::{bind_control_socket, serve_link_requests};
+use mytunnel_edge::service::{BindPlan, LeaseService, ServiceSettings, SystemClock};
+use mytunnel_edge::{sockets, SqliteLeaseStore, SqliteStoreOptions};
+use support::fake_caddy::FakeCaddy;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const DOMAIN: &str = "t.example";
+
+struct Edge {
+    dir: tempfile::TempDir,
+    caddy: FakeCaddy,
+    ctl: LeaseService,
+    serve: LeaseService,
+    stop_links: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Edge {
+    fn socket_dir(&self) -> PathBuf {
+        self.dir.path().join("s")
+    }
+
+    fn hosts(&self) -> PathBuf {
+        sockets::hosts_dir(&self.socket_dir())
+    }
+
+    fn owner_dir(&self) -> PathBuf {
+        sockets::owners_dir(&self.socket_dir()).join("root")
+    }
+
+    /// Stops serve's control socket and waits until it no longer answers.
+    async fn stop_serve(&mut self) {
+        if let Some(stop) = self.stop_links.take() {
+            let _ = stop.send(());
+        }
+        let control = sockets::control_socket(&self.socket_dir());
+        for _ in 0..500 {
+            if tokio::net::UnixStream::connect(&control).await.is_err() {
+                return;
+            }
+            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the control socket still answers");
+    }
+}
+
+fn settings(owners_dir: PathBuf) -> ServiceSettings {
+    ServiceSettings {
+        base_domain: Some(DOMAIN.parse().unwrap()),
+        ports: PortRange::new(21000, 21009).unwrap(),
+        lease_ttl: Ttl::configured(Duration::from_secs(60)),
+        owner_limit: OwnerLimit::DEFAULT,
+        reserved_slugs: ReservedSlugs::default(),
+        tombstone_retention: Duration::from_secs(3600),
+        health_timeout: Duration::from_secs(2),
+        bind_plan: BindPlan::OwnerSockets { owners_dir },
+    }
+}
+
+/// The static backend over the fake Caddy, with `links` as `serve` or `ctl` has them.
+fn static_routes(
+    caddy: &FakeCaddy,
+    links: Arc<dyn RouteBackend>,
+    hosts: &Path,
+) -> Arc<dyn RouteBackend> {
+    let admin = CaddyRoutes::new(&caddy.admin_address(), "srv0", Duration::from_secs(2)).unwrap();
+    Arc::new(StaticRoutes::new(
+        admin,
+        links,
+        &DOMAIN.parse::<BaseDomain>().unwrap(),
+        hosts,
+    ))
+}
+
+async fn store(path: &Path) -> Arc<SqliteLeaseStore> {
+    Arc::new(
+        SqliteLeaseStore::open(path, &SqliteStoreOptions::default())
+            .await
+            .unwrap(),
+    )
+}
+
+/// The socket dir in a short temporary path (unix socket paths are short), with
+/// `hosts/` and root's own `owners/root/` 0750, as the install scripts make them; serve's
+/// control socket answering.
+async fn edge() -> Edge {
+    let dir = tempfile::Builder::new()
+        .prefix("st")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let socket_dir = dir.path().join("s");
+    let hosts = sockets::hosts_dir(&socket_dir);
+    std::fs::create_dir_all(&hosts).unwrap();
+    let owners = sockets::owners_dir(&socket_dir);
+    std::fs::create_dir_all(owners.join("root")).unwrap();
+    std::fs::set_permissions(owners.join("root"), std::fs::Permissions::from_mode(0o750)).unwrap();
+    let caddy = FakeCaddy::start().await;
+    let db = dir.path().join("leases.db");
+    let links = HostLinks::new(hosts.clone(), DOMAIN.parse().unwrap());
+    let serve = LeaseService::new(
+        store(&db).await,
+        static_routes(&caddy, Arc::new(links.clone()), &hosts),
+        Arc::new(SystemClock),
+        settings(owners.clone()),
+    );
+    let ctl = LeaseService::new(
+        store(&db).await,
+        static_routes(
+            &caddy,
+            Arc::new(ServeLinks::new(
+                sockets::control_socket(&socket_dir),
+                links,
+                Duration::from_secs(2),
+            )),
+            &hosts,
+        ),
+        Arc::new(SystemClock),
+        settings(owners),
+    );
+    let listener = bind_control_socket(&sockets::control_socket(&socket_dir)).unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(serve_link_requests(serve.clone(), listener, async {
+        let _ = stopped.await;
+    }));
+    Edge {
+        dir,
+        caddy,
+        ctl,
+        serve,
+        stop_links: Some(stop),
+    }
+}
+
+fn root() -> Caller {
+    Caller::from_identity(0, "root".parse().unwrap(), &AdminUsers::default())
+}
+
+async fn allocate(service: &LeaseService, name: &str) -> Result<LeaseDto, ApiError> {
+    let request = CtlRequest::Allocate(AllocateRequest {
+        name: Some(name.parse().unwrap()),
+        ttl: None,
+        takeover: Takeover::Refuse,
+        local_port: None,
+    });
+    match service.handle(&root(), request).await? {
+        CtlResponse::Lease(lease) => Ok(lease),
+        other => panic!("allocate answered {other:?}"),
+    }
+}
+
+fn socket_of(lease: &LeaseDto) -> String {
+    match lease.bind_target() {
+        BindTarget::UnixSocket(path) => path.to_string(),
+        other => panic!("a static lease binds {other}"),
+    }
+}
+
+/// Sends a request through `path` (what Caddy dials) and reads the answer.
+async fn fetch_through(path: &Path) -> std::io::Result<String> {
+    let mut stream = tokio::net::UnixStream::connect(path).await?;
+    stream.write_all(b"ping").await?;
+    stream.shutdown().await?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await?;
+    Ok(answer)
+}
+
+/// Stands in for sshd's `-R` listener: answers `pong from <who>` on the socket.
+fn listen(path: &str, who: &'static str) -> tokio::task::JoinHandle<()> {
+    let listener = tokio::net::UnixListener::bind(path).unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut buf = Vec::new();
+            let _ = stream.read_to_end(&mut buf).await;
+            let _ = stream
+                .write_all(format!("pong from {who}").as_bytes())
+                .await;
+        }
+    })
+}
+
+#[tokio::test]
+async fn allocate_links_the_host_and_never_touches_caddy() {
+    let edge = edge().await;
+    // The wildcard route comes from a reconcile pass (serve runs one at start).
+    edge.serve.reconcile().await.unwrap();
+    let routes = edge.caddy.routes();
+    // Ahead of the Caddyfile's catch-all route, which stays last.
+    assert_eq!(routes.as_array().unwrap().len(), 2, "{routes}");
+    assert_eq!(routes[0]["@id"], STATIC_ROUTE_ID);
+    assert_eq!(routes[1]["handle"][0]["body"], "catch-all");
+    assert_eq!(
+        routes[0]["handle"][0]["upstreams"][0]["dial"],
+        format!(
+            "unix/{}/{{http.request.host.labels.2}}.sock",
+            edge.hosts().display()
+        )
+    );
+    let config_before = edge.caddy.config();
+
+    let lease = allocate(&edge.ctl, "portal").await.unwrap();
+    let socket = socket_of(&lease);
+    assert_eq!(
+        socket,
+        format!("{}/{}.sock", edge.owner_dir().display(), lease.lease_id)
+    );
+    assert_eq!(lease.edge_bind_port, 21000, "a port is still reserved");
+    let link = edge.hosts().join("portal.sock");
+    assert_eq!(std::fs::read_link(&link).unwrap(), PathBuf::from(&socket));
+
+    // What Caddy dials reaches the lease's socket.
+    let _sshd = listen(&socket, "alice's tunnel");
+    assert_eq!(
+        fetch_through(&link).await.unwrap(),
+        "pong from alice's tunnel"
+    );
+
+    // A second lease, a release: Caddy's configuration never changed.
+    let other = allocate(&edge.ctl, "other").await.unwrap();
+    edge.ctl
+        .release(&root(), &LeaseRef::Id(other.lease_id.clone()))
+        .await
+        .unwrap();
+    assert!(!edge.hosts().join("other.sock").exists());
+    assert_eq!(edge.caddy.config(), config_before);
+    assert!(link.exists(), "the other lease's release left portal alone");
+
+    // A reconcile finds nothing to do; a junk entry in hosts/ is removed.
+    std::fs::write(edge.hosts().join("junk"), b"x").unwrap();
+    let report = edge.serve.reconcile().await.unwrap();
+    assert_eq!(report.counts.removed, 1, "{report:?}");
+    assert_eq!(report.counts.added + report.counts.fixed, 0);
+    assert!(!edge.hosts().join("junk").exists());
+}
+
+#[tokio::test]
+async fn serve_relinks_what_was_lost_and_unlinks_what_ended() {
+    let edge = edge().await;
+    let a = allocate(&edge.ctl, "a").await.unwrap();
+    let b = allocate(&edge.ctl, "b").await.unwrap();
+    std::fs::remove_file(edge.hosts().join("a.sock")).unwrap();
+    // b ends behind serve's back (e.g. deleted while serve was down): its link stays.
+    edge.serve
+        .store()
+        .delete(&"root".parse().unwrap(), &LeaseRef::Id(b.lease_id.clone()))
+        .await
+        .unwrap();
+    let report = edge.serve.reconcile().await.unwrap();
+    assert_eq!((report.counts.added, report.counts.removed), (1, 1));
+    assert_eq!(
+        std::fs::read_link(edge.hosts().join("a.sock")).unwrap(),
+        PathBuf::from(socket_of(&a))
+    );
+    assert!(!edge.hosts().join("b.sock").exists());
+}
+
+#[tokio::test]
+async fn without_serve_allocate_refuses_and_keeps_nothing() {
+    let mut edge = edge().await;
+    edge.stop_serve().await;
+    let error = allocate(&edge.ctl, "portal").await.unwrap_err();
+    assert_eq!(error.code, ErrorCode::CaddyUnavailable, "{error:?}");
+    assert!(
+        error.message.contains("mytunneld serve"),
+        "{}",
+        error.message
+    );
+    let active = edge
+        .ctl
+        .store()
+        .list(&mytunnel_core::policy::OwnerScope::All)
+        .await
+        .unwrap();
+    assert!(active.is_empty(), "{active:?}");
+}
+
+#[tokio::test]
+async fn an_owner_directory_that_is_not_the_owners_alone_is_refused() {
+    let edge = edge().await;
+    let dir = edge.owner_dir();
+    type BreakIt<'a> = Box<dyn Fn() + 'a>;
+    let attempts: [(&str, BreakIt<'_>); 3] = [
+        (
+            "writable by group",
+            Box::new(|| {
+                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o770)).unwrap()
+            }),
+        ),
+        (
+            "is not a directory",
+            Box::new(|| {
+                std::fs::remove_dir_all(&dir).unwrap();
+                std::os::unix::fs::symlink("/tmp", &dir).unwrap();
+            }),
+        ),
+        (
+            "does not exist",
+            Box::new(|| {
+                std::fs::remove_file(&dir).unwrap();
+            }),
+        ),
+    ];
+    for (why, break_it) in attempts {
+        break_it();
+        let error = allocate(&edge.ctl, "portal").await.unwrap_err();
+        assert_eq!(error.code, ErrorCode::Internal, "{why}: {error:?}");
+        assert!(error.message.contains(why), "{why}: {}", error.message);
+    }
+    let nothing = edge
+        .ctl
+        .store()
+        .list(&mytunnel_core::policy::OwnerScope::All)
+        .await
+        .unwrap();
+    assert!(nothing.is_empty());
+}
+
+#[tokio::test]
+async fn a_dead_tunnels_socket_is_cleared_a_live_one_is_kept() {
+    let edge = edge().await;
+    let lease = allocate(&edge.ctl, "portal").await.unwrap();
+    let socket = socket_of(&lease);
+    let heartbeat = CtlRequest::Heartbeat {
+        lease: lease.lease_id.clone(),
+    };
+
+    // A live listener: the heartbeat leaves it (and opens no connection to it).
+    let live = listen(&socket, "live");
+    edge.ctl.handle(&root(), heartbeat.clone()).await.unwrap();
+    assert!(Path::new(&socket).exists());
+    assert_eq!(
+        fetch_through(Path::new(&socket)).await.unwrap(),
+        "pong from live"
+    );
+
+    // The connection dies; sshd leaves the file behind. The next heartbeat removes it,
+    // so the client's new `ssh -R` can bind the same path.
+    live.abort();
+    let _ = live.await;
+    assert!(Path::new(&socket).exists());
+    edge.ctl.handle(&root(), heartbeat).await.unwrap();
+    assert!(!Path::new(&socket).exists());
+    let _again = listen(&socket, "again");
+
+    // Sockets of ended leases are swept when the owner allocates again.
+    let ended = allocate(&edge.ctl, "ended").await.unwrap();
+    let ended_socket = socket_of(&ended);
+    drop(std::os::unix::net::UnixListener::bind(&ended_socket).unwrap());
+    edge.ctl
+        .handle(
+            &root(),
+            CtlRequest::Delete {
+                lease: LeaseRef::Id(ended.lease_id.clone()),
+            },
+        )
+        .await
+        .unwrap();
+    assert!(Path::new(&ended_socket).exists());
+    allocate(&edge.ctl, "next").await.unwrap();
+    assert!(!Path::new(&ended_socket).exists());
+    assert!(Path::new(&socket).exists(), "the live lease's socket stays");
+}
+
+#[tokio::test]
+async fn the_control_socket_grants_nothing() {
+    let edge = edge().await;
+    let control = sockets::control_socket(&edge.socket_dir());
+    let ask = |line: Vec<u8>| {
+        let control = control.clone();
+        async move {
+            let mut stream = tokio::net::UnixStream::connect(&control).await.unwrap();
+            stream.write_all(&line).await.unwrap();
+            let _ = stream.shutdown().await;
+            let mut answer = String::new();
+            stream.read_to_string(&mut answer).await.unwrap();
+            answer
+        }
+    };
+    for line in [
+        b"sync ../../etc/passwd\n".to_vec(),
+        b"sync lease_aaaaaaaaaaaaaaaa extra\n".to_vec(),
+        b"link portal /tmp/evil.sock\n".to_vec(),
+        b"\n".to_vec(),
+        b"ping".to_vec(),
+        vec![b'x'; 4096],
+    ] {
+        let answer = ask(line.clone()).await;
+        assert!(
+            answer.starts_with("error "),
+            "{:?} answered {answer:?}",
+            String::from_utf8_lossy(&line)
+        );
+    }
+    // A lease that does not exist is synced to "no link": nothing is created.
+    assert_eq!(ask(b"sync lease_aaaaaaaaaaaaaaaa\n".to_vec()).await, "ok\n");
+    assert_eq!(std::fs::read_dir(edge.hosts()).unwrap().count(), 0);
+    assert_eq!(ask(b"ping\n".to_vec()).await, "ok\n");
+}
+
+#[tokio::test]
+async fn a_port_lease_from_routes_mode_keeps_its_caddy_route() {
+    let edge = edge().await;
+    // A lease allocated before the switch: a port, a Caddy route.
+    let mut routes_mode = settings(sockets::owners_dir(&edge.socket_dir()));
+    routes_mode.bind_plan = BindPlan::Ports;
+    let caddy =
+        CaddyRoutes::new(&edge.caddy.admin_address(), "srv0", Duration::from_secs(2)).unwrap();
+    let before_switch = LeaseService::new(
+        edge.serve.store().clone(),
+        Arc::new(caddy),
+        Arc::new(SystemClock),
+        routes_mode,
+    );
+    let old = allocate(&before_switch, "old").await.unwrap();
+    assert_eq!(old.bind_target(), BindTarget::LoopbackPort(21000));
+
+    let report = edge.serve.reconcile().await.unwrap();
+    assert_eq!(report.counts.removed, 0, "{report:?}");
+    let routes = edge.caddy.routes();
+    let ids: Vec<&str> = routes
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["@id"].as_str().unwrap_or("(catch-all)"))
+        .collect();
+    assert_eq!(
+        ids,
+        vec![
+            format!("mytunnel-{}", old.lease_id).as_str(),
+            STATIC_ROUTE_ID,
+            "(catch-all)",
+        ],
+        "the lease's own route comes before the wildcard"
+    );
+    edge.ctl
+        .release(&root(), &LeaseRef::Id(old.lease_id.clone()))
+        .await
+        .unwrap();
+    assert_eq!(edge.caddy.routes().as_array().unwrap().len(), 2);
+}
