@@ -20,14 +20,18 @@ mod e2e_support;
 
 use std::time::Duration;
 
-use e2e_support::{App, Stack};
+use e2e_support::{App, RouteMode, Stack, StackOptions};
 
 const BODY: &str = "Hello from the mytunnel demo app!";
 
 fn main() {
     let once = std::env::args().any(|a| a == "--once");
     println!("mytunnel demo: starting sshd, Caddy and mytunneld serve on loopback…");
-    let stack = Stack::new();
+    // The route mode of a new install: one wildcard Caddy route, per-user sockets.
+    let stack = Stack::with(StackOptions {
+        route_mode: RouteMode::Static,
+        ..StackOptions::default()
+    });
     let app = App::start(BODY);
     println!("sample app: http://127.0.0.1:{}/", app.port());
     println!(
@@ -38,6 +42,11 @@ fn main() {
     let alice = stack.http("alice", app.port(), &[]);
     println!("url: {}", alice.url);
     println!("lease: {}", alice.lease);
+    println!(
+        "route mode static: Caddy dials {}/hosts/{}.sock",
+        stack.socket_dir().display(),
+        alice.slug()
+    );
     let caddy = stack.caddy.http_address();
     println!();
     println!(
