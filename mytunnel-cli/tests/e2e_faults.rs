@@ -1,0 +1,137 @@
+//! Faults seen by running clients, on the end-to-end stack (real sshd, Caddy, `mytunneld
+//! serve`, OS users, the built `mytunnel`): sshd restarted under every client, and a
+//! client frozen (SIGSTOP, as a laptop put to sleep) past its lease's TTL.
+
+// Test code: a panic is a failed assertion.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod e2e_support;
+
+use std::time::{Duration, Instant};
+
+use e2e_support::{eventually, App, Stack, LEASE_TTL_SECS};
+use mytunnel_edge::testkit::children_of;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+const SERVE: Duration = Duration::from_secs(30);
+
+/// The client and every process below it.
+fn tree(pid: u32) -> Vec<i32> {
+    let mut all = vec![i32::try_from(pid).unwrap()];
+    let mut i = 0;
+    while let Some(&p) = all.get(i) {
+        all.extend(children_of(p));
+        i += 1;
+    }
+    all
+}
+
+#[test]
+fn every_client_reconnects_after_sshd_restarts() {
+    let mut stack = Stack::new();
+    let apps = [App::start("alice's app"), App::start("bob's app")];
+    let clients = [
+        stack.http("alice", apps[0].port(), &["--name", "restart-a"]),
+        stack.http("bob", apps[1].port(), &[]),
+    ];
+    let bodies = ["alice's app", "bob's app"];
+    for (client, body) in clients.iter().zip(bodies) {
+        stack.assert_serves(&client.host(), body, SERVE);
+    }
+
+    let planes: Vec<i32> = clients
+        .iter()
+        .map(|c| c.data_plane_pid().expect("no data-plane ssh"))
+        .collect();
+    let restarted = Instant::now();
+    stack.sshd.restart().unwrap();
+    // Every session went with the old sshd: the URLs stop serving, then come back.
+    for (client, body) in clients.iter().zip(bodies) {
+        stack.assert_serves(&client.host(), body, Duration::from_secs(60));
+        // The same lease: the reconnect came well within its TTL.
+        let user = if body.starts_with("alice") {
+            "alice"
+        } else {
+            "bob"
+        };
+        let lease = stack.lease_state(user, &client.lease);
+        assert!(
+            lease.as_ref().is_some_and(|l| l["state"] == "active"),
+            "{lease:?}; {}",
+            client.stderr()
+        );
+    }
+    println!(
+        "FIGURE sshd-restart: {} clients serving again {:.2}s after the restart",
+        clients.len(),
+        restarted.elapsed().as_secs_f64()
+    );
+    for (client, old) in clients.iter().zip(planes) {
+        // A new data plane replaced the one that went with the old sshd.
+        assert!(
+            client.data_plane_pid().is_some_and(|pid| pid != old),
+            "the data plane survived the restart: {}",
+            client.stderr()
+        );
+        assert!(
+            client.stderr().contains("reconnect"),
+            "no reconnect reported: {}",
+            client.stderr()
+        );
+    }
+}
+
+#[test]
+fn a_frozen_client_loses_its_lease_and_takes_its_name_again() {
+    let stack = Stack::new();
+    let app = App::start("wakes up");
+    let alice = stack.http("alice", app.port(), &["--name", "sleeper"]);
+    let host = alice.host();
+    stack.assert_serves(&host, "wakes up", SERVE);
+
+    // Freeze the client and its ssh processes, as a laptop put to sleep.
+    let frozen = tree(alice.pid());
+    for pid in &frozen {
+        let _ = kill(Pid::from_raw(*pid), Signal::SIGSTOP);
+    }
+    let stopped = Instant::now();
+    // No heartbeat: after the TTL, cleanup expires the lease and the route goes.
+    let expired = eventually(Duration::from_secs(LEASE_TTL_SECS + 20), || {
+        stack
+            .lease_state("alice", &alice.lease)
+            .is_some_and(|l| l["state"] == "expired")
+            && !stack.routes().contains(&alice.lease)
+    });
+    let expired_after = stopped.elapsed();
+    for pid in frozen.iter().rev() {
+        let _ = kill(Pid::from_raw(*pid), Signal::SIGCONT);
+    }
+    assert!(
+        expired,
+        "lease not expired; routes {}; serve log {}",
+        stack.routes(),
+        stack.serve_log()
+    );
+    assert!(stack.not_routed(&host) || !stack.routes().contains(&alice.lease));
+
+    // Woken up: the client notices and takes the same name again, under a new lease.
+    let woke = Instant::now();
+    stack.assert_serves(&host, "wakes up", Duration::from_secs(60));
+    let again = stack
+        .leases("alice")
+        .into_iter()
+        .find(|l| l["state"] == "active" && l["slug"] == "sleeper")
+        .unwrap_or_else(|| panic!("no active lease named sleeper; {}", alice.stderr()));
+    assert_ne!(again["lease_id"], alice.lease.as_str(), "{again}");
+    println!(
+        "FIGURE sigstop: lease expired {:.1}s after the freeze (TTL {LEASE_TTL_SECS}s), name served again {:.2}s after SIGCONT",
+        expired_after.as_secs_f64(),
+        woke.elapsed().as_secs_f64()
+    );
+}

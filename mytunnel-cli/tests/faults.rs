@@ -1,0 +1,722 @@
+//! Faults the edge must survive, with real processes: `mytunneld serve` killed with -9 in
+//! the middle of a cleanup or a reconcile pass, Caddy killed while allocations run, the
+//! database locked, full or unwritable, and a malformed env file. Each test ends in a
+//! checked state: no lease lost, no orphan route, no partial row, the service running.
+//!
+//! Sizes: `MYTUNNEL_FAULT_LEASES` (default 120) leases make a pass long enough to be
+//! killed in the middle; `cargo xtask soak` runs it with more.
+
+// Test code: a panic is a failed assertion.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use mytunnel_core::protocol::Takeover;
+use mytunnel_core::route::{InstalledRoute, Route};
+use mytunnel_core::store::{AllocateSpec, LeaseStore, NameChoice, OwnerLimit};
+use mytunnel_core::{Lease, PortRange, Timestamp, Ttl};
+use mytunnel_edge::caddy::{parse_body, parse_routes, route_json};
+use mytunnel_edge::ids::new_lease_id;
+use mytunnel_edge::testkit::{admin_get, admin_request, base_config, eventually, RealCaddy};
+use mytunnel_edge::{SqliteLeaseStore, SqliteStoreOptions};
+use serde_json::Value;
+
+const MIN_PORT: u16 = 40_000;
+const MAX_PORT: u16 = 41_999;
+
+fn fault_leases() -> usize {
+    std::env::var("MYTUNNEL_FAULT_LEASES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(120)
+}
+
+/// How long a restarted serve may take to converge: Caddy reloads its whole config on
+/// every change, so each route costs more the more there are (DESIGN.md field notes).
+fn converge_timeout(leases: usize) -> Duration {
+    Duration::from_secs(60 + u64::try_from(leases).unwrap() / 2)
+}
+
+/// A child process killed (SIGKILL) by its pid when dropped.
+#[derive(Debug)]
+struct Guard(Child);
+
+impl Guard {
+    fn pid(&self) -> nix::unistd::Pid {
+        nix::unistd::Pid::from_raw(i32::try_from(self.0.id()).unwrap())
+    }
+
+    fn kill9(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+
+    fn running(&mut self) -> bool {
+        self.0.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A tmpfs mounted for one test; unmounted (lazily, so a leftover open file cannot keep
+/// it) when dropped, also after a failed assertion.
+#[derive(Debug)]
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(dir).unwrap();
+        let status = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0755"),
+                "tmpfs",
+            ])
+            .arg(dir)
+            .status()
+            .unwrap();
+        assert!(
+            status.success(),
+            "mount tmpfs on {}: {status}",
+            dir.display()
+        );
+        Tmpfs(dir.to_owned())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// One edge: a real Caddy, an env file and a database in a temporary directory, and the
+/// built `mytunneld` copied where any user can run it.
+#[derive(Debug)]
+struct Edge {
+    caddy: RealCaddy,
+    dir: tempfile::TempDir,
+    db: PathBuf,
+}
+
+impl Edge {
+    fn new(db_dir: Option<&Path>, extra_env: &str) -> Edge {
+        let caddy = RealCaddy::start().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let db = db_dir.unwrap_or(dir.path()).join("leases.db");
+        let bin = dir.path().join("mytunneld");
+        std::fs::copy(env!("CARGO_BIN_EXE_mytunneld"), &bin).unwrap();
+        let env = format!(
+            "MYTUNNEL_DB_PATH={}\nMYTUNNEL_BASE_DOMAIN=t.test\nMYTUNNEL_CADDY_ADMIN_URL={}\n\
+             MYTUNNEL_MIN_PORT={MIN_PORT}\nMYTUNNEL_MAX_PORT={MAX_PORT}\n\
+             MYTUNNEL_MAX_LEASES_PER_OWNER=0\n{extra_env}",
+            db.display(),
+            caddy.admin_address(),
+        );
+        let env_path = dir.path().join("mytunneld.env");
+        std::fs::write(&env_path, env).unwrap();
+        std::fs::set_permissions(&env_path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        Edge { caddy, dir, db }
+    }
+
+    fn command(&self) -> Command {
+        let mut command = Command::new(self.dir.path().join("mytunneld"));
+        command
+            .arg("--env-file")
+            .arg(self.dir.path().join("mytunneld.env"))
+            .env_clear()
+            .stdin(Stdio::null());
+        command
+    }
+
+    /// `mytunneld ctl <args>` as root: exit code, JSON, how long it took.
+    fn ctl(&self, args: &[&str]) -> (i32, Value, Duration) {
+        let started = Instant::now();
+        let output = self.command().arg("ctl").args(args).output().unwrap();
+        let took = started.elapsed();
+        (output.status.code().unwrap_or(-1), parse(&output), took)
+    }
+
+    fn serve(&self, log: &str) -> Guard {
+        Guard(
+            self.command()
+                .arg("serve")
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(self.dir.path().join(log)).unwrap())
+                .spawn()
+                .unwrap(),
+        )
+    }
+
+    fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default()
+    }
+
+    /// Every lease in the database (`ctl list --all` as root).
+    fn all_leases(&self) -> Vec<Value> {
+        let (code, list, _) = self.ctl(&["list", "--all"]);
+        assert_eq!(code, 0, "{list}");
+        list.as_array().unwrap().clone()
+    }
+
+    /// Caddy's routes that belong to mytunnel.
+    fn our_routes(&self) -> Vec<InstalledRoute> {
+        let text = admin_get(
+            self.caddy.admin_socket(),
+            "/config/apps/http/servers/srv0/routes",
+        )
+        .unwrap_or_default();
+        parse_routes(&parse_body(&text)).unwrap_or_default()
+    }
+
+    /// Replaces Caddy's routes with `routes` (ahead of the catch-all) in one load.
+    fn load_routes(&self, routes: &[Route]) {
+        let mut config = base_config(self.caddy.admin_socket(), self.caddy.http_address(), true);
+        let server = &mut config["apps"]["http"]["servers"]["srv0"];
+        let mut list: Vec<Value> = routes.iter().map(route_json).collect();
+        list.extend(server["routes"].as_array().unwrap().iter().cloned());
+        server["routes"] = Value::Array(list);
+        admin_request(self.caddy.admin_socket(), "POST", "/load", Some(&config)).unwrap();
+        self.caddy.settle();
+    }
+}
+
+fn parse(output: &Output) -> Value {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {stdout:?}, stderr {:?}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
+}
+
+fn code(json: &Value) -> &str {
+    json["error"]["code"].as_str().unwrap_or("<no error>")
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Inserts `count` leases straight into the store (fast; no routes), each allocated at
+/// `now` with `ttl`. Returns them.
+fn insert_leases(db: &Path, count: usize, now: SystemTime, ttl: Duration) -> Vec<Lease> {
+    runtime().block_on(async {
+        let store = SqliteLeaseStore::open(db, &SqliteStoreOptions::default())
+            .await
+            .unwrap();
+        let mut leases = Vec::with_capacity(count);
+        for _ in 0..count {
+            let spec = AllocateSpec {
+                held_ports: Vec::new(),
+                id: new_lease_id(),
+                owner: "root".parse().unwrap(),
+                name: NameChoice::FirstFreeOf(mytunnel_edge::ids::generated_slug_candidates(8)),
+                takeover: Takeover::Refuse,
+                ttl: Ttl::configured(ttl),
+                base_domain: "t.test".parse().unwrap(),
+                ports: PortRange::new(MIN_PORT, MAX_PORT).unwrap(),
+                bind_socket: None,
+                owner_limit: OwnerLimit::Unlimited,
+                now: Timestamp::from_system_time(now),
+            };
+            leases.push(store.allocate(spec).await.unwrap().lease);
+        }
+        store.close().await;
+        leases
+    })
+}
+
+fn active_ids(edge: &Edge) -> BTreeSet<String> {
+    edge.all_leases()
+        .iter()
+        .filter(|l| l["state"] == "active")
+        .map(|l| l["lease_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn route_ids(routes: &[InstalledRoute]) -> BTreeSet<String> {
+    routes
+        .iter()
+        .filter_map(|r| r.route.as_ref().map(|r| r.lease_id.to_string()))
+        .collect()
+}
+
+/// Routes match the active leases exactly: one correct route per lease, nothing else.
+fn converged(edge: &Edge, leases: &[Lease]) -> bool {
+    let routes = edge.our_routes();
+    let mut expected: Vec<Route> = leases.iter().map(Route::for_lease).collect();
+    let mut got: Vec<Route> = routes.iter().filter_map(|r| r.route.clone()).collect();
+    expected.sort_by_key(Route::id);
+    got.sort_by_key(Route::id);
+    routes.len() == got.len() && got == expected
+}
+
+#[test]
+fn serve_killed_during_reconcile_converges_on_the_next_start() {
+    let n = fault_leases();
+    let edge = Edge::new(
+        None,
+        "MYTUNNEL_CLEANUP_INTERVAL=1h\nMYTUNNEL_RECONCILE_INTERVAL=1h\n",
+    );
+    let leases = insert_leases(&edge.db, n, SystemTime::now(), Duration::from_secs(3600));
+    // Orphans of leases that do not exist, and no route of any real lease.
+    let orphans = insert_leases(
+        &edge.dir.path().join("other.db"),
+        10,
+        SystemTime::now(),
+        Duration::from_secs(3600),
+    );
+    edge.load_routes(&orphans.iter().map(Route::for_lease).collect::<Vec<_>>());
+    assert_eq!(edge.our_routes().len(), 10);
+
+    // The first pass removes the orphans, then adds the routes one by one: kill it -9
+    // once some but not all are there.
+    let mut serve = edge.serve("serve-1.log");
+    let mut seen = 0;
+    let killed = eventually(Duration::from_secs(60), || {
+        seen = route_ids(&edge.our_routes()).len();
+        if seen > 0 && seen < n / 2 {
+            nix::sys::signal::kill(serve.pid(), nix::sys::signal::Signal::SIGKILL).unwrap();
+            true
+        } else {
+            false
+        }
+    });
+    serve.kill9();
+    assert!(
+        killed,
+        "never saw a partial reconcile (last count {seen}); log: {}",
+        edge.log("serve-1.log")
+    );
+    let partial = edge.our_routes().len();
+    assert!(
+        partial < n,
+        "the pass finished before the kill ({partial} routes)"
+    );
+    // No lease lost.
+    let expected: BTreeSet<String> = leases.iter().map(|l| l.id.to_string()).collect();
+    assert_eq!(active_ids(&edge), expected);
+
+    let started = Instant::now();
+    let _serve = edge.serve("serve-2.log");
+    assert!(
+        eventually(converge_timeout(n), || converged(&edge, &leases)),
+        "not converged: {} routes for {n} leases; log: {}",
+        edge.our_routes().len(),
+        edge.log("serve-2.log")
+    );
+    println!(
+        "FIGURE reconcile-kill: {n} leases, killed at {partial} routes, converged {:.2}s after restart",
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(active_ids(&edge), expected, "a lease was lost");
+}
+
+#[test]
+fn serve_killed_during_cleanup_leaves_no_orphan_after_the_next_start() {
+    let n = fault_leases();
+    let edge = Edge::new(
+        None,
+        "MYTUNNEL_CLEANUP_INTERVAL=1h\nMYTUNNEL_RECONCILE_INTERVAL=1h\n",
+    );
+    let hour_ago = SystemTime::now() - Duration::from_secs(3600);
+    let stale = insert_leases(&edge.db, n, hour_ago, Duration::from_secs(120));
+    let live = insert_leases(&edge.db, 3, SystemTime::now(), Duration::from_secs(3600));
+    let all: Vec<Route> = stale.iter().chain(&live).map(Route::for_lease).collect();
+    edge.load_routes(&all);
+    assert_eq!(edge.our_routes().len(), n + 3);
+
+    // Cleanup expires every stale lease in one transaction, then removes their routes
+    // one by one: kill it -9 once some of those routes are gone but not all.
+    let stale_ids: BTreeSet<String> = stale.iter().map(|l| l.id.to_string()).collect();
+    let mut serve = edge.serve("serve-1.log");
+    let mut left = n;
+    let killed = eventually(Duration::from_secs(60), || {
+        left = route_ids(&edge.our_routes())
+            .intersection(&stale_ids)
+            .count();
+        if left > n / 2 && left < n {
+            nix::sys::signal::kill(serve.pid(), nix::sys::signal::Signal::SIGKILL).unwrap();
+            true
+        } else {
+            false
+        }
+    });
+    serve.kill9();
+    assert!(
+        killed,
+        "never saw a partial cleanup ({left} routes of stale leases left); log: {}",
+        edge.log("serve-1.log")
+    );
+    let orphans = route_ids(&edge.our_routes())
+        .intersection(&stale_ids)
+        .count();
+    assert!(orphans > 0, "the pass finished before the kill");
+    let states = |edge: &Edge| {
+        let leases = edge.all_leases();
+        let count = |s: &str| leases.iter().filter(|l| l["state"] == s).count();
+        (count("active"), count("expired"))
+    };
+    assert_eq!(
+        states(&edge),
+        (3, n),
+        "cleanup commits the expiry before removing routes"
+    );
+
+    let started = Instant::now();
+    let _serve = edge.serve("serve-2.log");
+    assert!(
+        eventually(converge_timeout(n), || converged(&edge, &live)),
+        "orphans left: {} routes for 3 live leases; log: {}",
+        edge.our_routes().len(),
+        edge.log("serve-2.log")
+    );
+    println!(
+        "FIGURE cleanup-kill: {n} stale leases, killed with {orphans} orphan routes, converged {:.2}s after restart",
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(states(&edge), (3, n), "a lease was lost");
+}
+
+/// Allocations running while Caddy is killed: each one either succeeded (its lease is
+/// active, and its route is back once Caddy returns) or answered `caddy_unavailable` and
+/// kept no lease. Complements `service_component::caddy_down_during_allocate_keeps_no_lease`
+/// (Caddy down before the call) with a kill at a moment the test does not choose.
+#[test]
+fn caddy_killed_while_allocations_run() {
+    let mut edge = Edge::new(
+        None,
+        "MYTUNNEL_CLEANUP_INTERVAL=1h\nMYTUNNEL_RECONCILE_INTERVAL=1s\nMYTUNNEL_HEALTH_TIMEOUT=2s\n",
+    );
+    let _ = edge.ctl(&["list"]); // creates the database
+    let bin = edge.dir.path().join("mytunneld");
+    let env_file = edge.dir.path().join("mytunneld.env");
+    let workers: Vec<std::thread::JoinHandle<Vec<(i32, Value)>>> = (0..8)
+        .map(|_| {
+            let bin = bin.clone();
+            let env_file = env_file.clone();
+            std::thread::spawn(move || {
+                (0..10)
+                    .map(|_| {
+                        let output = Command::new(&bin)
+                            .arg("--env-file")
+                            .arg(&env_file)
+                            .args(["ctl", "allocate", "--local-port", "8080"])
+                            .env_clear()
+                            .stdin(Stdio::null())
+                            .output()
+                            .unwrap();
+                        (output.status.code().unwrap_or(-1), parse(&output))
+                    })
+                    .collect()
+            })
+        })
+        .collect();
+    // Kill Caddy once some allocations went through.
+    assert!(eventually(Duration::from_secs(60), || edge
+        .our_routes()
+        .len()
+        >= 8));
+    edge.caddy.kill();
+    let results: Vec<(i32, Value)> = workers
+        .into_iter()
+        .flat_map(|w| w.join().unwrap())
+        .collect();
+    let ok: BTreeSet<String> = results
+        .iter()
+        .filter(|(c, _)| *c == 0)
+        .map(|(_, v)| v["lease_id"].as_str().unwrap().to_owned())
+        .collect();
+    let refused = results
+        .iter()
+        .filter(|(c, v)| *c == 2 && code(v) == "caddy_unavailable")
+        .count();
+    assert_eq!(ok.len() + refused, results.len(), "{results:#?}");
+    assert!(refused > 0, "Caddy was never seen down: {results:#?}");
+    // Nothing but the successful allocations is active.
+    assert_eq!(active_ids(&edge), ok);
+
+    // Caddy back with its config lost: serve's reconcile restores exactly those routes.
+    let _serve = edge.serve("serve.log");
+    edge.caddy.restart().unwrap();
+    assert!(
+        eventually(Duration::from_secs(30), || route_ids(&edge.our_routes())
+            == ok
+            && edge.our_routes().len() == ok.len()),
+        "routes {:?} != leases {ok:?}; log: {}",
+        route_ids(&edge.our_routes()),
+        edge.log("serve.log")
+    );
+    println!(
+        "FIGURE caddy-kill: {} allocations, {} ok, {refused} caddy_unavailable",
+        results.len(),
+        ok.len()
+    );
+}
+
+/// Holds the write lock of `db` (`BEGIN IMMEDIATE`) in another thread until dropped.
+struct WriteLock {
+    release: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl WriteLock {
+    fn take(db: &Path) -> WriteLock {
+        use sqlx::{Connection, Executor};
+        let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+        let (release, release_rx) = std::sync::mpsc::channel::<()>();
+        let url = format!("sqlite://{}", db.display());
+        let thread = std::thread::spawn(move || {
+            runtime().block_on(async move {
+                let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+                conn.execute("BEGIN IMMEDIATE").await.unwrap();
+                locked_tx.send(()).unwrap();
+                let _ = tokio::task::spawn_blocking(move || release_rx.recv()).await;
+                conn.execute("ROLLBACK").await.unwrap();
+                conn.close().await.unwrap();
+            });
+        });
+        locked_rx.recv_timeout(Duration::from_secs(30)).unwrap();
+        WriteLock {
+            release: Some(release),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for WriteLock {
+    fn drop(&mut self) {
+        drop(self.release.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Asserts that `name` has no row (the failed allocation left nothing behind).
+fn no_row_named(edge: &Edge, name: &str) {
+    let leases = edge.all_leases();
+    assert!(
+        !leases
+            .iter()
+            .any(|l| l["slug"] == name || l["host"].as_str().is_some_and(|h| h.starts_with(name))),
+        "{name}: {leases:#?}"
+    );
+}
+
+#[test]
+fn database_locked_full_or_unwritable_is_db_error_and_serve_keeps_running() {
+    let scratch = tempfile::tempdir().unwrap();
+    let mount = scratch.path().join("db");
+    let tmpfs = Tmpfs::mount(&mount, "4m");
+    let edge = Edge::new(
+        Some(&tmpfs.0),
+        "MYTUNNEL_CLEANUP_INTERVAL=1s\nMYTUNNEL_RECONCILE_INTERVAL=1s\n",
+    );
+    let (c, first, _) = edge.ctl(&["allocate", "--name", "before", "--local-port", "80"]);
+    assert_eq!(c, 0, "{first}");
+    let serving_ok = |edge: &Edge, name: &str| {
+        let (c, lease, _) = edge.ctl(&["allocate", "--name", name, "--local-port", "80"]);
+        assert_eq!(c, 0, "{name}: {lease}");
+        assert!(route_ids(&edge.our_routes()).contains(lease["lease_id"].as_str().unwrap()));
+    };
+
+    // 1. Locked by another process for longer than the busy timeout (5s), also while
+    //    serve starts: serve waits for the database instead of exiting.
+    let mut serve;
+    {
+        let _lock = WriteLock::take(&edge.db);
+        serve = edge.serve("serve.log");
+        let (c, err, took) = edge.ctl(&["allocate", "--name", "locked", "--local-port", "80"]);
+        assert_eq!((c, code(&err)), (2, "db_error"), "{err}");
+        assert!(
+            err["error"]["message"].as_str().unwrap().contains("locked"),
+            "{err}"
+        );
+        assert!(took >= Duration::from_secs(5), "gave up after {took:?}");
+        println!(
+            "FIGURE db-locked: db_error after {:.2}s",
+            took.as_secs_f64()
+        );
+        assert!(
+            eventually(Duration::from_secs(20), || edge
+                .log("serve.log")
+                .contains("cannot open the lease database")),
+            "{}",
+            edge.log("serve.log")
+        );
+        assert!(serve.running(), "serve died: {}", edge.log("serve.log"));
+    }
+    assert!(
+        eventually(Duration::from_secs(20), || edge
+            .log("serve.log")
+            .contains("mytunneld serving")),
+        "serve did not start once the lock went: {}",
+        edge.log("serve.log")
+    );
+    no_row_named(&edge, "locked");
+    assert!(serve.running(), "serve died: {}", edge.log("serve.log"));
+    serving_ok(&edge, "after-lock");
+
+    // 2. Disk full: allocations either succeed whole or answer db_error with no row.
+    let filler = tmpfs.0.join("filler");
+    {
+        let mut file = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0u8; 64 * 1024];
+        while file.write_all(&chunk).is_ok() {}
+        let mut byte = [0u8; 1];
+        while file.write_all(&byte).is_ok() {
+            byte[0] = 1;
+        }
+    }
+    let mut outcomes = Vec::new();
+    let mut full_error = None;
+    for i in 0..200 {
+        let name = format!("full-{i}");
+        let (c, reply, _) = edge.ctl(&["allocate", "--name", &name, "--local-port", "80"]);
+        outcomes.push((name, c, reply.clone()));
+        if c != 0 {
+            full_error = Some(reply);
+            break;
+        }
+    }
+    let full_error = full_error.expect("200 allocations on a full disk all succeeded");
+    assert_eq!(code(&full_error), "db_error", "{full_error}");
+    let message = full_error["error"]["message"].as_str().unwrap().to_owned();
+    assert!(
+        message.contains("full") || message.contains("space"),
+        "{message}"
+    );
+    println!(
+        "FIGURE disk-full: db_error after {} allocation(s): {message}",
+        outcomes.len() - 1
+    );
+    assert!(serve.running(), "serve died: {}", edge.log("serve.log"));
+    std::fs::remove_file(&filler).unwrap();
+    let active = active_ids(&edge);
+    for (name, c, reply) in &outcomes {
+        if *c == 0 {
+            assert!(
+                active.contains(reply["lease_id"].as_str().unwrap()),
+                "{name}"
+            );
+        } else {
+            no_row_named(&edge, name);
+        }
+    }
+    serving_ok(&edge, "after-full");
+
+    // 3. Unwritable: a user who may read the database but not write it.
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+    for path in [&edge.db, &tmpfs.0] {
+        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755));
+    }
+    let output = edge
+        .command()
+        .uid(nobody.uid.as_raw())
+        .gid(nobody.gid.as_raw())
+        .args([
+            "ctl",
+            "allocate",
+            "--name",
+            "readonly",
+            "--local-port",
+            "80",
+        ])
+        .output()
+        .unwrap();
+    let reply = parse(&output);
+    assert_eq!(
+        (output.status.code(), code(&reply)),
+        (Some(2), "db_error"),
+        "{reply}"
+    );
+    println!(
+        "FIGURE db-unwritable: {}",
+        reply["error"]["message"].as_str().unwrap()
+    );
+    no_row_named(&edge, "readonly");
+    assert!(serve.running(), "serve died: {}", edge.log("serve.log"));
+    serving_ok(&edge, "after-readonly");
+    let (c, health, _) = edge.ctl(&["health"]);
+    assert_eq!(c, 0, "{health}");
+
+    serve.kill9();
+    drop(edge);
+    drop(tmpfs);
+}
+
+#[test]
+fn a_malformed_env_file_names_the_file_and_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let env_path = dir.path().join("mytunneld.env");
+    std::fs::write(
+        &env_path,
+        "MYTUNNEL_BASE_DOMAIN=t.test\n# fine\nthis is not a pair\n",
+    )
+    .unwrap();
+    let file = env_path.display().to_string();
+    for args in [&["ctl", "list"][..], &["serve"][..]] {
+        let output = Command::new(env!("CARGO_BIN_EXE_mytunneld"))
+            .arg("--env-file")
+            .arg(&env_path)
+            .args(args)
+            .env_clear()
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(!output.status.success(), "{args:?}: {text}");
+        assert!(
+            text.contains(&file),
+            "{args:?} does not name the file: {text}"
+        );
+        assert!(
+            text.contains("line 3"),
+            "{args:?} does not name the line: {text}"
+        );
+    }
+    // The gate (SSH_ORIGINAL_COMMAND) answers a JSON envelope naming both.
+    let output = Command::new(env!("CARGO_BIN_EXE_mytunneld"))
+        .arg("--env-file")
+        .arg(&env_path)
+        .arg("gate")
+        .env_clear()
+        .env("SSH_ORIGINAL_COMMAND", "mytunneld ctl list")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let reply = parse(&output);
+    let message = reply["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(&file) && message.contains("line 3"),
+        "{reply}"
+    );
+}
