@@ -266,7 +266,11 @@ pub fn format_ls(leases: &[LeaseDto]) -> String {
                 l.lease_id.to_string(),
                 l.host.clone(),
                 l.owner.to_string(),
-                l.edge_bind_port.to_string(),
+                // A lease that binds a socket (static route mode) holds no port.
+                match l.edge_bind_port {
+                    0 => "-".to_owned(),
+                    port => port.to_string(),
+                },
                 l.state.to_string(),
                 l.expires_at.to_string(),
             ]

@@ -188,7 +188,7 @@ pub struct Lease {
     pub host: Host,
     /// The OS user that owns it.
     pub owner: Owner,
-    /// The edge port reserved for it (the data plane binds it unless `bind_socket` is set).
+    /// The edge port its data plane binds; 0 when it binds `bind_socket` instead.
     pub edge_bind_port: u16,
     /// The unix socket its data plane binds instead of the port (`static` route mode).
     pub bind_socket: Option<SocketPath>,

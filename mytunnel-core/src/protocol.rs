@@ -206,7 +206,8 @@ pub struct LeaseDto {
     pub host: String,
     /// The OS user owning the lease.
     pub owner: Owner,
-    /// The edge port reserved for the lease (the data plane's target in `routes` mode).
+    /// The edge port the data plane binds in `routes` mode; 0 for a lease that binds a
+    /// unix socket (`static` mode), which holds no port.
     pub edge_bind_port: u16,
     /// Where the data plane binds (added key): `127.0.0.1:<port>` or a unix socket path.
     /// Absent from older edges, which always mean the port; read it with

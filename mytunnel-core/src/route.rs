@@ -92,6 +92,12 @@ pub trait RouteBackend: Send + Sync + std::fmt::Debug {
     /// Removes every route with this id; `Ok(false)` when there was none.
     async fn remove(&self, route_id: &str) -> Result<bool, RouteError>;
 
+    /// Removes the route a lease had, when the caller still knows it (release, expiry):
+    /// a backend keyed by host can go straight to it. By default, [`Self::remove`] by id.
+    async fn remove_route(&self, route: &Route) -> Result<bool, RouteError> {
+        self.remove(&route.id()).await
+    }
+
     /// Every route this backend holds under a `mytunnel-` id.
     async fn list(&self) -> Result<Vec<InstalledRoute>, RouteError>;
 

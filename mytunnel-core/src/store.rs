@@ -98,6 +98,8 @@ pub struct StoreStats {
     pub by_state: StateCounts,
     /// Active leases per owner.
     pub active_per_owner: BTreeMap<Owner, u64>,
+    /// Active leases that hold an edge port (those binding a socket hold none).
+    pub active_ports: u64,
 }
 
 /// Why a store operation failed.

@@ -141,6 +141,26 @@ impl RouteBackend for HostLinks {
         Ok(removed)
     }
 
+    /// The link of the route's host, if it still points at the route's socket.
+    async fn remove_route(&self, route: &Route) -> Result<bool, RouteError> {
+        let Upstream::UnixSocket(target) = &route.upstream else {
+            return self.remove(&route.id()).await;
+        };
+        let link = self.link_path(route)?;
+        match std::fs::read_link(&link) {
+            Ok(current) if current.as_os_str() == target.as_str() => {
+                let name = link
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or_default();
+                self.unlink(name)?;
+                Ok(true)
+            }
+            // Another lease's link now (the name was taken again), or none.
+            _ => Ok(false),
+        }
+    }
+
     async fn list(&self) -> Result<Vec<InstalledRoute>, RouteError> {
         let mut routes = Vec::new();
         for (name, target) in self.entries()? {
@@ -296,6 +316,13 @@ impl RouteBackend for StaticRoutes {
         Ok(linked || routed)
     }
 
+    async fn remove_route(&self, route: &Route) -> Result<bool, RouteError> {
+        match route.upstream {
+            Upstream::UnixSocket(_) => self.links.remove_route(route).await,
+            Upstream::LoopbackPort(_) => self.caddy.remove_route(route).await,
+        }
+    }
+
     async fn list(&self) -> Result<Vec<InstalledRoute>, RouteError> {
         let mut routes = self.links.list().await?;
         routes.extend(self.caddy.list().await?);
@@ -346,7 +373,13 @@ async fn sync_lease(service: &LeaseService, id: &LeaseId) -> Result<(), String> 
             .upsert(&Route::for_lease(&lease))
             .await
             .map_err(|e| e.to_string()),
-        _ => routes
+        // An ended lease: straight to its host's link.
+        Some(lease) => routes
+            .remove_route(&Route::for_lease(&lease))
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
+        None => routes
             .remove(&route_id(id))
             .await
             .map(|_| ())

@@ -289,7 +289,7 @@ impl LeaseService {
             .await?;
         let lease = allocation.lease;
         let route_result = match &allocation.displaced {
-            Some(old) => match self.routes.remove(&route_id(&old.id)).await {
+            Some(old) => match self.routes.remove_route(&Route::for_lease(old)).await {
                 Ok(_) => self.routes.upsert(&Route::for_lease(&lease)).await,
                 Err(e) => Err(e),
             },
@@ -317,21 +317,31 @@ impl LeaseService {
     }
 
     /// Removes the caller's sockets of ended leases that nothing listens on (sshd leaves
-    /// them behind and would refuse to bind over them).
+    /// them behind and would refuse to bind over them). Looks only at the files in the
+    /// owner's directory, one lease each, so its cost does not grow with the edge.
     async fn sweep_sockets(&self, owners_dir: &std::path::Path, caller: &Caller) {
-        let Ok(leases) = self
-            .store
-            .list(&OwnerScope::Owner(caller.owner().clone()))
-            .await
-        else {
+        let dir = owners_dir.join(caller.owner().as_str());
+        let mut ended = BTreeSet::new();
+        for socket in sockets::lease_sockets_in(&dir) {
+            let Some(id) = socket.lease_id() else {
+                continue;
+            };
+            match self.store.find(&id).await {
+                Ok(Some(lease)) if lease.state == LeaseState::Active => {}
+                Ok(_) => {
+                    ended.insert(socket);
+                }
+                // Unsure: keep it.
+                Err(_) => {}
+            }
+        }
+        if ended.is_empty() {
             return;
-        };
-        let keep: BTreeSet<LeaseId> = leases
-            .into_iter()
-            .filter(|l| l.state == LeaseState::Active)
-            .map(|l| l.id)
-            .collect();
-        sockets::sweep(&owners_dir.join(caller.owner().as_str()), &keep);
+        }
+        let listening = sockets::listening_paths();
+        for socket in &ended {
+            sockets::clear_if_stale(socket, &listening);
+        }
     }
 
     /// `release`: tombstone, then remove the route.
@@ -340,7 +350,7 @@ impl LeaseService {
             .store
             .release(caller.owner(), lease, self.clock.now())
             .await?;
-        self.remove_route_or_log(&released.id).await;
+        self.remove_route_or_log(&released).await;
         if let Some(socket) = &released.bind_socket {
             sockets::clear_if_stale(socket, &sockets::listening_paths());
         }
@@ -351,13 +361,14 @@ impl LeaseService {
     pub async fn delete(&self, caller: &Caller, lease: &LeaseRef) -> Result<Lease, ApiError> {
         let deleted = self.store.delete(caller.owner(), lease).await?;
         if deleted.state == LeaseState::Active {
-            self.remove_route_or_log(&deleted.id).await;
+            self.remove_route_or_log(&deleted).await;
         }
         Ok(deleted)
     }
 
-    async fn remove_route_or_log(&self, id: &LeaseId) {
-        if let Err(e) = self.routes.remove(&route_id(id)).await {
+    async fn remove_route_or_log(&self, lease: &Lease) {
+        let id = &lease.id;
+        if let Err(e) = self.routes.remove_route(&Route::for_lease(lease)).await {
             tracing::warn!(lease = %id, error = %e, "route not removed; reconcile will remove it");
         }
     }
@@ -388,7 +399,7 @@ impl LeaseService {
         Ok(StatsDto {
             leases: stats.by_state,
             ports: PortUsage {
-                used: stats.by_state.active,
+                used: stats.active_ports,
                 total: u64::from(ports.len()),
                 min_port: ports.min(),
                 max_port: ports.max(),
@@ -409,7 +420,7 @@ impl LeaseService {
         let expired = self.store.expire_stale(now).await?;
         let mut report = CleanupReport::default();
         for lease in &expired {
-            if let Err(e) = self.routes.remove(&route_id(&lease.id)).await {
+            if let Err(e) = self.routes.remove_route(&Route::for_lease(lease)).await {
                 report.route_errors.push(format!("{}: {e}", lease.id));
             }
             report.expired.push(lease.id.clone());

@@ -155,19 +155,16 @@ pub fn clear_if_stale(path: &SocketPath, listening: &BTreeSet<String>) -> bool {
     is_socket && std::fs::remove_file(path.as_str()).is_ok()
 }
 
-/// Removes the sockets in `dir` of leases not in `keep` that nothing listens on.
-/// Answers how many it removed.
-pub fn sweep(dir: &Path, keep: &BTreeSet<LeaseId>) -> usize {
+/// The lease sockets (`<lease_id>.sock`) in `dir`.
+pub fn lease_sockets_in(dir: &Path) -> Vec<SocketPath> {
     let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
+        return Vec::new();
     };
-    let listening = listening_paths();
     entries
         .filter_map(Result::ok)
         .filter_map(|entry| entry.path().to_str()?.parse::<SocketPath>().ok())
-        .filter(|path| path.lease_id().is_some_and(|id| !keep.contains(&id)))
-        .filter(|path| clear_if_stale(path, &listening))
-        .count()
+        .filter(|path| path.lease_id().is_some())
+        .collect()
 }
 
 #[cfg(test)]
@@ -225,7 +222,8 @@ garbage
         assert!(!clear_if_stale(&path, &listening_paths()));
         assert!(Path::new(path.as_str()).exists());
         drop(listener);
-        assert_eq!(sweep(dir.path(), &BTreeSet::new()), 1);
+        assert_eq!(lease_sockets_in(dir.path()), vec![path.clone()]);
+        assert!(clear_if_stale(&path, &listening_paths()));
         assert!(!Path::new(path.as_str()).exists());
     }
 }

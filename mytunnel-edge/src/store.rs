@@ -27,6 +27,7 @@ use sqlx::{Row, Sqlite, Transaction};
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_leases.sql"),
     include_str!("../migrations/0002_bind_socket.sql"),
+    include_str!("../migrations/0003_socket_leases_hold_no_port.sql"),
 ];
 
 /// Settings of the SQLite store.
@@ -423,32 +424,36 @@ impl LeaseStore for SqliteLeaseStore {
 
         // 3. The lowest free port. A displaced lease's port is taken last: its owner's
         //    ssh may still hold it until sshd notices the tunnel is gone.
-        let used: Vec<i64> = sqlx::query_scalar(
-            "SELECT edge_bind_port FROM leases WHERE state = 'active' \
-             AND edge_bind_port BETWEEN $1 AND $2 ORDER BY edge_bind_port",
-        )
-        .bind(i64::from(spec.ports.min()))
-        .bind(i64::from(spec.ports.max()))
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(|e| db_error("list used ports", e))?;
-        let mut used: Vec<u16> = used
-            .into_iter()
-            .filter_map(|p| u16::try_from(p).ok())
-            .chain(spec.held_ports.iter().copied())
-            .collect();
-        used.sort_unstable();
-        used.dedup();
-        let port = spec
-            .ports
-            .lowest_free(&used)
-            .or_else(|| {
-                displaced
-                    .as_ref()
-                    .map(|d| d.edge_bind_port)
-                    .filter(|p| spec.ports.contains(*p) && !spec.held_ports.contains(p))
-            })
-            .ok_or(StoreError::NoFreePort(spec.ports))?;
+        // A lease that binds a socket holds no port (0), and needs no look at the others.
+        let port = if spec.bind_socket.is_some() {
+            0
+        } else {
+            let used: Vec<i64> = sqlx::query_scalar(
+                "SELECT edge_bind_port FROM leases WHERE state = 'active' \
+                 AND edge_bind_port BETWEEN $1 AND $2 ORDER BY edge_bind_port",
+            )
+            .bind(i64::from(spec.ports.min()))
+            .bind(i64::from(spec.ports.max()))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(|e| db_error("list used ports", e))?;
+            let mut used: Vec<u16> = used
+                .into_iter()
+                .filter_map(|p| u16::try_from(p).ok())
+                .chain(spec.held_ports.iter().copied())
+                .collect();
+            used.sort_unstable();
+            used.dedup();
+            spec.ports
+                .lowest_free(&used)
+                .or_else(|| {
+                    displaced
+                        .as_ref()
+                        .map(|d| d.edge_bind_port)
+                        .filter(|p| spec.ports.contains(*p) && !spec.held_ports.contains(p))
+                })
+                .ok_or(StoreError::NoFreePort(spec.ports))?
+        };
 
         // 4. Write: the displaced lease goes, the new one comes.
         if let Some(old) = &displaced {
@@ -639,6 +644,13 @@ impl LeaseStore for SqliteLeaseStore {
                 Err(e) => return Err(db_error("corrupt state", e)),
             }
         }
+        let ports: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM leases WHERE state = 'active' AND bind_socket IS NULL",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| db_error("count used ports", e))?;
+        stats.active_ports = u64::try_from(ports).unwrap_or(0);
         let per_owner: Vec<(String, i64)> = sqlx::query_as(
             "SELECT owner, COUNT(*) FROM leases WHERE state = 'active' GROUP BY owner",
         )

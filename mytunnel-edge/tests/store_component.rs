@@ -152,7 +152,7 @@ async fn data_survives_reopen_and_migrations_are_idempotent() {
         .fetch_one(&mut conn)
         .await
         .unwrap();
-    assert_eq!(version, 2, "both migrations applied");
+    assert_eq!(version, 3, "every migration applied");
     let tables: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'")
         .fetch_one(&mut conn)
         .await
@@ -1054,4 +1054,32 @@ async fn held_ports_are_never_allocated() {
     force.takeover = Takeover::Force;
     let refused = store.allocate(force).await.unwrap_err();
     assert!(matches!(refused, StoreError::NoFreePort(_)), "{refused:?}");
+}
+
+/// Leases that bind a socket (static mode) hold no port: any number of them fit a range of
+/// one port, and a port lease beside them still gets that port.
+#[tokio::test]
+async fn socket_leases_hold_no_port() {
+    let store = SqliteLeaseStore::open_in_memory().await.unwrap();
+    for n in 0..5 {
+        let mut spec = exact("alice", &format!("s{n}"));
+        spec.ports = ports(21000, 21000);
+        spec.bind_socket = Some(format!("/s/owners/alice/{}.sock", spec.id).parse().unwrap());
+        let lease = store.allocate(spec).await.unwrap().lease;
+        assert_eq!(lease.edge_bind_port, 0);
+        assert!(lease.bind_socket.is_some());
+    }
+    let mut port_lease = exact("bob", "p");
+    port_lease.ports = ports(21000, 21000);
+    assert_eq!(
+        store
+            .allocate(port_lease)
+            .await
+            .unwrap()
+            .lease
+            .edge_bind_port,
+        21000
+    );
+    let stats = store.stats().await.unwrap();
+    assert_eq!((stats.by_state.active, stats.active_ports), (6, 1));
 }

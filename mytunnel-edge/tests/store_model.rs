@@ -358,11 +358,14 @@ impl Model {
         let mut stats = StoreStats {
             by_state: StateCounts::default(),
             active_per_owner: BTreeMap::new(),
+            active_ports: 0,
         };
         for lease in self.leases.values() {
             match lease.state {
                 LeaseState::Active => {
                     stats.by_state.active += 1;
+                    // The model only allocates ports (no sockets).
+                    stats.active_ports += 1;
                     *stats
                         .active_per_owner
                         .entry(lease.owner.clone())
