@@ -3,7 +3,8 @@
 //!
 //! - `cargo xtask ci` runs every check CI runs, in order, and stops at the first failure:
 //!   rustfmt, clippy, shellcheck, the tests (nextest when installed, else `cargo test`, then the doc
-//!   tests), rustdoc with warnings denied, the generated docs check, and a short fuzz smoke.
+//!   tests), rustdoc with warnings denied, the generated docs check, a short fuzz smoke, and
+//!   the bench smoke (`cargo xtask bench --smoke`).
 //! - `cargo xtask docs [--check]` generates the CLI reference (`docs/cli/*.md`), the man pages
 //!   (`docs/man/*.1`) and the shell completions (`docs/completions/`) from the clap
 //!   definitions, with `cargo run -q -p mytunnel-cli --example gen-docs -- <dir>`. With
@@ -11,12 +12,19 @@
 //!   when the committed ones differ.
 //! - `cargo xtask fuzz-smoke [--seconds N]` runs only the fuzz smoke: each cargo-fuzz target
 //!   in `fuzz/` for N seconds (default 20) on a copy of its seed corpus.
+//! - `cargo xtask bench [--smoke]` runs the benchmarks (see `bench.rs`) and writes
+//!   `BENCHMARKS.md`; `--smoke` is the short check CI runs.
+//! - `cargo xtask soak [--cycles N] [--clients N] [--leases N] [--rounds N]` runs the long
+//!   form of the load and fault suites (see `soak.rs`) and prints their figures.
 //! - `cargo xtask e2e` installs the system packages the end-to-end suite starts (Caddy,
 //!   OpenSSH server and client) when missing, then runs it:
 //!   `cargo test -p mytunnel-cli --test e2e` (real sshd, Caddy and OS users; needs root).
 //!
 //! Only std is used, so the task builds fast on a clean machine. Every child process is a
 //! `std::process::Command` whose command line is printed before it runs.
+
+mod bench;
+mod soak;
 
 use std::ffi::OsStr;
 use std::fmt::Write as _;
@@ -30,7 +38,7 @@ type Result<T> = std::result::Result<T, String>;
 
 /// The cargo-fuzz targets in `fuzz/fuzz_targets/`, each with a seed corpus in
 /// `fuzz/corpus/<target>/`.
-const FUZZ_TARGETS: [&str; 4] = ["gate", "slug", "duration", "reply"];
+const FUZZ_TARGETS: [&str; 6] = ["gate", "slug", "duration", "reply", "caddy_json", "envfile"];
 
 /// Seconds each fuzz target runs for in `ci` and by default in `fuzz-smoke`.
 const DEFAULT_FUZZ_SECONDS: u64 = 20;
@@ -42,7 +50,7 @@ const DOC_TREES: [&str; 3] = ["cli", "man", "completions"];
 const DOCS_FIX: &str = "run `cargo xtask docs` and commit the result";
 
 /// Commands planned in the design that this release does not have yet.
-const NOT_YET: [&str; 2] = ["bench", "dist"];
+const NOT_YET: [&str; 1] = ["dist"];
 
 const USAGE: &str = "\
 Usage: cargo xtask <command> [options]
@@ -53,7 +61,7 @@ Commands:
                                fmt --check, clippy -D warnings, shellcheck -S warning,
                                tests (nextest or cargo test, then doc tests; the
                                end-to-end suite included), rustdoc -D warnings,
-                               docs --check, fuzz smoke
+                               docs --check, fuzz smoke, bench smoke
   docs [--check]             generate docs/cli (Markdown CLI reference), docs/man (man
                                pages) and docs/completions (bash, zsh, fish) from the clap
                                definitions (--check: generate into a temp dir and fail,
@@ -67,10 +75,20 @@ Commands:
                                mytunneld serve on loopback, publish a sample app as user
                                alice and fetch it through its tunnel URL; Ctrl-C tears
                                down (--once: exit after the fetch). Needs root.
+  bench [--smoke] [--out P]  install wrk (apt), bore and rathole (cargo install) when
+                               missing, build in release mode and run the benchmarks:
+                               cargo run --release -p mytunnel-bench; writes BENCHMARKS.md
+                               (--smoke: small sizes in ~30 s, a temp file, fails unless
+                               every table got numbers). Needs root.
+  soak [--cycles N] [--clients N] [--leases N] [--rounds N]
+                             the long load and fault suites: 32 clients x 50 cycles of
+                               real ctl processes (4 through ssh), serve killed -9 in
+                               passes over 500 leases, sshd restarts, frozen clients;
+                               prints every measured figure. Needs root.
   help, --help, -h           print this help
 
 Not yet available (each arrives with a later release; exits with code 2):
-  bench, dist
+  dist
 ";
 
 /// What the command line asks for.
@@ -83,6 +101,8 @@ enum Task {
     E2e,
     Demo { once: bool },
     NotYet(String),
+    Bench(bench::Options),
+    Soak(soak::Options),
 }
 
 fn main() -> ExitCode {
@@ -111,6 +131,8 @@ fn main() -> ExitCode {
         Task::FuzzSmoke { seconds } => fuzz_smoke_command(seconds),
         Task::E2e => e2e(),
         Task::Demo { once } => demo(once),
+        Task::Bench(options) => bench::bench(&options),
+        Task::Soak(options) => soak::soak(&options),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -155,6 +177,8 @@ fn parse_command_line(args: &[String]) -> Result<Task> {
                 "`cargo xtask demo` takes only --once, got {rest:?}"
             )),
         },
+        "bench" => bench::parse(rest).map(Task::Bench),
+        "soak" => soak::parse(rest).map(Task::Soak),
         other if NOT_YET.contains(&other) => Ok(Task::NotYet(other.to_owned())),
         other => Err(format!("unknown command {other:?}")),
     }
@@ -414,10 +438,11 @@ enum Step {
     Doc,
     Docs,
     FuzzSmoke,
+    BenchSmoke,
 }
 
 impl Step {
-    const ALL: [Step; 8] = [
+    const ALL: [Step; 9] = [
         Step::Prerequisites,
         Step::Fmt,
         Step::Clippy,
@@ -426,6 +451,7 @@ impl Step {
         Step::Doc,
         Step::Docs,
         Step::FuzzSmoke,
+        Step::BenchSmoke,
     ];
 
     fn name(self) -> &'static str {
@@ -438,6 +464,7 @@ impl Step {
             Step::Doc => "doc",
             Step::Docs => "docs check",
             Step::FuzzSmoke => "fuzz smoke",
+            Step::BenchSmoke => "bench smoke",
         }
     }
 }
@@ -537,6 +564,18 @@ fn ci() -> Result<()> {
                     ),
                 );
                 fuzz_smoke(&root, DEFAULT_FUZZ_SECONDS).map(|_| ())
+            }
+            Step::BenchSmoke => {
+                banner(
+                    number,
+                    total,
+                    step,
+                    "cargo xtask bench --smoke (every table at small sizes, to a temp file)",
+                );
+                bench::bench(&bench::Options {
+                    smoke: true,
+                    out: None,
+                })
             }
         };
         let ok = outcome.is_ok();
@@ -963,7 +1002,13 @@ mod tests {
         assert_eq!(parse(&["docs", "--check"]), Ok(Task::Docs { check: true }));
         assert_eq!(parse(&["demo"]), Ok(Task::Demo { once: false }));
         assert_eq!(parse(&["demo", "--once"]), Ok(Task::Demo { once: true }));
-        assert_eq!(parse(&["bench"]), Ok(Task::NotYet("bench".to_owned())));
+        assert_eq!(
+            parse(&["bench", "--smoke"]),
+            Ok(Task::Bench(bench::Options {
+                smoke: true,
+                out: None
+            }))
+        );
         for bad in [
             &[][..],
             &["bogus"],

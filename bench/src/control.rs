@@ -1,0 +1,185 @@
+//! Control plane: `mytunneld ctl allocate`, `heartbeat` and `release` as whole processes
+//! (spawn to JSON on stdout) against a real Caddy, with N active leases already present.
+//!
+//! The N leases are seeded straight into the SQLite file with the library (the same file
+//! ctl opens through the env file), and in `routes` mode their routes go into Caddy in one
+//! `POST /load`, in exactly the shape `mytunnel_edge::caddy::route_json` writes: seeding
+//! 5,000 leases through ctl would reload Caddy 5,000 times. In `static` mode the seeded
+//! leases get their socket in the owner's directory, as ctl would give them, and one
+//! `ctl reconcile` has `serve` (which ctl asks to link a host) link all N hosts; serve's
+//! reconcile loop keeps its default interval, so it does not compete with the samples. Each sample is one allocate,
+//! a heartbeat of that lease and its release, so N stays constant while sampling.
+
+use std::time::{Duration, SystemTime};
+
+use mytunnel_core::protocol::Takeover;
+use mytunnel_core::route::Route;
+use mytunnel_core::store::{AllocateSpec, LeaseStore, NameChoice, OwnerLimit};
+use mytunnel_core::{BaseDomain, Owner, PortRange, Slug, Timestamp, Ttl};
+use mytunnel_edge::caddy::route_json;
+use mytunnel_edge::ids::new_lease_id;
+use mytunnel_edge::{SqliteLeaseStore, SqliteStoreOptions};
+use serde_json::Value;
+
+use crate::edge::{Binaries, Edge, EdgeOptions, RouteMode, BASE_DOMAIN, USER};
+use crate::procs::Result;
+use crate::stats::Summary;
+
+/// The lease port range of the control-plane edge (nothing binds these ports).
+const PORTS: (u16, u16) = (20_000, 29_999);
+
+/// One measured size.
+#[derive(Debug, Clone, Copy)]
+pub struct Size {
+    /// Active leases present while sampling.
+    pub leases: usize,
+    /// Samples of each verb.
+    pub samples: usize,
+}
+
+/// Latencies of the three verbs at one size in one mode.
+#[derive(Debug, Clone)]
+pub struct Row {
+    /// The route mode.
+    pub mode: Option<RouteMode>,
+    /// Active leases present.
+    pub leases: usize,
+    /// allocate.
+    pub allocate: Summary,
+    /// heartbeat.
+    pub heartbeat: Summary,
+    /// release.
+    pub release: Summary,
+}
+
+/// Measures every size (ascending) in one route mode on a fresh edge.
+pub fn measure(binaries: &Binaries, mode: Option<RouteMode>, sizes: &[Size]) -> Result<Vec<Row>> {
+    let edge = Edge::start(
+        binaries,
+        &EdgeOptions {
+            route_mode: mode,
+            ports: PORTS,
+            sshd: false,
+            // In static mode ctl asks serve to link each host.
+            serve: mode == Some(RouteMode::Static),
+        },
+    )?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot build a runtime: {e}"))?;
+    let mut seeded: Vec<Value> = Vec::new();
+    let mut rows = Vec::new();
+    let per_lease_routes = mode != Some(RouteMode::Static);
+    for size in sizes {
+        let started = std::time::Instant::now();
+        let added = runtime.block_on(seed(&edge, seeded.len(), size.leases))?;
+        seeded.extend(added);
+        if per_lease_routes {
+            edge.load_routes(seeded.clone())?;
+        }
+        if per_lease_routes {
+            let in_caddy = edge.mytunnel_route_count()?;
+            if in_caddy != size.leases {
+                return Err(format!(
+                    "after seeding {} leases Caddy holds {in_caddy} mytunnel routes",
+                    size.leases
+                ));
+            }
+        } else {
+            edge.ctl(&["reconcile"], false)
+                .map_err(|e| format!("static mode: ctl reconcile after seeding: {e}"))?;
+            if !crate::procs::poll(Duration::from_secs(120), Duration::from_millis(50), || {
+                edge.host_link_count() >= size.leases
+            }) {
+                return Err(format!(
+                    "static mode: serve linked {} of {} seeded hosts within 120s: {}",
+                    edge.host_link_count(),
+                    size.leases,
+                    edge.serve_log()
+                ));
+            }
+        }
+        eprintln!(
+            "  control plane [{}]: {} leases seeded in {:.1}s; sampling {}×3",
+            mode.map_or("default", RouteMode::as_str),
+            size.leases,
+            started.elapsed().as_secs_f64(),
+            size.samples
+        );
+        let mut allocate = Vec::with_capacity(size.samples);
+        let mut heartbeat = Vec::with_capacity(size.samples);
+        let mut release = Vec::with_capacity(size.samples);
+        for _ in 0..size.samples {
+            let (lease, took) = edge.ctl(&["allocate", "--local-port", "3000"], false)?;
+            allocate.push(took);
+            let id = lease
+                .get("lease_id")
+                .and_then(Value::as_str)
+                .ok_or_else(|| format!("allocate answered no lease_id: {lease}"))?
+                .to_owned();
+            let (_, took) = edge.ctl(&["heartbeat", "--lease", &id], false)?;
+            heartbeat.push(took);
+            let (_, took) = edge.ctl(&["release", "--lease", &id], false)?;
+            release.push(took);
+        }
+        rows.push(Row {
+            mode,
+            leases: size.leases,
+            allocate: Summary::of(&allocate),
+            heartbeat: Summary::of(&heartbeat),
+            release: Summary::of(&release),
+        });
+    }
+    Ok(rows)
+}
+
+/// Allocates leases `from..to` (owner: the tunnel user, names `seed-<i>`) in the edge's DB and
+/// answers their routes.
+async fn seed(edge: &Edge, from: usize, to: usize) -> Result<Vec<Value>> {
+    let store = SqliteLeaseStore::open(&edge.db_path(), &SqliteStoreOptions::default())
+        .await
+        .map_err(|e| format!("open {}: {e}", edge.db_path().display()))?;
+    let owner: Owner = USER.parse().map_err(|e| format!("owner: {e}"))?;
+    let owners_dir = edge
+        .socket_dir()
+        .map(|dir| mytunnel_edge::sockets::owners_dir(&dir));
+    let base_domain: BaseDomain = BASE_DOMAIN
+        .parse()
+        .map_err(|e| format!("base domain: {e}"))?;
+    let ports = PortRange::new(PORTS.0, PORTS.1).map_err(|e| format!("port range: {e}"))?;
+    let mut routes = Vec::with_capacity(to.saturating_sub(from));
+    for i in from..to {
+        let slug: Slug = format!("seed-{i}")
+            .parse()
+            .map_err(|e| format!("slug seed-{i}: {e}"))?;
+        let id = new_lease_id();
+        let bind_socket = match &owners_dir {
+            Some(dir) => Some(
+                mytunnel_edge::sockets::lease_socket(dir, &owner, &id)
+                    .map_err(|e| format!("socket of seed lease {i}: {}", e.message))?,
+            ),
+            None => None,
+        };
+        let allocation = store
+            .allocate(AllocateSpec {
+                id,
+                bind_socket,
+                owner: owner.clone(),
+                name: NameChoice::Exact(slug),
+                takeover: Takeover::Refuse,
+                ttl: Ttl::configured(Duration::from_secs(24 * 3600)),
+                base_domain: base_domain.clone(),
+                ports,
+                // Nothing listens on the control-plane edge's ports.
+                held_ports: Vec::new(),
+                owner_limit: OwnerLimit::Unlimited,
+                now: Timestamp::from_system_time(SystemTime::now()),
+            })
+            .await
+            .map_err(|e| format!("seed lease {i}: {e}"))?;
+        routes.push(route_json(&Route::for_lease(&allocation.lease)));
+    }
+    store.close().await;
+    Ok(routes)
+}

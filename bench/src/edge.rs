@@ -1,0 +1,759 @@
+//! One edge on loopback for the bench: a real sshd whose tunnel user's key is gated by the
+//! built `mytunneld gate`, a real Caddy, an env file and lease database, optionally
+//! `mytunneld serve`. The tunnel user `mtbench` (group `mytunnel-bench`) is created with
+//! `scripts/install-edge-ssh-key.sh`, as an operator would.
+//!
+//! Every process is stopped by its pid when the edge drops.
+
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use mytunnel_edge::testkit::{admin_get, admin_request, base_config, RealCaddy};
+use serde_json::{json, Value};
+
+use crate::procs::{describe, free_port, poll, run_ok, tree_memory, Guard, Memory, Result};
+
+/// The tunnel user and its group.
+pub const USER: &str = "mtbench";
+/// The group that may read the env file and write the lease database.
+pub const GROUP: &str = "mytunnel-bench";
+/// The base domain of every lease.
+pub const BASE_DOMAIN: &str = "bench.test";
+
+/// Where the built binaries are and what they support.
+#[derive(Debug, Clone)]
+pub struct Binaries {
+    /// The built `mytunneld`.
+    pub mytunneld: PathBuf,
+    /// The built `mytunnel`.
+    pub mytunnel: PathBuf,
+    /// Whether this `mytunneld` knows `--route-mode static|routes`.
+    pub route_modes: bool,
+    /// The workspace root (for `scripts/`).
+    pub root: PathBuf,
+}
+
+impl Binaries {
+    /// The binaries next to this executable (`target/release/`), checked to exist.
+    pub fn locate(root: &Path) -> Result<Binaries> {
+        let exe = std::env::current_exe().map_err(|e| format!("current executable: {e}"))?;
+        let dir = exe
+            .parent()
+            .ok_or_else(|| format!("{} has no directory", exe.display()))?;
+        let mytunneld = dir.join("mytunneld");
+        let mytunnel = dir.join("mytunnel");
+        for binary in [&mytunneld, &mytunnel] {
+            if !binary.is_file() {
+                return Err(format!(
+                    "{} is missing: build it first (cargo build --release -p mytunnel-cli --bins)",
+                    binary.display()
+                ));
+            }
+        }
+        let help = Command::new(&mytunneld)
+            .args(["serve", "--help"])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run {} serve --help: {e}", mytunneld.display()))?;
+        let route_modes = String::from_utf8_lossy(&help.stdout).contains("--route-mode");
+        Ok(Binaries {
+            mytunneld,
+            mytunnel,
+            route_modes,
+            root: root.to_owned(),
+        })
+    }
+}
+
+/// Routing mode of the edge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteMode {
+    /// One Caddy route per lease (every lease change reloads Caddy's config).
+    Routes,
+    /// One static wildcard route; lease changes never touch Caddy.
+    Static,
+}
+
+impl RouteMode {
+    /// As written in `--route-mode`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RouteMode::Routes => "routes",
+            RouteMode::Static => "static",
+        }
+    }
+}
+
+/// How an edge is set up.
+#[derive(Debug, Clone)]
+pub struct EdgeOptions {
+    /// `Some` when the binary supports route modes; `None` writes no mode (its default).
+    pub route_mode: Option<RouteMode>,
+    /// The lease port range.
+    pub ports: (u16, u16),
+    /// Whether to start sshd (the control-plane bench calls ctl directly).
+    pub sshd: bool,
+    /// Whether to start `mytunneld serve`.
+    pub serve: bool,
+}
+
+/// A user and group of the OS, by id.
+#[derive(Debug, Clone, Copy)]
+pub struct Ids {
+    /// uid.
+    pub uid: u32,
+    /// gid.
+    pub gid: u32,
+}
+
+/// The running edge.
+#[derive(Debug)]
+pub struct Edge {
+    // Dropped in order: serve, sshd and its connections, Caddy, then the directory.
+    serve: Option<Guard>,
+    sshd: Option<BenchSshd>,
+    /// The real Caddy.
+    pub caddy: RealCaddy,
+    binaries: Binaries,
+    user: Ids,
+    key_installed: bool,
+    /// `static` mode's socket directory (short: it is spliced into socket addresses).
+    socket_dir: Option<tempfile::TempDir>,
+    dir: tempfile::TempDir,
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<()> {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| format!("chmod {mode:o} {}: {e}", path.display()))
+}
+
+fn write_file(path: &Path, text: &str) -> Result<()> {
+    std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+impl Edge {
+    /// Starts Caddy (and sshd, serve as asked), creates the tunnel user and writes the env
+    /// file.
+    pub fn start(binaries: &Binaries, options: &EdgeOptions) -> Result<Edge> {
+        let caddy = RealCaddy::start().map_err(|e| format!("cannot start Caddy: {e}"))?;
+        let dir = tempfile::Builder::new()
+            .prefix("mytunnel-bench-")
+            .tempdir()
+            .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
+        set_mode(dir.path(), 0o755)?;
+        let bin = dir.path().join("mytunneld");
+        std::fs::copy(&binaries.mytunneld, &bin)
+            .map_err(|e| format!("cannot copy {}: {e}", binaries.mytunneld.display()))?;
+        set_mode(&bin, 0o755)?;
+        let mut edge = Edge {
+            serve: None,
+            sshd: None,
+            caddy,
+            binaries: binaries.clone(),
+            user: Ids { uid: 0, gid: 0 },
+            key_installed: false,
+            socket_dir: None,
+            dir,
+        };
+        edge.install_user()?;
+        let db_dir = edge.path("db");
+        std::fs::create_dir(&db_dir).map_err(|e| format!("mkdir {}: {e}", db_dir.display()))?;
+        nix::unistd::chown(
+            &db_dir,
+            None,
+            Some(nix::unistd::Gid::from_raw(edge.user.gid)),
+        )
+        .map_err(|e| format!("chown {}: {e}", db_dir.display()))?;
+        set_mode(&db_dir, 0o2770)?;
+        let mut env = format!(
+            "MYTUNNEL_DB_PATH={db}\nMYTUNNEL_BASE_DOMAIN={BASE_DOMAIN}\n\
+             MYTUNNEL_CADDY_ADMIN_URL={admin}\nMYTUNNEL_LEASE_TTL=1h\n\
+             MYTUNNEL_MAX_LEASES_PER_OWNER=0\nMYTUNNEL_MIN_PORT={min}\nMYTUNNEL_MAX_PORT={max}\n",
+            db = edge.db_path().display(),
+            admin = edge.caddy.admin_address(),
+            min = options.ports.0,
+            max = options.ports.1,
+        );
+        if let Some(mode) = options.route_mode {
+            env.push_str(&format!("MYTUNNEL_ROUTE_MODE={}\n", mode.as_str()));
+        }
+        if options.route_mode == Some(RouteMode::Static) {
+            let socket_dir = edge.make_socket_dir()?;
+            env.push_str(&format!("MYTUNNEL_SOCKET_DIR={}\n", socket_dir.display()));
+        }
+        let env_path = edge.env_file();
+        write_file(&env_path, &env)?;
+        nix::unistd::chown(
+            &env_path,
+            None,
+            Some(nix::unistd::Gid::from_raw(edge.user.gid)),
+        )
+        .map_err(|e| format!("chown {}: {e}", env_path.display()))?;
+        set_mode(&env_path, 0o640)?;
+        for sub in ["home", "tmp", "logs"] {
+            std::fs::create_dir(edge.path(sub)).map_err(|e| format!("mkdir {sub}: {e}"))?;
+        }
+        if options.sshd {
+            let sshd = BenchSshd::start(&edge.path("sshd"))?;
+            write_file(&edge.path("known_hosts"), &sshd.known_hosts_line())?;
+            edge.sshd = Some(sshd);
+        }
+        if options.serve {
+            edge.start_serve()?;
+        }
+        Ok(edge)
+    }
+
+    fn start_serve(&mut self) -> Result<()> {
+        let log = std::fs::File::create(self.path("logs/serve.log"))
+            .map_err(|e| format!("cannot create serve.log: {e}"))?;
+        let serve = Guard::spawn(
+            Command::new(self.path("mytunneld"))
+                .arg("--env-file")
+                .arg(self.env_file())
+                .arg("serve")
+                .env_clear()
+                .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log),
+            "mytunneld serve",
+        )?;
+        self.serve = Some(serve);
+        // Ready once it has opened (and created) the database, and in static mode once
+        // it takes link requests.
+        let db = self.db_path();
+        let control = self
+            .socket_dir()
+            .map(|dir| mytunnel_edge::sockets::control_socket(&dir));
+        if !poll(Duration::from_secs(15), Duration::from_millis(10), || {
+            db.exists() && control.as_ref().is_none_or(|c| c.exists())
+        }) {
+            return Err(format!(
+                "mytunneld serve did not create {} within 15s: {}",
+                db.display(),
+                self.serve_log()
+            ));
+        }
+        Ok(())
+    }
+
+    /// `static` mode's socket directory, as the env file names it.
+    pub fn socket_dir(&self) -> Option<PathBuf> {
+        self.socket_dir.as_ref().map(|d| d.path().to_owned())
+    }
+
+    /// Creates `static` mode's socket directory as `install-edge.sh` lays it out:
+    /// `hosts/` for serve, `owners/` root's, and `owners/<user>` owned by each user who
+    /// allocates here (root for the bench's own ctl calls, the tunnel user).
+    fn make_socket_dir(&mut self) -> Result<PathBuf> {
+        let dir = tempfile::Builder::new()
+            .prefix("mtb")
+            .tempdir_in("/tmp")
+            .map_err(|e| format!("cannot create the socket directory: {e}"))?;
+        let path = dir.path().to_owned();
+        // Setgid to the tunnel group, so serve's control socket (0660) is theirs to use.
+        nix::unistd::chown(&path, None, Some(nix::unistd::Gid::from_raw(self.user.gid)))
+            .map_err(|e| format!("chown {}: {e}", path.display()))?;
+        set_mode(&path, 0o2755)?;
+        let owners = mytunnel_edge::sockets::owners_dir(&path);
+        for sub in [mytunnel_edge::sockets::hosts_dir(&path), owners.clone()] {
+            std::fs::create_dir(&sub).map_err(|e| format!("mkdir {}: {e}", sub.display()))?;
+            set_mode(&sub, 0o755)?;
+        }
+        for (name, uid, gid) in [("root", 0, 0), (USER, self.user.uid, self.user.gid)] {
+            let owner_dir = owners.join(name);
+            std::fs::create_dir(&owner_dir)
+                .map_err(|e| format!("mkdir {}: {e}", owner_dir.display()))?;
+            nix::unistd::chown(
+                &owner_dir,
+                Some(nix::unistd::Uid::from_raw(uid)),
+                Some(nix::unistd::Gid::from_raw(gid)),
+            )
+            .map_err(|e| format!("chown {}: {e}", owner_dir.display()))?;
+            set_mode(&owner_dir, 0o2750)?;
+        }
+        self.socket_dir = Some(dir);
+        Ok(path)
+    }
+
+    /// How many entries `static` mode's `hosts/` holds (links serve wrote).
+    pub fn host_link_count(&self) -> usize {
+        self.socket_dir()
+            .and_then(|dir| std::fs::read_dir(mytunnel_edge::sockets::hosts_dir(&dir)).ok())
+            .map_or(0, Iterator::count)
+    }
+
+    /// A path in the edge's directory.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// The env file every ctl reads.
+    pub fn env_file(&self) -> PathBuf {
+        self.path("mytunneld.env")
+    }
+
+    /// The lease database.
+    pub fn db_path(&self) -> PathBuf {
+        self.path("db").join("leases.db")
+    }
+
+    /// The tunnel user's private key.
+    pub fn key(&self) -> PathBuf {
+        self.path("keys").join(USER)
+    }
+
+    fn gate_command(&self) -> String {
+        format!(
+            "{} --env-file {} gate",
+            self.path("mytunneld").display(),
+            self.env_file().display()
+        )
+    }
+
+    fn script(&self) -> PathBuf {
+        self.binaries.root.join("scripts/install-edge-ssh-key.sh")
+    }
+
+    fn install_user(&mut self) -> Result<()> {
+        let keys = self.path("keys");
+        std::fs::create_dir(&keys).map_err(|e| format!("mkdir {}: {e}", keys.display()))?;
+        set_mode(&keys, 0o700)?;
+        run_ok(
+            Command::new("ssh-keygen")
+                .args([
+                    "-q",
+                    "-t",
+                    "ed25519",
+                    "-N",
+                    "",
+                    "-C",
+                    "mytunnel-bench",
+                    "-f",
+                ])
+                .arg(self.key()),
+            "ssh-keygen",
+        )?;
+        run_ok(Command::new("groupadd").args(["-f", GROUP]), "groupadd")?;
+        run_ok(
+            Command::new(self.script())
+                .arg(USER)
+                .arg(self.key().with_extension("pub"))
+                .arg("--group")
+                .arg(GROUP)
+                .arg("--gate-command")
+                .arg(self.gate_command())
+                .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+            "install-edge-ssh-key.sh",
+        )?;
+        self.key_installed = true;
+        let user = nix::unistd::User::from_name(USER)
+            .map_err(|e| format!("look up user {USER}: {e}"))?
+            .ok_or_else(|| format!("user {USER} does not exist after the key script"))?;
+        let group = nix::unistd::Group::from_name(GROUP)
+            .map_err(|e| format!("look up group {GROUP}: {e}"))?
+            .ok_or_else(|| format!("group {GROUP} does not exist after groupadd"))?;
+        self.user = Ids {
+            uid: user.uid.as_raw(),
+            gid: group.gid.as_raw(),
+        };
+        Ok(())
+    }
+
+    /// `mytunneld --env-file <env> ctl <words>` (as root unless `as_user`).
+    pub fn ctl_command(&self, words: &[&str], as_user: bool) -> Command {
+        let mut command = Command::new(self.path("mytunneld"));
+        command
+            .arg("--env-file")
+            .arg(self.env_file())
+            .arg("ctl")
+            .args(words)
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if as_user {
+            command.uid(self.user.uid).gid(self.user.gid);
+        }
+        command
+    }
+
+    /// Runs one ctl command; its JSON and the time from spawn to exit (stdout read).
+    pub fn ctl(&self, words: &[&str], as_user: bool) -> Result<(Value, Duration)> {
+        let mut command = self.ctl_command(words, as_user);
+        let started = Instant::now();
+        let output = command
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", describe(&command)))?;
+        let elapsed = started.elapsed();
+        let json = ctl_json(&command, &output)?;
+        Ok((json, elapsed))
+    }
+
+    /// The ssh options of the tunnel user for this edge's sshd.
+    pub fn ssh_options(&self) -> Result<Vec<String>> {
+        let sshd = self
+            .sshd
+            .as_ref()
+            .ok_or("this edge was started without sshd")?;
+        Ok(vec![
+            format!("Port={}", sshd.port),
+            format!("IdentityFile={}", self.key().display()),
+            format!("UserKnownHostsFile={}", self.path("known_hosts").display()),
+            "GlobalKnownHostsFile=/dev/null".to_owned(),
+            "StrictHostKeyChecking=yes".to_owned(),
+            "IdentitiesOnly=yes".to_owned(),
+            "BatchMode=yes".to_owned(),
+        ])
+    }
+
+    /// The ssh destination of the tunnel user.
+    pub fn destination(&self) -> String {
+        format!("{USER}@127.0.0.1")
+    }
+
+    /// `mytunnel http <port> --edge … [extra]`, as root with HOME and TMPDIR in the edge.
+    pub fn mytunnel_http(&self, local_port: u16, extra: &[&str]) -> Result<Command> {
+        let mut command = Command::new(&self.binaries.mytunnel);
+        command
+            .arg("http")
+            .arg(local_port.to_string())
+            .args(extra)
+            .arg("--edge")
+            .arg(self.destination());
+        for option in self.ssh_options()? {
+            command.arg("--ssh-option").arg(option);
+        }
+        command
+            .env_clear()
+            .env("HOME", self.path("home"))
+            .env("PATH", "/usr/bin:/bin")
+            .env("TMPDIR", self.path("tmp"))
+            .stdin(Stdio::null());
+        Ok(command)
+    }
+
+    /// A plain data-plane forward, as the client runs it: `ssh -N -R 127.0.0.1:<edge
+    /// port>:127.0.0.1:<local port>` (no session, so no TCP_NODELAY on either side).
+    pub fn ssh_forward(&self, edge_port: u16, local_port: u16) -> Result<Command> {
+        let mut command = Command::new("ssh");
+        command.args([
+            "-N",
+            "-T",
+            "-o",
+            "ExitOnForwardFailure=yes",
+            "-o",
+            "ControlMaster=no",
+            "-o",
+            "ControlPath=none",
+        ]);
+        for option in self.ssh_options()? {
+            command.arg("-o").arg(option);
+        }
+        command
+            .arg("-R")
+            .arg(format!("127.0.0.1:{edge_port}:127.0.0.1:{local_port}"))
+            .arg("--")
+            .arg(self.destination())
+            .env_clear()
+            .env("HOME", self.path("home"))
+            .env("PATH", "/usr/bin:/bin")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        Ok(command)
+    }
+
+    /// Memory of sshd (listener and every connection process), Caddy and `mytunneld
+    /// serve`, with the number of sshd processes.
+    pub fn memory(&self) -> EdgeMemory {
+        let pid = |p: u32| i32::try_from(p).unwrap_or(i32::MAX);
+        let (sshd, sshd_processes) = self
+            .sshd
+            .as_ref()
+            .map(|s| tree_memory(pid(s.guard.pid())))
+            .unwrap_or_default();
+        let (caddy, _) = tree_memory(pid(self.caddy.pid()));
+        let (serve, _) = self
+            .serve
+            .as_ref()
+            .map(|s| tree_memory(pid(s.pid())))
+            .unwrap_or_default();
+        EdgeMemory {
+            sshd,
+            sshd_processes,
+            caddy,
+            serve,
+        }
+    }
+
+    /// Caddy's HTTP address.
+    pub fn http(&self) -> SocketAddr {
+        self.caddy.http_address()
+    }
+
+    /// Replaces Caddy's whole config in one `POST /load`: the base config (HTTP server
+    /// `srv0`, catch-all 404 last) with `routes` in front.
+    pub fn load_routes(&self, routes: Vec<Value>) -> Result<()> {
+        let admin = self.caddy.admin_socket();
+        let mut config = base_config(admin, self.http(), true);
+        let catch_all = config
+            .pointer("/apps/http/servers/srv0/routes")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let mut all = routes;
+        all.extend(catch_all);
+        if let Some(slot) = config.pointer_mut("/apps/http/servers/srv0/routes") {
+            *slot = Value::Array(all);
+        }
+        admin_request(admin, "POST", "/load", Some(&config))
+            .map_err(|e| format!("Caddy POST /load: {e}"))?;
+        self.caddy.settle();
+        Ok(())
+    }
+
+    /// How many routes Caddy holds under a `mytunnel-` id.
+    pub fn mytunnel_route_count(&self) -> Result<usize> {
+        let text = admin_get(
+            self.caddy.admin_socket(),
+            "/config/apps/http/servers/srv0/routes",
+        )
+        .map_err(|e| format!("Caddy GET routes: {e}"))?;
+        let routes: Value =
+            serde_json::from_str(&text).map_err(|e| format!("Caddy routes are not JSON: {e}"))?;
+        Ok(routes
+            .as_array()
+            .map(|list| {
+                list.iter()
+                    .filter(|r| {
+                        r.get("@id")
+                            .and_then(Value::as_str)
+                            .is_some_and(|id| id.starts_with("mytunnel-"))
+                    })
+                    .count()
+            })
+            .unwrap_or(0))
+    }
+
+    /// Adds a route `host` → `127.0.0.1:<port>` ahead of the others (the Caddy → app path).
+    pub fn add_direct_route(&self, host: &str, port: u16) -> Result<()> {
+        let route = json!({
+            "@id": "bench-direct",
+            "match": [{ "host": [host] }],
+            "handle": [{
+                "handler": "reverse_proxy",
+                "upstreams": [{ "dial": format!("127.0.0.1:{port}") }],
+            }],
+            "terminal": true,
+        });
+        admin_request(
+            self.caddy.admin_socket(),
+            "PUT",
+            "/config/apps/http/servers/srv0/routes/0",
+            Some(&route),
+        )
+        .map_err(|e| format!("Caddy: add the direct route: {e}"))?;
+        self.caddy.settle();
+        Ok(())
+    }
+
+    /// `mytunneld serve`'s log.
+    pub fn serve_log(&self) -> String {
+        std::fs::read_to_string(self.path("logs/serve.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Edge {
+    fn drop(&mut self) {
+        self.serve.take();
+        self.sshd.take();
+        if self.key_installed {
+            let _ = Command::new(self.script())
+                .arg(USER)
+                .arg(self.key().with_extension("pub"))
+                .arg("--remove")
+                .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+                .stdin(Stdio::null())
+                .output();
+        }
+    }
+}
+
+/// Memory of the edge's processes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EdgeMemory {
+    /// sshd listener plus every connection process.
+    pub sshd: Memory,
+    /// How many sshd processes that is.
+    pub sshd_processes: usize,
+    /// Caddy.
+    pub caddy: Memory,
+    /// `mytunneld serve`.
+    pub serve: Memory,
+}
+
+impl EdgeMemory {
+    /// The sum.
+    pub fn total(&self) -> Memory {
+        self.sshd + self.caddy + self.serve
+    }
+}
+
+/// The JSON a ctl printed, or an error with its output.
+pub fn ctl_json(command: &Command, output: &Output) -> Result<Value> {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let json: Value = serde_json::from_str(&stdout).map_err(|e| {
+        format!(
+            "{}: not JSON ({e}): exit {}, stdout {stdout:?}, stderr {:?}",
+            describe(command),
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })?;
+    if !output.status.success() || json.get("error").is_some() {
+        return Err(format!(
+            "{}: exit {}: {json}",
+            describe(command),
+            output.status
+        ));
+    }
+    Ok(json)
+}
+
+/// One HTTP/1.0 GET to `addr` with `Host: host`; the status, or None when it failed.
+pub fn http_status(addr: SocketAddr, host: &str, path: &str) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: mytunnel-bench\r\n\r\n"
+    )
+    .ok()?;
+    let mut head = [0u8; 64];
+    let n = stream.read(&mut head).ok()?;
+    let text = String::from_utf8_lossy(head.get(..n)?).into_owned();
+    // Drain the rest so the server is not reset mid-answer.
+    let mut sink = Vec::new();
+    let _ = stream.read_to_end(&mut sink);
+    text.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// A real `sshd -D` on loopback configured for many tunnels: key logins only, forwarding
+/// on, `MaxStartups` raised so hundreds of tunnels can connect at once.
+#[derive(Debug)]
+struct BenchSshd {
+    guard: Guard,
+    port: u16,
+    host_public_key: String,
+}
+
+impl BenchSshd {
+    fn start(dir: &Path) -> Result<BenchSshd> {
+        let binary = mytunnel_edge::testkit::sshd_binary()?;
+        std::fs::create_dir_all(dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
+        if !Path::new("/run/sshd").is_dir() {
+            std::fs::create_dir_all("/run/sshd")
+                .map_err(|e| format!("cannot create /run/sshd: {e}"))?;
+            set_mode(Path::new("/run/sshd"), 0o755)?;
+        }
+        let host_key = dir.join("ssh_host_ed25519_key");
+        run_ok(
+            Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-C", "bench-sshd", "-f"])
+                .arg(&host_key),
+            "ssh-keygen (host key)",
+        )?;
+        let public = std::fs::read_to_string(host_key.with_extension("pub"))
+            .map_err(|e| format!("read the host key: {e}"))?;
+        let host_public_key = public
+            .split_whitespace()
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut last_error = String::new();
+        for _attempt in 0..5 {
+            let port = free_port()?;
+            let config = dir.join("sshd_config");
+            write_file(&config, &sshd_config(dir, &host_key, port))?;
+            let log_path = dir.join(format!("sshd-{port}.log"));
+            let log = std::fs::File::create(&log_path)
+                .map_err(|e| format!("create {}: {e}", log_path.display()))?;
+            let mut guard = Guard::spawn(
+                Command::new(&binary)
+                    .args(["-D", "-e", "-f"])
+                    .arg(&config)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(log),
+                "sshd",
+            )?;
+            let listening = format!("Server listening on 127.0.0.1 port {port}");
+            let mut exited = false;
+            let ready = poll(Duration::from_secs(15), Duration::from_millis(10), || {
+                if guard.check_running().is_err() {
+                    exited = true;
+                    return true;
+                }
+                std::fs::read_to_string(&log_path).is_ok_and(|log| log.contains(&listening))
+            });
+            if ready && !exited {
+                return Ok(BenchSshd {
+                    guard,
+                    port,
+                    host_public_key,
+                });
+            }
+            last_error = format!(
+                "sshd did not listen on port {port}: {}",
+                std::fs::read_to_string(&log_path).unwrap_or_default()
+            );
+        }
+        Err(last_error)
+    }
+
+    fn known_hosts_line(&self) -> String {
+        format!("[127.0.0.1]:{} {}\n", self.port, self.host_public_key)
+    }
+}
+
+fn sshd_config(dir: &Path, host_key: &Path, port: u16) -> String {
+    format!(
+        "\
+ListenAddress 127.0.0.1
+Port {port}
+HostKey {host_key}
+PidFile {pid_file}
+UsePAM no
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PubkeyAuthentication yes
+AuthorizedKeysFile .ssh/authorized_keys
+PermitRootLogin no
+AllowTcpForwarding yes
+AllowStreamLocalForwarding yes
+StreamLocalBindUnlink yes
+GatewayPorts no
+X11Forwarding no
+AllowAgentForwarding no
+PermitTunnel no
+ClientAliveInterval 15
+ClientAliveCountMax 3
+LogLevel INFO
+UseDNS no
+PrintMotd no
+PrintLastLog no
+MaxStartups 2000:30:4000
+MaxSessions 10
+",
+        host_key = host_key.display(),
+        pid_file = dir.join("sshd.pid").display(),
+    )
+}

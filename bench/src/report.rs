@@ -1,0 +1,763 @@
+//! The Markdown report: the machine, every table with the command that produced it, the
+//! ratios, and where mytunnel loses and why.
+
+use std::fmt::Write as _;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::control;
+use crate::dataplane::{PathResult, TimeToUrl};
+use crate::edge::RouteMode;
+use crate::procs::{find_program, Result};
+use crate::scale::Scale;
+use crate::stats::{ms, ratio, thousands};
+
+/// The mytunnel path measured on one edge.
+#[derive(Debug, Clone)]
+pub struct TunnelPath {
+    /// Mux and no mux.
+    pub time_to_url: Vec<TimeToUrl>,
+    /// Path (c).
+    pub path: PathResult,
+}
+
+/// Everything one run measured.
+#[derive(Debug, Default)]
+pub struct Report {
+    smoke: bool,
+    route_modes: bool,
+    /// Control-plane rows.
+    pub control: Vec<control::Row>,
+    /// mytunnel paths, one per mode.
+    pub tunnels: Vec<TunnelPath>,
+    /// Paths (a), (b), (d), (e).
+    pub paths: Vec<PathResult>,
+    /// Scale.
+    pub scale: Option<Scale>,
+    /// The mode scale ran in.
+    pub scale_mode: String,
+    /// The machine.
+    pub machine: Vec<(String, String)>,
+    /// How long the run took.
+    pub duration: Duration,
+    /// Things worth saying that are not numbers.
+    pub notes: Vec<String>,
+}
+
+/// A window of `len` consecutive loopback ports all free now, below the ephemeral range
+/// (so outgoing connections do not take them meanwhile).
+pub fn port_window(len: u16) -> Result<(u16, u16)> {
+    let mut start = 10_000u16;
+    while start + len < 32_000 {
+        match (start..start + len).find(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_err())
+        {
+            None => return Ok((start, start + len - 1)),
+            Some(taken) => start = taken + 1,
+        }
+    }
+    Err(format!("no window of {len} free ports in 10000..32000"))
+}
+
+fn first_line(command: &mut Command) -> String {
+    command
+        .stdin(Stdio::null())
+        .output()
+        .ok()
+        .map(|o| {
+            let text = if o.stdout.is_empty() {
+                o.stderr
+            } else {
+                o.stdout
+            };
+            String::from_utf8_lossy(&text)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_owned()
+        })
+        .unwrap_or_else(|| "not found".to_owned())
+}
+
+fn version_of(program: &str, args: &[&str]) -> String {
+    match find_program(program) {
+        Some(path) => first_line(Command::new(path).args(args)),
+        None => "not installed".to_owned(),
+    }
+}
+
+/// CPU, cores, RAM, kernel, OS and the versions of every program measured.
+pub fn machine() -> Result<Vec<(String, String)>> {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map_or("unknown".to_owned(), |(_, v)| v.trim().to_owned());
+    let cores = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let ram = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .map_or("unknown".to_owned(), |kib| {
+            format!("{:.1} GiB", kib as f64 / 1024.0 / 1024.0)
+        });
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    let os = std::fs::read_to_string("/etc/os-release")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("PRETTY_NAME="))
+        .unwrap_or("unknown")
+        .trim_matches('"')
+        .to_owned();
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let wrk = version_of("wrk", &["-v"]);
+    let wrk = wrk.split(" [").next().unwrap_or(&wrk).to_owned();
+    Ok(vec![
+        ("CPU".into(), cpu),
+        ("Cores".into(), cores.to_string()),
+        ("RAM".into(), ram),
+        ("Kernel".into(), kernel),
+        ("OS".into(), os),
+        ("Load average at the end (1/5/15 min)".into(), load),
+        ("mytunnel".into(), env!("CARGO_PKG_VERSION").to_owned()),
+        ("Caddy".into(), version_of("caddy", &["version"])),
+        ("OpenSSH".into(), version_of("ssh", &["-V"])),
+        ("bore".into(), version_of("bore", &["--version"])),
+        ("rathole".into(), rathole_version()),
+        ("wrk".into(), wrk),
+        (
+            "curl".into(),
+            version_of("curl", &["--version"])
+                .split_whitespace()
+                .take(2)
+                .collect::<Vec<_>>()
+                .join(" "),
+        ),
+    ])
+}
+
+/// rathole prints its version on a `Build Version:` line.
+fn rathole_version() -> String {
+    let Some(path) = find_program("rathole") else {
+        return "not installed".to_owned();
+    };
+    Command::new(path)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .find_map(|l| l.strip_prefix("Build Version:"))
+                .map(|v| format!("rathole {}", v.trim()))
+        })
+        .unwrap_or_else(|| "rathole (version unknown)".to_owned())
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.1}", kib as f64 / 1024.0)
+}
+
+impl Report {
+    /// An empty report.
+    pub fn new(smoke: bool, route_modes: bool) -> Report {
+        Report {
+            smoke,
+            route_modes,
+            ..Report::default()
+        }
+    }
+
+    fn mode_name(mode: Option<RouteMode>) -> &'static str {
+        mode.map_or("routes (default)", RouteMode::as_str)
+    }
+
+    /// allocate p50 at the largest size over the smallest, per mode.
+    fn allocate_growth(&self, mode: Option<RouteMode>) -> Option<(usize, usize, f64)> {
+        let rows: Vec<&control::Row> = self.control.iter().filter(|r| r.mode == mode).collect();
+        let small = rows.first()?;
+        let large = rows.last()?;
+        let base = small.allocate.p50.as_secs_f64();
+        (base > 0.0).then(|| {
+            (
+                small.leases,
+                large.leases,
+                large.allocate.p50.as_secs_f64() / base,
+            )
+        })
+    }
+
+    fn all_paths(&self) -> Vec<&PathResult> {
+        let mut all: Vec<&PathResult> = self.paths.iter().take(2).collect();
+        all.extend(self.tunnels.iter().map(|t| &t.path));
+        all.extend(self.paths.iter().skip(2));
+        all
+    }
+
+    /// The headline ratios, one line each, for the log.
+    pub fn headlines(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        for mode in [None, Some(RouteMode::Routes), Some(RouteMode::Static)] {
+            if let Some((small, large, growth)) = self.allocate_growth(mode) {
+                lines.push(format!(
+                    "allocate p50 {large} leases / {small} leases, {} mode: {growth:.2}×{}",
+                    Self::mode_name(mode),
+                    if mode == Some(RouteMode::Static) {
+                        if growth <= 1.5 {
+                            " (issue 8 acceptance 3: within 1.5×, met)"
+                        } else {
+                            " (issue 8 acceptance 3: NOT within 1.5×)"
+                        }
+                    } else {
+                        ""
+                    }
+                ));
+            }
+        }
+        if let Some(c) = self.path("(c)") {
+            for other in &self.paths {
+                if let (Some(cw), Some(ow)) = (c.wrk.last(), other.wrk.last()) {
+                    lines.push(format!(
+                        "(c) / {} requests/s at c={}: {}",
+                        other.label,
+                        cw.connections,
+                        ratio(cw.rps, ow.rps)
+                    ));
+                }
+            }
+        }
+        lines
+    }
+
+    /// Fails unless every table has numbers (the smoke's assertion).
+    pub fn check_complete(&self) -> Result<()> {
+        let mut missing = Vec::new();
+        if self.control.is_empty()
+            || self.control.iter().any(|r| {
+                r.allocate.samples == 0
+                    || r.heartbeat.samples == 0
+                    || r.release.samples == 0
+                    || r.allocate.p50.is_zero()
+            })
+        {
+            missing.push("control plane");
+        }
+        if self.tunnels.is_empty()
+            || self
+                .tunnels
+                .iter()
+                .flat_map(|t| &t.time_to_url)
+                .any(|t| t.to_first_200.samples == 0 || t.to_first_200.p50.is_zero())
+        {
+            missing.push("time to URL");
+        }
+        let paths = self.all_paths();
+        if paths.len() < 5
+            || paths.iter().any(|p| {
+                p.wrk.is_empty()
+                    || p.download_mb_s <= 0.0
+                    || p.wrk.iter().any(|w| w.rps <= 0.0 || w.errors > 0)
+            })
+        {
+            missing.push("data plane");
+        }
+        match &self.scale {
+            Some(scale)
+                if scale.stopped.is_none()
+                    && !scale.rows.is_empty()
+                    && scale
+                        .rows
+                        .iter()
+                        .all(|r| r.serving == r.tunnels && r.memory.total().pss_kib > 0) => {}
+            _ => missing.push("scale"),
+        }
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("tables without numbers: {}", missing.join(", ")))
+        }
+    }
+
+    /// The Markdown text.
+    #[allow(clippy::too_many_lines, reason = "one report, section by section")]
+    pub fn render(&self) -> String {
+        let mut o = String::new();
+        let _ = writeln!(o, "# Benchmarks\n");
+        let _ = writeln!(
+            o,
+            "Written by `cargo xtask bench{}` from one run of {:.0} s on the machine below. Every \
+             process of every path ran on this one machine at the same time as the load \
+             generator, so the peers and mytunnel share the same {} cores; absolute numbers \
+             are for this machine only, the ratios are the point.\n",
+            if self.smoke { " --smoke" } else { "" },
+            self.duration.as_secs_f64(),
+            self.machine
+                .iter()
+                .find(|(k, _)| k == "Cores")
+                .map_or("?", |(_, v)| v.as_str())
+        );
+        if self.smoke {
+            let _ = writeln!(
+                o,
+                "**Smoke run**: small sizes, 1-second load runs; the numbers only show that \
+                 every measurement works.\n"
+            );
+        }
+        let _ = writeln!(o, "## Machine\n\n| | |\n|---|---|");
+        for (k, v) in &self.machine {
+            let _ = writeln!(o, "| {k} | {v} |");
+        }
+        let _ = writeln!(o);
+        for note in &self.notes {
+            let _ = writeln!(o, "Note: {note}\n");
+        }
+
+        // Control plane.
+        let _ = writeln!(o, "## Control plane\n");
+        let _ = writeln!(
+            o,
+            "Each sample is one whole process, from spawn to its JSON on stdout, run as root \
+             on the edge against a real Caddy (no SSH in the way):\n\n\
+             ```\nmytunneld --env-file <env> ctl allocate --local-port 3000\n\
+             mytunneld --env-file <env> ctl heartbeat --lease <id>\n\
+             mytunneld --env-file <env> ctl release --lease <id>\n```\n\n\
+             The N active leases were seeded into the lease database with the library \
+             (`SqliteLeaseStore::allocate`) and, in `routes` mode, their N routes loaded into \
+             Caddy in one `POST /load` (verified: Caddy held N `mytunnel-` routes). Each \
+             sample allocates, heartbeats and releases one lease, so N stays constant.\n"
+        );
+        if !self.route_modes {
+            let _ = writeln!(
+                o,
+                "This build of `mytunneld` has no `--route-mode`: only the per-lease-route \
+                 mode (`routes`) exists and is measured; the `static` mode is not.\n"
+            );
+        }
+        let _ = writeln!(
+            o,
+            "| mode | active leases | samples | allocate p50 ms | allocate p99 ms | heartbeat p50 ms | heartbeat p99 ms | release p50 ms | release p99 ms |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+        );
+        for r in &self.control {
+            let _ = writeln!(
+                o,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                Self::mode_name(r.mode),
+                thousands(r.leases as f64),
+                r.allocate.samples,
+                ms(r.allocate.p50),
+                ms(r.allocate.p99),
+                ms(r.heartbeat.p50),
+                ms(r.heartbeat.p99),
+                ms(r.release.p50),
+                ms(r.release.p99)
+            );
+        }
+        let _ = writeln!(o);
+        let modes: Vec<Option<RouteMode>> = if self.route_modes {
+            vec![Some(RouteMode::Routes), Some(RouteMode::Static)]
+        } else {
+            vec![None]
+        };
+        for mode in &modes {
+            if let Some((small, large, growth)) = self.allocate_growth(*mode) {
+                let _ = write!(
+                    o,
+                    "- **allocate p50 with {} active leases / with {}, `{}` mode: {growth:.2}×**",
+                    thousands(large as f64),
+                    thousands(small as f64),
+                    Self::mode_name(*mode)
+                );
+                if *mode == Some(RouteMode::Static) {
+                    let verdict = if growth <= 1.5 { "met" } else { "NOT met" };
+                    let _ = write!(o, " — issue 8 acceptance 3 (within 1.5×): {verdict}");
+                }
+                let _ = writeln!(o);
+            }
+        }
+        if !self.route_modes {
+            let _ = writeln!(
+                o,
+                "- `static` mode: not available in this build, not measured (issue 8 acceptance 3 \
+                 cannot be checked yet)."
+            );
+        }
+        let _ = writeln!(o);
+
+        // Time to URL.
+        let _ = writeln!(o, "## Time to URL\n");
+        let _ = writeln!(
+            o,
+            "From spawning `mytunnel http` to the first `200` through Caddy for its host \
+             (polled every 5 ms), with a loopback sshd whose key is gated by `mytunneld gate`; \
+             the tunnel is stopped with SIGINT (release) between runs.\n"
+        );
+        let mut commands: Vec<&str> = Vec::new();
+        for v in self.tunnels.iter().flat_map(|t| &t.time_to_url) {
+            if !commands.contains(&v.command.as_str()) {
+                commands.push(&v.command);
+                let _ = writeln!(o, "- `{}`", v.command);
+            }
+        }
+        let _ = writeln!(
+            o,
+            "\n| variant | runs | first 200 p50 ms | first 200 max ms | `url:` line p50 ms |\n|---|---:|---:|---:|---:|"
+        );
+        for t in &self.tunnels {
+            for v in &t.time_to_url {
+                let _ = writeln!(
+                    o,
+                    "| {} | {} | {} | {} | {} |",
+                    v.variant,
+                    v.to_first_200.samples,
+                    ms(v.to_first_200.p50),
+                    ms(v.to_first_200.p99),
+                    ms(v.to_url_line.p50)
+                );
+            }
+        }
+        let _ = writeln!(o);
+
+        // Data plane.
+        let _ = writeln!(o, "## Data plane\n");
+        let _ = writeln!(
+            o,
+            "The same app (a small tokio HTTP/1.1 server in the bench crate: 1 KiB for `GET /`, \
+             the download for `GET /big`) behind each path, the same load generator. Requests/s \
+             and latency percentiles are wrk's (`--latency`); the download is one \
+             `curl -o /dev/null` of {} MiB (MB/s = 10^6 bytes/s).\n",
+            self.download_mib()
+        );
+        if let Some(first) = self.all_paths().first() {
+            let _ = writeln!(
+                o,
+                "Command (per path: its address and `Host`; `-t` = min(connections, cores), `-c` 1, 16, 64):\n\n```\n{}\ncurl -sS -o /dev/null -w '%{{http_code}} %{{size_download}} %{{time_total}}' -H 'Host: <host>' http://<addr>/big\n```\n",
+                first.command
+            );
+        }
+        let _ = writeln!(o, "| path | what | connections | requests/s | p50 ms | p99 ms | errors |\n|---|---|---:|---:|---:|---:|---:|");
+        for p in self.all_paths() {
+            for w in &p.wrk {
+                let _ = writeln!(
+                    o,
+                    "| {} | {} | {} | {} | {} | {} | {} |",
+                    p.label,
+                    p.description,
+                    w.connections,
+                    thousands(w.rps),
+                    ms(w.p50),
+                    ms(w.p99),
+                    w.errors
+                );
+            }
+        }
+        let _ = writeln!(o, "\n| path | download MB/s |\n|---|---:|");
+        for p in self.all_paths() {
+            let _ = writeln!(o, "| {} | {} |", p.label, thousands(p.download_mb_s));
+        }
+        let _ = writeln!(o);
+        for t in &self.tunnels {
+            let c = &t.path;
+            let _ = writeln!(
+                o,
+                "Ratios of {} to each other path (requests/s; for p99, how many times the other's latency; download MB/s):\n",
+                c.label
+            );
+            let _ = write!(o, "| vs |");
+            for w in &c.wrk {
+                let _ = write!(o, " req/s c={} | p99 c={} |", w.connections, w.connections);
+            }
+            let _ = writeln!(o, " download |");
+            let _ = write!(o, "|---|");
+            for _ in &c.wrk {
+                let _ = write!(o, "---:|---:|");
+            }
+            let _ = writeln!(o, "---:|");
+            for other in &self.paths {
+                let _ = write!(o, "| {} |", other.label);
+                for (cw, ow) in c.wrk.iter().zip(&other.wrk) {
+                    let _ = write!(
+                        o,
+                        " {} | {} |",
+                        ratio(cw.rps, ow.rps),
+                        ratio(cw.p99.as_secs_f64(), ow.p99.as_secs_f64())
+                    );
+                }
+                let _ = writeln!(o, " {} |", ratio(c.download_mb_s, other.download_mb_s));
+            }
+            let _ = writeln!(o);
+        }
+
+        // Scale.
+        let _ = writeln!(o, "## Scale\n");
+        if let Some(scale) = &self.scale {
+            let _ = writeln!(
+                o,
+                "Concurrent tunnels on one edge (`{}` mode), all to the same app. Each tunnel is \
+                 the data plane `mytunnel http` runs, driven directly rather than through a \
+                 thousand client processes: `mytunneld ctl allocate` as the tunnel user \
+                 `mtbench` (timed), then\n\n```\nssh -N -T -o ExitOnForwardFailure=yes -o ControlMaster=no -o ControlPath=none -R 127.0.0.1:<lease port>:127.0.0.1:<app> mtbench@127.0.0.1\n```\n\n\
+                 {} at a time. At each count every host answered `200` through Caddy before memory \
+                 was read. Memory is from `/proc/<pid>/smaps_rollup`: PSS (shared pages split \
+                 among the processes sharing them, so sums are fair) and RSS, summed over the \
+                 sshd listener and all its per-connection processes, Caddy, and `mytunneld serve`. \
+                 Per tunnel = (total at N − total with no tunnel) / N. Allocate latency is over \
+                 the allocations that brought the count from the previous row to this one.\n",
+                self.scale_mode,
+                25
+            );
+            if let Some(reason) = &scale.stopped {
+                let _ = writeln!(o, "**Growing stopped early**: {reason}\n");
+            }
+            let b = scale.baseline;
+            let _ = writeln!(
+                o,
+                "With no tunnel: sshd {} MiB, Caddy {} MiB, mytunneld {} MiB (PSS).\n",
+                mib(b.sshd.pss_kib),
+                mib(b.caddy.pss_kib),
+                mib(b.serve.pss_kib)
+            );
+            let _ = writeln!(
+                o,
+                "| tunnels | serving | sshd processes | sshd PSS MiB | Caddy PSS MiB | mytunneld PSS MiB | total PSS MiB | total RSS MiB | per tunnel PSS KiB | per tunnel RSS KiB | allocate p50 ms | allocate p99 ms |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+            );
+            for r in &scale.rows {
+                let total = r.memory.total();
+                let base = b.total();
+                let n = r.tunnels.max(1) as u64;
+                let _ = writeln!(
+                    o,
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                    thousands(r.tunnels as f64),
+                    thousands(r.serving as f64),
+                    r.memory.sshd_processes,
+                    mib(r.memory.sshd.pss_kib),
+                    mib(r.memory.caddy.pss_kib),
+                    mib(r.memory.serve.pss_kib),
+                    mib(total.pss_kib),
+                    mib(total.rss_kib),
+                    total.pss_kib.saturating_sub(base.pss_kib) / n,
+                    total.rss_kib.saturating_sub(base.rss_kib) / n,
+                    ms(r.allocate.p50),
+                    ms(r.allocate.p99)
+                );
+            }
+            let _ = writeln!(o);
+        }
+
+        o.push_str(&self.where_we_lose());
+        o
+    }
+
+    fn download_mib(&self) -> usize {
+        if self.smoke {
+            8
+        } else {
+            100
+        }
+    }
+
+    fn path(&self, prefix: &str) -> Option<&PathResult> {
+        self.all_paths()
+            .into_iter()
+            .find(|p| p.label.starts_with(prefix))
+    }
+
+    fn where_we_lose(&self) -> String {
+        let mut o = String::new();
+        let _ = writeln!(o, "## Where we lose, why, and what would change it\n");
+        let (Some(a), Some(b), Some(c)) = (self.path("(a)"), self.path("(b)"), self.path("(c)"))
+        else {
+            return o;
+        };
+        let at =
+            |p: &PathResult, conns: u32| p.wrk.iter().find(|w| w.connections == conns).cloned();
+        if let (Some(b1), Some(c1)) = (at(b, 1), at(c, 1)) {
+            let _ = writeln!(
+                o,
+                "- **Latency at low concurrency: the `ssh -N -R` hop (Nagle meets delayed ACKs).** \
+                 At one connection mytunnel's p99 is {} ms against {} ms for Caddy → app and \
+                 {} ms for the app alone; p50 {} ms against {} ms. A forward with no session \
+                 (`-N`) never gets TCP_NODELAY from ssh or sshd, so a small response that follows \
+                 an unacknowledged segment waits for the peer's delayed ACK (~40 ms on Linux). \
+                 Component: OpenSSH's channel sockets, both ends. What would change it: carrying \
+                 the forward on an interactive session (`ssh -tt`, key option `pty`, the gate \
+                 holding the empty command) — measured on these machines (DESIGN.md field notes) \
+                 at p99 2.1 ms instead of 42 ms at one connection and 1,860 instead of 1,070 \
+                 requests/s — or a data plane that sets TCP_NODELAY itself.",
+                ms(c1.p99),
+                ms(b1.p99),
+                at(a, 1).map_or("?".into(), |w| ms(w.p99)),
+                ms(c1.p50),
+                ms(b1.p50)
+            );
+        }
+        if let (Some(a64), Some(b64), Some(c64)) = (at(a, 64), at(b, 64), at(c, 64)) {
+            let peers: Vec<String> = ["(d)", "(e)"]
+                .iter()
+                .filter_map(|p| self.path(p))
+                .filter_map(|p| {
+                    at(p, 64).map(|w| format!("{} {} requests/s", p.label, thousands(w.rps)))
+                })
+                .collect();
+            let _ = writeln!(
+                o,
+                "- **Throughput at 64 connections: two proxies in series, and Caddy is the first \
+                 ceiling.** The app alone serves {} requests/s; Caddy → app {} ({} of direct): \
+                 Caddy's reverse proxy (TLS off here) is the first ceiling on this machine. \
+                 mytunnel adds sshd and ssh — two more user-space hops with encryption, on the \
+                 same 2 cores — and serves {} ({} of Caddy → app). The peers have no HTTP proxy \
+                 in front at all: {}; a like-for-like comparison would put Caddy in front of them \
+                 too, since a public HTTPS URL needs TLS somewhere. What would change it: none \
+                 of mytunnel's own code is on this path; the levers (not measured here) are \
+                 ssh's cipher choice and keeping the edge's sshd and Caddy off the cores of the \
+                 app and the load generator, as on a real deployment.",
+                thousands(a64.rps),
+                thousands(b64.rps),
+                ratio(b64.rps, a64.rps),
+                thousands(c64.rps),
+                ratio(c64.rps, b64.rps),
+                peers.join(", ")
+            );
+        }
+        let _ = writeln!(
+            o,
+            "- **Download throughput** ({} MB/s through mytunnel against {} MB/s through Caddy \
+             alone): every byte is encrypted by sshd and decrypted by ssh on the same cores as \
+             Caddy and curl. Component: the SSH channel (cipher and 2 MiB window). What would \
+             change it: a faster cipher, or the app's host being a separate machine (on a real \
+             deployment the two ends do not share cores).",
+            thousands(c.download_mb_s),
+            thousands(b.download_mb_s)
+        );
+        let routes_mode = if self.route_modes {
+            Some(RouteMode::Routes)
+        } else {
+            None
+        };
+        if let Some((small, large, growth)) = self.allocate_growth(routes_mode) {
+            let rows: Vec<&control::Row> = self
+                .control
+                .iter()
+                .filter(|r| r.mode == routes_mode)
+                .collect();
+            let (first, last) = (rows.first(), rows.last());
+            let _ = write!(
+                o,
+                "- **Control plane in `routes` mode: Caddy reloads its whole config on every \
+                 change.** allocate p50 grows {growth:.1}× from {} to {} active leases ({} ms → \
+                 {} ms; release {} ms → {} ms): each allocate reads the routes list and inserts \
+                 one route, each release deletes one, and Caddy re-provisions all N routes every \
+                 time (and drops every open WebSocket). Component: Caddy's admin API. What would \
+                 change it: the reload-free `static` mode of issue 8 (one wildcard route that \
+                 dials a per-lease unix socket; lease changes never touch Caddy)",
+                thousands(small as f64),
+                thousands(large as f64),
+                first.map_or("?".into(), |r| ms(r.allocate.p50)),
+                last.map_or("?".into(), |r| ms(r.allocate.p50)),
+                first.map_or("?".into(), |r| ms(r.release.p50)),
+                last.map_or("?".into(), |r| ms(r.release.p50)),
+            );
+            if let Some((_, _, g)) = self.allocate_growth(Some(RouteMode::Static)) {
+                let _ = write!(o, ", measured above at {g:.2}× over the same range");
+            }
+            let _ = writeln!(o, ".");
+        }
+        let static_rows: Vec<&control::Row> = self
+            .control
+            .iter()
+            .filter(|r| r.mode == Some(RouteMode::Static))
+            .collect();
+        if let (Some(first), Some(last)) = (static_rows.first(), static_rows.last()) {
+            let growth = |f: fn(&control::Row) -> Duration| {
+                let base = f(first).as_secs_f64();
+                if base > 0.0 {
+                    f(last).as_secs_f64() / base
+                } else {
+                    0.0
+                }
+            };
+            let (allocate, heartbeat, release) = (
+                growth(|r| r.allocate.p50),
+                growth(|r| r.heartbeat.p50),
+                growth(|r| r.release.p50),
+            );
+            if allocate > 1.5 {
+                let _ = writeln!(
+                    o,
+                    "- **`static` mode still grows with the lease count** (issue 8 acceptance 3 \
+                     asks for at most 1.5×): from {} to {} active leases allocate p50 grows \
+                     {allocate:.2}×, release {release:.2}×, heartbeat {heartbeat:.2}×. Since \
+                     commit ffbd1d8 a static allocate reads no other lease (socket leases hold \
+                     no port, the stale-socket sweep reads only the owner's directory) and a \
+                     release unlinks the host by its own name, and heartbeat — one update by \
+                     primary key — grows about as much: what is left grows with the database \
+                     file that each short-lived `ctl` process opens and reads (not profiled \
+                     yet), and it varies from run to run on this shared machine (a \
+                     `--control-only` run just before this one measured 0.98×). What would \
+                     change it: a long-lived edge process answering ctl over a socket (no \
+                     per-command open), or a profile of the open path first.",
+                    thousands(first.leases as f64),
+                    thousands(last.leases as f64),
+                );
+            }
+        }
+        if let Some(t) = self.tunnels.first() {
+            if let [mux, no_mux] = t.time_to_url.as_slice() {
+                let _ = writeln!(
+                    o,
+                    "- **Time to URL** is {} ms with mux and {} ms with `--no-ssh-mux`: it is SSH \
+                     handshakes (each ~300 ms of key exchange and authentication on loopback, per \
+                     DESIGN.md) — the control master, then the data-plane connection, plus one \
+                     `ssh -T` per ctl command without mux. What would change it: opening the \
+                     data-plane connection in parallel with the allocation, or requesting the \
+                     forward on the connection that already carries the control session.",
+                    ms(mux.to_first_200.p50),
+                    ms(no_mux.to_first_200.p50)
+                );
+            }
+        }
+        if let Some(scale) = &self.scale {
+            if let Some(r) = scale.rows.last() {
+                let n = r.tunnels.max(1) as u64;
+                let sshd = r
+                    .memory
+                    .sshd
+                    .pss_kib
+                    .saturating_sub(scale.baseline.sshd.pss_kib)
+                    / n;
+                let total = r
+                    .memory
+                    .total()
+                    .pss_kib
+                    .saturating_sub(scale.baseline.total().pss_kib)
+                    / n;
+                let _ = writeln!(
+                    o,
+                    "- **Memory per tunnel** at {} tunnels is {} KiB PSS, of which sshd's \
+                     per-connection processes take {} KiB ({} sshd processes: privilege \
+                     separation forks a monitor and a user process per connection). bore and \
+                     rathole hold a tunnel as a task in one process. What would change it: \
+                     nothing cheap with stock OpenSSH; it is the price of using sshd for \
+                     authentication and isolation.",
+                    thousands(r.tunnels as f64),
+                    thousands(total as f64),
+                    thousands(sshd as f64),
+                    r.memory.sshd_processes
+                );
+            }
+        }
+        let _ = writeln!(o);
+        o
+    }
+}
