@@ -174,10 +174,20 @@ impl Edge {
             .unwrap();
         set_mode(dir.path(), 0o755);
         // sshd runs an AuthorizedKeysCommand only from a path whose every directory is
-        // root's and not writable by group or others: not /tmp.
+        // root's and not writable by group or others: not /tmp, and not the checkout
+        // (which may itself live under /tmp), so a directory of our own under /var/lib.
+        let bin_root = Path::new("/var/lib/mytunnel-tests");
+        std::fs::create_dir_all(bin_root).unwrap();
+        nix::unistd::chown(
+            bin_root,
+            Some(nix::unistd::Uid::from_raw(0)),
+            Some(nix::unistd::Gid::from_raw(0)),
+        )
+        .unwrap();
+        set_mode(bin_root, 0o755);
         let bin_dir = tempfile::Builder::new()
             .prefix("bind-isolation-")
-            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+            .tempdir_in(bin_root)
             .unwrap();
         set_mode(bin_dir.path(), 0o755);
         let bin = bin_dir.path().join("mytunneld");
