@@ -15,136 +15,26 @@
     clippy::indexing_slicing
 )]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::os::unix::fs::PermissionsExt;
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
+mod e2e_support;
+
+use e2e_support::{check, http_get, set_mode, App, Guard, SetupLock, BASE_DOMAIN, GROUP};
 use mytunnel_edge::testkit::{eventually, free_port, RealCaddy, Sshd};
 use serde_json::Value;
 
-/// The e2e suite's group and users (same names, same setup lock).
-const GROUP: &str = "mytunnel-e2e";
+/// Two of the e2e suite's users (same group, same setup lock).
 const USERS: [&str; 2] = ["alice", "bob"];
 /// The AuthorizedKeysCommandUser: like the service user, a member of the group (it reads
 /// the env file and the lease database), without a login shell.
 const SERVICE_USER: &str = "mytunneld-e2e";
-const BASE_DOMAIN: &str = "e2e.test";
-
-fn set_mode(path: &Path, mode: u32) {
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
-}
-
-fn check(output: &Output, what: &str) {
-    assert!(
-        output.status.success(),
-        "{what}: {}\nstdout: {}\nstderr: {}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
-/// The e2e suite's lock for user setup (useradd and usermod refuse to run concurrently).
-struct SetupLock(#[allow(dead_code)] nix::fcntl::Flock<std::fs::File>);
-
-impl SetupLock {
-    fn take() -> SetupLock {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(std::env::temp_dir().join("mytunnel-e2e-setup.lock"))
-            .unwrap();
-        SetupLock(
-            nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
-                .map_err(|(_, e)| e)
-                .unwrap(),
-        )
-    }
-}
-
-/// A child process killed (SIGKILL) by its pid when dropped.
-#[derive(Debug)]
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A tiny HTTP server on `127.0.0.1:0` answering every request with `body`.
-struct App {
-    port: u16,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl App {
-    fn start(body: &'static str) -> App {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let stop = Arc::clone(&stop);
-            std::thread::spawn(move || {
-                for stream in listener.incoming() {
-                    if stop.load(Ordering::SeqCst) {
-                        return;
-                    }
-                    let Ok(mut stream) = stream else { continue };
-                    std::thread::spawn(move || {
-                        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-                        let mut reader = BufReader::new(stream.try_clone().unwrap());
-                        let mut line = String::new();
-                        while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
-                            if line == "\r\n" {
-                                break;
-                            }
-                            line.clear();
-                        }
-                        let _ = write!(
-                            stream,
-                            "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
-                            body.len()
-                        );
-                    });
-                }
-            })
-        };
-        App {
-            port,
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for App {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(("127.0.0.1", self.port));
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
 
 /// The body of `GET /` on `127.0.0.1:port`, or None.
 fn get(port: u16) -> Option<String> {
-    let mut stream =
-        TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(2)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(stream, "GET / HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())
+    http_get(([127, 0, 0, 1], port).into(), "x").map(|(_, body)| body)
 }
 
 fn listening(port: u16) -> bool {
@@ -416,7 +306,7 @@ fn only_the_owner_of_an_active_lease_binds_its_port() {
 
     let lease = edge.ctl(
         "alice",
-        &["allocate", "--local-port", &alice_app.port.to_string()],
+        &["allocate", "--local-port", &alice_app.port().to_string()],
     );
     assert_eq!(lease["edge_bind_port"], p, "{lease}");
     assert_eq!(lease["owner"], "alice", "{lease}");
@@ -430,24 +320,28 @@ fn only_the_owner_of_an_active_lease_binds_its_port() {
     // Alice's tunnel is down: bob cannot take her port, and no other port either.
     edge.assert_refused(
         "bob",
-        &format!("127.0.0.1:{p}:127.0.0.1:{}", bob_app.port),
+        &format!("127.0.0.1:{p}:127.0.0.1:{}", bob_app.port()),
         p,
     );
     assert!(!listening(p), "something listens on alice's port {p}");
     let other = free_port().unwrap();
     edge.assert_refused(
         "bob",
-        &format!("127.0.0.1:{other}:127.0.0.1:{}", bob_app.port),
+        &format!("127.0.0.1:{other}:127.0.0.1:{}", bob_app.port()),
         other,
     );
     assert!(!listening(other));
     // Nor a port sshd would choose.
-    edge.assert_refused("bob", &format!("127.0.0.1:0:127.0.0.1:{}", bob_app.port), 0);
+    edge.assert_refused(
+        "bob",
+        &format!("127.0.0.1:0:127.0.0.1:{}", bob_app.port()),
+        0,
+    );
 
     // Alice binds her own port, and a request to it reaches her app.
     let tunnel = edge.forward(
         "alice",
-        &format!("127.0.0.1:{p}:127.0.0.1:{}", alice_app.port),
+        &format!("127.0.0.1:{p}:127.0.0.1:{}", alice_app.port()),
     );
     assert!(
         eventually(Duration::from_secs(20), || get(p).as_deref()
@@ -464,7 +358,7 @@ fn only_the_owner_of_an_active_lease_binds_its_port() {
     );
     edge.assert_refused(
         "alice",
-        &format!("127.0.0.1:{other}:127.0.0.1:{}", alice_app.port),
+        &format!("127.0.0.1:{other}:127.0.0.1:{}", alice_app.port()),
         other,
     );
 
@@ -476,7 +370,7 @@ fn only_the_owner_of_an_active_lease_binds_its_port() {
         .contains("permitlisten=\"NONE:1\""));
     edge.assert_refused(
         "alice",
-        &format!("127.0.0.1:{p}:127.0.0.1:{}", alice_app.port),
+        &format!("127.0.0.1:{p}:127.0.0.1:{}", alice_app.port()),
         p,
     );
     assert!(!listening(p));

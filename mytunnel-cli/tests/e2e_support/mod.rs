@@ -46,11 +46,11 @@ fn tail(text: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
-fn set_mode(path: &Path, mode: u32) {
+pub fn set_mode(path: &Path, mode: u32) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
 }
 
-fn check(output: &Output, what: &str) {
+pub fn check(output: &Output, what: &str) {
     assert!(
         output.status.success(),
         "{what}: {}\nstdout: {}\nstderr: {}",
@@ -62,10 +62,10 @@ fn check(output: &Output, what: &str) {
 
 /// An exclusive lock on a file shared by every e2e test process: user setup (useradd and
 /// usermod refuse to run concurrently) and port windows are claimed under it.
-struct SetupLock(nix::fcntl::Flock<std::fs::File>);
+pub struct SetupLock(nix::fcntl::Flock<std::fs::File>);
 
 impl SetupLock {
-    fn take() -> SetupLock {
+    pub fn take() -> SetupLock {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -184,7 +184,7 @@ fn serve_one(mut stream: TcpStream, body: &str) {
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     // Answer each request on the connection (Caddy keeps upstream connections alive).
     loop {
-        let mut saw_request = false;
+        let mut request_line = None;
         loop {
             let mut line = String::new();
             match reader.read_line(&mut line) {
@@ -194,16 +194,19 @@ fn serve_one(mut stream: TcpStream, body: &str) {
             if line == "\r\n" || line == "\n" {
                 break;
             }
-            saw_request = true;
+            request_line.get_or_insert(line);
         }
-        if !saw_request {
+        let Some(request_line) = request_line else {
             return;
-        }
+        };
         let response = format!(
             "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         );
-        if stream.write_all(response.as_bytes()).is_err() {
+        // HTTP/1.0 (a plain client straight at the app) ends with the response.
+        if stream.write_all(response.as_bytes()).is_err()
+            || request_line.trim_end().ends_with("HTTP/1.0")
+        {
             return;
         }
     }
