@@ -7,8 +7,10 @@
 //! 5,000 leases through ctl would reload Caddy 5,000 times. In `static` mode the seeded
 //! leases get their socket in the owner's directory, as ctl would give them, and one
 //! `ctl reconcile` has `serve` (which ctl asks to link a host) link all N hosts; serve's
-//! reconcile loop keeps its default interval, so it does not compete with the samples. Each sample is one allocate,
-//! a heartbeat of that lease and its release, so N stays constant while sampling.
+//! reconcile loop keeps its default interval, so it does not compete with the samples.
+//! Each sample is one allocate, a heartbeat of that lease and its release, so N stays
+//! constant while sampling. Every size has its own edge and the sizes are sampled in
+//! turn (see [`measure`]).
 
 use std::time::{Duration, SystemTime};
 
@@ -52,91 +54,142 @@ pub struct Row {
     pub release: Summary,
 }
 
-/// Measures every size (ascending) in one route mode on a fresh edge.
+/// Measures every size in one route mode.
+///
+/// Each size gets its own edge (Caddy, database, and serve in `static` mode), seeded
+/// first; then the samples are taken in rounds, one allocate/heartbeat/release per size
+/// per round, in an order that rotates every round. Whatever else the machine does while
+/// sampling falls on every size alike, so the growth ratio measures the lease count and
+/// not the minute it was taken in.
 pub fn measure(binaries: &Binaries, mode: Option<RouteMode>, sizes: &[Size]) -> Result<Vec<Row>> {
-    let edge = Edge::start(
-        binaries,
-        &EdgeOptions {
-            route_mode: mode,
-            ports: PORTS,
-            sshd: false,
-            // In static mode ctl asks serve to link each host.
-            serve: mode == Some(RouteMode::Static),
-        },
-    )?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("cannot build a runtime: {e}"))?;
-    let mut seeded: Vec<Value> = Vec::new();
-    let mut rows = Vec::new();
-    let per_lease_routes = mode != Some(RouteMode::Static);
+    let mut edges = Vec::with_capacity(sizes.len());
     for size in sizes {
         let started = std::time::Instant::now();
-        let added = runtime.block_on(seed(&edge, seeded.len(), size.leases))?;
-        seeded.extend(added);
-        if per_lease_routes {
-            edge.load_routes(seeded.clone())?;
-        }
-        if per_lease_routes {
-            let in_caddy = edge.mytunnel_route_count()?;
-            if in_caddy != size.leases {
-                return Err(format!(
-                    "after seeding {} leases Caddy holds {in_caddy} mytunnel routes",
-                    size.leases
-                ));
-            }
+        let edge = Edge::start(
+            binaries,
+            &EdgeOptions {
+                route_mode: mode,
+                ports: PORTS,
+                sshd: false,
+                // In static mode ctl asks serve to link each host.
+                serve: mode == Some(RouteMode::Static),
+            },
+        )?;
+        let routes = runtime.block_on(seed(&edge, size.leases))?;
+        if mode == Some(RouteMode::Static) {
+            await_host_links(&edge, size.leases)?;
         } else {
-            edge.ctl(&["reconcile"], false)
-                .map_err(|e| format!("static mode: ctl reconcile after seeding: {e}"))?;
-            if !crate::procs::poll(Duration::from_secs(120), Duration::from_millis(50), || {
-                edge.host_link_count() >= size.leases
-            }) {
-                return Err(format!(
-                    "static mode: serve linked {} of {} seeded hosts within 120s: {}",
-                    edge.host_link_count(),
-                    size.leases,
-                    edge.serve_log()
-                ));
-            }
+            load_routes(&edge, routes)?;
         }
         eprintln!(
-            "  control plane [{}]: {} leases seeded in {:.1}s; sampling {}×3",
+            "  control plane [{}]: {} leases seeded in {:.1}s",
             mode.map_or("default", RouteMode::as_str),
             size.leases,
             started.elapsed().as_secs_f64(),
-            size.samples
         );
-        let mut allocate = Vec::with_capacity(size.samples);
-        let mut heartbeat = Vec::with_capacity(size.samples);
-        let mut release = Vec::with_capacity(size.samples);
-        for _ in 0..size.samples {
-            let (lease, took) = edge.ctl(&["allocate", "--local-port", "3000"], false)?;
-            allocate.push(took);
-            let id = lease
-                .get("lease_id")
-                .and_then(Value::as_str)
-                .ok_or_else(|| format!("allocate answered no lease_id: {lease}"))?
-                .to_owned();
-            let (_, took) = edge.ctl(&["heartbeat", "--lease", &id], false)?;
-            heartbeat.push(took);
-            let (_, took) = edge.ctl(&["release", "--lease", &id], false)?;
-            release.push(took);
+        edges.push(edge);
+    }
+    let rounds = sizes.iter().map(|s| s.samples).max().unwrap_or(0);
+    eprintln!(
+        "  control plane [{}]: sampling {rounds} rounds over {} edges",
+        mode.map_or("default", RouteMode::as_str),
+        edges.len()
+    );
+    let mut samples: Vec<Samples> = sizes.iter().map(|s| Samples::new(s.samples)).collect();
+    for round in 0..rounds {
+        for turn in 0..edges.len() {
+            let i = (round + turn) % edges.len();
+            if let (Some(edge), Some(size), Some(taken)) =
+                (edges.get(i), sizes.get(i), samples.get_mut(i))
+            {
+                if round < size.samples {
+                    taken.take(edge)?;
+                }
+            }
         }
-        rows.push(Row {
+    }
+    Ok(sizes
+        .iter()
+        .zip(samples)
+        .map(|(size, taken)| Row {
             mode,
             leases: size.leases,
-            allocate: Summary::of(&allocate),
-            heartbeat: Summary::of(&heartbeat),
-            release: Summary::of(&release),
-        });
-    }
-    Ok(rows)
+            allocate: Summary::of(&taken.allocate),
+            heartbeat: Summary::of(&taken.heartbeat),
+            release: Summary::of(&taken.release),
+        })
+        .collect())
 }
 
-/// Allocates leases `from..to` (owner: the tunnel user, names `seed-<i>`) in the edge's DB and
+/// The latencies taken at one size.
+struct Samples {
+    allocate: Vec<Duration>,
+    heartbeat: Vec<Duration>,
+    release: Vec<Duration>,
+}
+
+impl Samples {
+    fn new(capacity: usize) -> Samples {
+        Samples {
+            allocate: Vec::with_capacity(capacity),
+            heartbeat: Vec::with_capacity(capacity),
+            release: Vec::with_capacity(capacity),
+        }
+    }
+
+    /// One allocate, a heartbeat of that lease and its release: N stays constant.
+    fn take(&mut self, edge: &Edge) -> Result<()> {
+        let (lease, took) = edge.ctl(&["allocate", "--local-port", "3000"], false)?;
+        self.allocate.push(took);
+        let id = lease
+            .get("lease_id")
+            .and_then(Value::as_str)
+            .ok_or_else(|| format!("allocate answered no lease_id: {lease}"))?
+            .to_owned();
+        let (_, took) = edge.ctl(&["heartbeat", "--lease", &id], false)?;
+        self.heartbeat.push(took);
+        let (_, took) = edge.ctl(&["release", "--lease", &id], false)?;
+        self.release.push(took);
+        Ok(())
+    }
+}
+
+/// `routes` mode: the seeded leases' routes go into Caddy in one load, checked.
+fn load_routes(edge: &Edge, routes: Vec<Value>) -> Result<()> {
+    let expected = routes.len();
+    edge.load_routes(routes)?;
+    let in_caddy = edge.mytunnel_route_count()?;
+    if in_caddy != expected {
+        return Err(format!(
+            "after seeding {expected} leases Caddy holds {in_caddy} mytunnel routes"
+        ));
+    }
+    Ok(())
+}
+
+/// `static` mode: one `ctl reconcile` has serve link every seeded host.
+fn await_host_links(edge: &Edge, leases: usize) -> Result<()> {
+    edge.ctl(&["reconcile"], false)
+        .map_err(|e| format!("static mode: ctl reconcile after seeding: {e}"))?;
+    if crate::procs::poll(Duration::from_secs(120), Duration::from_millis(50), || {
+        edge.host_link_count() >= leases
+    }) {
+        return Ok(());
+    }
+    Err(format!(
+        "static mode: serve linked {} of {leases} seeded hosts within 120s: {}",
+        edge.host_link_count(),
+        edge.serve_log()
+    ))
+}
+
+/// Allocates `count` leases (owner: the tunnel user, names `seed-<i>`) in the edge's DB and
 /// answers their routes.
-async fn seed(edge: &Edge, from: usize, to: usize) -> Result<Vec<Value>> {
+async fn seed(edge: &Edge, count: usize) -> Result<Vec<Value>> {
     let store = SqliteLeaseStore::open(&edge.db_path(), &SqliteStoreOptions::default())
         .await
         .map_err(|e| format!("open {}: {e}", edge.db_path().display()))?;
@@ -148,8 +201,8 @@ async fn seed(edge: &Edge, from: usize, to: usize) -> Result<Vec<Value>> {
         .parse()
         .map_err(|e| format!("base domain: {e}"))?;
     let ports = PortRange::new(PORTS.0, PORTS.1).map_err(|e| format!("port range: {e}"))?;
-    let mut routes = Vec::with_capacity(to.saturating_sub(from));
-    for i in from..to {
+    let mut routes = Vec::with_capacity(count);
+    for i in 0..count {
         let slug: Slug = format!("seed-{i}")
             .parse()
             .map_err(|e| format!("slug seed-{i}: {e}"))?;
