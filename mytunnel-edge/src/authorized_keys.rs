@@ -312,8 +312,8 @@ pub fn read_keys_file(
     Ok(Some(text))
 }
 
-/// The loopback ports of `owner`'s active leases in the database at `db_path`. A missing
-/// database holds no leases (it is not created here).
+/// The loopback ports of `owner`'s active leases in the database at `db_path`, read
+/// without the write lock. A missing database holds no leases (it is not created here).
 pub async fn active_ports(db_path: &Path, owner: &Owner) -> Result<BTreeSet<u16>, String> {
     match std::fs::symlink_metadata(db_path) {
         Ok(_) => {}
@@ -324,7 +324,7 @@ pub async fn active_ports(db_path: &Path, owner: &Owner) -> Result<BTreeSet<u16>
         busy_timeout: Duration::from_secs(2),
         max_connections: 1,
     };
-    let store = SqliteLeaseStore::open(db_path, &options)
+    let store = SqliteLeaseStore::open_existing_read_only(db_path, &options)
         .await
         .map_err(|e| e.to_string())?;
     let leases = store

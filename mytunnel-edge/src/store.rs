@@ -135,6 +135,55 @@ impl SqliteLeaseStore {
         }
     }
 
+    /// Opens an existing database for reading only: nothing is created, migrated or
+    /// written, and no write lock is taken.
+    ///
+    /// For `mytunneld authorized-keys`, which sshd runs at every login of a tunnel user:
+    /// its one read must not queue behind `ctl` writers for the write lock. Any write
+    /// through the returned store fails with [`StoreError::Db`]. A file whose schema is
+    /// not this binary's (not migrated yet, or newer) is refused, since its rows cannot be
+    /// read with confidence.
+    pub async fn open_existing_read_only(
+        path: &Path,
+        options: &SqliteStoreOptions,
+    ) -> Result<Self, StoreError> {
+        let connect = SqliteConnectOptions::new()
+            .filename(path)
+            .read_only(true)
+            .busy_timeout(options.busy_timeout);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(options.max_connections.max(1))
+            .acquire_timeout(options.busy_timeout + Duration::from_secs(5))
+            .connect_with(connect)
+            .await
+            .map_err(|e| db_error(&format!("cannot open {} to read", path.display()), e))?;
+        let store = SqliteLeaseStore {
+            writes: pool.clone(),
+            pool,
+            busy_timeout: options.busy_timeout,
+        };
+        let version = store.schema_version().await?;
+        if version != MIGRATIONS.len() {
+            store.close().await;
+            return Err(StoreError::Db(format!(
+                "{} has schema version {version} and this mytunneld reads version {}; \
+                 run `mytunneld serve` (or any `mytunneld ctl`) once to migrate it",
+                path.display(),
+                MIGRATIONS.len()
+            )));
+        }
+        Ok(store)
+    }
+
+    /// `PRAGMA user_version`: how many [`MIGRATIONS`] the file has had.
+    async fn schema_version(&self) -> Result<usize, StoreError> {
+        let version: i64 = sqlx::query_scalar("PRAGMA user_version")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| db_error("read schema version", e))?;
+        Ok(usize::try_from(version).unwrap_or(usize::MAX))
+    }
+
     /// A private in-memory database (one connection, kept for the store's life).
     pub async fn open_in_memory() -> Result<Self, StoreError> {
         let connect = SqliteConnectOptions::from_str("sqlite::memory:")
@@ -169,6 +218,11 @@ impl SqliteLeaseStore {
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
+        // Every ctl process opens the store: when the schema is current (almost always),
+        // a read says so without queueing for the write lock.
+        if self.schema_version().await? == MIGRATIONS.len() {
+            return Ok(());
+        }
         let mut tx = self.begin_write().await?;
         let version: i64 = sqlx::query_scalar("PRAGMA user_version")
             .fetch_one(&mut *tx)

@@ -851,6 +851,110 @@ async fn a_newer_schema_version_refuses_to_open() {
     conn.close().await.unwrap();
 }
 
+// --- read-only open (authorized-keys) --------------------------------------------------
+
+#[tokio::test]
+async fn read_only_open_reads_under_a_held_write_lock_and_never_writes() {
+    let (_dir, path) = temp_db();
+    let options = SqliteStoreOptions {
+        busy_timeout: Duration::from_millis(200),
+        max_connections: 1,
+    };
+    let store = open_file(&path).await;
+    let portal = store
+        .allocate(exact("alice", "portal"))
+        .await
+        .unwrap()
+        .lease;
+    store.close().await;
+
+    // A ctl writer holds the write lock for longer than the busy timeout.
+    let mut holder = raw(&path).await;
+    sqlx::raw_sql("BEGIN IMMEDIATE")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    // Opening needs no write lock once the schema is current: a read says so. (Before,
+    // every open queued for the lock to check migrations, and gave up here.)
+    let writer = SqliteLeaseStore::open(&path, &options).await.unwrap();
+    assert_db_error(writer.allocate(exact("alice", "blocked")).await, "locked");
+    writer.close().await;
+    // The read-only open (authorized-keys, at every SSH login) reads under the lock.
+    let reader = SqliteLeaseStore::open_existing_read_only(&path, &options)
+        .await
+        .unwrap();
+    assert_eq!(
+        reader
+            .list(&OwnerScope::Owner(owner("alice")))
+            .await
+            .unwrap(),
+        vec![portal.clone()]
+    );
+    sqlx::raw_sql("ROLLBACK")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    // Writes through it fail, and the file keeps exactly what it had.
+    assert_db_error(reader.allocate(exact("bob", "sneaky")).await, "readonly");
+    assert_db_error(
+        reader
+            .heartbeat(&owner("alice"), &portal.id, ts(T0 + 1))
+            .await,
+        "readonly",
+    );
+    reader.close().await;
+    let rows: Vec<(String, String)> = sqlx::query_as("SELECT lease_id, state FROM leases")
+        .fetch_all(&mut holder)
+        .await
+        .unwrap();
+    assert_eq!(rows, vec![(portal.id.to_string(), "active".to_owned())]);
+    holder.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn read_only_open_refuses_missing_and_unmigrated_files() {
+    let (dir, path) = temp_db();
+    let options = SqliteStoreOptions::default();
+    // Missing: refused, and not created.
+    assert_db_error(
+        SqliteLeaseStore::open_existing_read_only(&path, &options).await,
+        "cannot open",
+    );
+    assert!(!path.exists());
+    // An SQLite file this binary never migrated: refused with the fix.
+    let empty = dir.path().join("empty.db");
+    let mut conn = SqliteConnection::connect_with(
+        &SqliteConnectOptions::new()
+            .filename(&empty)
+            .create_if_missing(true),
+    )
+    .await
+    .unwrap();
+    sqlx::raw_sql("CREATE TABLE unrelated (x INTEGER)")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    let message = assert_db_error(
+        SqliteLeaseStore::open_existing_read_only(&empty, &options).await,
+        "schema version 0",
+    );
+    assert!(message.contains("mytunneld serve"), "{message}");
+    // A newer one too.
+    let store = open_file(&path).await;
+    store.close().await;
+    let mut conn = raw(&path).await;
+    sqlx::raw_sql("PRAGMA user_version = 99")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    assert_db_error(
+        SqliteLeaseStore::open_existing_read_only(&path, &options).await,
+        "schema version 99",
+    );
+}
+
 // --- busy timeout ----------------------------------------------------------------------
 
 #[tokio::test]
