@@ -4,7 +4,7 @@
 //! binaries and installs wrk, bore and rathole); needs root (it starts sshd and creates
 //! the tunnel user `mtbench`).
 //!
-//! Usage: `mytunnel-bench [--smoke] [--control-only] [--out PATH]`. `--smoke` runs every measurement at a
+//! Usage: `mytunnel-bench [--smoke] [--control-only] [--no-peers] [--out PATH]`. `--smoke` runs every measurement at a
 //! small size (about 30 s), writes to a temporary file unless `--out` is given, and fails
 //! unless every table got numbers.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
@@ -82,6 +82,8 @@ struct Args {
     out: Option<PathBuf>,
     /// `--control-only`: only the control-plane measurements, printed (no report).
     control_only: bool,
+    /// `--no-peers`: leave bore and rathole out.
+    no_peers: bool,
 }
 
 fn parse_args() -> Result<Args> {
@@ -89,21 +91,23 @@ fn parse_args() -> Result<Args> {
         smoke: false,
         out: None,
         control_only: false,
+        no_peers: false,
     };
     let mut words = std::env::args().skip(1);
     while let Some(word) = words.next() {
         match word.as_str() {
             "--smoke" => args.smoke = true,
             "--control-only" => args.control_only = true,
+            "--no-peers" => args.no_peers = true,
             "--out" => {
                 args.out = Some(PathBuf::from(words.next().ok_or("--out needs a path")?));
             }
             "-h" | "--help" => {
-                return Err("usage: mytunnel-bench [--smoke] [--control-only] [--out PATH]".to_owned());
+                return Err("usage: mytunnel-bench [--smoke] [--control-only] [--no-peers] [--out PATH]".to_owned());
             }
             other => {
                 return Err(format!(
-                    "unknown argument {other:?}; usage: mytunnel-bench [--smoke] [--control-only] [--out PATH]"
+                    "unknown argument {other:?}; usage: mytunnel-bench [--smoke] [--control-only] [--no-peers] [--out PATH]"
                 ))
             }
         }
@@ -229,23 +233,14 @@ fn run(args: Args) -> Result<()> {
             host,
             &plan.load,
         )?);
-        let bore = Bore::start(app.port(), &edge.path("logs"))?;
-        report.paths.push(dataplane::measure_path(
-            "(d) bore",
-            "wrk → bore server → bore local → app",
-            bore.addr,
-            "bore",
-            &plan.load,
-        )?);
-        drop(bore);
-        let rathole = Rathole::start(app.port(), &edge.path("logs"))?;
-        report.paths.push(dataplane::measure_path(
-            "(e) rathole",
-            "wrk → rathole server → rathole client → app",
-            rathole.addr,
-            "rathole",
-            &plan.load,
-        )?);
+        if args.no_peers {
+            report
+                .notes
+                .push("bore and rathole were not measured (--no-peers).".to_owned());
+        } else {
+            report.peers_measured = true;
+            measure_peers(&mut report, edge, &app, &plan)?;
+        }
     }
 
     // Scale.
@@ -322,4 +317,26 @@ fn tunnel_measurements(edge: &Edge, app: &App, plan: &Plan, mode: &str) -> Resul
         time_to_url: vec![mux, no_mux],
         path,
     })
+}
+
+/// Paths (d) bore and (e) rathole, each serving the same app.
+fn measure_peers(report: &mut Report, edge: &Edge, app: &App, plan: &Plan) -> Result<()> {
+    let bore = Bore::start(app.port(), &edge.path("logs"))?;
+    report.paths.push(dataplane::measure_path(
+        "(d) bore",
+        "wrk → bore server → bore local → app",
+        bore.addr,
+        "bore",
+        &plan.load,
+    )?);
+    drop(bore);
+    let rathole = Rathole::start(app.port(), &edge.path("logs"))?;
+    report.paths.push(dataplane::measure_path(
+        "(e) rathole",
+        "wrk → rathole server → rathole client → app",
+        rathole.addr,
+        "rathole",
+        &plan.load,
+    )?);
+    Ok(())
 }

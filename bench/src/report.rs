@@ -42,6 +42,8 @@ pub struct Report {
     pub duration: Duration,
     /// Things worth saying that are not numbers.
     pub notes: Vec<String>,
+    /// Whether bore and rathole were measured (not with `--no-peers`).
+    pub peers_measured: bool,
 }
 
 /// A window of `len` consecutive loopback ports all free now, below the ephemeral range
@@ -213,7 +215,8 @@ impl Report {
                 lines.push(format!(
                     "allocate p50 {large} leases / {small} leases, {} mode: {growth:.2}×{}",
                     Self::mode_name(mode),
-                    if mode == Some(RouteMode::Static) {
+                    // The acceptance is about 5,000 leases; the smoke's sizes say nothing of it.
+                    if mode == Some(RouteMode::Static) && large >= 5_000 {
                         if growth <= 1.5 {
                             " (issue 8 acceptance 3: within 1.5×, met)"
                         } else {
@@ -263,7 +266,8 @@ impl Report {
             missing.push("time to URL");
         }
         let paths = self.all_paths();
-        if paths.len() < 5
+        let expected_paths = if self.peers_measured { 5 } else { 3 };
+        if paths.len() < expected_paths
             || paths.iter().any(|p| {
                 p.wrk.is_empty()
                     || p.download_mb_s <= 0.0
@@ -382,7 +386,7 @@ impl Report {
                     thousands(small as f64),
                     Self::mode_name(*mode)
                 );
-                if *mode == Some(RouteMode::Static) {
+                if *mode == Some(RouteMode::Static) && large >= 5_000 {
                     let verdict = if growth <= 1.5 { "met" } else { "NOT met" };
                     let _ = write!(o, " — issue 8 acceptance 3 (within 1.5×): {verdict}");
                 }

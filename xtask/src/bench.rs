@@ -1,11 +1,14 @@
-//! `cargo xtask bench [--smoke] [--out PATH]`: installs what the benchmarks start (Caddy and
-//! OpenSSH through the shared prerequisites, wrk from apt, bore and rathole with `cargo
-//! install`) when missing, builds the binaries in release mode, then runs the bench crate:
-//! `cargo run --release -p mytunnel-bench -- [--smoke] [--out PATH]`.
+//! `cargo xtask bench [--smoke] [--no-peers] [--out PATH]`: installs what the benchmarks
+//! start (Caddy and OpenSSH through the shared prerequisites, wrk from apt, bore and rathole
+//! with `cargo install`) when missing, builds the binaries, then runs the bench crate:
+//! `cargo run --release -p mytunnel-bench -- [--smoke] [--no-peers] [--out PATH]`.
 //!
-//! The full run writes `BENCHMARKS.md` at the workspace root; `--smoke` runs every
+//! The full run writes `BENCHMARKS.md` at the workspace root. `--smoke` runs every
 //! measurement at a small size (about 30 s once built), writes to a temporary file and fails
-//! unless every table got numbers.
+//! unless every table got numbers; it checks the harness, not the speed, so it builds in the
+//! dev profile, which the test step has mostly built already. `--no-peers` leaves bore and
+//! rathole out (neither installed nor measured): CI's smoke uses it, because building the
+//! two from crates.io costs a fresh machine about five minutes.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -22,6 +25,18 @@ pub struct Options {
     pub smoke: bool,
     /// Where the report goes (default: `BENCHMARKS.md`, or a temp file with `--smoke`).
     pub out: Option<PathBuf>,
+    /// Which comparison tunnels are installed and measured.
+    pub peers: Peers,
+}
+
+/// Whether the run measures the peer tunnels (bore, rathole).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Peers {
+    /// Install them when missing and measure them.
+    #[default]
+    Measured,
+    /// `--no-peers`: neither installed nor measured.
+    Skipped,
 }
 
 /// Reads the arguments after `cargo xtask bench`.
@@ -31,6 +46,8 @@ pub fn parse(rest: &[String]) -> Result<Options> {
     while let Some(arg) = iter.next() {
         if arg == "--smoke" {
             options.smoke = true;
+        } else if arg == "--no-peers" {
+            options.peers = Peers::Skipped;
         } else if arg == "--out" {
             let path = iter.next().ok_or_else(|| "--out needs a path".to_owned())?;
             options.out = Some(PathBuf::from(path));
@@ -52,8 +69,8 @@ fn installed(program: &str) -> bool {
         .is_some_and(|home| Path::new(&home).join(".cargo/bin").join(program).is_file())
 }
 
-/// wrk (apt), bore and rathole (`cargo install`) when missing.
-fn ensure_bench_tools(root: &Path) -> Result<()> {
+/// wrk (apt), and bore and rathole (`cargo install`) when measured, when missing.
+fn ensure_bench_tools(root: &Path, peers: Peers) -> Result<()> {
     if installed("wrk") {
         println!("  wrk: present");
     } else {
@@ -61,6 +78,10 @@ fn ensure_bench_tools(root: &Path) -> Result<()> {
         run(Command::new("apt-get")
             .env("DEBIAN_FRONTEND", "noninteractive")
             .args(["install", "-y", "-qq", "--no-install-recommends", "wrk"]))?;
+    }
+    if peers == Peers::Skipped {
+        println!("  bore, rathole: not measured (--no-peers)");
+        return Ok(());
     }
     for (program, krate) in [("bore", "bore-cli"), ("rathole", "rathole")] {
         if installed(program) {
@@ -83,14 +104,29 @@ pub fn bench(options: &Options) -> Result<()> {
     println!("==> [1/3] prerequisites: caddy, openssh, wrk, bore, rathole");
     flush();
     ensure_system_packages()?;
-    ensure_bench_tools(&root)?;
-    println!("==> [2/3] build: the binaries the bench starts, in release mode");
+    ensure_bench_tools(&root, options.peers)?;
+    // The smoke checks that every measurement still runs, not how fast: the dev profile
+    // reuses what the tests built instead of a cold release build.
+    let profile: &[&str] = if options.smoke { &[] } else { &["--release"] };
+    println!(
+        "==> [2/3] build: the binaries the bench starts, in the {} profile",
+        if options.smoke { "dev" } else { "release" }
+    );
     flush();
-    run(cargo(&root).args(["build", "--release", "-p", "mytunnel-cli", "--bins"]))?;
+    run(cargo(&root)
+        .arg("build")
+        .args(profile)
+        .args(["-p", "mytunnel-cli", "--bins"]))?;
     let mut command = cargo(&root);
-    command.args(["run", "--release", "-p", "mytunnel-bench", "--"]);
+    command
+        .arg("run")
+        .args(profile)
+        .args(["-p", "mytunnel-bench", "--"]);
     if options.smoke {
         command.arg("--smoke");
+    }
+    if options.peers == Peers::Skipped {
+        command.arg("--no-peers");
     }
     if let Some(out) = &options.out {
         command.arg("--out").arg(out);
@@ -125,8 +161,13 @@ mod tests {
             parse_words(&["--smoke", "--out", "/tmp/x.md"]),
             Ok(Options {
                 smoke: true,
-                out: Some(PathBuf::from("/tmp/x.md"))
+                out: Some(PathBuf::from("/tmp/x.md")),
+                peers: Peers::Measured,
             })
+        );
+        assert_eq!(
+            parse_words(&["--smoke", "--no-peers"]).map(|o| o.peers),
+            Ok(Peers::Skipped)
         );
         assert_eq!(
             parse_words(&["--out=/tmp/y.md"]).map(|o| o.out),

@@ -4,7 +4,7 @@
 //! - `cargo xtask ci` runs every check CI runs, in order, and stops at the first failure:
 //!   rustfmt, clippy, shellcheck, the tests (nextest when installed, else `cargo test`, then the doc
 //!   tests), rustdoc with warnings denied, the generated docs check, a short fuzz smoke, and
-//!   the bench smoke (`cargo xtask bench --smoke`).
+//!   the bench smoke (`cargo xtask bench --smoke --no-peers`).
 //! - `cargo xtask docs [--check]` generates the CLI reference (`docs/cli/*.md`), the man pages
 //!   (`docs/man/*.1`) and the shell completions (`docs/completions/`) from the clap
 //!   definitions, with `cargo run -q -p mytunnel-cli --example gen-docs -- <dir>`. With
@@ -12,8 +12,8 @@
 //!   when the committed ones differ.
 //! - `cargo xtask fuzz-smoke [--seconds N]` runs only the fuzz smoke: each cargo-fuzz target
 //!   in `fuzz/` for N seconds (default 20) on a copy of its seed corpus.
-//! - `cargo xtask bench [--smoke]` runs the benchmarks (see `bench.rs`) and writes
-//!   `BENCHMARKS.md`; `--smoke` is the short check CI runs.
+//! - `cargo xtask bench [--smoke] [--no-peers]` runs the benchmarks (see `bench.rs`) and
+//!   writes `BENCHMARKS.md`; `--smoke --no-peers` is the short check CI runs.
 //! - `cargo xtask soak [--cycles N] [--clients N] [--leases N] [--rounds N]` runs the long
 //!   form of the load and fault suites (see `soak.rs`) and prints their figures.
 //! - `cargo xtask e2e` installs the system packages the end-to-end suite starts (Caddy,
@@ -75,11 +75,14 @@ Commands:
                                mytunneld serve on loopback, publish a sample app as user
                                alice and fetch it through its tunnel URL; Ctrl-C tears
                                down (--once: exit after the fetch). Needs root.
-  bench [--smoke] [--out P]  install wrk (apt), bore and rathole (cargo install) when
+  bench [--smoke] [--no-peers] [--out P]
+                             install wrk (apt), bore and rathole (cargo install) when
                                missing, build in release mode and run the benchmarks:
                                cargo run --release -p mytunnel-bench; writes BENCHMARKS.md
-                               (--smoke: small sizes in ~30 s, a temp file, fails unless
-                               every table got numbers). Needs root.
+                               (--smoke: small sizes in ~30 s, dev profile, a temp file,
+                               fails unless every table got numbers; --no-peers: leave
+                               bore and rathole out). Needs root.
+                             e.g. cargo xtask bench --smoke --no-peers   (what CI runs)
   soak [--cycles N] [--clients N] [--leases N] [--rounds N]
                              the long load and fault suites: 32 clients x 50 cycles of
                                real ctl processes (4 through ssh), serve killed -9 in
@@ -570,11 +573,12 @@ fn ci() -> Result<()> {
                     number,
                     total,
                     step,
-                    "cargo xtask bench --smoke (every table at small sizes, to a temp file)",
+                    "cargo xtask bench --smoke --no-peers (every table at small sizes, to a temp file)",
                 );
                 bench::bench(&bench::Options {
                     smoke: true,
                     out: None,
+                    peers: bench::Peers::Skipped,
                 })
             }
         };
@@ -1006,7 +1010,8 @@ mod tests {
             parse(&["bench", "--smoke"]),
             Ok(Task::Bench(bench::Options {
                 smoke: true,
-                out: None
+                out: None,
+                peers: bench::Peers::Measured,
             }))
         );
         for bad in [
