@@ -52,6 +52,7 @@ impl Plan {
                 connections: vec![1, 16, 64],
                 seconds: 8,
                 download_bytes: 100 * 1024 * 1024,
+                downloads: 5,
                 warm_up: true,
             },
             scale: vec![100, 500, 1_000],
@@ -69,6 +70,7 @@ impl Plan {
                 connections: vec![1, 16, 64],
                 seconds: 1,
                 download_bytes: 8 * 1024 * 1024,
+                downloads: 1,
                 warm_up: false,
             },
             scale: vec![5, 10],
@@ -159,6 +161,7 @@ fn run(args: Args) -> Result<()> {
         vec![None]
     };
     let mut report = Report::new(plan.smoke, binaries.route_modes);
+    report.downloads = plan.load.downloads;
     eprintln!(
         "mytunnel-bench: {} run",
         if plan.smoke { "smoke" } else { "full" }

@@ -44,6 +44,8 @@ pub struct Report {
     pub notes: Vec<String>,
     /// Whether bore and rathole were measured (not with `--no-peers`).
     pub peers_measured: bool,
+    /// Downloads per path.
+    pub downloads: usize,
 }
 
 /// A window of `len` consecutive loopback ports all free now, below the ephemeral range
@@ -442,8 +444,11 @@ impl Report {
             o,
             "The same app (a small tokio HTTP/1.1 server in the bench crate: 1 KiB for `GET /`, \
              the download for `GET /big`) behind each path, the same load generator. Requests/s \
-             and latency percentiles are wrk's (`--latency`); the download is one \
-             `curl -o /dev/null` of {} MiB (MB/s = 10^6 bytes/s).\n",
+             and latency percentiles are wrk's (`--latency`); the download is the median of \
+             {} runs of `curl -o /dev/null` of {} MiB (MB/s = 10^6 bytes/s), with the slowest \
+             and fastest run beside it: single downloads through the same path vary by up to \
+             2× on this shared machine.\n",
+            self.downloads,
             self.download_mib()
         );
         if let Some(first) = self.all_paths().first() {
@@ -469,9 +474,19 @@ impl Report {
                 );
             }
         }
-        let _ = writeln!(o, "\n| path | download MB/s |\n|---|---:|");
+        let _ = writeln!(
+            o,
+            "\n| path | download MB/s (median) | slowest–fastest |\n|---|---:|---:|"
+        );
         for p in self.all_paths() {
-            let _ = writeln!(o, "| {} | {} |", p.label, thousands(p.download_mb_s));
+            let _ = writeln!(
+                o,
+                "| {} | {} | {}–{} |",
+                p.label,
+                thousands(p.download_mb_s),
+                thousands(p.download_range.0),
+                thousands(p.download_range.1)
+            );
         }
         let _ = writeln!(o);
         for t in &self.tunnels {
