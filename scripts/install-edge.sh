@@ -6,6 +6,8 @@
 #                   [--base-domain D] [--caddy-admin-url URL] [--no-systemd]
 #                   [--route-mode static|routes] [--proxy-group NAME] [--socket-dir DIR]
 #                   [--sshd-dropin]
+#   install-edge.sh --print-sshd-dropin [--route-mode static|routes] [--group NAME]
+#                   [--user NAME] [--proxy-group NAME]
 #
 # Installs (SPEC section 8 modes), every path under DIR when --destdir is given:
 #   /usr/local/bin/mytunneld                 0755  root:root
@@ -39,6 +41,9 @@
 # with --sshd-dropin: on an older install it would disable the keys in users'
 # ~/.ssh/authorized_keys, so move them first (install-edge-ssh-key.sh --keys-dir). sshd
 # is not reloaded: check with `sshd -t`, then `systemctl reload ssh`.
+# --print-sshd-dropin prints that drop-in for the given mode (default static) and exits,
+# changing nothing and needing no root: to review it, or for test harnesses, which run
+# sshd with exactly these settings.
 #
 # --binary defaults to target/release/mytunneld of this repository, else `mytunneld` on
 # PATH. systemd is reloaded and the service enabled and started only when systemd runs,
@@ -49,6 +54,7 @@ set -euo pipefail
 
 usage() {
     echo "usage: $0 [--destdir DIR] [--binary PATH] [--group NAME] [--user NAME] [--base-domain D] [--caddy-admin-url URL] [--no-systemd] [--route-mode static|routes] [--proxy-group NAME] [--socket-dir DIR] [--sshd-dropin]" >&2
+    echo "       $0 --print-sshd-dropin [--route-mode static|routes] [--group NAME] [--user NAME] [--proxy-group NAME]" >&2
     exit 2
 }
 
@@ -73,6 +79,7 @@ proxy_group=caddy
 readonly DEFAULT_SOCKET_DIR=/var/lib/mytunnel-sockets
 socket_dir_flag=''
 sshd_dropin_flag=0
+print_dropin=0
 while [[ $# -gt 0 ]]; do
     case $1 in
         --destdir | --binary | --group | --user | --base-domain | --caddy-admin-url | \
@@ -98,6 +105,10 @@ while [[ $# -gt 0 ]]; do
             ;;
         --sshd-dropin)
             sshd_dropin_flag=1
+            shift
+            ;;
+        --print-sshd-dropin)
+            print_dropin=1
             shift
             ;;
         *)
@@ -139,6 +150,39 @@ for value in "$base_domain" "$admin_url"; do
 done
 [[ -z $base_domain || $base_domain =~ ^[A-Za-z0-9.-]+$ ]] || die "invalid base domain: $base_domain" 2
 [[ -n $admin_url ]] || die "--caddy-admin-url must not be empty" 2
+
+# The sshd drop-in of route mode $1 for $group, its keys from mytunneld run as $user.
+sshd_dropin() {
+    local route_mode=$1
+    echo "# mytunnel tunnel users (group $group), route mode $route_mode. Written by install-edge.sh;"
+    echo "# rewritten on every run. Check with \`sshd -t\`, then \`systemctl reload ssh\`."
+    echo "Match Group $group"
+    if [[ $route_mode == static ]]; then
+        echo "    # Tunnels bind unix sockets in owners/<user> (user:$proxy_group 2750), never TCP ports."
+        echo "    # sshd grants remote socket forwards from the remote TCP permission: keep it,"
+        echo "    # and refuse every TCP listen (no ssh -L either)."
+        echo "    AllowTcpForwarding remote"
+        echo "    PermitListen none"
+        echo "    AllowStreamLocalForwarding remote"
+        echo "    # Sockets 0660: the owner and the proxy's group."
+        echo "    StreamLocalBindMask 0117"
+        echo "    # Never unlink before binding: a user could remove any file in a directory it can write."
+        echo "    StreamLocalBindUnlink no"
+    else
+        echo "    # Tunnels bind 127.0.0.1:<port>, only the ports of the user's active leases."
+        echo "    AllowTcpForwarding remote"
+        echo "    AllowStreamLocalForwarding no"
+    fi
+    echo "    # Keys come only from mytunneld: each one gated, limited to what its leases allow."
+    echo "    AuthorizedKeysFile none"
+    echo "    AuthorizedKeysCommand /usr/local/bin/mytunneld authorized-keys %u"
+    echo "    AuthorizedKeysCommandUser $user"
+}
+
+if [[ $print_dropin -eq 1 ]]; then
+    sshd_dropin "${route_mode_flag:-static}"
+    exit 0
+fi
 
 if [[ -z $binary ]]; then
     script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -369,31 +413,7 @@ EOF
 install_file "$unit_tmp" "$unit_file" 0644 root root
 
 # --- sshd drop-in ------------------------------------------------------------------------
-{
-    echo "# mytunnel tunnel users (group $group), route mode $route_mode. Written by install-edge.sh;"
-    echo "# rewritten on every run. Check with \`sshd -t\`, then \`systemctl reload ssh\`."
-    echo "Match Group $group"
-    if [[ $route_mode == static ]]; then
-        echo "    # Tunnels bind unix sockets in owners/<user> (user:$proxy_group 2750), never TCP ports."
-        echo "    # sshd grants remote socket forwards from the remote TCP permission: keep it,"
-        echo "    # and refuse every TCP listen (no ssh -L either)."
-        echo "    AllowTcpForwarding remote"
-        echo "    PermitListen none"
-        echo "    AllowStreamLocalForwarding remote"
-        echo "    # Sockets 0660: the owner and the proxy's group."
-        echo "    StreamLocalBindMask 0117"
-        echo "    # Never unlink before binding: a user could remove any file in a directory it can write."
-        echo "    StreamLocalBindUnlink no"
-    else
-        echo "    # Tunnels bind 127.0.0.1:<port>, only the ports of the user's active leases."
-        echo "    AllowTcpForwarding remote"
-        echo "    AllowStreamLocalForwarding no"
-    fi
-    echo "    # Keys come only from mytunneld: each one gated, limited to what its leases allow."
-    echo "    AuthorizedKeysFile none"
-    echo "    AuthorizedKeysCommand /usr/local/bin/mytunneld authorized-keys %u"
-    echo "    AuthorizedKeysCommandUser $user"
-} >"$dropin_tmp"
+sshd_dropin "$route_mode" >"$dropin_tmp"
 if [[ $new_env -eq 1 || $sshd_dropin_flag -eq 1 || -e $sshd_dropin ]]; then
     ensure_dir "$sshd_dir" 0755 root root
     install_file "$dropin_tmp" "$sshd_dropin" 0644 root root

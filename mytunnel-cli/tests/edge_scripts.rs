@@ -416,6 +416,7 @@ fn install_twice_is_idempotent_with_exact_modes_and_a_hardened_unit() {
         ]
     );
     assert_sshd_applies_dropin(&edge);
+    assert_printed_dropin_is_installed(&edge, "static");
 
     // The installed binary works in the temporary root (health in static mode needs
     // `mytunneld serve`, which this test does not start).
@@ -436,6 +437,29 @@ fn dropin_settings(edge: &Edge) -> Vec<String> {
         "{text}"
     );
     lines.map(str::to_owned).collect()
+}
+
+/// `install-edge.sh --print-sshd-dropin` (what the e2e suite and the bench run sshd with)
+/// prints exactly the drop-in the install wrote, and writes nothing.
+fn assert_printed_dropin_is_installed(edge: &Edge, route_mode: &str) {
+    let before = listing(edge.destdir());
+    let printed = edge.script(
+        "install-edge.sh",
+        &[
+            "--print-sshd-dropin",
+            "--route-mode",
+            route_mode,
+            "--group",
+            &edge.names.group,
+            "--user",
+            &edge.names.user,
+        ],
+    );
+    assert_eq!(printed.code, Some(0), "{}", printed.text);
+    let installed =
+        std::fs::read_to_string(edge.path("etc/ssh/sshd_config.d/mytunnel.conf")).unwrap();
+    assert_eq!(printed.text, installed);
+    assert_eq!(listing(edge.destdir()), before);
 }
 
 /// Real sshd accepts the drop-in (`sshd -t`), included the way Debian's sshd_config
@@ -533,6 +557,7 @@ fn routes_mode_install_has_no_socket_directory_and_a_tcp_dropin() {
         ]
     );
     assert_sshd_applies_dropin(&edge);
+    assert_printed_dropin_is_installed(&edge, "routes");
     let before = listing(edge.destdir());
     // A second run, even asking for static, keeps the env file's mode.
     let again = edge.install_with(&["--route-mode", "static"]);

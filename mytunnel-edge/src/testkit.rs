@@ -332,6 +332,55 @@ fn admin_request_once(
     }
 }
 
+/// The `Match Group <group>` block of the sshd drop-in that `scripts/install-edge.sh
+/// --print-sshd-dropin` writes for `route_mode` (`static` or `routes`), for harnesses that
+/// run sshd with exactly the production forwarding settings.
+///
+/// Left out: comments, and the three `AuthorizedKeys*` lines, because harness users enrol
+/// their keys in `~/.ssh/authorized_keys`; the `AuthorizedKeysCommand` path has its own
+/// end-to-end test (`bind_isolation_routes`).
+pub fn production_sshd_match_block(route_mode: &str, group: &str) -> Result<String, String> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/install-edge.sh");
+    let output = Command::new("bash")
+        .arg(&script)
+        .args([
+            "--print-sshd-dropin",
+            "--route-mode",
+            route_mode,
+            "--group",
+            group,
+        ])
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        return Err(format!(
+            "{} --print-sshd-dropin failed: {}",
+            script.display(),
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    let block: String = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with("AuthorizedKeys"))
+        .map(|l| {
+            if l.starts_with("Match ") {
+                format!("{l}\n")
+            } else {
+                format!("    {l}\n")
+            }
+        })
+        .collect();
+    if !block.starts_with(&format!("Match Group {group}\n")) {
+        return Err(format!(
+            "unexpected drop-in from {}:\n{text}",
+            script.display()
+        ));
+    }
+    Ok(block)
+}
+
 /// The sshd binary: `$MYTUNNEL_SSHD_BIN`, else `/usr/sbin/sshd` (root's `PATH` may lack
 /// `/usr/sbin`, so the path is checked, not looked up).
 pub fn sshd_binary() -> Result<PathBuf, String> {

@@ -373,27 +373,10 @@ impl RouteMode {
         }
     }
 
+    /// The sshd settings `install-edge.sh` writes for this mode (its `Match Group` block,
+    /// less the `AuthorizedKeys*` lines: the suite's users enrol key files).
     fn sshd_config(self) -> String {
-        match self {
-            // Remote forwards only: `ssh -L` would reach the edge's loopback services,
-            // Caddy's admin API among them.
-            RouteMode::Routes => format!(
-                "Match Group {GROUP}\n\
-                 \x20   AllowTcpForwarding remote\n\
-                 \x20   AllowStreamLocalForwarding no\n"
-            ),
-            RouteMode::Static => format!(
-                // sshd grants remote socket forwards from the same permission set as
-                // remote TCP forwards: `AllowTcpForwarding no` denies them too. So TCP
-                // stays "remote" and `PermitListen none` refuses every TCP listen.
-                "Match Group {GROUP}\n\
-                 \x20   AllowTcpForwarding remote\n\
-                 \x20   PermitListen none\n\
-                 \x20   AllowStreamLocalForwarding remote\n\
-                 \x20   StreamLocalBindMask 0117\n\
-                 \x20   StreamLocalBindUnlink no\n"
-            ),
-        }
+        mytunnel_edge::testkit::production_sshd_match_block(self.name(), GROUP).unwrap()
     }
 }
 
