@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use mytunnel_core::BindTarget;
 use mytunnel_edge::testkit::{admin_get, admin_request, base_config, RealCaddy};
 use serde_json::{json, Value};
 
@@ -198,7 +199,11 @@ impl Edge {
             std::fs::create_dir(edge.path(sub)).map_err(|e| format!("mkdir {sub}: {e}"))?;
         }
         if options.sshd {
-            let sshd = BenchSshd::start(&edge.path("sshd"))?;
+            // The tunnel group's settings exactly as install-edge.sh writes them (a build
+            // without route modes is a routes-mode edge).
+            let mode = options.route_mode.map_or("routes", RouteMode::as_str);
+            let match_block = mytunnel_edge::testkit::production_sshd_match_block(mode, GROUP)?;
+            let sshd = BenchSshd::start(&edge.path("sshd"), &match_block)?;
             write_file(&edge.path("known_hosts"), &sshd.known_hosts_line())?;
             edge.sshd = Some(sshd);
         }
@@ -439,9 +444,10 @@ impl Edge {
         Ok(command)
     }
 
-    /// A plain data-plane forward, as the client runs it: `ssh -N -R 127.0.0.1:<edge
-    /// port>:127.0.0.1:<local port>` (no session, so no TCP_NODELAY on either side).
-    pub fn ssh_forward(&self, edge_port: u16, local_port: u16) -> Result<Command> {
+    /// A plain data-plane forward, as the client runs it: `ssh -N -R <edge bind
+    /// target>:127.0.0.1:<local port>`, the target being `127.0.0.1:<port>` or `static`
+    /// mode's socket (no session, so no TCP_NODELAY on either side).
+    pub fn ssh_forward(&self, edge_bind: &BindTarget, local_port: u16) -> Result<Command> {
         let mut command = Command::new("ssh");
         command.args([
             "-N",
@@ -458,7 +464,7 @@ impl Edge {
         }
         command
             .arg("-R")
-            .arg(format!("127.0.0.1:{edge_port}:127.0.0.1:{local_port}"))
+            .arg(format!("{edge_bind}:127.0.0.1:{local_port}"))
             .arg("--")
             .arg(self.destination())
             .env_clear()
@@ -656,7 +662,7 @@ struct BenchSshd {
 }
 
 impl BenchSshd {
-    fn start(dir: &Path) -> Result<BenchSshd> {
+    fn start(dir: &Path, match_block: &str) -> Result<BenchSshd> {
         let binary = mytunnel_edge::testkit::sshd_binary()?;
         std::fs::create_dir_all(dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
         if !Path::new("/run/sshd").is_dir() {
@@ -682,7 +688,7 @@ impl BenchSshd {
         for _attempt in 0..5 {
             let port = free_port()?;
             let config = dir.join("sshd_config");
-            write_file(&config, &sshd_config(dir, &host_key, port))?;
+            write_file(&config, &sshd_config(dir, &host_key, port, match_block))?;
             let log_path = dir.join(format!("sshd-{port}.log"));
             let log = std::fs::File::create(&log_path)
                 .map_err(|e| format!("create {}: {e}", log_path.display()))?;
@@ -724,7 +730,9 @@ impl BenchSshd {
     }
 }
 
-fn sshd_config(dir: &Path, host_key: &Path, port: u16) -> String {
+/// The bench's sshd: the testkit's hardening, room for a thousand connections
+/// (`MaxStartups`), and the tunnel group's `match_block` last (a `Match` runs to the end).
+fn sshd_config(dir: &Path, host_key: &Path, port: u16, match_block: &str) -> String {
     format!(
         "\
 ListenAddress 127.0.0.1
@@ -738,8 +746,7 @@ PubkeyAuthentication yes
 AuthorizedKeysFile .ssh/authorized_keys
 PermitRootLogin no
 AllowTcpForwarding yes
-AllowStreamLocalForwarding yes
-StreamLocalBindUnlink yes
+AllowStreamLocalForwarding no
 GatewayPorts no
 X11Forwarding no
 AllowAgentForwarding no
@@ -752,7 +759,7 @@ PrintMotd no
 PrintLastLog no
 MaxStartups 2000:30:4000
 MaxSessions 10
-",
+{match_block}",
         host_key = host_key.display(),
         pid_file = dir.join("sshd.pid").display(),
     )

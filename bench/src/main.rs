@@ -188,8 +188,8 @@ fn run(args: Args) -> Result<()> {
     let app = App::start(plan.load.download_bytes)?;
     let ports = report::port_window(1_100)?;
 
-    // Time to URL and the mytunnel path, in each mode; scale in the first.
-    let mut scale_edge = None;
+    // Time to URL and the mytunnel path, in each mode; scale after the peers, in each.
+    let mut edges = Vec::with_capacity(modes.len());
     for mode in &modes {
         let edge = Edge::start(
             &binaries,
@@ -210,9 +210,7 @@ fn run(args: Args) -> Result<()> {
             }
             Err(e) => return Err(e),
         }
-        if scale_edge.is_none() {
-            scale_edge = Some(edge);
-        }
+        edges.push((*mode, edge));
     }
 
     // The limit and the peers.
@@ -225,7 +223,7 @@ fn run(args: Args) -> Result<()> {
             "app",
             &plan.load,
         )?);
-        let edge = scale_edge.as_ref().ok_or("no edge")?;
+        let (_, edge) = edges.first().ok_or("no edge")?;
         let host = "direct.bench.test";
         edge.add_direct_route(host, app.port())?;
         await_serving(edge.http(), host, std::time::Duration::from_secs(10))?;
@@ -247,10 +245,14 @@ fn run(args: Args) -> Result<()> {
     }
 
     // Scale.
-    let edge = scale_edge.ok_or("no edge")?;
-    report.scale_mode = edge_mode_label(modes.first().copied().flatten());
-    report.scale = Some(scale::measure(&edge, app.port(), &plan.scale));
-    drop(edge);
+    // One mode at a time: each edge's tunnels end (and its processes stop) before the next
+    // grows.
+    for (mode, edge) in edges {
+        report.scale.push(report::ScaleRun {
+            mode: edge_mode_label(mode),
+            scale: scale::measure(&edge, app.port(), &plan.scale),
+        });
+    }
 
     report.duration = started.elapsed();
     report.machine = report::machine()?;

@@ -21,6 +21,15 @@ pub struct TunnelPath {
     pub path: PathResult,
 }
 
+/// Scale measured on one edge.
+#[derive(Debug)]
+pub struct ScaleRun {
+    /// The edge's route mode.
+    pub mode: String,
+    /// What it measured.
+    pub scale: Scale,
+}
+
 /// Everything one run measured.
 #[derive(Debug, Default)]
 pub struct Report {
@@ -32,10 +41,8 @@ pub struct Report {
     pub tunnels: Vec<TunnelPath>,
     /// Paths (a), (b), (d), (e).
     pub paths: Vec<PathResult>,
-    /// Scale.
-    pub scale: Option<Scale>,
-    /// The mode scale ran in.
-    pub scale_mode: String,
+    /// Scale, one run per route mode.
+    pub scale: Vec<ScaleRun>,
     /// The machine.
     pub machine: Vec<(String, String)>,
     /// How long the run took.
@@ -278,15 +285,18 @@ impl Report {
         {
             missing.push("data plane");
         }
-        match &self.scale {
-            Some(scale)
-                if scale.stopped.is_none()
-                    && !scale.rows.is_empty()
-                    && scale
-                        .rows
-                        .iter()
-                        .all(|r| r.serving == r.tunnels && r.memory.total().pss_kib > 0) => {}
-            _ => missing.push("scale"),
+        let expected_runs = if self.route_modes { 2 } else { 1 };
+        let complete = |run: &ScaleRun| {
+            let scale = &run.scale;
+            scale.stopped.is_none()
+                && !scale.rows.is_empty()
+                && scale
+                    .rows
+                    .iter()
+                    .all(|r| r.serving == r.tunnels && r.memory.total().pss_kib > 0)
+        };
+        if self.scale.len() < expected_runs || !self.scale.iter().all(complete) {
+            missing.push("scale");
         }
         if missing.is_empty() {
             Ok(())
@@ -523,57 +533,69 @@ impl Report {
 
         // Scale.
         let _ = writeln!(o, "## Scale\n");
-        if let Some(scale) = &self.scale {
+        if !self.scale.is_empty() {
             let _ = writeln!(
                 o,
-                "Concurrent tunnels on one edge (`{}` mode), all to the same app. Each tunnel is \
-                 the data plane `mytunnel http` runs, driven directly rather than through a \
-                 thousand client processes: `mytunneld ctl allocate` as the tunnel user \
-                 `mtbench` (timed), then\n\n```\nssh -N -T -o ExitOnForwardFailure=yes -o ControlMaster=no -o ControlPath=none -R 127.0.0.1:<lease port>:127.0.0.1:<app> mtbench@127.0.0.1\n```\n\n\
-                 {} at a time. At each count every host answered `200` through Caddy before memory \
-                 was read. Memory is from `/proc/<pid>/smaps_rollup`: PSS (shared pages split \
-                 among the processes sharing them, so sums are fair) and RSS, summed over the \
-                 sshd listener and all its per-connection processes, Caddy, and `mytunneld serve`. \
-                 Per tunnel = (total at N − total with no tunnel) / N. Allocate latency is over \
-                 the allocations that brought the count from the previous row to this one.\n",
-                self.scale_mode,
+                "Concurrent tunnels on one edge per route mode, all to the same app; one mode at \
+                 a time (the first mode's tunnels are closed before the second grows). Each \
+                 tunnel is the data plane `mytunnel http` runs, driven directly rather than \
+                 through a thousand client processes: `mytunneld ctl allocate` as the tunnel user \
+                 `mtbench` (timed), then\n\n```\nssh -N -T -o ExitOnForwardFailure=yes -o ControlMaster=no -o ControlPath=none -R <bind target>:127.0.0.1:<app> mtbench@127.0.0.1\n```\n\n\
+                 with the lease's bind target: `127.0.0.1:<lease port>` in `routes` mode, the \
+                 lease's socket in `static` mode. {} at a time. At each count every host answered \
+                 `200` through Caddy before memory was read. Memory is from \
+                 `/proc/<pid>/smaps_rollup`: PSS (shared pages split among the processes sharing \
+                 them, so sums are fair) and RSS, summed over the sshd listener and all its \
+                 per-connection processes, Caddy, and `mytunneld serve`. Per tunnel = (total at N \
+                 − total with no tunnel) / N. Allocate latency is over the allocations that \
+                 brought the count from the previous row to this one.\n",
                 25
             );
-            if let Some(reason) = &scale.stopped {
-                let _ = writeln!(o, "**Growing stopped early**: {reason}\n");
-            }
-            let b = scale.baseline;
-            let _ = writeln!(
-                o,
-                "With no tunnel: sshd {} MiB, Caddy {} MiB, mytunneld {} MiB (PSS).\n",
-                mib(b.sshd.pss_kib),
-                mib(b.caddy.pss_kib),
-                mib(b.serve.pss_kib)
-            );
-            let _ = writeln!(
-                o,
-                "| tunnels | serving | sshd processes | sshd PSS MiB | Caddy PSS MiB | mytunneld PSS MiB | total PSS MiB | total RSS MiB | per tunnel PSS KiB | per tunnel RSS KiB | allocate p50 ms | allocate p99 ms |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-            );
-            for r in &scale.rows {
-                let total = r.memory.total();
-                let base = b.total();
-                let n = r.tunnels.max(1) as u64;
+            for run in &self.scale {
+                let b = run.scale.baseline;
                 let _ = writeln!(
                     o,
-                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-                    thousands(r.tunnels as f64),
-                    thousands(r.serving as f64),
-                    r.memory.sshd_processes,
-                    mib(r.memory.sshd.pss_kib),
-                    mib(r.memory.caddy.pss_kib),
-                    mib(r.memory.serve.pss_kib),
-                    mib(total.pss_kib),
-                    mib(total.rss_kib),
-                    total.pss_kib.saturating_sub(base.pss_kib) / n,
-                    total.rss_kib.saturating_sub(base.rss_kib) / n,
-                    ms(r.allocate.p50),
-                    ms(r.allocate.p99)
+                    "- `{}` mode with no tunnel: sshd {} MiB, Caddy {} MiB, mytunneld {} MiB (PSS).",
+                    run.mode,
+                    mib(b.sshd.pss_kib),
+                    mib(b.caddy.pss_kib),
+                    mib(b.serve.pss_kib)
                 );
+                if let Some(reason) = &run.scale.stopped {
+                    let _ = writeln!(
+                        o,
+                        "- **`{}` mode: growing stopped early**: {reason}",
+                        run.mode
+                    );
+                }
+            }
+            let _ = writeln!(
+                o,
+                "\n| mode | tunnels | serving | sshd processes | sshd PSS MiB | Caddy PSS MiB | mytunneld PSS MiB | total PSS MiB | total RSS MiB | per tunnel PSS KiB | per tunnel RSS KiB | allocate p50 ms | allocate p99 ms |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+            );
+            for run in &self.scale {
+                let base = run.scale.baseline.total();
+                for r in &run.scale.rows {
+                    let total = r.memory.total();
+                    let n = r.tunnels.max(1) as u64;
+                    let _ = writeln!(
+                        o,
+                        "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                        run.mode,
+                        thousands(r.tunnels as f64),
+                        thousands(r.serving as f64),
+                        r.memory.sshd_processes,
+                        mib(r.memory.sshd.pss_kib),
+                        mib(r.memory.caddy.pss_kib),
+                        mib(r.memory.serve.pss_kib),
+                        mib(total.pss_kib),
+                        mib(total.rss_kib),
+                        total.pss_kib.saturating_sub(base.pss_kib) / n,
+                        total.rss_kib.saturating_sub(base.rss_kib) / n,
+                        ms(r.allocate.p50),
+                        ms(r.allocate.p99)
+                    );
+                }
             }
             let _ = writeln!(o);
         }
@@ -748,35 +770,41 @@ impl Report {
                 );
             }
         }
-        if let Some(scale) = &self.scale {
-            if let Some(r) = scale.rows.last() {
+        // Per mode: "<N> tunnels, <total> KiB PSS of which sshd <sshd> KiB (<procs> processes)".
+        let per_tunnel: Vec<String> = self
+            .scale
+            .iter()
+            .filter_map(|run| {
+                let r = run.scale.rows.last()?;
                 let n = r.tunnels.max(1) as u64;
-                let sshd = r
-                    .memory
-                    .sshd
-                    .pss_kib
-                    .saturating_sub(scale.baseline.sshd.pss_kib)
-                    / n;
+                let base = run.scale.baseline;
+                let sshd = r.memory.sshd.pss_kib.saturating_sub(base.sshd.pss_kib) / n;
                 let total = r
                     .memory
                     .total()
                     .pss_kib
-                    .saturating_sub(scale.baseline.total().pss_kib)
+                    .saturating_sub(base.total().pss_kib)
                     / n;
-                let _ = writeln!(
-                    o,
-                    "- **Memory per tunnel** at {} tunnels is {} KiB PSS, of which sshd's \
-                     per-connection processes take {} KiB ({} sshd processes: privilege \
-                     separation forks a monitor and a user process per connection). bore and \
-                     rathole hold a tunnel as a task in one process. What would change it: \
-                     nothing cheap with stock OpenSSH; it is the price of using sshd for \
-                     authentication and isolation.",
+                Some(format!(
+                    "`{}` mode at {} tunnels: {} KiB PSS, of which sshd's per-connection \
+                     processes take {} KiB ({} sshd processes)",
+                    run.mode,
                     thousands(r.tunnels as f64),
                     thousands(total as f64),
                     thousands(sshd as f64),
                     r.memory.sshd_processes
-                );
-            }
+                ))
+            })
+            .collect();
+        if !per_tunnel.is_empty() {
+            let _ = writeln!(
+                o,
+                "- **Memory per tunnel**: {}. Privilege separation forks a monitor and a user \
+                 process per connection. bore and rathole hold a tunnel as a task in one \
+                 process. What would change it: nothing cheap with stock OpenSSH; it is the \
+                 price of using sshd for authentication and isolation.",
+                per_tunnel.join("; ")
+            );
         }
         let _ = writeln!(o);
         o

@@ -2,13 +2,13 @@
 //!
 //! Each tunnel is what `mytunnel http` runs, without the client process around it: a
 //! `mytunneld ctl allocate` as the tunnel user (timed: allocate latency as the count
-//! grows), then the data plane `ssh -N -R 127.0.0.1:<lease port>:127.0.0.1:<app>` to the
-//! edge's sshd. A thousand `mytunnel` clients would add a thousand supervisors and ssh
+//! grows), then the data plane `ssh -N -R <lease's bind target>:127.0.0.1:<app>` to the
+//! edge's sshd: `127.0.0.1:<port>` in `routes` mode, the lease's socket in `static` mode. A thousand `mytunnel` clients would add a thousand supervisors and ssh
 //! masters on the client side, which is not what the edge's cost is about.
 
 use std::time::Duration;
 
-use serde_json::Value;
+use mytunnel_core::protocol::LeaseDto;
 
 use crate::dataplane::await_serving;
 use crate::edge::{http_status, Edge, EdgeMemory};
@@ -70,18 +70,11 @@ fn grow(edge: &Edge, app_port: u16, counts: &[usize], rows: &mut Vec<Row>) -> Re
             for _ in 0..batch {
                 let (lease, took) = edge.ctl(&["allocate", "--local-port", &app], true)?;
                 allocations.push(took);
-                let port = lease
-                    .get("edge_bind_port")
-                    .and_then(Value::as_u64)
-                    .and_then(|p| u16::try_from(p).ok())
-                    .ok_or_else(|| format!("allocate answered no edge_bind_port: {lease}"))?;
-                let host = lease
-                    .get("host")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| format!("allocate answered no host: {lease}"))?
-                    .to_owned();
+                let lease: LeaseDto = serde_json::from_value(lease)
+                    .map_err(|e| format!("allocate answered no lease: {e}"))?;
+                let host = lease.host.clone();
                 let guard = Guard::spawn_leaf(
-                    &mut edge.ssh_forward(port, app_port)?,
+                    &mut edge.ssh_forward(&lease.bind_target(), app_port)?,
                     &format!("ssh -N -R for {host}"),
                 )?;
                 tunnels.push((guard, host.clone()));
