@@ -488,7 +488,8 @@ impl WriteLock {
         use sqlx::{Connection, Executor};
         let (locked_tx, locked_rx) = std::sync::mpsc::channel();
         let (release, release_rx) = std::sync::mpsc::channel::<()>();
-        let url = format!("sqlite://{}", db.display());
+        // Creates the file when it does not exist yet (a database serve must still migrate).
+        let url = format!("sqlite://{}?mode=rwc", db.display());
         let thread = std::thread::spawn(move || {
             runtime().block_on(async move {
                 let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
@@ -536,16 +537,15 @@ fn database_locked_full_or_unwritable_is_db_error_and_serve_keeps_running() {
         Some(&tmpfs.0),
         "MYTUNNEL_CLEANUP_INTERVAL=1s\nMYTUNNEL_RECONCILE_INTERVAL=1s\n",
     );
-    let (c, first, _) = edge.ctl(&["allocate", "--name", "before", "--local-port", "80"]);
-    assert_eq!(c, 0, "{first}");
     let serving_ok = |edge: &Edge, name: &str| {
         let (c, lease, _) = edge.ctl(&["allocate", "--name", name, "--local-port", "80"]);
         assert_eq!(c, 0, "{name}: {lease}");
         assert!(route_ids(&edge.our_routes()).contains(lease["lease_id"].as_str().unwrap()));
     };
 
-    // 1. Locked by another process for longer than the busy timeout (5s), also while
-    //    serve starts: serve waits for the database instead of exiting.
+    // 1. Locked by another process for longer than the busy timeout (5s).
+    //  a. A new database file, locked while serve starts: migrating it needs the lock, so
+    //     serve waits for the database instead of exiting.
     let mut serve;
     {
         let _lock = WriteLock::take(&edge.db);
@@ -580,6 +580,24 @@ fn database_locked_full_or_unwritable_is_db_error_and_serve_keeps_running() {
     no_row_named(&edge, "locked");
     assert!(serve.running(), "serve died: {}", edge.log("serve.log"));
     serving_ok(&edge, "after-lock");
+    //  b. The migrated database, locked while serve runs: an open only reads the schema
+    //     version, so serve's passes and ctl's writes each answer db_error, and serve
+    //     keeps running.
+    {
+        let failed_passes = || edge.log("serve.log").matches("pass failed").count();
+        let before = failed_passes();
+        let _lock = WriteLock::take(&edge.db);
+        let (c, err, _) = edge.ctl(&["allocate", "--name", "relocked", "--local-port", "80"]);
+        assert_eq!((c, code(&err)), (2, "db_error"), "{err}");
+        assert!(
+            eventually(Duration::from_secs(20), || failed_passes() > before),
+            "{}",
+            edge.log("serve.log")
+        );
+        assert!(serve.running(), "serve died: {}", edge.log("serve.log"));
+    }
+    no_row_named(&edge, "relocked");
+    serving_ok(&edge, "after-relock");
 
     // 2. Disk full: allocations either succeed whole or answer db_error with no row.
     let filler = tmpfs.0.join("filler");
