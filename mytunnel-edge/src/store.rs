@@ -66,6 +66,14 @@ pub struct SqliteLeaseStore {
 /// `ctl` processes, 3 of 160 cycles). Attempts this short look every few milliseconds.
 const WRITE_ATTEMPT: Duration = Duration::from_millis(50);
 
+/// A pool on the database file: the configured connections, and an acquire deadline past
+/// the busy timeout (a connection waits for SQLite's lock first).
+fn file_pool(options: &SqliteStoreOptions) -> SqlitePoolOptions {
+    SqlitePoolOptions::new()
+        .max_connections(options.max_connections.max(1))
+        .acquire_timeout(options.busy_timeout + Duration::from_secs(5))
+}
+
 fn db_error(context: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Db(format!("{context}: {e}"))
 }
@@ -85,17 +93,12 @@ impl SqliteLeaseStore {
             .create_if_missing(true)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(options.busy_timeout);
-        let writes = SqlitePoolOptions::new()
-            .max_connections(options.max_connections.max(1))
-            .acquire_timeout(options.busy_timeout + Duration::from_secs(5))
-            .connect_lazy_with(
-                connect
-                    .clone()
-                    .busy_timeout(options.busy_timeout.min(WRITE_ATTEMPT)),
-            );
-        let pool = SqlitePoolOptions::new()
-            .max_connections(options.max_connections.max(1))
-            .acquire_timeout(options.busy_timeout + Duration::from_secs(5))
+        let writes = file_pool(options).connect_lazy_with(
+            connect
+                .clone()
+                .busy_timeout(options.busy_timeout.min(WRITE_ATTEMPT)),
+        );
+        let pool = file_pool(options)
             .connect_with(connect)
             .await
             .map_err(|e| db_error(&format!("cannot open {}", path.display()), e))?;
@@ -151,9 +154,7 @@ impl SqliteLeaseStore {
             .filename(path)
             .read_only(true)
             .busy_timeout(options.busy_timeout);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(options.max_connections.max(1))
-            .acquire_timeout(options.busy_timeout + Duration::from_secs(5))
+        let pool = file_pool(options)
             .connect_with(connect)
             .await
             .map_err(|e| db_error(&format!("cannot open {} to read", path.display()), e))?;
