@@ -362,9 +362,12 @@ fn count_before(line: &str, word: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// nextest's own `Summary [` line (it indents it), or libtest's `test result:` at the start
+/// of a line. nextest echoes a failing test's captured output indented, libtest's `test
+/// result:` line included, which must not count that test twice.
 fn is_summary_line(text: &str) -> bool {
-    let t = text.trim_start();
-    (t.starts_with("Summary [") && t.contains("tests run")) || t.starts_with("test result:")
+    (text.trim_start().starts_with("Summary [") && text.contains("tests run"))
+        || text.starts_with("test result:")
 }
 
 /// Installs the system packages the tests start for real (Caddy, and OpenSSH's server and
@@ -1028,6 +1031,20 @@ mod tests {
         ] {
             assert!(parse(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn summary_lines_are_the_runners_own() {
+        assert!(is_summary_line(
+            "     Summary [  98.967s] 292 tests run: 291 passed, 1 failed, 0 skipped"
+        ));
+        assert!(is_summary_line(
+            "test result: ok. 3 passed; 0 failed; 0 ignored; 0 measured"
+        ));
+        // A failing test's captured output, as nextest echoes it.
+        assert!(!is_summary_line(
+            "    test result: FAILED. 0 passed; 1 failed; 0 ignored; 0 measured; 4 filtered out"
+        ));
     }
 
     #[test]
