@@ -101,7 +101,13 @@ fn ensure_bench_tools(root: &Path, peers: Peers) -> Result<()> {
 pub fn bench(options: &Options) -> Result<()> {
     let root = workspace_root()?;
     let started = Instant::now();
-    println!("==> [1/3] prerequisites: caddy, openssh, wrk, bore, rathole");
+    println!(
+        "==> [1/3] prerequisites: caddy, openssh, wrk{}",
+        match options.peers {
+            Peers::Measured => ", bore, rathole",
+            Peers::Skipped => "",
+        }
+    );
     flush();
     ensure_system_packages()?;
     ensure_bench_tools(&root, options.peers)?;
