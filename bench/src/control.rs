@@ -5,19 +5,21 @@
 //! ctl opens through the env file), and in `routes` mode their routes go into Caddy in one
 //! `POST /load`, in exactly the shape `mytunnel_edge::caddy::route_json` writes: seeding
 //! 5,000 leases through ctl would reload Caddy 5,000 times. In `static` mode the seeded
-//! leases get their socket in the owner's directory, as ctl would give them, and one
+//! leases get their socket in the owner's directory, as ctl would give them, listening (the
+//! bench binds each, as sshd would for a live tunnel), and one
 //! `ctl reconcile` has `serve` (which ctl asks to link a host) link all N hosts; serve's
 //! reconcile loop keeps its default interval, so it does not compete with the samples.
 //! Each sample is one allocate, a heartbeat of that lease and its release, so N stays
 //! constant while sampling. Every size has its own edge and the sizes are sampled in
 //! turn (see [`measure`]).
 
+use std::os::unix::net::UnixListener;
 use std::time::{Duration, SystemTime};
 
 use mytunnel_core::protocol::Takeover;
 use mytunnel_core::route::Route;
 use mytunnel_core::store::{AllocateSpec, LeaseStore, NameChoice, OwnerLimit};
-use mytunnel_core::{BaseDomain, Owner, PortRange, Slug, Timestamp, Ttl};
+use mytunnel_core::{BaseDomain, Owner, PortRange, Slug, SocketPath, Timestamp, Ttl};
 use mytunnel_edge::caddy::route_json;
 use mytunnel_edge::ids::new_lease_id;
 use mytunnel_edge::{SqliteLeaseStore, SqliteStoreOptions};
@@ -67,6 +69,14 @@ pub fn measure(binaries: &Binaries, mode: Option<RouteMode>, sizes: &[Size]) -> 
         .build()
         .map_err(|e| format!("cannot build a runtime: {e}"))?;
     let mut edges = Vec::with_capacity(sizes.len());
+    // In static mode, every seeded lease's socket listens while sampling, as a live
+    // tunnel's does (sshd holds it): the edge reads the listening sockets to tell a stale
+    // socket from a live one, and that read grows with them.
+    let mut listeners: Vec<Vec<UnixListener>> = Vec::new();
+    if mode == Some(RouteMode::Static) {
+        let wanted: usize = sizes.iter().map(|s| s.leases).sum();
+        raise_open_files(wanted + 1_024)?;
+    }
     for size in sizes {
         let started = std::time::Instant::now();
         let edge = Edge::start(
@@ -79,9 +89,10 @@ pub fn measure(binaries: &Binaries, mode: Option<RouteMode>, sizes: &[Size]) -> 
                 serve: mode == Some(RouteMode::Static),
             },
         )?;
-        let routes = runtime.block_on(seed(&edge, size.leases))?;
+        let (routes, sockets) = runtime.block_on(seed(&edge, size.leases))?;
         if mode == Some(RouteMode::Static) {
             await_host_links(&edge, size.leases)?;
+            listeners.push(listen_on(&sockets)?);
         } else {
             load_routes(&edge, routes)?;
         }
@@ -187,9 +198,34 @@ fn await_host_links(edge: &Edge, leases: usize) -> Result<()> {
     ))
 }
 
+/// A listening socket at each path (bound by the bench, as sshd binds a tunnel's).
+fn listen_on(sockets: &[SocketPath]) -> Result<Vec<UnixListener>> {
+    sockets
+        .iter()
+        .map(|path| {
+            UnixListener::bind(path.as_str())
+                .map_err(|e| format!("cannot listen on {}: {e}", path.as_str()))
+        })
+        .collect()
+}
+
+/// Lets this process hold `wanted` descriptors (the static seeds' listening sockets).
+fn raise_open_files(wanted: usize) -> Result<()> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let wanted = u64::try_from(wanted).unwrap_or(u64::MAX);
+    let (soft, hard) =
+        getrlimit(Resource::RLIMIT_NOFILE).map_err(|e| format!("getrlimit NOFILE: {e}"))?;
+    if soft >= wanted {
+        return Ok(());
+    }
+    // Root may raise the hard limit too.
+    setrlimit(Resource::RLIMIT_NOFILE, wanted, hard.max(wanted))
+        .map_err(|e| format!("cannot allow {wanted} open files (soft {soft}, hard {hard}): {e}"))
+}
+
 /// Allocates `count` leases (owner: the tunnel user, names `seed-<i>`) in the edge's DB and
-/// answers their routes.
-async fn seed(edge: &Edge, count: usize) -> Result<Vec<Value>> {
+/// answers their routes and, in static mode, their sockets.
+async fn seed(edge: &Edge, count: usize) -> Result<(Vec<Value>, Vec<SocketPath>)> {
     let store = SqliteLeaseStore::open(&edge.db_path(), &SqliteStoreOptions::default())
         .await
         .map_err(|e| format!("open {}: {e}", edge.db_path().display()))?;
@@ -202,6 +238,7 @@ async fn seed(edge: &Edge, count: usize) -> Result<Vec<Value>> {
         .map_err(|e| format!("base domain: {e}"))?;
     let ports = PortRange::new(PORTS.0, PORTS.1).map_err(|e| format!("port range: {e}"))?;
     let mut routes = Vec::with_capacity(count);
+    let mut sockets = Vec::new();
     for i in 0..count {
         let slug: Slug = format!("seed-{i}")
             .parse()
@@ -214,6 +251,7 @@ async fn seed(edge: &Edge, count: usize) -> Result<Vec<Value>> {
             ),
             None => None,
         };
+        sockets.extend(bind_socket.clone());
         let allocation = store
             .allocate(AllocateSpec {
                 id,
@@ -234,5 +272,5 @@ async fn seed(edge: &Edge, count: usize) -> Result<Vec<Value>> {
         routes.push(route_json(&Route::for_lease(&allocation.lease)));
     }
     store.close().await;
-    Ok(routes)
+    Ok((routes, sockets))
 }

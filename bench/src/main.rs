@@ -4,7 +4,7 @@
 //! binaries and installs wrk, bore and rathole); needs root (it starts sshd and creates
 //! the tunnel user `mtbench`).
 //!
-//! Usage: `mytunnel-bench [--smoke] [--control-only] [--no-peers] [--out PATH]`. `--smoke` runs every measurement at a
+//! Usage: `mytunnel-bench [--smoke] [--control-only] [--no-peers] [--mode routes|static] [--out PATH]`. `--smoke` runs every measurement at a
 //! small size (about 30 s), writes to a temporary file unless `--out` is given, and fails
 //! unless every table got numbers.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
@@ -86,6 +86,8 @@ struct Args {
     control_only: bool,
     /// `--no-peers`: leave bore and rathole out.
     no_peers: bool,
+    /// `--mode routes|static`: measure one route mode only.
+    mode: Option<RouteMode>,
 }
 
 fn parse_args() -> Result<Args> {
@@ -94,6 +96,7 @@ fn parse_args() -> Result<Args> {
         out: None,
         control_only: false,
         no_peers: false,
+        mode: None,
     };
     let mut words = std::env::args().skip(1);
     while let Some(word) = words.next() {
@@ -101,15 +104,22 @@ fn parse_args() -> Result<Args> {
             "--smoke" => args.smoke = true,
             "--control-only" => args.control_only = true,
             "--no-peers" => args.no_peers = true,
+            "--mode" => {
+                args.mode = match words.next().as_deref() {
+                    Some("routes") => Some(RouteMode::Routes),
+                    Some("static") => Some(RouteMode::Static),
+                    other => return Err(format!("--mode takes routes or static, got {other:?}")),
+                };
+            }
             "--out" => {
                 args.out = Some(PathBuf::from(words.next().ok_or("--out needs a path")?));
             }
             "-h" | "--help" => {
-                return Err("usage: mytunnel-bench [--smoke] [--control-only] [--no-peers] [--out PATH]".to_owned());
+                return Err("usage: mytunnel-bench [--smoke] [--control-only] [--no-peers] [--mode routes|static] [--out PATH]".to_owned());
             }
             other => {
                 return Err(format!(
-                    "unknown argument {other:?}; usage: mytunnel-bench [--smoke] [--control-only] [--no-peers] [--out PATH]"
+                    "unknown argument {other:?}; usage: mytunnel-bench [--smoke] [--control-only] [--no-peers] [--mode routes|static] [--out PATH]"
                 ))
             }
         }
@@ -160,6 +170,13 @@ fn run(args: Args) -> Result<()> {
     } else {
         vec![None]
     };
+    let modes: Vec<Option<RouteMode>> = match args.mode {
+        Some(only) => modes.into_iter().filter(|m| *m == Some(only)).collect(),
+        None => modes,
+    };
+    if modes.is_empty() {
+        return Err("this mytunneld has no --route-mode: --mode cannot pick one".to_owned());
+    }
     let mut report = Report::new(plan.smoke, binaries.route_modes);
     report.downloads = plan.load.downloads;
     eprintln!(
@@ -179,6 +196,16 @@ fn run(args: Args) -> Result<()> {
             .extend(control::measure(&binaries, *mode, sizes)?);
     }
     if args.control_only {
+        for r in &report.control {
+            eprintln!(
+                "  {} {} leases: p50 allocate {:?}, heartbeat {:?}, release {:?}",
+                edge_mode_label(r.mode),
+                r.leases,
+                r.allocate.p50,
+                r.heartbeat.p50,
+                r.release.p50
+            );
+        }
         for line in report.headlines() {
             eprintln!("  {line}");
         }
