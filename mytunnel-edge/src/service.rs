@@ -188,7 +188,7 @@ impl LeaseService {
                 // A client heartbeats before it binds again: free a socket its dead
                 // connection left behind.
                 if let Some(socket) = &lease.bind_socket {
-                    sockets::clear_if_stale(socket, &sockets::listening_paths());
+                    sockets::clear_if_stale(socket);
                 }
                 Ok(CtlResponse::Lease(LeaseDto::from(&lease)))
             }
@@ -335,12 +335,8 @@ impl LeaseService {
                 Err(_) => {}
             }
         }
-        if ended.is_empty() {
-            return;
-        }
-        let listening = sockets::listening_paths();
         for socket in &ended {
-            sockets::clear_if_stale(socket, &listening);
+            sockets::clear_if_stale(socket);
         }
     }
 
@@ -352,7 +348,7 @@ impl LeaseService {
             .await?;
         self.remove_route_or_log(&released).await;
         if let Some(socket) = &released.bind_socket {
-            sockets::clear_if_stale(socket, &sockets::listening_paths());
+            sockets::clear_if_stale(socket);
         }
         Ok(released)
     }

@@ -8,7 +8,6 @@
 //! sockets that nothing listens on: the lease's own on heartbeat and release, and those of
 //! ended leases on allocate.
 
-use std::collections::BTreeSet;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -77,32 +76,6 @@ pub fn lease_socket(
         .map_err(|e| ApiError::new(ErrorCode::Internal, format!("lease socket path: {e}")))
 }
 
-/// The paths of every listening unix socket of this network namespace, from
-/// `/proc/net/unix` (flag `00010000` is a listening socket). Reading it opens no
-/// connection, so a check never disturbs a live tunnel.
-pub fn listening_paths() -> BTreeSet<String> {
-    let Ok(table) = std::fs::read_to_string("/proc/net/unix") else {
-        return BTreeSet::new();
-    };
-    parse_listening(&table)
-}
-
-/// The listening paths in the text of `/proc/net/unix`.
-pub fn parse_listening(table: &str) -> BTreeSet<String> {
-    const LISTENING: u32 = 0x0001_0000;
-    table
-        .lines()
-        .skip(1)
-        .filter_map(|line| {
-            // Num RefCount Protocol Flags Type St Inode [Path]
-            let mut fields = line.split_whitespace();
-            let flags = u32::from_str_radix(fields.nth(3)?, 16).ok()?;
-            let path = fields.nth(3)?;
-            (flags & LISTENING != 0 && path.starts_with('/')).then(|| path.to_owned())
-        })
-        .collect()
-}
-
 /// The ports of `range` that a TCP socket listens on, on loopback or every address, from
 /// `/proc/net/tcp` and `/proc/net/tcp6` (state `0A`). Reading them opens no connection.
 pub fn listening_loopback_ports(range: PortRange) -> Vec<u16> {
@@ -144,15 +117,53 @@ pub fn parse_listening_tcp(table: &str) -> Vec<u16> {
         .collect()
 }
 
-/// Removes the socket file at `path` if nothing listens on it; answers whether it did.
-pub fn clear_if_stale(path: &SocketPath, listening: &BTreeSet<String>) -> bool {
-    if listening.contains(path.as_str()) {
-        return false;
+/// What is at a lease's socket path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SocketState {
+    /// A socket is bound there (sshd's listener: the tunnel is up).
+    Bound,
+    /// A socket file that no socket holds any more: what a dead connection leaves behind.
+    Stale,
+    /// Nothing, or something that is not a socket file.
+    Absent,
+    /// It could not be told (e.g. no permission): treat it as bound, never remove it.
+    Unknown,
+}
+
+/// Tells a bound socket from a stale file without connecting to it: a datagram socket's
+/// `connect` to a path finds the socket bound to that file and, since sshd's listener is
+/// a stream socket, fails with `EPROTOTYPE` (no connection is made, nothing reaches the
+/// tunnel); a file no socket holds fails with `ECONNREFUSED` (unix(7)). One system call,
+/// however many sockets the edge has; reading `/proc/net/unix` instead took 15 ms with
+/// 6,000 listening sockets.
+pub fn socket_state(path: &SocketPath) -> SocketState {
+    let is_socket = match std::fs::symlink_metadata(path.as_str()) {
+        Ok(meta) => std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return SocketState::Absent,
+        Err(_) => return SocketState::Unknown,
+    };
+    if !is_socket {
+        return SocketState::Absent;
     }
-    let is_socket = std::fs::symlink_metadata(path.as_str())
-        .map(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()))
-        .unwrap_or(false);
-    is_socket && std::fs::remove_file(path.as_str()).is_ok()
+    let Ok(probe) = std::os::unix::net::UnixDatagram::unbound() else {
+        return SocketState::Unknown;
+    };
+    match probe.connect(path.as_str()) {
+        // A datagram socket is bound there: not sshd's, but bound all the same.
+        Ok(()) => SocketState::Bound,
+        Err(e) => match e.raw_os_error() {
+            Some(nix::libc::EPROTOTYPE) => SocketState::Bound,
+            Some(nix::libc::ECONNREFUSED) => SocketState::Stale,
+            Some(nix::libc::ENOENT) => SocketState::Absent,
+            _ => SocketState::Unknown,
+        },
+    }
+}
+
+/// Removes the socket file at `path` if no socket holds it any more; answers whether it
+/// did.
+pub fn clear_if_stale(path: &SocketPath) -> bool {
+    socket_state(path) == SocketState::Stale && std::fs::remove_file(path.as_str()).is_ok()
 }
 
 /// The lease sockets (`<lease_id>.sock`) in `dir`.
@@ -170,24 +181,6 @@ pub fn lease_sockets_in(dir: &Path) -> Vec<SocketPath> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn listening_sockets_are_read_from_proc_net_unix() {
-        let table = "\
-Num       RefCount Protocol Flags    Type St Inode Path
-0000000000000000: 00000002 00000000 00010000 0001 01 2915 /run/a.sock
-0000000000000000: 00000003 00000000 00000000 0001 03 2916 /run/a.sock
-0000000000000000: 00000002 00000000 00000000 0001 01 2917 /run/b.sock
-0000000000000000: 00000002 00000000 00010000 0001 01 2918 @abstract
-0000000000000000: 00000002 00000000 00010000 0001 01 2919
-garbage
-";
-        let listening = parse_listening(table);
-        assert_eq!(
-            listening.into_iter().collect::<Vec<_>>(),
-            vec!["/run/a.sock"]
-        );
-    }
 
     #[test]
     fn listening_tcp_ports_are_read_from_proc_net_tcp() {
@@ -218,12 +211,20 @@ garbage
             .parse()
             .unwrap();
         let listener = std::os::unix::net::UnixListener::bind(path.as_str()).unwrap();
-        assert!(listening_paths().contains(path.as_str()));
-        assert!(!clear_if_stale(&path, &listening_paths()));
+        assert_eq!(socket_state(&path), SocketState::Bound);
+        assert!(!clear_if_stale(&path));
         assert!(Path::new(path.as_str()).exists());
+        // The probe made no connection: the listener has nothing to accept.
+        listener.set_nonblocking(true).unwrap();
+        assert_eq!(
+            listener.accept().map(|_| ()).unwrap_err().kind(),
+            std::io::ErrorKind::WouldBlock
+        );
         drop(listener);
+        assert_eq!(socket_state(&path), SocketState::Stale);
         assert_eq!(lease_sockets_in(dir.path()), vec![path.clone()]);
-        assert!(clear_if_stale(&path, &listening_paths()));
+        assert!(clear_if_stale(&path));
+        assert_eq!(socket_state(&path), SocketState::Absent);
         assert!(!Path::new(path.as_str()).exists());
     }
 }
