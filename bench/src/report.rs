@@ -355,7 +355,9 @@ impl Report {
              size has its own edge (Caddy, database, serve), and the sizes are sampled in \
              turn, one sample each per round in a rotating order, so whatever else the \
              machine does falls on every size alike and the ratios compare lease counts, not \
-             moments.\n"
+             moments. In `static` mode every seeded lease's socket listens (the bench binds \
+             it, as sshd does for a live tunnel), so each sample meets a socket table as large \
+             as all sizes' leases together.\n"
         );
         if !self.route_modes {
             let _ = writeln!(
