@@ -14,6 +14,8 @@
 //! turn (see [`measure`]).
 
 use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime};
 
 use mytunnel_core::protocol::Takeover;
@@ -26,7 +28,7 @@ use mytunnel_edge::{SqliteLeaseStore, SqliteStoreOptions};
 use serde_json::Value;
 
 use crate::edge::{Binaries, Edge, EdgeOptions, RouteMode, BASE_DOMAIN, USER};
-use crate::procs::Result;
+use crate::procs::{Guard, Result};
 use crate::stats::Summary;
 
 /// The lease port range of the control-plane edge (nothing binds these ports).
@@ -72,11 +74,7 @@ pub fn measure(binaries: &Binaries, mode: Option<RouteMode>, sizes: &[Size]) -> 
     // In static mode, every seeded lease's socket listens while sampling, as a live
     // tunnel's does (sshd holds it): the edge reads the listening sockets to tell a stale
     // socket from a live one, and that read grows with them.
-    let mut listeners: Vec<Vec<UnixListener>> = Vec::new();
-    if mode == Some(RouteMode::Static) {
-        let wanted: usize = sizes.iter().map(|s| s.leases).sum();
-        raise_open_files(wanted + 1_024)?;
-    }
+    let mut holders: Vec<Guard> = Vec::new();
     for size in sizes {
         let started = std::time::Instant::now();
         let edge = Edge::start(
@@ -92,7 +90,7 @@ pub fn measure(binaries: &Binaries, mode: Option<RouteMode>, sizes: &[Size]) -> 
         let (routes, sockets) = runtime.block_on(seed(&edge, size.leases))?;
         if mode == Some(RouteMode::Static) {
             await_host_links(&edge, size.leases)?;
-            listeners.push(listen_on(&sockets)?);
+            holders.push(listen_on(&edge, &sockets)?);
         } else {
             load_routes(&edge, routes)?;
         }
@@ -198,15 +196,59 @@ fn await_host_links(edge: &Edge, leases: usize) -> Result<()> {
     ))
 }
 
-/// A listening socket at each path (bound by the bench, as sshd binds a tunnel's).
-fn listen_on(sockets: &[SocketPath]) -> Result<Vec<UnixListener>> {
-    sockets
+/// Listening sockets at `sockets`, held by a child process (`mytunnel-bench
+/// --hold-sockets FILE`) until the guard drops: held here, thousands of descriptors would
+/// make every `ctl` this process spawns slower to start, and the samples would time that.
+fn listen_on(edge: &Edge, sockets: &[SocketPath]) -> Result<Guard> {
+    let list = edge.path(&format!("tmp/hold-{}.txt", sockets.len()));
+    let text: String = sockets
         .iter()
-        .map(|path| {
-            UnixListener::bind(path.as_str())
-                .map_err(|e| format!("cannot listen on {}: {e}", path.as_str()))
-        })
-        .collect()
+        .map(|s| format!("{}\n", s.as_str()))
+        .collect();
+    std::fs::write(&list, text).map_err(|e| format!("write {}: {e}", list.display()))?;
+    let exe = std::env::current_exe().map_err(|e| format!("current executable: {e}"))?;
+    let mut holder = Guard::spawn_leaf(
+        Command::new(exe)
+            .arg("--hold-sockets")
+            .arg(&list)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null()),
+        "the socket holder",
+    )?;
+    let ready = ready_marker(&list);
+    if crate::procs::poll(Duration::from_secs(60), Duration::from_millis(20), || {
+        ready.exists() || holder.check_running().is_err()
+    }) && ready.exists()
+    {
+        return Ok(holder);
+    }
+    Err(format!(
+        "the socket holder did not listen on {} sockets within 60s",
+        sockets.len()
+    ))
+}
+
+fn ready_marker(list: &Path) -> PathBuf {
+    list.with_extension("ready")
+}
+
+/// `mytunnel-bench --hold-sockets FILE`: listens on every path in FILE (one per line),
+/// writes FILE's `.ready` marker, and holds them until killed.
+pub fn hold_sockets(list: &Path) -> Result<()> {
+    let text =
+        std::fs::read_to_string(list).map_err(|e| format!("read {}: {e}", list.display()))?;
+    let paths: Vec<&str> = text.lines().filter(|l| !l.is_empty()).collect();
+    raise_open_files(paths.len() + 64)?;
+    let listeners = paths
+        .iter()
+        .map(|path| UnixListener::bind(path).map_err(|e| format!("cannot listen on {path}: {e}")))
+        .collect::<Result<Vec<_>>>()?;
+    std::fs::write(ready_marker(list), "")
+        .map_err(|e| format!("write the ready marker of {}: {e}", list.display()))?;
+    loop {
+        std::thread::park();
+        let _ = &listeners;
+    }
 }
 
 /// Lets this process hold `wanted` descriptors (the static seeds' listening sockets).

@@ -128,6 +128,16 @@ fn parse_args() -> Result<Args> {
 }
 
 fn main() -> ExitCode {
+    // The helper that holds static seeds' listening sockets (see `control::listen_on`).
+    let words: Vec<String> = std::env::args().skip(1).collect();
+    if let [flag, list] = words.as_slice() {
+        if flag == "--hold-sockets" {
+            if let Err(message) = control::hold_sockets(std::path::Path::new(list)) {
+                eprintln!("mytunnel-bench --hold-sockets: error: {message}");
+            }
+            return ExitCode::FAILURE;
+        }
+    }
     match parse_args().and_then(run) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
