@@ -45,7 +45,7 @@ fn listening(port: u16) -> bool {
 struct Edge {
     // Dropped in order: sshd (and its connections), Caddy, then the directories.
     sshd: Sshd,
-    _caddy: RealCaddy,
+    caddy: RealCaddy,
     port: u16,
     dir: tempfile::TempDir,
     bin_dir: tempfile::TempDir,
@@ -169,7 +169,7 @@ impl Edge {
         std::fs::write(dir.path().join("known_hosts"), sshd.known_hosts_line()).unwrap();
         Edge {
             sshd,
-            _caddy: caddy,
+            caddy,
             port,
             dir,
             bin_dir,
@@ -337,6 +337,12 @@ fn only_the_owner_of_an_active_lease_binds_its_port() {
         &format!("127.0.0.1:0:127.0.0.1:{}", bob_app.port()),
         0,
     );
+    // A request for alice's host meets no app at all (Caddy answers 502), never bob's.
+    let host = lease["host"].as_str().unwrap().to_owned();
+    let through_caddy = || http_get(edge.caddy.http_address(), &host);
+    let (status, body) = through_caddy().unwrap();
+    assert_eq!(status, 502, "{body}");
+    assert!(!body.contains("bob's app"), "{body}");
 
     // Alice binds her own port, and a request to it reaches her app.
     let tunnel = edge.forward(
@@ -349,6 +355,14 @@ fn only_the_owner_of_an_active_lease_binds_its_port() {
         "alice's forward never served her app; ssh stderr: {}\nsshd log:\n{}",
         std::fs::read_to_string(edge.path("ssh-alice.stderr")).unwrap_or_default(),
         edge.sshd.log()
+    );
+    // And her host, through Caddy, reaches her app.
+    assert!(
+        eventually(Duration::from_secs(20), || through_caddy().is_some_and(
+            |(status, body)| status == 200 && body == "alice's app"
+        )),
+        "{:?}",
+        through_caddy()
     );
     // Only her lease's port: another one is refused.
     drop(tunnel);
