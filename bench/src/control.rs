@@ -30,6 +30,7 @@ use serde_json::Value;
 use crate::edge::{Binaries, Edge, EdgeOptions, RouteMode, BASE_DOMAIN, USER};
 use crate::procs::{Guard, Result};
 use crate::stats::Summary;
+use mytunnel_edge::testkit::poll_every;
 
 /// The lease port range of the control-plane edge (nothing binds these ports).
 const PORTS: (u16, u16) = (20_000, 29_999);
@@ -184,7 +185,7 @@ fn load_routes(edge: &Edge, routes: Vec<Value>) -> Result<()> {
 fn await_host_links(edge: &Edge, leases: usize) -> Result<()> {
     edge.ctl(&["reconcile"], false)
         .map_err(|e| format!("static mode: ctl reconcile after seeding: {e}"))?;
-    if crate::procs::poll(Duration::from_secs(120), Duration::from_millis(50), || {
+    if poll_every(Duration::from_secs(120), Duration::from_millis(50), || {
         edge.host_link_count() >= leases
     }) {
         return Ok(());
@@ -216,7 +217,7 @@ fn listen_on(edge: &Edge, sockets: &[SocketPath]) -> Result<Guard> {
         "the socket holder",
     )?;
     let ready = ready_marker(&list);
-    if crate::procs::poll(Duration::from_secs(60), Duration::from_millis(20), || {
+    if poll_every(Duration::from_secs(60), Duration::from_millis(20), || {
         ready.exists() || holder.check_running().is_err()
     }) && ready.exists()
     {

@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 
 use crate::edge::{http_status, Edge};
-use crate::procs::{describe, free_port, poll, require_program, run_ok, Guard, Result};
+use crate::procs::{describe, free_port, require_program, run_ok, Guard, Result};
 use crate::stats::Summary;
+use mytunnel_edge::testkit::poll_every;
 
 /// One wrk run.
 #[derive(Debug, Clone)]
@@ -235,7 +236,7 @@ fn download(addr: SocketAddr, host: &str, bytes: usize) -> Result<f64> {
 
 /// Waits until `GET /` to `addr` with `Host: host` answers 200.
 pub fn await_serving(addr: SocketAddr, host: &str, timeout: Duration) -> Result<()> {
-    if poll(timeout, Duration::from_millis(5), || {
+    if poll_every(timeout, Duration::from_millis(5), || {
         http_status(addr, host, "/") == Some(200)
     }) {
         Ok(())
@@ -394,7 +395,7 @@ impl Bore {
                 .stderr(log("bore-server.err")?),
             "bore server",
         )?;
-        if !poll(Duration::from_secs(10), Duration::from_millis(10), || {
+        if !poll_every(Duration::from_secs(10), Duration::from_millis(10), || {
             std::net::TcpStream::connect(("127.0.0.1", BORE_CONTROL_PORT)).is_ok()
         }) {
             return Err("bore server did not listen on 7835 within 10s".to_owned());
@@ -414,7 +415,7 @@ impl Bore {
             )?;
             let addr = SocketAddr::from(([127, 0, 0, 1], port));
             let mut exited = false;
-            let up = poll(Duration::from_secs(10), Duration::from_millis(10), || {
+            let up = poll_every(Duration::from_secs(10), Duration::from_millis(10), || {
                 exited = client.check_running().is_err();
                 exited || http_status(addr, "bore", "/") == Some(200)
             });
@@ -492,7 +493,7 @@ impl Rathole {
             let addr = SocketAddr::from(([127, 0, 0, 1], public));
             let mut guards = (server, client);
             let mut exited = false;
-            let up = poll(Duration::from_secs(10), Duration::from_millis(10), || {
+            let up = poll_every(Duration::from_secs(10), Duration::from_millis(10), || {
                 exited = guards.0.check_running().is_err() || guards.1.check_running().is_err();
                 exited || http_status(addr, "rathole", "/") == Some(200)
             });

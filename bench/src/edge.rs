@@ -16,7 +16,8 @@ use mytunnel_core::BindTarget;
 use mytunnel_edge::testkit::{admin_get, admin_request, base_config, RealCaddy};
 use serde_json::{json, Value};
 
-use crate::procs::{describe, free_port, poll, run_ok, tree_memory, Guard, Memory, Result};
+use crate::procs::{describe, free_port, run_ok, tree_memory, Guard, Memory, Result};
+use mytunnel_edge::testkit::poll_every;
 
 /// The tunnel user and its group.
 pub const USER: &str = "mtbench";
@@ -235,7 +236,7 @@ impl Edge {
         let control = self
             .socket_dir()
             .map(|dir| mytunnel_edge::sockets::control_socket(&dir));
-        if !poll(Duration::from_secs(15), Duration::from_millis(10), || {
+        if !poll_every(Duration::from_secs(15), Duration::from_millis(10), || {
             db.exists() && control.as_ref().is_none_or(|c| c.exists())
         }) {
             return Err(format!(
@@ -703,7 +704,7 @@ impl BenchSshd {
             )?;
             let listening = format!("Server listening on 127.0.0.1 port {port}");
             let mut exited = false;
-            let ready = poll(Duration::from_secs(15), Duration::from_millis(10), || {
+            let ready = poll_every(Duration::from_secs(15), Duration::from_millis(10), || {
                 if guard.check_running().is_err() {
                     exited = true;
                     return true;

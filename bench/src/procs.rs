@@ -213,20 +213,6 @@ pub fn run_ok(command: &mut Command, what: &str) -> Result<Output> {
     }
 }
 
-/// Polls `condition` every `every` until it holds or `timeout` passes.
-pub fn poll(timeout: Duration, every: Duration, mut condition: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if condition() {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(every);
-    }
-}
-
 /// A program on `PATH`, else in `~/.cargo/bin` (where `cargo install` puts it).
 pub fn find_program(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();

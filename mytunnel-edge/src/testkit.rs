@@ -47,7 +47,13 @@ impl ReservedPort {
 }
 
 /// Polls `condition` every 50 ms until it holds or `timeout` passes.
-pub fn eventually(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+pub fn eventually(timeout: Duration, condition: impl FnMut() -> bool) -> bool {
+    poll_every(timeout, Duration::from_millis(50), condition)
+}
+
+/// Polls `condition` every `every` until it holds or `timeout` passes (a short `every`
+/// for waits that are themselves measured).
+pub fn poll_every(timeout: Duration, every: Duration, mut condition: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
         if condition() {
@@ -56,7 +62,7 @@ pub fn eventually(timeout: Duration, mut condition: impl FnMut() -> bool) -> boo
         if Instant::now() > deadline {
             return false;
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(every);
     }
 }
 
