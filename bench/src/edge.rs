@@ -13,11 +13,10 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use mytunnel_core::BindTarget;
-use mytunnel_edge::testkit::{admin_get, admin_request, base_config, RealCaddy};
+use mytunnel_edge::testkit::{admin_get, admin_request, base_config, poll_every, RealCaddy, Sshd};
 use serde_json::{json, Value};
 
-use crate::procs::{describe, free_port, run_ok, tree_memory, Guard, Memory, Result};
-use mytunnel_edge::testkit::poll_every;
+use crate::procs::{describe, run_ok, tree_memory, Guard, Memory, Result};
 
 /// The tunnel user and its group.
 pub const USER: &str = "mtbench";
@@ -117,7 +116,7 @@ pub struct Ids {
 pub struct Edge {
     // Dropped in order: serve, sshd and its connections, Caddy, then the directory.
     serve: Option<Guard>,
-    sshd: Option<BenchSshd>,
+    sshd: Option<Sshd>,
     /// The real Caddy.
     pub caddy: RealCaddy,
     binaries: Binaries,
@@ -204,7 +203,7 @@ impl Edge {
             // without route modes is a routes-mode edge).
             let mode = options.route_mode.map_or("routes", RouteMode::as_str);
             let match_block = mytunnel_edge::testkit::production_sshd_match_block(mode, GROUP)?;
-            let sshd = BenchSshd::start(&edge.path("sshd"), &match_block)?;
+            let sshd = Sshd::start_with(&format!("{BENCH_SSHD_SETTINGS}{match_block}"))?;
             write_file(&edge.path("known_hosts"), &sshd.known_hosts_line())?;
             edge.sshd = Some(sshd);
         }
@@ -409,7 +408,7 @@ impl Edge {
             .as_ref()
             .ok_or("this edge was started without sshd")?;
         Ok(vec![
-            format!("Port={}", sshd.port),
+            format!("Port={}", sshd.port()),
             format!("IdentityFile={}", self.key().display()),
             format!("UserKnownHostsFile={}", self.path("known_hosts").display()),
             "GlobalKnownHostsFile=/dev/null".to_owned(),
@@ -484,7 +483,7 @@ impl Edge {
         let (sshd, sshd_processes) = self
             .sshd
             .as_ref()
-            .map(|s| tree_memory(pid(s.guard.pid())))
+            .map(|s| tree_memory(pid(s.pid())))
             .unwrap_or_default();
         let (caddy, _) = tree_memory(pid(self.caddy.pid()));
         let (serve, _) = self
@@ -580,7 +579,10 @@ impl Edge {
 impl Drop for Edge {
     fn drop(&mut self) {
         self.serve.take();
-        self.sshd.take();
+        // Every connection process too: a thousand tunnels' worth.
+        if let Some(mut sshd) = self.sshd.take() {
+            sshd.kill_tree();
+        }
         if self.key_installed {
             let _ = Command::new(self.script())
                 .arg(USER)
@@ -653,115 +655,12 @@ pub fn http_status(addr: SocketAddr, host: &str, path: &str) -> Option<u16> {
     text.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// A real `sshd -D` on loopback configured for many tunnels: key logins only, forwarding
-/// on, `MaxStartups` raised so hundreds of tunnels can connect at once.
-#[derive(Debug)]
-struct BenchSshd {
-    guard: Guard,
-    port: u16,
-    host_public_key: String,
-}
-
-impl BenchSshd {
-    fn start(dir: &Path, match_block: &str) -> Result<BenchSshd> {
-        let binary = mytunnel_edge::testkit::sshd_binary()?;
-        std::fs::create_dir_all(dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
-        if !Path::new("/run/sshd").is_dir() {
-            std::fs::create_dir_all("/run/sshd")
-                .map_err(|e| format!("cannot create /run/sshd: {e}"))?;
-            set_mode(Path::new("/run/sshd"), 0o755)?;
-        }
-        let host_key = dir.join("ssh_host_ed25519_key");
-        run_ok(
-            Command::new("ssh-keygen")
-                .args(["-q", "-t", "ed25519", "-N", "", "-C", "bench-sshd", "-f"])
-                .arg(&host_key),
-            "ssh-keygen (host key)",
-        )?;
-        let public = std::fs::read_to_string(host_key.with_extension("pub"))
-            .map_err(|e| format!("read the host key: {e}"))?;
-        let host_public_key = public
-            .split_whitespace()
-            .take(2)
-            .collect::<Vec<_>>()
-            .join(" ");
-        let mut last_error = String::new();
-        for _attempt in 0..5 {
-            let port = free_port()?;
-            let config = dir.join("sshd_config");
-            write_file(&config, &sshd_config(dir, &host_key, port, match_block))?;
-            let log_path = dir.join(format!("sshd-{port}.log"));
-            let log = std::fs::File::create(&log_path)
-                .map_err(|e| format!("create {}: {e}", log_path.display()))?;
-            let mut guard = Guard::spawn(
-                Command::new(&binary)
-                    .args(["-D", "-e", "-f"])
-                    .arg(&config)
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(log),
-                "sshd",
-            )?;
-            let listening = format!("Server listening on 127.0.0.1 port {port}");
-            let mut exited = false;
-            let ready = poll_every(Duration::from_secs(15), Duration::from_millis(10), || {
-                if guard.check_running().is_err() {
-                    exited = true;
-                    return true;
-                }
-                std::fs::read_to_string(&log_path).is_ok_and(|log| log.contains(&listening))
-            });
-            if ready && !exited {
-                return Ok(BenchSshd {
-                    guard,
-                    port,
-                    host_public_key,
-                });
-            }
-            last_error = format!(
-                "sshd did not listen on port {port}: {}",
-                std::fs::read_to_string(&log_path).unwrap_or_default()
-            );
-        }
-        Err(last_error)
-    }
-
-    fn known_hosts_line(&self) -> String {
-        format!("[127.0.0.1]:{} {}\n", self.port, self.host_public_key)
-    }
-}
-
-/// The bench's sshd: the testkit's hardening, room for a thousand connections
-/// (`MaxStartups`), and the tunnel group's `match_block` last (a `Match` runs to the end).
-fn sshd_config(dir: &Path, host_key: &Path, port: u16, match_block: &str) -> String {
-    format!(
-        "\
-ListenAddress 127.0.0.1
-Port {port}
-HostKey {host_key}
-PidFile {pid_file}
-UsePAM no
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-PubkeyAuthentication yes
-AuthorizedKeysFile .ssh/authorized_keys
-PermitRootLogin no
-AllowTcpForwarding yes
-AllowStreamLocalForwarding no
-GatewayPorts no
-X11Forwarding no
-AllowAgentForwarding no
-PermitTunnel no
+/// What the bench's sshd sets in place of the testkit's defaults: room for a thousand
+/// connections at once, production-like liveness checks, and quieter logs.
+const BENCH_SSHD_SETTINGS: &str = "\
+MaxStartups 2000:30:4000
+MaxSessions 10
 ClientAliveInterval 15
 ClientAliveCountMax 3
 LogLevel INFO
-UseDNS no
-PrintMotd no
-PrintLastLog no
-MaxStartups 2000:30:4000
-MaxSessions 10
-{match_block}",
-        host_key = host_key.display(),
-        pid_file = dir.join("sshd.pid").display(),
-    )
-}
+";

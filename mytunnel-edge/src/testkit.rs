@@ -427,10 +427,10 @@ impl Sshd {
         Self::start_with("")
     }
 
-    /// Like [`Sshd::start`], with `extra_config` appended to the config (e.g. a route
-    /// mode's forwarding settings, or a `Match` block). Later lines cannot override
-    /// earlier global keywords in sshd (first value wins), so the base config leaves the
-    /// forwarding keywords out when `extra_config` sets them.
+    /// Like [`Sshd::start`], with `extra_config` added to the config (e.g. a route mode's
+    /// forwarding settings, or a `Match` block, which goes last). A global keyword that
+    /// `extra_config` sets replaces the base config's default for it (forwarding, client
+    /// alive checks, `LogLevel`, `MaxStartups`, `MaxSessions`) instead of competing with it.
     pub fn start_with(extra_config: &str) -> Result<Sshd, String> {
         let binary = sshd_binary()?;
         ensure_privsep_dir()?;
@@ -661,8 +661,19 @@ fn sshd_config(dir: &Path, host_key: &Path, port: u16, extra_config: &str) -> St
         Some(at) => extra_config.split_at(at),
         None => (extra_config, ""),
     };
-    // sshd keeps the first value of a keyword: defaults only for what global_extra omits.
-    let default_forwarding = ["AllowTcpForwarding yes", "AllowStreamLocalForwarding no"]
+    // Defaults only for what global_extra omits: sshd keeps the first value of most
+    // keywords but the last of some (MaxStartups, measured on OpenSSH 9.2), so a keyword
+    // must appear once.
+    let overridable = [
+        "AllowTcpForwarding yes",
+        "AllowStreamLocalForwarding no",
+        "ClientAliveInterval 2",
+        "ClientAliveCountMax 2",
+        "LogLevel VERBOSE",
+        "MaxStartups 100:30:200",
+        "MaxSessions 100",
+    ];
+    let defaults = overridable
         .into_iter()
         .filter(|line| {
             let keyword = line.split(' ').next().unwrap_or(line);
@@ -684,19 +695,14 @@ KbdInteractiveAuthentication no
 PubkeyAuthentication yes
 AuthorizedKeysFile .ssh/authorized_keys
 PermitRootLogin no
-{default_forwarding}{global_extra}
+{defaults}{global_extra}
 GatewayPorts no
 X11Forwarding no
 AllowAgentForwarding no
 PermitTunnel no
-ClientAliveInterval 2
-ClientAliveCountMax 2
-LogLevel VERBOSE
 UseDNS no
 PrintMotd no
 PrintLastLog no
-MaxStartups 100:30:200
-MaxSessions 100
 {match_blocks}
 ",
         host_key = host_key.display(),
@@ -746,4 +752,33 @@ pub fn parent_of(pid: i32) -> Option<i32> {
     let (_, after_name) = stat.rsplit_once(')')?;
     // " <state> <ppid> …"
     after_name.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extra_settings_replace_the_defaults_and_match_blocks_go_last() {
+        let config = sshd_config(
+            Path::new("/d"),
+            Path::new("/d/key"),
+            2222,
+            "MaxStartups 2000:30:4000\nLogLevel INFO\nMatch Group g\n    PermitListen none\n",
+        );
+        let keyword = |k: &str| {
+            config
+                .lines()
+                .filter(|l| l.split(' ').next() == Some(k))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(keyword("MaxStartups"), ["MaxStartups 2000:30:4000"]);
+        assert_eq!(keyword("LogLevel"), ["LogLevel INFO"]);
+        // Not overridden: the defaults stay, once.
+        assert_eq!(keyword("MaxSessions"), ["MaxSessions 100"]);
+        assert_eq!(keyword("AllowTcpForwarding"), ["AllowTcpForwarding yes"]);
+        let tail: Vec<&str> = config.lines().filter(|l| !l.is_empty()).collect();
+        assert_eq!(tail.last(), Some(&"    PermitListen none"));
+        assert!(config.contains("Match Group g\n"));
+    }
 }
