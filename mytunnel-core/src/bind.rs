@@ -7,8 +7,6 @@
 use std::fmt;
 use std::str::FromStr;
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
 use crate::names::{InvalidValue, LeaseId, Owner};
 
 /// The longest unix socket path (`sun_path` holds 108 bytes with its NUL).
@@ -113,18 +111,7 @@ impl FromStr for BindTarget {
     }
 }
 
-impl Serialize for BindTarget {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for BindTarget {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(deserializer)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
+serde_as_text!(BindTarget);
 
 #[cfg(test)]
 mod tests {

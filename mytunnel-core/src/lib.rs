@@ -15,6 +15,24 @@
 //! ```
 #![warn(missing_docs)]
 
+/// `Serialize` as its `Display` text and `Deserialize` through its `FromStr` (refusing
+/// what does not parse), for types whose wire form is that text.
+macro_rules! serde_as_text {
+    ($ty:ty) => {
+        impl serde::Serialize for $ty {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.collect_str(self)
+            }
+        }
+        impl<'de> serde::Deserialize<'de> for $ty {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let s = <String as serde::Deserialize>::deserialize(deserializer)?;
+                s.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
 pub mod admin;
 mod bind;
 pub mod duration;
