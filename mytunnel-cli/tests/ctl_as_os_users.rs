@@ -1,6 +1,9 @@
 //! Owner scoping with real OS users: the built `mytunneld ctl` runs as different users
-//! (`runuser -u`) against one lease database in a setgid directory and a real Caddy.
-//! The owner must come from the uid alone; another user's lease must look missing.
+//! (`runuser -u`) and asks one `mytunneld serve`, run as its own service user, which alone
+//! opens the lease database (in a directory only it may enter) and talks to a real Caddy.
+//! The owner must come from the uid alone (the kernel's peer credentials on serve's
+//! control socket); another user's lease must look missing; a tunnel user cannot open the
+//! database, nor name another owner in a request crafted by hand.
 //!
 //! Needs root (to create users and switch to them), as `cargo xtask ci` runs.
 
@@ -12,9 +15,12 @@
     clippy::indexing_slicing
 )]
 
-use std::os::unix::fs::PermissionsExt;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 use mytunnel_edge::testkit::RealCaddy;
 use serde_json::Value;
@@ -23,6 +29,11 @@ const GROUP: &str = "mytunnel-t";
 const ALICE: &str = "mtt-alice";
 const BOB: &str = "mtt-bob";
 const OPS: &str = "mtt-ops";
+/// The service user `serve` runs as (in the group, as install-edge.sh makes it).
+const SERVICE: &str = "mtt-svc";
+/// Set for a child of this test binary that sends one crafted request and prints the answer.
+const CRAFTED_SOCKET: &str = "MYTUNNEL_TEST_CRAFTED_SOCKET";
+const CRAFTED_LINE: &str = "MYTUNNEL_TEST_CRAFTED_LINE";
 
 /// Creates the group and users if missing (idempotent, safe to race).
 fn ensure_users() {
@@ -36,7 +47,7 @@ fn ensure_users() {
         .status()
         .unwrap();
     assert!(status.success(), "groupadd {GROUP}");
-    for user in [ALICE, BOB, OPS] {
+    for user in [ALICE, BOB, OPS, SERVICE] {
         if nix::unistd::User::from_name(user).unwrap().is_some() {
             continue;
         }
@@ -52,32 +63,126 @@ fn ensure_users() {
     }
 }
 
+/// `mytunneld serve`, stopped by its pid.
+#[derive(Debug)]
+struct Serve(Child);
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[derive(Debug)]
 struct Edge {
+    // Dropped first: serve, then Caddy and the directory.
+    _serve: Serve,
     dir: tempfile::TempDir,
     caddy: RealCaddy,
+}
+
+fn uid_of(user: &str) -> nix::unistd::Uid {
+    nix::unistd::User::from_name(user).unwrap().unwrap().uid
 }
 
 impl Edge {
     fn new() -> Edge {
         ensure_users();
         let caddy = RealCaddy::start().unwrap();
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("mtt")
+            .tempdir_in("/tmp")
+            .unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let group = nix::unistd::Group::from_name(GROUP).unwrap().unwrap();
-        nix::unistd::chown(dir.path(), None, Some(group.gid)).unwrap();
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o2770)).unwrap();
+        let service = uid_of(SERVICE);
+        // The database directory is the service user's alone; the socket directory is
+        // the service user's and readable by all (tunnel users reach serve there).
+        for (name, mode) in [("db", 0o700), ("s", 0o755)] {
+            let path = dir.path().join(name);
+            std::fs::create_dir(&path).unwrap();
+            nix::unistd::chown(&path, Some(service), Some(group.gid)).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        }
         let bin = dir.path().join("mytunneld");
         std::fs::copy(env!("CARGO_BIN_EXE_mytunneld"), &bin).unwrap();
         std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
         let env = format!(
-            "MYTUNNEL_DB_PATH={}\nMYTUNNEL_BASE_DOMAIN=t.test\nMYTUNNEL_CADDY_ADMIN_URL={}\nMYTUNNEL_ADMIN_USERS={OPS}\nMYTUNNEL_MIN_PORT=22000\nMYTUNNEL_MAX_PORT=22099\n",
-            dir.path().join("leases.db").display(),
+            "MYTUNNEL_DB_PATH={}\nMYTUNNEL_BASE_DOMAIN=t.test\nMYTUNNEL_CADDY_ADMIN_URL={}\nMYTUNNEL_ADMIN_USERS={OPS}\nMYTUNNEL_MIN_PORT=22000\nMYTUNNEL_MAX_PORT=22099\nMYTUNNEL_SOCKET_DIR={}\n",
+            dir.path().join("db/leases.db").display(),
             caddy.admin_address(),
+            dir.path().join("s").display(),
         );
         let env_path = dir.path().join("mytunneld.env");
         std::fs::write(&env_path, env).unwrap();
+        nix::unistd::chown(&env_path, None, Some(group.gid)).unwrap();
         std::fs::set_permissions(&env_path, std::fs::Permissions::from_mode(0o640)).unwrap();
-        Edge { dir, caddy }
+        let serve = Serve(
+            Command::new(&bin)
+                .uid(service.as_raw())
+                .gid(group.gid.as_raw())
+                .arg("--env-file")
+                .arg(&env_path)
+                .arg("serve")
+                .env_clear()
+                .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(dir.path().join("serve.log")).unwrap())
+                .spawn()
+                .unwrap(),
+        );
+        assert!(
+            mytunnel_edge::testkit::wait_for_serve(&dir.path().join("s"), Duration::from_secs(20)),
+            "serve never listened: {}",
+            std::fs::read_to_string(dir.path().join("serve.log")).unwrap_or_default()
+        );
+        Edge {
+            _serve: serve,
+            dir,
+            caddy,
+        }
+    }
+
+    /// Sends `line` as-is on serve's control socket from a process running as `user`
+    /// (this test binary, re-run); returns what serve answered.
+    fn crafted(&self, user: &str, line: &str) -> Vec<Value> {
+        let exe = self.path("crafter");
+        if !exe.exists() {
+            std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+            std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let output = Command::new(&exe)
+            .args([
+                "--exact",
+                "crafted_request_worker",
+                "--nocapture",
+                "--test-threads",
+                "1",
+            ])
+            .uid(uid_of(user).as_raw())
+            .gid(
+                nix::unistd::Group::from_name(GROUP)
+                    .unwrap()
+                    .unwrap()
+                    .gid
+                    .as_raw(),
+            )
+            .env(CRAFTED_SOCKET, self.path("s/control.sock"))
+            .env(CRAFTED_LINE, line)
+            .output()
+            .unwrap();
+        let answers: Vec<Value> = String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter_map(|l| l.split_once("ANSWER ").map(|(_, answer)| answer))
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert!(
+            !answers.is_empty(),
+            "the crafting process as {user}: {output:?}"
+        );
+        answers
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -139,8 +244,15 @@ fn owners_only_see_and_touch_their_own_leases() {
     assert_eq!(alice_lease["owner"], ALICE);
     assert_eq!(alice_lease["host"], "alice-app.t.test");
     let alice_id = alice_lease["lease_id"].as_str().unwrap().to_owned();
-    // The database was created by alice's ctl in the setgid directory: group-shared.
-    assert_eq!(mode(&edge.path("leases.db")), 0o660);
+    // serve created the database: the service user's alone, in a directory no tunnel
+    // user may enter.
+    let db = edge.path("db/leases.db");
+    assert_eq!(mode(&db), 0o600);
+    assert_eq!(mode(&edge.path("db")), 0o700);
+    assert_eq!(
+        std::fs::metadata(&db).unwrap().uid(),
+        uid_of(SERVICE).as_raw()
+    );
     assert!(edge.routes().contains(&alice_id));
 
     // bob sees nothing of alice's, by any name.
@@ -228,4 +340,80 @@ fn owners_only_see_and_touch_their_own_leases() {
     assert_eq!(released["slug"], format!("released-{bob_id}"));
     assert_eq!(released["state"], "released");
     assert!(!edge.routes().contains(bob_id));
+}
+
+/// Run by [`Edge::crafted`] as another user: sends one raw line, prints serve's lines.
+#[test]
+fn crafted_request_worker() {
+    let (Some(socket), Some(line)) = (
+        std::env::var_os(CRAFTED_SOCKET),
+        std::env::var(CRAFTED_LINE).ok(),
+    ) else {
+        return;
+    };
+    let mut stream = std::os::unix::net::UnixStream::connect(socket).unwrap();
+    stream.write_all(line.as_bytes()).unwrap();
+    stream.write_all(b"\n").unwrap();
+    for answer in BufReader::new(stream).lines() {
+        println!("ANSWER {}", answer.unwrap());
+    }
+}
+
+#[test]
+fn a_tunnel_user_reaches_the_database_only_through_serve() {
+    let edge = Edge::new();
+    let (rc, lease) = edge.ctl(ALICE, &["allocate", "--name", "alices"]);
+    assert_eq!(rc, 0, "{lease}");
+    let db = edge.path("db/leases.db");
+    // alice's own process: EACCES on the database file and its directory.
+    let output = Command::new("runuser")
+        .args(["-u", ALICE, "--", "cat"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("Permission denied"),
+        "{output:?}"
+    );
+    let output = Command::new("runuser")
+        .args(["-u", ALICE, "--", "ls"])
+        .arg(edge.path("db"))
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "{output:?}");
+
+    // A request crafted by hand names bob in every field it can: refused, or alice's own.
+    let answers = edge.crafted(
+        ALICE,
+        r#"{"v":1,"ctl":["list","--all"],"owner":"mtt-bob","uid":0,"user":"mtt-bob"}"#,
+    );
+    assert_eq!(answers.len(), 1, "{answers:?}");
+    assert_eq!(
+        answers[0]["error"]["code"], "invalid_argument",
+        "{answers:?}"
+    );
+    let answers = edge.crafted(
+        ALICE,
+        r#"{"v":1,"ctl":["allocate","--name","crafted","--owner","mtt-bob"]}"#,
+    );
+    assert_eq!(answers[0]["accepted"], true, "{answers:?}");
+    assert_eq!(answers[1]["ok"]["owner"], ALICE, "{answers:?}");
+    let answers = edge.crafted(ALICE, r#"{"v":1,"ctl":["list","--all"]}"#);
+    assert_eq!(
+        answers.last().unwrap()["error"]["code"],
+        "invalid_argument",
+        "{answers:?}"
+    );
+    let answers = edge.crafted(ALICE, r#"{"v":1,"ctl":["reconcile"]}"#);
+    assert_eq!(
+        answers.last().unwrap()["error"]["code"],
+        "forbidden_command",
+        "{answers:?}"
+    );
+    // bob's view: nothing of alice's.
+    let (rc, list) = edge.ctl(BOB, &["list"]);
+    assert_eq!((rc, list), (0, Value::Array(vec![])));
+    let (_, alice_list) = edge.ctl(ALICE, &["list"]);
+    assert_eq!(alice_list.as_array().unwrap().len(), 2, "{alice_list}");
 }

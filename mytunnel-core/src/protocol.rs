@@ -48,11 +48,13 @@ pub enum ErrorCode {
     OverrideNotAllowed,
     /// Anything else that went wrong inside the edge.
     Internal,
+    /// `mytunneld serve`, which alone opens the lease database, does not answer.
+    ServiceUnavailable,
 }
 
 impl ErrorCode {
     /// All codes, in documentation order.
-    pub const ALL: [ErrorCode; 14] = [
+    pub const ALL: [ErrorCode; 15] = [
         ErrorCode::InvalidArgument,
         ErrorCode::InvalidSlug,
         ErrorCode::SlugTaken,
@@ -67,6 +69,7 @@ impl ErrorCode {
         ErrorCode::ForbiddenCommand,
         ErrorCode::OverrideNotAllowed,
         ErrorCode::Internal,
+        ErrorCode::ServiceUnavailable,
     ];
 
     /// The stable wire string, e.g. `"slug_taken"`.
@@ -86,6 +89,7 @@ impl ErrorCode {
             ErrorCode::ForbiddenCommand => "forbidden_command",
             ErrorCode::OverrideNotAllowed => "override_not_allowed",
             ErrorCode::Internal => "internal",
+            ErrorCode::ServiceUnavailable => "service_unavailable",
         }
     }
 
@@ -128,13 +132,19 @@ impl ErrorCode {
                 "daemon settings come from the edge's env file; remove the override flag"
             }
             ErrorCode::Internal => "this is a bug or an edge misconfiguration; see the edge's logs",
+            ErrorCode::ServiceUnavailable => {
+                "start the edge service (`systemctl start mytunneld`, then `journalctl -u mytunneld`); nothing was changed"
+            }
         }
     }
 
     /// The process exit code: 1 for an expected refusal, 2 for an internal failure.
     pub fn exit_code(self) -> i32 {
         match self {
-            ErrorCode::CaddyUnavailable | ErrorCode::DbError | ErrorCode::Internal => 2,
+            ErrorCode::CaddyUnavailable
+            | ErrorCode::DbError
+            | ErrorCode::Internal
+            | ErrorCode::ServiceUnavailable => 2,
             _ => 1,
         }
     }

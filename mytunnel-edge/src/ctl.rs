@@ -1,19 +1,22 @@
 //! `mytunneld ctl <verb>`: one control operation, one JSON document on stdout.
 //!
-//! This module turns a request into its printed output and exit code; the binary only
-//! prints. Exit codes: 0 success, 1 an expected refusal (or an unhealthy `health`),
+//! ctl is a client of `mytunneld serve`, which alone opens the lease database: this module
+//! sends the request over serve's control socket ([`crate::control`]) and turns the answer
+//! into its printed output and exit code; the binary only prints. Exit codes: 0 success, 1 an expected refusal (or an unhealthy `health`),
 //! 2 an internal failure.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use mytunnel_core::policy::{AdminUsers, Caller};
 use mytunnel_core::protocol::{ApiError, CtlRequest, CtlResponse, ErrorCode};
 use mytunnel_core::route::RouteBackend;
-use mytunnel_core::Owner;
+use mytunnel_core::BindTarget;
 
 use crate::caddy::CaddyRoutes;
 use crate::config::{EdgeConfig, RouteMode};
-use crate::links::{HostLinks, ServeLinks, StaticRoutes};
+use crate::control;
+use crate::links::{HostLinks, StaticRoutes};
 use crate::service::{LeaseService, ServiceSettings, SystemClock};
 use crate::sockets;
 use crate::store::{SqliteLeaseStore, SqliteStoreOptions};
@@ -59,67 +62,28 @@ impl CtlOutput {
 
 /// The caller: the real uid of this process, named through the password database.
 ///
-/// Never `$USER`, `$LOGNAME` or a flag.
+/// Never `$USER`, `$LOGNAME` or a flag. `serve` names a ctl caller the same way, from the
+/// uid the kernel reports for its connection ([`control::caller_for_uid`]).
 pub fn current_caller(admins: &AdminUsers) -> Result<Caller, ApiError> {
-    let uid = nix::unistd::getuid();
-    let user = nix::unistd::User::from_uid(uid)
-        .map_err(|e| {
-            ApiError::new(
-                ErrorCode::Internal,
-                format!("cannot look up uid {uid}: {e}"),
-            )
-        })?
-        .ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::Internal,
-                format!("uid {uid} has no entry in the password database"),
-            )
-        })?;
-    let owner: Owner = user.name.parse().map_err(|e| {
-        ApiError::new(
-            ErrorCode::Internal,
-            format!("user name of uid {uid} cannot own leases: {e}"),
-        )
-    })?;
-    Ok(Caller::from_identity(uid.as_raw(), owner, admins))
+    control::caller_for_uid(nix::unistd::getuid().as_raw(), admins)
 }
 
-/// Opens the lease database and the Caddy backend named by `config`.
-pub async fn open_service(config: &EdgeConfig) -> Result<LeaseService, ApiError> {
-    open_service_as(config, LinkWriter::Serve).await
-}
-
-/// Who writes `static` mode's host links.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LinkWriter {
-    /// This process: `mytunneld serve`, the only writer of `hosts/`.
-    ThisProcess,
-    /// `serve`, asked over its control socket: every `ctl`, which runs as a tunnel user.
-    Serve,
-}
-
-/// The service for `serve` itself, which writes the host links directly.
+/// Opens the lease database and the routes named by `config`: what `mytunneld serve`
+/// runs, the only process that opens the database.
 pub async fn open_serve_service(config: &EdgeConfig) -> Result<LeaseService, ApiError> {
-    open_service_as(config, LinkWriter::ThisProcess).await
-}
-
-async fn open_service_as(config: &EdgeConfig, links: LinkWriter) -> Result<LeaseService, ApiError> {
     let store = SqliteLeaseStore::open(&config.db_path, &SqliteStoreOptions::default())
         .await
         .map_err(ApiError::from)?;
     Ok(LeaseService::new(
         Arc::new(store),
-        route_backend(config, links)?,
+        route_backend(config)?,
         Arc::new(SystemClock),
         ServiceSettings::from(config),
     ))
 }
 
 /// The route backend of the configured mode.
-pub fn route_backend(
-    config: &EdgeConfig,
-    links: LinkWriter,
-) -> Result<Arc<dyn RouteBackend>, ApiError> {
+pub fn route_backend(config: &EdgeConfig) -> Result<Arc<dyn RouteBackend>, ApiError> {
     let caddy = CaddyRoutes::new(
         &config.caddy_admin,
         &config.caddy_server,
@@ -130,15 +94,7 @@ pub fn route_backend(
         return Ok(Arc::new(caddy));
     };
     let hosts_dir = sockets::hosts_dir(&config.socket_dir);
-    let reader = HostLinks::new(hosts_dir.clone(), base_domain.clone());
-    let links: Arc<dyn RouteBackend> = match links {
-        LinkWriter::ThisProcess => Arc::new(reader),
-        LinkWriter::Serve => Arc::new(ServeLinks::new(
-            sockets::control_socket(&config.socket_dir),
-            reader,
-            config.health_timeout,
-        )),
-    };
+    let links = Arc::new(HostLinks::new(hosts_dir.clone(), base_domain.clone()));
     Ok(Arc::new(StaticRoutes::new(
         caddy,
         links,
@@ -147,15 +103,66 @@ pub fn route_backend(
     )))
 }
 
-/// Runs one request as the current process's user against the configured edge.
+/// Runs one request as this process's user: asks `serve` over its control socket, which
+/// names the caller by this process's uid.
+///
+/// In `static` mode ctl also tidies the caller's own socket directory, which only its
+/// owner may write: before an allocation it removes the socket files nothing listens on
+/// (sshd leaves them behind and will not bind over them), and after a heartbeat or a
+/// release the lease's own, so the client can bind again.
 pub async fn run(config: &EdgeConfig, request: CtlRequest) -> CtlOutput {
-    let outcome = async {
-        let caller = current_caller(&config.admin_users)?;
-        let service = open_service(config).await?;
-        service.handle(&caller, request).await
+    let own_sockets = OwnSockets::of_this_process(config);
+    if let (Some(own), CtlRequest::Allocate(_)) = (&own_sockets, &request) {
+        own.clear_stale();
     }
-    .await;
-    CtlOutput::from_result(outcome)
+    let socket = sockets::control_socket(&config.socket_dir);
+    let result = control::call(&socket, &request, control::REPLY_WITHIN).await;
+    if let (Some(own), Ok(CtlResponse::Lease(lease))) = (&own_sockets, &result) {
+        if matches!(
+            request,
+            CtlRequest::Heartbeat { .. } | CtlRequest::Release { .. }
+        ) {
+            own.clear_if_stale(&lease.bind_target());
+        }
+    }
+    CtlOutput::from_result(result)
+}
+
+/// The socket directory of this process's user, `<socket_dir>/owners/<user>`.
+#[derive(Debug)]
+struct OwnSockets {
+    dir: PathBuf,
+}
+
+impl OwnSockets {
+    /// Most socket files one call looks at.
+    const SWEEP_LIMIT: usize = 1024;
+
+    fn of_this_process(config: &EdgeConfig) -> Option<OwnSockets> {
+        if config.route_mode != RouteMode::Static {
+            return None;
+        }
+        let user = nix::unistd::User::from_uid(nix::unistd::getuid()).ok()??;
+        let dir = sockets::owners_dir(&config.socket_dir).join(user.name);
+        dir.is_dir().then_some(OwnSockets { dir })
+    }
+
+    fn clear_stale(&self) {
+        for socket in sockets::lease_sockets_in(&self.dir)
+            .iter()
+            .take(Self::SWEEP_LIMIT)
+        {
+            sockets::clear_if_stale(socket);
+        }
+    }
+
+    fn clear_if_stale(&self, target: &BindTarget) {
+        if let BindTarget::UnixSocket(socket) = target {
+            if Path::new(socket.as_str()).parent() == Some(self.dir.as_path()) {
+                sockets::clear_if_stale(socket);
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 pub mod authorized_keys;
 pub mod caddy;
 pub mod config;
+pub mod control;
 pub mod ctl;
 pub mod gate;
 pub mod ids;

@@ -6,25 +6,20 @@
 //! so Caddy's configuration never changes and nothing it proxies is ever interrupted.
 //!
 //! Only `mytunneld serve` (the service user) can write `hosts/`: a tunnel user who could
-//! write there could bind a socket under any host with `ssh -R`. So the tunnel user's
-//! `ctl` asks `serve` over `<socket_dir>/control.sock` to link or unlink a lease
-//! ([`ServeLinks`]); the request carries only a lease id, and `serve` acts on what the
-//! database says about that lease, so a request grants nothing ([`answer_link_request`]).
+//! write there could bind a socket under any host with `ssh -R`. serve is also the only
+//! process that runs the lease service, so the links it writes are what the database
+//! says.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use mytunnel_core::route::{
-    lease_id_of_route, route_id, InstalledRoute, Route, RouteBackend, RouteError, Upstream,
+    lease_id_of_route, InstalledRoute, Route, RouteBackend, RouteError, Upstream,
 };
-use mytunnel_core::{BaseDomain, LeaseId, LeaseState, SocketPath};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::UnixStream;
+use mytunnel_core::{BaseDomain, SocketPath};
 
 use crate::caddy::{static_route_json, CaddyRoutes};
-use crate::service::LeaseService;
 
 /// The id under which [`HostLinks::list`] reports an entry of `hosts/` that is not a
 /// link mytunnel wrote; [`HostLinks::remove`] takes it back.
@@ -195,83 +190,6 @@ impl RouteBackend for HostLinks {
     }
 }
 
-/// A tunnel user's view of the host links: reads `hosts/` directly and asks `serve` to
-/// change it.
-#[derive(Debug, Clone)]
-pub struct ServeLinks {
-    control: PathBuf,
-    reader: HostLinks,
-    timeout: Duration,
-}
-
-impl ServeLinks {
-    /// Links read from `hosts_dir`, changed through `serve` at `control`; each request is
-    /// bounded by `timeout`.
-    pub fn new(control: PathBuf, reader: HostLinks, timeout: Duration) -> Self {
-        ServeLinks {
-            control,
-            reader,
-            timeout,
-        }
-    }
-
-    /// Sends one request line and reads `ok` or `error <reason>`.
-    async fn request(&self, line: &str) -> Result<(), RouteError> {
-        let unavailable = |e: String| {
-            RouteError(format!(
-                "mytunneld serve does not answer at {} ({e}); it links hosts in static mode",
-                self.control.display()
-            ))
-        };
-        let exchange = async {
-            let mut stream = UnixStream::connect(&self.control)
-                .await
-                .map_err(|e| unavailable(e.to_string()))?;
-            stream
-                .write_all(format!("{line}\n").as_bytes())
-                .await
-                .map_err(|e| unavailable(e.to_string()))?;
-            let mut answer = String::new();
-            BufReader::new(stream)
-                .read_line(&mut answer)
-                .await
-                .map_err(|e| unavailable(e.to_string()))?;
-            match answer.trim_end() {
-                "ok" => Ok(()),
-                other => Err(RouteError(format!(
-                    "mytunneld serve: {}",
-                    other.strip_prefix("error ").unwrap_or(other)
-                ))),
-            }
-        };
-        tokio::time::timeout(self.timeout, exchange)
-            .await
-            .map_err(|_| unavailable(format!("no answer within {:?}", self.timeout)))?
-    }
-}
-
-#[async_trait]
-impl RouteBackend for ServeLinks {
-    async fn upsert(&self, route: &Route) -> Result<(), RouteError> {
-        self.request(&format!("sync {}", route.lease_id)).await
-    }
-
-    async fn remove(&self, route_id: &str) -> Result<bool, RouteError> {
-        match lease_id_of_route(route_id) {
-            Some(lease) => self.request(&format!("sync {lease}")).await.map(|()| true),
-            None => self.request("reconcile").await.map(|()| true),
-        }
-    }
-
-    async fn list(&self) -> Result<Vec<InstalledRoute>, RouteError> {
-        self.reader.list().await
-    }
-
-    async fn ping(&self) -> Result<(), RouteError> {
-        self.request("ping").await
-    }
-}
-
 /// `static` mode's backend: socket leases by host links, port leases (allocated before the
 /// switch from `routes` mode) still by their Caddy routes, which come first in Caddy's
 /// list; and the wildcard route itself, made by [`RouteBackend::prepare`].
@@ -336,53 +254,5 @@ impl RouteBackend for StaticRoutes {
 
     async fn prepare(&self) -> Result<(), RouteError> {
         self.caddy.ensure_static_route(&self.static_route).await
-    }
-}
-
-/// `serve`'s answer to one control request line: `sync <lease_id>` makes that lease's
-/// link match the database (linked while active, gone otherwise), `reconcile` runs a full
-/// pass, `ping` answers. Anything else is refused. Nothing in a request is trusted but the
-/// lease id it names.
-pub async fn answer_link_request(service: &LeaseService, line: &str) -> String {
-    let result = match line.trim_end().split_once(' ') {
-        Some(("sync", id)) => match id.parse::<LeaseId>() {
-            Ok(id) => sync_lease(service, &id).await,
-            Err(e) => Err(e.to_string()),
-        },
-        None if line.trim_end() == "reconcile" => match service.reconcile().await {
-            Ok(report) => match report.errors.first() {
-                None => Ok(()),
-                Some(first) => Err(first.clone()),
-            },
-            Err(e) => Err(e.message),
-        },
-        None if line.trim_end() == "ping" => Ok(()),
-        _ => Err("unknown request".to_owned()),
-    };
-    match result {
-        Ok(()) => "ok\n".to_owned(),
-        Err(reason) => format!("error {}\n", reason.replace('\n', " ")),
-    }
-}
-
-async fn sync_lease(service: &LeaseService, id: &LeaseId) -> Result<(), String> {
-    let lease = service.store().find(id).await.map_err(|e| e.to_string())?;
-    let routes = service.routes();
-    match lease {
-        Some(lease) if lease.state == LeaseState::Active => routes
-            .upsert(&Route::for_lease(&lease))
-            .await
-            .map_err(|e| e.to_string()),
-        // An ended lease: straight to its host's link.
-        Some(lease) => routes
-            .remove_route(&Route::for_lease(&lease))
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string()),
-        None => routes
-            .remove(&route_id(id))
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string()),
     }
 }

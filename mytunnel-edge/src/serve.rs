@@ -1,4 +1,5 @@
-//! `mytunneld serve`: the cleanup and reconcile loops.
+//! `mytunneld serve`: the cleanup and reconcile loops, and the control socket every
+//! `mytunneld ctl` asks (serve alone opens the lease database).
 //!
 //! Both passes run once at start (so routes lost while the service was down come back at
 //! once) and then at their intervals. A failed pass is logged and retried at the next
@@ -6,75 +7,18 @@
 //! loops end when `shutdown` resolves.
 
 use std::future::Future;
-use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{UnixListener, UnixStream};
+use tokio::net::UnixListener;
 use tokio::time::{interval, MissedTickBehavior};
 
+use mytunnel_core::policy::AdminUsers;
 use mytunnel_core::protocol::{ApiError, ErrorCode};
 
-use crate::config::{EdgeConfig, RouteMode};
-use crate::links::answer_link_request;
+use crate::config::EdgeConfig;
+use crate::control::{bind_control_socket, serve_control, ControlLimits};
 use crate::service::LeaseService;
 use crate::sockets;
-
-/// The longest request line on the control socket.
-const MAX_REQUEST_LINE: u64 = 256;
-
-/// How long one control connection may take to send its line.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Binds `static` mode's control socket at `path`, mode 0660 (the service group, which
-/// tunnel users share, so their `ctl` can ask for links), replacing a socket left by a
-/// previous run.
-pub fn bind_control_socket(path: &Path) -> std::io::Result<UnixListener> {
-    match std::fs::remove_file(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
-    }
-    let listener = UnixListener::bind(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
-    Ok(listener)
-}
-
-/// Answers link requests on `listener` until `shutdown` resolves, one task per connection.
-pub async fn serve_link_requests(
-    service: LeaseService,
-    listener: UnixListener,
-    shutdown: impl Future<Output = ()>,
-) {
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    tokio::spawn(answer_connection(service.clone(), stream));
-                }
-                Err(e) => tracing::warn!(error = %e, "control socket accept failed"),
-            }
-        }
-    }
-}
-
-async fn answer_connection(service: LeaseService, stream: UnixStream) {
-    let (read, mut write) = stream.into_split();
-    let mut line = String::new();
-    let read_line = async {
-        tokio::io::AsyncReadExt::take(BufReader::new(read), MAX_REQUEST_LINE)
-            .read_line(&mut line)
-            .await
-    };
-    let answer = match tokio::time::timeout(REQUEST_TIMEOUT, read_line).await {
-        Ok(Ok(_)) if line.ends_with('\n') => answer_link_request(&service, &line).await,
-        _ => "error incomplete request\n".to_owned(),
-    };
-    let _ = write.write_all(answer.as_bytes()).await;
-}
 
 /// How often the passes run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,42 +87,54 @@ pub async fn reconcile_once(service: &LeaseService) -> bool {
     }
 }
 
-/// The service `serve` runs and, in `static` mode, its bound control socket.
-pub async fn open(config: &EdgeConfig) -> Result<(LeaseService, Option<UnixListener>), ApiError> {
-    let service = crate::ctl::open_serve_service(config).await?;
-    let control = match config.route_mode {
-        RouteMode::Routes => None,
-        RouteMode::Static => {
-            let path = sockets::control_socket(&config.socket_dir);
-            Some(bind_control_socket(&path).map_err(|e| {
-                ApiError::new(
-                    ErrorCode::Internal,
-                    format!("cannot listen on {}: {e}", path.display()),
-                )
-            })?)
-        }
-    };
-    Ok((service, control))
+/// What `serve` holds: the lease service and the control socket ctl asks it on.
+#[derive(Debug)]
+pub struct Opened {
+    /// The lease service over the database and the routes.
+    pub service: LeaseService,
+    /// `<socket_dir>/control.sock`, bound.
+    pub control: UnixListener,
+    /// Who may use privileged verbs, besides root.
+    pub admins: AdminUsers,
 }
 
-/// Runs the loops, and answers link requests on `control` when given, until `shutdown`
+/// Opens the database and binds the control socket named by `config`.
+pub async fn open(config: &EdgeConfig) -> Result<Opened, ApiError> {
+    let service = crate::ctl::open_serve_service(config).await?;
+    let path = sockets::control_socket(&config.socket_dir);
+    let control = bind_control_socket(&path).map_err(|e| {
+        ApiError::new(
+            ErrorCode::Internal,
+            format!("cannot listen on {}: {e}", path.display()),
+        )
+    })?;
+    Ok(Opened {
+        service,
+        control,
+        admins: config.admin_users.clone(),
+    })
+}
+
+/// Runs the loops and answers ctl requests on the control socket until `shutdown`
 /// resolves.
-pub async fn serve_with_links(
-    service: LeaseService,
+pub async fn serve_with_control(
+    opened: Opened,
     intervals: ServeIntervals,
-    control: Option<UnixListener>,
     shutdown: impl Future<Output = ()>,
 ) -> ServeSummary {
-    let Some(listener) = control else {
-        return serve(service, intervals, shutdown).await;
-    };
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let links = tokio::spawn(serve_link_requests(service.clone(), listener, async move {
-        let _ = stop_rx.wait_for(|stop| *stop).await;
-    }));
-    let summary = serve(service, intervals, shutdown).await;
+    let control = tokio::spawn(serve_control(
+        opened.service.clone(),
+        opened.admins,
+        opened.control,
+        ControlLimits::default(),
+        async move {
+            let _ = stop_rx.wait_for(|stop| *stop).await;
+        },
+    ));
+    let summary = serve(opened.service, intervals, shutdown).await;
     let _ = stop_tx.send(true);
-    let _ = links.await;
+    let _ = control.await;
     summary
 }
 

@@ -7,7 +7,7 @@
 //! Release and delete commit first and then remove the route; a route that cannot be
 //! removed is logged and left to reconcile, because the lease has ended either way.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -185,11 +185,6 @@ impl LeaseService {
                     .store
                     .heartbeat(caller.owner(), &lease, self.clock.now())
                     .await?;
-                // A client heartbeats before it binds again: free a socket its dead
-                // connection left behind.
-                if let Some(socket) = &lease.bind_socket {
-                    sockets::clear_if_stale(socket);
-                }
                 Ok(CtlResponse::Lease(LeaseDto::from(&lease)))
             }
             CtlRequest::Release { lease } => self
@@ -267,7 +262,6 @@ impl LeaseService {
             BindPlan::Ports => (None, sockets::listening_loopback_ports(self.settings.ports)),
             BindPlan::OwnerSockets { owners_dir } => {
                 let socket = sockets::lease_socket(owners_dir, caller.owner(), &id)?;
-                self.sweep_sockets(owners_dir, caller).await;
                 (Some(socket), Vec::new())
             }
         };
@@ -316,30 +310,6 @@ impl LeaseService {
         Ok(lease)
     }
 
-    /// Removes the caller's sockets of ended leases that nothing listens on (sshd leaves
-    /// them behind and would refuse to bind over them). Looks only at the files in the
-    /// owner's directory, one lease each, so its cost does not grow with the edge.
-    async fn sweep_sockets(&self, owners_dir: &std::path::Path, caller: &Caller) {
-        let dir = owners_dir.join(caller.owner().as_str());
-        let mut ended = BTreeSet::new();
-        for socket in sockets::lease_sockets_in(&dir) {
-            let Some(id) = socket.lease_id() else {
-                continue;
-            };
-            match self.store.find(&id).await {
-                Ok(Some(lease)) if lease.state == LeaseState::Active => {}
-                Ok(_) => {
-                    ended.insert(socket);
-                }
-                // Unsure: keep it.
-                Err(_) => {}
-            }
-        }
-        for socket in &ended {
-            sockets::clear_if_stale(socket);
-        }
-    }
-
     /// `release`: tombstone, then remove the route.
     pub async fn release(&self, caller: &Caller, lease: &LeaseRef) -> Result<Lease, ApiError> {
         let released = self
@@ -347,9 +317,6 @@ impl LeaseService {
             .release(caller.owner(), lease, self.clock.now())
             .await?;
         self.remove_route_or_log(&released).await;
-        if let Some(socket) = &released.bind_socket {
-            sockets::clear_if_stale(socket);
-        }
         Ok(released)
     }
 

@@ -51,6 +51,15 @@ pub fn eventually(timeout: Duration, condition: impl FnMut() -> bool) -> bool {
     poll_every(timeout, Duration::from_millis(50), condition)
 }
 
+/// Waits until `mytunneld serve` listens on the control socket of `socket_dir` (ctl
+/// answers `service_unavailable` before that).
+pub fn wait_for_serve(socket_dir: &Path, timeout: Duration) -> bool {
+    let control = crate::sockets::control_socket(socket_dir);
+    poll_every(timeout, Duration::from_millis(10), || {
+        std::os::unix::net::UnixStream::connect(&control).is_ok()
+    })
+}
+
 /// Polls `condition` every `every` until it holds or `timeout` passes (a short `every`
 /// for waits that are themselves measured).
 pub fn poll_every(timeout: Duration, every: Duration, mut condition: impl FnMut() -> bool) -> bool {

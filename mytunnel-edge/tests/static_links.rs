@@ -1,6 +1,6 @@
-//! `static` route mode, component level: a real SQLite file shared by a `ctl`-side service
-//! (links through serve's control socket) and a `serve`-side service (writes the links),
-//! the fake Caddy admin API, real unix sockets standing in for sshd's `-R` listeners.
+//! `static` route mode, component level: `serve`'s lease service over a real SQLite file
+//! (it writes the links), ctl's requests through serve's real control socket, the fake
+//! Caddy admin API, real unix sockets standing in for sshd's `-R` listeners.
 // Test code: a panic is a failed assertion.
 #![allow(
     clippy::unwrap_used,
@@ -11,6 +11,7 @@
 
 mod support;
 
+use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -18,16 +19,18 @@ use std::time::Duration;
 
 use mytunnel_core::policy::{AdminUsers, Caller, ReservedSlugs};
 use mytunnel_core::protocol::{
-    AllocateRequest, ApiError, CtlRequest, CtlResponse, ErrorCode, LeaseDto, Takeover,
+    decode_reply, AllocateRequest, ApiError, CtlRequest, CtlResponse, ErrorCode, LeaseDto,
+    ReplyError, Takeover,
 };
 use mytunnel_core::route::RouteBackend;
 use mytunnel_core::store::OwnerLimit;
 use mytunnel_core::{BaseDomain, BindTarget, LeaseRef, PortRange, Ttl};
 use mytunnel_edge::caddy::{CaddyRoutes, STATIC_ROUTE_ID};
-use mytunnel_edge::links::{HostLinks, ServeLinks, StaticRoutes};
-use mytunnel_edge::serve::{bind_control_socket, serve_link_requests};
+use mytunnel_edge::config::{ConfigInputs, EdgeConfig, Setting};
+use mytunnel_edge::control::{bind_control_socket, serve_control, ControlLimits};
+use mytunnel_edge::links::{HostLinks, StaticRoutes};
 use mytunnel_edge::service::{BindPlan, LeaseService, ServiceSettings, SystemClock};
-use mytunnel_edge::{sockets, SqliteLeaseStore, SqliteStoreOptions};
+use mytunnel_edge::{ctl, sockets, SqliteLeaseStore, SqliteStoreOptions};
 use support::fake_caddy::FakeCaddy;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -36,9 +39,11 @@ const DOMAIN: &str = "t.example";
 struct Edge {
     dir: tempfile::TempDir,
     caddy: FakeCaddy,
-    ctl: LeaseService,
+    /// What `mytunneld serve` runs: the only service over the database.
     serve: LeaseService,
-    stop_links: Option<tokio::sync::oneshot::Sender<()>>,
+    /// What a `mytunneld ctl` process reads: where serve listens, the route mode.
+    config: EdgeConfig,
+    stop_control: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl Edge {
@@ -51,12 +56,24 @@ impl Edge {
     }
 
     fn owner_dir(&self) -> PathBuf {
-        sockets::owners_dir(&self.socket_dir()).join("root")
+        sockets::owners_dir(&self.socket_dir()).join(this_user())
+    }
+
+    /// Runs a request as `mytunneld ctl` does: over serve's control socket, as this
+    /// process's user.
+    async fn ctl(&self, request: CtlRequest) -> Result<CtlResponse, ApiError> {
+        let verb = request.verb();
+        let output = ctl::run(&self.config, request).await;
+        match decode_reply(verb, &output.stdout) {
+            Ok(response) => Ok(response),
+            Err(ReplyError::Refused(error)) => Err(error),
+            Err(other) => panic!("ctl printed {:?}: {other}", output.stdout),
+        }
     }
 
     /// Stops serve's control socket and waits until it no longer answers.
     async fn stop_serve(&mut self) {
-        if let Some(stop) = self.stop_links.take() {
+        if let Some(stop) = self.stop_control.take() {
             let _ = stop.send(());
         }
         let control = sockets::control_socket(&self.socket_dir());
@@ -69,6 +86,13 @@ impl Edge {
         }
         panic!("the control socket still answers");
     }
+}
+
+fn this_user() -> String {
+    nix::unistd::User::from_uid(nix::unistd::getuid())
+        .unwrap()
+        .unwrap()
+        .name
 }
 
 fn settings(owners_dir: PathBuf) -> ServiceSettings {
@@ -84,7 +108,7 @@ fn settings(owners_dir: PathBuf) -> ServiceSettings {
     }
 }
 
-/// The static backend over the fake Caddy, with `links` as `serve` or `ctl` has them.
+/// The static backend over the fake Caddy.
 fn static_routes(
     caddy: &FakeCaddy,
     links: Arc<dyn RouteBackend>,
@@ -108,8 +132,8 @@ async fn store(path: &Path) -> Arc<SqliteLeaseStore> {
 }
 
 /// The socket dir in a short temporary path (unix socket paths are short), with
-/// `hosts/` and root's own `owners/root/` 0750, as the install scripts make them; serve's
-/// control socket answering.
+/// `hosts/` and this user's own `owners/<user>/` 0750, as the install scripts make them;
+/// serve's control socket answering.
 async fn edge() -> Edge {
     let dir = tempfile::Builder::new()
         .prefix("st")
@@ -119,42 +143,47 @@ async fn edge() -> Edge {
     let hosts = sockets::hosts_dir(&socket_dir);
     std::fs::create_dir_all(&hosts).unwrap();
     let owners = sockets::owners_dir(&socket_dir);
-    std::fs::create_dir_all(owners.join("root")).unwrap();
-    std::fs::set_permissions(owners.join("root"), std::fs::Permissions::from_mode(0o750)).unwrap();
+    let own = owners.join(this_user());
+    std::fs::create_dir_all(&own).unwrap();
+    std::fs::set_permissions(&own, std::fs::Permissions::from_mode(0o750)).unwrap();
     let caddy = FakeCaddy::start().await;
     let db = dir.path().join("leases.db");
     let links = HostLinks::new(hosts.clone(), DOMAIN.parse().unwrap());
     let serve = LeaseService::new(
         store(&db).await,
-        static_routes(&caddy, Arc::new(links.clone()), &hosts),
-        Arc::new(SystemClock),
-        settings(owners.clone()),
-    );
-    let ctl = LeaseService::new(
-        store(&db).await,
-        static_routes(
-            &caddy,
-            Arc::new(ServeLinks::new(
-                sockets::control_socket(&socket_dir),
-                links,
-                Duration::from_secs(2),
-            )),
-            &hosts,
-        ),
+        static_routes(&caddy, Arc::new(links), &hosts),
         Arc::new(SystemClock),
         settings(owners),
     );
+    let flags = BTreeMap::from([
+        (Setting::DbPath, db.display().to_string()),
+        (Setting::BaseDomain, DOMAIN.to_owned()),
+        (Setting::CaddyAdminUrl, caddy.admin_address().to_string()),
+        (Setting::RouteMode, "static".to_owned()),
+        (Setting::SocketDir, socket_dir.display().to_string()),
+    ]);
+    let (config, _) = EdgeConfig::resolve(&ConfigInputs {
+        flags,
+        ..ConfigInputs::default()
+    })
+    .unwrap();
     let listener = bind_control_socket(&sockets::control_socket(&socket_dir)).unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(serve_link_requests(serve.clone(), listener, async {
-        let _ = stopped.await;
-    }));
+    tokio::spawn(serve_control(
+        serve.clone(),
+        AdminUsers::default(),
+        listener,
+        ControlLimits::default(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
     Edge {
         dir,
         caddy,
-        ctl,
         serve,
-        stop_links: Some(stop),
+        config,
+        stop_control: Some(stop),
     }
 }
 
@@ -162,17 +191,37 @@ fn root() -> Caller {
     Caller::from_identity(0, "root".parse().unwrap(), &AdminUsers::default())
 }
 
-async fn allocate(service: &LeaseService, name: &str) -> Result<LeaseDto, ApiError> {
-    let request = CtlRequest::Allocate(AllocateRequest {
+fn allocate_request(name: &str) -> CtlRequest {
+    CtlRequest::Allocate(AllocateRequest {
         name: Some(name.parse().unwrap()),
         ttl: None,
         takeover: Takeover::Refuse,
         local_port: None,
-    });
-    match service.handle(&root(), request).await? {
+    })
+}
+
+/// `ctl allocate --name NAME` through serve.
+async fn allocate(edge: &Edge, name: &str) -> Result<LeaseDto, ApiError> {
+    match edge.ctl(allocate_request(name)).await? {
         CtlResponse::Lease(lease) => Ok(lease),
         other => panic!("allocate answered {other:?}"),
     }
+}
+
+/// An allocation straight through a service (no control socket).
+async fn allocate_in(service: &LeaseService, name: &str) -> Result<LeaseDto, ApiError> {
+    match service.handle(&root(), allocate_request(name)).await? {
+        CtlResponse::Lease(lease) => Ok(lease),
+        other => panic!("allocate answered {other:?}"),
+    }
+}
+
+async fn release(edge: &Edge, lease: &LeaseDto) {
+    edge.ctl(CtlRequest::Release {
+        lease: LeaseRef::Id(lease.lease_id.clone()),
+    })
+    .await
+    .unwrap();
 }
 
 fn socket_of(lease: &LeaseDto) -> String {
@@ -225,7 +274,7 @@ async fn allocate_links_the_host_and_never_touches_caddy() {
     );
     let config_before = edge.caddy.config();
 
-    let lease = allocate(&edge.ctl, "portal").await.unwrap();
+    let lease = allocate(&edge, "portal").await.unwrap();
     let socket = socket_of(&lease);
     assert_eq!(
         socket,
@@ -243,11 +292,8 @@ async fn allocate_links_the_host_and_never_touches_caddy() {
     );
 
     // A second lease, a release: Caddy's configuration never changed.
-    let other = allocate(&edge.ctl, "other").await.unwrap();
-    edge.ctl
-        .release(&root(), &LeaseRef::Id(other.lease_id.clone()))
-        .await
-        .unwrap();
+    let other = allocate(&edge, "other").await.unwrap();
+    release(&edge, &other).await;
     assert!(!edge.hosts().join("other.sock").exists());
     assert_eq!(edge.caddy.config(), config_before);
     assert!(link.exists(), "the other lease's release left portal alone");
@@ -263,8 +309,8 @@ async fn allocate_links_the_host_and_never_touches_caddy() {
 #[tokio::test]
 async fn serve_relinks_what_was_lost_and_unlinks_what_ended() {
     let edge = edge().await;
-    let a = allocate(&edge.ctl, "a").await.unwrap();
-    let b = allocate(&edge.ctl, "b").await.unwrap();
+    let a = allocate(&edge, "a").await.unwrap();
+    let b = allocate(&edge, "b").await.unwrap();
     std::fs::remove_file(edge.hosts().join("a.sock")).unwrap();
     // b ends behind serve's back (e.g. deleted while serve was down): its link stays.
     edge.serve
@@ -285,15 +331,17 @@ async fn serve_relinks_what_was_lost_and_unlinks_what_ended() {
 async fn without_serve_allocate_refuses_and_keeps_nothing() {
     let mut edge = edge().await;
     edge.stop_serve().await;
-    let error = allocate(&edge.ctl, "portal").await.unwrap_err();
-    assert_eq!(error.code, ErrorCode::CaddyUnavailable, "{error:?}");
+    let started = std::time::Instant::now();
+    let error = allocate(&edge, "portal").await.unwrap_err();
+    assert_eq!(error.code, ErrorCode::ServiceUnavailable, "{error:?}");
+    assert!(started.elapsed() < Duration::from_secs(2));
     assert!(
         error.message.contains("mytunneld serve"),
         "{}",
         error.message
     );
     let active = edge
-        .ctl
+        .serve
         .store()
         .list(&mytunnel_core::policy::OwnerScope::All)
         .await
@@ -329,12 +377,12 @@ async fn an_owner_directory_that_is_not_the_owners_alone_is_refused() {
     ];
     for (why, break_it) in attempts {
         break_it();
-        let error = allocate(&edge.ctl, "portal").await.unwrap_err();
+        let error = allocate(&edge, "portal").await.unwrap_err();
         assert_eq!(error.code, ErrorCode::Internal, "{why}: {error:?}");
         assert!(error.message.contains(why), "{why}: {}", error.message);
     }
     let nothing = edge
-        .ctl
+        .serve
         .store()
         .list(&mytunnel_core::policy::OwnerScope::All)
         .await
@@ -345,7 +393,7 @@ async fn an_owner_directory_that_is_not_the_owners_alone_is_refused() {
 #[tokio::test]
 async fn a_dead_tunnels_socket_is_cleared_a_live_one_is_kept() {
     let edge = edge().await;
-    let lease = allocate(&edge.ctl, "portal").await.unwrap();
+    let lease = allocate(&edge, "portal").await.unwrap();
     let socket = socket_of(&lease);
     let heartbeat = CtlRequest::Heartbeat {
         lease: lease.lease_id.clone(),
@@ -353,7 +401,7 @@ async fn a_dead_tunnels_socket_is_cleared_a_live_one_is_kept() {
 
     // A live listener: the heartbeat leaves it (and opens no connection to it).
     let live = listen(&socket, "live");
-    edge.ctl.handle(&root(), heartbeat.clone()).await.unwrap();
+    edge.ctl(heartbeat.clone()).await.unwrap();
     assert!(Path::new(&socket).exists());
     assert_eq!(
         fetch_through(Path::new(&socket)).await.unwrap(),
@@ -365,63 +413,23 @@ async fn a_dead_tunnels_socket_is_cleared_a_live_one_is_kept() {
     live.abort();
     let _ = live.await;
     assert!(Path::new(&socket).exists());
-    edge.ctl.handle(&root(), heartbeat).await.unwrap();
+    edge.ctl(heartbeat).await.unwrap();
     assert!(!Path::new(&socket).exists());
     let _again = listen(&socket, "again");
 
     // Sockets of ended leases are swept when the owner allocates again.
-    let ended = allocate(&edge.ctl, "ended").await.unwrap();
+    let ended = allocate(&edge, "ended").await.unwrap();
     let ended_socket = socket_of(&ended);
     drop(std::os::unix::net::UnixListener::bind(&ended_socket).unwrap());
-    edge.ctl
-        .handle(
-            &root(),
-            CtlRequest::Delete {
-                lease: LeaseRef::Id(ended.lease_id.clone()),
-            },
-        )
-        .await
-        .unwrap();
+    edge.ctl(CtlRequest::Delete {
+        lease: LeaseRef::Id(ended.lease_id.clone()),
+    })
+    .await
+    .unwrap();
     assert!(Path::new(&ended_socket).exists());
-    allocate(&edge.ctl, "next").await.unwrap();
+    allocate(&edge, "next").await.unwrap();
     assert!(!Path::new(&ended_socket).exists());
     assert!(Path::new(&socket).exists(), "the live lease's socket stays");
-}
-
-#[tokio::test]
-async fn the_control_socket_grants_nothing() {
-    let edge = edge().await;
-    let control = sockets::control_socket(&edge.socket_dir());
-    let ask = |line: Vec<u8>| {
-        let control = control.clone();
-        async move {
-            let mut stream = tokio::net::UnixStream::connect(&control).await.unwrap();
-            stream.write_all(&line).await.unwrap();
-            let _ = stream.shutdown().await;
-            let mut answer = String::new();
-            stream.read_to_string(&mut answer).await.unwrap();
-            answer
-        }
-    };
-    for line in [
-        b"sync ../../etc/passwd\n".to_vec(),
-        b"sync lease_aaaaaaaaaaaaaaaa extra\n".to_vec(),
-        b"link portal /tmp/evil.sock\n".to_vec(),
-        b"\n".to_vec(),
-        b"ping".to_vec(),
-        vec![b'x'; 4096],
-    ] {
-        let answer = ask(line.clone()).await;
-        assert!(
-            answer.starts_with("error "),
-            "{:?} answered {answer:?}",
-            String::from_utf8_lossy(&line)
-        );
-    }
-    // A lease that does not exist is synced to "no link": nothing is created.
-    assert_eq!(ask(b"sync lease_aaaaaaaaaaaaaaaa\n".to_vec()).await, "ok\n");
-    assert_eq!(std::fs::read_dir(edge.hosts()).unwrap().count(), 0);
-    assert_eq!(ask(b"ping\n".to_vec()).await, "ok\n");
 }
 
 #[tokio::test]
@@ -438,7 +446,7 @@ async fn a_port_lease_from_routes_mode_keeps_its_caddy_route() {
         Arc::new(SystemClock),
         routes_mode,
     );
-    let old = allocate(&before_switch, "old").await.unwrap();
+    let old = allocate_in(&before_switch, "old").await.unwrap();
     assert_eq!(old.bind_target(), BindTarget::LoopbackPort(21000));
 
     let report = edge.serve.reconcile().await.unwrap();
@@ -459,9 +467,6 @@ async fn a_port_lease_from_routes_mode_keeps_its_caddy_route() {
         ],
         "the lease's own route comes before the wildcard"
     );
-    edge.ctl
-        .release(&root(), &LeaseRef::Id(old.lease_id.clone()))
-        .await
-        .unwrap();
+    release(&edge, &old).await;
     assert_eq!(edge.caddy.routes().as_array().unwrap().len(), 2);
 }

@@ -130,7 +130,7 @@ async fn run_serve(matches: &clap::ArgMatches, env_file: &Path) -> miette::Resul
     tokio::pin!(shutdown);
     // A database that cannot be opened yet (locked by another process past the busy
     // timeout, a full disk) is waited for, as a failed pass is: the service keeps running.
-    let (service, control) = loop {
+    let opened = loop {
         match serve::open(&config).await {
             Ok(opened) => break opened,
             Err(e) if e.code == ErrorCode::DbError => {
@@ -147,7 +147,7 @@ async fn run_serve(matches: &clap::ArgMatches, env_file: &Path) -> miette::Resul
         cleanup: config.cleanup_interval,
         reconcile: config.reconcile_interval,
     };
-    serve::serve_with_links(service, intervals, control, shutdown).await;
+    serve::serve_with_control(opened, intervals, shutdown).await;
     Ok(())
 }
 

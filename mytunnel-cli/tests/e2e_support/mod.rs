@@ -433,10 +433,14 @@ impl Stack {
         stack.install_users();
 
         let group = nix::unistd::Group::from_name(GROUP).unwrap().unwrap();
+        // The service's own directory: no tunnel user may enter it (serve alone opens the
+        // database; ctl asks serve over its control socket).
         let db_dir = stack.path("db");
         std::fs::create_dir(&db_dir).unwrap();
-        nix::unistd::chown(&db_dir, None, Some(group.gid)).unwrap();
-        set_mode(&db_dir, 0o2770);
+        set_mode(&db_dir, 0o700);
+        // serve's control socket lives in the socket directory, in both route modes.
+        std::fs::create_dir(stack.socket_dir()).unwrap();
+        set_mode(&stack.socket_dir(), 0o755);
         let env = format!(
             "MYTUNNEL_DB_PATH={db}\nMYTUNNEL_BASE_DOMAIN={BASE_DOMAIN}\nMYTUNNEL_CADDY_ADMIN_URL={admin}\n\
              MYTUNNEL_ADMIN_USERS=ops\nMYTUNNEL_LEASE_TTL={ttl}s\nMYTUNNEL_CLEANUP_INTERVAL=1s\n\
@@ -448,7 +452,7 @@ impl Stack {
             max = stack.ports.max(),
         );
         let mode_env = match options.route_mode {
-            RouteMode::Routes => String::new(),
+            RouteMode::Routes => format!("MYTUNNEL_SOCKET_DIR={}\n", stack.socket_dir().display()),
             RouteMode::Static => {
                 stack.make_socket_dir();
                 format!(
@@ -483,6 +487,11 @@ impl Stack {
                 .spawn()
                 .unwrap(),
         ));
+        assert!(
+            mytunnel_edge::testkit::wait_for_serve(&stack.socket_dir(), Duration::from_secs(20)),
+            "serve never listened; its log: {}",
+            stack.serve_log()
+        );
         stack
     }
 
