@@ -26,10 +26,12 @@ impl Edge {
     fn new(extra_env: &str) -> Edge {
         let caddy = RealCaddy::start().unwrap();
         let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("s")).unwrap();
         let env = format!(
-            "MYTUNNEL_DB_PATH={}\nMYTUNNEL_BASE_DOMAIN=t.test\nMYTUNNEL_CADDY_ADMIN_URL={}\nMYTUNNEL_MIN_PORT=23000\nMYTUNNEL_MAX_PORT=23099\n{extra_env}",
+            "MYTUNNEL_DB_PATH={}\nMYTUNNEL_BASE_DOMAIN=t.test\nMYTUNNEL_CADDY_ADMIN_URL={}\nMYTUNNEL_MIN_PORT=23000\nMYTUNNEL_MAX_PORT=23099\nMYTUNNEL_SOCKET_DIR={}\n{extra_env}",
             dir.path().join("leases.db").display(),
             caddy.admin_address(),
+            dir.path().join("s").display(),
         );
         std::fs::write(dir.path().join("mytunneld.env"), env).unwrap();
         Edge { dir, caddy }
@@ -43,6 +45,27 @@ impl Edge {
         let mut command = Command::new(env!("CARGO_BIN_EXE_mytunneld"));
         command.arg("--env-file").arg(self.env_file()).env_clear();
         command
+    }
+
+    /// Starts `mytunneld serve` (ctl asks it) logging to `log`; waits until it listens.
+    fn serve(&self, log: &Path) -> Guard {
+        let serve = Guard(
+            self.command()
+                .arg("serve")
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(log).unwrap())
+                .spawn()
+                .unwrap(),
+        );
+        assert!(
+            mytunnel_edge::testkit::wait_for_serve(
+                &self.dir.path().join("s"),
+                Duration::from_secs(20)
+            ),
+            "serve never listened: {}",
+            read(log)
+        );
+        serve
     }
 
     fn ctl(&self, args: &[&str]) -> Value {
@@ -89,21 +112,13 @@ fn serve_expires_reconciles_survives_caddy_and_stops_on_sigterm() {
     let mut edge = Edge::new(
         "MYTUNNEL_LEASE_TTL=2s\nMYTUNNEL_CLEANUP_INTERVAL=1s\nMYTUNNEL_RECONCILE_INTERVAL=1s\nMYTUNNEL_LOG_FORMAT=json\n",
     );
+    let log = edge.dir.path().join("serve.log");
+    let mut serve = edge.serve(&log);
     let long = edge.ctl(&["allocate", "--name", "long", "--ttl", "10m"]);
     let short = edge.ctl(&["allocate", "--name", "short"]);
     let long_id = long["lease_id"].as_str().unwrap().to_owned();
     let short_id = short["lease_id"].as_str().unwrap().to_owned();
-    assert!(edge.routes().contains(&short_id));
-
-    let log = edge.dir.path().join("serve.log");
-    let mut serve = Guard(
-        edge.command()
-            .arg("serve")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
-    );
+    assert!(edge.routes().contains(&long_id));
 
     // Cleanup: the 2s lease expires and its route goes; the 10m lease stays.
     assert!(
@@ -190,6 +205,7 @@ fn gate(edge: &Edge, command: Option<&str>) -> Command {
 #[test]
 fn gate_runs_allowed_verbs_refuses_the_rest_and_ignores_the_environment() {
     let edge = Edge::new("");
+    let _serve = edge.serve(&edge.dir.path().join("serve.log"));
     let output = gate(
         &edge,
         Some("mytunneld ctl allocate --name 'gated' --local-port 8080"),
