@@ -16,9 +16,11 @@
 #   must exit 1 with exactly `forbidden_command` or `override_not_allowed`.
 #
 # --binary   the mytunneld to test (default: mytunneld on PATH, else /usr/local/bin/mytunneld)
-# --env-file the edge's env file. Without it a throwaway env file and lease database are
-#            made in a temp dir, with the Caddy admin API pointing at a unix socket that does
-#            not exist, so nothing outside the temp dir is touched.
+# --env-file the edge's env file (its `mytunneld serve` must be running: ctl asks it).
+#            Without it a throwaway env file, lease database and `mytunneld serve` are made
+#            in a temp dir (serve stopped by its pid at exit), with the Caddy admin API
+#            pointing at a unix socket that does not exist, so nothing outside the temp
+#            dir is touched.
 #            With a real env file, the allocate shape creates a lease named
 #            gate-test-<pid> and deletes it again right away (Caddy may or may not be up).
 #
@@ -75,17 +77,37 @@ fi
 command -v python3 >/dev/null || die "python3 is needed to read the JSON replies" 2
 
 workdir=$(mktemp -d "${TMPDIR:-/tmp}/test-ssh-gate.XXXXXX")
-trap 'rm -rf "$workdir"' EXIT
+serve_pid=''
+cleanup() {
+    if [[ -n $serve_pid ]]; then
+        kill "$serve_pid" 2>/dev/null || true
+        wait "$serve_pid" 2>/dev/null || true
+    fi
+    rm -rf "$workdir"
+}
+trap cleanup EXIT
 
 if [[ -z $env_file ]]; then
     env_file=$workdir/mytunneld.env
+    mkdir "$workdir/s"
     {
         printf 'MYTUNNEL_DB_PATH=%s\n' "$workdir/leases.db"
         printf 'MYTUNNEL_BASE_DOMAIN=gate-test.invalid\n'
         printf 'MYTUNNEL_CADDY_ADMIN_URL=unix/%s\n' "$workdir/no-caddy.sock"
         printf 'MYTUNNEL_HEALTH_TIMEOUT=2s\n'
+        printf 'MYTUNNEL_SOCKET_DIR=%s\n' "$workdir/s"
     } >"$env_file"
-    echo "# throwaway env file and lease database in $workdir"
+    # ctl asks serve, which alone opens the lease database.
+    env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin "$binary" --env-file "$env_file" serve \
+        </dev/null >/dev/null 2>"$workdir/serve.log" &
+    serve_pid=$!
+    for _ in $(seq 200); do
+        [[ -S $workdir/s/control.sock ]] && break
+        kill -0 "$serve_pid" 2>/dev/null || die "mytunneld serve exited: $(cat "$workdir/serve.log")"
+        sleep 0.05
+    done
+    [[ -S $workdir/s/control.sock ]] || die "mytunneld serve did not listen within 10 s"
+    echo "# throwaway env file, lease database and mytunneld serve in $workdir"
 else
     [[ -f $env_file && -r $env_file ]] || die "cannot read env file $env_file" 2
     echo "# env file $env_file"

@@ -16,6 +16,7 @@
 )]
 
 use std::net::TcpStream;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -43,7 +44,8 @@ fn listening(port: u16) -> bool {
 
 /// A real sshd, a real Caddy, users alice and bob with keys in a keys directory.
 struct Edge {
-    // Dropped in order: sshd (and its connections), Caddy, then the directories.
+    // Dropped in order: serve, sshd (and its connections), Caddy, then the directories.
+    _serve: Guard,
     sshd: Sshd,
     caddy: RealCaddy,
     port: u16,
@@ -133,20 +135,30 @@ impl Edge {
         // One port in the range: alice's lease gets it.
         let port = free_port().unwrap();
         let group = nix::unistd::Group::from_name(GROUP).unwrap().unwrap();
+        let service = nix::unistd::User::from_name(SERVICE_USER)
+            .unwrap()
+            .unwrap()
+            .uid;
+        // The service user's own directories: the database (no one else may enter) and
+        // the socket directory (serve's control socket).
         let db_dir = dir.path().join("db");
-        std::fs::create_dir(&db_dir).unwrap();
-        nix::unistd::chown(&db_dir, None, Some(group.gid)).unwrap();
-        set_mode(&db_dir, 0o2770);
+        let socket_dir = dir.path().join("s");
+        for (path, mode) in [(&db_dir, 0o700), (&socket_dir, 0o755)] {
+            std::fs::create_dir(path).unwrap();
+            nix::unistd::chown(path, Some(service), Some(group.gid)).unwrap();
+            set_mode(path, mode);
+        }
         let env = dir.path().join("mytunneld.env");
         std::fs::write(
             &env,
             format!(
                 "MYTUNNEL_ROUTE_MODE=routes\nMYTUNNEL_DB_PATH={db}\nMYTUNNEL_BASE_DOMAIN={BASE_DOMAIN}\n\
                  MYTUNNEL_CADDY_ADMIN_URL={admin}\nMYTUNNEL_MIN_PORT={port}\nMYTUNNEL_MAX_PORT={port}\n\
-                 MYTUNNEL_KEYS_DIR={keys}\nMYTUNNEL_LEASE_TTL=10m\n",
+                 MYTUNNEL_KEYS_DIR={keys}\nMYTUNNEL_LEASE_TTL=10m\nMYTUNNEL_SOCKET_DIR={sockets}\n",
                 db = db_dir.join("leases.db").display(),
                 admin = caddy.admin_address(),
                 keys = keys.display(),
+                sockets = socket_dir.display(),
             ),
         )
         .unwrap();
@@ -167,7 +179,29 @@ impl Edge {
         ))
         .unwrap();
         std::fs::write(dir.path().join("known_hosts"), sshd.known_hosts_line()).unwrap();
+        // serve as the service user, the only process that opens the database.
+        let serve = Guard(
+            Command::new(&bin)
+                .uid(service.as_raw())
+                .gid(group.gid.as_raw())
+                .arg("--env-file")
+                .arg(&env)
+                .arg("serve")
+                .env_clear()
+                .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(dir.path().join("serve.log")).unwrap())
+                .spawn()
+                .unwrap(),
+        );
+        assert!(
+            mytunnel_edge::testkit::wait_for_serve(&socket_dir, Duration::from_secs(20)),
+            "serve never listened: {}",
+            std::fs::read_to_string(dir.path().join("serve.log")).unwrap_or_default()
+        );
         Edge {
+            _serve: serve,
             sshd,
             caddy,
             port,

@@ -84,8 +84,8 @@ const LEASE_COLUMNS: &str = "lease_id, original_slug, original_host, owner, edge
 impl SqliteLeaseStore {
     /// Opens (creating if needed) the database file at `path` and applies migrations.
     ///
-    /// A new file gets mode 0660 when its directory is setgid (the daemon group shares it),
-    /// 0600 otherwise.
+    /// A new file gets mode 0600 (SQLite gives its WAL and shared-memory files the same):
+    /// only `serve`, as the service user, opens it.
     pub async fn open(path: &Path, options: &SqliteStoreOptions) -> Result<Self, StoreError> {
         create_with_mode(path)?;
         let connect = SqliteConnectOptions::new()
@@ -93,7 +93,10 @@ impl SqliteLeaseStore {
             .create_if_missing(true)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(options.busy_timeout);
-        let writes = file_pool(options).connect_lazy_with(
+        // One write connection: in `serve`, the only process that writes, concurrent
+        // writers then queue in the pool (in order) instead of sleeping in SQLite's busy
+        // handler; another process's writer is still waited for by `begin_write`.
+        let writes = file_pool(options).max_connections(1).connect_lazy_with(
             connect
                 .clone()
                 .busy_timeout(options.busy_timeout.min(WRITE_ATTEMPT)),
@@ -262,10 +265,23 @@ impl SqliteLeaseStore {
                 Err(e) if is_busy(&e) && std::time::Instant::now() < deadline => {
                     tokio::task::yield_now().await;
                 }
+                // A COMMIT that failed (disk full, I/O error) leaves the connection in a
+                // transaction as far as sqlx knows, and it went back to the pool that
+                // way: close it, and the pool opens a fresh one. serve lives on.
+                Err(e) if is_stuck_in_transaction(&e) && std::time::Instant::now() < deadline => {
+                    if let Ok(mut stuck) = self.writes.acquire().await {
+                        stuck.close_on_drop();
+                    }
+                }
                 Err(e) => return Err(db_error("begin write transaction", e)),
             }
         }
     }
+}
+
+/// sqlx's refusal to begin on a connection whose last transaction did not end.
+fn is_stuck_in_transaction(e: &sqlx::Error) -> bool {
+    e.to_string().contains("non-zero transaction depth")
 }
 
 /// SQLITE_BUSY (5) or SQLITE_LOCKED (6).
@@ -275,36 +291,21 @@ fn is_busy(e: &sqlx::Error) -> bool {
         .is_some_and(|c| c == "5" || c == "6")
 }
 
-/// Creates the database file if it does not exist, never more open than 0600, then
-/// gives it its mode: 0660 when its directory is setgid (the daemon group shares it),
-/// 0600 otherwise. An existing file is left alone.
+/// Creates the database file if it does not exist, 0600: it is the service user's
+/// alone. An existing file is left alone.
 #[cfg(unix)]
 fn create_with_mode(path: &Path) -> Result<(), StoreError> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let created = std::fs::OpenOptions::new()
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(path);
-    match created {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
-        Err(e) => return Err(db_error(&format!("cannot create {}", path.display()), e)),
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(db_error(&format!("cannot create {}", path.display()), e)),
     }
-    let dir_is_setgid = path
-        .parent()
-        .map(|p| {
-            if p.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                p
-            }
-        })
-        .and_then(|dir| std::fs::metadata(dir).ok())
-        .is_some_and(|m| m.permissions().mode() & 0o2000 != 0);
-    let mode = if dir_is_setgid { 0o660 } else { 0o600 };
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .map_err(|e| db_error(&format!("cannot set mode of {}", path.display()), e))
 }
 
 #[cfg(not(unix))]

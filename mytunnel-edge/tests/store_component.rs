@@ -220,14 +220,16 @@ async fn new_db_file_is_0600_in_a_plain_dir() {
 }
 
 #[tokio::test]
-async fn new_db_file_is_0660_in_a_setgid_dir() {
+async fn new_db_file_is_0600_even_in_a_setgid_dir() {
+    // An edge from before serve owned the database had a setgid, group-shared directory:
+    // a file created there now is still the service user's alone.
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o2770)).unwrap();
     assert_eq!(mode(dir.path()), 0o2770);
     let modes = modes_of_new_db(dir.path()).await;
-    assert_eq!(modes.first().map(|m| m.1), Some(0o660), "{modes:?}");
+    assert_eq!(modes.first().map(|m| m.1), Some(0o600), "{modes:?}");
     for (name, m) in &modes {
-        assert_eq!(*m, 0o660, "{name} has mode {m:o}");
+        assert_eq!(*m, 0o600, "{name} has mode {m:o}");
     }
 }
 

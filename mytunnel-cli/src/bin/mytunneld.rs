@@ -18,10 +18,15 @@ fn main() -> ExitCode {
         .get_one::<String>("env-file")
         .map(PathBuf::from)
         .unwrap_or_default();
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    // serve answers every ctl on the edge at once: a worker per core. The short-lived
+    // commands need one thread.
+    let runtime = match matches.subcommand_name() {
+        Some("serve") => tokio::runtime::Builder::new_multi_thread(),
+        _ => tokio::runtime::Builder::new_current_thread(),
+    }
+    .enable_all()
+    .build();
+    let runtime = match runtime {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("mytunneld: cannot start the async runtime: {e}");
