@@ -23,15 +23,14 @@ use std::time::Duration;
 
 mod e2e_support;
 
-use e2e_support::{check, http_get, set_mode, App, Guard, SetupLock, BASE_DOMAIN, GROUP};
+use e2e_support::{
+    check, http_get, set_mode, App, Guard, SetupLock, BASE_DOMAIN, GROUP, SERVICE_USER,
+};
 use mytunnel_edge::testkit::{eventually, free_port, RealCaddy, Sshd};
 use serde_json::Value;
 
 /// Two of the e2e suite's users (same group, same setup lock).
 const USERS: [&str; 2] = ["alice", "bob"];
-/// The AuthorizedKeysCommandUser: like the service user, a member of the group (it reads
-/// the env file and the lease database), without a login shell.
-const SERVICE_USER: &str = "mytunneld-e2e";
 
 /// The body of `GET /` on `127.0.0.1:port`, or None.
 fn get(port: u16) -> Option<String> {

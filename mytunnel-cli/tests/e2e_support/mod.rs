@@ -30,6 +30,9 @@ use serde_json::Value;
 pub const GROUP: &str = "mytunnel-e2e";
 pub const USERS: [&str; 3] = ["alice", "bob", "ops"];
 pub const BASE_DOMAIN: &str = "e2e.test";
+/// The service user `serve` runs as (and sshd's AuthorizedKeysCommandUser): a member of
+/// the group without a login shell, as install-edge.sh makes it.
+pub const SERVICE_USER: &str = "mytunneld-e2e";
 /// Longer than the client's heartbeat interval (max(TTL/3, 10s) = 10s), so a live client
 /// keeps its lease; short enough that an abandoned lease expires quickly.
 pub const LEASE_TTL_SECS: u64 = 12;
@@ -433,14 +436,19 @@ impl Stack {
         stack.install_users();
 
         let group = nix::unistd::Group::from_name(GROUP).unwrap().unwrap();
-        // The service's own directory: no tunnel user may enter it (serve alone opens the
-        // database; ctl asks serve over its control socket).
+        // The service user's own directories, as install-edge.sh makes them: the database
+        // (no tunnel user may enter it: serve alone opens the database, ctl asks serve)
+        // and the socket directory, where serve's control socket lives in both modes.
+        let service = nix::unistd::User::from_name(SERVICE_USER)
+            .unwrap()
+            .unwrap()
+            .uid;
         let db_dir = stack.path("db");
-        std::fs::create_dir(&db_dir).unwrap();
-        set_mode(&db_dir, 0o700);
-        // serve's control socket lives in the socket directory, in both route modes.
-        std::fs::create_dir(stack.socket_dir()).unwrap();
-        set_mode(&stack.socket_dir(), 0o755);
+        for (path, mode) in [(db_dir.clone(), 0o700), (stack.socket_dir(), 0o755)] {
+            std::fs::create_dir(&path).unwrap();
+            nix::unistd::chown(&path, Some(service), Some(group.gid)).unwrap();
+            set_mode(&path, mode);
+        }
         let env = format!(
             "MYTUNNEL_DB_PATH={db}\nMYTUNNEL_BASE_DOMAIN={BASE_DOMAIN}\nMYTUNNEL_CADDY_ADMIN_URL={admin}\n\
              MYTUNNEL_ADMIN_USERS=ops\nMYTUNNEL_LEASE_TTL={ttl}s\nMYTUNNEL_CLEANUP_INTERVAL=1s\n\
@@ -471,10 +479,11 @@ impl Stack {
         std::fs::create_dir(stack.path("tmp")).unwrap();
 
         let log = std::fs::File::create(stack.path("serve.log")).unwrap();
-        // Root, with the tunnel group as its group, as the service user has on an edge:
-        // serve's control socket (0660) is then reachable by the tunnel users' ctl.
+        // The service user, with the tunnel group as its group, as on an edge: serve's
+        // control socket (0660) is then reachable by the tunnel users' ctl.
         stack.serve = Some(Guard(
             Command::new(&bin)
+                .uid(service.as_raw())
                 .gid(group.gid.as_raw())
                 .arg("--env-file")
                 .arg(&env_path)
@@ -508,7 +517,13 @@ impl Stack {
     /// own `owners/<user>/` (owned by the user, 0750; Caddy runs as root here).
     fn make_socket_dir(&self) {
         let owners = self.socket_dir().join("owners");
-        std::fs::create_dir_all(self.socket_dir().join("hosts")).unwrap();
+        let hosts = self.socket_dir().join("hosts");
+        std::fs::create_dir_all(&hosts).unwrap();
+        let service = nix::unistd::User::from_name(SERVICE_USER)
+            .unwrap()
+            .unwrap()
+            .uid;
+        nix::unistd::chown(&hosts, Some(service), None).unwrap();
         std::fs::create_dir_all(&owners).unwrap();
         for user in USERS {
             let dir = owners.join(user);
@@ -557,6 +572,17 @@ impl Stack {
             .args(["-f", GROUP])
             .status()
             .unwrap();
+        if nix::unistd::User::from_name(SERVICE_USER)
+            .unwrap()
+            .is_none()
+        {
+            let out = Command::new("useradd")
+                .args(["--system", "--no-create-home", "--home-dir", "/nonexistent"])
+                .args(["--shell", "/usr/sbin/nologin", "--gid", GROUP, SERVICE_USER])
+                .output()
+                .unwrap();
+            check(&out, "useradd service user");
+        }
         for user in USERS {
             let out = Command::new(script())
                 .arg(user)
