@@ -2,42 +2,53 @@
 # Checks an installed edge: file modes (SPEC section 8), a loopback Caddy admin URL
 # (SPEC section 7) and the service's health.
 #
-#   check-edge.sh [--destdir DIR] [--group NAME] [--proxy-group NAME]
+#   check-edge.sh [--destdir DIR] [--group NAME] [--user NAME] [--proxy-group NAME]
+#
+# GROUP (--group) is the tunnel group (default mytunnel), USER (--user) the service user
+# that runs `mytunneld serve` (default mytunneld), as given to install-edge.sh.
 #
 # Prints one line per check, `ok <check> <detail>` or `fail <check> <detail>` followed by
 # `  hint: …`, then a summary line. Checks:
 #   binary     DIR/usr/local/bin/mytunneld is mode 0755, owned by root
 #   env-file   DIR/etc/mytunneld/mytunneld.env is 0600 or 0640 (never world-readable)
-#   state-dir  DIR/var/lib/mytunneld is setgid and of group NAME (default mytunnel)
-#   database   MYTUNNEL_DB_PATH and its -wal/-shm, when present, are 0600 or 0660
+#   state-dir  the database's directory (that of MYTUNNEL_DB_PATH, normally
+#              DIR/var/lib/mytunneld) is a directory owned by the service user, not
+#              writable by group or others, holding nothing but the database's regular
+#              files <db>, <db>-wal, <db>-shm, <db>-journal (any other entry, a socket
+#              named <db>-journal above all, is named)
+#   database   MYTUNNEL_DB_PATH and its -wal/-shm/-journal, when present, are 0600 or
+#              0660 and owned by the service user
 #   keys-dir   MYTUNNEL_KEYS_DIR, when set, is a directory of root:root, not writable by
 #              group or others (sshd's AuthorizedKeysCommand trusts what it holds)
-#   sockets    static route mode only: MYTUNNEL_SOCKET_DIR (default
-#              /var/lib/mytunnel-sockets) and its hosts/ are 0755 of group NAME, owners/
-#              is 0755 root:root, and each owners/<user> is 2750 <user>:PROXY (default
-#              caddy)
+#   sockets    MYTUNNEL_SOCKET_DIR (default /var/lib/mytunnel-sockets, where serve binds
+#              control.sock) is 0755 USER:GROUP; in static route mode also its hosts/ is
+#              0755 USER:GROUP, owners/ is 0755 root:root, and each owners/<user> is 2750
+#              <user>:PROXY (default caddy)
 #   admin-url  MYTUNNEL_CADDY_ADMIN_URL is http://localhost, 127.x.y.z or [::1] (optional
 #              :PORT), or a unix socket (unix//PATH, unix:///PATH)
-#   health     `mytunneld ctl health` answers healthy
+#   health     `mytunneld ctl health` answers healthy (it asks `mytunneld serve`, which
+#              must be running)
 #
 # Exit codes: 0 all checks pass, 1 a check failed, 2 usage error.
 set -euo pipefail
 
 usage() {
-    echo "usage: $0 [--destdir DIR] [--group NAME] [--proxy-group NAME]" >&2
+    echo "usage: $0 [--destdir DIR] [--group NAME] [--user NAME] [--proxy-group NAME]" >&2
     exit 2
 }
 
 destdir=''
 group=mytunnel
+user=mytunneld
 proxy_group=caddy
 while [[ $# -gt 0 ]]; do
     case $1 in
-        --destdir | --group | --proxy-group)
+        --destdir | --group | --user | --proxy-group)
             [[ $# -ge 2 ]] || usage
             case $1 in
                 --destdir) destdir=$2 ;;
                 --group) group=$2 ;;
+                --user) user=$2 ;;
                 --proxy-group) proxy_group=$2 ;;
             esac
             shift 2
@@ -136,37 +147,93 @@ else
     fi
 fi
 
-# --- state directory -----------------------------------------------------------------------
-if [[ ! -d $state_dir ]]; then
-    fail state-dir "$state_dir is missing" "run install-edge.sh"
-else
-    mode=$(mode_of "$state_dir")
-    dir_group=$(stat -c '%G' "$state_dir")
-    if [[ $((8#$mode & 8#2000)) -ne 0 && $dir_group == "$group" ]]; then
-        pass state-dir "$state_dir mode $mode group $dir_group"
+# printable TEXT: TEXT with control characters shown as '?' (file names in the database
+# directory may come from a tunnel user of an older install).
+printable() {
+    local text=$1
+    echo "${text//[[:cntrl:]]/?}"
+}
+
+# kind_of PATH: what PATH is, in words (a symbolic link is never followed).
+kind_of() {
+    local path=$1
+    if [[ -L $path ]]; then
+        echo 'symbolic link'
+    elif [[ -f $path ]]; then
+        echo 'file'
+    elif [[ -d $path ]]; then
+        echo 'directory'
+    elif [[ -S $path ]]; then
+        echo 'socket'
+    elif [[ -p $path ]]; then
+        echo 'fifo'
+    elif [[ -b $path || -c $path ]]; then
+        echo 'device'
     else
-        fail state-dir "$state_dir mode $mode group $dir_group (want setgid, group $group)" \
-            "chgrp $group $state_dir && chmod 2770 $state_dir"
+        echo 'special file'
+    fi
+}
+
+db_path=$(env_value MYTUNNEL_DB_PATH "$env_file") || db_path=$state_dir/leases.db
+db_dir=$(dirname "$db_path")
+db_name=$(basename "$db_path")
+
+# --- database directory ------------------------------------------------------------------
+# Only serve (the service user) opens the database: nobody else may add, replace or bind
+# anything there (a socket named <db>-journal locks every tenant out).
+db_dir_visible=0
+if [[ -L $db_dir || ! -d $db_dir ]]; then
+    fail state-dir "$db_dir is missing or not a directory" "run install-edge.sh"
+elif [[ ! -r $db_dir || ! -x $db_dir ]]; then
+    fail state-dir "cannot look into $db_dir as $(id -un)" "run check-edge.sh as root"
+else
+    db_dir_visible=1
+    mode=$(mode_of "$db_dir")
+    owner=$(stat -c '%U:%G' "$db_dir")
+    problems=()
+    if [[ ${owner%%:*} != "$user" || $((8#$mode & 8#022)) -ne 0 ]]; then
+        problems+=("$db_dir is $mode $owner (want owner $user, not writable by group or others)")
+    fi
+    strays=()
+    while IFS= read -r -d '' entry; do
+        name=${entry##*/}
+        if [[ -f $entry && ! -L $entry ]]; then
+            case $name in
+                "$db_name" | "$db_name-wal" | "$db_name-shm" | "$db_name-journal") continue ;;
+            esac
+        fi
+        strays+=("$(printable "$entry") ($(kind_of "$entry"))")
+    done < <(find "$db_dir" -mindepth 1 -maxdepth 1 -print0 2>/dev/null)
+    if [[ ${#strays[@]} -gt 0 ]]; then
+        problems+=("$db_dir holds what is not the database's: ${strays[*]}")
+    fi
+    if [[ ${#problems[@]} -eq 0 ]]; then
+        pass state-dir "$db_dir mode $mode owner $owner, only the database's files"
+    else
+        fail state-dir "${problems[*]}" \
+            "rerun install-edge.sh: it makes $db_dir 0700 $user:$group and removes what is not a regular file; move other files elsewhere"
     fi
 fi
 
 # --- database ----------------------------------------------------------------------------
-db_path=$(env_value MYTUNNEL_DB_PATH "$env_file") || db_path=/var/lib/mytunneld/leases.db
 bad=()
 present=()
-for file in "$db_path" "$db_path-wal" "$db_path-shm"; do
-    [[ -f $file ]] || continue
+for file in "$db_path" "$db_path-wal" "$db_path-shm" "$db_path-journal"; do
+    [[ -f $file && ! -L $file ]] || continue
     mode=$(mode_of "$file")
-    present+=("$(basename "$file") $mode")
-    [[ $mode == 0600 || $mode == 0660 ]] || bad+=("$file")
+    owner=$(stat -c '%U' "$file")
+    present+=("$(printable "$(basename "$file")") $mode $owner")
+    [[ ($mode == 0600 || $mode == 0660) && $owner == "$user" ]] || bad+=("$(printable "$file")")
 done
-if [[ ${#present[@]} -eq 0 ]]; then
-    pass database "$db_path not created yet (the service creates it 0660)"
+if [[ $db_dir_visible -eq 0 ]]; then
+    fail database "cannot see $db_path" "see state-dir above"
+elif [[ ${#present[@]} -eq 0 ]]; then
+    pass database "$db_path not created yet (the service creates it 0600)"
 elif [[ ${#bad[@]} -eq 0 ]]; then
     pass database "$db_path: ${present[*]}"
 else
-    fail database "${bad[*]} not 0600 or 0660 (${present[*]})" \
-        "chmod 0660 ${bad[*]}"
+    fail database "${bad[*]} not 0600 or 0660 of $user (${present[*]})" \
+        "rerun install-edge.sh (it makes them 0600 $user:$group)"
 fi
 
 # --- keys directory ------------------------------------------------------------------------
@@ -185,25 +252,26 @@ if keys_dir=$(env_value MYTUNNEL_KEYS_DIR "$env_file"); then
     fi
 fi
 
-# --- socket directory (static route mode) --------------------------------------------------
+# --- socket directory ----------------------------------------------------------------------
 route_mode=$(env_value MYTUNNEL_ROUTE_MODE "$env_file") || route_mode=routes
+socket_dir=$(env_value MYTUNNEL_SOCKET_DIR "$env_file") || socket_dir=/var/lib/mytunnel-sockets
+problems=()
+# want PATH MODE OWNER GROUP
+want() {
+    local path=$1 mode=$2 owner=$3 grp=$4 got
+    if [[ -L $path || ! -d $path ]]; then
+        problems+=("$path is not a directory")
+        return
+    fi
+    got="$(mode_of "$path") $(stat -c '%U %G' "$path")"
+    if [[ $got != "$mode $owner $grp" ]]; then
+        problems+=("$path is $got (want $mode $owner $grp)")
+    fi
+}
+# serve binds control.sock here in both modes.
+want "$socket_dir" 0755 "$user" "$group"
 if [[ $route_mode == static ]]; then
-    socket_dir=$(env_value MYTUNNEL_SOCKET_DIR "$env_file") || socket_dir=/var/lib/mytunnel-sockets
-    problems=()
-    # want PATH MODE OWNER GROUP (an empty OWNER is not checked)
-    want() {
-        local path=$1 mode=$2 owner=$3 grp=$4 got
-        if [[ -L $path || ! -d $path ]]; then
-            problems+=("$path is not a directory")
-            return
-        fi
-        got="$(mode_of "$path") $(stat -c '%U %G' "$path")"
-        if [[ $(mode_of "$path") != "$mode" || (-n $owner && $(stat -c '%U' "$path") != "$owner") || $(stat -c '%G' "$path") != "$grp" ]]; then
-            problems+=("$path is $got (want $mode ${owner:-*} $grp)")
-        fi
-    }
-    want "$socket_dir" 0755 '' "$group"
-    want "$socket_dir/hosts" 0755 '' "$group"
+    want "$socket_dir/hosts" 0755 "$user" "$group"
     want "$socket_dir/owners" 0755 root root
     owners=0
     if [[ -d $socket_dir/owners && ! -L $socket_dir/owners ]]; then
@@ -213,12 +281,15 @@ if [[ $route_mode == static ]]; then
             want "$dir" 2750 "$(basename "$dir")" "$proxy_group"
         done
     fi
-    if [[ ${#problems[@]} -eq 0 ]]; then
-        pass sockets "$socket_dir: hosts 0755, owners 0755 root, $owners owner directories 2750 <user>:$proxy_group"
-    else
-        fail sockets "${problems[*]}" \
-            "rerun install-edge.sh for the layout, install-edge-ssh-key.sh USER KEY --socket-dir $socket_dir --proxy-group $proxy_group for an owner directory"
-    fi
+    summary="$socket_dir 0755 $user: hosts 0755, owners 0755 root, $owners owner directories 2750 <user>:$proxy_group"
+else
+    summary="$socket_dir 0755 $user:$group (route mode routes: control.sock only)"
+fi
+if [[ ${#problems[@]} -eq 0 ]]; then
+    pass sockets "$summary"
+else
+    fail sockets "${problems[*]}" \
+        "rerun install-edge.sh for the layout, install-edge-ssh-key.sh USER KEY --socket-dir $socket_dir --proxy-group $proxy_group for an owner directory"
 fi
 
 # --- admin URL ---------------------------------------------------------------------------
@@ -240,7 +311,7 @@ else
         pass health "mytunneld ctl health: healthy"
     else
         fail health "mytunneld ctl health exit $rc: ${health:0:400}" \
-            "is Caddy running with its admin API at the configured URL? is the database readable?"
+            "is mytunneld serve running (systemctl status mytunneld)? is Caddy running with its admin API at the configured URL?"
     fi
 fi
 

@@ -13,12 +13,16 @@
 #   /usr/local/bin/mytunneld                 0755  root:root
 #   /etc/mytunneld                           0750  root:GROUP
 #   /etc/mytunneld/mytunneld.env             0640  root:GROUP  (created once, never overwritten)
-#   /var/lib/mytunneld                       2770  root:GROUP  (setgid: the DB is shared)
+#   /var/lib/mytunneld                       0700  USER:GROUP  (the lease database: only
+#                                                               `mytunneld serve` opens it)
 #   /etc/mytunneld/keys                      0755  root:root   (tunnel keys, one file per user)
 #   /etc/systemd/system/mytunneld.service    0644  root:root
 #   /etc/ssh/sshd_config.d/mytunnel.conf     0644  root:root   (see "sshd" below)
-# and in static mode the socket directory SOCKETS (default /var/lib/mytunnel-sockets):
-#   SOCKETS                                  0755  USER:GROUP
+#   SOCKETS                                  0755  USER:GROUP  (MYTUNNEL_SOCKET_DIR, default
+#                                                               /var/lib/mytunnel-sockets: serve
+#                                                               binds control.sock there, 0660,
+#                                                               which every ctl asks)
+# and in static mode:
 #   SOCKETS/hosts                            0755  USER:GROUP  (host links, written by serve)
 #   SOCKETS/owners                           0755  root:root   (install-edge-ssh-key.sh makes
 #                                                               owners/<user>, user:PROXY 2750)
@@ -27,12 +31,22 @@
 # --destdir. With --destdir the env file's paths point inside DIR, so the installed
 # binary works there.
 #
+# An edge installed before the control socket kept the database in /var/lib/mytunneld
+# 2770 root:GROUP, written by the tunnel users' own ctl processes. A run migrates it in
+# place without touching a lease: the directory becomes 0700 USER:GROUP first (tunnel
+# users can no longer enter it), then every entry in it that is not a regular file (a
+# socket, fifo, symlink, directory: a tunnel user could leave one named like the
+# database's journal and lock every tenant out) is removed, and the database files
+# (MYTUNNEL_DB_PATH, else /var/lib/mytunneld/leases.db, with -wal and -shm) become 0600
+# USER:GROUP; their contents are never touched. Other regular files are left and named.
+# A database path that is a symbolic link is refused (exit 1): move the file into place.
+#
 # Route mode (MYTUNNEL_ROUTE_MODE): a new env file gets --route-mode (default static) and
-# MYTUNNEL_KEYS_DIR (and MYTUNNEL_SOCKET_DIR unless it is the default). An existing env
-# file is never changed: its MYTUNNEL_ROUTE_MODE is used, and one without it means routes
-# (installs from before route modes keep working). --proxy-group (default caddy) is the
-# group of the proxy that connects to the tunnel sockets; it is checked here and given
-# to install-edge-ssh-key.sh when users are enrolled.
+# MYTUNNEL_KEYS_DIR (and, in both modes, MYTUNNEL_SOCKET_DIR unless it is the default). An
+# existing env file is never changed: its MYTUNNEL_ROUTE_MODE is used, and one without it
+# means routes (installs from before route modes keep working). --proxy-group (default
+# caddy) is the group of the proxy that connects to the tunnel sockets; it is checked here
+# and given to install-edge-ssh-key.sh when users are enrolled.
 #
 # sshd: /etc/ssh/sshd_config.d/mytunnel.conf holds a `Match Group GROUP` block: tunnel keys
 # come only from `mytunneld authorized-keys %u` (run as USER), which limits each key to the
@@ -47,7 +61,8 @@
 #
 # --binary defaults to target/release/mytunneld of this repository, else `mytunneld` on
 # PATH. systemd is reloaded and the service enabled and started only when systemd runs,
-# without --destdir and without --no-systemd.
+# without --destdir and without --no-systemd; a running service is restarted when this
+# run changed its binary or its unit.
 #
 # Idempotent: a second run changes nothing. Exit codes: 0 done, 2 usage error, 1 failure.
 set -euo pipefail
@@ -237,10 +252,19 @@ case $route_mode in
     static | routes) ;;
     *) die "MYTUNNEL_ROUTE_MODE in $env_file must be static or routes: $route_mode" ;;
 esac
-if [[ $route_mode == static ]]; then
-    check_socket_dir "$env_socket_dir" || die "invalid socket directory: $env_socket_dir" 2
-    # <dir>/hosts/<63-byte slug>.sock must fit a unix socket address (mytunneld's limit).
-    [[ ${#env_socket_dir} -le 32 ]] || die "socket directory $env_socket_dir is longer than 32 bytes: choose a shorter --socket-dir${destdir:+ or --destdir}" 2
+# Both modes: serve's control socket lives there. <dir>/hosts/<63-byte slug>.sock must fit
+# a unix socket address (mytunneld's limit).
+check_socket_dir "$env_socket_dir" || die "invalid socket directory: $env_socket_dir" 2
+if [[ ${#env_socket_dir} -gt 32 ]]; then
+    if [[ $new_env -eq 1 ]]; then
+        die "socket directory $env_socket_dir is longer than 32 bytes: choose a shorter --socket-dir${destdir:+ or --destdir}" 2
+    fi
+    die "socket directory $env_socket_dir is longer than 32 bytes: set a shorter MYTUNNEL_SOCKET_DIR in $env_file" 2
+fi
+# The lease database, whose files the migration below gives to the service user.
+db_path=$state_dir/leases.db
+if [[ $new_env -eq 0 ]]; then
+    db_path=$(env_value MYTUNNEL_DB_PATH "$env_file") || db_path=$state_dir/leases.db
 fi
 
 # --- group and service user --------------------------------------------------------------
@@ -294,13 +318,18 @@ if [[ -n $destdir ]]; then
 fi
 ensure_dir "$bin_dir" 0755 root root
 ensure_dir "$etc_dir" 0750 root "$group"
-ensure_dir "$state_dir" 02770 root "$group"
+# Only serve opens the lease database: tunnel users do not even enter its directory.
+# Made 0700 before anything in it is looked at, so nobody else changes it meanwhile.
+state_dir_existed=0
+[[ -d $state_dir ]] && state_dir_existed=1
+ensure_dir "$state_dir" 0700 "$user" "$group"
 ensure_dir "$keys_dir" 0755 root root
 ensure_dir "$unit_dir" 0755 root root
+# serve binds its control socket here (both modes); in static mode Caddy reaches
+# hosts/<slug>.sock -> owners/<user>/<lease>.sock through it.
+ensure_dir "$env_socket_dir" 0755 "$user" "$group"
 if [[ $route_mode == static ]]; then
-    # Caddy reaches hosts/<slug>.sock -> owners/<user>/<lease>.sock through these; only
-    # serve (USER) writes host links; only root makes the per-owner directories.
-    ensure_dir "$env_socket_dir" 0755 "$user" "$group"
+    # Only serve (USER) writes host links; only root makes the per-owner directories.
     ensure_dir "$env_socket_dir/hosts" 0755 "$user" "$group"
     ensure_dir "$env_socket_dir/owners" 0755 root root
     if ! getent group "$proxy_group" >/dev/null; then
@@ -308,10 +337,116 @@ if [[ $route_mode == static ]]; then
     fi
 fi
 
+# --- lease database: the service user's alone ------------------------------------------------
+# kind_of PATH: what PATH is, in words (a symbolic link is never followed).
+kind_of() {
+    local path=$1
+    if [[ -L $path ]]; then
+        echo 'a symbolic link'
+    elif [[ -f $path ]]; then
+        echo 'a regular file'
+    elif [[ -d $path ]]; then
+        echo 'a directory'
+    elif [[ -S $path ]]; then
+        echo 'a unix socket'
+    elif [[ -p $path ]]; then
+        echo 'a fifo'
+    elif [[ -b $path || -c $path ]]; then
+        echo 'a device node'
+    else
+        echo 'a special file'
+    fi
+}
+
+# printable TEXT: TEXT with control characters shown as '?' (these names may come from
+# anyone who could write the old, group-writable directory).
+printable() {
+    local text=$1
+    echo "${text//[[:cntrl:]]/?}"
+}
+
+db_name=$(basename "$db_path")
+db_dir=$(dirname "$db_path")
+if [[ -L $db_path ]]; then
+    die "$(printable "$db_path") is a symbolic link (to $(printable "$(readlink -- "$db_path")")), not the lease database file: put the database file itself there, or point MYTUNNEL_DB_PATH in $env_file at it, then rerun"
+fi
+db_changed=0
+# Until this release the directory was 2770 root:GROUP and every tunnel user wrote it.
+# SQLite makes only regular files: anything else was left by a tunnel user (a socket or
+# fifo named <db>-journal stops every open of the database, a symlink redirects a write).
+while IFS= read -r -d '' entry; do
+    name=${entry##*/}
+    shown=$(printable "$entry")
+    if [[ -f $entry && ! -L $entry ]]; then
+        if [[ $db_dir == "$state_dir" ]]; then
+            case $name in
+                "$db_name" | "$db_name-wal" | "$db_name-shm")
+                    continue
+                    ;;
+                "$db_name-journal")
+                    journal_owner=$(stat -c '%U' -- "$entry")
+                    if [[ $journal_owner == "$user" ]]; then
+                        say "warning: $shown is a rollback journal of $user: left for SQLite, which applies it when serve opens the database"
+                    else
+                        # The database runs in WAL mode and keeps no rollback journal; one
+                        # the service did not write would be applied to the database when
+                        # serve opens it. Kept, not deleted, for the operator to look at.
+                        quarantine=$state_dir.quarantine
+                        install -d -m 0700 -o root -g root "$quarantine"
+                        mv -- "$entry" "$quarantine/$name.$(date -u +%Y%m%dT%H%M%SZ)"
+                        say "moved $shown (owner $journal_owner) to $quarantine: SQLite would apply a journal the service did not write to the lease database when serve starts"
+                        db_changed=1
+                    fi
+                    continue
+                    ;;
+            esac
+        fi
+        say "$shown is not a file of the lease database: left alone (check-edge.sh fails until it is moved elsewhere)"
+        continue
+    fi
+    kind=$(kind_of "$entry")
+    rm -rf --one-file-system -- "$entry"
+    db_changed=1
+    if [[ $name == "$db_name-journal" ]]; then
+        say "removed $shown, $kind: SQLite cannot open a journal that is not a regular file, so every open of the lease database failed (a tunnel user can lock all tenants out this way)"
+    else
+        say "removed $shown, $kind: the database directory holds only the database's regular files (a tunnel user could leave one while the directory was group-writable)"
+    fi
+done < <(find "$state_dir" -mindepth 1 -maxdepth 1 -print0)
+# The database files: the service user's, 0600 (serve creates new ones so); contents are
+# never touched.
+for suffix in '' -wal -shm; do
+    file=$db_path$suffix
+    shown=$(printable "$file")
+    if [[ -L $file || (-e $file && ! -f $file) ]]; then
+        # Outside the state directory (the loop above removed these inside it).
+        say "warning: $shown is $(kind_of "$file"), not a database file: left alone outside $state_dir; remove it before serve starts"
+        continue
+    fi
+    [[ -f $file ]] || continue
+    was=$(stat -c '%U:%G' -- "$file")
+    if [[ $was != "$user:$group" ]]; then
+        chown -h -- "$user:$group" "$file"
+        say "fixed owner of $shown ($was -> $user:$group): only the service opens the lease database"
+        db_changed=1
+    fi
+    was=$(stat -c '%a' -- "$file")
+    if [[ $was != 600 ]]; then
+        chmod 0600 -- "$file"
+        say "fixed mode of $shown ($was -> 600)"
+        db_changed=1
+    fi
+done
+if [[ $db_changed -eq 0 && $state_dir_existed -eq 1 ]]; then
+    say "$state_dir and the lease database are up to date"
+fi
+
 # install_file SRC DEST MODE OWNER GROUP: replaces DEST atomically when its content
-# differs; fixes mode and owner otherwise.
+# differs (and sets file_replaced=1); fixes mode and owner otherwise.
+file_replaced=0
 install_file() {
     local src=$1 dest=$2 mode=$3 owner=$4 grp=$5 tmp
+    file_replaced=0
     if [[ -f $dest ]] && cmp -s "$src" "$dest"; then
         if [[ $(stat -c '%U:%G' "$dest") != "$owner:$grp" ]]; then
             chown "$owner:$grp" "$dest"
@@ -330,10 +465,13 @@ install_file() {
         die "cannot install $dest"
     fi
     mv -f "$tmp" "$dest"
+    file_replaced=1
     say "installed $dest"
 }
 
 install_file "$binary" "$bin_path" 0755 root root
+# A running service keeps the old binary and unit until it restarts.
+service_changed=$file_replaced
 
 # --- env file: created once, never overwritten ---------------------------------------------
 if [[ -e $env_file ]]; then
@@ -354,7 +492,8 @@ else
         echo "MYTUNNEL_DB_PATH=$state_dir/leases.db"
         echo "# How hosts reach tunnels: static (one Caddy route, unix sockets) or routes."
         echo "MYTUNNEL_ROUTE_MODE=$route_mode"
-        if [[ $route_mode == static && $env_socket_dir != "$DEFAULT_SOCKET_DIR" ]]; then
+        if [[ $env_socket_dir != "$DEFAULT_SOCKET_DIR" ]]; then
+            echo "# serve's control socket (and in static mode the tunnel sockets) live here."
             echo "MYTUNNEL_SOCKET_DIR=$env_socket_dir"
         fi
         echo "# Tunnel keys, <dir>/<user>, read by \`mytunneld authorized-keys\` (sshd)."
@@ -367,11 +506,6 @@ else
 fi
 
 # --- systemd unit ------------------------------------------------------------------------
-unit_socket_paths=''
-if [[ $route_mode == static ]]; then
-    # serve writes the host links.
-    unit_socket_paths="ReadWritePaths=$socket_dir"$'\n'
-fi
 unit_tmp=$(mktemp)
 dropin_tmp=$(mktemp)
 trap 'rm -f "$unit_tmp" "$dropin_tmp"' EXIT
@@ -387,14 +521,17 @@ ExecStart=/usr/local/bin/mytunneld serve
 EnvironmentFile=-/etc/mytunneld/mytunneld.env
 User=$user
 Group=$group
-UMask=0007
+# The database and everything serve creates are its own; it gives control.sock its mode.
+UMask=0077
 Restart=on-failure
 RestartSec=2s
 
 NoNewPrivileges=yes
 ProtectSystem=strict
 ReadWritePaths=/var/lib/mytunneld
-${unit_socket_paths}ProtectHome=yes
+# control.sock, and in static mode the host links.
+ReadWritePaths=$socket_dir
+ProtectHome=yes
 PrivateTmp=yes
 PrivateDevices=yes
 ProtectKernelTunables=yes
@@ -411,6 +548,7 @@ CapabilityBoundingSet=
 WantedBy=multi-user.target
 EOF
 install_file "$unit_tmp" "$unit_file" 0644 root root
+[[ $file_replaced -eq 0 ]] || service_changed=1
 
 # --- sshd drop-in ------------------------------------------------------------------------
 sshd_dropin "$route_mode" >"$dropin_tmp"
@@ -435,8 +573,15 @@ elif [[ ! -d /run/systemd/system ]]; then
     say "systemd skipped (systemd is not running)"
 else
     systemctl daemon-reload
-    systemctl enable --now mytunneld
-    say "mytunneld enabled and started"
+    if [[ $service_changed -eq 1 ]] && systemctl is-active --quiet mytunneld; then
+        # Until it restarts, a service from before the control socket answers no ctl.
+        systemctl enable mytunneld
+        systemctl restart mytunneld
+        say "mytunneld enabled and restarted (its binary or unit changed)"
+    else
+        systemctl enable --now mytunneld
+        say "mytunneld enabled and started"
+    fi
 fi
 if [[ -z $base_domain ]] && ! grep -q '^[[:space:]]*\(export[[:space:]]\+\)\?MYTUNNEL_BASE_DOMAIN=' "$env_file"; then
     say "set MYTUNNEL_BASE_DOMAIN in $env_file before clients allocate tunnels"

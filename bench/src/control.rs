@@ -84,8 +84,8 @@ pub fn measure(binaries: &Binaries, mode: Option<RouteMode>, sizes: &[Size]) -> 
                 route_mode: mode,
                 ports: PORTS,
                 sshd: false,
-                // In static mode ctl asks serve to link each host.
-                serve: mode == Some(RouteMode::Static),
+                // ctl asks serve, which alone opens the database.
+                serve: true,
             },
         )?;
         let (routes, sockets) = runtime.block_on(seed(&edge, size.leases))?;

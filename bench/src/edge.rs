@@ -161,15 +161,10 @@ impl Edge {
             dir,
         };
         edge.install_user()?;
+        // The database directory is serve's alone (serve runs as root here).
         let db_dir = edge.path("db");
         std::fs::create_dir(&db_dir).map_err(|e| format!("mkdir {}: {e}", db_dir.display()))?;
-        nix::unistd::chown(
-            &db_dir,
-            None,
-            Some(nix::unistd::Gid::from_raw(edge.user.gid)),
-        )
-        .map_err(|e| format!("chown {}: {e}", db_dir.display()))?;
-        set_mode(&db_dir, 0o2770)?;
+        set_mode(&db_dir, 0o700)?;
         let mut env = format!(
             "MYTUNNEL_DB_PATH={db}\nMYTUNNEL_BASE_DOMAIN={BASE_DOMAIN}\n\
              MYTUNNEL_CADDY_ADMIN_URL={admin}\nMYTUNNEL_LEASE_TTL=1h\n\
@@ -182,10 +177,9 @@ impl Edge {
         if let Some(mode) = options.route_mode {
             env.push_str(&format!("MYTUNNEL_ROUTE_MODE={}\n", mode.as_str()));
         }
-        if options.route_mode == Some(RouteMode::Static) {
-            let socket_dir = edge.make_socket_dir()?;
-            env.push_str(&format!("MYTUNNEL_SOCKET_DIR={}\n", socket_dir.display()));
-        }
+        // serve's control socket lives in the socket directory, in both route modes.
+        let socket_dir = edge.make_socket_dir(options.route_mode == Some(RouteMode::Static))?;
+        env.push_str(&format!("MYTUNNEL_SOCKET_DIR={}\n", socket_dir.display()));
         let env_path = edge.env_file();
         write_file(&env_path, &env)?;
         nix::unistd::chown(
@@ -229,14 +223,16 @@ impl Edge {
             "mytunneld serve",
         )?;
         self.serve = Some(serve);
-        // Ready once it has opened (and created) the database, and in static mode once
-        // it takes link requests.
+        // Ready once it has opened (and created) the database and takes ctl requests.
         let db = self.db_path();
         let control = self
             .socket_dir()
             .map(|dir| mytunnel_edge::sockets::control_socket(&dir));
         if !poll_every(Duration::from_secs(15), Duration::from_millis(10), || {
-            db.exists() && control.as_ref().is_none_or(|c| c.exists())
+            db.exists()
+                && control
+                    .as_ref()
+                    .is_none_or(|c| std::os::unix::net::UnixStream::connect(c).is_ok())
         }) {
             return Err(format!(
                 "mytunneld serve did not create {} within 15s: {}",
@@ -247,15 +243,16 @@ impl Edge {
         Ok(())
     }
 
-    /// `static` mode's socket directory, as the env file names it.
+    /// The socket directory, as the env file names it.
     pub fn socket_dir(&self) -> Option<PathBuf> {
         self.socket_dir.as_ref().map(|d| d.path().to_owned())
     }
 
-    /// Creates `static` mode's socket directory as `install-edge.sh` lays it out:
-    /// `hosts/` for serve, `owners/` root's, and `owners/<user>` owned by each user who
-    /// allocates here (root for the bench's own ctl calls, the tunnel user).
-    fn make_socket_dir(&mut self) -> Result<PathBuf> {
+    /// Creates the socket directory as `install-edge.sh` lays it out: serve's control
+    /// socket, and in `static` mode `hosts/` for serve, `owners/` root's, and
+    /// `owners/<user>` owned by each user who allocates here (root for the bench's own
+    /// ctl calls, the tunnel user).
+    fn make_socket_dir(&mut self, static_mode: bool) -> Result<PathBuf> {
         let dir = tempfile::Builder::new()
             .prefix("mtb")
             .tempdir_in("/tmp")
@@ -265,6 +262,10 @@ impl Edge {
         nix::unistd::chown(&path, None, Some(nix::unistd::Gid::from_raw(self.user.gid)))
             .map_err(|e| format!("chown {}: {e}", path.display()))?;
         set_mode(&path, 0o2755)?;
+        if !static_mode {
+            self.socket_dir = Some(dir);
+            return Ok(path);
+        }
         let owners = mytunnel_edge::sockets::owners_dir(&path);
         for sub in [mytunnel_edge::sockets::hosts_dir(&path), owners.clone()] {
             std::fs::create_dir(&sub).map_err(|e| format!("mkdir {}: {e}", sub.display()))?;

@@ -34,9 +34,11 @@ Verbs:
   reconcile                     (admins only)
   stats
 
-The owner is always the user running the command. Daemon settings (--db-path,
---base-domain, ...; see `mytunneld serve --help`) may be given here, but not through
-the SSH gate.
+The owner is always the user running the command. ctl asks the running
+`mytunneld serve` (at <socket dir>/control.sock), which alone opens the lease database
+and answers with its own settings: of the daemon settings only --socket-dir means
+anything here (others are accepted, with a warning; never through the SSH gate).
+Without serve, every verb answers service_unavailable (exit 2) and changes nothing.
 
 Exit codes: 0 success, 1 refused (or unhealthy), 2 internal failure or bad configuration.
 
@@ -206,8 +208,8 @@ pub fn load_config(
 pub enum CtlInvocation {
     /// `--help`
     Help,
-    /// A request with its configuration.
-    Run(Box<EdgeConfig>, CtlRequest),
+    /// A request with its configuration, and warnings for stderr.
+    Run(Box<EdgeConfig>, CtlRequest, Vec<String>),
 }
 
 /// Parses `mytunneld ctl WORDS` into a configuration and a request. Errors come back as
@@ -222,8 +224,21 @@ pub fn parse_ctl(words: &[String], env_file: &Path) -> Result<CtlInvocation, (Ap
         let code = e.code.exit_code();
         (e, code)
     })?;
+    // ctl asks the running serve, which answers with its own settings: on ctl's command
+    // line only where serve listens means anything.
+    let warnings = settings
+        .keys()
+        .filter(|s| **s != Setting::SocketDir)
+        .map(|s| {
+            format!(
+                "mytunneld ctl: {} is ignored: ctl asks the running `mytunneld serve`, which uses its own settings (set {} in the env file and restart it)",
+                s.flag(),
+                s.env_var()
+            )
+        })
+        .collect();
     let (config, _warnings) = load_config(settings, env_file).map_err(usage)?;
-    Ok(CtlInvocation::Run(Box::new(config), request))
+    Ok(CtlInvocation::Run(Box::new(config), request, warnings))
 }
 
 #[cfg(test)]
@@ -294,9 +309,11 @@ mod tests {
             .map(String::from)
             .to_vec();
         match parse_ctl(&words, &PathBuf::from("/nonexistent/env")).unwrap() {
-            CtlInvocation::Run(config, request) => {
+            CtlInvocation::Run(config, request, warnings) => {
                 assert_eq!(config.db_path, PathBuf::from("/nonexistent/x.db"));
                 assert_eq!(request.verb().as_str(), "list");
+                assert_eq!(warnings.len(), 1, "{warnings:?}");
+                assert!(warnings[0].contains("--db-path is ignored"), "{warnings:?}");
             }
             CtlInvocation::Help => panic!("help"),
         }

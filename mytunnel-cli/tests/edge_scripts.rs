@@ -2,7 +2,9 @@
 //! The edge scripts (`scripts/install-edge.sh`, `check-edge.sh`, `upgrade-edge.sh`,
 //! `rollback-edge.sh`) run for real, as root, inside a temporary root (`--destdir`), with
 //! the built `mytunneld` and a real Caddy, so that `mytunneld ctl health` can be healthy.
-//! Each test uses its own group and service user, deleted when it ends.
+//! Each test uses its own group and service user, deleted when it ends. `mytunneld ctl`
+//! asks `mytunneld serve` (the only process that opens the lease database): a test that
+//! runs ctl starts the installed serve as the service user, as the installed unit would.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -12,11 +14,14 @@
 
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
 
-use mytunnel_edge::testkit::RealCaddy;
+use mytunnel_edge::testkit::{eventually, RealCaddy};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 use serde_json::Value;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_mytunneld");
@@ -58,18 +63,66 @@ impl Drop for Names {
     }
 }
 
-/// A temporary root with an installed edge and its Caddy (stopped by pid when dropped).
+/// `mytunneld serve` as the installed unit runs it: `runuser -u USER -- <bin> --env-file
+/// <env> serve`. Stopped by pid when dropped: SIGTERM to serve itself (runuser, sent a
+/// signal, waits 2 s before it passes on a SIGKILL), then runuser is waited for.
+#[derive(Debug)]
+struct Serve {
+    runuser: Child,
+    /// serve's own pid, runuser's child.
+    pid: Option<Pid>,
+    /// Its stdout and stderr.
+    log: PathBuf,
+}
+
+impl Serve {
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn stop(&mut self) {
+        self.stop_with(Signal::SIGTERM);
+    }
+
+    fn stop_with(&mut self, signal: Signal) {
+        let runuser = Pid::from_raw(i32::try_from(self.runuser.id()).unwrap());
+        let _ = kill(self.pid.unwrap_or(runuser), signal);
+        let exited = eventually(Duration::from_secs(10), || {
+            matches!(self.runuser.try_wait(), Ok(Some(_)))
+        });
+        if !exited {
+            if let Some(pid) = self.pid {
+                let _ = kill(pid, Signal::SIGKILL);
+            }
+            let _ = self.runuser.kill();
+        }
+        let _ = self.runuser.wait();
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A temporary root with an installed edge, its Caddy and, once started, its serve (each
+/// stopped by pid when dropped, serve first: the service user is deleted last).
 #[derive(Debug)]
 struct Edge {
+    serve: Option<Serve>,
     caddy: RealCaddy,
     root: tempfile::TempDir,
+    /// serve's logs, outside the root (whose listing the tests compare).
+    logs: tempfile::TempDir,
     names: Names,
     /// Extra arguments of every install (e.g. `--route-mode routes`).
     install_args: Vec<String>,
 }
 
-/// The socket directory of the tests' static installs, inside the temporary root: the
-/// default (/var/lib/mytunnel-sockets) would be too long for a unix socket path there.
+/// The socket directory of the tests' installs, inside the temporary root: the default
+/// (/var/lib/mytunnel-sockets) would be longer than the 32 bytes install-edge.sh allows
+/// there (`<tmp>/.tmpXXXXXX/sockets` fits).
 const SOCKET_DIR: &str = "/sockets";
 
 /// A script's exit code and its stdout followed by its stderr.
@@ -96,13 +149,22 @@ impl Edge {
         Edge::with_args(tag, &["--socket-dir", SOCKET_DIR])
     }
 
+    /// A new install in route mode `routes`.
+    fn routes(tag: &str) -> Edge {
+        Edge::with_args(tag, &["--route-mode", "routes", "--socket-dir", SOCKET_DIR])
+    }
+
     fn with_args(tag: &str, install_args: &[&str]) -> Edge {
         let names = Names::new(tag);
         let caddy = RealCaddy::start().unwrap();
         let root = tempfile::tempdir().unwrap();
+        // The service user reaches the installed files through the root, as through `/`.
+        set_mode(root.path(), 0o755);
         let edge = Edge {
+            serve: None,
             caddy,
             root,
+            logs: tempfile::tempdir().unwrap(),
             names,
             install_args: install_args.iter().map(|a| (*a).to_owned()).collect(),
         };
@@ -129,6 +191,111 @@ impl Edge {
 
     fn db(&self) -> PathBuf {
         self.path("var/lib/mytunneld/leases.db")
+    }
+
+    fn state_dir(&self) -> PathBuf {
+        self.path("var/lib/mytunneld")
+    }
+
+    /// The database's files that exist: `leases.db` and its `-wal`, `-shm`.
+    fn db_files(&self) -> Vec<PathBuf> {
+        ["", "-wal", "-shm"]
+            .iter()
+            .map(|suffix| PathBuf::from(format!("{}{suffix}", self.db().display())))
+            .filter(|p| p.exists())
+            .collect()
+    }
+
+    /// The socket directory the installed env file names (serve binds control.sock there).
+    fn socket_dir(&self) -> PathBuf {
+        let env = std::fs::read_to_string(self.env_file()).unwrap();
+        env.lines()
+            .filter_map(|l| l.strip_prefix("MYTUNNEL_SOCKET_DIR="))
+            .next_back()
+            .map_or_else(|| PathBuf::from("/var/lib/mytunnel-sockets"), PathBuf::from)
+    }
+
+    fn service_user(&self) -> nix::unistd::User {
+        nix::unistd::User::from_name(&self.names.user)
+            .unwrap()
+            .unwrap()
+    }
+
+    /// Starts the installed `mytunneld serve` as the service user, the way the installed
+    /// unit does, and waits until its control socket exists and `ctl health` answers.
+    fn start_serve(&mut self) {
+        assert!(self.serve.is_none(), "serve runs already");
+        let log = self.logs.path().join("serve.log");
+        let log_file = std::fs::File::create(&log).unwrap();
+        let runuser = Command::new("runuser")
+            .args(["-u", &self.names.user, "--"])
+            .arg(self.bin())
+            .arg("--env-file")
+            .arg(self.env_file())
+            .arg("serve")
+            // No MYTUNNEL_* from the test's environment: the env file only, as systemd.
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().unwrap())
+            .stderr(log_file)
+            .spawn()
+            .unwrap();
+        let mut serve = Serve {
+            runuser,
+            pid: None,
+            log,
+        };
+        let children = format!("/proc/{0}/task/{0}/children", serve.runuser.id());
+        let found = eventually(Duration::from_secs(10), || {
+            serve.pid = std::fs::read_to_string(&children)
+                .ok()
+                .and_then(|c| c.split_whitespace().next()?.parse().ok())
+                .map(Pid::from_raw);
+            serve.pid.is_some() || matches!(serve.runuser.try_wait(), Ok(Some(_)))
+        });
+        assert!(
+            found && serve.pid.is_some(),
+            "serve did not start: {}",
+            serve.log_text()
+        );
+        let control = self.socket_dir().join("control.sock");
+        let ready = eventually(Duration::from_secs(20), || {
+            if matches!(serve.runuser.try_wait(), Ok(Some(_))) {
+                return true;
+            }
+            control.exists() && {
+                let (_, health) = self.try_ctl(&["health"]);
+                health.is_some_and(|h| h.get("healthy").is_some())
+            }
+        });
+        let exited = serve.runuser.try_wait().unwrap();
+        assert!(
+            ready && exited.is_none(),
+            "serve is not answering on {} (exit {exited:?}): {}",
+            control.display(),
+            serve.log_text()
+        );
+        self.serve = Some(serve);
+    }
+
+    /// Stops serve (by its pid) and waits for it.
+    fn stop_serve(&mut self) {
+        let mut serve = self.serve.take().expect("serve is not running");
+        serve.stop();
+    }
+
+    /// Kills serve with SIGKILL (no checkpoint: the database keeps its -wal and -shm).
+    fn kill_serve(&mut self) {
+        let mut serve = self.serve.take().expect("serve is not running");
+        serve.stop_with(Signal::SIGKILL);
+    }
+
+    /// What systemd does to the service around a binary or database change: the scripts
+    /// leave it alone with --destdir.
+    fn restart_serve(&mut self) {
+        self.stop_serve();
+        self.start_serve();
     }
 
     fn script(&self, name: &str, args: &[&str]) -> Run {
@@ -175,6 +342,8 @@ impl Edge {
                 self.destdir().to_str().unwrap(),
                 "--group",
                 &self.names.group,
+                "--user",
+                &self.names.user,
             ],
         )
     }
@@ -197,9 +366,8 @@ impl Edge {
         )
     }
 
-    /// `mytunneld ctl <args>` with the installed binary and env file.
-    fn ctl(&self, args: &[&str]) -> (Option<i32>, Value) {
-        let output = Command::new(self.bin())
+    fn ctl_output(&self, args: &[&str]) -> Output {
+        Command::new(self.bin())
             .arg("--env-file")
             .arg(self.env_file())
             .arg("ctl")
@@ -207,7 +375,23 @@ impl Edge {
             .env_clear()
             .stdin(Stdio::null())
             .output()
-            .unwrap();
+            .unwrap()
+    }
+
+    /// `mytunneld ctl <args>` (as root) with the installed binary and env file: its exit
+    /// code and its output, when that is JSON other than `service_unavailable`.
+    fn try_ctl(&self, args: &[&str]) -> (Option<i32>, Option<Value>) {
+        let output = self.ctl_output(args);
+        let value = serde_json::from_slice::<Value>(&output.stdout)
+            .ok()
+            .filter(|v| v["error"]["code"] != "service_unavailable");
+        (output.status.code(), value)
+    }
+
+    /// `mytunneld ctl <args>`; serve must be running.
+    fn ctl(&self, args: &[&str]) -> (Option<i32>, Value) {
+        assert!(self.serve.is_some(), "ctl needs serve: start_serve first");
+        let output = self.ctl_output(args);
         let stdout = String::from_utf8_lossy(&output.stdout);
         let value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
             panic!(
@@ -295,7 +479,7 @@ fn failed_checks(run: &Run) -> Vec<String> {
 
 #[test]
 fn install_twice_is_idempotent_with_exact_modes_and_a_hardened_unit() {
-    let edge = Edge::new("a");
+    let mut edge = Edge::new("a");
     let before = listing(edge.destdir());
     let second = edge.install();
     assert_eq!(second.code, Some(0), "{}", second.text);
@@ -311,7 +495,6 @@ fn install_twice_is_idempotent_with_exact_modes_and_a_hardened_unit() {
         ("usr/local/bin/mytunneld", 0o755, 0),
         ("etc/mytunneld", 0o750, gid),
         ("etc/mytunneld/mytunneld.env", 0o640, gid),
-        ("var/lib/mytunneld", 0o2770, gid),
         ("etc/systemd/system/mytunneld.service", 0o644, 0),
         ("etc/mytunneld/keys", 0o755, 0),
         ("etc/ssh/sshd_config.d/mytunnel.conf", 0o644, 0),
@@ -324,18 +507,24 @@ fn install_twice_is_idempotent_with_exact_modes_and_a_hardened_unit() {
         assert_eq!(meta.uid(), 0, "{relative} not owned by root");
         assert_eq!(meta.gid(), want_gid, "{relative}: group");
     }
-    // The socket directory and its host links belong to the service user.
-    let service_uid = nix::unistd::User::from_name(&edge.names.user)
-        .unwrap()
-        .unwrap()
-        .uid
-        .as_raw();
-    for relative in ["sockets", "sockets/hosts"] {
+    // The lease database's directory, the socket directory and its host links belong to
+    // the service user; tunnel users cannot even enter the first.
+    let service_uid = edge.service_user().uid.as_raw();
+    for (relative, want_mode) in [
+        ("var/lib/mytunneld", 0o700),
+        ("sockets", 0o755),
+        ("sockets/hosts", 0o755),
+    ] {
         let path = edge.path(relative);
         let meta = std::fs::metadata(&path).unwrap();
-        assert_eq!(mode(&path), 0o755, "{relative}: mode {:o}", mode(&path));
+        assert_eq!(mode(&path), want_mode, "{relative}: mode {:o}", mode(&path));
         assert_eq!((meta.uid(), meta.gid()), (service_uid, gid), "{relative}");
     }
+    assert!(
+        second.text.contains("lease database are up to date"),
+        "{}",
+        second.text
+    );
     assert_eq!(
         std::fs::read(edge.bin()).unwrap(),
         std::fs::read(BINARY).unwrap()
@@ -380,7 +569,7 @@ fn install_twice_is_idempotent_with_exact_modes_and_a_hardened_unit() {
         "MemoryDenyWriteExecute=yes",
         "SystemCallArchitectures=native",
         "CapabilityBoundingSet=",
-        "UMask=0007",
+        "UMask=0077",
         "Restart=on-failure",
         "EnvironmentFile=-/etc/mytunneld/mytunneld.env",
     ] {
@@ -418,10 +607,36 @@ fn install_twice_is_idempotent_with_exact_modes_and_a_hardened_unit() {
     assert_sshd_applies_dropin(&edge);
     assert_printed_dropin_is_installed(&edge, "static");
 
-    // The installed binary works in the temporary root (health in static mode needs
-    // `mytunneld serve`, which this test does not start).
+    // Without serve, ctl says so at once; nothing else opens the database.
+    let started = std::time::Instant::now();
+    let output = edge.ctl_output(&["list"]);
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(output.status.code(), Some(2));
+    let reply: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(reply["error"]["code"], "service_unavailable", "{reply}");
+    assert!(!edge.db().exists());
+
+    // The installed binary works in the temporary root, run as the unit runs it: serve
+    // makes the database its own (0600, whatever its umask) and answers root's ctl on a
+    // control socket of its group.
+    edge.start_serve();
     let (code, list) = edge.ctl(&["list"]);
     assert_eq!((code, list), (Some(0), serde_json::json!([])));
+    for file in edge.db_files() {
+        let meta = std::fs::metadata(&file).unwrap();
+        assert_eq!(mode(&file), 0o600, "{}", file.display());
+        assert_eq!(
+            (meta.uid(), meta.gid()),
+            (service_uid, gid),
+            "{}",
+            file.display()
+        );
+    }
+    let control = edge.path("sockets/control.sock");
+    let meta = std::fs::metadata(&control).unwrap();
+    assert!(meta.file_type().is_socket());
+    assert_eq!(mode(&control), 0o660);
+    assert_eq!((meta.uid(), meta.gid()), (service_uid, gid));
 }
 
 /// The settings of the sshd drop-in's `Match Group <group>` block (comments left out).
@@ -535,17 +750,36 @@ AllowTcpForwarding yes
 }
 
 #[test]
-fn routes_mode_install_has_no_socket_directory_and_a_tcp_dropin() {
-    let edge = Edge::with_args("r", &["--route-mode", "routes"]);
+fn routes_mode_install_has_a_socket_directory_for_control_only_and_a_tcp_dropin() {
+    let mut edge = Edge::routes("r");
     let env = std::fs::read_to_string(edge.env_file()).unwrap();
     assert!(
         env.lines().any(|l| l == "MYTUNNEL_ROUTE_MODE=routes"),
         "{env}"
     );
-    assert!(!env.contains("MYTUNNEL_SOCKET_DIR"), "{env}");
+    // serve's control socket lives in the socket directory in this mode too, but no
+    // tunnel socket does.
+    assert!(
+        env.lines()
+            .any(|l| l == format!("MYTUNNEL_SOCKET_DIR={}", edge.path("sockets").display())),
+        "{env}"
+    );
+    let sockets = edge.path("sockets");
+    let meta = std::fs::metadata(&sockets).unwrap();
+    assert_eq!(mode(&sockets), 0o755);
+    assert_eq!(
+        (meta.uid(), meta.gid()),
+        (edge.service_user().uid.as_raw(), edge.gid())
+    );
+    assert!(!sockets.join("hosts").exists());
+    assert!(!sockets.join("owners").exists());
     assert!(!edge.path("var/lib/mytunnel-sockets").exists());
     let unit = std::fs::read_to_string(edge.path("etc/systemd/system/mytunneld.service")).unwrap();
-    assert_eq!(unit.matches("ReadWritePaths=").count(), 1, "{unit}");
+    assert_eq!(unit.matches("ReadWritePaths=").count(), 2, "{unit}");
+    assert!(
+        unit.lines().any(|l| l == "ReadWritePaths=/sockets"),
+        "{unit}"
+    );
     assert_eq!(
         dropin_settings(&edge),
         [
@@ -568,15 +802,23 @@ fn routes_mode_install_has_no_socket_directory_and_a_tcp_dropin() {
         again.text
     );
     assert_eq!(listing(edge.destdir()), before);
+    edge.start_serve();
     edge.assert_healthy();
     let check = edge.check();
     assert_eq!(check.code, Some(0), "{}", check.text);
-    assert!(!check.text.contains(" sockets "), "{}", check.text);
+    assert!(
+        check
+            .text
+            .lines()
+            .any(|l| l.starts_with("ok sockets ") && l.contains("control.sock only")),
+        "{}",
+        check.text
+    );
 }
 
 #[test]
 fn an_install_from_before_route_modes_stays_routes_without_a_dropin_until_asked() {
-    let edge = Edge::with_args("o", &["--route-mode", "routes"]);
+    let mut edge = Edge::routes("o");
     // What an older install.sh left: no route mode, no keys dir, no drop-in.
     let env = std::fs::read_to_string(edge.env_file()).unwrap();
     let old: String = env
@@ -599,6 +841,8 @@ fn an_install_from_before_route_modes_stays_routes_without_a_dropin_until_asked(
         assert!(run.text.contains("route mode routes"), "{}", run.text);
         assert!(!dropin.exists());
         assert!(!edge.path("var/lib/mytunnel-sockets").exists());
+        assert!(edge.path("sockets").is_dir());
+        assert!(!edge.path("sockets/hosts").exists());
         assert_eq!(std::fs::read_to_string(edge.env_file()).unwrap(), old);
     }
     let run = edge.install_with(&["--sshd-dropin"]);
@@ -609,6 +853,7 @@ fn an_install_from_before_route_modes_stays_routes_without_a_dropin_until_asked(
     let run = edge.install_with(&[]);
     assert_eq!(run.code, Some(0), "{}", run.text);
     assert_eq!(listing(edge.destdir()), before);
+    edge.start_serve();
     edge.assert_healthy();
 }
 
@@ -622,8 +867,10 @@ fn install_refuses_bad_route_settings() {
         (vec!["--socket-dir", "relative/dir"], "invalid --socket-dir"),
         (vec!["--socket-dir", "/a/../b"], "invalid --socket-dir"),
         (vec!["--proxy-group", "Bad Group"], "invalid proxy group"),
-        // Inside the temporary root the default socket directory is too long.
+        // Inside the temporary root the default socket directory is too long, in both
+        // modes (serve's control socket lives there).
         (vec![], "longer than 32 bytes"),
+        (vec!["--route-mode", "routes"], "longer than 32 bytes"),
     ] {
         let mut all = vec![
             "--destdir",
@@ -649,19 +896,25 @@ fn install_refuses_bad_route_settings() {
 
 #[test]
 fn check_edge_passes_then_names_each_failed_check() {
-    let mut edge = Edge::with_args("b", &["--route-mode", "routes"]);
+    let mut edge = Edge::routes("b");
+    // No serve, no health: the one check that needs the running service.
+    let run = edge.check();
+    assert_eq!(run.code, Some(1), "{}", run.text);
+    assert_eq!(failed_checks(&run), ["health"], "{}", run.text);
+    assert!(run.text.contains("service_unavailable"), "{}", run.text);
+    edge.start_serve();
     let good = edge.check();
     assert_eq!(good.code, Some(0), "{}", good.text);
     assert!(good.text.contains("ok health"), "{}", good.text);
-    // The first health check created the database (0660 in the setgid directory).
-    assert_eq!(mode(&edge.db()), 0o660);
-    let good = edge.check();
-    assert_eq!(good.code, Some(0), "{}", good.text);
+    // serve created the database: the service user's, 0600.
+    assert_eq!(mode(&edge.db()), 0o600);
     assert!(
         good.text.lines().all(|l| !l.starts_with("fail")),
         "{}",
         good.text
     );
+    assert!(good.text.contains("ok state-dir "), "{}", good.text);
+    let service_user = edge.service_user();
 
     let env_text = std::fs::read_to_string(edge.env_file()).unwrap();
     let admin = edge.caddy.admin_address().to_string();
@@ -688,25 +941,30 @@ fn check_edge_passes_then_names_each_failed_check() {
             Box::new(|e: &mut Edge| set_mode(&e.env_file(), 0o640)),
         ),
         (
-            "state dir without setgid",
+            "state dir owned by root",
             vec!["state-dir"],
-            Box::new(|e: &mut Edge| set_mode(&e.path("var/lib/mytunneld"), 0o770)),
-            Box::new(|e: &mut Edge| set_mode(&e.path("var/lib/mytunneld"), 0o2770)),
+            Box::new(|e: &mut Edge| {
+                nix::unistd::chown(&e.state_dir(), Some(nix::unistd::Uid::from_raw(0)), None)
+                    .unwrap()
+            }),
+            Box::new(|e: &mut Edge| {
+                nix::unistd::chown(&e.state_dir(), Some(service_user.uid), None).unwrap();
+            }),
         ),
         (
             "database 0644",
             vec!["database"],
             Box::new(|e: &mut Edge| set_mode(&e.db(), 0o644)),
-            // The check's own `ctl health` may have opened the 0644 database meanwhile,
-            // and SQLite gives its -wal/-shm files the database's mode: restore all three.
+            Box::new(|e: &mut Edge| set_mode(&e.db(), 0o600)),
+        ),
+        (
+            "database owned by root",
+            vec!["database"],
             Box::new(|e: &mut Edge| {
-                set_mode(&e.db(), 0o660);
-                for suffix in ["-wal", "-shm"] {
-                    let side = std::path::PathBuf::from(format!("{}{suffix}", e.db().display()));
-                    if side.exists() {
-                        set_mode(&side, 0o660);
-                    }
-                }
+                nix::unistd::chown(&e.db(), Some(nix::unistd::Uid::from_raw(0)), None).unwrap()
+            }),
+            Box::new(|e: &mut Edge| {
+                nix::unistd::chown(&e.db(), Some(service_user.uid), None).unwrap();
             }),
         ),
         (
@@ -761,7 +1019,11 @@ fn check_edge_passes_then_names_each_failed_check() {
 
 #[test]
 fn upgrade_rolls_back_a_broken_binary_and_rollback_restores_the_previous_one() {
-    let mut edge = Edge::with_args("c", &["--route-mode", "routes"]);
+    // With --destdir the scripts leave the service alone: serve keeps running through
+    // each of them (their health checks ask it), and the test restarts it afterwards,
+    // as systemd would have, so that it runs the installed binary on the installed files.
+    let mut edge = Edge::routes("c");
+    edge.start_serve();
     let original = std::fs::read(BINARY).unwrap();
     let (code, lease) = edge.ctl(&["allocate", "--local-port", "3000", "--name", "keep"]);
     assert_eq!(code, Some(0), "{lease}");
@@ -785,6 +1047,7 @@ fn upgrade_rolls_back_a_broken_binary_and_rollback_restores_the_previous_one() {
             broken.display()
         );
         assert_eq!(mode(&edge.bin()), 0o755);
+        edge.restart_serve();
         edge.assert_healthy();
         assert_eq!(edge.lease_names(), ["keep"]);
     }
@@ -800,6 +1063,7 @@ fn upgrade_rolls_back_a_broken_binary_and_rollback_restores_the_previous_one() {
     assert!(run.text.contains("upgraded"), "{}", run.text);
     assert!(std::fs::read(edge.bin()).unwrap() == newer);
     assert_eq!(mode(&edge.bin()), 0o755);
+    edge.restart_serve();
     edge.assert_healthy();
 
     // A lease made after the upgrade goes with the rollback (the DB is restored too).
@@ -812,6 +1076,7 @@ fn upgrade_rolls_back_a_broken_binary_and_rollback_restores_the_previous_one() {
         "rollback did not restore the previous binary"
     );
     assert_eq!(mode(&edge.bin()), 0o755);
+    edge.restart_serve();
     edge.assert_healthy();
     assert_eq!(edge.lease_names(), ["keep"]);
 
@@ -896,6 +1161,8 @@ fn check_edge_checks_the_socket_layout_in_static_mode() {
             edge.destdir().to_str().unwrap(),
             "--group",
             &edge.names.group,
+            "--user",
+            &edge.names.user,
             "--proxy-group",
             &proxy,
         ],
@@ -913,4 +1180,238 @@ fn check_edge_checks_the_socket_layout_in_static_mode() {
     set_mode(&dir, 0o2770);
     let run = edge.check();
     assert!(sockets_line(&run).contains("is 2770"), "{}", run.text);
+}
+
+/// The active leases `ctl list` shows: (lease id, slug, port).
+fn active_leases(edge: &Edge) -> Vec<(String, String, u64)> {
+    let (code, list) = edge.ctl(&["list"]);
+    assert_eq!(code, Some(0), "{list}");
+    let mut leases: Vec<_> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["state"] == "active")
+        .map(|l| {
+            (
+                l["lease_id"].as_str().unwrap().to_owned(),
+                l["slug"].as_str().unwrap().to_owned(),
+                l["edge_bind_port"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    leases.sort();
+    leases
+}
+
+/// The line check-edge printed for `check`.
+fn check_line(run: &Run, check: &str) -> String {
+    run.text
+        .lines()
+        .find(|l| {
+            l.starts_with(&format!("ok {check} ")) || l.starts_with(&format!("fail {check} "))
+        })
+        .unwrap_or_else(|| panic!("no {check} check: {}", run.text))
+        .to_owned()
+}
+
+#[test]
+fn rerunning_install_migrates_a_shared_database_directory_without_losing_a_lease() {
+    let mut edge = Edge::routes("m");
+    edge.start_serve();
+    for (port, name) in [("3000", "kept-one"), ("3001", "kept-two")] {
+        let (code, lease) = edge.ctl(&["allocate", "--local-port", port, "--name", name]);
+        assert_eq!(code, Some(0), "{lease}");
+    }
+    let before = active_leases(&edge);
+    assert_eq!(before.len(), 2, "{before:?}");
+    // Killed, as by a crash: the leases are still in the write-ahead log, which must
+    // survive the migration with the database.
+    edge.kill_serve();
+
+    // What an install from before the control socket looked like: the directory 2770
+    // root:GROUP, the database made by a tunnel user's ctl (0660, that user's) and a
+    // unix socket a tunnel user bound as the database's journal, which stops every open.
+    let state_dir = edge.state_dir();
+    let group = nix::unistd::Gid::from_raw(edge.gid());
+    nix::unistd::chown(&state_dir, Some(nix::unistd::Uid::from_raw(0)), Some(group)).unwrap();
+    set_mode(&state_dir, 0o2770);
+    let tenant = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+    let db_files = edge.db_files();
+    assert_eq!(db_files.len(), 3, "{db_files:?}");
+    for file in &db_files {
+        nix::unistd::chown(file, Some(tenant.uid), Some(group)).unwrap();
+        set_mode(file, 0o660);
+    }
+    let journal = state_dir.join("leases.db-journal");
+    drop(std::os::unix::net::UnixListener::bind(&journal).unwrap());
+    assert!(std::fs::symlink_metadata(&journal)
+        .unwrap()
+        .file_type()
+        .is_socket());
+    let contents: Vec<Vec<u8>> = db_files.iter().map(|f| std::fs::read(f).unwrap()).collect();
+
+    let run = edge.check();
+    assert_eq!(run.code, Some(1), "{}", run.text);
+    let line = check_line(&run, "state-dir");
+    assert!(line.starts_with("fail state-dir "), "{}", run.text);
+    assert!(
+        line.contains(&format!("{} is 2770 root:", state_dir.display())),
+        "{line}"
+    );
+    assert!(
+        line.contains(&format!("{} (socket)", journal.display())),
+        "{line}"
+    );
+    assert!(
+        check_line(&run, "database").starts_with("fail database "),
+        "{}",
+        run.text
+    );
+    assert_eq!(
+        failed_checks(&run),
+        ["state-dir", "database", "health"],
+        "{}",
+        run.text
+    );
+
+    let run = edge.install();
+    assert_eq!(run.code, Some(0), "{}", run.text);
+    assert!(
+        run.text
+            .lines()
+            .any(|l| l.contains(&format!("removed {}, a unix socket", journal.display()))),
+        "{}",
+        run.text
+    );
+    assert!(
+        std::fs::symlink_metadata(&journal).is_err(),
+        "the socket is still there"
+    );
+    let service = edge.service_user();
+    let meta = std::fs::metadata(&state_dir).unwrap();
+    assert_eq!(mode(&state_dir), 0o700);
+    assert_eq!(
+        (meta.uid(), meta.gid()),
+        (service.uid.as_raw(), group.as_raw())
+    );
+    for (file, content) in db_files.iter().zip(&contents) {
+        let meta = std::fs::metadata(file).unwrap();
+        assert_eq!(mode(file), 0o600, "{}", file.display());
+        assert_eq!(
+            (meta.uid(), meta.gid()),
+            (service.uid.as_raw(), group.as_raw()),
+            "{}",
+            file.display()
+        );
+        assert!(
+            std::fs::read(file).unwrap() == *content,
+            "{} changed",
+            file.display()
+        );
+    }
+    // Migrated once: the next run changes nothing.
+    let listed = listing(edge.destdir());
+    let again = edge.install();
+    assert_eq!(again.code, Some(0), "{}", again.text);
+    assert!(
+        again.text.contains("lease database are up to date"),
+        "{}",
+        again.text
+    );
+    assert_eq!(listing(edge.destdir()), listed);
+
+    // Everything but the running service checks out; with serve, all of it, and every
+    // lease is there.
+    let run = edge.check();
+    assert_eq!(failed_checks(&run), ["health"], "{}", run.text);
+    edge.start_serve();
+    let run = edge.check();
+    assert_eq!(run.code, Some(0), "{}", run.text);
+    assert_eq!(active_leases(&edge), before);
+}
+
+#[test]
+fn check_edge_fails_on_a_writable_database_directory_and_on_anything_else_in_it() {
+    let mut edge = Edge::routes("d");
+    edge.start_serve();
+    let good = edge.check();
+    assert_eq!(good.code, Some(0), "{}", good.text);
+    let state_dir = edge.state_dir();
+
+    for writable in [0o770, 0o2770, 0o702] {
+        set_mode(&state_dir, writable);
+        let run = edge.check();
+        assert_eq!(run.code, Some(1), "{writable:o}: {}", run.text);
+        assert_eq!(
+            failed_checks(&run),
+            ["state-dir"],
+            "{writable:o}: {}",
+            run.text
+        );
+        let line = check_line(&run, "state-dir");
+        assert!(
+            line.contains(&format!("{} is {writable:04o} ", state_dir.display())),
+            "{line}"
+        );
+        set_mode(&state_dir, 0o700);
+    }
+
+    // Anything that is not the database's regular files, under any name.
+    let notes = state_dir.join("notes.txt");
+    std::fs::write(&notes, "a file of someone's\n").unwrap();
+    let fifo = state_dir.join("leases.db-journal");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let link = state_dir.join("leases.db-old");
+    std::os::unix::fs::symlink("/etc/passwd", &link).unwrap();
+    let run = edge.check();
+    assert_eq!(run.code, Some(1), "{}", run.text);
+    assert_eq!(failed_checks(&run), ["state-dir"], "{}", run.text);
+    let line = check_line(&run, "state-dir");
+    for (path, kind) in [(&notes, "file"), (&fifo, "fifo"), (&link, "symbolic link")] {
+        assert!(
+            line.contains(&format!("{} ({kind})", path.display())),
+            "{line}"
+        );
+    }
+    for path in [&fifo, &link] {
+        std::fs::remove_file(path).unwrap();
+    }
+    let run = edge.check();
+    assert_eq!(failed_checks(&run), ["state-dir"], "{}", run.text);
+    assert!(
+        check_line(&run, "state-dir").contains("notes.txt (file)"),
+        "{}",
+        run.text
+    );
+    // install-edge.sh leaves a regular file alone, and says so.
+    let install = edge.install();
+    assert_eq!(install.code, Some(0), "{}", install.text);
+    assert!(
+        install.text.contains(&format!(
+            "{} is not a file of the lease database: left alone",
+            notes.display()
+        )),
+        "{}",
+        install.text
+    );
+    assert!(notes.exists());
+    std::fs::remove_file(&notes).unwrap();
+    let run = edge.check();
+    assert_eq!(run.code, Some(0), "{}", run.text);
+
+    // A regular rollback journal someone else wrote (SQLite would apply it when serve
+    // opens the database): install-edge.sh moves it out of the directory, kept aside.
+    let journal = state_dir.join("leases.db-journal");
+    std::fs::write(&journal, "not a journal the service wrote").unwrap();
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+    nix::unistd::chown(&journal, Some(nobody.uid), None).unwrap();
+    let install = edge.install();
+    assert_eq!(install.code, Some(0), "{}", install.text);
+    assert!(!journal.exists(), "{}", install.text);
+    let quarantine = state_dir.with_extension("quarantine");
+    let kept: Vec<_> = std::fs::read_dir(&quarantine).unwrap().collect();
+    assert_eq!(kept.len(), 1, "{}", install.text);
+    assert!(install.text.contains("moved"), "{}", install.text);
+    let run = edge.check();
+    assert_eq!(run.code, Some(0), "{}", run.text);
 }

@@ -75,9 +75,9 @@ impl ControlRequest {
         })?;
         // The words go through the allow-list parser first, so its error code survives.
         if let Some(words) = value.get("ctl").and_then(serde_json::Value::as_array) {
-            let words: Vec<&str> = words.iter().filter_map(serde_json::Value::as_str).collect();
-            if words.len() == value["ctl"].as_array().map_or(0, Vec::len) {
-                CtlRequest::parse_args(&words)?;
+            let text: Vec<&str> = words.iter().filter_map(serde_json::Value::as_str).collect();
+            if text.len() == words.len() {
+                CtlRequest::parse_args(&text)?;
             }
         }
         let request: ControlRequest = serde_json::from_value(value).map_err(|e| {

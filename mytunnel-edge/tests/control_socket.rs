@@ -315,15 +315,13 @@ async fn an_allocation_nobody_hears_about_is_undone() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // And a caller that leaves before acceptance is never served at all.
-    let answer = {
+    {
         let mut stream = UnixStream::connect(&serve.socket).await.unwrap();
         stream
             .write_all(b"{\"v\":1,\"ctl\":[\"allocate\",\"--name\",\"ghost\"]}\n")
             .await
             .unwrap();
-        drop(stream);
-    };
-    let () = answer;
+    }
     let named = control::call(
         &serve.socket,
         &CtlRequest::Allocate(AllocateRequest {

@@ -53,7 +53,10 @@ fn main() -> ExitCode {
                     println!("{CTL_HELP}");
                     return ExitCode::SUCCESS;
                 }
-                Ok(CtlInvocation::Run(config, request)) => {
+                Ok(CtlInvocation::Run(config, request, warnings)) => {
+                    for warning in warnings {
+                        eprintln!("{warning}");
+                    }
                     runtime.block_on(ctl::run(&config, request))
                 }
                 Err((error, exit_code)) => CtlOutput {
