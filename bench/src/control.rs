@@ -273,9 +273,7 @@ async fn seed(edge: &Edge, count: usize) -> Result<(Vec<Value>, Vec<SocketPath>)
         .await
         .map_err(|e| format!("open {}: {e}", edge.db_path().display()))?;
     let owner: Owner = USER.parse().map_err(|e| format!("owner: {e}"))?;
-    let owners_dir = edge
-        .socket_dir()
-        .map(|dir| mytunnel_edge::sockets::owners_dir(&dir));
+    let owners_dir = edge.owners_dir();
     let base_domain: BaseDomain = BASE_DOMAIN
         .parse()
         .map_err(|e| format!("base domain: {e}"))?;

@@ -248,6 +248,13 @@ impl Edge {
         self.socket_dir.as_ref().map(|d| d.path().to_owned())
     }
 
+    /// `static` mode's `owners/` (None in `routes` mode, whose leases bind ports).
+    pub fn owners_dir(&self) -> Option<PathBuf> {
+        self.socket_dir()
+            .map(|dir| mytunnel_edge::sockets::owners_dir(&dir))
+            .filter(|owners| owners.is_dir())
+    }
+
     /// Creates the socket directory as `install-edge.sh` lays it out: serve's control
     /// socket, and in `static` mode `hosts/` for serve, `owners/` root's, and
     /// `owners/<user>` owned by each user who allocates here (root for the bench's own
