@@ -10,6 +10,7 @@ use clap::{ArgAction, Args, Parser, Subcommand};
 use mytunnel_client::doctor::{run_doctor, Check, CheckStatus};
 use mytunnel_client::profile::ExplicitEdge;
 use mytunnel_client::{EdgeSettings, Multiplexing, Reconnect, Tunnel, TunnelError, TunnelEvent};
+use mytunnel_core::printable::printable;
 use mytunnel_core::protocol::{LeaseDto, ListScope, Takeover};
 use mytunnel_core::transport::TransportError;
 use mytunnel_core::LeaseRef;
@@ -315,9 +316,13 @@ pub fn format_checks(checks: &[Check]) -> String {
             CheckStatus::Warn => "warn",
             CheckStatus::Fail => "fail",
         };
-        out.push_str(&format!("{status}  {:<17} {}", check.name, check.detail));
+        out.push_str(&format!(
+            "{status}  {:<17} {}",
+            check.name,
+            printable(&check.detail)
+        ));
         if !check.hint.is_empty() {
-            out.push_str(&format!("\n      hint: {}", check.hint));
+            out.push_str(&format!("\n      hint: {}", printable(&check.hint)));
         }
         out.push('\n');
     }
@@ -330,7 +335,8 @@ pub fn format_checks(checks: &[Check]) -> String {
 /// Prints an error as a miette diagnostic with its code and hint, and returns the exit
 /// code: 2 for usage errors (nothing was sent), 1 for refusals and failures.
 fn report(error: &TunnelError) -> ExitCode {
-    let mut diagnostic = miette::MietteDiagnostic::new(error.to_string()).with_help(error.hint());
+    let mut diagnostic = miette::MietteDiagnostic::new(printable(&error.to_string()))
+        .with_help(printable(&error.hint()));
     if let Some(code) = error.code() {
         diagnostic = diagnostic.with_code(code.as_str());
     }
@@ -353,7 +359,8 @@ fn report_transport(error: &TransportError) -> ExitCode {
             "client and edge may not match: `mytunnel doctor` shows both versions".to_owned(),
         ),
     };
-    let mut diagnostic = miette::MietteDiagnostic::new(error.to_string()).with_help(hint);
+    let mut diagnostic =
+        miette::MietteDiagnostic::new(printable(&error.to_string())).with_help(printable(&hint));
     if let Some(code) = code {
         diagnostic = diagnostic.with_code(code);
     }
@@ -407,6 +414,7 @@ impl Status {
 
     /// A transient state: a spinning line on a terminal, a plain line otherwise.
     fn transient(&self, text: &str) {
+        let text = &printable(text);
         self.stop_spinner();
         if !self.terminal {
             let _ = writeln!(std::io::stderr(), "{text}");
@@ -429,6 +437,7 @@ impl Status {
 
     /// A lasting line (replaces a spinning one).
     fn line(&self, text: &str) {
+        let text = &printable(text);
         self.stop_spinner();
         let mut err = std::io::stderr();
         if self.terminal {

