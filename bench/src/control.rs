@@ -84,16 +84,21 @@ pub fn measure(binaries: &Binaries, mode: Option<RouteMode>, sizes: &[Size]) -> 
                 route_mode: mode,
                 ports: PORTS,
                 sshd: false,
-                // ctl asks serve, which alone opens the database.
-                serve: true,
+                // In static mode serve links the seeded hosts. In routes mode it starts
+                // once the routes are loaded, so its first reconcile finds them in place
+                // (run during the seeding, it would add some twice).
+                serve: mode == Some(RouteMode::Static),
             },
         )?;
+        let mut edge = edge;
         let (routes, sockets) = runtime.block_on(seed(&edge, size.leases))?;
         if mode == Some(RouteMode::Static) {
             await_host_links(&edge, size.leases)?;
             holders.push(listen_on(&edge, &sockets)?);
         } else {
             load_routes(&edge, routes)?;
+            // ctl asks serve, which alone opens the database.
+            edge.start_serve()?;
         }
         eprintln!(
             "  control plane [{}]: {} leases seeded in {:.1}s",

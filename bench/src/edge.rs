@@ -207,7 +207,8 @@ impl Edge {
         Ok(edge)
     }
 
-    fn start_serve(&mut self) -> Result<()> {
+    /// Starts `mytunneld serve` and waits until it takes ctl requests.
+    pub fn start_serve(&mut self) -> Result<()> {
         let log = std::fs::File::create(self.path("logs/serve.log"))
             .map_err(|e| format!("cannot create serve.log: {e}"))?;
         let serve = Guard::spawn(

@@ -33,6 +33,35 @@ pub enum TunnelError {
     /// Releasing the lease failed (it will expire after its TTL).
     #[error("releasing the lease: {0}")]
     Release(TransportError),
+    /// The lease was ended on purpose while the tunnel ran (released by `mytunnel stop`,
+    /// deleted by `mytunnel rm`, or taken over by an admin): the tunnel ends and does not
+    /// take the name again.
+    #[error("the tunnel ended: lease {lease_id} {how}")]
+    LeaseEnded {
+        /// The lease that ended.
+        lease_id: mytunnel_core::LeaseId,
+        /// How it ended.
+        how: LeaseEnd,
+    },
+}
+
+/// How a lease was ended on purpose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LeaseEnd {
+    /// Released (`mytunnel stop`, `ctl release`).
+    Released,
+    /// Deleted (`mytunnel rm`), or taken over by an admin's `--force` (which deletes it).
+    DeletedOrTakenOver,
+}
+
+impl std::fmt::Display for LeaseEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LeaseEnd::Released => "was released (`mytunnel stop`)",
+            LeaseEnd::DeletedOrTakenOver => "was deleted (`mytunnel rm`) or taken over by an admin",
+        })
+    }
 }
 
 impl TunnelError {
@@ -68,6 +97,9 @@ impl TunnelError {
             }
             TunnelError::Release(_) => {
                 "the lease expires by itself after its TTL; `mytunnel ls` shows it until then".to_owned()
+            }
+            TunnelError::LeaseEnded { .. } => {
+                "someone with access to this edge account ended it; run `mytunnel http` again to publish anew".to_owned()
             }
             TunnelError::Connect(e) | TunnelError::Allocate(e) | TunnelError::Forward(e) => match e {
                 TransportError::Refused(api) => api.hint.clone(),

@@ -51,6 +51,12 @@ pub enum TunnelEvent {
         /// What the edge said.
         reason: String,
     },
+    /// The lease was ended on purpose (released by `mytunnel stop`, deleted, or taken
+    /// over by an admin): the tunnel ends without taking the name again.
+    Ended {
+        /// What ended it.
+        reason: String,
+    },
     /// The lease was released.
     Released {
         /// Its id.
@@ -87,6 +93,7 @@ impl fmt::Display for TunnelEvent {
                 delay.as_secs_f64()
             ),
             TunnelEvent::Lost { reason } => write!(f, "lease lost ({reason}); allocating again"),
+            TunnelEvent::Ended { reason } => f.write_str(reason),
             TunnelEvent::Released { lease_id } => write!(f, "released {lease_id}"),
         }
     }

@@ -39,7 +39,7 @@ pub mod ssh;
 mod tunnel;
 
 pub use edge::{EdgeClient, EdgeSettings};
-pub use error::TunnelError;
+pub use error::{LeaseEnd, TunnelError};
 pub use events::TunnelEvent;
 pub use mytunnel_core as core;
 pub use ssh::Multiplexing;

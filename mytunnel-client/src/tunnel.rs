@@ -14,7 +14,7 @@ use tokio::sync::{broadcast, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::edge::EdgeSettings;
-use crate::error::TunnelError;
+use crate::error::{LeaseEnd, TunnelError};
 use crate::events::TunnelEvent;
 use crate::probe::{probe_local, ProbeOutcome};
 use crate::profile::ResolvedEdge;
@@ -423,8 +423,40 @@ enum Beat {
     Same,
     /// A new lease (the old one was lost and the name allocated again).
     Changed,
-    /// The lease was lost and another lease took the name: the tunnel ends.
-    NameLost(TunnelError),
+    /// The lease was ended on purpose, or lost and its name taken: the tunnel ends.
+    Ended(TunnelError),
+}
+
+/// Asks the edge how lease `id` ended: its list keeps a released or expired lease (as a
+/// tombstone) until cleanup purges it, and has no row for a deleted one (`rm`, or an
+/// admin's takeover). Only an expiry takes the name again; when the list cannot be had,
+/// nothing is decided and the next heartbeat asks again.
+async fn why_gone(transport: &dyn Transport, id: &mytunnel_core::LeaseId) -> Gone {
+    let listed = transport
+        .ctl(&CtlRequest::List(mytunnel_core::protocol::ListScope::Own))
+        .await;
+    let leases = match listed {
+        Ok(CtlResponse::Leases(leases)) => leases,
+        Ok(other) => return Gone::Unknown(format!("list answered {other:?}")),
+        Err(e) => return Gone::Unknown(format!("cannot tell how the lease ended: {e}")),
+    };
+    match leases.iter().find(|l| &l.lease_id == id) {
+        Some(l) if l.state == mytunnel_core::LeaseState::Released => {
+            Gone::OnPurpose(LeaseEnd::Released)
+        }
+        Some(_) => Gone::Expired,
+        None => Gone::OnPurpose(LeaseEnd::DeletedOrTakenOver),
+    }
+}
+
+/// Why the edge no longer has the lease active, as its own list tells.
+enum Gone {
+    /// Expired for missed heartbeats (or unknown): take the name again.
+    Expired,
+    /// Ended on purpose: the tunnel ends.
+    OnPurpose(LeaseEnd),
+    /// The edge's list could not be had: decide at the next heartbeat.
+    Unknown(String),
 }
 
 /// Why allocating a lost name again failed.
@@ -478,7 +510,7 @@ impl Supervisor {
                 Next::Heartbeat => match self.heartbeat().await {
                     Beat::Same => {}
                     Beat::Changed => heartbeat = self.heartbeat_timer(),
-                    Beat::NameLost(end) => return Err(end),
+                    Beat::Ended(end) => return Err(end),
                 },
                 Next::ForwardEnded(reason) => {
                     if self.reconnect == Reconnect::Never {
@@ -519,13 +551,24 @@ impl Supervisor {
             Err(TransportError::Refused(e))
                 if matches!(e.code, ErrorCode::LeaseNotFound | ErrorCode::LeaseNotActive) =>
             {
+                match self.why_gone().await {
+                    Gone::Expired => {}
+                    Gone::OnPurpose(how) => {
+                        self.forward.stop().await;
+                        return Beat::Ended(self.ended(how));
+                    }
+                    Gone::Unknown(error) => {
+                        self.emit(TunnelEvent::HeartbeatFailed { error });
+                        return Beat::Same;
+                    }
+                }
                 self.emit(TunnelEvent::Lost {
                     reason: e.message.clone(),
                 });
                 self.forward.stop().await;
                 match self.reacquire().await {
                     Ok(()) => Beat::Changed,
-                    Err(Reacquire::NameTaken(end)) => Beat::NameLost(end),
+                    Err(Reacquire::NameTaken(end)) => Beat::Ended(end),
                     Err(Reacquire::Retry(reason)) => {
                         self.emit(TunnelEvent::HeartbeatFailed { error: reason });
                         Beat::Same
@@ -539,6 +582,29 @@ impl Supervisor {
                 Beat::Same
             }
         }
+    }
+
+    /// Asks the edge how the lease ended: its list keeps a released or expired lease (as
+    /// a tombstone) until cleanup purges it, and has no row for a deleted one (`rm`, or an
+    /// admin's takeover). Only an expiry takes the name again; when the list cannot be
+    /// had, the tunnel keeps trying as for an expiry.
+    async fn why_gone(&mut self) -> Gone {
+        let transport = Arc::clone(&self.transport);
+        let id = self.lease.lease_id.clone();
+        why_gone(transport.as_ref(), &id).await
+    }
+
+    /// The end of a tunnel whose lease was ended on purpose: said as an event, then as
+    /// the tunnel's error.
+    fn ended(&self, how: LeaseEnd) -> TunnelError {
+        let end = TunnelError::LeaseEnded {
+            lease_id: self.lease.lease_id.clone(),
+            how,
+        };
+        self.emit(TunnelEvent::Ended {
+            reason: end.to_string(),
+        });
+        end
     }
 
     fn set_lease(&mut self, lease: LeaseDto) {
@@ -613,6 +679,14 @@ impl Supervisor {
                 Err(TransportError::Refused(e))
                     if matches!(e.code, ErrorCode::LeaseNotFound | ErrorCode::LeaseNotActive) =>
                 {
+                    match self.why_gone().await {
+                        Gone::Expired => {}
+                        Gone::OnPurpose(how) => return Some(Err(self.ended(how))),
+                        Gone::Unknown(e) => {
+                            reason = e;
+                            continue;
+                        }
+                    }
                     self.emit(TunnelEvent::Lost {
                         reason: e.message.clone(),
                     });

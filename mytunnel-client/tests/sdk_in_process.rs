@@ -318,6 +318,74 @@ async fn heartbeats_renew_on_schedule() {
     }
 }
 
+/// Cleanup as if every active lease missed its heartbeats: expired, tombstoned.
+async fn expire_every_lease(edge: &Edge) {
+    let far = mytunnel_core::Timestamp::from_unix_seconds(4_000_000_000).unwrap();
+    let expired = edge.service.store().expire_stale(far).await.unwrap();
+    assert!(!expired.is_empty());
+}
+
+#[tokio::test]
+async fn a_lease_ended_on_purpose_ends_the_tunnel_and_keeps_the_name_free() {
+    for released in [true, false] {
+        let edge = edge().await;
+        let app = local_app(200, "hello").await;
+        let mut tunnel = Tunnel::http(app)
+            .name("ended")
+            .transport(edge.transport())
+            .open()
+            .await
+            .unwrap();
+        let mut events = tunnel.events();
+        let lease = tunnel.lease();
+        let alice = Caller::from_identity(1000, "alice".parse().unwrap(), &Default::default());
+        let reference = LeaseRef::Id(lease.lease_id.clone());
+        // `mytunnel stop` releases it; `mytunnel rm` (or an admin's takeover) deletes it.
+        if released {
+            edge.service.release(&alice, &reference).await.unwrap();
+        } else {
+            edge.service.delete(&alice, &reference).await.unwrap();
+        }
+        // The client learns it when its data plane drops and it checks the lease before
+        // binding again (a heartbeat finds it the same way).
+        edge.transport.kill_forwards();
+        let ended = wait_for(&mut events, |e| matches!(e, TunnelEvent::Ended { .. })).await;
+        let end = tunnel.closed().await.unwrap_err();
+        let expected = if released {
+            mytunnel_client::LeaseEnd::Released
+        } else {
+            mytunnel_client::LeaseEnd::DeletedOrTakenOver
+        };
+        assert_eq!(
+            end,
+            TunnelError::LeaseEnded {
+                lease_id: lease.lease_id.clone(),
+                how: expected
+            }
+        );
+        let said = end.to_string();
+        assert!(
+            said.contains(if released {
+                "mytunnel stop"
+            } else {
+                "taken over by an admin"
+            }),
+            "{said}"
+        );
+        assert_eq!(ended.to_string(), said);
+        // Nothing took the name again: no active lease is left.
+        let active = edge.service.store().list(&OwnerScope::All).await.unwrap();
+        assert!(
+            active.iter().all(|l| l.state != LeaseState::Active),
+            "{active:?}"
+        );
+        assert_eq!(edge.transport.forwards_opened(), 1);
+        drop(tunnel);
+        drop(events);
+        drop(edge);
+    }
+}
+
 #[tokio::test]
 async fn a_lost_lease_is_allocated_again_under_the_same_name() {
     let edge = edge().await;
@@ -330,15 +398,8 @@ async fn a_lost_lease_is_allocated_again_under_the_same_name() {
     let mut events = tunnel.events();
     let url = tunnel.url().to_owned();
     let old = tunnel.lease();
-    // The edge loses the lease (cleanup, or an operator's delete).
-    edge.service
-        .store()
-        .delete(
-            &"alice".parse().unwrap(),
-            &LeaseRef::Id(old.lease_id.clone()),
-        )
-        .await
-        .unwrap();
+    // The edge loses the lease: cleanup expires it (missed heartbeats).
+    expire_every_lease(&edge).await;
     tokio::time::pause();
     wait_for(&mut events, |e| matches!(e, TunnelEvent::Lost { .. })).await;
     let allocated = wait_for(&mut events, |e| matches!(e, TunnelEvent::Allocated { .. })).await;
@@ -493,16 +554,8 @@ async fn a_name_lost_to_another_lease_ends_the_tunnel() {
         .await
         .unwrap();
     let mut events = tunnel.events();
-    let old = tunnel.lease();
-    // The edge loses alice's lease and bob takes the name.
-    edge.service
-        .store()
-        .delete(
-            &"alice".parse().unwrap(),
-            &LeaseRef::Id(old.lease_id.clone()),
-        )
-        .await
-        .unwrap();
+    // The edge loses alice's lease (expired) and bob takes the name.
+    expire_every_lease(&edge).await;
     let bob = Caller::from_identity(1001, "bob".parse().unwrap(), &Default::default());
     edge.service
         .allocate(
