@@ -223,6 +223,38 @@ fn the_gate_allows_ctl_verbs_and_refuses_everything_else_over_real_ssh() {
 /// d. Takeover: bob may not force a name; ops may, while alice's client still runs. Her
 /// lease is gone, ops's app answers at the URL, and alice's client ends: it notices the
 /// lease is lost, finds the name taken, and exits with `slug_taken`.
+/// `mytunnel stop` of a lease whose client still runs ends that client: it says why and
+/// exits 1, and the name stays free for anyone.
+#[test]
+fn stopping_a_running_tunnel_ends_its_client() {
+    let stack = Stack::new();
+    let alice_app = App::start("alice's app");
+    let mut alice = stack.http("alice", alice_app.port(), &[]);
+    stack.assert_serves(&alice.host(), "alice's app", SERVE);
+    let out = stack.mytunnel("alice", &["stop", &alice.host()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let status = alice
+        .wait_exit(Duration::from_secs(40))
+        .unwrap_or_else(|| panic!("alice's client still runs: {}", alice.stderr()));
+    assert_eq!(status.code(), Some(1), "{}", alice.stderr());
+    assert!(
+        alice.stderr().contains("was released (`mytunnel stop`)"),
+        "{}",
+        alice.stderr()
+    );
+    assert!(
+        !alice.stderr().contains("allocating again"),
+        "{}",
+        alice.stderr()
+    );
+    let ls = stack.mytunnel("alice", &["ls"]);
+    assert!(!stdout(&ls).contains(" active "), "{}", stdout(&ls));
+    // The name is free: bob takes it.
+    let bob_app = App::start("bob's app");
+    let bob = stack.http("bob", bob_app.port(), &["--name", &alice.slug()]);
+    stack.assert_serves(&bob.host(), "bob's app", SERVE);
+}
+
 #[test]
 fn only_an_admin_takes_a_name_over() {
     let stack = Stack::new();
@@ -264,12 +296,17 @@ fn only_an_admin_takes_a_name_over() {
     assert!(stdout(&ls).contains(&ops.lease), "{}", stdout(&ls));
     assert!(!stack.routes().contains(&alice.lease));
 
-    // alice's client learns at its next heartbeat (every 10s here) and gives up.
+    // alice's client learns at its next heartbeat (every 10s here) that its lease was
+    // taken over, says so and stops (it does not try the name again).
     let status = alice
         .wait_exit(Duration::from_secs(40))
         .unwrap_or_else(|| panic!("alice's client still runs: {}", alice.stderr()));
     assert_eq!(status.code(), Some(1), "{}", alice.stderr());
-    assert!(alice.stderr().contains("slug_taken"), "{}", alice.stderr());
+    assert!(
+        alice.stderr().contains("taken over by an admin"),
+        "{}",
+        alice.stderr()
+    );
     let ls = stack.mytunnel("alice", &["ls"]);
     assert_eq!(stdout(&ls), "no leases\n");
     stack.assert_serves(&alice.host(), "ops's app", SERVE);

@@ -129,6 +129,17 @@ fn a_tenant_cannot_bind_sockets_in_the_database_directory_or_over_serves_socket(
             );
         }
         assert_eq!(entries(&db_dir), before, "{}", route_mode.name());
+        // A tunnel user's own process cannot open the database at all.
+        let opened = std::process::Command::new("runuser")
+            .args(["-u", "alice", "--", "cat"])
+            .arg(db_dir.join("leases.db"))
+            .output()
+            .unwrap();
+        assert!(!opened.status.success(), "{opened:?}");
+        assert!(
+            String::from_utf8_lossy(&opened.stderr).contains("Permission denied"),
+            "{opened:?}"
+        );
         assert!(
             !stack.socket_dir().join("evil.sock").exists(),
             "{}",
