@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use e2e_support::{Stack, StackOptions, USERS};
+use e2e_support::{RouteMode, Stack, StackOptions, USERS};
 use serde_json::Value;
 
 const MIN_PORT: u16 = 42_000;
@@ -54,7 +54,8 @@ struct Sample {
 struct Held {
     client: usize,
     lease: String,
-    port: u64,
+    /// Where it binds: `127.0.0.1:<port>` or its socket.
+    target: String,
     slug: String,
     from: Instant,
     to: Instant,
@@ -195,7 +196,10 @@ fn client(edge: &Edge, index: usize, via: &Via, cycles: usize, start: &Barrier) 
         out.held.push(Held {
             client: index,
             lease: id,
-            port: lease["edge_bind_port"].as_u64().unwrap_or_default(),
+            target: lease["edge_bind_target"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
             slug: lease["slug"].as_str().unwrap_or_default().to_owned(),
             from,
             to,
@@ -209,8 +213,21 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
+/// `routes` mode: every allocate and release changes Caddy's config (serve makes those
+/// changes one at a time).
 #[test]
 fn many_clients_allocate_and_release_at_once() {
+    load(RouteMode::Routes);
+}
+
+/// `static` mode, what a new edge runs: allocate and release only write the database and
+/// a host link.
+#[test]
+fn many_clients_allocate_and_release_at_once_in_static_mode() {
+    load(RouteMode::Static);
+}
+
+fn load(route_mode: RouteMode) {
     let clients = setting("MYTUNNEL_LOAD_CLIENTS", 32);
     let cycles = setting("MYTUNNEL_LOAD_CYCLES", 5);
     let ssh_clients = setting("MYTUNNEL_LOAD_SSH_CLIENTS", 4).min(clients);
@@ -218,7 +235,10 @@ fn many_clients_allocate_and_release_at_once() {
     // A lease port range of its own (no process binds these ports: ctl only reserves
     // them), unlimited leases per owner (28 local clients share the owner root).
     let stack = Stack::with_env(
-        StackOptions::default(),
+        StackOptions {
+            route_mode,
+            ..StackOptions::default()
+        },
         &format!(
             "MYTUNNEL_MIN_PORT={MIN_PORT}\nMYTUNNEL_MAX_PORT={max_port}\nMYTUNNEL_MAX_LEASES_PER_OWNER=0\n"
         ),
@@ -243,9 +263,9 @@ fn many_clients_allocate_and_release_at_once() {
                     .as_array()
                     .map(|l| l.iter().filter(|l| l["state"] == "active").collect())
                     .unwrap_or_default();
-                let ports: BTreeSet<u64> = active
+                let ports: BTreeSet<&str> = active
                     .iter()
-                    .map(|l| l["edge_bind_port"].as_u64().unwrap_or_default())
+                    .map(|l| l["edge_bind_target"].as_str().unwrap_or_default())
                     .collect();
                 let slugs: BTreeSet<&str> = active
                     .iter()
@@ -296,10 +316,10 @@ fn many_clients_allocate_and_release_at_once() {
     );
 
     // From the clients' timelines: two leases on one port (or name) never overlap.
-    let mut by_port: BTreeMap<u64, Vec<&Held>> = BTreeMap::new();
+    let mut by_port: BTreeMap<&str, Vec<&Held>> = BTreeMap::new();
     let mut by_slug: BTreeMap<&str, Vec<&Held>> = BTreeMap::new();
     for h in &held {
-        by_port.entry(h.port).or_default().push(h);
+        by_port.entry(h.target.as_str()).or_default().push(h);
         by_slug.entry(h.slug.as_str()).or_default().push(h);
     }
     for spans in by_port.values().chain(by_slug.values()) {
@@ -312,7 +332,7 @@ fn many_clients_allocate_and_release_at_once() {
                     a.client,
                     b.lease,
                     b.client,
-                    a.port,
+                    a.target,
                     a.slug
                 );
             }
@@ -330,11 +350,18 @@ fn many_clients_allocate_and_release_at_once() {
             .all(|l| l["state"] != "active"),
         "{list}"
     );
+    // (static mode's one wildcard route stays: it is no lease's.)
     assert!(
-        !stack.routes().contains("mytunnel-"),
+        !stack.routes().contains("mytunnel-lease_"),
         "routes left: {}",
         stack.routes()
     );
+    if route_mode == RouteMode::Static {
+        let links: Vec<_> = std::fs::read_dir(stack.socket_dir().join("hosts"))
+            .unwrap()
+            .collect();
+        assert!(links.is_empty(), "host links left: {links:?}");
+    }
 
     // Figures.
     let mut by_op: BTreeMap<&str, Vec<Duration>> = BTreeMap::new();
@@ -342,15 +369,17 @@ fn many_clients_allocate_and_release_at_once() {
         by_op.entry(s.op).or_default().push(s.took);
     }
     println!(
-        "FIGURE load: {clients} clients ({ssh_clients} via ssh) x {cycles} cycles = {} allocate/release cycles in {:.1}s; \
+        "FIGURE load [{}]: {clients} clients ({ssh_clients} via ssh) x {cycles} cycles = {} allocate/release cycles in {:.1}s; \
          monitor: {snapshots} snapshots, up to {most_active} leases active at once, 0 duplicates",
+        route_mode.name(),
         clients * cycles,
         wall.as_secs_f64()
     );
     for (name, mut times) in by_op {
         times.sort();
         println!(
-            "FIGURE load: {name:<22} n={:<5} p50 {:>6.1} ms  p99 {:>6.1} ms  max {:>6.1} ms",
+            "FIGURE load [{}]: {name:<22} n={:<5} p50 {:>6.1} ms  p99 {:>6.1} ms  max {:>6.1} ms",
+            route_mode.name(),
             times.len(),
             percentile(&times, 50.0).as_secs_f64() * 1000.0,
             percentile(&times, 99.0).as_secs_f64() * 1000.0,

@@ -28,6 +28,70 @@ pub struct CaddyRoutes {
     client: reqwest::Client,
     base: String,
     server: String,
+    /// The turn at Caddy: held across each change (read, then write). Caddy resolves
+    /// `/id/…` to an index when a request arrives, so two changes at once could remove or
+    /// patch the wrong index ("array index out of bounds" under load).
+    changes: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// Route changes waiting for the turn. Caddy reloads its whole config on every change,
+    /// so whoever gets the turn applies every change queued by then in one write (one
+    /// reload): under 32 concurrent clients a change waits for about one reload, not for
+    /// everyone else's.
+    queue: std::sync::Arc<std::sync::Mutex<Vec<Queued>>>,
+}
+
+/// How an error for a server name Caddy does not have begins.
+const NO_SUCH_SERVER: &str = "Caddy has no HTTP server named";
+
+/// One change to the server's route list.
+#[derive(Debug, Clone)]
+enum Change {
+    /// Make the route with this `@id` exactly `json` (in place, or first in the list).
+    Upsert { id: String, json: Value },
+    /// Remove every route with this `@id`.
+    Remove { id: String },
+}
+
+/// A change and where its outcome goes.
+#[derive(Debug)]
+struct Queued {
+    change: Change,
+    done: tokio::sync::oneshot::Sender<Result<bool, RouteError>>,
+}
+
+/// Applies `changes` in order to a route list; answers, per change, whether it found a
+/// route with its id.
+fn apply_changes(list: &mut Vec<Value>, changes: &[Change]) -> Vec<bool> {
+    let has_id = |route: &Value, id: &str| route.get("@id").and_then(Value::as_str) == Some(id);
+    changes
+        .iter()
+        .map(|change| match change {
+            Change::Upsert { id, json } => {
+                match list.iter().position(|route| has_id(route, id)) {
+                    Some(first) => {
+                        if let Some(slot) = list.get_mut(first) {
+                            *slot = json.clone();
+                        }
+                        // Duplicates of the id (Caddy accepts them) go.
+                        let mut index = 0;
+                        list.retain(|route| {
+                            index += 1;
+                            index - 1 == first || !has_id(route, id)
+                        });
+                        true
+                    }
+                    None => {
+                        list.insert(0, json.clone());
+                        false
+                    }
+                }
+            }
+            Change::Remove { id } => {
+                let before = list.len();
+                list.retain(|route| !has_id(route, id));
+                list.len() < before
+            }
+        })
+        .collect()
 }
 
 /// The `@id` of `static` mode's one wildcard route. It is not a lease's route, so
@@ -159,15 +223,6 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
-/// Where a new route goes in the server's list.
-#[derive(Debug, Clone, Copy)]
-enum InsertAt {
-    /// Ahead of every route.
-    First,
-    /// After the routes of leases, before anything else.
-    AfterLeaseRoutes,
-}
-
 /// How many times a request reset unanswered by a reloading Caddy is sent again.
 const MAX_RESENDS: u32 = 4;
 
@@ -185,9 +240,6 @@ fn was_reset(error: &reqwest::Error) -> bool {
     }
     false
 }
-
-/// At most this many copies of one id are deleted by one `remove` (duplicates are rare).
-const MAX_DUPLICATES: usize = 16;
 
 impl CaddyRoutes {
     /// A backend for the HTTP server `server` of the Caddy whose admin API is `admin`.
@@ -217,8 +269,81 @@ impl CaddyRoutes {
         Ok(CaddyRoutes {
             client,
             base,
+            changes: std::sync::Arc::default(),
+            queue: std::sync::Arc::default(),
             server: server.to_owned(),
         })
+    }
+
+    /// Queues `change` and waits for its outcome: applied by whoever holds the turn
+    /// next, together with every other change queued by then.
+    async fn change(&self, change: Change) -> Result<bool, RouteError> {
+        let (done, mut outcome) = tokio::sync::oneshot::channel();
+        self.queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(Queued { change, done });
+        let _turn = self.changes.lock().await;
+        if let Ok(result) = outcome.try_recv() {
+            // Applied in the turn before ours.
+            return result;
+        }
+        let batch = std::mem::take(
+            &mut *self
+                .queue
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        let changes: Vec<Change> = batch.iter().map(|q| q.change.clone()).collect();
+        let results = self.apply_batch(&changes).await;
+        for (queued, result) in batch.into_iter().zip(results) {
+            let _ = queued.done.send(result);
+        }
+        outcome
+            .await
+            .unwrap_or_else(|_| Err(RouteError("the route change was abandoned".to_owned())))
+    }
+
+    /// Reads the route list once, applies `changes`, writes it back once when it changed.
+    async fn apply_batch(&self, changes: &[Change]) -> Vec<Result<bool, RouteError>> {
+        let all = |error: RouteError| vec![Err(error); changes.len()];
+        let routes_path = self.routes_path();
+        let current = match self.expect_ok(Method::GET, &routes_path, None).await {
+            Ok(current) => current,
+            // No such server: nothing to remove there; nowhere to add.
+            Err(e) if e.0.contains(NO_SUCH_SERVER) => {
+                return changes
+                    .iter()
+                    .map(|change| match change {
+                        Change::Remove { .. } => Ok(false),
+                        Change::Upsert { .. } => Err(e.clone()),
+                    })
+                    .collect()
+            }
+            Err(e) => return all(e),
+        };
+        let (mut list, create) = match current {
+            Value::Array(list) => (list, false),
+            Value::Null => (Vec::new(), true),
+            other => {
+                return all(RouteError(format!(
+                    "Caddy's {routes_path} is not a list: {}",
+                    other.to_string().chars().take(200).collect::<String>()
+                )))
+            }
+        };
+        let original = list.clone();
+        let found = apply_changes(&mut list, changes);
+        if list != original {
+            let method = if create { Method::PUT } else { Method::PATCH };
+            if let Err(e) = self
+                .expect_ok(method, &routes_path, Some(&Value::Array(list)))
+                .await
+            {
+                return all(e);
+            }
+        }
+        found.into_iter().map(Ok).collect()
     }
 
     fn routes_path(&self) -> String {
@@ -286,7 +411,7 @@ impl CaddyRoutes {
         let detail: String = detail.chars().take(300).collect();
         if detail.contains("invalid traversal path") {
             return RouteError(format!(
-                "Caddy has no HTTP server named {:?} (set MYTUNNEL_CADDY_SERVER): {detail}",
+                "{NO_SUCH_SERVER} {:?} (set MYTUNNEL_CADDY_SERVER): {detail}",
                 self.server
             ));
         }
@@ -313,10 +438,11 @@ impl CaddyRoutes {
     /// routes (which take precedence while a `routes`-mode lease lives on) and before any
     /// route mytunnel does not own, such as a catch-all from a Caddyfile.
     pub async fn ensure_static_route(&self, json: &Value) -> Result<(), RouteError> {
+        let _change = self.changes.lock().await;
         let path = format!("/id/{STATIC_ROUTE_ID}");
         let (status, current) = self.call(Method::GET, &path, None).await?;
         match status {
-            StatusCode::NOT_FOUND => self.insert_at(json, InsertAt::AfterLeaseRoutes).await,
+            StatusCode::NOT_FOUND => self.insert_after_lease_routes(json).await,
             s if s.is_success() && current == *json => Ok(()),
             s if s.is_success() => {
                 self.expect_ok(Method::PATCH, &path, Some(json)).await?;
@@ -327,15 +453,12 @@ impl CaddyRoutes {
     }
 
     /// Inserts a route ahead of every other route of the server.
-    async fn insert_first(&self, json: &Value) -> Result<(), RouteError> {
-        self.insert_at(json, InsertAt::First).await
-    }
-
-    async fn insert_at(&self, json: &Value, at: InsertAt) -> Result<(), RouteError> {
+    /// Inserts `json` after the routes of leases, before anything else.
+    async fn insert_after_lease_routes(&self, json: &Value) -> Result<(), RouteError> {
         let routes_path = self.routes_path();
         let current = self.expect_ok(Method::GET, &routes_path, None).await?;
-        let index = match (&current, at) {
-            (Value::Array(list), InsertAt::AfterLeaseRoutes) => list
+        let index = match &current {
+            Value::Array(list) => list
                 .iter()
                 .position(|route| {
                     parse_installed(route).is_none_or(|installed| installed.route.is_none())
@@ -374,34 +497,19 @@ impl CaddyRoutes {
 #[async_trait]
 impl RouteBackend for CaddyRoutes {
     async fn upsert(&self, route: &Route) -> Result<(), RouteError> {
-        let json = route_json(route);
-        let path = format!("/id/{}", route.id());
-        let (status, current) = self.call(Method::GET, &path, None).await?;
-        match status {
-            StatusCode::NOT_FOUND => self.insert_first(&json).await,
-            s if s.is_success() => {
-                if current == json {
-                    return Ok(());
-                }
-                self.expect_ok(Method::PATCH, &path, Some(&json)).await?;
-                Ok(())
-            }
-            s => Err(self.failure(&Method::GET, &path, s, &current)),
-        }
+        self.change(Change::Upsert {
+            id: route.id(),
+            json: route_json(route),
+        })
+        .await
+        .map(|_| ())
     }
 
     async fn remove(&self, route_id: &str) -> Result<bool, RouteError> {
-        let path = format!("/id/{route_id}");
-        let mut removed = false;
-        for _ in 0..MAX_DUPLICATES {
-            let (status, body) = self.call(Method::DELETE, &path, None).await?;
-            match status {
-                StatusCode::NOT_FOUND => return Ok(removed),
-                s if s.is_success() => removed = true,
-                s => return Err(self.failure(&Method::DELETE, &path, s, &body)),
-            }
-        }
-        Ok(removed)
+        self.change(Change::Remove {
+            id: route_id.to_owned(),
+        })
+        .await
     }
 
     async fn list(&self) -> Result<Vec<InstalledRoute>, RouteError> {
@@ -421,6 +529,7 @@ impl RouteBackend for CaddyRoutes {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn route() -> Route {
         Route {
@@ -428,6 +537,42 @@ mod tests {
             host: "portal.t.example".parse().unwrap(),
             upstream: Upstream::LoopbackPort(21000),
         }
+    }
+
+    #[test]
+    fn queued_changes_apply_in_order_to_one_list() {
+        let id = |n: &str| format!("mytunnel-lease_{n}");
+        let route = |n: &str, port: u16| json!({"@id": id(n), "port": port});
+        let catch_all = json!({"handle": [{"handler": "static_response"}]});
+        let mut list = vec![
+            route("a", 1),
+            route("b", 2),
+            route("a", 9), // a duplicate Caddy accepted
+            catch_all.clone(),
+        ];
+        let changes = [
+            Change::Upsert {
+                id: id("a"),
+                json: route("a", 3),
+            },
+            Change::Upsert {
+                id: id("c"),
+                json: route("c", 4),
+            },
+            Change::Remove { id: id("b") },
+            Change::Remove { id: id("x") },
+            Change::Upsert {
+                id: id("c"),
+                json: route("c", 5),
+            },
+        ];
+        assert_eq!(
+            apply_changes(&mut list, &changes),
+            vec![true, false, true, false, true]
+        );
+        // New routes go first (ahead of the catch-all), changed ones stay in place, the
+        // duplicate is gone.
+        assert_eq!(list, vec![route("c", 5), route("a", 3), catch_all]);
     }
 
     #[test]

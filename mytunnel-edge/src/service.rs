@@ -123,6 +123,12 @@ pub struct LeaseService {
     routes: Arc<dyn RouteBackend>,
     clock: Arc<dyn Clock>,
     settings: ServiceSettings,
+    /// Shared while routes change after lease changes (which the route backend may
+    /// coalesce), exclusive for a whole reconcile pass: a pass plans from the leases it
+    /// read, so a release committed meanwhile removes its route after the pass, never
+    /// before a stale add of the pass (which would leave a route to a port or socket the
+    /// next lease gets).
+    route_turn: Arc<tokio::sync::RwLock<()>>,
 }
 
 /// Runs one health probe within `timeout`.
@@ -155,6 +161,7 @@ impl LeaseService {
             routes,
             clock,
             settings,
+            route_turn: Arc::default(),
         }
     }
 
@@ -282,6 +289,7 @@ impl LeaseService {
             })
             .await?;
         let lease = allocation.lease;
+        let _turn = self.route_turn.read().await;
         let route_result = match &allocation.displaced {
             Some(old) => match self.routes.remove_route(&Route::for_lease(old)).await {
                 Ok(_) => self.routes.upsert(&Route::for_lease(&lease)).await,
@@ -330,6 +338,7 @@ impl LeaseService {
     }
 
     async fn remove_route_or_log(&self, lease: &Lease) {
+        let _turn = self.route_turn.read().await;
         let id = &lease.id;
         if let Err(e) = self.routes.remove_route(&Route::for_lease(lease)).await {
             tracing::warn!(lease = %id, error = %e, "route not removed; reconcile will remove it");
@@ -382,12 +391,14 @@ impl LeaseService {
         let now = self.clock.now();
         let expired = self.store.expire_stale(now).await?;
         let mut report = CleanupReport::default();
+        let turn = self.route_turn.read().await;
         for lease in &expired {
             if let Err(e) = self.routes.remove_route(&Route::for_lease(lease)).await {
                 report.route_errors.push(format!("{}: {e}", lease.id));
             }
             report.expired.push(lease.id.clone());
         }
+        drop(turn);
         report.purged = self
             .store
             .purge_tombstones(now.saturating_sub(self.settings.tombstone_retention))
@@ -400,6 +411,7 @@ impl LeaseService {
     /// Routes are listed before leases, so a lease allocated during the pass is never
     /// mistaken for an orphan (its route is either not listed yet, or its lease is).
     pub async fn reconcile(&self) -> Result<ReconcileReport, ApiError> {
+        let _turn = self.route_turn.write().await;
         self.routes
             .prepare()
             .await

@@ -504,6 +504,49 @@ async fn remove_returns_true_then_false(h: &mut Harness) {
     assert_eq!(routes.list().await.unwrap(), vec![installed(&docs)]);
 }
 
+/// 24 changes at once through one backend (as serve makes them under load): every one
+/// lands, each exactly once, ahead of the catch-all; then 24 removals at once leave only
+/// the catch-all. (Changes queued while another is written go out together.)
+async fn concurrent_changes_all_land(h: &mut Harness) {
+    h.reset(Some(vec![catch_all_route()])).await;
+    let routes = h.routes();
+    let letters = "abcdefghijklmnopqrstuvwx";
+    let all: Vec<Route> = letters
+        .chars()
+        .zip(0u16..)
+        .map(|(c, i)| route(&c.to_string(), &format!("h{i}.t.example"), 21000 + i))
+        .collect();
+    routes.settle().await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for r in all.clone() {
+        let inner = routes.inner.clone();
+        tasks.spawn(async move { inner.upsert(&r).await });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap().unwrap();
+    }
+    routes.settle().await;
+    let listed = routes.inner.list().await.unwrap();
+    let mut ids: Vec<String> = listed.iter().map(|r| r.id.clone()).collect();
+    ids.sort();
+    let mut expected: Vec<String> = all.iter().map(Route::id).collect();
+    expected.sort();
+    assert_eq!(ids, expected);
+    let server_routes = h.api.routes(SERVER).await;
+    assert_eq!(server_routes.as_array().unwrap().len(), 25);
+    assert_eq!(server_routes[24], catch_all_route());
+    for r in all {
+        let inner = routes.inner.clone();
+        tasks.spawn(async move { inner.remove(&r.id()).await.map(|_| ()) });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap().unwrap();
+    }
+    routes.settle().await;
+    assert!(routes.inner.list().await.unwrap().is_empty());
+    assert_eq!(h.api.routes(SERVER).await, json!([catch_all_route()]));
+}
+
 /// Duplicate ids (Caddy accepts them silently) are all removed.
 async fn remove_deletes_duplicates(h: &mut Harness) {
     h.reset(Some(vec![catch_all_route()])).await;
@@ -838,6 +881,7 @@ contract!(
     tampered_route_lists_as_none_and_upsert_repairs_it,
     remove_returns_true_then_false,
     remove_deletes_duplicates,
+    concurrent_changes_all_land,
     works_when_routes_is_null,
     works_when_routes_is_empty,
     missing_server_names_the_setting,

@@ -525,7 +525,8 @@ impl Stack {
             .uid;
         nix::unistd::chown(&hosts, Some(service), None).unwrap();
         std::fs::create_dir_all(&owners).unwrap();
-        for user in USERS {
+        // root too: the load test's local clients run ctl as root.
+        for user in USERS.iter().copied().chain(["root"]) {
             let dir = owners.join(user);
             std::fs::create_dir(&dir).unwrap();
             let uid = nix::unistd::User::from_name(user).unwrap().unwrap().uid;
