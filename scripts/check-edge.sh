@@ -147,32 +147,6 @@ else
     fi
 fi
 
-# printable TEXT: TEXT with control characters shown as '?' (file names in the database
-# directory may come from a tunnel user of an older install).
-printable() {
-    local text=$1
-    echo "${text//[[:cntrl:]]/?}"
-}
-
-# kind_of PATH: what PATH is, in words (a symbolic link is never followed).
-kind_of() {
-    local path=$1
-    if [[ -L $path ]]; then
-        echo 'symbolic link'
-    elif [[ -f $path ]]; then
-        echo 'file'
-    elif [[ -d $path ]]; then
-        echo 'directory'
-    elif [[ -S $path ]]; then
-        echo 'socket'
-    elif [[ -p $path ]]; then
-        echo 'fifo'
-    elif [[ -b $path || -c $path ]]; then
-        echo 'device'
-    else
-        echo 'special file'
-    fi
-}
 
 db_path=$(env_value MYTUNNEL_DB_PATH "$env_file") || db_path=$state_dir/leases.db
 db_dir=$(dirname "$db_path")

@@ -338,32 +338,7 @@ if [[ $route_mode == static ]]; then
 fi
 
 # --- lease database: the service user's alone ------------------------------------------------
-# kind_of PATH: what PATH is, in words (a symbolic link is never followed).
-kind_of() {
-    local path=$1
-    if [[ -L $path ]]; then
-        echo 'a symbolic link'
-    elif [[ -f $path ]]; then
-        echo 'a regular file'
-    elif [[ -d $path ]]; then
-        echo 'a directory'
-    elif [[ -S $path ]]; then
-        echo 'a unix socket'
-    elif [[ -p $path ]]; then
-        echo 'a fifo'
-    elif [[ -b $path || -c $path ]]; then
-        echo 'a device node'
-    else
-        echo 'a special file'
-    fi
-}
 
-# printable TEXT: TEXT with control characters shown as '?' (these names may come from
-# anyone who could write the old, group-writable directory).
-printable() {
-    local text=$1
-    echo "${text//[[:cntrl:]]/?}"
-}
 
 db_name=$(basename "$db_path")
 db_dir=$(dirname "$db_path")
@@ -404,7 +379,7 @@ while IFS= read -r -d '' entry; do
         say "$shown is not a file of the lease database: left alone (check-edge.sh fails until it is moved elsewhere)"
         continue
     fi
-    kind=$(kind_of "$entry")
+    kind="a $(kind_of "$entry")"
     rm -rf --one-file-system -- "$entry"
     db_changed=1
     if [[ $name == "$db_name-journal" ]]; then
@@ -420,7 +395,7 @@ for suffix in '' -wal -shm; do
     shown=$(printable "$file")
     if [[ -L $file || (-e $file && ! -f $file) ]]; then
         # Outside the state directory (the loop above removed these inside it).
-        say "warning: $shown is $(kind_of "$file"), not a database file: left alone outside $state_dir; remove it before serve starts"
+        say "warning: $shown is a $(kind_of "$file"), not a database file: left alone outside $state_dir; remove it before serve starts"
         continue
     fi
     [[ -f $file ]] || continue

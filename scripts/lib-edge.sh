@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Helpers shared by the edge scripts (check, upgrade, rollback). Sourced, not run:
+# Helpers shared by the edge scripts (install, check, keys, upgrade, rollback). Sourced, not run:
 #   source "$(dirname "${BASH_SOURCE[0]}")/lib-edge.sh"
 
 # env_value KEY FILE: the value of the last KEY=VALUE line (as mytunneld reads it).
@@ -20,4 +20,31 @@ env_value() {
             found = 1; value = v
         }
         END { if (found) print value; else exit 1 }' "$2"
+}
+
+# printable TEXT: TEXT with control characters shown as '?' (file names in the database
+# directory may come from a tunnel user of an older install).
+printable() {
+    local text=$1
+    echo "${text//[[:cntrl:]]/?}"
+}
+
+# kind_of PATH: what PATH is, in words (a symbolic link is never followed).
+kind_of() {
+    local path=$1
+    if [[ -L $path ]]; then
+        echo 'symbolic link'
+    elif [[ -f $path ]]; then
+        echo 'file'
+    elif [[ -d $path ]]; then
+        echo 'directory'
+    elif [[ -S $path ]]; then
+        echo 'socket'
+    elif [[ -p $path ]]; then
+        echo 'fifo'
+    elif [[ -b $path || -c $path ]]; then
+        echo 'device'
+    else
+        echo 'special file'
+    fi
 }

@@ -16,7 +16,6 @@
 )]
 
 use std::net::TcpStream;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -26,7 +25,7 @@ mod e2e_support;
 use e2e_support::{
     check, http_get, set_mode, App, Guard, SetupLock, BASE_DOMAIN, GROUP, SERVICE_USER,
 };
-use mytunnel_edge::testkit::{eventually, free_port, RealCaddy, Sshd};
+use mytunnel_edge::testkit::{eventually, free_port, RealCaddy, ServeProcess, Sshd};
 use serde_json::Value;
 
 /// Two of the e2e suite's users (same group, same setup lock).
@@ -44,7 +43,7 @@ fn listening(port: u16) -> bool {
 /// A real sshd, a real Caddy, users alice and bob with keys in a keys directory.
 struct Edge {
     // Dropped in order: serve, sshd (and its connections), Caddy, then the directories.
-    _serve: Guard,
+    _serve: ServeProcess,
     sshd: Sshd,
     caddy: RealCaddy,
     port: u16,
@@ -179,26 +178,14 @@ impl Edge {
         .unwrap();
         std::fs::write(dir.path().join("known_hosts"), sshd.known_hosts_line()).unwrap();
         // serve as the service user, the only process that opens the database.
-        let serve = Guard(
-            Command::new(&bin)
-                .uid(service.as_raw())
-                .gid(group.gid.as_raw())
-                .arg("--env-file")
-                .arg(&env)
-                .arg("serve")
-                .env_clear()
-                .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(dir.path().join("serve.log")).unwrap())
-                .spawn()
-                .unwrap(),
-        );
-        assert!(
-            mytunnel_edge::testkit::wait_for_serve(&socket_dir, Duration::from_secs(20)),
-            "serve never listened: {}",
-            std::fs::read_to_string(dir.path().join("serve.log")).unwrap_or_default()
-        );
+        let serve = ServeProcess::start(
+            &bin,
+            &env,
+            Some((service.as_raw(), group.gid.as_raw())),
+            &dir.path().join("serve.log"),
+            &socket_dir,
+        )
+        .unwrap();
         Edge {
             _serve: serve,
             sshd,

@@ -19,10 +19,9 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
-use mytunnel_edge::testkit::RealCaddy;
+use mytunnel_edge::testkit::{RealCaddy, ServeProcess};
 use serde_json::Value;
 
 const GROUP: &str = "mytunnel-t";
@@ -63,21 +62,10 @@ fn ensure_users() {
     }
 }
 
-/// `mytunneld serve`, stopped by its pid.
-#[derive(Debug)]
-struct Serve(Child);
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[derive(Debug)]
 struct Edge {
     // Dropped first: serve, then Caddy and the directory.
-    _serve: Serve,
+    _serve: ServeProcess,
     dir: tempfile::TempDir,
     caddy: RealCaddy,
 }
@@ -118,26 +106,14 @@ impl Edge {
         std::fs::write(&env_path, env).unwrap();
         nix::unistd::chown(&env_path, None, Some(group.gid)).unwrap();
         std::fs::set_permissions(&env_path, std::fs::Permissions::from_mode(0o640)).unwrap();
-        let serve = Serve(
-            Command::new(&bin)
-                .uid(service.as_raw())
-                .gid(group.gid.as_raw())
-                .arg("--env-file")
-                .arg(&env_path)
-                .arg("serve")
-                .env_clear()
-                .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(dir.path().join("serve.log")).unwrap())
-                .spawn()
-                .unwrap(),
-        );
-        assert!(
-            mytunnel_edge::testkit::wait_for_serve(&dir.path().join("s"), Duration::from_secs(20)),
-            "serve never listened: {}",
-            std::fs::read_to_string(dir.path().join("serve.log")).unwrap_or_default()
-        );
+        let serve = ServeProcess::start(
+            &bin,
+            &env_path,
+            Some((service.as_raw(), group.gid.as_raw())),
+            &dir.path().join("serve.log"),
+            &dir.path().join("s"),
+        )
+        .unwrap();
         Edge {
             _serve: serve,
             dir,

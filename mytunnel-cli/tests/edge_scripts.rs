@@ -1279,7 +1279,7 @@ fn rerunning_install_migrates_a_shared_database_directory_without_losing_a_lease
     assert!(
         run.text
             .lines()
-            .any(|l| l.contains(&format!("removed {}, a unix socket", journal.display()))),
+            .any(|l| l.contains(&format!("removed {}, a socket", journal.display()))),
         "{}",
         run.text
     );

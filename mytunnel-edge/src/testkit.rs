@@ -51,6 +51,64 @@ pub fn eventually(timeout: Duration, condition: impl FnMut() -> bool) -> bool {
     poll_every(timeout, Duration::from_millis(50), condition)
 }
 
+/// A running `mytunneld serve`, stopped by its pid (SIGKILL, then reaped) when dropped.
+#[derive(Debug)]
+pub struct ServeProcess {
+    child: Child,
+}
+
+impl ServeProcess {
+    /// Starts `<bin> --env-file <env_file> serve` (environment cleared but `PATH`), as
+    /// `user` (uid, gid) when given, its stderr in `log`; waits until it listens on the
+    /// control socket of `socket_dir`.
+    pub fn start(
+        bin: &Path,
+        env_file: &Path,
+        user: Option<(u32, u32)>,
+        log: &Path,
+        socket_dir: &Path,
+    ) -> Result<ServeProcess, String> {
+        use std::os::unix::process::CommandExt;
+        let stderr =
+            std::fs::File::create(log).map_err(|e| format!("create {}: {e}", log.display()))?;
+        let mut command = Command::new(bin);
+        if let Some((uid, gid)) = user {
+            command.uid(uid).gid(gid);
+        }
+        let child = command
+            .arg("--env-file")
+            .arg(env_file)
+            .arg("serve")
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .map_err(|e| format!("cannot start {} serve: {e}", bin.display()))?;
+        let serve = ServeProcess { child };
+        if !wait_for_serve(socket_dir, Duration::from_secs(20)) {
+            return Err(format!(
+                "serve never listened: {}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            ));
+        }
+        Ok(serve)
+    }
+
+    /// Its pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Waits until `mytunneld serve` listens on the control socket of `socket_dir` (ctl
 /// answers `service_unavailable` before that).
 pub fn wait_for_serve(socket_dir: &Path, timeout: Duration) -> bool {

@@ -17,14 +17,13 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
-use mytunnel_edge::testkit::{children_of, RealCaddy, Sshd};
+use mytunnel_edge::testkit::{children_of, RealCaddy, ServeProcess, Sshd};
 use serde_json::Value;
 
 pub const GROUP: &str = "mytunnel-e2e";
@@ -387,7 +386,7 @@ impl RouteMode {
 #[derive(Debug)]
 pub struct Stack {
     // Dropped in order: serve, sshd (and its connections), Caddy, then the directory.
-    serve: Option<Guard>,
+    serve: Option<ServeProcess>,
     pub sshd: Sshd,
     pub caddy: RealCaddy,
     ports: PortWindow,
@@ -478,28 +477,17 @@ impl Stack {
         std::fs::create_dir(stack.path("home")).unwrap();
         std::fs::create_dir(stack.path("tmp")).unwrap();
 
-        let log = std::fs::File::create(stack.path("serve.log")).unwrap();
         // The service user, with the tunnel group as its group, as on an edge: serve's
         // control socket (0660) is then reachable by the tunnel users' ctl.
-        stack.serve = Some(Guard(
-            Command::new(&bin)
-                .uid(service.as_raw())
-                .gid(group.gid.as_raw())
-                .arg("--env-file")
-                .arg(&env_path)
-                .arg("serve")
-                .env_clear()
-                .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .unwrap(),
-        ));
-        assert!(
-            mytunnel_edge::testkit::wait_for_serve(&stack.socket_dir(), Duration::from_secs(20)),
-            "serve never listened; its log: {}",
-            stack.serve_log()
+        stack.serve = Some(
+            ServeProcess::start(
+                &bin,
+                &env_path,
+                Some((service.as_raw(), group.gid.as_raw())),
+                &stack.path("serve.log"),
+                &stack.socket_dir(),
+            )
+            .unwrap(),
         );
         stack
     }
