@@ -97,22 +97,7 @@ impl Edge {
         }
         {
             let _lock = SetupLock::take();
-            let out = Command::new("groupadd")
-                .args(["-f", GROUP])
-                .output()
-                .unwrap();
-            check(&out, "groupadd");
-            if nix::unistd::User::from_name(SERVICE_USER)
-                .unwrap()
-                .is_none()
-            {
-                let out = Command::new("useradd")
-                    .args(["--system", "--no-create-home", "--home-dir", "/nonexistent"])
-                    .args(["--shell", "/usr/sbin/nologin", "--gid", GROUP, SERVICE_USER])
-                    .output()
-                    .unwrap();
-                check(&out, "useradd service user");
-            }
+            e2e_support::ensure_group_and_service_user();
             for user in USERS {
                 let out = Command::new(
                     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -557,21 +557,7 @@ impl Stack {
             check(&out, "ssh-keygen");
         }
         let _lock = SetupLock::take();
-        Command::new("groupadd")
-            .args(["-f", GROUP])
-            .status()
-            .unwrap();
-        if nix::unistd::User::from_name(SERVICE_USER)
-            .unwrap()
-            .is_none()
-        {
-            let out = Command::new("useradd")
-                .args(["--system", "--no-create-home", "--home-dir", "/nonexistent"])
-                .args(["--shell", "/usr/sbin/nologin", "--gid", GROUP, SERVICE_USER])
-                .output()
-                .unwrap();
-            check(&out, "useradd service user");
-        }
+        ensure_group_and_service_user();
         for user in USERS {
             let out = Command::new(script())
                 .arg(user)
@@ -856,6 +842,27 @@ impl Drop for Stack {
                 .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
                 .output();
         }
+    }
+}
+
+/// The tunnel group and the service user (a member without a login shell, as
+/// install-edge.sh makes it), created when missing. Call with the [`SetupLock`] held.
+pub fn ensure_group_and_service_user() {
+    let out = Command::new("groupadd")
+        .args(["-f", GROUP])
+        .output()
+        .unwrap();
+    check(&out, "groupadd");
+    if nix::unistd::User::from_name(SERVICE_USER)
+        .unwrap()
+        .is_none()
+    {
+        let out = Command::new("useradd")
+            .args(["--system", "--no-create-home", "--home-dir", "/nonexistent"])
+            .args(["--shell", "/usr/sbin/nologin", "--gid", GROUP, SERVICE_USER])
+            .output()
+            .unwrap();
+        check(&out, "useradd service user");
     }
 }
 
