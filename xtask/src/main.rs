@@ -38,7 +38,15 @@ type Result<T> = std::result::Result<T, String>;
 
 /// The cargo-fuzz targets in `fuzz/fuzz_targets/`, each with a seed corpus in
 /// `fuzz/corpus/<target>/`.
-const FUZZ_TARGETS: [&str; 6] = ["gate", "slug", "duration", "reply", "caddy_json", "envfile"];
+const FUZZ_TARGETS: [&str; 7] = [
+    "gate",
+    "slug",
+    "duration",
+    "reply",
+    "caddy_json",
+    "envfile",
+    "control_request",
+];
 
 /// Seconds each fuzz target runs for in `ci` and by default in `fuzz-smoke`.
 const DEFAULT_FUZZ_SECONDS: u64 = 20;
