@@ -36,27 +36,8 @@ fn entries(dir: &Path) -> BTreeSet<String> {
 /// fail on the layout before serve owned the database (a 2770 directory of the tunnel
 /// group): alice then bound `leases.db-journal`.
 fn binds_socket_at(stack: &Stack, user: &str, path: &Path) -> bool {
-    let mut ssh = std::process::Command::new("ssh");
-    ssh.args([
-        "-N",
-        "-o",
-        "BatchMode=yes",
-        "-o",
-        "ExitOnForwardFailure=yes",
-    ])
-    .args(["-o", "ControlMaster=no", "-o", "ControlPath=none"])
-    .arg("-R")
-    .arg(format!("{}:127.0.0.1:1", path.display()));
-    for option in stack.ssh_options(user) {
-        ssh.arg("-o").arg(option);
-    }
-    ssh.arg(format!("{user}@127.0.0.1"))
-        .env_clear()
-        .env("HOME", stack.path("home"))
-        .env("PATH", "/usr/bin:/bin")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+    let mut ssh = stack.ssh_remote_forward(user, &path.display().to_string(), 1);
+    ssh.stdout(Stdio::null()).stderr(Stdio::piped());
     let mut child = Guard(ssh.spawn().unwrap());
     let mut status = None;
     let exited = eventually(Duration::from_secs(10), || {

@@ -379,25 +379,8 @@ fn static_mode_bob_cannot_bind_alices_socket_while_her_tunnel_is_down() {
     // A TCP listen on a port of the range is refused too (`PermitListen none`).
     let tcp = format!("127.0.0.1:{}", stack.min_port());
     for path in [target.clone(), link.display().to_string(), tcp] {
-        let output = Command::new("ssh")
-            .args([
-                "-N",
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "ExitOnForwardFailure=yes",
-            ])
-            .args(["-o", "ControlMaster=no", "-o", "ControlPath=none"])
-            .args(
-                stack
-                    .ssh_options("bob")
-                    .iter()
-                    .flat_map(|o| ["-o".to_owned(), o.clone()]),
-            )
-            .arg("-R")
-            .arg(format!("{path}:127.0.0.1:{}", bob_app.port()))
-            .arg("bob@127.0.0.1")
-            .stdin(Stdio::null())
+        let output = stack
+            .ssh_remote_forward("bob", &path, bob_app.port())
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr);

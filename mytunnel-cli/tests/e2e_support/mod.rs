@@ -707,6 +707,32 @@ impl Stack {
         ssh
     }
 
+    /// `ssh -N -R <listen>:127.0.0.1:<port> user@edge` with `ExitOnForwardFailure`, as a
+    /// tenant would run it by hand: no session, so no forced command runs; ssh exits at
+    /// once when sshd refuses the bind. stdin is closed.
+    pub fn ssh_remote_forward(&self, user: &str, listen: &str, port: u16) -> Command {
+        let mut ssh = Command::new("ssh");
+        ssh.args([
+            "-N",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "ExitOnForwardFailure=yes",
+        ])
+        .args(["-o", "ControlMaster=no", "-o", "ControlPath=none"]);
+        for option in self.ssh_options(user) {
+            ssh.arg("-o").arg(option);
+        }
+        ssh.arg("-R")
+            .arg(format!("{listen}:127.0.0.1:{port}"))
+            .arg(format!("{user}@127.0.0.1"))
+            .env_clear()
+            .env("HOME", self.path("home"))
+            .env("PATH", "/usr/bin:/bin")
+            .stdin(Stdio::null());
+        ssh
+    }
+
     /// Runs one remote command through ssh and the gate: (exit code, JSON on stdout).
     pub fn ssh_ctl(&self, user: &str, command: &str) -> (i32, Value) {
         let output = self
