@@ -659,9 +659,8 @@ impl Report {
                  an unacknowledged segment waits for the peer's delayed ACK (~40 ms on Linux). \
                  Component: OpenSSH's channel sockets, both ends. What would change it: carrying \
                  the forward on an interactive session (`ssh -tt`, key option `pty`, the gate \
-                 holding the empty command) — measured on these machines (DESIGN.md field notes) \
-                 at p99 2.1 ms instead of 42 ms at one connection and 1,860 instead of 1,070 \
-                 requests/s — or a data plane that sets TCP_NODELAY itself.",
+                 holding the empty command), on which both ends set TCP_NODELAY, or a data \
+                 plane that sets TCP_NODELAY itself.",
                 ms(c1.p99),
                 ms(b1.p99),
                 at(a, 1).map_or("?".into(), |w| ms(w.p99)),
@@ -779,8 +778,8 @@ impl Report {
                 let _ = writeln!(
                     o,
                     "- **Time to URL** is {} ms with mux and {} ms with `--no-ssh-mux`: it is SSH \
-                     handshakes (each ~300 ms of key exchange and authentication on loopback, per \
-                     DESIGN.md) — the control master, then the data-plane connection, plus one \
+                     handshakes (key exchange and authentication, each a few hundred ms on \
+                     loopback) — the control master, then the data-plane connection, plus one \
                      `ssh -T` per ctl command without mux. What would change it: opening the \
                      data-plane connection in parallel with the allocation, or requesting the \
                      forward on the connection that already carries the control session.",

@@ -44,7 +44,7 @@ fn fault_leases() -> usize {
 }
 
 /// How long a restarted serve may take to converge: Caddy reloads its whole config on
-/// every change, so each route costs more the more there are (DESIGN.md field notes).
+/// every change, so each route costs more the more there are (see BENCHMARKS.md).
 fn converge_timeout(leases: usize) -> Duration {
     Duration::from_secs(60 + u64::try_from(leases).unwrap() / 2)
 }
