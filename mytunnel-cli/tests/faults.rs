@@ -235,6 +235,29 @@ fn parse(output: &Output) -> Value {
     })
 }
 
+/// `mytunneld ctl allocate --local-port 8080` with `bin` and `env_file`, as root: exit
+/// code and JSON.
+fn allocate_once(bin: &Path, env_file: &Path) -> (i32, Value) {
+    let output = Command::new(bin)
+        .arg("--env-file")
+        .arg(env_file)
+        .args(["ctl", "allocate", "--local-port", "8080"])
+        .env_clear()
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (output.status.code().unwrap_or(-1), parse(&output))
+}
+
+/// The lease ids of the allocations that succeeded.
+fn allocated_ids(results: &[(i32, Value)]) -> BTreeSet<String> {
+    results
+        .iter()
+        .filter(|(c, _)| *c == 0)
+        .map(|(_, v)| v["lease_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
 fn code(json: &Value) -> &str {
     json["error"]["code"].as_str().unwrap_or("<no error>")
 }
@@ -444,21 +467,7 @@ fn caddy_killed_while_allocations_run() {
         .map(|_| {
             let bin = bin.clone();
             let env_file = env_file.clone();
-            std::thread::spawn(move || {
-                (0..10)
-                    .map(|_| {
-                        let output = Command::new(&bin)
-                            .arg("--env-file")
-                            .arg(&env_file)
-                            .args(["ctl", "allocate", "--local-port", "8080"])
-                            .env_clear()
-                            .stdin(Stdio::null())
-                            .output()
-                            .unwrap();
-                        (output.status.code().unwrap_or(-1), parse(&output))
-                    })
-                    .collect()
-            })
+            std::thread::spawn(move || (0..10).map(|_| allocate_once(&bin, &env_file)).collect())
         })
         .collect();
     // Kill Caddy once some allocations went through.
@@ -471,11 +480,7 @@ fn caddy_killed_while_allocations_run() {
         .into_iter()
         .flat_map(|w| w.join().unwrap())
         .collect();
-    let ok: BTreeSet<String> = results
-        .iter()
-        .filter(|(c, _)| *c == 0)
-        .map(|(_, v)| v["lease_id"].as_str().unwrap().to_owned())
-        .collect();
+    let ok = allocated_ids(&results);
     let refused = results
         .iter()
         .filter(|(c, v)| *c == 2 && code(v) == "caddy_unavailable")
@@ -798,21 +803,13 @@ fn serve_killed_while_32_clients_allocate() {
             std::thread::spawn(move || {
                 let mut results = Vec::new();
                 while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                    let output = Command::new(&bin)
-                        .arg("--env-file")
-                        .arg(&env_file)
-                        .args(["ctl", "allocate", "--local-port", "8080"])
-                        .env_clear()
-                        .stdin(Stdio::null())
-                        .output()
-                        .unwrap();
-                    let code = output.status.code().unwrap_or(-1);
+                    let (code, reply) = allocate_once(&bin, &env_file);
                     if code == 0 {
                         told.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     } else {
                         refused.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     }
-                    results.push((code, parse(&output)));
+                    results.push((code, reply));
                 }
                 results
             })
@@ -825,12 +822,6 @@ fn serve_killed_while_32_clients_allocate() {
     nix::sys::signal::kill(serve.pid(), nix::sys::signal::Signal::SIGKILL).unwrap();
     serve.kill9();
     let at_kill = told.load(std::sync::atomic::Ordering::SeqCst);
-    let unavailable_while_down = |results: &[(i32, Value)]| {
-        results
-            .iter()
-            .filter(|(_, v)| code(v) == "service_unavailable")
-            .count()
-    };
     // Down until clients have noticed (each answer comes within 2 s).
     assert!(eventually(Duration::from_secs(20), || refused
         .load(std::sync::atomic::Ordering::SeqCst)
@@ -845,12 +836,11 @@ fn serve_killed_while_32_clients_allocate() {
         .flat_map(|c| c.join().unwrap())
         .collect();
 
-    let told: BTreeSet<String> = results
+    let told = allocated_ids(&results);
+    let unavailable = results
         .iter()
-        .filter(|(c, _)| *c == 0)
-        .map(|(_, v)| v["lease_id"].as_str().unwrap().to_owned())
-        .collect();
-    let unavailable = unavailable_while_down(&results);
+        .filter(|(_, v)| code(v) == "service_unavailable")
+        .count();
     let others: Vec<&(i32, Value)> = results
         .iter()
         .filter(|(c, v)| *c != 0 && code(v) != "service_unavailable")

@@ -36,14 +36,21 @@ pub const MAX_REQUEST_BYTES: usize = 4096;
 pub const ACCEPT_WITHIN: Duration = Duration::from_secs(2);
 
 /// One request on the control socket.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ControlRequest {
     /// [`CONTROL_VERSION`].
     pub v: u32,
     /// The operation, as the words after `mytunneld ctl`.
-    #[serde(with = "ctl_words")]
+    #[serde(serialize_with = "ctl_words")]
     pub ctl: CtlRequest,
+}
+
+/// A request line as it arrives, before its words are judged.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRequest {
+    v: u32,
+    ctl: Vec<String>,
 }
 
 impl ControlRequest {
@@ -63,61 +70,33 @@ impl ControlRequest {
         line
     }
 
-    /// Reads a request line. A malformed line is `invalid_argument`; a request the
-    /// allow-list refuses keeps its own code (`forbidden_command`, `override_not_allowed`,
-    /// `invalid_slug`, …).
+    /// Reads a request line. A malformed line (not JSON, a missing or extra field, another
+    /// protocol version) is `invalid_argument`; words the allow-list refuses keep its
+    /// code (`forbidden_command`, `override_not_allowed`, `invalid_slug`, …).
     pub fn parse_line(line: &str) -> Result<ControlRequest, ApiError> {
-        let value: serde_json::Value = serde_json::from_str(line.trim_end()).map_err(|e| {
+        let raw: RawRequest = serde_json::from_str(line.trim_end()).map_err(|e| {
             ApiError::new(
                 ErrorCode::InvalidArgument,
                 format!("malformed control request: {e}"),
             )
         })?;
-        // The words go through the allow-list parser first, so its error code survives.
-        if let Some(words) = value.get("ctl").and_then(serde_json::Value::as_array) {
-            let text: Vec<&str> = words.iter().filter_map(serde_json::Value::as_str).collect();
-            if text.len() == words.len() {
-                CtlRequest::parse_args(&text)?;
-            }
-        }
-        let request: ControlRequest = serde_json::from_value(value).map_err(|e| {
-            ApiError::new(
-                ErrorCode::InvalidArgument,
-                format!("malformed control request: {e}"),
-            )
-        })?;
-        if request.v != CONTROL_VERSION {
+        if raw.v != CONTROL_VERSION {
             return Err(ApiError::new(
                 ErrorCode::InvalidArgument,
                 format!(
                     "control protocol version {} is not {CONTROL_VERSION}: ctl and serve are from different releases",
-                    request.v
+                    raw.v
                 ),
             ));
         }
-        Ok(request)
+        Ok(ControlRequest::new(CtlRequest::parse_args(&raw.ctl)?))
     }
 }
 
-/// `CtlRequest` as the list of its ctl words (`allocate --name portal`), read back with
-/// [`CtlRequest::parse_args`].
-mod ctl_words {
-    use super::*;
-
-    pub fn serialize<S: serde::Serializer>(
-        request: &CtlRequest,
-        serializer: S,
-    ) -> Result<S::Ok, S::Error> {
-        let words = request.to_args();
-        serializer.collect_seq(words.iter().skip(1))
-    }
-
-    pub fn deserialize<'de, D: serde::Deserializer<'de>>(
-        deserializer: D,
-    ) -> Result<CtlRequest, D::Error> {
-        let words = Vec::<String>::deserialize(deserializer)?;
-        CtlRequest::parse_args(&words).map_err(serde::de::Error::custom)
-    }
+/// `CtlRequest` as the list of its ctl words (`allocate --name portal`), which
+/// [`CtlRequest::parse_args`] reads back.
+fn ctl_words<S: serde::Serializer>(request: &CtlRequest, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_seq(request.to_args().iter().skip(1))
 }
 
 /// One line serve sends back.

@@ -368,3 +368,21 @@ pub async fn call(
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn the_caller_is_the_uid_not_the_environment() {
+        // Whatever USER says, the owner is the password-database name of the uid.
+        let uid = nix::unistd::getuid();
+        let caller = caller_for_uid(uid.as_raw(), &AdminUsers::default()).unwrap();
+        let expected = nix::unistd::User::from_uid(uid).unwrap().unwrap().name;
+        assert_eq!(caller.owner().as_str(), expected);
+        let admins: AdminUsers = expected.parse().unwrap();
+        let listed = caller_for_uid(uid.as_raw(), &admins).unwrap();
+        assert_eq!(listed.privilege(), mytunnel_core::policy::Privilege::Admin);
+    }
+}

@@ -8,7 +8,6 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use mytunnel_core::policy::{AdminUsers, Caller};
 use mytunnel_core::protocol::{ApiError, CtlRequest, CtlResponse, ErrorCode};
 use mytunnel_core::route::RouteBackend;
 use mytunnel_core::BindTarget;
@@ -60,14 +59,6 @@ impl CtlOutput {
     }
 }
 
-/// The caller: the real uid of this process, named through the password database.
-///
-/// Never `$USER`, `$LOGNAME` or a flag. `serve` names a ctl caller the same way, from the
-/// uid the kernel reports for its connection ([`control::caller_for_uid`]).
-pub fn current_caller(admins: &AdminUsers) -> Result<Caller, ApiError> {
-    control::caller_for_uid(nix::unistd::getuid().as_raw(), admins)
-}
-
 /// Opens the lease database and the routes named by `config`: what `mytunneld serve`
 /// runs, the only process that opens the database.
 pub async fn open_serve_service(config: &EdgeConfig) -> Result<LeaseService, ApiError> {
@@ -111,17 +102,21 @@ pub fn route_backend(config: &EdgeConfig) -> Result<Arc<dyn RouteBackend>, ApiEr
 /// (sshd leaves them behind and will not bind over them), and after a heartbeat or a
 /// release the lease's own, so the client can bind again.
 pub async fn run(config: &EdgeConfig, request: CtlRequest) -> CtlOutput {
-    let own_sockets = OwnSockets::of_this_process(config);
+    // Only these verbs touch the owner's sockets: the others skip the user lookup.
+    let own_sockets = match request {
+        CtlRequest::Allocate(_) | CtlRequest::Heartbeat { .. } | CtlRequest::Release { .. } => {
+            OwnSockets::of_this_process(config)
+        }
+        _ => None,
+    };
     if let (Some(own), CtlRequest::Allocate(_)) = (&own_sockets, &request) {
         own.clear_stale();
     }
     let socket = sockets::control_socket(&config.socket_dir);
     let result = control::call(&socket, &request, control::REPLY_WITHIN).await;
+    // After a heartbeat or a release (allocate answers a new socket, nothing to clear).
     if let (Some(own), Ok(CtlResponse::Lease(lease))) = (&own_sockets, &result) {
-        if matches!(
-            request,
-            CtlRequest::Heartbeat { .. } | CtlRequest::Release { .. }
-        ) {
+        if !matches!(request, CtlRequest::Allocate(_)) {
             own.clear_if_stale(&lease.bind_target());
         }
     }
@@ -199,14 +194,5 @@ mod tests {
             caddy: c(false),
         })));
         assert_eq!(unhealthy.exit_code, 1);
-    }
-
-    #[test]
-    fn caller_comes_from_the_uid_not_the_environment() {
-        // Whatever USER says, the owner is the password-database name of the real uid.
-        let caller = current_caller(&AdminUsers::default()).unwrap();
-        let uid = nix::unistd::getuid();
-        let expected = nix::unistd::User::from_uid(uid).unwrap().unwrap().name;
-        assert_eq!(caller.owner().as_str(), expected);
     }
 }
