@@ -227,7 +227,6 @@ if keys_dir=$(env_value MYTUNNEL_KEYS_DIR "$env_file"); then
 fi
 
 # --- socket directory ----------------------------------------------------------------------
-route_mode=$(env_value MYTUNNEL_ROUTE_MODE "$env_file") || route_mode=routes
 socket_dir=$(env_value MYTUNNEL_SOCKET_DIR "$env_file") || socket_dir=/var/lib/mytunnel-sockets
 problems=()
 # want PATH MODE OWNER GROUP
@@ -242,23 +241,19 @@ want() {
         problems+=("$path is $got (want $mode $owner $grp)")
     fi
 }
-# serve binds control.sock here in both modes.
+# serve binds control.sock here; every lease binds a socket in owners/<user> (both modes).
 want "$socket_dir" 0755 "$user" "$group"
-if [[ $route_mode == static ]]; then
-    want "$socket_dir/hosts" 0755 "$user" "$group"
-    want "$socket_dir/owners" 0755 root root
-    owners=0
-    if [[ -d $socket_dir/owners && ! -L $socket_dir/owners ]]; then
-        for dir in "$socket_dir"/owners/*; do
-            [[ -e $dir || -L $dir ]] || continue
-            owners=$((owners + 1))
-            want "$dir" 2750 "$(basename "$dir")" "$proxy_group"
-        done
-    fi
-    summary="$socket_dir 0755 $user: hosts 0755, owners 0755 root, $owners owner directories 2750 <user>:$proxy_group"
-else
-    summary="$socket_dir 0755 $user:$group (route mode routes: control.sock only)"
+want "$socket_dir/hosts" 0755 "$user" "$group"
+want "$socket_dir/owners" 0755 root root
+owners=0
+if [[ -d $socket_dir/owners && ! -L $socket_dir/owners ]]; then
+    for dir in "$socket_dir"/owners/*; do
+        [[ -e $dir || -L $dir ]] || continue
+        owners=$((owners + 1))
+        want "$dir" 2750 "$(basename "$dir")" "$proxy_group"
+    done
 fi
+summary="$socket_dir 0755 $user: hosts 0755, owners 0755 root, $owners owner directories 2750 <user>:$proxy_group"
 if [[ ${#problems[@]} -eq 0 ]]; then
     pass sockets "$summary"
 else

@@ -18,8 +18,8 @@
 #   DIR/<user> (0644, DIR 0755, both root:root) instead: sshd's AuthorizedKeysCommand
 #   (`mytunneld authorized-keys %u`, see install-edge.sh) adds the options, and the listen
 #   permissions of the user's leases, at each login. ~/.ssh is not touched then.
-# - With --socket-dir DIR, or when the env file sets MYTUNNEL_ROUTE_MODE=static (its
-#   MYTUNNEL_SOCKET_DIR, default /var/lib/mytunnel-sockets), creates DIR/owners/<user>,
+# - With --socket-dir DIR, or when the env file exists (its MYTUNNEL_SOCKET_DIR, default
+#   /var/lib/mytunnel-sockets; both route modes), creates DIR/owners/<user>,
 #   owned by the user, group --proxy-group (default caddy), mode 2750: the user's tunnel
 #   sockets, reachable by the proxy only. An existing one owned by someone else is refused.
 # - Idempotent: a line for the same key is replaced, never duplicated. Other keys are
@@ -105,7 +105,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib-edge.sh"
 if [[ -z $keys_dir ]]; then
     keys_dir=$(env_value MYTUNNEL_KEYS_DIR "$env_file") || keys_dir=''
 fi
-if [[ -z $socket_dir ]] && [[ $(env_value MYTUNNEL_ROUTE_MODE "$env_file" || true) == static ]]; then
+# Every lease binds a socket in the owner's directory (both route modes).
+if [[ -z $socket_dir && -f $env_file ]]; then
     socket_dir=$(env_value MYTUNNEL_SOCKET_DIR "$env_file") || socket_dir=/var/lib/mytunnel-sockets
 fi
 proxy_group=${proxy_group:-caddy}
@@ -156,10 +157,10 @@ if [[ $remove -eq 0 ]]; then
     fi
 fi
 
-# --- the user's socket directory (static route mode) ---------------------------------------
+# --- the user's socket directory ---------------------------------------------------------
 if [[ -n $socket_dir && $remove -eq 0 ]]; then
     owners=$socket_dir/owners
-    [[ -d $owners ]] || die "$owners does not exist: run install-edge.sh (static route mode) first"
+    [[ -d $owners ]] || die "$owners does not exist: run install-edge.sh first"
     getent group "$proxy_group" >/dev/null || die "no group $proxy_group (--proxy-group): install the proxy first"
     user_sockets=$owners/$user
     if [[ -L $user_sockets || (-e $user_sockets && ! -d $user_sockets) ]]; then

@@ -22,7 +22,6 @@
 #                                                               /var/lib/mytunnel-sockets: serve
 #                                                               binds control.sock there, 0660,
 #                                                               which every ctl asks)
-# and in static mode:
 #   SOCKETS/hosts                            0755  USER:GROUP  (host links, written by serve)
 #   SOCKETS/owners                           0755  root:root   (install-edge-ssh-key.sh makes
 #                                                               owners/<user>, user:PROXY 2750)
@@ -49,9 +48,9 @@
 # and given to install-edge-ssh-key.sh when users are enrolled.
 #
 # sshd: /etc/ssh/sshd_config.d/mytunnel.conf holds a `Match Group GROUP` block: tunnel keys
-# come only from `mytunneld authorized-keys %u` (run as USER), which limits each key to the
-# listens its owner's leases allow; static mode allows unix-socket forwards only, routes
-# mode TCP forwards only. It is written for a new env file, when it exists already, or
+# come only from `mytunneld authorized-keys %u` (run as USER), which forces the gate on
+# each key; in both route modes tunnels bind unix sockets in their owner's directory and
+# may not listen on any TCP port. It is written for a new env file, when it exists already, or
 # with --sshd-dropin: on an older install it would disable the keys in users'
 # ~/.ssh/authorized_keys, so move them first (install-edge-ssh-key.sh --keys-dir). sshd
 # is not reloaded: check with `sshd -t`, then `systemctl reload ssh`.
@@ -172,22 +171,16 @@ sshd_dropin() {
     echo "# mytunnel tunnel users (group $group), route mode $route_mode. Written by install-edge.sh;"
     echo "# rewritten on every run. Check with \`sshd -t\`, then \`systemctl reload ssh\`."
     echo "Match Group $group"
-    if [[ $route_mode == static ]]; then
-        echo "    # Tunnels bind unix sockets in owners/<user> (user:$proxy_group 2750), never TCP ports."
-        echo "    # sshd grants remote socket forwards from the remote TCP permission: keep it,"
-        echo "    # and refuse every TCP listen (no ssh -L either)."
-        echo "    AllowTcpForwarding remote"
-        echo "    PermitListen none"
-        echo "    AllowStreamLocalForwarding remote"
-        echo "    # Sockets 0660: the owner and the proxy's group."
-        echo "    StreamLocalBindMask 0117"
-        echo "    # Never unlink before binding: a user could remove any file in a directory it can write."
-        echo "    StreamLocalBindUnlink no"
-    else
-        echo "    # Tunnels bind 127.0.0.1:<port>, only the ports of the user's active leases."
-        echo "    AllowTcpForwarding remote"
-        echo "    AllowStreamLocalForwarding no"
-    fi
+    echo "    # Tunnels bind unix sockets in owners/<user> (user:$proxy_group 2750), never TCP ports,"
+    echo "    # in both route modes. sshd grants remote socket forwards from the remote TCP"
+    echo "    # permission: keep it, and refuse every TCP listen (no ssh -L either)."
+    echo "    AllowTcpForwarding remote"
+    echo "    PermitListen none"
+    echo "    AllowStreamLocalForwarding remote"
+    echo "    # Sockets 0660: the owner and the proxy's group."
+    echo "    StreamLocalBindMask 0117"
+    echo "    # Never unlink before binding: a user could remove any file in a directory it can write."
+    echo "    StreamLocalBindUnlink no"
     echo "    # Keys come only from mytunneld: each one gated, limited to what its leases allow."
     echo "    AuthorizedKeysFile none"
     echo "    AuthorizedKeysCommand /usr/local/bin/mytunneld authorized-keys %u"
@@ -325,16 +318,20 @@ state_dir_existed=0
 ensure_dir "$state_dir" 0700 "$user" "$group"
 ensure_dir "$keys_dir" 0755 root root
 ensure_dir "$unit_dir" 0755 root root
-# serve binds its control socket here (both modes); in static mode Caddy reaches
-# hosts/<slug>.sock -> owners/<user>/<lease>.sock through it.
+# serve binds its control socket here; tunnels bind owners/<user>/<lease>.sock, which
+# Caddy dials (static mode through the host links hosts/<slug>.sock). Both route modes.
 ensure_dir "$env_socket_dir" 0755 "$user" "$group"
-if [[ $route_mode == static ]]; then
-    # Only serve (USER) writes host links; only root makes the per-owner directories.
-    ensure_dir "$env_socket_dir/hosts" 0755 "$user" "$group"
-    ensure_dir "$env_socket_dir/owners" 0755 root root
-    if ! getent group "$proxy_group" >/dev/null; then
-        say "warning: group $proxy_group (--proxy-group) does not exist yet: install Caddy before enrolling users"
+# Only serve (USER) writes host links; only root makes the per-owner directories.
+ensure_dir "$env_socket_dir/hosts" 0755 "$user" "$group"
+ensure_dir "$env_socket_dir/owners" 0755 root root
+if getent group "$proxy_group" >/dev/null; then
+    # serve connects to a lease's socket to find the ssh connection to end with it.
+    if ! id -nG "$user" | tr ' ' '\n' | grep -qx -- "$proxy_group"; then
+        usermod -a -G "$proxy_group" "$user"
+        say "added $user to $proxy_group (it reaches tunnel sockets to end them with their lease)"
     fi
+else
+    say "warning: group $proxy_group (--proxy-group) does not exist yet: install Caddy, then run this again"
 fi
 
 # --- lease database: the service user's alone ------------------------------------------------
@@ -517,7 +514,10 @@ RestrictNamespaces=yes
 LockPersonality=yes
 MemoryDenyWriteExecute=yes
 SystemCallArchitectures=native
-CapabilityBoundingSet=
+# One capability: to end the ssh connection of a lease that ended (a tenant's sshd
+# process), found by the socket it listens on. Nothing else.
+CapabilityBoundingSet=CAP_KILL
+AmbientCapabilities=CAP_KILL
 
 [Install]
 WantedBy=multi-user.target
@@ -535,7 +535,7 @@ if [[ $new_env -eq 1 || $sshd_dropin_flag -eq 1 || -e $sshd_dropin ]]; then
     fi
 else
     say "$sshd_dropin not written (an install from before route modes): tunnel keys still come"
-    say "from ~/.ssh/authorized_keys and may listen on any port of the range. Move each key with"
+    say "from ~/.ssh/authorized_keys and may listen on TCP ports. Move each key with"
     say "install-edge-ssh-key.sh USER KEY --keys-dir $keys_dir, then rerun with --sshd-dropin"
 fi
 
@@ -561,9 +561,5 @@ fi
 if [[ -z $base_domain ]] && ! grep -q '^[[:space:]]*\(export[[:space:]]\+\)\?MYTUNNEL_BASE_DOMAIN=' "$env_file"; then
     say "set MYTUNNEL_BASE_DOMAIN in $env_file before clients allocate tunnels"
 fi
-if [[ $route_mode == static ]]; then
-    say "route mode static: enroll users with install-edge-ssh-key.sh USER KEY --group $group --keys-dir $keys_dir --socket-dir $env_socket_dir --proxy-group $proxy_group"
-else
-    say "route mode routes: enroll users with install-edge-ssh-key.sh USER KEY --group $group --keys-dir $keys_dir"
-fi
+say "route mode $route_mode: enroll users with install-edge-ssh-key.sh USER KEY --group $group --keys-dir $keys_dir --socket-dir $env_socket_dir --proxy-group $proxy_group"
 say "done"

@@ -21,13 +21,15 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use mytunnel_edge::testkit::{RealCaddy, ServeProcess};
+use mytunnel_edge::testkit::{make_owner_dirs, RealCaddy, ServeProcess};
 use serde_json::Value;
 
 const GROUP: &str = "mytunnel-t";
 const ALICE: &str = "mtt-alice";
 const BOB: &str = "mtt-bob";
 const OPS: &str = "mtt-ops";
+/// The users whose leases bind sockets here.
+const USERS_WITH_SOCKETS: [&str; 3] = [ALICE, BOB, OPS];
 /// The service user `serve` runs as (in the group, as install-edge.sh makes it).
 const SERVICE: &str = "mtt-svc";
 /// Set for a child of this test binary that sends one crafted request and prints the answer.
@@ -93,6 +95,8 @@ impl Edge {
             nix::unistd::chown(&path, Some(service), Some(group.gid)).unwrap();
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
         }
+        // Each user's own socket directory, where their leases bind.
+        make_owner_dirs(&dir.path().join("s"), &USERS_WITH_SOCKETS, None).unwrap();
         let bin = dir.path().join("mytunneld");
         std::fs::copy(env!("CARGO_BIN_EXE_mytunneld"), &bin).unwrap();
         std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();

@@ -2,6 +2,8 @@
 //! OS users, with `serve` as its own service user and the sshd settings install-edge.sh
 //! writes (see `e2e_support`).
 //!
+//! Each attack below was reproduced against the edge before its defence, and fails now.
+//!
 //! The lease database: alice binds unix sockets with `ssh -R` at every path of the
 //! database directory (`leases.db-journal` made every tenant's ctl answer "database is
 //! locked" when tunnel users shared that directory) and at serve's control socket. Each
@@ -22,7 +24,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use e2e_support::{eventually, Guard, RouteMode, Stack, StackOptions};
+use e2e_support::{eventually, App, Guard, RouteMode, Stack, StackOptions, Visit, Visitors};
 
 fn entries(dir: &Path) -> BTreeSet<String> {
     std::fs::read_dir(dir)
@@ -132,6 +134,196 @@ fn a_tenant_cannot_bind_sockets_in_the_database_directory_or_over_serves_socket(
         assert!(
             list.as_array().unwrap().iter().any(|l| l["slug"] == "bobs"),
             "{list}"
+        );
+    }
+}
+
+/// Attack: keep serving a name after the lease ended, and then the next owner's visitors.
+///
+/// alice binds her lease's socket by hand (`ssh -N -R`, the connection kept open on
+/// purpose) while 8 visitors hold keep-alive connections to Caddy for her host; she
+/// releases the lease. Before serve ended the lease's ssh connection, Caddy kept answering
+/// from its pooled upstream connections (2 minutes idle timeout; in `static` mode the dial
+/// address is the name's host link, the same for the next lease), and once bob took the
+/// name some of his visitors got alice's app.
+#[test]
+fn an_ended_lease_takes_its_traffic_with_it_and_never_serves_the_next_owner() {
+    for route_mode in [RouteMode::Static, RouteMode::Routes] {
+        let mode = route_mode.name();
+        let stack = Stack::with(StackOptions {
+            route_mode,
+            ..StackOptions::default()
+        });
+        let alice_app = App::start("alice's app");
+        let bob_app = App::start("bob's app");
+        let (rc, lease) = stack.ssh_ctl(
+            "alice",
+            &format!(
+                "mytunneld ctl allocate --name shared --local-port {}",
+                alice_app.port()
+            ),
+        );
+        assert_eq!(rc, 0, "{mode}: {lease}");
+        let host = lease["host"].as_str().unwrap().to_owned();
+        let alice_socket = lease["edge_bind_target"].as_str().unwrap().to_owned();
+        let mut alice_ssh = stack.ssh_remote_forward("alice", &alice_socket, alice_app.port());
+        alice_ssh.stdout(Stdio::null()).stderr(Stdio::null());
+        let mut alice_ssh = Guard(alice_ssh.spawn().unwrap());
+        stack.assert_serves(&host, "alice's app", Duration::from_secs(20));
+
+        let visitors = Visitors::start(stack.caddy.http_address(), &host, 8);
+        let warm = visitors.after(std::time::Instant::now(), 200, Duration::from_secs(20));
+        assert!(warm.iter().all(|v| v.body == "alice's app"), "{mode}");
+
+        let (rc, released) = stack.ssh_ctl(
+            "alice",
+            &format!(
+                "mytunneld ctl release --lease {}",
+                lease["lease_id"].as_str().unwrap()
+            ),
+        );
+        assert_eq!(rc, 0, "{mode}: {released}");
+        let released_at = std::time::Instant::now();
+        // Her ssh connection is ended by the edge, whatever she wanted.
+        assert!(
+            eventually(Duration::from_secs(5), || alice_ssh
+                .0
+                .try_wait()
+                .unwrap()
+                .is_some()),
+            "{mode}: alice's ssh -N -R still runs after her lease was released"
+        );
+        let late: Vec<Visit> = visitors
+            .after(
+                released_at + Duration::from_secs(1),
+                200,
+                Duration::from_secs(20),
+            )
+            .into_iter()
+            .filter(|v| v.body == "alice's app")
+            .collect();
+        assert!(
+            late.is_empty(),
+            "{mode}: {} answers from alice's app more than 1 s after her release",
+            late.len()
+        );
+
+        // Bob takes the name: none of 1,000 answers comes from alice's app.
+        let (rc, bobs) = stack.ssh_ctl(
+            "bob",
+            &format!(
+                "mytunneld ctl allocate --name shared --local-port {}",
+                bob_app.port()
+            ),
+        );
+        assert_eq!(rc, 0, "{mode}: {bobs}");
+        let taken_at = std::time::Instant::now();
+        let bob_socket = bobs["edge_bind_target"].as_str().unwrap().to_owned();
+        let mut bob_ssh = stack.ssh_remote_forward("bob", &bob_socket, bob_app.port());
+        bob_ssh.stdout(Stdio::null()).stderr(Stdio::null());
+        let _bob_ssh = Guard(bob_ssh.spawn().unwrap());
+        stack.assert_serves(&host, "bob's app", Duration::from_secs(20));
+        let served_at = std::time::Instant::now();
+        // 1,000 answers once bob's tunnel is up; and none from alice's app since the
+        // name changed hands.
+        let serving = visitors.after(served_at, 1000, Duration::from_secs(60));
+        let answers = visitors.after(taken_at, serving.len(), Duration::from_secs(1));
+        let from_alice = answers.iter().filter(|v| v.body == "alice's app").count();
+        assert_eq!(
+            from_alice,
+            0,
+            "{mode}: {from_alice} of {} answers for bob's name came from alice's app",
+            answers.len()
+        );
+        let from_bob = serving.iter().filter(|v| v.body == "bob's app").count();
+        assert_eq!(
+            from_bob,
+            serving.len(),
+            "{mode}: {} of {} answers once bob served were not his app's",
+            serving.len() - from_bob,
+            serving.len()
+        );
+        // The edge said what it did.
+        assert!(
+            stack
+                .serve_log()
+                .contains("ended the ssh connection of an ended lease"),
+            "{mode}: {}",
+            stack.serve_log()
+        );
+    }
+}
+
+/// Attack (`routes` mode before sockets): a TCP listen permission is read once, at login.
+/// alice opened a master connection while her lease held port P, released it, and once bob
+/// got P she ran `ssh -O forward -R 127.0.0.1:P:…` on her old master: bob's URL served her
+/// app. Now no lease binds a port, so her old connection may listen on no TCP port at
+/// all, and bob's socket is in his own directory, where she cannot bind.
+#[test]
+fn an_old_connection_cannot_take_the_next_lease_of_a_tenants_name() {
+    for route_mode in [RouteMode::Routes, RouteMode::Static] {
+        let mode = route_mode.name();
+        let stack = Stack::with(StackOptions {
+            route_mode,
+            ..StackOptions::default()
+        });
+        let alice_app = App::start("alice's app");
+        let bob_app = App::start("bob's app");
+        let (rc, lease) = stack.ssh_ctl(
+            "alice",
+            "mytunneld ctl allocate --name prize --local-port 80",
+        );
+        assert_eq!(rc, 0, "{mode}: {lease}");
+        let master = stack.path(&format!("alice-master-{mode}"));
+        let _master = Guard(
+            stack
+                .ssh_master("alice", &master)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        assert!(
+            eventually(Duration::from_secs(20), || stack.master_check(&master)),
+            "{mode}: alice's master never came up"
+        );
+        let (rc, released) = stack.ssh_ctl(
+            "alice",
+            &format!(
+                "mytunneld ctl release --lease {}",
+                lease["lease_id"].as_str().unwrap()
+            ),
+        );
+        assert_eq!(rc, 0, "{mode}: {released}");
+        let (rc, bobs) = stack.ssh_ctl(
+            "bob",
+            &format!(
+                "mytunneld ctl allocate --name prize --local-port {}",
+                bob_app.port()
+            ),
+        );
+        assert_eq!(rc, 0, "{mode}: {bobs}");
+        assert_eq!(bobs["edge_bind_port"], 0, "{mode}: {bobs}");
+        let bob_socket = bobs["edge_bind_target"].as_str().unwrap().to_owned();
+        assert!(bob_socket.contains("/owners/bob/"), "{mode}: {bobs}");
+
+        // On her old master: bob's socket, and TCP ports (the range's first, and any).
+        let tcp = format!("127.0.0.1:{}", stack.min_port());
+        for listen in [bob_socket.as_str(), tcp.as_str(), "127.0.0.1:0"] {
+            let out = stack.master_forward(&master, listen, alice_app.port());
+            assert!(
+                !out.status.success(),
+                "{mode}: alice's old master bound {listen}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let mut bob_ssh = stack.ssh_remote_forward("bob", &bob_socket, bob_app.port());
+        bob_ssh.stdout(Stdio::null()).stderr(Stdio::null());
+        let _bob_ssh = Guard(bob_ssh.spawn().unwrap());
+        stack.assert_serves(
+            bobs["host"].as_str().unwrap(),
+            "bob's app",
+            Duration::from_secs(20),
         );
     }
 }

@@ -388,9 +388,20 @@ impl Edge {
         (output.status.code(), value)
     }
 
-    /// `mytunneld ctl <args>`; serve must be running.
+    /// `mytunneld ctl <args>`; serve must be running. An allocation binds a socket in
+    /// its owner's directory: root's is made first, as `install-edge-ssh-key.sh` makes
+    /// a tunnel user's (root:caddy 2750).
     fn ctl(&self, args: &[&str]) -> (Option<i32>, Value) {
         assert!(self.serve.is_some(), "ctl needs serve: start_serve first");
+        if args.first() == Some(&"allocate") {
+            let dir = self.socket_dir().join("owners/root");
+            if !dir.exists() {
+                std::fs::create_dir(&dir).unwrap();
+                let caddy = nix::unistd::Group::from_name("caddy").unwrap().unwrap();
+                nix::unistd::chown(&dir, None, Some(caddy.gid)).unwrap();
+                set_mode(&dir, 0o2750);
+            }
+        }
         let output = self.ctl_output(args);
         let stdout = String::from_utf8_lossy(&output.stdout);
         let value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
@@ -568,7 +579,8 @@ fn install_twice_is_idempotent_with_exact_modes_and_a_hardened_unit() {
         "LockPersonality=yes",
         "MemoryDenyWriteExecute=yes",
         "SystemCallArchitectures=native",
-        "CapabilityBoundingSet=",
+        "CapabilityBoundingSet=CAP_KILL",
+        "AmbientCapabilities=CAP_KILL",
         "UMask=0077",
         "Restart=on-failure",
         "EnvironmentFile=-/etc/mytunneld/mytunneld.env",
@@ -590,6 +602,8 @@ fn install_twice_is_idempotent_with_exact_modes_and_a_hardened_unit() {
         groups.split_whitespace().any(|g| g == edge.names.group),
         "{groups}"
     );
+    // And in the proxy's group: serve reaches tunnel sockets to end them with their lease.
+    assert!(groups.split_whitespace().any(|g| g == "caddy"), "{groups}");
 
     assert_eq!(
         dropin_settings(&edge),
@@ -750,15 +764,15 @@ AllowTcpForwarding yes
 }
 
 #[test]
-fn routes_mode_install_has_a_socket_directory_for_control_only_and_a_tcp_dropin() {
+fn routes_mode_install_has_the_same_socket_layout_and_dropin_as_static() {
     let mut edge = Edge::routes("r");
     let env = std::fs::read_to_string(edge.env_file()).unwrap();
     assert!(
         env.lines().any(|l| l == "MYTUNNEL_ROUTE_MODE=routes"),
         "{env}"
     );
-    // serve's control socket lives in the socket directory in this mode too, but no
-    // tunnel socket does.
+    // One bind shape: serve's control socket and every tunnel's socket live in the
+    // socket directory in this mode too.
     assert!(
         env.lines()
             .any(|l| l == format!("MYTUNNEL_SOCKET_DIR={}", edge.path("sockets").display())),
@@ -771,8 +785,9 @@ fn routes_mode_install_has_a_socket_directory_for_control_only_and_a_tcp_dropin(
         (meta.uid(), meta.gid()),
         (edge.service_user().uid.as_raw(), edge.gid())
     );
-    assert!(!sockets.join("hosts").exists());
-    assert!(!sockets.join("owners").exists());
+    assert_eq!(mode(&sockets.join("owners")), 0o755);
+    assert_eq!(std::fs::metadata(sockets.join("owners")).unwrap().uid(), 0);
+    assert_eq!(mode(&sockets.join("hosts")), 0o755);
     assert!(!edge.path("var/lib/mytunnel-sockets").exists());
     let unit = std::fs::read_to_string(edge.path("etc/systemd/system/mytunneld.service")).unwrap();
     assert_eq!(unit.matches("ReadWritePaths=").count(), 2, "{unit}");
@@ -784,7 +799,10 @@ fn routes_mode_install_has_a_socket_directory_for_control_only_and_a_tcp_dropin(
         dropin_settings(&edge),
         [
             "AllowTcpForwarding remote",
-            "AllowStreamLocalForwarding no",
+            "PermitListen none",
+            "AllowStreamLocalForwarding remote",
+            "StreamLocalBindMask 0117",
+            "StreamLocalBindUnlink no",
             "AuthorizedKeysFile none",
             "AuthorizedKeysCommand /usr/local/bin/mytunneld authorized-keys %u",
             &format!("AuthorizedKeysCommandUser {}", edge.names.user),
@@ -810,7 +828,7 @@ fn routes_mode_install_has_a_socket_directory_for_control_only_and_a_tcp_dropin(
         check
             .text
             .lines()
-            .any(|l| l.starts_with("ok sockets ") && l.contains("control.sock only")),
+            .any(|l| l.starts_with("ok sockets ") && l.contains("0 owner directories")),
         "{}",
         check.text
     );
@@ -841,8 +859,7 @@ fn an_install_from_before_route_modes_stays_routes_without_a_dropin_until_asked(
         assert!(run.text.contains("route mode routes"), "{}", run.text);
         assert!(!dropin.exists());
         assert!(!edge.path("var/lib/mytunnel-sockets").exists());
-        assert!(edge.path("sockets").is_dir());
-        assert!(!edge.path("sockets/hosts").exists());
+        assert!(edge.path("sockets/owners").is_dir());
         assert_eq!(std::fs::read_to_string(edge.env_file()).unwrap(), old);
     }
     let run = edge.install_with(&["--sshd-dropin"]);

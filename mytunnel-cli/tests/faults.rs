@@ -29,7 +29,9 @@ use mytunnel_core::store::{AllocateSpec, LeaseStore, NameChoice, OwnerLimit};
 use mytunnel_core::{Lease, PortRange, Timestamp, Ttl};
 use mytunnel_edge::caddy::{parse_body, parse_routes, route_json};
 use mytunnel_edge::ids::new_lease_id;
-use mytunnel_edge::testkit::{admin_get, admin_request, base_config, eventually, RealCaddy};
+use mytunnel_edge::testkit::{
+    admin_get, admin_request, base_config, eventually, make_owner_dirs, RealCaddy,
+};
 use mytunnel_edge::{SqliteLeaseStore, SqliteStoreOptions};
 use serde_json::Value;
 
@@ -126,6 +128,8 @@ impl Edge {
         let bin = dir.path().join("mytunneld");
         std::fs::copy(env!("CARGO_BIN_EXE_mytunneld"), &bin).unwrap();
         std::fs::create_dir(dir.path().join("s")).unwrap();
+        // The tests' ctl runs as root: its leases bind sockets in owners/root.
+        make_owner_dirs(&dir.path().join("s"), &["root"], None).unwrap();
         let env = format!(
             "MYTUNNEL_DB_PATH={}\nMYTUNNEL_BASE_DOMAIN=t.test\nMYTUNNEL_CADDY_ADMIN_URL={}\n\
              MYTUNNEL_MIN_PORT={MIN_PORT}\nMYTUNNEL_MAX_PORT={MAX_PORT}\n\
@@ -784,12 +788,6 @@ fn serve_killed_while_32_clients_allocate() {
     );
     let socket_dir = edge.dir.path().join("s");
     std::fs::create_dir_all(socket_dir.join("hosts")).unwrap();
-    std::fs::create_dir_all(socket_dir.join("owners/root")).unwrap();
-    std::fs::set_permissions(
-        socket_dir.join("owners/root"),
-        std::fs::Permissions::from_mode(0o700),
-    )
-    .unwrap();
     let mut serve = edge.serve_ready("serve-1.log");
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let told = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));

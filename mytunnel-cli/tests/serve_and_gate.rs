@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use mytunnel_edge::testkit::{admin_get, eventually, RealCaddy};
+use mytunnel_edge::testkit::{admin_get, eventually, make_owner_dirs, RealCaddy};
 use serde_json::Value;
 
 #[derive(Debug)]
@@ -27,6 +27,8 @@ impl Edge {
         let caddy = RealCaddy::start().unwrap();
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("s")).unwrap();
+        // The tests' ctl runs as root: its leases bind sockets in owners/root.
+        make_owner_dirs(&dir.path().join("s"), &["root"], None).unwrap();
         let env = format!(
             "MYTUNNEL_DB_PATH={}\nMYTUNNEL_BASE_DOMAIN=t.test\nMYTUNNEL_CADDY_ADMIN_URL={}\nMYTUNNEL_MIN_PORT=23000\nMYTUNNEL_MAX_PORT=23099\nMYTUNNEL_SOCKET_DIR={}\n{extra_env}",
             dir.path().join("leases.db").display(),

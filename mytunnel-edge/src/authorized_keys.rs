@@ -1,44 +1,39 @@
 //! `mytunneld authorized-keys <user>`: the keys sshd may accept for a tunnel user, each
-//! limited to what that user may do right now.
+//! limited to what a tunnel key may do.
 //!
 //! sshd runs it on every login of a tunnel user (`AuthorizedKeysCommand
 //! /usr/local/bin/mytunneld authorized-keys %u`, as the service user). It reads the
 //! user's plain public keys from `<keys_dir>/<user>` (written by root with
 //! `install-edge-ssh-key.sh --keys-dir`) and prints each one with the options of a tunnel
-//! key plus the listen permissions of the route mode:
+//! key:
 //!
 //! ```text
-//! restrict,port-forwarding,permitlisten="127.0.0.1:21000",command="/usr/local/bin/mytunneld gate" ssh-ed25519 AAAA… alice@laptop
+//! restrict,port-forwarding,permitlisten="NONE:1",command="/usr/local/bin/mytunneld gate" ssh-ed25519 AAAA… alice@laptop
 //! ```
 //!
-//! - `routes` mode: one `permitlisten="127.0.0.1:<port>"` per active lease of the user, so
-//!   nobody can bind a port another user's lease holds (say while its tunnel reconnects).
-//! - `static` mode, and `routes` mode without an active lease: [`DENY_ALL_LISTEN`], no TCP
-//!   listen at all. Static tunnels bind unix sockets, which `permitlisten` does not govern;
-//!   file permissions of `<socket_dir>/owners/<user>` keep those apart.
+//! No TCP listen at all ([`DENY_ALL_LISTEN`], and `PermitListen none` in sshd's drop-in):
+//! every lease binds a unix socket in its owner's own directory, where file permissions
+//! keep tenants apart for as long as the connection lives. (A TCP listen permission is
+//! read once, at login: a connection kept open after its lease ended could still bind the
+//! port the next lease got.) So nothing here reads the lease database.
 //!
-//! [`render`] is pure; [`authorized_keys`] does the IO (the keys file, the lease database).
+//! [`render`] is pure; [`authorized_keys`] does the IO (the keys file).
 
-use std::collections::BTreeSet;
 use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::time::Duration;
 
-use mytunnel_core::policy::OwnerScope;
-use mytunnel_core::store::LeaseStore;
-use mytunnel_core::{LeaseState, Owner};
+use mytunnel_core::Owner;
 
-use crate::config::{EdgeConfig, RouteMode};
-use crate::store::{SqliteLeaseStore, SqliteStoreOptions};
+use crate::config::EdgeConfig;
 
 /// The forced command of tunnel keys, as `install-edge-ssh-key.sh` writes it by default.
 pub const DEFAULT_GATE_COMMAND: &str = "/usr/local/bin/mytunneld gate";
 
 /// A `permitlisten` value that lets no `ssh -R` request listen on any TCP port.
 ///
-/// Measured with OpenSSH 9.2 (Debian 12), see `mytunnel-cli/tests/bind_isolation_routes.rs`:
+/// Measured with OpenSSH 9.2 (Debian 12), see `mytunnel-cli/tests/bind_isolation.rs`:
 /// - `permitlisten="none"` and `permitlisten="127.0.0.1:0"` are not accepted in
 ///   authorized_keys: sshd logs `bad key options: invalid permission port` and refuses the
 ///   whole key (only sshd_config's `PermitListen` knows `none`). Leaving `permitlisten`
@@ -100,29 +95,6 @@ impl FromStr for GateCommand {
     }
 }
 
-/// What may listen: the ports of the user's active leases (`routes` mode), or nothing.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ListenGrant {
-    /// No TCP listen at all ([`DENY_ALL_LISTEN`]).
-    Nothing,
-    /// `127.0.0.1:<port>` for each port; an empty set is the same as [`ListenGrant::Nothing`].
-    LoopbackPorts(BTreeSet<u16>),
-}
-
-impl ListenGrant {
-    /// The `permitlisten="…"` options, comma-separated.
-    fn options(&self) -> String {
-        match self {
-            ListenGrant::LoopbackPorts(ports) if !ports.is_empty() => ports
-                .iter()
-                .map(|port| format!("permitlisten=\"127.0.0.1:{port}\""))
-                .collect::<Vec<_>>()
-                .join(","),
-            _ => format!("permitlisten=\"{DENY_ALL_LISTEN}\""),
-        }
-    }
-}
-
 /// The result of [`render`]: the lines for sshd, and why some lines were skipped.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Rendered {
@@ -178,14 +150,13 @@ fn check_key(line: &str) -> Result<String, &'static str> {
     })
 }
 
-/// Renders the keys file `keys` for sshd: each valid key line with the tunnel options,
-/// `listen` and the forced `gate` command. Blank lines and `#` comments are skipped;
+/// Renders the keys file `keys` for sshd: each valid key line with the tunnel options
+/// (no TCP listen) and the forced `gate` command. Blank lines and `#` comments are skipped;
 /// lines that carry options already, contain control characters or are no public key are
 /// refused (left out, with a warning).
-pub fn render(keys: &str, listen: &ListenGrant, gate: &GateCommand) -> Rendered {
+pub fn render(keys: &str, gate: &GateCommand) -> Rendered {
     let options = format!(
-        "restrict,port-forwarding,{},command=\"{}\"",
-        listen.options(),
+        "restrict,port-forwarding,permitlisten=\"{DENY_ALL_LISTEN}\",command=\"{}\"",
         gate.as_str()
     );
     let mut rendered = Rendered::default();
@@ -312,39 +283,12 @@ pub fn read_keys_file(
     Ok(Some(text))
 }
 
-/// The loopback ports of `owner`'s active leases in the database at `db_path`, read
-/// without the write lock. A missing database holds no leases (it is not created here).
-pub async fn active_ports(db_path: &Path, owner: &Owner) -> Result<BTreeSet<u16>, String> {
-    match std::fs::symlink_metadata(db_path) {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeSet::new()),
-        Err(e) => return Err(format!("cannot read {}: {e}", db_path.display())),
-    }
-    let options = SqliteStoreOptions {
-        busy_timeout: Duration::from_secs(2),
-        max_connections: 1,
-    };
-    let store = SqliteLeaseStore::open_existing_read_only(db_path, &options)
-        .await
-        .map_err(|e| e.to_string())?;
-    let leases = store
-        .list(&OwnerScope::Owner(owner.clone()))
-        .await
-        .map_err(|e| e.to_string());
-    store.close().await;
-    Ok(leases?
-        .into_iter()
-        .filter(|lease| lease.state == LeaseState::Active && lease.owner == *owner)
-        .map(|lease| lease.edge_bind_port)
-        .collect())
-}
-
 /// What `mytunneld authorized-keys` prints.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AuthorizedKeys {
     /// The key lines for sshd.
     pub stdout: String,
-    /// Messages for stderr (refused lines, a database that could not be read).
+    /// Messages for stderr (refused lines).
     pub warnings: Vec<String>,
 }
 
@@ -354,11 +298,9 @@ impl fmt::Display for AuthorizedKeys {
     }
 }
 
-/// The authorized keys of `user` under `config`. In `routes` mode a lease database that
-/// cannot be read grants no listen at all (the user can still log in for control
-/// commands, which report the database error themselves).
+/// The authorized keys of `user` under `config`.
 #[cfg(unix)]
-pub async fn authorized_keys(
+pub fn authorized_keys(
     config: &EdgeConfig,
     user: &str,
     gate: &GateCommand,
@@ -367,24 +309,12 @@ pub async fn authorized_keys(
     let Some(keys) = read_keys_file(&config.keys_dir, &owner)? else {
         return Ok(AuthorizedKeys::default());
     };
-    let mut warnings = Vec::new();
-    let listen = match config.route_mode {
-        RouteMode::Static => ListenGrant::Nothing,
-        RouteMode::Routes => match active_ports(&config.db_path, &owner).await {
-            Ok(ports) => ListenGrant::LoopbackPorts(ports),
-            Err(e) => {
-                warnings.push(format!("no listen permitted: lease database: {e}"));
-                ListenGrant::Nothing
-            }
-        },
-    };
-    let rendered = render(&keys, &listen, gate);
-    warnings.extend(
-        rendered
-            .warnings
-            .into_iter()
-            .map(|w| format!("{}: {w}", config.keys_dir.join(owner.as_str()).display())),
-    );
+    let rendered = render(&keys, gate);
+    let warnings = rendered
+        .warnings
+        .into_iter()
+        .map(|w| format!("{}: {w}", config.keys_dir.join(owner.as_str()).display()))
+        .collect();
     Ok(AuthorizedKeys {
         stdout: rendered.stdout,
         warnings,
@@ -397,37 +327,17 @@ mod tests {
 
     const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGx0aGlzaXNub3RhcmVhbGtleWJ1dGJhc2U2NA";
 
-    fn ports(list: &[u16]) -> ListenGrant {
-        ListenGrant::LoopbackPorts(list.iter().copied().collect())
-    }
-
     #[test]
-    fn one_permitlisten_per_active_port() {
-        let out = render(
-            &format!("{KEY} alice@laptop\n"),
-            &ports(&[21001, 21000]),
-            &GateCommand::default(),
-        );
+    fn every_key_permits_no_listen() {
+        let out = render(&format!("{KEY} alice@laptop\n"), &GateCommand::default());
         assert_eq!(
             out.stdout,
             format!(
-                "restrict,port-forwarding,permitlisten=\"127.0.0.1:21000\",\
-                 permitlisten=\"127.0.0.1:21001\",command=\"/usr/local/bin/mytunneld gate\" \
-                 {KEY} alice@laptop\n"
+                "restrict,port-forwarding,permitlisten=\"NONE:1\",\
+                 command=\"/usr/local/bin/mytunneld gate\" {KEY} alice@laptop\n"
             )
         );
         assert!(out.warnings.is_empty());
-    }
-
-    #[test]
-    fn no_lease_and_static_mode_permit_no_listen() {
-        let expected = format!(
-            "restrict,port-forwarding,permitlisten=\"NONE:1\",command=\"/usr/local/bin/mytunneld gate\" {KEY}\n"
-        );
-        for grant in [ListenGrant::Nothing, ports(&[])] {
-            let out = render(KEY, &grant, &GateCommand::default());
-            assert_eq!(out.stdout, expected);
-        }
     }
 
     #[test]
@@ -452,7 +362,7 @@ mod tests {
              \t{KEY}   two words  \n\
              ssh-ed25519  \tAAAA=  tabbed\n"
         );
-        let out = render(&text, &ListenGrant::Nothing, &GateCommand::default());
+        let out = render(&text, &GateCommand::default());
         let lines: Vec<&str> = out.stdout.lines().collect();
         assert_eq!(lines.len(), 3, "{}", out.stdout);
         assert!(lines[0].ends_with(&format!("{KEY} one")), "{}", lines[0]);
@@ -527,14 +437,5 @@ mod tests {
         std::os::unix::fs::symlink("/etc/passwd", &file).unwrap();
         let e = read_keys_file(&keys, &alice).unwrap_err().to_string();
         assert!(e.contains("symbolic links"), "{e}");
-    }
-
-    #[tokio::test]
-    async fn a_missing_database_is_not_created() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("leases.db");
-        let owner: Owner = "alice".parse().unwrap();
-        assert!(active_ports(&db, &owner).await.unwrap().is_empty());
-        assert!(!db.exists());
     }
 }

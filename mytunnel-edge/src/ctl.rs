@@ -19,6 +19,7 @@ use crate::links::{HostLinks, StaticRoutes};
 use crate::service::{LeaseService, ServiceSettings, SystemClock};
 use crate::sockets;
 use crate::store::{SqliteLeaseStore, SqliteStoreOptions};
+use crate::tunnel_ends::SshListenerEnds;
 
 /// What a ctl command prints and how it exits.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,7 +71,8 @@ pub async fn open_serve_service(config: &EdgeConfig) -> Result<LeaseService, Api
         route_backend(config)?,
         Arc::new(SystemClock),
         ServiceSettings::from(config),
-    ))
+    )
+    .with_tunnel_ends(Arc::new(SshListenerEnds::default())))
 }
 
 /// The route backend of the configured mode.
@@ -134,9 +136,6 @@ impl OwnSockets {
     const SWEEP_LIMIT: usize = 1024;
 
     fn of_this_process(config: &EdgeConfig) -> Option<OwnSockets> {
-        if config.route_mode != RouteMode::Static {
-            return None;
-        }
         let user = nix::unistd::User::from_uid(nix::unistd::getuid()).ok()??;
         let dir = sockets::owners_dir(&config.socket_dir).join(user.name);
         dir.is_dir().then_some(OwnSockets { dir })

@@ -18,5 +18,6 @@ pub mod sockets;
 pub mod store;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+pub mod tunnel_ends;
 
 pub use store::{SqliteLeaseStore, SqliteStoreOptions};

@@ -17,11 +17,12 @@ use mytunnel_core::protocol::{
     AllocateRequest, ApiError, ComponentHealth, CtlRequest, CtlResponse, DeletedDto, ErrorCode,
     HealthDto, LeaseDto, PortUsage, ReconcileDto, StatsDto, Takeover,
 };
-use mytunnel_core::route::{plan_reconcile, route_id, Route, RouteBackend};
+use mytunnel_core::route::{plan_reconcile, route_id, Route, RouteBackend, RouteError};
 use mytunnel_core::store::{AllocateSpec, LeaseStore, NameChoice, OwnerLimit};
 use mytunnel_core::{BaseDomain, Lease, LeaseId, LeaseRef, LeaseState, PortRange, Timestamp, Ttl};
 
-use crate::config::{EdgeConfig, RouteMode};
+use crate::config::EdgeConfig;
+use crate::tunnel_ends::{NoTunnelEnds, TunnelEnds};
 use crate::{ids, sockets};
 
 /// Where the service reads the time.
@@ -67,9 +68,10 @@ pub struct ServiceSettings {
 /// Where new leases bind their data plane.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BindPlan {
-    /// A loopback port of the range (`routes` mode).
+    /// A loopback port of the range: only for an edge inside one process (tests, the
+    /// in-process transport), where no other user can listen.
     Ports,
-    /// A unix socket in `<owners_dir>/<owner>/` (`static` mode).
+    /// A unix socket in `<owners_dir>/<owner>/`: what every edge configuration uses.
     OwnerSockets {
         /// `<socket_dir>/owners`.
         owners_dir: PathBuf,
@@ -86,11 +88,10 @@ impl From<&EdgeConfig> for ServiceSettings {
             reserved_slugs: config.reserved_slugs.clone(),
             tombstone_retention: config.tombstone_retention,
             health_timeout: config.health_timeout,
-            bind_plan: match config.route_mode {
-                RouteMode::Routes => BindPlan::Ports,
-                RouteMode::Static => BindPlan::OwnerSockets {
-                    owners_dir: sockets::owners_dir(&config.socket_dir),
-                },
+            // Both route modes: a port would be listened on over TCP, where sshd
+            // cannot tell one tenant's port from another's after login.
+            bind_plan: BindPlan::OwnerSockets {
+                owners_dir: sockets::owners_dir(&config.socket_dir),
             },
         }
     }
@@ -129,6 +130,13 @@ pub struct LeaseService {
     /// before a stale add of the pass (which would leave a route to a port or socket the
     /// next lease gets).
     route_turn: Arc<tokio::sync::RwLock<()>>,
+    /// Ends the traffic of leases that end (their owner's ssh connection).
+    tunnel_ends: Arc<dyn TunnelEnds>,
+    /// Shared by each lease end from its commit until its traffic has ended; an
+    /// allocation takes it exclusively, for a moment, before it writes its route. So a
+    /// name taken by a new lease is never routed while the previous lease's tunnel may
+    /// still answer for it (Caddy's pooled connections to a host link).
+    handover: Arc<tokio::sync::RwLock<()>>,
 }
 
 /// Runs one health probe within `timeout`.
@@ -162,7 +170,18 @@ impl LeaseService {
             clock,
             settings,
             route_turn: Arc::default(),
+            tunnel_ends: Arc::new(NoTunnelEnds),
+            handover: Arc::default(),
         }
+    }
+
+    /// The same service, ending the traffic of ended leases with `tunnel_ends` (serve
+    /// uses [`SshListenerEnds`](crate::tunnel_ends::SshListenerEnds); the default does
+    /// nothing, for edges inside one process).
+    #[must_use]
+    pub fn with_tunnel_ends(mut self, tunnel_ends: Arc<dyn TunnelEnds>) -> Self {
+        self.tunnel_ends = tunnel_ends;
+        self
     }
 
     /// The store (for tests and tools).
@@ -289,13 +308,20 @@ impl LeaseService {
             })
             .await?;
         let lease = allocation.lease;
-        let _turn = self.route_turn.read().await;
         let route_result = match &allocation.displaced {
-            Some(old) => match self.routes.remove_route(&Route::for_lease(old)).await {
-                Ok(_) => self.routes.upsert(&Route::for_lease(&lease)).await,
-                Err(e) => Err(e),
-            },
-            None => self.routes.upsert(&Route::for_lease(&lease)).await,
+            Some(old) => {
+                let removed = {
+                    let _turn = self.route_turn.read().await;
+                    self.routes.remove_route(&Route::for_lease(old)).await
+                };
+                // The displaced tenant's traffic ends before the name routes anew.
+                self.tunnel_ends.end(old).await;
+                match removed {
+                    Ok(_) => self.upsert_after_handover(&lease).await,
+                    Err(e) => Err(e),
+                }
+            }
+            None => self.upsert_after_handover(&lease).await,
         };
         if let Err(route_error) = route_result {
             if let Err(undo_error) = self
@@ -318,31 +344,46 @@ impl LeaseService {
         Ok(lease)
     }
 
-    /// `release`: tombstone, then remove the route.
+    /// Writes the route of a new lease once every lease end in progress has ended its
+    /// traffic (see `handover`).
+    async fn upsert_after_handover(&self, lease: &Lease) -> Result<(), RouteError> {
+        drop(self.handover.write().await);
+        let _turn = self.route_turn.read().await;
+        self.routes.upsert(&Route::for_lease(lease)).await
+    }
+
+    /// `release`: tombstone, remove the route, end the tunnel's traffic.
     pub async fn release(&self, caller: &Caller, lease: &LeaseRef) -> Result<Lease, ApiError> {
+        let _handover = self.handover.read().await;
         let released = self
             .store
             .release(caller.owner(), lease, self.clock.now())
             .await?;
-        self.remove_route_or_log(&released).await;
+        self.end_routes_and_traffic(&released).await;
         Ok(released)
     }
 
-    /// `delete`: delete the row, then remove the route if the lease was active.
+    /// `delete`: delete the row, then remove the route and end the tunnel's traffic if
+    /// the lease was active.
     pub async fn delete(&self, caller: &Caller, lease: &LeaseRef) -> Result<Lease, ApiError> {
+        let _handover = self.handover.read().await;
         let deleted = self.store.delete(caller.owner(), lease).await?;
         if deleted.state == LeaseState::Active {
-            self.remove_route_or_log(&deleted).await;
+            self.end_routes_and_traffic(&deleted).await;
         }
         Ok(deleted)
     }
 
-    async fn remove_route_or_log(&self, lease: &Lease) {
-        let _turn = self.route_turn.read().await;
-        let id = &lease.id;
-        if let Err(e) = self.routes.remove_route(&Route::for_lease(lease)).await {
-            tracing::warn!(lease = %id, error = %e, "route not removed; reconcile will remove it");
+    /// After a lease ended: its route goes (or is left to reconcile, logged), then
+    /// whatever still carries its traffic.
+    async fn end_routes_and_traffic(&self, lease: &Lease) {
+        {
+            let _turn = self.route_turn.read().await;
+            if let Err(e) = self.routes.remove_route(&Route::for_lease(lease)).await {
+                tracing::warn!(lease = %lease.id, error = %e, "route not removed; reconcile will remove it");
+            }
         }
+        self.tunnel_ends.end(lease).await;
     }
 
     /// `health`: the database and the route backend, each within the health timeout.
@@ -389,6 +430,7 @@ impl LeaseService {
     /// One cleanup pass: expire stale leases and remove their routes, purge old tombstones.
     pub async fn cleanup(&self) -> Result<CleanupReport, ApiError> {
         let now = self.clock.now();
+        let handover = self.handover.read().await;
         let expired = self.store.expire_stale(now).await?;
         let mut report = CleanupReport::default();
         let turn = self.route_turn.read().await;
@@ -399,6 +441,10 @@ impl LeaseService {
             report.expired.push(lease.id.clone());
         }
         drop(turn);
+        for lease in &expired {
+            self.tunnel_ends.end(lease).await;
+        }
+        drop(handover);
         report.purged = self
             .store
             .purge_tombstones(now.saturating_sub(self.settings.tombstone_retention))

@@ -82,11 +82,11 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            let keys = runtime.block_on(authorized_keys::authorized_keys(
+            let keys = authorized_keys::authorized_keys(
                 &invocation.config,
                 &invocation.user,
                 &invocation.gate,
-            ));
+            );
             match keys {
                 Ok(keys) => {
                     for warning in &keys.warnings {

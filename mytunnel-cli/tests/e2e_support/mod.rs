@@ -32,6 +32,8 @@ pub const BASE_DOMAIN: &str = "e2e.test";
 /// The service user `serve` runs as (and sshd's AuthorizedKeysCommandUser): a member of
 /// the group without a login shell, as install-edge.sh makes it.
 pub const SERVICE_USER: &str = "mytunneld-e2e";
+/// The proxy's group (Caddy's on an edge): owner directories are `<user>:<it>` 2750.
+pub const PROXY_GROUP: &str = "mytunnel-e2e-px";
 /// Longer than the client's heartbeat interval (max(TTL/3, 10s) = 10s), so a live client
 /// keeps its lease; short enough that an abandoned lease expires quickly.
 pub const LEASE_TTL_SECS: u64 = 12;
@@ -240,6 +242,122 @@ pub fn http_get(addr: SocketAddr, host: &str) -> Option<(u16, String)> {
     let (head, body) = response.split_once("\r\n\r\n")?;
     let status = head.split_whitespace().nth(1)?.parse().ok()?;
     Some((status, body.to_owned()))
+}
+
+/// One answer a [`Visitors`] thread read: when, the status and the body.
+#[derive(Debug, Clone)]
+pub struct Visit {
+    pub at: std::time::Instant,
+    pub status: u16,
+    pub body: String,
+}
+
+/// Visitors that each hold one keep-alive HTTP/1.1 connection to `addr` and send
+/// `GET /` with `Host: host` on it, one after another, reconnecting when it closes; every
+/// answer is recorded. Stopped (and joined) when dropped.
+#[derive(Debug)]
+pub struct Visitors {
+    visits: Arc<std::sync::Mutex<Vec<Visit>>>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Visitors {
+    pub fn start(addr: SocketAddr, host: &str, count: usize) -> Visitors {
+        let visits = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = (0..count)
+            .map(|_| {
+                let (visits, stop, host) =
+                    (Arc::clone(&visits), Arc::clone(&stop), host.to_owned());
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::SeqCst) {
+                        let Ok(stream) = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+                        else {
+                            continue;
+                        };
+                        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                        let mut reader = BufReader::new(stream.try_clone().unwrap());
+                        let mut writer = stream;
+                        while !stop.load(Ordering::SeqCst) {
+                            let request = format!(
+                                "GET / HTTP/1.1\r\nHost: {host}\r\nUser-Agent: mytunnel-e2e\r\n\r\n"
+                            );
+                            if writer.write_all(request.as_bytes()).is_err() {
+                                break;
+                            }
+                            let Some((status, body)) = read_response(&mut reader) else {
+                                break;
+                            };
+                            visits.lock().unwrap().push(Visit {
+                                at: std::time::Instant::now(),
+                                status,
+                                body,
+                            });
+                        }
+                    }
+                })
+            })
+            .collect();
+        Visitors {
+            visits,
+            stop,
+            threads,
+        }
+    }
+
+    /// Every answer so far.
+    pub fn visits(&self) -> Vec<Visit> {
+        self.visits.lock().unwrap().clone()
+    }
+
+    /// Waits until at least `count` answers arrived after `since` (at most `timeout`);
+    /// returns those answers.
+    pub fn after(&self, since: std::time::Instant, count: usize, timeout: Duration) -> Vec<Visit> {
+        let enough = eventually(timeout, || {
+            self.visits().iter().filter(|v| v.at > since).count() >= count
+        });
+        let after: Vec<Visit> = self.visits().into_iter().filter(|v| v.at > since).collect();
+        assert!(enough, "only {} answers in {timeout:?}", after.len());
+        after
+    }
+}
+
+impl Drop for Visitors {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// One HTTP/1.1 response with a `Content-Length` (Caddy's and the test apps' answers):
+/// (status, body), or None when the connection ended.
+fn read_response(reader: &mut BufReader<TcpStream>) -> Option<(u16, String)> {
+    let mut status_line = String::new();
+    if reader.read_line(&mut status_line).ok()? == 0 {
+        return None;
+    }
+    let status = status_line.split_whitespace().nth(1)?.parse().ok()?;
+    let mut length = 0usize;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        if line == "\r\n" {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value.trim().parse().ok()?;
+            }
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).ok()?;
+    Some((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
 /// A running `mytunnel http`: its stdout lines arrive on a channel, stderr goes to a file.
@@ -458,16 +576,13 @@ impl Stack {
             min = stack.ports.min,
             max = stack.ports.max(),
         );
-        let mode_env = match options.route_mode {
-            RouteMode::Routes => format!("MYTUNNEL_SOCKET_DIR={}\n", stack.socket_dir().display()),
-            RouteMode::Static => {
-                stack.make_socket_dir();
-                format!(
-                    "MYTUNNEL_ROUTE_MODE=static\nMYTUNNEL_SOCKET_DIR={}\n",
-                    stack.socket_dir().display()
-                )
-            }
-        };
+        // Every lease binds a socket in its owner's directory, in both modes.
+        stack.make_socket_dir();
+        let mode_env = format!(
+            "MYTUNNEL_ROUTE_MODE={}\nMYTUNNEL_SOCKET_DIR={}\n",
+            options.route_mode.name(),
+            stack.socket_dir().display()
+        );
         let env = format!("{env}{mode_env}{extra_env}");
         let env_path = stack.env_file();
         std::fs::write(&env_path, env).unwrap();
@@ -496,15 +611,14 @@ impl Stack {
         self.dir.path().join(name)
     }
 
-    /// `static` mode's socket directory (short: unix socket paths are).
+    /// The socket directory (short: unix socket paths are).
     pub fn socket_dir(&self) -> PathBuf {
         self.path("s")
     }
 
     /// The socket layout the install scripts make: `hosts/` for serve, and each user's
-    /// own `owners/<user>/` (owned by the user, 0750; Caddy runs as root here).
+    /// own `owners/<user>/` (owned by the user, the proxy's group, 2750).
     fn make_socket_dir(&self) {
-        let owners = self.socket_dir().join("owners");
         let hosts = self.socket_dir().join("hosts");
         std::fs::create_dir_all(&hosts).unwrap();
         let service = nix::unistd::User::from_name(SERVICE_USER)
@@ -512,15 +626,10 @@ impl Stack {
             .unwrap()
             .uid;
         nix::unistd::chown(&hosts, Some(service), None).unwrap();
-        std::fs::create_dir_all(&owners).unwrap();
         // root too: the load test's local clients run ctl as root.
-        for user in USERS.iter().copied().chain(["root"]) {
-            let dir = owners.join(user);
-            std::fs::create_dir(&dir).unwrap();
-            let uid = nix::unistd::User::from_name(user).unwrap().unwrap().uid;
-            nix::unistd::chown(&dir, Some(uid), None).unwrap();
-            set_mode(&dir, 0o750);
-        }
+        let users: Vec<&str> = USERS.iter().copied().chain(["root"]).collect();
+        mytunnel_edge::testkit::make_owner_dirs(&self.socket_dir(), &users, Some(PROXY_GROUP))
+            .unwrap();
     }
 
     pub fn env_file(&self) -> PathBuf {
@@ -733,6 +842,52 @@ impl Stack {
         ssh
     }
 
+    /// `ssh -M -N -S <control> user@edge`: a master connection a tenant keeps open, on
+    /// which `ssh -O forward` asks for forwards later (no session, no forced command).
+    pub fn ssh_master(&self, user: &str, control: &Path) -> Command {
+        let mut ssh = Command::new("ssh");
+        ssh.args(["-M", "-N", "-o", "BatchMode=yes", "-S"])
+            .arg(control);
+        for option in self.ssh_options(user) {
+            ssh.arg("-o").arg(option);
+        }
+        ssh.arg(format!("{user}@127.0.0.1"))
+            .env_clear()
+            .env("HOME", self.path("home"))
+            .env("PATH", "/usr/bin:/bin")
+            .stdin(Stdio::null());
+        ssh
+    }
+
+    /// Whether the master at `control` answers `ssh -O check`.
+    pub fn master_check(&self, control: &Path) -> bool {
+        Command::new("ssh")
+            .arg("-S")
+            .arg(control)
+            .args(["-O", "check", "x"])
+            .env_clear()
+            .env("HOME", self.path("home"))
+            .env("PATH", "/usr/bin:/bin")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    }
+
+    /// `ssh -S <control> -O forward -R <listen>:127.0.0.1:<port>` on a running master.
+    pub fn master_forward(&self, control: &Path, listen: &str, port: u16) -> Output {
+        Command::new("ssh")
+            .arg("-S")
+            .arg(control)
+            .args(["-O", "forward", "-R"])
+            .arg(format!("{listen}:127.0.0.1:{port}"))
+            .arg("x")
+            .env_clear()
+            .env("HOME", self.path("home"))
+            .env("PATH", "/usr/bin:/bin")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
     /// Runs one remote command through ssh and the gate: (exit code, JSON on stdout).
     pub fn ssh_ctl(&self, user: &str, command: &str) -> (i32, Value) {
         let output = self
@@ -871,14 +1026,17 @@ impl Drop for Stack {
     }
 }
 
-/// The tunnel group and the service user (a member without a login shell, as
-/// install-edge.sh makes it), created when missing. Call with the [`SetupLock`] held.
+/// The tunnel group, the proxy's group and the service user (a member of both without a
+/// login shell, as install-edge.sh makes it), created when missing. Call with the
+/// [`SetupLock`] held.
 pub fn ensure_group_and_service_user() {
-    let out = Command::new("groupadd")
-        .args(["-f", GROUP])
-        .output()
-        .unwrap();
-    check(&out, "groupadd");
+    for group in [GROUP, PROXY_GROUP] {
+        let out = Command::new("groupadd")
+            .args(["-f", group])
+            .output()
+            .unwrap();
+        check(&out, "groupadd");
+    }
     if nix::unistd::User::from_name(SERVICE_USER)
         .unwrap()
         .is_none()
@@ -890,6 +1048,12 @@ pub fn ensure_group_and_service_user() {
             .unwrap();
         check(&out, "useradd service user");
     }
+    // serve reaches tunnel sockets through the proxy's group, to end them with their lease.
+    let out = Command::new("usermod")
+        .args(["-a", "-G", PROXY_GROUP, SERVICE_USER])
+        .output()
+        .unwrap();
+    check(&out, "usermod service user");
 }
 
 pub fn script() -> PathBuf {
@@ -1066,6 +1230,8 @@ pub mod page {
     /// The page's local port, first edge port, edge and base domain.
     pub const PAGE_PORT: &str = "3000";
     pub const PAGE_MIN_PORT: u16 = 21000;
+    /// The edge's socket directory on the pages (the default).
+    pub const PAGE_SOCKET_DIR: &str = "/var/lib/mytunnel-sockets";
     pub const PAGE_BASE_DOMAIN: &str = "tunnel.example.com";
     pub const PAGE_EDGE_HOST: &str = "edge.example.com";
 
@@ -1272,6 +1438,11 @@ pub mod page {
                     false,
                 ),
                 (PAGE_PORT.to_owned(), app.port().to_string(), true),
+                (
+                    PAGE_SOCKET_DIR.to_owned(),
+                    stack.socket_dir().display().to_string(),
+                    false,
+                ),
             ];
             for k in 0..super::PORT_WINDOW {
                 subs.push((

@@ -1,13 +1,14 @@
 // Test code: a panic is a failed assertion.
-//! Port ownership in `routes` mode, against a real sshd configured like the drop-in
-//! `install-edge.sh` writes (`Match Group` with `AuthorizedKeysFile none` and
-//! `AuthorizedKeysCommand … mytunneld authorized-keys %u`), with keys installed by
-//! `install-edge-ssh-key.sh --keys-dir`, real OS users alice and bob (as in the e2e
-//! suite) and leases allocated by the built `mytunneld ctl` as those users.
+//! One bind shape, checked in `routes` mode against a real sshd configured with exactly the
+//! drop-in `install-edge.sh` writes (its `Match Group` block, `AuthorizedKeysCommand …
+//! mytunneld authorized-keys %u` included), keys and owner directories made by
+//! `install-edge-ssh-key.sh --keys-dir --socket-dir`, real OS users alice and bob (as in
+//! the e2e suite) and leases allocated by the built `mytunneld ctl` as those users.
 //!
-//! sshd lets a user `ssh -R 127.0.0.1:PORT` only for the ports of their own active leases:
-//! bob cannot take alice's port while her tunnel is down, nobody without a lease binds
-//! anything, and alice loses her port when her lease ends.
+//! Every lease binds a unix socket in its owner's directory and its Caddy route dials
+//! that socket; no tunnel user listens on any TCP port, with or without a lease (a TCP
+//! listen permission is read once, at login, so it could outlive the lease that granted
+//! it); nobody binds another user's socket.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -15,7 +16,6 @@
     clippy::indexing_slicing
 )]
 
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -25,19 +25,16 @@ mod e2e_support;
 use e2e_support::{
     check, http_get, set_mode, App, Guard, SetupLock, BASE_DOMAIN, GROUP, SERVICE_USER,
 };
-use mytunnel_edge::testkit::{eventually, free_port, RealCaddy, ServeProcess, Sshd};
+use mytunnel_edge::testkit::{
+    eventually, free_port, production_sshd_match_block, RealCaddy, ServeProcess, Sshd,
+};
 use serde_json::Value;
 
 /// Two of the e2e suite's users (same group, same setup lock).
 const USERS: [&str; 2] = ["alice", "bob"];
 
-/// The body of `GET /` on `127.0.0.1:port`, or None.
-fn get(port: u16) -> Option<String> {
-    http_get(([127, 0, 0, 1], port).into(), "x").map(|(_, body)| body)
-}
-
 fn listening(port: u16) -> bool {
-    TcpStream::connect(("127.0.0.1", port)).is_ok()
+    std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
 }
 
 /// A real sshd, a real Caddy, users alice and bob with keys in a keys directory.
@@ -46,6 +43,7 @@ struct Edge {
     _serve: ServeProcess,
     sshd: Sshd,
     caddy: RealCaddy,
+    /// The edge's port range (one port), left from before sockets: nobody may bind it.
     port: u16,
     dir: tempfile::TempDir,
     bin_dir: tempfile::TempDir,
@@ -84,6 +82,7 @@ impl Edge {
         std::fs::copy(env!("CARGO_BIN_EXE_mytunneld"), &bin).unwrap();
         set_mode(&bin, 0o755);
 
+        let group = nix::unistd::Group::from_name(GROUP);
         let keys = dir.path().join("keys");
         for user in USERS {
             let out = Command::new("ssh-keygen")
@@ -95,9 +94,26 @@ impl Edge {
                 .unwrap();
             check(&out, "ssh-keygen");
         }
+        let db_dir = dir.path().join("db");
+        let socket_dir = dir.path().join("s");
         {
             let _lock = SetupLock::take();
             e2e_support::ensure_group_and_service_user();
+            let group = group.unwrap().unwrap();
+            let service = nix::unistd::User::from_name(SERVICE_USER)
+                .unwrap()
+                .unwrap()
+                .uid;
+            // As install-edge.sh makes them: the database directory (the service user's
+            // alone), the socket directory (serve's control socket, the host links) and
+            // owners/ (root's; the key script makes each user's directory in it).
+            for (path, mode) in [(&db_dir, 0o700), (&socket_dir, 0o755)] {
+                std::fs::create_dir(path).unwrap();
+                nix::unistd::chown(path, Some(service), Some(group.gid)).unwrap();
+                set_mode(path, mode);
+            }
+            std::fs::create_dir(socket_dir.join("owners")).unwrap();
+            set_mode(&socket_dir.join("owners"), 0o755);
             for user in USERS {
                 let out = Command::new(
                     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -107,6 +123,8 @@ impl Edge {
                 .arg(dir.path().join(format!("id_{user}.pub")))
                 .args(["--group", GROUP, "--keys-dir"])
                 .arg(&keys)
+                .arg("--socket-dir")
+                .arg(&socket_dir)
                 .args(["--env-file", "/nonexistent/mytunneld.env"])
                 .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
                 .output()
@@ -115,22 +133,13 @@ impl Edge {
             }
         }
 
-        // One port in the range: alice's lease gets it.
-        let port = free_port().unwrap();
         let group = nix::unistd::Group::from_name(GROUP).unwrap().unwrap();
         let service = nix::unistd::User::from_name(SERVICE_USER)
             .unwrap()
             .unwrap()
             .uid;
-        // The service user's own directories: the database (no one else may enter) and
-        // the socket directory (serve's control socket).
-        let db_dir = dir.path().join("db");
-        let socket_dir = dir.path().join("s");
-        for (path, mode) in [(&db_dir, 0o700), (&socket_dir, 0o755)] {
-            std::fs::create_dir(path).unwrap();
-            nix::unistd::chown(path, Some(service), Some(group.gid)).unwrap();
-            set_mode(path, mode);
-        }
+        // A port range, as an edge from before may still name: no lease may bind it.
+        let port = free_port().unwrap();
         let env = dir.path().join("mytunneld.env");
         std::fs::write(
             &env,
@@ -151,12 +160,11 @@ impl Edge {
 
         // The routes-mode drop-in of install-edge.sh, with this test's binary and env file.
         let sshd = Sshd::start_with(&format!(
-            "Match Group {GROUP}\n\
-             \x20   AllowTcpForwarding remote\n\
-             \x20   AllowStreamLocalForwarding no\n\
+            "{block}\
              \x20   AuthorizedKeysFile none\n\
              \x20   AuthorizedKeysCommand {bin} --env-file {env} authorized-keys %u\n\
              \x20   AuthorizedKeysCommandUser {SERVICE_USER}\n",
+            block = production_sshd_match_block("routes", GROUP).unwrap(),
             bin = bin.display(),
             env = env.display(),
         ))
@@ -179,6 +187,10 @@ impl Edge {
             dir,
             bin_dir,
         }
+    }
+
+    fn range_port(&self) -> u16 {
+        self.port
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -263,11 +275,9 @@ impl Edge {
     }
 
     /// Asserts that `user`'s `-R forward` is refused by sshd: ssh exits non-zero saying
-    /// the forward failed, and sshd logs the denial.
-    fn assert_refused(&self, user: &str, forward: &str, port: u16) {
-        let denial =
-            format!("to remote forward to host 127.0.0.1 port {port}, but the request was denied");
-        let denials_before = self.sshd.log().matches(&denial).count();
+    /// the forward failed, and sshd logs `denial`.
+    fn assert_refused(&self, user: &str, forward: &str, denial: &str) {
+        let denials_before = self.sshd.log().matches(denial).count();
         let mut ssh = self.forward(user, forward);
         let mut status = None;
         eventually(Duration::from_secs(20), || {
@@ -286,7 +296,7 @@ impl Edge {
         );
         assert!(
             eventually(Duration::from_secs(5), || {
-                self.sshd.log().matches(&denial).count() > denials_before
+                self.sshd.log().matches(denial).count() > denials_before
             }),
             "no denial in sshd's log:\n{}",
             self.sshd.log()
@@ -294,17 +304,24 @@ impl Edge {
     }
 }
 
+/// sshd's log line for a TCP listen it refused.
+fn tcp_denial(port: u16) -> String {
+    format!("to remote forward to host 127.0.0.1 port {port}, but the request was denied")
+}
+
+/// sshd's log line for a socket it could not bind (the file permissions refused it).
+const SOCKET_DENIAL: &str = "cannot bind to path";
+
 #[test]
-fn only_the_owner_of_an_active_lease_binds_its_port() {
+fn every_lease_binds_a_socket_of_its_owner_and_no_one_listens_on_tcp() {
     let edge = Edge::new();
     let alice_app = App::start("alice's app");
     let bob_app = App::start("bob's app");
-    let p = edge.port;
 
-    // Before any lease: nobody may listen anywhere.
+    // Every key, with or without a lease: no TCP listen anywhere.
+    let no_listen = "restrict,port-forwarding,permitlisten=\"NONE:1\",command=\"/usr/local/bin/mytunneld gate\" ssh-ed25519 ";
     assert!(
-        edge.authorized_keys("alice")
-            .starts_with("restrict,port-forwarding,permitlisten=\"NONE:1\",command=\"/usr/local/bin/mytunneld gate\" ssh-ed25519 "),
+        edge.authorized_keys("alice").starts_with(no_listen),
         "{}",
         edge.authorized_keys("alice")
     );
@@ -313,35 +330,35 @@ fn only_the_owner_of_an_active_lease_binds_its_port() {
         "alice",
         &["allocate", "--local-port", &alice_app.port().to_string()],
     );
-    assert_eq!(lease["edge_bind_port"], p, "{lease}");
     assert_eq!(lease["owner"], "alice", "{lease}");
+    assert_eq!(lease["edge_bind_port"], 0, "{lease}");
     let id = lease["lease_id"].as_str().unwrap().to_owned();
-    let keys = edge.authorized_keys("alice");
-    assert!(
-        keys.contains(&format!("permitlisten=\"127.0.0.1:{p}\",command=")),
-        "{keys}"
+    let socket = lease["edge_bind_target"].as_str().unwrap().to_owned();
+    assert_eq!(
+        socket,
+        format!("{}/s/owners/alice/{id}.sock", edge.dir.path().display()),
+        "{lease}"
     );
+    assert!(edge.authorized_keys("alice").starts_with(no_listen));
+    // The route dials the socket.
+    let routes = mytunnel_edge::testkit::admin_get(edge.caddy.admin_socket(), "/config/").unwrap();
+    assert!(routes.contains(&format!("unix/{socket}")), "{routes}");
 
-    // Alice's tunnel is down: bob cannot take her port, and no other port either.
+    // Alice's tunnel is down: bob cannot bind her socket.
     edge.assert_refused(
         "bob",
-        &format!("127.0.0.1:{p}:127.0.0.1:{}", bob_app.port()),
-        p,
+        &format!("{socket}:127.0.0.1:{}", bob_app.port()),
+        SOCKET_DENIAL,
     );
-    assert!(!listening(p), "something listens on alice's port {p}");
-    let other = free_port().unwrap();
-    edge.assert_refused(
-        "bob",
-        &format!("127.0.0.1:{other}:127.0.0.1:{}", bob_app.port()),
-        other,
-    );
-    assert!(!listening(other));
-    // Nor a port sshd would choose.
-    edge.assert_refused(
-        "bob",
-        &format!("127.0.0.1:0:127.0.0.1:{}", bob_app.port()),
-        0,
-    );
+    // Nor any TCP port: the range's, one of sshd's choice, or another.
+    for port in [edge.range_port(), 0, free_port().unwrap()] {
+        edge.assert_refused(
+            "bob",
+            &format!("127.0.0.1:{port}:127.0.0.1:{}", bob_app.port()),
+            &tcp_denial(port),
+        );
+        assert!(port == 0 || !listening(port));
+    }
     // A request for alice's host meets no app at all (Caddy answers 502), never bob's.
     let host = lease["host"].as_str().unwrap().to_owned();
     let through_caddy = || http_get(edge.caddy.http_address(), &host);
@@ -349,48 +366,34 @@ fn only_the_owner_of_an_active_lease_binds_its_port() {
     assert_eq!(status, 502, "{body}");
     assert!(!body.contains("bob's app"), "{body}");
 
-    // Alice binds her own port, and a request to it reaches her app.
-    let tunnel = edge.forward(
-        "alice",
-        &format!("127.0.0.1:{p}:127.0.0.1:{}", alice_app.port()),
-    );
-    assert!(
-        eventually(Duration::from_secs(20), || get(p).as_deref()
-            == Some("alice's app")),
-        "alice's forward never served her app; ssh stderr: {}\nsshd log:\n{}",
-        std::fs::read_to_string(edge.path("ssh-alice.stderr")).unwrap_or_default(),
-        edge.sshd.log()
-    );
-    // And her host, through Caddy, reaches her app.
+    // Alice binds her socket, and her host, through Caddy, reaches her app.
+    let tunnel = edge.forward("alice", &format!("{socket}:127.0.0.1:{}", alice_app.port()));
     assert!(
         eventually(Duration::from_secs(20), || through_caddy().is_some_and(
             |(status, body)| status == 200 && body == "alice's app"
         )),
+        "{:?}; ssh stderr: {}\nsshd log:\n{}",
+        through_caddy(),
+        std::fs::read_to_string(edge.path("ssh-alice.stderr")).unwrap_or_default(),
+        edge.sshd.log()
+    );
+    drop(tunnel);
+    // With a lease, alice listens on no TCP port either.
+    let port = edge.range_port();
+    edge.assert_refused(
+        "alice",
+        &format!("127.0.0.1:{port}:127.0.0.1:{}", alice_app.port()),
+        &tcp_denial(port),
+    );
+    assert!(!listening(port));
+
+    // Her lease ends: its route goes.
+    let released = edge.ctl("alice", &["release", "--lease", &id]);
+    assert_eq!(released["state"], "released", "{released}");
+    assert!(
+        eventually(Duration::from_secs(10), || through_caddy()
+            .is_some_and(|(status, _)| status != 200)),
         "{:?}",
         through_caddy()
     );
-    // Only her lease's port: another one is refused.
-    drop(tunnel);
-    assert!(
-        eventually(Duration::from_secs(20), || !listening(p)),
-        "sshd kept alice's forward after her ssh died"
-    );
-    edge.assert_refused(
-        "alice",
-        &format!("127.0.0.1:{other}:127.0.0.1:{}", alice_app.port()),
-        other,
-    );
-
-    // Her lease ends: the port is no longer hers either.
-    let released = edge.ctl("alice", &["release", "--lease", &id]);
-    assert_eq!(released["state"], "released", "{released}");
-    assert!(edge
-        .authorized_keys("alice")
-        .contains("permitlisten=\"NONE:1\""));
-    edge.assert_refused(
-        "alice",
-        &format!("127.0.0.1:{p}:127.0.0.1:{}", alice_app.port()),
-        p,
-    );
-    assert!(!listening(p));
 }
