@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Checks an installed edge: file modes (SPEC section 8), a loopback Caddy admin URL
-# (SPEC section 7) and the service's health.
+# Checks an installed edge: file modes, a loopback Caddy admin URL, tunnel users' sockets
+# outside their directory, and the service's health.
 #
 #   check-edge.sh [--destdir DIR] [--group NAME] [--user NAME] [--proxy-group NAME]
 #
@@ -21,9 +21,12 @@
 #   keys-dir   MYTUNNEL_KEYS_DIR, when set, is a directory of root:root, not writable by
 #              group or others (sshd's AuthorizedKeysCommand trusts what it holds)
 #   sockets    MYTUNNEL_SOCKET_DIR (default /var/lib/mytunnel-sockets, where serve binds
-#              control.sock) is 0755 USER:GROUP; in static route mode also its hosts/ is
-#              0755 USER:GROUP, owners/ is 0755 root:root, and each owners/<user> is 2750
-#              <user>:PROXY (default caddy)
+#              control.sock) is 0755 USER:GROUP, its hosts/ is 0755 USER:GROUP, owners/ is
+#              0755 root:root, and each owners/<user> is 2750 <user>:PROXY (default caddy)
+#   stray-sockets  no member of GROUP holds a socket file outside DIR/…/owners/<user>: bound
+#              sockets anywhere (/proc/net/unix), and socket files in /tmp, /var/tmp,
+#              /dev/shm and the users' home directories (a tunnel user can bind a socket
+#              wherever it may write; each one takes an inode of that filesystem)
 #   admin-url  MYTUNNEL_CADDY_ADMIN_URL is http://localhost, 127.x.y.z or [::1] (optional
 #              :PORT), or a unix socket (unix//PATH, unix:///PATH)
 #   health     `mytunneld ctl health` answers healthy (it asks `mytunneld serve`, which
@@ -259,6 +262,56 @@ if [[ ${#problems[@]} -eq 0 ]]; then
 else
     fail sockets "${problems[*]}" \
         "rerun install-edge.sh for the layout, install-edge-ssh-key.sh USER KEY --socket-dir $socket_dir --proxy-group $proxy_group for an owner directory"
+fi
+
+# --- tunnel users' sockets elsewhere --------------------------------------------------------
+# A tunnel user may bind a unix socket with `ssh -R PATH:…` wherever it may write; serve
+# sweeps only owners/<user>. Report what lies elsewhere (docs/operations.md says what to do).
+members=$(getent group "$group" | cut -d: -f4 | tr ',' ' ' || true)
+stray=()
+if [[ -n $members ]]; then
+    declare -A is_member=()
+    for member in $members; do
+        is_member[$member]=1
+    done
+    # The service user is in the group too; its sockets (control.sock) are the edge's own.
+    unset "is_member[$user]"
+    # outside PATH OWNER: whether PATH is not in OWNER's own socket directory.
+    outside() {
+        local dir
+        dir=$(dirname -- "$1")
+        [[ $dir != "$socket_dir/owners/$2" ]]
+    }
+    candidates=()
+    # Bound sockets anywhere: the path column of /proc/net/unix.
+    while IFS= read -r path; do
+        candidates+=("$path")
+    done < <(awk 'NR > 1 && $8 ~ /^\// { print $8 }' /proc/net/unix 2>/dev/null | sort -u | head -n 100000)
+    # Socket files nothing holds, in the places every user may write, and the homes.
+    homes=()
+    for member in $members; do
+        home=$(getent passwd "$member" | cut -d: -f6)
+        [[ -n $home && -d $home && $home != / ]] && homes+=("$home")
+    done
+    while IFS= read -r path; do
+        candidates+=("$path")
+    done < <(find /tmp /var/tmp /dev/shm "${homes[@]}" -xdev -maxdepth 4 -type s 2>/dev/null | head -n 100000)
+    declare -A seen=()
+    for path in "${candidates[@]}"; do
+        [[ -n ${seen[$path]:-} ]] && continue
+        seen[$path]=1
+        [[ -S $path ]] || continue
+        owner=$(stat -c '%U' -- "$path" 2>/dev/null) || continue
+        if [[ -n ${is_member[$owner]:-} ]] && outside "$path" "$owner"; then
+            stray+=("$owner:$(printable "$path")")
+        fi
+    done
+fi
+if [[ ${#stray[@]} -eq 0 ]]; then
+    pass stray-sockets "no socket of a $group member outside its owners/<user> directory"
+else
+    fail stray-sockets "${#stray[@]} socket(s) of $group members outside their directory: ${stray[*]:0:5}" \
+        "remove them (rm); keep tunnel users from writing on the database's filesystem (docs/operations.md, hardening)"
 fi
 
 # --- admin URL ---------------------------------------------------------------------------

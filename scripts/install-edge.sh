@@ -9,7 +9,7 @@
 #   install-edge.sh --print-sshd-dropin [--route-mode static|routes] [--group NAME]
 #                   [--user NAME] [--proxy-group NAME]
 #
-# Installs (SPEC section 8 modes), every path under DIR when --destdir is given:
+# Installs, every path under DIR when --destdir is given:
 #   /usr/local/bin/mytunneld                 0755  root:root
 #   /etc/mytunneld                           0750  root:GROUP
 #   /etc/mytunneld/mytunneld.env             0640  root:GROUP  (created once, never overwritten)

@@ -327,3 +327,68 @@ fn an_old_connection_cannot_take_the_next_lease_of_a_tenants_name() {
         );
     }
 }
+
+/// Attack: sockets without end. With unix-socket forwarding a tenant could leave any
+/// number of sockets in its directory (300 per connection, none ever removed). Now serve's
+/// cleanup pass ends every connection listening on a socket of an owner's directory that
+/// no active lease binds, and the owner's next `ctl` removes the files; other tenants'
+/// tunnels are untouched.
+#[test]
+fn sockets_no_lease_binds_are_ended_and_removed() {
+    for route_mode in [RouteMode::Static, RouteMode::Routes] {
+        let mode = route_mode.name();
+        let stack = Stack::with(StackOptions {
+            route_mode,
+            ..StackOptions::default()
+        });
+        let bob_app = App::start("bob's app");
+        let bob = stack.http("bob", bob_app.port(), &[]);
+        stack.assert_serves(&bob.host(), "bob's app", Duration::from_secs(20));
+
+        let own_dir = stack.socket_dir().join("owners/alice");
+        let junk: Vec<String> = (0..50)
+            .map(|i| own_dir.join(format!("junk-{i}.sock")).display().to_string())
+            .collect();
+        let mut ssh = stack.ssh_remote_forward("alice", &junk[0], 1);
+        for path in &junk[1..] {
+            ssh.arg("-R").arg(format!("{path}:127.0.0.1:1"));
+        }
+        ssh.stdout(Stdio::null())
+            .stderr(std::fs::File::create(stack.path("alice-junk.stderr")).unwrap());
+        let mut alice = Guard(ssh.spawn().unwrap());
+        assert!(
+            eventually(Duration::from_secs(20), || junk
+                .iter()
+                .all(|p| Path::new(p).exists())),
+            "{mode}: alice's sockets never appeared"
+        );
+        // The next cleanup pass (every second here) ends her connection.
+        assert!(
+            eventually(Duration::from_secs(10), || alice
+                .0
+                .try_wait()
+                .unwrap()
+                .is_some()),
+            "{mode}: alice's connection with 50 sockets no lease binds still runs; serve log: {}",
+            stack.serve_log()
+        );
+        let ended = || {
+            stack
+                .serve_log()
+                .contains("ended a connection listening on a socket no lease binds")
+        };
+        assert!(
+            eventually(Duration::from_secs(5), ended),
+            "{mode}: {}\nalice's ssh: {}",
+            stack.serve_log(),
+            std::fs::read_to_string(stack.path("alice-junk.stderr")).unwrap_or_default()
+        );
+        // Her next allocation removes the files.
+        let (rc, lease) = stack.ssh_ctl("alice", "mytunneld ctl allocate --local-port 80");
+        assert_eq!(rc, 0, "{mode}: {lease}");
+        let left: Vec<&String> = junk.iter().filter(|p| Path::new(p).exists()).collect();
+        assert!(left.is_empty(), "{mode}: left behind: {left:?}");
+        // Bob's tunnel served throughout.
+        stack.assert_serves(&bob.host(), "bob's app", Duration::from_secs(5));
+    }
+}

@@ -1432,3 +1432,68 @@ fn check_edge_fails_on_a_writable_database_directory_and_on_anything_else_in_it(
     let run = edge.check();
     assert_eq!(run.code, Some(0), "{}", run.text);
 }
+
+#[test]
+fn check_edge_reports_a_tunnel_users_sockets_outside_its_directory() {
+    let edge = Edge::new("x");
+    // A tunnel user of this edge's group (serve's own sockets are not reported).
+    let tenant = format!("{}-t", edge.names.user);
+    let status = Command::new("useradd")
+        .args([
+            "-M",
+            "-N",
+            "-G",
+            &edge.names.group,
+            "-s",
+            "/usr/sbin/nologin",
+        ])
+        .arg(&tenant)
+        .status()
+        .unwrap();
+    assert!(status.success(), "useradd {tenant}");
+    struct Tenant(String);
+    impl Drop for Tenant {
+        fn drop(&mut self) {
+            let _ = Command::new("userdel").arg(&self.0).status();
+        }
+    }
+    let _tenant = Tenant(tenant.clone());
+    let clean = edge.check();
+    assert!(
+        check_line(&clean, "stray-sockets").starts_with("ok stray-sockets "),
+        "{}",
+        clean.text
+    );
+
+    // A socket of the tenant's in /tmp, listened on, then left behind.
+    let scratch = tempfile::Builder::new()
+        .prefix("mtt-stray-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let path = scratch.path().join("evil.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let uid = nix::unistd::User::from_name(&tenant).unwrap().unwrap().uid;
+    nix::unistd::chown(&path, Some(uid), None).unwrap();
+    let bound = edge.check();
+    let line = check_line(&bound, "stray-sockets");
+    assert!(line.starts_with("fail stray-sockets "), "{}", bound.text);
+    assert!(
+        line.contains(&format!("{tenant}:{}", path.display())),
+        "{line}"
+    );
+    assert!(bound.text.contains("docs/operations.md"), "{}", bound.text);
+    drop(listener);
+    let stale = edge.check();
+    assert!(
+        check_line(&stale, "stray-sockets").starts_with("fail stray-sockets "),
+        "{}",
+        stale.text
+    );
+    std::fs::remove_file(&path).unwrap();
+    let removed = edge.check();
+    assert!(
+        check_line(&removed, "stray-sockets").starts_with("ok stray-sockets "),
+        "{}",
+        removed.text
+    );
+}

@@ -1,6 +1,6 @@
 //! The OpenSSH transport: control requests over ssh, data-plane forwards as `ssh -N -R`.
 //!
-//! Two ways to run control requests (SPEC §1):
+//! Two ways to run control requests:
 //!
 //! - [`Multiplexing::Shared`] (the default): [`SshTransport::connect`] launches one
 //!   ControlMaster (`ssh -M -S <dir>/master -f -N`) with the configured ssh binary, in a

@@ -99,7 +99,7 @@ pub fn route_backend(config: &EdgeConfig) -> Result<Arc<dyn RouteBackend>, ApiEr
 /// Runs one request as this process's user: asks `serve` over its control socket, which
 /// names the caller by this process's uid.
 ///
-/// In `static` mode ctl also tidies the caller's own socket directory, which only its
+/// ctl also tidies the caller's own socket directory, which only its
 /// owner may write: before an allocation it removes the socket files nothing listens on
 /// (sshd leaves them behind and will not bind over them), and after a heartbeat or a
 /// release the lease's own, so the client can bind again.
@@ -142,17 +142,15 @@ impl OwnSockets {
     }
 
     fn clear_stale(&self) {
-        for socket in sockets::lease_sockets_in(&self.dir)
-            .iter()
-            .take(Self::SWEEP_LIMIT)
-        {
+        for socket in sockets::socket_files_in(&self.dir, Self::SWEEP_LIMIT).iter() {
             sockets::clear_if_stale(socket);
         }
     }
 
     fn clear_if_stale(&self, target: &BindTarget) {
         if let BindTarget::UnixSocket(socket) = target {
-            if Path::new(socket.as_str()).parent() == Some(self.dir.as_path()) {
+            let socket = Path::new(socket.as_str());
+            if socket.parent() == Some(self.dir.as_path()) {
                 sockets::clear_if_stale(socket);
             }
         }

@@ -53,6 +53,18 @@ pub async fn cleanup_once(service: &LeaseService) -> bool {
             for error in &report.route_errors {
                 tracing::warn!(%error, "route of an expired lease not removed; reconcile will retry");
             }
+            for path in &report.strays_ended {
+                tracing::warn!(socket = %path.display(), "ended a connection listening on a socket no lease binds");
+            }
+            for error in &report.stray_errors {
+                tracing::warn!(%error, "a socket no lease binds is still listened on");
+            }
+            if report.strays_stale > 0 {
+                tracing::info!(
+                    stale = report.strays_stale,
+                    "stale sockets no lease binds wait for their owner's next ctl"
+                );
+            }
             true
         }
         Err(e) => {

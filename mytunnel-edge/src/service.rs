@@ -22,7 +22,7 @@ use mytunnel_core::store::{AllocateSpec, LeaseStore, NameChoice, OwnerLimit};
 use mytunnel_core::{BaseDomain, Lease, LeaseId, LeaseRef, LeaseState, PortRange, Timestamp, Ttl};
 
 use crate::config::EdgeConfig;
-use crate::tunnel_ends::{NoTunnelEnds, TunnelEnds};
+use crate::tunnel_ends::{NoTunnelEnds, TunnelEnd, TunnelEnds};
 use crate::{ids, sockets};
 
 /// Where the service reads the time.
@@ -43,6 +43,9 @@ impl Clock for SystemClock {
 
 /// How many generated names one allocation tries.
 const GENERATED_CANDIDATES: usize = 8;
+
+/// Most directory entries one cleanup pass looks at in the owners' socket directories.
+const SWEEP_BUDGET: usize = 4096;
 
 /// The settings the service needs (a subset of [`EdgeConfig`]).
 #[derive(Debug, Clone)]
@@ -106,6 +109,13 @@ pub struct CleanupReport {
     pub purged: u64,
     /// Routes of expired leases that could not be removed (reconcile will).
     pub route_errors: Vec<String>,
+    /// Connections ended because they listened on a socket of an owner's directory that
+    /// no active lease binds.
+    pub strays_ended: Vec<PathBuf>,
+    /// Stray sockets nothing listens on (the owner's next `ctl` removes them).
+    pub strays_stale: usize,
+    /// Stray sockets whose listener could not be ended, and why.
+    pub stray_errors: Vec<String>,
 }
 
 /// What one reconcile pass did.
@@ -137,6 +147,9 @@ pub struct LeaseService {
     /// name taken by a new lease is never routed while the previous lease's tunnel may
     /// still answer for it (Caddy's pooled connections to a host link).
     handover: Arc<tokio::sync::RwLock<()>>,
+    /// Where the next sweep of the owners' directories starts (see
+    /// [`sockets::stray_sockets`]).
+    sweep_start: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// Runs one health probe within `timeout`.
@@ -172,6 +185,7 @@ impl LeaseService {
             route_turn: Arc::default(),
             tunnel_ends: Arc::new(NoTunnelEnds),
             handover: Arc::default(),
+            sweep_start: Arc::default(),
         }
     }
 
@@ -445,11 +459,64 @@ impl LeaseService {
             self.tunnel_ends.end(lease).await;
         }
         drop(handover);
+        self.sweep_stray_sockets(&mut report).await?;
         report.purged = self
             .store
             .purge_tombstones(now.saturating_sub(self.settings.tombstone_retention))
             .await?;
         Ok(report)
+    }
+
+    /// Ends the connections that listen on sockets of the owners' directories that no
+    /// active lease binds (a tenant binding sockets of its own choosing), looking at a
+    /// bounded number of entries per pass.
+    async fn sweep_stray_sockets(&self, report: &mut CleanupReport) -> Result<(), ApiError> {
+        let BindPlan::OwnerSockets { owners_dir } = &self.settings.bind_plan else {
+            return Ok(());
+        };
+        let start = self
+            .sweep_start
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = owners_dir.clone();
+        // Sockets before leases: a socket bound for a lease allocated meanwhile belongs
+        // to a lease in the list read next.
+        let candidates = tokio::task::spawn_blocking(move || {
+            sockets::stray_sockets(&dir, start, SWEEP_BUDGET, |_| false)
+        })
+        .await
+        .unwrap_or_default();
+        if candidates.is_empty() {
+            return Ok(());
+        }
+        let leased: std::collections::HashSet<String> = self
+            .store
+            .list(&OwnerScope::All)
+            .await?
+            .into_iter()
+            .filter(|l| l.state == LeaseState::Active)
+            .filter_map(|l| l.bind_socket.map(|s| s.as_str().to_owned()))
+            .collect();
+        for stray in candidates {
+            if stray.path.to_str().is_some_and(|p| leased.contains(p)) {
+                continue;
+            }
+            match stray.state {
+                sockets::SocketState::Bound => {
+                    match self
+                        .tunnel_ends
+                        .end_socket(&stray.path, stray.owner_uid)
+                        .await
+                    {
+                        TunnelEnd::Ended { .. } => report.strays_ended.push(stray.path),
+                        TunnelEnd::Refused(why) => report.stray_errors.push(why),
+                        TunnelEnd::NotASocket | TunnelEnd::NothingListens => {}
+                    }
+                }
+                sockets::SocketState::Stale => report.strays_stale += 1,
+                sockets::SocketState::Absent | sockets::SocketState::Unknown => {}
+            }
+        }
+        Ok(())
     }
 
     /// One reconcile pass: make the routes match the active leases.

@@ -1,12 +1,13 @@
-//! `static` mode's per-owner socket directories, as the owner's own `ctl` sees them.
+//! The per-owner socket directories, where every lease binds its socket.
 //!
 //! Each tunnel user has `<socket_dir>/owners/<user>/`, created by root when the user is
 //! enrolled: owned by the user, group the proxy's, mode 2750. Only the owner can bind
 //! there, so no one else can take over a lease's socket. sshd leaves a socket file behind
 //! when a connection ends and (with `StreamLocalBindUnlink no`, which keeps tunnel users
 //! from unlinking files elsewhere) refuses to bind over it, so the owner's `ctl` removes
-//! sockets that nothing listens on: the lease's own on heartbeat and release, and those of
-//! ended leases on allocate.
+//! sockets that nothing listens on: the lease's own on heartbeat and release, and every
+//! other one on allocate. `serve` sweeps the directories for sockets no active lease
+//! binds ([`stray_sockets`]) and ends the connections that listen on them.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -137,7 +138,12 @@ pub enum SocketState {
 /// however many sockets the edge has; reading `/proc/net/unix` instead took 15 ms with
 /// 6,000 listening sockets.
 pub fn socket_state(path: &SocketPath) -> SocketState {
-    let is_socket = match std::fs::symlink_metadata(path.as_str()) {
+    socket_state_at(Path::new(path.as_str()))
+}
+
+/// [`socket_state`] of any path.
+pub fn socket_state_at(path: &Path) -> SocketState {
+    let is_socket = match std::fs::symlink_metadata(path) {
         Ok(meta) => std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return SocketState::Absent,
         Err(_) => return SocketState::Unknown,
@@ -148,7 +154,7 @@ pub fn socket_state(path: &SocketPath) -> SocketState {
     let Ok(probe) = std::os::unix::net::UnixDatagram::unbound() else {
         return SocketState::Unknown;
     };
-    match probe.connect(path.as_str()) {
+    match probe.connect(path) {
         // A datagram socket is bound there: not sshd's, but bound all the same.
         Ok(()) => SocketState::Bound,
         Err(e) => match e.raw_os_error() {
@@ -162,20 +168,95 @@ pub fn socket_state(path: &SocketPath) -> SocketState {
 
 /// Removes the socket file at `path` if no socket holds it any more; answers whether it
 /// did.
-pub fn clear_if_stale(path: &SocketPath) -> bool {
-    socket_state(path) == SocketState::Stale && std::fs::remove_file(path.as_str()).is_ok()
+pub fn clear_if_stale(path: &Path) -> bool {
+    socket_state_at(path) == SocketState::Stale && std::fs::remove_file(path).is_ok()
 }
 
-/// The lease sockets (`<lease_id>.sock`) in `dir`.
-pub fn lease_sockets_in(dir: &Path) -> Vec<SocketPath> {
+/// The socket files in `dir` (whatever their names), at most `limit` of them.
+pub fn socket_files_in(dir: &Path, limit: usize) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
     entries
         .filter_map(Result::ok)
-        .filter_map(|entry| entry.path().to_str()?.parse::<SocketPath>().ok())
-        .filter(|path| path.lease_id().is_some())
+        .take(limit)
+        .filter(|entry| {
+            entry
+                .file_type()
+                .is_ok_and(|t| std::os::unix::fs::FileTypeExt::is_socket(&t))
+        })
+        .map(|entry| entry.path())
         .collect()
+}
+
+/// A socket file in an owner's directory that is not an active lease's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StraySocket {
+    /// Its path.
+    pub path: PathBuf,
+    /// The uid that owns the directory it is in (the only one who can have bound it).
+    pub owner_uid: u32,
+    /// Whether something listens on it.
+    pub state: SocketState,
+}
+
+/// The socket files in the owner directories under `owners_dir` that `is_leased` does not
+/// claim, looking at no more than `limit` directory entries in all: a pass's work is
+/// bounded however many files a tenant made. Owners are visited in name order starting
+/// at `start % owners`, so successive passes with growing `start` reach every owner.
+pub fn stray_sockets(
+    owners_dir: &Path,
+    start: usize,
+    limit: usize,
+    is_leased: impl Fn(&Path) -> bool,
+) -> Vec<StraySocket> {
+    let Ok(entries) = std::fs::read_dir(owners_dir) else {
+        return Vec::new();
+    };
+    let mut owners: Vec<(PathBuf, u32)> = entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let meta = std::fs::symlink_metadata(entry.path()).ok()?;
+            meta.file_type()
+                .is_dir()
+                .then(|| (entry.path(), meta.uid()))
+        })
+        .collect();
+    owners.sort();
+    if owners.is_empty() {
+        return Vec::new();
+    }
+    let first = start % owners.len();
+    owners.rotate_left(first);
+    let mut budget = limit;
+    let mut strays = Vec::new();
+    for (dir, owner_uid) in owners {
+        if budget == 0 {
+            break;
+        }
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.filter_map(Result::ok) {
+            if budget == 0 {
+                break;
+            }
+            budget -= 1;
+            let is_socket = entry
+                .file_type()
+                .is_ok_and(|t| std::os::unix::fs::FileTypeExt::is_socket(&t));
+            let path = entry.path();
+            if is_socket && !is_leased(&path) {
+                let state = socket_state_at(&path);
+                strays.push(StraySocket {
+                    path,
+                    owner_uid,
+                    state,
+                });
+            }
+        }
+    }
+    strays
 }
 
 #[cfg(test)]
@@ -212,7 +293,7 @@ mod tests {
             .unwrap();
         let listener = std::os::unix::net::UnixListener::bind(path.as_str()).unwrap();
         assert_eq!(socket_state(&path), SocketState::Bound);
-        assert!(!clear_if_stale(&path));
+        assert!(!clear_if_stale(Path::new(path.as_str())));
         assert!(Path::new(path.as_str()).exists());
         // The probe made no connection: the listener has nothing to accept.
         listener.set_nonblocking(true).unwrap();
@@ -222,9 +303,56 @@ mod tests {
         );
         drop(listener);
         assert_eq!(socket_state(&path), SocketState::Stale);
-        assert_eq!(lease_sockets_in(dir.path()), vec![path.clone()]);
-        assert!(clear_if_stale(&path));
+        assert_eq!(
+            socket_files_in(dir.path(), 10),
+            vec![PathBuf::from(path.as_str())]
+        );
+        assert!(clear_if_stale(Path::new(path.as_str())));
         assert_eq!(socket_state(&path), SocketState::Absent);
         assert!(!Path::new(path.as_str()).exists());
+    }
+
+    #[test]
+    fn strays_are_the_sockets_no_lease_claims_within_the_budget() {
+        let owners = tempfile::tempdir().unwrap();
+        let mut listeners = Vec::new();
+        for owner in ["alice", "bob"] {
+            let dir = owners.path().join(owner);
+            std::fs::create_dir(&dir).unwrap();
+            for name in ["lease_aaaaaaaaaaaaaaaa.sock", "junk.sock"] {
+                listeners.push(std::os::unix::net::UnixListener::bind(dir.join(name)).unwrap());
+            }
+            std::fs::write(dir.join("notes.txt"), "not a socket").unwrap();
+        }
+        drop(listeners.pop()); // bob's junk.sock is now a stale file
+        let leased = |p: &Path| {
+            p.file_name()
+                .is_some_and(|n| n.to_str().unwrap().starts_with("lease_"))
+        };
+        let mut strays = stray_sockets(owners.path(), 0, 100, leased);
+        strays.sort_by(|a, b| a.path.cmp(&b.path));
+        let me = nix::unistd::getuid().as_raw();
+        assert_eq!(
+            strays,
+            vec![
+                StraySocket {
+                    path: owners.path().join("alice/junk.sock"),
+                    owner_uid: me,
+                    state: SocketState::Bound
+                },
+                StraySocket {
+                    path: owners.path().join("bob/junk.sock"),
+                    owner_uid: me,
+                    state: SocketState::Stale
+                },
+            ]
+        );
+        // A budget of 3 entries reads only the first owner's directory; the next pass
+        // starts at the next owner.
+        let first = stray_sockets(owners.path(), 0, 3, leased);
+        let second = stray_sockets(owners.path(), 1, 3, leased);
+        assert_eq!(first.len(), 1);
+        assert_eq!(second.len(), 1);
+        assert_ne!(first[0].path, second[0].path);
     }
 }

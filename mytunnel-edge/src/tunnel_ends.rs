@@ -22,18 +22,41 @@ use std::path::Path;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use mytunnel_core::{Lease, SocketPath};
+use mytunnel_core::Lease;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
-use crate::sockets::{socket_state, SocketState};
+use crate::sockets::{socket_state_at, SocketState};
 
 /// Ends whatever still carries a lease's traffic once the lease has ended.
 #[async_trait]
 pub trait TunnelEnds: Send + Sync + fmt::Debug {
     /// Ends the traffic of `lease`, which has just ended; returns what happened (also
     /// logged).
-    async fn end(&self, lease: &Lease) -> TunnelEnd;
+    async fn end(&self, lease: &Lease) -> TunnelEnd {
+        let Some(socket) = &lease.bind_socket else {
+            return TunnelEnd::NotASocket;
+        };
+        let owner_uid = match nix::unistd::User::from_name(lease.owner.as_str()) {
+            Ok(Some(user)) => user.uid.as_raw(),
+            Ok(None) => return TunnelEnd::Refused(format!("no user {}", lease.owner)),
+            Err(e) => return TunnelEnd::Refused(format!("user {}: {e}", lease.owner)),
+        };
+        let outcome = self.end_socket(Path::new(socket.as_str()), owner_uid).await;
+        match &outcome {
+            TunnelEnd::Ended { pid } => {
+                tracing::info!(lease = %lease.id, owner = %lease.owner, pid, "ended the ssh connection of an ended lease");
+            }
+            TunnelEnd::Refused(why) => {
+                tracing::warn!(lease = %lease.id, owner = %lease.owner, %why, "the ssh connection of an ended lease still runs");
+            }
+            TunnelEnd::NotASocket | TunnelEnd::NothingListens => {}
+        }
+        outcome
+    }
+
+    /// Ends the connection of `owner_uid` that listens on `socket`.
+    async fn end_socket(&self, socket: &Path, owner_uid: u32) -> TunnelEnd;
 }
 
 /// What ending a lease's tunnel did.
@@ -69,7 +92,7 @@ pub struct NoTunnelEnds;
 
 #[async_trait]
 impl TunnelEnds for NoTunnelEnds {
-    async fn end(&self, _lease: &Lease) -> TunnelEnd {
+    async fn end_socket(&self, _socket: &Path, _owner_uid: u32) -> TunnelEnd {
         TunnelEnd::NothingListens
     }
 }
@@ -91,59 +114,42 @@ impl Default for SshListenerEnds {
 
 #[async_trait]
 impl TunnelEnds for SshListenerEnds {
-    async fn end(&self, lease: &Lease) -> TunnelEnd {
-        let Some(socket) = &lease.bind_socket else {
-            return TunnelEnd::NotASocket;
-        };
-        let owner_uid = match nix::unistd::User::from_name(lease.owner.as_str()) {
-            Ok(Some(user)) => user.uid.as_raw(),
-            Ok(None) => return TunnelEnd::Refused(format!("no user {}", lease.owner)),
-            Err(e) => return TunnelEnd::Refused(format!("user {}: {e}", lease.owner)),
-        };
-        let outcome = end_listener(socket, owner_uid, self.grace).await;
-        match &outcome {
-            TunnelEnd::Ended { pid } => {
-                tracing::info!(lease = %lease.id, owner = %lease.owner, pid, "ended the ssh connection of an ended lease");
-            }
-            TunnelEnd::Refused(why) => {
-                tracing::warn!(lease = %lease.id, owner = %lease.owner, %why, "the ssh connection of an ended lease still runs");
-            }
-            TunnelEnd::NotASocket | TunnelEnd::NothingListens => {}
-        }
-        outcome
+    async fn end_socket(&self, socket: &Path, owner_uid: u32) -> TunnelEnd {
+        end_listener(socket, owner_uid, self.grace).await
     }
 }
 
 /// Ends the sshd connection of `owner_uid` that listens on `socket`, as the module
 /// explains: the listener's pid from `SO_PEERCRED`, checked, signalled, and waited for
 /// (at most `grace` after `SIGTERM`, then `grace` after `SIGKILL`).
-pub async fn end_listener(socket: &SocketPath, owner_uid: u32, grace: Duration) -> TunnelEnd {
-    if socket_state(socket) != SocketState::Bound {
+pub async fn end_listener(socket: &Path, owner_uid: u32, grace: Duration) -> TunnelEnd {
+    if socket_state_at(socket) != SocketState::Bound {
         return TunnelEnd::NothingListens;
     }
-    let connect = tokio::net::UnixStream::connect(socket.as_str());
+    let shown = socket.display();
+    let connect = tokio::net::UnixStream::connect(socket);
     let stream = match tokio::time::timeout(grace, connect).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => {
             return match e.raw_os_error() {
                 Some(nix::libc::ECONNREFUSED | nix::libc::ENOENT) => TunnelEnd::NothingListens,
-                _ => TunnelEnd::Refused(format!("cannot connect to {socket}: {e}")),
+                _ => TunnelEnd::Refused(format!("cannot connect to {shown}: {e}")),
             }
         }
-        Err(_) => return TunnelEnd::Refused(format!("{socket} accepts no connection")),
+        Err(_) => return TunnelEnd::Refused(format!("{shown} accepts no connection")),
     };
     let credentials = stream.peer_cred();
     drop(stream);
     let credentials = match credentials {
         Ok(credentials) => credentials,
-        Err(e) => return TunnelEnd::Refused(format!("no peer credentials on {socket}: {e}")),
+        Err(e) => return TunnelEnd::Refused(format!("no peer credentials on {shown}: {e}")),
     };
     let Some(pid) = credentials.pid() else {
-        return TunnelEnd::Refused(format!("the kernel named no process for {socket}"));
+        return TunnelEnd::Refused(format!("the kernel named no process for {shown}"));
     };
     if credentials.uid() != owner_uid {
         return TunnelEnd::Refused(format!(
-            "{socket} is held by uid {}, not its owner's ({owner_uid})",
+            "{shown} is held by uid {}, not its owner's ({owner_uid})",
             credentials.uid()
         ));
     }
@@ -166,7 +172,7 @@ pub async fn end_listener(socket: &SocketPath, owner_uid: u32, grace: Duration) 
             return TunnelEnd::Ended { pid };
         }
     }
-    TunnelEnd::Refused(format!("sshd pid {pid} still listens on {socket}"))
+    TunnelEnd::Refused(format!("sshd pid {pid} still listens on {shown}"))
 }
 
 /// Refuses to signal anything but an sshd process of `uid`: `/proc/<pid>/comm` and the
@@ -196,10 +202,10 @@ fn check_is_sshd(pid: i32, uid: u32) -> Result<(), String> {
 }
 
 /// Waits up to `grace` until nothing listens on `socket`.
-async fn listener_gone(socket: &SocketPath, grace: Duration) -> bool {
+async fn listener_gone(socket: &Path, grace: Duration) -> bool {
     let deadline = tokio::time::Instant::now() + grace;
     loop {
-        if socket_state(socket) != SocketState::Bound {
+        if socket_state_at(socket) != SocketState::Bound {
             return true;
         }
         if tokio::time::Instant::now() >= deadline {
@@ -213,12 +219,8 @@ async fn listener_gone(socket: &SocketPath, grace: Duration) -> bool {
 mod tests {
     use super::*;
 
-    fn socket_in(dir: &Path) -> SocketPath {
+    fn socket_in(dir: &Path) -> std::path::PathBuf {
         dir.join("lease_abcdefghij234567.sock")
-            .to_str()
-            .unwrap()
-            .parse()
-            .unwrap()
     }
 
     #[tokio::test]
@@ -231,7 +233,7 @@ mod tests {
             TunnelEnd::NothingListens
         );
         // A stale file: still nothing.
-        drop(std::os::unix::net::UnixListener::bind(socket.as_str()).unwrap());
+        drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
         assert_eq!(
             end_listener(&socket, 0, grace).await,
             TunnelEnd::NothingListens
@@ -242,7 +244,7 @@ mod tests {
     async fn a_listener_of_another_uid_or_not_sshd_is_never_signalled() {
         let dir = tempfile::tempdir().unwrap();
         let socket = socket_in(dir.path());
-        let _listener = std::os::unix::net::UnixListener::bind(socket.as_str()).unwrap();
+        let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
         let grace = Duration::from_millis(100);
         let me = nix::unistd::getuid().as_raw();
         match end_listener(&socket, me.wrapping_add(1), grace).await {
@@ -254,6 +256,6 @@ mod tests {
             TunnelEnd::Refused(why) => assert!(why.contains("not sshd"), "{why}"),
             other => panic!("{other:?}"),
         }
-        assert_eq!(socket_state(&socket), SocketState::Bound);
+        assert_eq!(socket_state_at(&socket), SocketState::Bound);
     }
 }
