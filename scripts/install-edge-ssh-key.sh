@@ -3,7 +3,7 @@
 #
 #   install-edge-ssh-key.sh <user> <pubkey-file> [--gate-command CMD] [--group G] [--remove]
 #                           [--keys-dir DIR] [--socket-dir DIR] [--proxy-group G]
-#                           [--env-file FILE]
+#                           [--env-file FILE] [--socket-inodes N] [--fstab FILE]
 #
 # - Creates <user> if missing (useradd -m -s /bin/sh) and unlocks it for key login without
 #   a password (usermod -p '*'): sshd with UsePAM no refuses keys of a locked account.
@@ -22,6 +22,12 @@
 #   /var/lib/mytunnel-sockets; both route modes), creates DIR/owners/<user>,
 #   owned by the user, group --proxy-group (default caddy), mode 2750: the user's tunnel
 #   sockets, reachable by the proxy only. An existing one owned by someone else is refused.
+# - With --socket-inodes N (8-65536), the user's socket directory is its own small
+#   filesystem: a tmpfs of N inodes (1 MiB, nosuid,nodev,noexec, the same owner, group and
+#   mode) mounted there now and at every boot (a line in --fstab FILE, default
+#   /etc/fstab, replacing any line for that mount point). A tenant who binds socket after
+#   socket then fills only its own directory, never the filesystem other tenants' sockets
+#   or the database live on. A tmpfs forgets its files at reboot: sockets are live state.
 # - Idempotent: a line for the same key is replaced, never duplicated. Other keys are
 #   kept. The file is replaced atomically (rename), so a concurrent login never reads a
 #   half-written file; concurrent runs for one user are serialised with flock.
@@ -34,7 +40,7 @@ set -euo pipefail
 readonly DEFAULT_GATE_COMMAND='/usr/local/bin/mytunneld gate'
 
 usage() {
-    echo "usage: $0 <user> <pubkey-file> [--gate-command CMD] [--group G] [--remove] [--keys-dir DIR] [--socket-dir DIR] [--proxy-group G] [--env-file FILE]" >&2
+    echo "usage: $0 <user> <pubkey-file> [--gate-command CMD] [--group G] [--remove] [--keys-dir DIR] [--socket-dir DIR] [--proxy-group G] [--env-file FILE] [--socket-inodes N] [--fstab FILE]" >&2
     exit 2
 }
 
@@ -54,15 +60,20 @@ keys_dir=''
 socket_dir=''
 proxy_group=''
 env_file=/etc/mytunneld/mytunneld.env
+socket_inodes=''
+socket_inodes_given=0
+fstab=/etc/fstab
 while [[ $# -gt 0 ]]; do
     case $1 in
-        --keys-dir | --socket-dir | --proxy-group | --env-file)
+        --keys-dir | --socket-dir | --proxy-group | --env-file | --socket-inodes | --fstab)
             [[ $# -ge 2 ]] || usage
             case $1 in
                 --keys-dir) keys_dir=$2 ;;
                 --socket-dir) socket_dir=$2 ;;
                 --proxy-group) proxy_group=$2 ;;
                 --env-file) env_file=$2 ;;
+                --socket-inodes) socket_inodes=$2 socket_inodes_given=1 ;;
+                --fstab) fstab=$2 ;;
             esac
             shift 2
             ;;
@@ -118,6 +129,13 @@ done
 keys_dir=${keys_dir%/}
 socket_dir=${socket_dir%/}
 [[ $proxy_group =~ ^[a-z_][a-z0-9_-]{0,31}$ ]] || die "invalid proxy group name: $proxy_group" 2
+if [[ $socket_inodes_given -eq 1 ]]; then
+    if ! [[ $socket_inodes =~ ^[0-9]{1,5}$ ]] || ((10#$socket_inodes < 8 || 10#$socket_inodes > 65536)); then
+        die "--socket-inodes must be a number from 8 to 65536: $socket_inodes" 2
+    fi
+    socket_inodes=$((10#$socket_inodes))
+    [[ -n $socket_dir ]] || die "--socket-inodes needs a socket directory (--socket-dir, or the env file's)" 2
+fi
 # The command goes between double quotes in authorized_keys.
 if [[ -z $gate_command || $gate_command == *'"'* || $gate_command == *\\* || $gate_command =~ [[:cntrl:]] ]]; then
     die "the gate command must be non-empty, without quotes, backslashes or control characters" 2
@@ -171,6 +189,25 @@ if [[ -n $socket_dir && $remove -eq 0 ]]; then
             die "$user_sockets is owned by $(stat -c '%U' "$user_sockets"), not $user: refusing"
     else
         mkdir "$user_sockets" || [[ -d $user_sockets ]] || die "cannot create $user_sockets"
+    fi
+    if [[ -n $socket_inodes ]]; then
+        # The user's own small filesystem: a flood of sockets fills only this directory.
+        options="size=1m,nr_inodes=$socket_inodes,mode=2750,uid=$(id -u "$user"),gid=$(getent group "$proxy_group" | cut -d: -f3),nosuid,nodev,noexec"
+        if mountpoint -q "$user_sockets"; then
+            mount -o "remount,$options" "$user_sockets" || die "cannot remount $user_sockets"
+        else
+            mount -t tmpfs -o "$options" tmpfs "$user_sockets" || die "cannot mount a tmpfs on $user_sockets"
+        fi
+        fstab_tmp=$(mktemp "$(dirname "$fstab")/.fstab.XXXXXX")
+        if [[ -f $fstab ]]; then
+            awk -v dir="$user_sockets" '$2 != dir' "$fstab" >"$fstab_tmp"
+            chmod --reference="$fstab" "$fstab_tmp"
+        else
+            chmod 0644 "$fstab_tmp"
+        fi
+        printf 'tmpfs %s tmpfs %s 0 0\n' "$user_sockets" "$options" >>"$fstab_tmp"
+        mv -f "$fstab_tmp" "$fstab"
+        echo "socket filesystem $user_sockets: tmpfs of $socket_inodes inodes (in $fstab)"
     fi
     chown "$user:$proxy_group" "$user_sockets"
     # setgid: sockets made inside get the proxy's group.

@@ -274,3 +274,130 @@ fn keys_dir_holds_plain_keys_and_socket_dirs_belong_to_their_user() {
         passwd.uid.as_raw()
     );
 }
+
+/// A tmpfs unmounted (lazily, so a test that failed with files open still cleans up) when
+/// dropped.
+struct Mounted(PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn socket_inodes_gives_each_user_a_filesystem_only_it_can_fill() {
+    assert!(
+        nix::unistd::getuid().is_root(),
+        "run as root (cargo xtask ci does)"
+    );
+    let user = TestUser(format!("mtt-kq{}", std::process::id() % 100_000));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let key = dir.path().join("k");
+    let status = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "k@host", "-f"])
+        .arg(&key)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let sockets = dir.path().join("sockets");
+    std::fs::create_dir_all(sockets.join("owners")).unwrap();
+    let fstab = dir.path().join("fstab");
+    std::fs::write(
+        &fstab,
+        "# static file system information\nproc /proc proc defaults 0 0\n",
+    )
+    .unwrap();
+    let proxy = nix::unistd::Group::from_gid(nix::unistd::getgid())
+        .unwrap()
+        .unwrap();
+    let owned = sockets.join("owners").join(&user.0);
+    let args = |inodes: &str| -> Vec<String> {
+        [
+            user.0.as_str(),
+            key.with_extension("pub").to_str().unwrap(),
+            "--keys-dir",
+            dir.path().join("keys").to_str().unwrap(),
+            "--socket-dir",
+            sockets.to_str().unwrap(),
+            "--proxy-group",
+            &proxy.name,
+            "--env-file",
+            "/nonexistent/mytunneld.env",
+            "--socket-inodes",
+            inodes,
+            "--fstab",
+            fstab.to_str().unwrap(),
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect()
+    };
+    let run_args = |args: &[String]| run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    for bad in ["7", "65537", "x", "-1", ""] {
+        let out = run_args(&args(bad));
+        assert_eq!(out.status.code(), Some(2), "{bad:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("--socket-inodes"),
+            "{bad:?}"
+        );
+    }
+    // Twice: the second run remounts and keeps one fstab line.
+    for _ in 0..2 {
+        let out = run_args(&args("16"));
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let _mounted = Mounted(owned.clone());
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    let line = mounts
+        .lines()
+        .find(|l| l.split_whitespace().nth(1) == Some(owned.to_str().unwrap()))
+        .unwrap_or_else(|| panic!("{} is not mounted: {mounts}", owned.display()));
+    assert!(line.starts_with("tmpfs "), "{line}");
+    assert!(line.contains("nr_inodes=16"), "{line}");
+    let table = std::fs::read_to_string(&fstab).unwrap();
+    assert!(
+        table.starts_with("# static file system information\nproc /proc"),
+        "{table}"
+    );
+    let ours: Vec<&str> = table
+        .lines()
+        .filter(|l| l.split_whitespace().nth(1) == Some(owned.to_str().unwrap()))
+        .collect();
+    assert_eq!(ours.len(), 1, "{table}");
+    assert!(ours[0].contains("nr_inodes=16,mode=2750"), "{table}");
+    // The directory is the user's as without the option.
+    let meta = std::fs::metadata(&owned).unwrap();
+    let passwd = nix::unistd::User::from_name(&user.0).unwrap().unwrap();
+    assert_eq!(meta.permissions().mode() & 0o7777, 0o2750);
+    assert_eq!(
+        (meta.uid(), meta.gid()),
+        (passwd.uid.as_raw(), proxy.gid.as_raw())
+    );
+
+    // A flood of sockets fills the user's own filesystem and stops there; the one the
+    // other directories live on still takes a socket.
+    let mut listeners = Vec::new();
+    let mut refused = None;
+    for i in 0..64 {
+        match std::os::unix::net::UnixListener::bind(owned.join(format!("s{i}.sock"))) {
+            Ok(listener) => listeners.push(listener),
+            Err(e) => {
+                refused = Some(e);
+                break;
+            }
+        }
+    }
+    let refused = refused.expect("64 sockets fitted in a filesystem of 16 inodes");
+    assert_eq!(refused.raw_os_error(), Some(nix::libc::ENOSPC), "{refused}");
+    assert!(listeners.len() < 16, "{}", listeners.len());
+    let elsewhere = sockets.join("owners").join("other.sock");
+    let other = std::os::unix::net::UnixListener::bind(&elsewhere);
+    assert!(other.is_ok(), "{other:?}");
+}

@@ -214,7 +214,34 @@ pub struct RealCaddy {
     admin: SocketAddr,
     http: SocketAddr,
     dir: tempfile::TempDir,
-    _ports: [ReservedPort; 2],
+    _ports: Option<[ReservedPort; 2]>,
+    /// Who it runs as, when not as this process's user.
+    user: Option<nix::unistd::User>,
+}
+
+/// `caddy run --config <dir>/caddy.json` with its home in `dir`, as `user` when given.
+fn caddy_command(binary: &Path, dir: &Path, user: Option<&nix::unistd::User>) -> Command {
+    let mut command = match user {
+        Some(user) => {
+            let mut setpriv = Command::new("setpriv");
+            setpriv
+                .arg(format!("--reuid={}", user.uid))
+                .arg(format!("--regid={}", user.gid))
+                .args(["--init-groups", "--"])
+                .arg(binary);
+            setpriv
+        }
+        None => Command::new(binary),
+    };
+    command
+        .arg("run")
+        .arg("--config")
+        .arg(dir.join("caddy.json"))
+        .env("HOME", dir)
+        .env("XDG_CONFIG_HOME", dir.join("config"))
+        .env("XDG_DATA_HOME", dir.join("data"))
+        .stdin(Stdio::null());
+    command
 }
 
 /// The config a fresh test Caddy starts with (and returns to on [`RealCaddy::reset`]).
@@ -240,10 +267,24 @@ pub fn base_config(admin: SocketAddr, http: SocketAddr, with_catch_all: bool) ->
 impl RealCaddy {
     /// Starts Caddy and waits until its admin API answers (at most 15 s).
     pub fn start() -> Result<RealCaddy, String> {
+        Self::start_as(None)
+    }
+
+    /// Like [`RealCaddy::start`], run as `user` (with its groups, as systemd's
+    /// `User=caddy` of the distribution's unit does) when given.
+    pub fn start_as(user: Option<&str>) -> Result<RealCaddy, String> {
         let binary = caddy_binary()?;
+        let user = match user {
+            Some(name) => Some(
+                nix::unistd::User::from_name(name)
+                    .map_err(|e| format!("user {name}: {e}"))?
+                    .ok_or_else(|| format!("no user {name}: install Caddy's package"))?,
+            ),
+            None => None,
+        };
         let mut last_error = String::new();
         for _attempt in 0..3 {
-            match Self::try_start(&binary) {
+            match Self::try_start(&binary, user.as_ref()) {
                 Ok(caddy) => return Ok(caddy),
                 Err(e) => last_error = e,
             }
@@ -251,7 +292,7 @@ impl RealCaddy {
         Err(last_error)
     }
 
-    fn try_start(binary: &Path) -> Result<RealCaddy, String> {
+    fn try_start(binary: &Path, user: Option<&nix::unistd::User>) -> Result<RealCaddy, String> {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let admin_port = ReservedPort::new().map_err(|e| e.to_string())?;
         let http_port = ReservedPort::new().map_err(|e| e.to_string())?;
@@ -261,14 +302,20 @@ impl RealCaddy {
             .map_err(|e| e.to_string())?;
         let log = std::fs::File::create(dir.path().join("caddy.log")).map_err(|e| e.to_string())?;
         let log2 = log.try_clone().map_err(|e| e.to_string())?;
-        let child = Command::new(binary)
-            .arg("run")
-            .arg("--config")
-            .arg(&config_path)
-            .env("HOME", dir.path())
-            .env("XDG_CONFIG_HOME", dir.path().join("config"))
-            .env("XDG_DATA_HOME", dir.path().join("data"))
-            .stdin(Stdio::null())
+        if let Some(user) = user {
+            // Its own directory, as /var/lib/caddy is the packaged Caddy's.
+            nix::unistd::chown(dir.path(), Some(user.uid), Some(user.gid))
+                .map_err(|e| format!("chown for {}: {e}", user.name))?;
+        }
+        // Ports held with SO_REUSEPORT can only be shared by the same uid: another user's
+        // Caddy binds them once they are let go (a port taken meanwhile is retried).
+        let ports = if user.is_some() {
+            drop((admin_port, http_port));
+            None
+        } else {
+            Some([admin_port, http_port])
+        };
+        let child = caddy_command(binary, dir.path(), user)
             .stdout(log)
             .stderr(log2)
             .spawn()
@@ -278,7 +325,8 @@ impl RealCaddy {
             admin,
             http,
             dir,
-            _ports: [admin_port, http_port],
+            _ports: ports,
+            user: user.cloned(),
         };
         caddy.wait_ready()?;
         Ok(caddy)
@@ -295,20 +343,12 @@ impl RealCaddy {
     pub fn restart(&mut self) -> Result<(), String> {
         self.kill();
         let binary = caddy_binary()?;
-        let config_path = self.dir.path().join("caddy.json");
         let log = std::fs::OpenOptions::new()
             .append(true)
             .open(self.dir.path().join("caddy.log"))
             .map_err(|e| e.to_string())?;
         let log2 = log.try_clone().map_err(|e| e.to_string())?;
-        self.child = Command::new(binary)
-            .arg("run")
-            .arg("--config")
-            .arg(&config_path)
-            .env("HOME", self.dir.path())
-            .env("XDG_CONFIG_HOME", self.dir.path().join("config"))
-            .env("XDG_DATA_HOME", self.dir.path().join("data"))
-            .stdin(Stdio::null())
+        self.child = caddy_command(&binary, self.dir.path(), self.user.as_ref())
             .stdout(log)
             .stderr(log2)
             .spawn()

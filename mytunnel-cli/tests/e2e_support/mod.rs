@@ -32,8 +32,9 @@ pub const BASE_DOMAIN: &str = "e2e.test";
 /// The service user `serve` runs as (and sshd's AuthorizedKeysCommandUser): a member of
 /// the group without a login shell, as install-edge.sh makes it.
 pub const SERVICE_USER: &str = "mytunneld-e2e";
-/// The proxy's group (Caddy's on an edge): owner directories are `<user>:<it>` 2750.
-pub const PROXY_GROUP: &str = "mytunnel-e2e-px";
+/// The proxy's group: the packaged Caddy's, whose user runs the stacks' Caddy. Owner
+/// directories are `<user>:caddy` 2750, and the service user is a member.
+pub const PROXY_GROUP: &str = "caddy";
 /// Longer than the client's heartbeat interval (max(TTL/3, 10s) = 10s), so a live client
 /// keeps its lease; short enough that an abandoned lease expires quickly.
 pub const LEASE_TTL_SECS: u64 = 12;
@@ -529,7 +530,13 @@ impl Stack {
             "the end-to-end tests create OS users and start sshd: run them as root \
              (cargo xtask e2e)"
         );
-        let caddy = RealCaddy::start().unwrap();
+        {
+            let _lock = SetupLock::take();
+            ensure_group_and_service_user();
+        }
+        // Caddy as its own user, as the distribution's package runs it: it reaches the
+        // tunnels' sockets through its group, like on an edge.
+        let caddy = RealCaddy::start_as(Some("caddy")).unwrap();
         let sshd = Sshd::start_with(&options.route_mode.sshd_config()).unwrap();
         let ports = PortWindow::claim();
         let dir = tempfile::Builder::new()
@@ -550,8 +557,6 @@ impl Stack {
             dir,
             client_count: std::cell::Cell::new(0),
         };
-        stack.install_users();
-
         let group = nix::unistd::Group::from_name(GROUP).unwrap().unwrap();
         // The service user's own directories, as install-edge.sh makes them: the database
         // (no tunnel user may enter it: serve alone opens the database, ctl asks serve)
@@ -566,6 +571,10 @@ impl Stack {
             nix::unistd::chown(&path, Some(service), Some(group.gid)).unwrap();
             set_mode(&path, mode);
         }
+        // The socket layout install-edge.sh makes; install-edge-ssh-key.sh makes each
+        // user's own directory in owners/.
+        stack.make_socket_dir();
+        stack.install_users();
         let env = format!(
             "MYTUNNEL_DB_PATH={db}\nMYTUNNEL_BASE_DOMAIN={BASE_DOMAIN}\nMYTUNNEL_CADDY_ADMIN_URL={admin}\n\
              MYTUNNEL_ADMIN_USERS=ops\nMYTUNNEL_LEASE_TTL={ttl}s\nMYTUNNEL_CLEANUP_INTERVAL=1s\n\
@@ -576,8 +585,6 @@ impl Stack {
             min = stack.ports.min,
             max = stack.ports.max(),
         );
-        // Every lease binds a socket in its owner's directory, in both modes.
-        stack.make_socket_dir();
         let mode_env = format!(
             "MYTUNNEL_ROUTE_MODE={}\nMYTUNNEL_SOCKET_DIR={}\n",
             options.route_mode.name(),
@@ -616,8 +623,9 @@ impl Stack {
         self.path("s")
     }
 
-    /// The socket layout the install scripts make: `hosts/` for serve, and each user's
-    /// own `owners/<user>/` (owned by the user, the proxy's group, 2750).
+    /// The socket layout install-edge.sh makes: `hosts/` for serve and `owners/` (root's).
+    /// root's own `owners/root/` too (owned by root, the proxy's group, 2750): the load
+    /// test's local clients run ctl as root.
     fn make_socket_dir(&self) {
         let hosts = self.socket_dir().join("hosts");
         std::fs::create_dir_all(&hosts).unwrap();
@@ -626,9 +634,7 @@ impl Stack {
             .unwrap()
             .uid;
         nix::unistd::chown(&hosts, Some(service), None).unwrap();
-        // root too: the load test's local clients run ctl as root.
-        let users: Vec<&str> = USERS.iter().copied().chain(["root"]).collect();
-        mytunnel_edge::testkit::make_owner_dirs(&self.socket_dir(), &users, Some(PROXY_GROUP))
+        mytunnel_edge::testkit::make_owner_dirs(&self.socket_dir(), &["root"], Some(PROXY_GROUP))
             .unwrap();
     }
 
@@ -666,7 +672,6 @@ impl Stack {
             check(&out, "ssh-keygen");
         }
         let _lock = SetupLock::take();
-        ensure_group_and_service_user();
         for user in USERS {
             let out = Command::new(script())
                 .arg(user)
@@ -675,6 +680,9 @@ impl Stack {
                 .arg(GROUP)
                 .arg("--gate-command")
                 .arg(self.gate_command())
+                .arg("--socket-dir")
+                .arg(self.socket_dir())
+                .args(["--proxy-group", PROXY_GROUP])
                 .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
                 .output()
                 .unwrap();
@@ -1026,17 +1034,15 @@ impl Drop for Stack {
     }
 }
 
-/// The tunnel group, the proxy's group and the service user (a member of both without a
-/// login shell, as install-edge.sh makes it), created when missing. Call with the
+/// The tunnel group and the service user (a member without a login shell, and of the
+/// proxy's group, as install-edge.sh makes it), created when missing. Call with the
 /// [`SetupLock`] held.
 pub fn ensure_group_and_service_user() {
-    for group in [GROUP, PROXY_GROUP] {
-        let out = Command::new("groupadd")
-            .args(["-f", group])
-            .output()
-            .unwrap();
-        check(&out, "groupadd");
-    }
+    let out = Command::new("groupadd")
+        .args(["-f", GROUP])
+        .output()
+        .unwrap();
+    check(&out, "groupadd");
     if nix::unistd::User::from_name(SERVICE_USER)
         .unwrap()
         .is_none()
