@@ -178,7 +178,7 @@ impl Edge {
             env.push_str(&format!("MYTUNNEL_ROUTE_MODE={}\n", mode.as_str()));
         }
         // serve's control socket lives in the socket directory, in both route modes.
-        let socket_dir = edge.make_socket_dir(options.route_mode == Some(RouteMode::Static))?;
+        let socket_dir = edge.make_socket_dir()?;
         env.push_str(&format!("MYTUNNEL_SOCKET_DIR={}\n", socket_dir.display()));
         let env_path = edge.env_file();
         write_file(&env_path, &env)?;
@@ -249,7 +249,7 @@ impl Edge {
         self.socket_dir.as_ref().map(|d| d.path().to_owned())
     }
 
-    /// `static` mode's `owners/` (None in `routes` mode, whose leases bind ports).
+    /// `owners/`, where leases bind their sockets.
     pub fn owners_dir(&self) -> Option<PathBuf> {
         self.socket_dir()
             .map(|dir| mytunnel_edge::sockets::owners_dir(&dir))
@@ -257,10 +257,9 @@ impl Edge {
     }
 
     /// Creates the socket directory as `install-edge.sh` lays it out: serve's control
-    /// socket, and in `static` mode `hosts/` for serve, `owners/` root's, and
-    /// `owners/<user>` owned by each user who allocates here (root for the bench's own
-    /// ctl calls, the tunnel user).
-    fn make_socket_dir(&mut self, static_mode: bool) -> Result<PathBuf> {
+    /// socket, `hosts/` for serve, `owners/` root's, and `owners/<user>` owned by each
+    /// user who allocates here (root for the bench's own ctl calls, the tunnel user).
+    fn make_socket_dir(&mut self) -> Result<PathBuf> {
         let dir = tempfile::Builder::new()
             .prefix("mtb")
             .tempdir_in("/tmp")
@@ -270,10 +269,8 @@ impl Edge {
         nix::unistd::chown(&path, None, Some(nix::unistd::Gid::from_raw(self.user.gid)))
             .map_err(|e| format!("chown {}: {e}", path.display()))?;
         set_mode(&path, 0o2755)?;
-        if !static_mode {
-            self.socket_dir = Some(dir);
-            return Ok(path);
-        }
+        // Every lease binds a socket in its owner's directory (both modes, from 0.2 on;
+        // an older build in `routes` mode binds ports and ignores them).
         let owners = mytunnel_edge::sockets::owners_dir(&path);
         for sub in [mytunnel_edge::sockets::hosts_dir(&path), owners.clone()] {
             std::fs::create_dir(&sub).map_err(|e| format!("mkdir {}: {e}", sub.display()))?;
