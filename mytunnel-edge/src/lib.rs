@@ -8,6 +8,7 @@ pub mod config;
 pub mod control;
 pub mod ctl;
 pub mod gate;
+pub mod host_names;
 pub mod ids;
 pub mod in_process;
 pub mod links;

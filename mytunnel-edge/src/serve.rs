@@ -1,5 +1,6 @@
-//! `mytunneld serve`: the cleanup and reconcile loops, and the control socket every
-//! `mytunneld ctl` asks (serve alone opens the lease database).
+//! `mytunneld serve`: the cleanup and reconcile loops, the control socket every
+//! `mytunneld ctl` asks (serve alone opens the lease database), and in `static` mode the
+//! socket where Caddy asks the slug of a Host with capitals.
 //!
 //! Both passes run once at start (so routes lost while the service was down come back at
 //! once) and then at their intervals. A failed pass is logged and retried at the next
@@ -7,6 +8,7 @@
 //! loops end when `shutdown` resolves.
 
 use std::future::Future;
+use std::path::Path;
 use std::time::Duration;
 
 use tokio::net::UnixListener;
@@ -14,9 +16,11 @@ use tokio::time::{interval, MissedTickBehavior};
 
 use mytunnel_core::policy::AdminUsers;
 use mytunnel_core::protocol::{ApiError, ErrorCode};
+use mytunnel_core::BaseDomain;
 
-use crate::config::EdgeConfig;
+use crate::config::{EdgeConfig, RouteMode};
 use crate::control::{bind_control_socket, serve_control, ControlLimits};
+use crate::host_names::{bind_names_socket, serve_host_names};
 use crate::service::LeaseService;
 use crate::sockets;
 
@@ -108,22 +112,37 @@ pub struct Opened {
     pub control: UnixListener,
     /// Who may use privileged verbs, besides root.
     pub admins: AdminUsers,
+    /// `static` mode (with a base domain): `<socket_dir>/names.sock`, bound, where Caddy
+    /// asks the slug of a Host with capitals ([`crate::host_names`]).
+    pub host_names: Option<(UnixListener, BaseDomain)>,
 }
 
-/// Opens the database and binds the control socket named by `config`.
+fn cannot_listen(path: &Path, e: std::io::Error) -> ApiError {
+    ApiError::new(
+        ErrorCode::Internal,
+        format!("cannot listen on {}: {e}", path.display()),
+    )
+}
+
+/// Opens the database and binds the control socket named by `config` (and in `static`
+/// mode the host names socket).
 pub async fn open(config: &EdgeConfig) -> Result<Opened, ApiError> {
     let service = crate::ctl::open_serve_service(config).await?;
     let path = sockets::control_socket(&config.socket_dir);
-    let control = bind_control_socket(&path).map_err(|e| {
-        ApiError::new(
-            ErrorCode::Internal,
-            format!("cannot listen on {}: {e}", path.display()),
-        )
-    })?;
+    let control = bind_control_socket(&path).map_err(|e| cannot_listen(&path, e))?;
+    let host_names = match (config.route_mode, &config.base_domain) {
+        (RouteMode::Static, Some(base_domain)) => {
+            let path = sockets::names_socket(&config.socket_dir);
+            let listener = bind_names_socket(&path).map_err(|e| cannot_listen(&path, e))?;
+            Some((listener, base_domain.clone()))
+        }
+        _ => None,
+    };
     Ok(Opened {
         service,
         control,
         admins: config.admin_users.clone(),
+        host_names,
     })
 }
 
@@ -134,19 +153,30 @@ pub async fn serve_with_control(
     intervals: ServeIntervals,
     shutdown: impl Future<Output = ()>,
 ) -> ServeSummary {
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut stop: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stop.wait_for(|stop| *stop).await;
+    };
     let control = tokio::spawn(serve_control(
         opened.service.clone(),
         opened.admins,
         opened.control,
         ControlLimits::default(),
-        async move {
-            let _ = stop_rx.wait_for(|stop| *stop).await;
-        },
+        stopped(stop_rx.clone()),
     ));
+    let host_names = opened.host_names.map(|(listener, base_domain)| {
+        tokio::spawn(serve_host_names(
+            listener,
+            base_domain,
+            stopped(stop_rx.clone()),
+        ))
+    });
     let summary = serve(opened.service, intervals, shutdown).await;
     let _ = stop_tx.send(true);
     let _ = control.await;
+    if let Some(host_names) = host_names {
+        let _ = host_names.await;
+    }
     summary
 }
 

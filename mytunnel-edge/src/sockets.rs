@@ -30,6 +30,12 @@ pub fn control_socket(socket_dir: &Path) -> PathBuf {
     socket_dir.join("control.sock")
 }
 
+/// `<socket_dir>/names.sock`, where `serve` tells Caddy the slug of a Host with capitals
+/// (`static` mode; see [`crate::host_names`]).
+pub fn names_socket(socket_dir: &Path) -> PathBuf {
+    socket_dir.join("names.sock")
+}
+
 fn not_enrolled(owner: &Owner, dir: &Path, why: &str) -> ApiError {
     ApiError::new(
         ErrorCode::Internal,
