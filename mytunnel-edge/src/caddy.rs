@@ -11,6 +11,7 @@
 //! - A missing server answers 400 "invalid traversal path"; many client mistakes answer
 //!   500, so nothing here retries a 5xx blindly.
 
+use std::path::Path;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -129,20 +130,70 @@ pub fn route_json(route: &Route) -> Value {
 }
 
 /// `static` mode's one route: every `<slug>.<base_domain>` is proxied to the unix socket
-/// `<hosts_dir>/<slug>.sock`, a link `mytunneld serve` keeps pointing at the lease's socket
-/// in its owner's directory. A host with no link answers 502; a host with more labels
-/// does not match.
-pub fn static_route_json(base_domain: &BaseDomain, hosts_dir: &str) -> Value {
+/// `<socket_dir>/hosts/<slug>.sock`, a link `mytunneld serve` keeps pointing at the lease's
+/// socket in its owner's directory. A host with no link answers 502; a host with more
+/// labels does not match.
+///
+/// Caddy's host matcher ignores case but its `labels` placeholder is the Host's raw text,
+/// and Caddy 2.6 has no placeholder that lower-cases. So a Host with an upper-case ASCII
+/// letter (and only such a Host: the lower-case path is one regular expression more than
+/// a plain dial) first asks `serve` on `<socket_dir>/names.sock` for its slug
+/// ([`crate::host_names`]), the way Caddy's `forward_auth` asks: a `reverse_proxy` whose
+/// `handle_response` route, on a 2xx, puts the answer's `X-Mytunnel-Slug` into the
+/// request's vars and then falls through to the next handler, which dials
+/// `hosts/{http.vars.mytunnel_slug}.sock`. Any other answer (502) goes to the visitor.
+/// Vars, not a request header: a visitor cannot set them, so cannot choose the dial path.
+/// The question carries no query, no body (`GET`), no `Cookie` and no `Authorization`:
+/// serve needs the Host alone, and the visitor's credentials are none of its business.
+pub fn static_route_json(base_domain: &BaseDomain, socket_dir: &Path) -> Value {
     // Caddy numbers host labels from the right: in `a.t.example`, labels.0 is `example`.
     let slug_label = base_domain.as_str().split('.').count();
+    let hosts_dir = crate::sockets::hosts_dir(socket_dir);
+    let hosts_dir = hosts_dir.display();
+    let names = crate::sockets::names_socket(socket_dir);
+    let ask_serve = json!({
+        "handler": "reverse_proxy",
+        "upstreams": [{ "dial": format!("unix/{}", names.display()) }],
+        "rewrite": { "method": "GET", "uri": "/slug?" },
+        "headers": { "request": { "delete": ["Authorization", "Cookie"] } },
+        "handle_response": [{
+            "match": { "status_code": [2] },
+            "routes": [{
+                "handle": [{
+                    "handler": "vars",
+                    "mytunnel_slug": format!("{{http.reverse_proxy.header.{}}}", crate::host_names::SLUG_HEADER),
+                }],
+            }],
+        }],
+    });
     json!({
         "@id": STATIC_ROUTE_ID,
         "match": [{ "host": [format!("*.{base_domain}")] }],
         "handle": [{
-            "handler": "reverse_proxy",
-            "upstreams": [{
-                "dial": format!("unix/{hosts_dir}/{{http.request.host.labels.{slug_label}}}.sock")
-            }],
+            "handler": "subroute",
+            "routes": [
+                {
+                    "match": [{ "header_regexp": { "Host": { "pattern": "[A-Z]" } } }],
+                    "handle": [
+                        ask_serve,
+                        {
+                            "handler": "reverse_proxy",
+                            "upstreams": [{
+                                "dial": format!("unix/{hosts_dir}/{{http.vars.mytunnel_slug}}.sock")
+                            }],
+                        },
+                    ],
+                    "terminal": true,
+                },
+                {
+                    "handle": [{
+                        "handler": "reverse_proxy",
+                        "upstreams": [{
+                            "dial": format!("unix/{hosts_dir}/{{http.request.host.labels.{slug_label}}}.sock")
+                        }],
+                    }],
+                },
+            ],
         }],
         "terminal": true,
     })

@@ -87,12 +87,12 @@ pub fn route_backend(config: &EdgeConfig) -> Result<Arc<dyn RouteBackend>, ApiEr
         return Ok(Arc::new(caddy));
     };
     let hosts_dir = sockets::hosts_dir(&config.socket_dir);
-    let links = Arc::new(HostLinks::new(hosts_dir.clone(), base_domain.clone()));
+    let links = Arc::new(HostLinks::new(hosts_dir, base_domain.clone()));
     Ok(Arc::new(StaticRoutes::new(
         caddy,
         links,
         base_domain,
-        &hosts_dir,
+        &config.socket_dir,
     )))
 }
 

@@ -201,17 +201,18 @@ pub struct StaticRoutes {
 }
 
 impl StaticRoutes {
-    /// Routes for `base_domain` whose links live in `hosts_dir`.
+    /// Routes for `base_domain` whose links live in `<socket_dir>/hosts` (and whose Hosts
+    /// with capitals Caddy asks `serve` about on `<socket_dir>/names.sock`).
     pub fn new(
         caddy: CaddyRoutes,
         links: Arc<dyn RouteBackend>,
         base_domain: &BaseDomain,
-        hosts_dir: &Path,
+        socket_dir: &Path,
     ) -> Self {
         StaticRoutes {
             caddy,
             links,
-            static_route: static_route_json(base_domain, &hosts_dir.display().to_string()),
+            static_route: static_route_json(base_domain, socket_dir),
         }
     }
 }

@@ -13,6 +13,9 @@
 //! polled until it serves its own config, and is killed by pid when the harness drops.
 //! Between calls it waits for Caddy's admin server replacements to finish (see
 //! `support::settle_caddy_reloads`). A missing binary is a failure, never a skip.
+//!
+//! The last section sends traffic through `static` mode's wildcard route on real Caddy
+//! only (the fake routes nothing): host links and serve's names socket on unix sockets.
 // test code: a panic is a failed assertion
 #![allow(
     clippy::unwrap_used,
@@ -30,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use mytunnel_core::admin::CaddyAdminAddress;
 use mytunnel_core::route::{InstalledRoute, Route, RouteBackend, RouteError, Upstream};
-use mytunnel_edge::caddy::{route_json, CaddyRoutes};
+use mytunnel_edge::caddy::{route_json, static_route_json, CaddyRoutes, STATIC_ROUTE_ID};
 use serde_json::{json, Value};
 use support::fake_caddy::{caddy_config, catch_all_route, FakeCaddy};
 use support::{raw_http, settle_caddy_reloads, AdminClient, HttpUpstream, ReservedPort};
@@ -209,6 +212,13 @@ impl Routes {
     async fn list(&self) -> Result<Vec<InstalledRoute>, RouteError> {
         self.settle().await;
         self.inner.list().await
+    }
+
+    async fn ensure_static_route(&self, json: &Value) -> Result<(), RouteError> {
+        self.settle().await;
+        let result = self.inner.ensure_static_route(json).await;
+        self.settle().await;
+        result
     }
 
     async fn ping(&self) -> Result<(), RouteError> {
@@ -761,6 +771,66 @@ async fn admin_api_answers_like_caddy_2_6_2(h: &mut Harness) {
     assert_eq!(api.call("GET", "/id/dup", None).await, (200, one));
 }
 
+/// `static` mode's wildcard route as mytunnel wrote it before Hosts with capitals were
+/// routed (one dial on the raw label) is replaced in place at serve's next pass (an edge
+/// upgraded in place, no downtime), still after the leases' own routes and before the
+/// catch-all; Caddy answers the new route exactly as written, so later passes write
+/// nothing. Without one, it goes in after the lease routes.
+async fn static_route_is_replaced_in_place_then_left_alone(h: &mut Harness) {
+    let old = json!({
+        "@id": STATIC_ROUTE_ID,
+        "match": [{ "host": ["*.t.example"] }],
+        "handle": [{
+            "handler": "reverse_proxy",
+            "upstreams": [{ "dial": "unix//var/lib/mytunnel-sockets/hosts/{http.request.host.labels.2}.sock" }],
+        }],
+        "terminal": true,
+    });
+    let lease = route_json(&route("a", "portal.t.example", 21000));
+    h.reset(Some(vec![lease.clone(), old, catch_all_route()]))
+        .await;
+    let new = static_route_json(
+        &"t.example".parse().unwrap(),
+        Path::new("/var/lib/mytunnel-sockets"),
+    );
+    let routes = h.routes();
+    routes.ensure_static_route(&new).await.unwrap();
+    assert_eq!(
+        h.routes_json().await,
+        json!([lease.clone(), new.clone(), catch_all_route()])
+    );
+    // What `ensure_static_route` compares with: equal, so it writes nothing again.
+    assert_eq!(
+        h.api
+            .ok("GET", &format!("/id/{STATIC_ROUTE_ID}"), None)
+            .await,
+        new
+    );
+    let reloads = |h: &Harness| {
+        h.caddy_log()
+            .map(|log| std::fs::read_to_string(log).unwrap_or_default())
+            .map(|text| text.matches("admin endpoint started").count())
+    };
+    let before = reloads(h);
+    routes.ensure_static_route(&new).await.unwrap();
+    assert_eq!(
+        reloads(h),
+        before,
+        "an unchanged static route was written again"
+    );
+    assert_eq!(
+        h.routes_json().await,
+        json!([lease.clone(), new.clone(), catch_all_route()])
+    );
+
+    h.reset(Some(vec![lease.clone(), catch_all_route()])).await;
+    routes.ensure_static_route(&new).await.unwrap();
+    assert_eq!(
+        h.routes_json().await,
+        json!([lease, new, catch_all_route()])
+    );
+}
+
 // -----------------------------------------------------------------------------------------
 // Kept-alive admin connections and reloads.
 
@@ -889,6 +959,7 @@ contract!(
     foreign_host_header_is_refused,
     admin_api_answers_like_caddy_2_6_2,
     admin_connection_is_closed_after_a_reload,
+    static_route_is_replaced_in_place_then_left_alone,
 );
 
 // -----------------------------------------------------------------------------------------
@@ -965,4 +1036,223 @@ async fn caddy_routes_survive_the_request_caddy_drops_after_a_reload() {
         "the request right after a reload was dropped, and CaddyRoutes gave up"
     );
     assert_eq!(fake.routes(), json!([catch_all_route()]));
+}
+
+// -----------------------------------------------------------------------------------------
+// `static` mode's wildcard route, through real Caddy.
+
+/// Stands in for a lease's tunnel (sshd's `-R` listener) on a unix socket: answers every
+/// request with `<who>: <method> <uri> cookie=<Cookie> <body>`.
+fn unix_app(path: &Path, who: &'static str) -> tokio::task::JoinHandle<()> {
+    use axum::http::{HeaderMap, Method, Uri};
+    let listener = tokio::net::UnixListener::bind(path).unwrap();
+    let app = axum::Router::new().fallback(
+        move |method: Method, uri: Uri, headers: HeaderMap, body: String| async move {
+            let cookie = headers
+                .get("cookie")
+                .map(|c| c.to_str().unwrap().to_owned())
+                .unwrap_or_default();
+            format!("{who}: {method} {uri} cookie={cookie} {body}")
+        },
+    );
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    })
+}
+
+/// `mytunneld serve`'s host names socket (`host_names::serve_host_names` on
+/// `<socket_dir>/names.sock`), behind a recorder that keeps every request head Caddy
+/// sends it.
+struct NamesSocket {
+    heads: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    tasks: [tokio::task::JoinHandle<()>; 2],
+}
+
+impl NamesSocket {
+    fn start(socket_dir: &Path, base_domain: &str) -> NamesSocket {
+        use mytunnel_edge::host_names;
+        let real = socket_dir.join("names-behind.sock");
+        let serve = tokio::spawn(host_names::serve_host_names(
+            host_names::bind_names_socket(&real).unwrap(),
+            base_domain.parse().unwrap(),
+            std::future::pending(),
+        ));
+        let front =
+            host_names::bind_names_socket(&mytunnel_edge::sockets::names_socket(socket_dir))
+                .unwrap();
+        let heads = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let recorder = tokio::spawn({
+            let heads = std::sync::Arc::clone(&heads);
+            async move {
+                while let Ok((mut caddy, _)) = front.accept().await {
+                    let heads = std::sync::Arc::clone(&heads);
+                    let real = real.clone();
+                    tokio::spawn(async move {
+                        let mut seen = Vec::new();
+                        let mut chunk = [0u8; 4096];
+                        while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                            let n = caddy.read(&mut chunk).await.unwrap();
+                            if n == 0 {
+                                break;
+                            }
+                            seen.extend_from_slice(&chunk[..n]);
+                        }
+                        heads
+                            .lock()
+                            .unwrap()
+                            .push(String::from_utf8_lossy(&seen).into_owned());
+                        let mut serve = tokio::net::UnixStream::connect(&real).await.unwrap();
+                        serve.write_all(&seen).await.unwrap();
+                        let _ = tokio::io::copy_bidirectional(&mut caddy, &mut serve).await;
+                    });
+                }
+            }
+        });
+        NamesSocket {
+            heads,
+            tasks: [serve, recorder],
+        }
+    }
+
+    fn heads(&self) -> Vec<String> {
+        self.heads.lock().unwrap().clone()
+    }
+}
+
+impl Drop for NamesSocket {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// One HTTP/1.1 request through Caddy with `Host: host`, `extra` header lines and `body`:
+/// the status and the body.
+async fn visit(
+    http: SocketAddr,
+    method: &str,
+    target: &str,
+    host: &str,
+    extra: &str,
+    body: &str,
+) -> (u16, String) {
+    let mut stream = TcpStream::connect(http).await.unwrap();
+    let request = format!(
+        "{method} {target} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response))
+        .await
+        .expect("no answer from Caddy within 10s")
+        .unwrap();
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, body.to_owned())
+}
+
+/// Caddy's host matcher ignores case, but the dial of `static` mode's route used the raw
+/// label: `BobSite.<base>` dialled `hosts/BobSite.sock` and got 502. A Host with capitals
+/// now asks serve's names socket for its slug and reaches the lease's link; a lower-case
+/// Host still dials the link directly (the names socket sees no request for it); what
+/// serve is asked carries the Host and none of the visitor's query, body, cookies or
+/// credentials, which still reach the app; a visitor's own `X-Mytunnel-Slug` chooses
+/// nothing.
+#[tokio::test]
+async fn static_route_reaches_the_link_whatever_the_case_of_the_host() {
+    let h = Harness::real().await;
+    h.reset(Some(vec![catch_all_route()])).await;
+    let http = h.http.unwrap();
+    // A short path: unix socket paths are.
+    let dir = tempfile::Builder::new()
+        .prefix("hc")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let socket_dir = dir.path().join("s");
+    let hosts = mytunnel_edge::sockets::hosts_dir(&socket_dir);
+    let owner = socket_dir.join("owners").join("bob");
+    std::fs::create_dir_all(&hosts).unwrap();
+    std::fs::create_dir_all(&owner).unwrap();
+    let lease_socket = owner.join("lease.sock");
+    let _app = unix_app(&lease_socket, "bob's app");
+    std::os::unix::fs::symlink(&lease_socket, hosts.join("bobsite.sock")).unwrap();
+    let names = NamesSocket::start(&socket_dir, "t.example");
+    h.routes()
+        .ensure_static_route(&static_route_json(
+            &"t.example".parse().unwrap(),
+            &socket_dir,
+        ))
+        .await
+        .unwrap();
+
+    let get = |host: &'static str| visit(http, "GET", "/x?q=1", host, "", "");
+    assert_eq!(
+        get("bobsite.t.example").await,
+        (200, "bob's app: GET /x?q=1 cookie= ".to_owned())
+    );
+    assert_eq!(names.heads().len(), 0, "a lower-case Host asked serve");
+
+    let answer = visit(
+        http,
+        "POST",
+        "/form?q=1",
+        "BobSite.t.example",
+        "Cookie: c=1\r\nAuthorization: Basic eDp5\r\n",
+        "hello",
+    )
+    .await;
+    assert_eq!(
+        answer,
+        (200, "bob's app: POST /form?q=1 cookie=c=1 hello".to_owned())
+    );
+    let heads = names.heads();
+    assert_eq!(heads.len(), 1, "{heads:?}");
+    assert!(heads[0].starts_with("GET /slug HTTP/1.1\r\n"), "{heads:?}");
+    assert!(
+        heads[0].contains("\r\nHost: BobSite.t.example\r\n"),
+        "{heads:?}"
+    );
+    for private in ["q=1", "hello", "Cookie", "c=1", "Authorization", "eDp5"] {
+        assert!(
+            !heads[0].contains(private),
+            "serve was sent {private:?}: {heads:?}"
+        );
+    }
+
+    assert_eq!(
+        get("BOBSITE.T.EXAMPLE").await,
+        (200, "bob's app: GET /x?q=1 cookie= ".to_owned())
+    );
+    assert_eq!(names.heads().len(), 2);
+    // Unknown names: serve answers `nobody` (no link: 502), refuses `Bob_Site` (502).
+    assert_eq!(get("Nobody.t.example").await.0, 502);
+    assert_eq!(get("Bob_Site.t.example").await.0, 502);
+    assert_eq!(names.heads().len(), 4);
+    let spoofed = visit(
+        http,
+        "GET",
+        "/",
+        "Evil.t.example",
+        "X-Mytunnel-Slug: bobsite\r\n",
+        "",
+    )
+    .await;
+    assert_eq!(spoofed.0, 502, "{spoofed:?}");
+    assert_eq!(names.heads().len(), 5);
+
+    // Lower-case Hosts never ask, known or not; more labels are not the route's.
+    assert_eq!(get("nobody.t.example").await.0, 502);
+    assert_eq!(
+        get("bobsite.t.example").await,
+        (200, "bob's app: GET /x?q=1 cookie= ".to_owned())
+    );
+    assert_eq!(
+        get("A.BobSite.t.example").await,
+        (200, "catch-all".to_owned())
+    );
+    assert_eq!(names.heads().len(), 5, "{:?}", names.heads());
 }

@@ -25,7 +25,7 @@ use mytunnel_core::protocol::{
 use mytunnel_core::route::RouteBackend;
 use mytunnel_core::store::OwnerLimit;
 use mytunnel_core::{BaseDomain, BindTarget, LeaseRef, PortRange, Ttl};
-use mytunnel_edge::caddy::{CaddyRoutes, STATIC_ROUTE_ID};
+use mytunnel_edge::caddy::{static_route_json, CaddyRoutes, STATIC_ROUTE_ID};
 use mytunnel_edge::config::{ConfigInputs, EdgeConfig, Setting};
 use mytunnel_edge::control::{bind_control_socket, serve_control, ControlLimits};
 use mytunnel_edge::links::{HostLinks, StaticRoutes};
@@ -112,14 +112,14 @@ fn settings(owners_dir: PathBuf) -> ServiceSettings {
 fn static_routes(
     caddy: &FakeCaddy,
     links: Arc<dyn RouteBackend>,
-    hosts: &Path,
+    socket_dir: &Path,
 ) -> Arc<dyn RouteBackend> {
     let admin = CaddyRoutes::new(&caddy.admin_address(), "srv0", Duration::from_secs(2)).unwrap();
     Arc::new(StaticRoutes::new(
         admin,
         links,
         &DOMAIN.parse::<BaseDomain>().unwrap(),
-        hosts,
+        socket_dir,
     ))
 }
 
@@ -151,7 +151,7 @@ async fn edge() -> Edge {
     let links = HostLinks::new(hosts.clone(), DOMAIN.parse().unwrap());
     let serve = LeaseService::new(
         store(&db).await,
-        static_routes(&caddy, Arc::new(links), &hosts),
+        static_routes(&caddy, Arc::new(links), &socket_dir),
         Arc::new(SystemClock),
         settings(owners),
     );
@@ -266,7 +266,12 @@ async fn allocate_links_the_host_and_never_touches_caddy() {
     assert_eq!(routes[0]["@id"], STATIC_ROUTE_ID);
     assert_eq!(routes[1]["handle"][0]["body"], "catch-all");
     assert_eq!(
-        routes[0]["handle"][0]["upstreams"][0]["dial"],
+        routes[0],
+        static_route_json(&DOMAIN.parse().unwrap(), &edge.socket_dir())
+    );
+    // A lower-case Host dials its link by the raw label.
+    assert_eq!(
+        routes[0]["handle"][0]["routes"][1]["handle"][0]["upstreams"][0]["dial"],
         format!(
             "unix/{}/{{http.request.host.labels.2}}.sock",
             edge.hosts().display()
@@ -469,4 +474,60 @@ async fn a_port_lease_from_routes_mode_keeps_its_caddy_route() {
     );
     release(&edge, &old).await;
     assert_eq!(edge.caddy.routes().as_array().unwrap().len(), 2);
+}
+
+/// What `mytunneld serve` opens: in `static` mode, beside the control socket, the host
+/// names socket (0666: anyone may ask, the answer is a pure function of the Host), which
+/// answers the lower-case slug of a Host with capitals; in `routes` mode no such socket.
+#[tokio::test]
+async fn serve_answers_on_the_host_names_socket_in_static_mode_only() {
+    use mytunnel_edge::serve::{self, ServeIntervals};
+    let mut edge = edge().await;
+    edge.stop_serve().await;
+    let names = sockets::names_socket(&edge.socket_dir());
+    let opened = serve::open(&edge.config).await.unwrap();
+    assert!(opened.host_names.is_some());
+    let mode = std::fs::metadata(&names).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o666, "{mode:o}");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(serve::serve_with_control(
+        opened,
+        ServeIntervals {
+            cleanup: Duration::from_secs(3600),
+            reconcile: Duration::from_secs(3600),
+        },
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let ask = |host: &'static str| {
+        let names = names.clone();
+        async move {
+            let mut stream = tokio::net::UnixStream::connect(&names).await.unwrap();
+            let request = format!("GET /slug HTTP/1.1\r\nHost: {host}\r\nAccept: */*\r\n\r\n");
+            stream.write_all(request.as_bytes()).await.unwrap();
+            let mut answer = String::new();
+            stream.read_to_string(&mut answer).await.unwrap();
+            answer
+        }
+    };
+    assert_eq!(
+        ask("BobSite.t.example").await,
+        "HTTP/1.1 200 OK\r\nX-Mytunnel-Slug: bobsite\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    assert!(ask("Bob.Site.t.example").await.starts_with("HTTP/1.1 502 "));
+    let _ = stop.send(());
+    serving.await.unwrap();
+    assert!(
+        tokio::net::UnixStream::connect(&names).await.is_err(),
+        "the names socket still answers after serve stopped"
+    );
+
+    // `routes` mode: nothing binds it.
+    std::fs::remove_file(&names).unwrap();
+    let mut routes_mode = edge.config.clone();
+    routes_mode.route_mode = mytunnel_edge::config::RouteMode::Routes;
+    let opened = serve::open(&routes_mode).await.unwrap();
+    assert!(opened.host_names.is_none());
+    assert!(!names.exists());
 }
