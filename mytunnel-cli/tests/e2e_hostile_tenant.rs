@@ -392,3 +392,60 @@ fn sockets_no_lease_binds_are_ended_and_removed() {
         stack.assert_serves(&bob.host(), "bob's app", Duration::from_secs(5));
     }
 }
+
+/// Issue 16, item 5: a Host in capitals. Caddy's host matcher ignores case, but in
+/// `static` mode the wildcard route dialled the raw label: `BobSite.e2e.test` dialled
+/// `hosts/BobSite.sock`, which does not exist, and answered 502 (observed before the
+/// route asked serve's names socket for the slug). Now a tunnel allocated as `bobsite`
+/// answers for its name in any case, in both route modes; an unknown name in capitals is
+/// still not routed.
+#[test]
+fn a_host_in_capitals_reaches_its_tunnel_in_both_route_modes() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    for route_mode in [RouteMode::Static, RouteMode::Routes] {
+        let mode = route_mode.name();
+        let stack = Stack::with(StackOptions {
+            route_mode,
+            ..StackOptions::default()
+        });
+        let app = App::start("bob's app");
+        let (rc, lease) = stack.ssh_ctl(
+            "bob",
+            &format!(
+                "mytunneld ctl allocate --name bobsite --local-port {}",
+                app.port()
+            ),
+        );
+        assert_eq!(rc, 0, "{mode}: {lease}");
+        assert_eq!(lease["host"], "bobsite.e2e.test", "{mode}: {lease}");
+        let socket = lease["edge_bind_target"].as_str().unwrap().to_owned();
+        let mut ssh = stack.ssh_remote_forward("bob", &socket, app.port());
+        ssh.stdout(Stdio::null()).stderr(Stdio::null());
+        let _ssh = Guard(ssh.spawn().unwrap());
+        stack.assert_serves("bobsite.e2e.test", "bob's app", Duration::from_secs(20));
+        for host in ["BobSite.e2e.test", "BOBSITE.E2E.TEST"] {
+            assert_eq!(
+                stack.get(host),
+                Some((200, "bob's app".to_owned())),
+                "{mode}: {host}\nroutes: {}\nserve log: {}",
+                stack.routes(),
+                stack.serve_log()
+            );
+        }
+        assert!(stack.not_routed("NoSuchName.e2e.test"), "{mode}");
+
+        // In `static` mode serve, as its service user, answers Caddy on names.sock.
+        let names = stack.socket_dir().join("names.sock");
+        match route_mode {
+            RouteMode::Static => {
+                let meta = std::fs::metadata(&names).unwrap();
+                assert_eq!(meta.permissions().mode() & 0o777, 0o666, "{mode}");
+                let service = nix::unistd::User::from_name(e2e_support::SERVICE_USER)
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(meta.uid(), service.uid.as_raw(), "{mode}");
+            }
+            RouteMode::Routes => assert!(!names.exists(), "{mode}"),
+        }
+    }
+}
