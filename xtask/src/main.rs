@@ -38,7 +38,7 @@ type Result<T> = std::result::Result<T, String>;
 
 /// The cargo-fuzz targets in `fuzz/fuzz_targets/`, each with a seed corpus in
 /// `fuzz/corpus/<target>/`.
-const FUZZ_TARGETS: [&str; 7] = [
+const FUZZ_TARGETS: [&str; 8] = [
     "gate",
     "slug",
     "duration",
@@ -46,6 +46,7 @@ const FUZZ_TARGETS: [&str; 7] = [
     "caddy_json",
     "envfile",
     "control_request",
+    "host_names",
 ];
 
 /// Seconds each fuzz target runs for in `ci` and by default in `fuzz-smoke`.
