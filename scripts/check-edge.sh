@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Checks an installed edge: file modes, a loopback Caddy admin URL, tunnel users' sockets
-# outside their directory, and the service's health.
+# Checks an installed edge: file modes, sshd's MaxStartups, a loopback Caddy admin URL,
+# tunnel users' sockets outside their directory, and the service's health.
 #
 #   check-edge.sh [--destdir DIR] [--group NAME] [--user NAME] [--proxy-group NAME]
+#                 [--sshd-config FILE]
 #
 # GROUP (--group) is the tunnel group (default mytunnel), USER (--user) the service user
 # that runs `mytunneld serve` (default mytunneld), as given to install-edge.sh.
@@ -27,6 +28,11 @@
 #              sockets anywhere (/proc/net/unix), and socket files in /tmp, /var/tmp,
 #              /dev/shm and the users' home directories (a tunnel user can bind a socket
 #              wherever it may write; each one takes an inode of that filesystem)
+#   sshd       `sshd -T -f FILE` (--sshd-config, default DIR/etc/ssh/sshd_config) reports a
+#              maxstartups whose START and FULL are at least those of the MaxStartups
+#              install-edge.sh wrote in DIR/etc/ssh/sshd_config.d/mytunnel.conf (256:30:1024
+#              when it wrote none): sshd keeps the last MaxStartups it reads, so a later
+#              file or line can shrink it, and a reconnect storm then loses logins
 #   admin-url  MYTUNNEL_CADDY_ADMIN_URL is http://localhost, 127.x.y.z or [::1] (optional
 #              :PORT), or a unix socket (unix//PATH, unix:///PATH)
 #   health     `mytunneld ctl health` answers healthy (it asks `mytunneld serve`, which
@@ -36,7 +42,7 @@
 set -euo pipefail
 
 usage() {
-    echo "usage: $0 [--destdir DIR] [--group NAME] [--user NAME] [--proxy-group NAME]" >&2
+    echo "usage: $0 [--destdir DIR] [--group NAME] [--user NAME] [--proxy-group NAME] [--sshd-config FILE]" >&2
     exit 2
 }
 
@@ -44,15 +50,17 @@ destdir=''
 group=mytunnel
 user=mytunneld
 proxy_group=caddy
+sshd_config=''
 while [[ $# -gt 0 ]]; do
     case $1 in
-        --destdir | --group | --user | --proxy-group)
+        --destdir | --group | --user | --proxy-group | --sshd-config)
             [[ $# -ge 2 ]] || usage
             case $1 in
                 --destdir) destdir=$2 ;;
                 --group) group=$2 ;;
                 --user) user=$2 ;;
                 --proxy-group) proxy_group=$2 ;;
+                --sshd-config) sshd_config=$2 ;;
             esac
             shift 2
             ;;
@@ -62,6 +70,7 @@ while [[ $# -gt 0 ]]; do
     esac
 done
 destdir=${destdir%/}
+sshd_config=${sshd_config:-$destdir/etc/ssh/sshd_config}
 
 # The configuration comes from the env file only, as for the service.
 while IFS= read -r var; do
@@ -312,6 +321,46 @@ if [[ ${#stray[@]} -eq 0 ]]; then
 else
     fail stray-sockets "${#stray[@]} socket(s) of $group members outside their directory: ${stray[*]:0:5}" \
         "remove them (rm); keep tunnel users from writing on the database's filesystem (docs/operations.md, hardening)"
+fi
+
+# --- sshd: MaxStartups ----------------------------------------------------------------------
+# When sshd restarts every tunnel reconnects at once; with fewer handshakes allowed at once
+# than install-edge.sh sized, sshd drops logins (clients see kex_exchange_identification).
+dropin=$destdir/etc/ssh/sshd_config.d/mytunnel.conf
+want=$DEFAULT_MAX_STARTUPS
+want_from="install-edge.sh's default"
+if [[ -f $dropin ]]; then
+    set_in_dropin=$(awk 'tolower($1) == "maxstartups" { value = $2 } END { print value }' "$dropin")
+    if [[ -n $set_in_dropin ]]; then
+        want=$set_in_dropin
+        want_from=$dropin
+    fi
+fi
+sshd_bin=/usr/sbin/sshd
+[[ -x $sshd_bin ]] || sshd_bin=$(command -v sshd || echo /usr/sbin/sshd)
+if ! wanted=$(parse_max_startups "$want"); then
+    fail sshd "MaxStartups $(printable "$want") in $want_from is not START:RATE:FULL" \
+        "rerun install-edge.sh (--max-startups START:RATE:FULL)"
+elif [[ ! -x $sshd_bin ]]; then
+    fail sshd "no sshd binary to ask (sshd -T)" "install openssh-server"
+elif ! effective=$("$sshd_bin" -T -f "$sshd_config" 2>&1); then
+    fail sshd "sshd -T -f $sshd_config failed: $(printable "$(tail -n 3 <<<"$effective")")" \
+        "run check-edge.sh as root; fix what \`sshd -t -f $sshd_config\` reports"
+else
+    got=$(awk '$1 == "maxstartups" { print $2 }' <<<"$effective")
+    read -r want_start _ want_full <<<"$wanted"
+    if got_parts=$(parse_max_startups "$got"); then
+        read -r got_start _ got_full <<<"$got_parts"
+    else
+        got_start=0
+        got_full=0
+    fi
+    if ((got_start >= want_start && got_full >= want_full)); then
+        pass sshd "sshd -T: maxstartups $got (want at least $want, from $want_from)"
+    else
+        fail sshd "sshd -T: maxstartups ${got:-unset}, less than $want (from $want_from): a reconnect storm after an sshd restart loses logins" \
+            "sshd keeps the last MaxStartups it reads: remove the one after $dropin (grep -ri maxstartups /etc/ssh), then systemctl reload ssh"
+    fi
 fi
 
 # --- admin URL ---------------------------------------------------------------------------

@@ -5,9 +5,9 @@
 #   install-edge.sh [--destdir DIR] [--binary PATH] [--group NAME] [--user NAME]
 #                   [--base-domain D] [--caddy-admin-url URL] [--no-systemd]
 #                   [--route-mode static|routes] [--proxy-group NAME] [--socket-dir DIR]
-#                   [--sshd-dropin]
+#                   [--sshd-dropin] [--max-startups START:RATE:FULL]
 #   install-edge.sh --print-sshd-dropin [--route-mode static|routes] [--group NAME]
-#                   [--user NAME] [--proxy-group NAME]
+#                   [--user NAME] [--proxy-group NAME] [--max-startups START:RATE:FULL]
 #
 # Installs, every path under DIR when --destdir is given:
 #   /usr/local/bin/mytunneld                 0755  root:root
@@ -54,6 +54,18 @@
 # with --sshd-dropin: on an older install it would disable the keys in users'
 # ~/.ssh/authorized_keys, so move them first (install-edge-ssh-key.sh --keys-dir). sshd
 # is not reloaded: check with `sshd -t`, then `systemctl reload ssh`.
+# Before the Match block (a global keyword cannot go inside one), the drop-in sets
+# `MaxStartups` (--max-startups, default 256:30:1024): how many connections may be in
+# the handshake at once before sshd drops new ones (START), at what rate it starts
+# dropping (RATE %), and where it drops them all (FULL). sshd's own default, 10:30:100,
+# drops logins as soon as a dozen clients connect at once: when sshd restarts, every
+# tunnel reconnects at the same moment, and each tunnel holds up to two SSH connections
+# (its control master and its data plane). 256 lets a restart under 128 tunnels through
+# untouched; above that sshd sheds some handshakes at random, which the client retries
+# with jittered backoff, up to 1024 at once. FULL also bounds what unauthenticated
+# connections can cost (each is two sshd processes, a few MB): lower both on a small
+# machine. sshd keeps the last MaxStartups it reads: check-edge.sh fails when another
+# file sets a smaller one.
 # --print-sshd-dropin prints that drop-in for the given mode (default static) and exits,
 # changing nothing and needing no root: to review it, or for test harnesses, which run
 # sshd with exactly these settings.
@@ -67,8 +79,8 @@
 set -euo pipefail
 
 usage() {
-    echo "usage: $0 [--destdir DIR] [--binary PATH] [--group NAME] [--user NAME] [--base-domain D] [--caddy-admin-url URL] [--no-systemd] [--route-mode static|routes] [--proxy-group NAME] [--socket-dir DIR] [--sshd-dropin]" >&2
-    echo "       $0 --print-sshd-dropin [--route-mode static|routes] [--group NAME] [--user NAME] [--proxy-group NAME]" >&2
+    echo "usage: $0 [--destdir DIR] [--binary PATH] [--group NAME] [--user NAME] [--base-domain D] [--caddy-admin-url URL] [--no-systemd] [--route-mode static|routes] [--proxy-group NAME] [--socket-dir DIR] [--sshd-dropin] [--max-startups START:RATE:FULL]" >&2
+    echo "       $0 --print-sshd-dropin [--route-mode static|routes] [--group NAME] [--user NAME] [--proxy-group NAME] [--max-startups START:RATE:FULL]" >&2
     exit 2
 }
 
@@ -80,6 +92,9 @@ die() {
 say() {
     echo "install-edge: $1"
 }
+
+# shellcheck source=scripts/lib-edge.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib-edge.sh"
 
 destdir=''
 binary=''
@@ -94,10 +109,11 @@ readonly DEFAULT_SOCKET_DIR=/var/lib/mytunnel-sockets
 socket_dir_flag=''
 sshd_dropin_flag=0
 print_dropin=0
+max_startups=''
 while [[ $# -gt 0 ]]; do
     case $1 in
         --destdir | --binary | --group | --user | --base-domain | --caddy-admin-url | \
-            --route-mode | --proxy-group | --socket-dir)
+            --route-mode | --proxy-group | --socket-dir | --max-startups)
             [[ $# -ge 2 ]] || usage
             value=$2
             case $1 in
@@ -110,6 +126,7 @@ while [[ $# -gt 0 ]]; do
                 --route-mode) route_mode_flag=$value ;;
                 --proxy-group) proxy_group=$value ;;
                 --socket-dir) socket_dir_flag=$value ;;
+                --max-startups) max_startups=$value ;;
             esac
             shift 2
             ;;
@@ -164,12 +181,19 @@ for value in "$base_domain" "$admin_url"; do
 done
 [[ -z $base_domain || $base_domain =~ ^[A-Za-z0-9.-]+$ ]] || die "invalid base domain: $base_domain" 2
 [[ -n $admin_url ]] || die "--caddy-admin-url must not be empty" 2
+max_startups=${max_startups:-$DEFAULT_MAX_STARTUPS}
+parse_max_startups "$max_startups" >/dev/null ||
+    die "--max-startups must be START:RATE:FULL (1 <= START <= FULL, RATE 1-100) or one number: $max_startups" 2
 
 # The sshd drop-in of route mode $1 for $group, its keys from mytunneld run as $user.
 sshd_dropin() {
     local route_mode=$1
     echo "# mytunnel tunnel users (group $group), route mode $route_mode. Written by install-edge.sh;"
     echo "# rewritten on every run. Check with \`sshd -t\`, then \`systemctl reload ssh\`."
+    echo "# Global (before the Match block): how many handshakes may run at once. Every tunnel"
+    echo "# reconnects when sshd restarts, with up to two SSH connections each; sshd's default"
+    echo "# 10:30:100 drops logins of a dozen at once. Set with --max-startups."
+    echo "MaxStartups $max_startups"
     echo "Match Group $group"
     echo "    # Tunnels bind unix sockets in owners/<user> (user:$proxy_group 2750), never TCP ports,"
     echo "    # in both route modes. sshd grants remote socket forwards from the remote TCP"
@@ -217,9 +241,6 @@ unit_dir=$destdir/etc/systemd/system
 unit_file=$unit_dir/mytunneld.service
 sshd_dir=$destdir/etc/ssh/sshd_config.d
 sshd_dropin=$sshd_dir/mytunnel.conf
-
-# shellcheck source=scripts/lib-edge.sh
-source "$(dirname "${BASH_SOURCE[0]}")/lib-edge.sh"
 
 # --- route mode: from a new env file's flags, else from the existing file ---------------
 new_env=1

@@ -48,3 +48,28 @@ kind_of() {
         echo 'special file'
     fi
 }
+
+# The MaxStartups install-edge.sh writes unless told otherwise (--max-startups), and what
+# check-edge.sh expects of an edge whose drop-in sets none: see install-edge.sh's header.
+# shellcheck disable=SC2034 # used by the scripts that source this file
+DEFAULT_MAX_STARTUPS=256:30:1024
+
+# parse_max_startups VALUE: sshd's MaxStartups VALUE (START:RATE:FULL, or one number N,
+# which sshd reads as N:30:N) printed as "START RATE FULL"; status 1 when sshd would
+# refuse it (or it is not plain decimal numbers).
+parse_max_startups() {
+    local value=$1 start rate full
+    if [[ $value =~ ^([0-9]{1,6})$ ]]; then
+        start=$((10#${BASH_REMATCH[1]}))
+        rate=30
+        full=$start
+    elif [[ $value =~ ^([0-9]{1,6}):([0-9]{1,3}):([0-9]{1,6})$ ]]; then
+        start=$((10#${BASH_REMATCH[1]}))
+        rate=$((10#${BASH_REMATCH[2]}))
+        full=$((10#${BASH_REMATCH[3]}))
+    else
+        return 1
+    fi
+    ((start >= 1 && start <= full && rate >= 1 && rate <= 100)) || return 1
+    echo "$start $rate $full"
+}

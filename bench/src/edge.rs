@@ -196,8 +196,8 @@ impl Edge {
             // The tunnel group's settings exactly as install-edge.sh writes them (a build
             // without route modes is a routes-mode edge).
             let mode = options.route_mode.map_or("routes", RouteMode::as_str);
-            let match_block = mytunnel_edge::testkit::production_sshd_match_block(mode, GROUP)?;
-            let sshd = Sshd::start_with(&format!("{BENCH_SSHD_SETTINGS}{match_block}"))?;
+            let dropin = mytunnel_edge::testkit::production_sshd_dropin(mode, GROUP)?;
+            let sshd = Sshd::start_with(&format!("{BENCH_SSHD_SETTINGS}{dropin}"))?;
             write_file(&edge.path("known_hosts"), &sshd.known_hosts_line())?;
             edge.sshd = Some(sshd);
         }
@@ -661,10 +661,10 @@ pub fn http_status(addr: SocketAddr, host: &str, path: &str) -> Option<u16> {
     text.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// What the bench's sshd sets in place of the testkit's defaults: room for a thousand
-/// connections at once, production-like liveness checks, and quieter logs.
+/// What the bench's sshd sets in place of the testkit's defaults: production-like
+/// liveness checks and quieter logs. `MaxStartups` is the installer's (its drop-in): the
+/// scale measurement connects 25 tunnels at a time.
 const BENCH_SSHD_SETTINGS: &str = "\
-MaxStartups 2000:30:4000
 MaxSessions 10
 ClientAliveInterval 15
 ClientAliveCountMax 3

@@ -26,7 +26,7 @@ use e2e_support::{
     check, http_get, set_mode, App, Guard, SetupLock, BASE_DOMAIN, GROUP, SERVICE_USER,
 };
 use mytunnel_edge::testkit::{
-    eventually, free_port, production_sshd_match_block, RealCaddy, ServeProcess, Sshd,
+    eventually, free_port, production_sshd_dropin, RealCaddy, ServeProcess, Sshd,
 };
 use serde_json::Value;
 
@@ -158,13 +158,14 @@ impl Edge {
         set_mode(&env, 0o640);
         std::fs::create_dir(dir.path().join("home")).unwrap();
 
-        // The routes-mode drop-in of install-edge.sh, with this test's binary and env file.
+        // The routes-mode drop-in of install-edge.sh (MaxStartups, then its Match block), with
+        // this test's binary and env file.
         let sshd = Sshd::start_with(&format!(
             "{block}\
              \x20   AuthorizedKeysFile none\n\
              \x20   AuthorizedKeysCommand {bin} --env-file {env} authorized-keys %u\n\
              \x20   AuthorizedKeysCommandUser {SERVICE_USER}\n",
-            block = production_sshd_match_block("routes", GROUP).unwrap(),
+            block = production_sshd_dropin("routes", GROUP).unwrap(),
             bin = bin.display(),
             env = env.display(),
         ))

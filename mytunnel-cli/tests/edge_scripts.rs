@@ -170,6 +170,7 @@ impl Edge {
         };
         let run = edge.install();
         assert_eq!(run.code, Some(0), "install failed: {}", run.text);
+        edge.write_sshd_config("");
         edge
     }
 
@@ -344,8 +345,38 @@ impl Edge {
                 &self.names.group,
                 "--user",
                 &self.names.user,
+                "--sshd-config",
+                self.sshd_config().to_str().unwrap(),
             ],
         )
+    }
+
+    /// The edge's sshd_config for `check-edge.sh --sshd-config`, outside the root (whose
+    /// listing the tests compare): Debian's include of `sshd_config.d` first, a host key
+    /// (`sshd -T` wants one), then `extra` (read after the drop-in).
+    fn write_sshd_config(&self, extra: &str) {
+        let host_key = self.logs.path().join("ssh_host_ed25519_key");
+        if !host_key.exists() {
+            let keygen = Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+                .arg(&host_key)
+                .output()
+                .unwrap();
+            assert!(keygen.status.success(), "{keygen:?}");
+        }
+        std::fs::write(
+            self.sshd_config(),
+            format!(
+                "Include {}/etc/ssh/sshd_config.d/*.conf\nHostKey {}\nUsePAM no\n{extra}",
+                self.destdir().display(),
+                host_key.display()
+            ),
+        )
+        .unwrap();
+    }
+
+    fn sshd_config(&self) -> PathBuf {
+        self.logs.path().join("sshd_config")
     }
 
     fn upgrade(&self, new_binary: &Path) -> Run {
@@ -618,6 +649,8 @@ fn install_twice_is_idempotent_with_exact_modes_and_a_hardened_unit() {
             &format!("AuthorizedKeysCommandUser {}", edge.names.user),
         ]
     );
+    // Global, before the Match block: sized for a reconnect storm, not sshd's 10:30:100.
+    assert_eq!(dropin_global_settings(&edge), ["MaxStartups 256:30:1024"]);
     assert_sshd_applies_dropin(&edge);
     assert_printed_dropin_is_installed(&edge, "static");
 
@@ -653,19 +686,37 @@ fn install_twice_is_idempotent_with_exact_modes_and_a_hardened_unit() {
     assert_eq!((meta.uid(), meta.gid()), (service_uid, gid));
 }
 
-/// The settings of the sshd drop-in's `Match Group <group>` block (comments left out).
-fn dropin_settings(edge: &Edge) -> Vec<String> {
+/// The settings of the sshd drop-in (comments left out): the global ones before its
+/// `Match Group <group>` line, and those of the block.
+fn dropin_parts(edge: &Edge) -> (Vec<String>, Vec<String>) {
     let text = std::fs::read_to_string(edge.path("etc/ssh/sshd_config.d/mytunnel.conf")).unwrap();
-    let mut lines = text
+    let lines: Vec<String> = text
         .lines()
         .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'));
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_owned)
+        .collect();
+    let match_line = format!("Match Group {}", edge.names.group);
+    let at = lines
+        .iter()
+        .position(|l| *l == match_line)
+        .unwrap_or_else(|| panic!("no `{match_line}` line: {text}"));
     assert_eq!(
-        lines.next(),
-        Some(format!("Match Group {}", edge.names.group).as_str()),
+        lines.iter().filter(|l| l.starts_with("Match ")).count(),
+        1,
         "{text}"
     );
-    lines.map(str::to_owned).collect()
+    (lines[..at].to_vec(), lines[at + 1..].to_vec())
+}
+
+/// The settings of the sshd drop-in's `Match Group <group>` block (comments left out).
+fn dropin_settings(edge: &Edge) -> Vec<String> {
+    dropin_parts(edge).1
+}
+
+/// The drop-in's global settings, before its `Match` block.
+fn dropin_global_settings(edge: &Edge) -> Vec<String> {
+    dropin_parts(edge).0
 }
 
 /// `install-edge.sh --print-sshd-dropin` (what the e2e suite and the bench run sshd with)
@@ -748,6 +799,16 @@ AllowTcpForwarding yes
     // The service user is a member of the tunnel group; root is not.
     let member = effective(&edge.names.user);
     let other = effective("root");
+    // The global settings hold for every login (sshd -T prints MaxStartups as is).
+    for setting in dropin_global_settings(edge) {
+        let want = setting.to_lowercase();
+        for effective in [&member, &other] {
+            assert!(
+                effective.lines().any(|l| l.to_lowercase() == want),
+                "{setting} not in effect:\n{effective}"
+            );
+        }
+    }
     for setting in dropin_settings(edge) {
         let want = setting.to_lowercase();
         assert!(
@@ -808,6 +869,7 @@ fn routes_mode_install_has_the_same_socket_layout_and_dropin_as_static() {
             &format!("AuthorizedKeysCommandUser {}", edge.names.user),
         ]
     );
+    assert_eq!(dropin_global_settings(&edge), ["MaxStartups 256:30:1024"]);
     assert_sshd_applies_dropin(&edge);
     assert_printed_dropin_is_installed(&edge, "routes");
     let before = listing(edge.destdir());
@@ -832,6 +894,22 @@ fn routes_mode_install_has_the_same_socket_layout_and_dropin_as_static() {
         "{}",
         check.text
     );
+
+    // --max-startups sizes it otherwise; check-edge then wants at least that.
+    let bigger = edge.install_with(&["--max-startups", "512:20:2048"]);
+    assert_eq!(bigger.code, Some(0), "{}", bigger.text);
+    assert_eq!(dropin_global_settings(&edge), ["MaxStartups 512:20:2048"]);
+    assert_sshd_applies_dropin(&edge);
+    let check = edge.check();
+    assert_eq!(check.code, Some(0), "{}", check.text);
+    assert!(
+        check_line(&check, "sshd").contains("maxstartups 512:20:2048"),
+        "{}",
+        check.text
+    );
+    edge.write_sshd_config("MaxStartups 300:30:4096\n");
+    let check = edge.check();
+    assert_eq!(failed_checks(&check), ["sshd"], "{}", check.text);
 }
 
 #[test]
@@ -884,6 +962,13 @@ fn install_refuses_bad_route_settings() {
         (vec!["--socket-dir", "relative/dir"], "invalid --socket-dir"),
         (vec!["--socket-dir", "/a/../b"], "invalid --socket-dir"),
         (vec!["--proxy-group", "Bad Group"], "invalid proxy group"),
+        (vec!["--max-startups", "10:30"], "--max-startups must be"),
+        (
+            vec!["--max-startups", "100:30:10"],
+            "--max-startups must be",
+        ),
+        (vec!["--max-startups", "10:0:100"], "--max-startups must be"),
+        (vec!["--max-startups", "0"], "--max-startups must be"),
         // Inside the temporary root the default socket directory is too long, in both
         // modes (serve's control socket lives there).
         (vec![], "longer than 32 bytes"),
@@ -1005,6 +1090,19 @@ fn check_edge_passes_then_names_each_failed_check() {
             vec!["keys-dir"],
             Box::new(|e: &mut Edge| set_mode(&e.path("etc/mytunneld/keys"), 0o775)),
             Box::new(|e: &mut Edge| set_mode(&e.path("etc/mytunneld/keys"), 0o755)),
+        ),
+        (
+            "a MaxStartups read after the drop-in, sshd's default",
+            vec!["sshd"],
+            Box::new(|e: &mut Edge| e.write_sshd_config("MaxStartups 10:30:100\n")),
+            Box::new(|e: &mut Edge| e.write_sshd_config("")),
+        ),
+        (
+            "a MaxStartups read after the drop-in, as many at once but fewer in all",
+            vec!["sshd"],
+            Box::new(|e: &mut Edge| e.write_sshd_config("MaxStartups 256:30:512\n")),
+            // Larger is fine: sshd's single-number form, 1024:30:1024.
+            Box::new(|e: &mut Edge| e.write_sshd_config("MaxStartups 1024\n")),
         ),
         (
             "Caddy stopped",

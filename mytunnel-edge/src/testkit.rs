@@ -503,14 +503,16 @@ fn admin_request_once(
     }
 }
 
-/// The `Match Group <group>` block of the sshd drop-in that `scripts/install-edge.sh
-/// --print-sshd-dropin` writes for `route_mode` (`static` or `routes`), for harnesses that
-/// run sshd with exactly the production forwarding settings.
+/// The sshd drop-in that `scripts/install-edge.sh --print-sshd-dropin` writes for
+/// `route_mode` (`static` or `routes`): its global settings (`MaxStartups`, sized for a
+/// reconnect storm), then its `Match Group <group>` block, for harnesses that run sshd
+/// with exactly the production settings. Give it to [`Sshd::start_with`], whose defaults
+/// it replaces keyword by keyword.
 ///
 /// Left out: comments, and the three `AuthorizedKeys*` lines, because harness users enrol
 /// their keys in `~/.ssh/authorized_keys`; the `AuthorizedKeysCommand` path has its own
 /// end-to-end test (`bind_isolation`).
-pub fn production_sshd_match_block(route_mode: &str, group: &str) -> Result<String, String> {
+pub fn production_sshd_dropin(route_mode: &str, group: &str) -> Result<String, String> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/install-edge.sh");
     let output = Command::new("bash")
         .arg(&script)
@@ -531,25 +533,34 @@ pub fn production_sshd_match_block(route_mode: &str, group: &str) -> Result<Stri
             String::from_utf8_lossy(&output.stderr)
         ));
     }
-    let block: String = text
+    dropin_settings(&text, group)
+        .ok_or_else(|| format!("unexpected drop-in from {}:\n{text}", script.display()))
+}
+
+/// The settings of an install-edge.sh drop-in `text`: the global lines, then the one
+/// `Match Group <group>` line and its block indented, without comments, blank lines and
+/// `AuthorizedKeys*`. None unless exactly one `Match` line, for `group`, is there.
+fn dropin_settings(text: &str, group: &str) -> Option<String> {
+    let settings: Vec<&str> = text
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with("AuthorizedKeys"))
-        .map(|l| {
-            if l.starts_with("Match ") {
-                format!("{l}\n")
-            } else {
-                format!("    {l}\n")
-            }
-        })
         .collect();
-    if !block.starts_with(&format!("Match Group {group}\n")) {
-        return Err(format!(
-            "unexpected drop-in from {}:\n{text}",
-            script.display()
-        ));
+    let match_line = format!("Match Group {group}");
+    let at = settings.iter().position(|l| *l == match_line)?;
+    if settings.iter().filter(|l| l.starts_with("Match ")).count() != 1 {
+        return None;
     }
-    Ok(block)
+    let (global, block) = settings.split_at(at);
+    let mut out: String = global.iter().map(|l| format!("{l}\n")).collect();
+    for (i, line) in block.iter().enumerate() {
+        if i == 0 {
+            out.push_str(&format!("{line}\n"));
+        } else {
+            out.push_str(&format!("    {line}\n"));
+        }
+    }
+    Some(out)
 }
 
 /// The sshd binary: `$MYTUNNEL_SSHD_BIN`, else `/usr/sbin/sshd` (root's `PATH` may lack
@@ -595,7 +606,10 @@ impl Sshd {
     /// Like [`Sshd::start`], with `extra_config` added to the config (e.g. a route mode's
     /// forwarding settings, or a `Match` block, which goes last). A global keyword that
     /// `extra_config` sets replaces the base config's default for it (forwarding, client
-    /// alive checks, `LogLevel`, `MaxStartups`, `MaxSessions`) instead of competing with it.
+    /// alive checks, `LogLevel`, `MaxSessions`) instead of competing with it. The base
+    /// config sets no `MaxStartups`: sshd's default (10:30:100) holds unless
+    /// `extra_config` sets one, as install-edge.sh's drop-in does
+    /// ([`production_sshd_dropin`]).
     pub fn start_with(extra_config: &str) -> Result<Sshd, String> {
         let binary = sshd_binary()?;
         ensure_privsep_dir()?;
@@ -828,14 +842,14 @@ fn sshd_config(dir: &Path, host_key: &Path, port: u16, extra_config: &str) -> St
     };
     // Defaults only for what global_extra omits: sshd keeps the first value of most
     // keywords but the last of some (MaxStartups, measured on OpenSSH 9.2), so a keyword
-    // must appear once.
+    // must appear once. No MaxStartups of our own: the tests run with the installer's
+    // (its drop-in in extra_config), or with sshd's default as an edge without it would.
     let overridable = [
         "AllowTcpForwarding yes",
         "AllowStreamLocalForwarding no",
         "ClientAliveInterval 2",
         "ClientAliveCountMax 2",
         "LogLevel VERBOSE",
-        "MaxStartups 100:30:200",
         "MaxSessions 100",
     ];
     let defaults = overridable
@@ -945,5 +959,48 @@ mod tests {
         let tail: Vec<&str> = config.lines().filter(|l| !l.is_empty()).collect();
         assert_eq!(tail.last(), Some(&"    PermitListen none"));
         assert!(config.contains("Match Group g\n"));
+        // Without one in the extra settings, sshd's own default holds.
+        let plain = sshd_config(Path::new("/d"), Path::new("/d/key"), 2222, "");
+        assert!(!plain.contains("MaxStartups"), "{plain}");
+    }
+
+    #[test]
+    fn the_installer_s_dropin_keeps_its_global_lines_before_its_match_block() {
+        let text = "# comment\nMaxStartups 256:30:1024\nMatch Group g\n    # why\n    \
+                    AllowTcpForwarding remote\n    AuthorizedKeysFile none\n";
+        assert_eq!(
+            dropin_settings(text, "g").as_deref(),
+            Some("MaxStartups 256:30:1024\nMatch Group g\n    AllowTcpForwarding remote\n")
+        );
+        assert_eq!(dropin_settings(text, "other"), None);
+        assert_eq!(dropin_settings(&format!("{text}Match User x\n"), "g"), None);
+        // Given to sshd_config, the global line lands once among the globals and the
+        // block goes last.
+        let config = sshd_config(
+            Path::new("/d"),
+            Path::new("/d/key"),
+            2222,
+            &dropin_settings(text, "g").unwrap(),
+        );
+        let max_startups: Vec<&str> = config
+            .lines()
+            .filter(|l| l.starts_with("MaxStartups"))
+            .collect();
+        assert_eq!(max_startups, ["MaxStartups 256:30:1024"]);
+        let non_empty: Vec<&str> = config.lines().filter(|l| !l.is_empty()).collect();
+        assert_eq!(non_empty.last(), Some(&"    AllowTcpForwarding remote"));
+        assert!(
+            config.find("MaxStartups") < config.find("Match Group g"),
+            "{config}"
+        );
+    }
+
+    #[test]
+    fn the_installer_prints_a_dropin_with_max_startups_before_match() {
+        let dropin = production_sshd_dropin("static", "tunnelers").unwrap();
+        let first_match = dropin.find("Match ").unwrap();
+        let max_startups = dropin.find("MaxStartups ").unwrap();
+        assert!(max_startups < first_match, "{dropin}");
+        assert_eq!(dropin.matches("MaxStartups").count(), 1, "{dropin}");
     }
 }

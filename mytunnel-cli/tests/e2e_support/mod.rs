@@ -494,10 +494,11 @@ impl RouteMode {
         }
     }
 
-    /// The sshd settings `install-edge.sh` writes for this mode (its `Match Group` block,
-    /// less the `AuthorizedKeys*` lines: the suite's users enrol key files).
+    /// The sshd settings `install-edge.sh` writes for this mode (its `MaxStartups` and its
+    /// `Match Group` block, less the `AuthorizedKeys*` lines: the suite's users enrol key
+    /// files).
     fn sshd_config(self) -> String {
-        mytunnel_edge::testkit::production_sshd_match_block(self.name(), GROUP).unwrap()
+        mytunnel_edge::testkit::production_sshd_dropin(self.name(), GROUP).unwrap()
     }
 }
 
