@@ -1,6 +1,7 @@
 //! Faults seen by running clients, on the end-to-end stack (real sshd, Caddy, `mytunneld
-//! serve`, OS users, the built `mytunnel`): sshd restarted under every client, and a
-//! client frozen (SIGSTOP, as a laptop put to sleep) past its lease's TTL.
+//! serve`, OS users, the built `mytunnel`): sshd restarted under every client, a login
+//! storm against sshd as install-edge.sh configures it, and a client frozen (SIGSTOP, as
+//! a laptop put to sleep) past its lease's TTL.
 
 // Test code: a panic is a failed assertion.
 #![allow(
@@ -14,12 +15,16 @@ mod e2e_support;
 
 use std::time::{Duration, Instant};
 
-use e2e_support::{eventually, App, Stack, LEASE_TTL_SECS};
+use e2e_support::{eventually, App, Guard, Stack, LEASE_TTL_SECS, USERS};
 use mytunnel_edge::testkit::children_of;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 const SERVE: Duration = Duration::from_secs(30);
+
+/// SSH logins of tunnel users started at the same moment: with sshd's default
+/// `MaxStartups` (10:30:100) 24 of them lost 2–8.
+const SIMULTANEOUS_LOGINS: usize = 48;
 
 /// The client and every process below it.
 fn tree(pid: u32) -> Vec<i32> {
@@ -85,6 +90,61 @@ fn every_client_reconnects_after_sshd_restarts() {
             client.stderr()
         );
     }
+}
+
+/// A reconnect storm's first wave: tunnel users' SSH logins all started at once, each a
+/// whole login through the gate (`mytunneld ctl list`), against sshd with install-edge.sh's
+/// drop-in. Every one gets through; none is dropped before the handshake.
+#[test]
+fn simultaneous_logins_of_tunnel_users_all_get_through() {
+    let stack = Stack::new();
+    let started = Instant::now();
+    let mut logins: Vec<(&str, Guard, std::path::PathBuf, std::path::PathBuf)> = (0
+        ..SIMULTANEOUS_LOGINS)
+        .map(|i| {
+            let user = USERS[i % USERS.len()];
+            let stdout = stack.path(&format!("login-{i}.out"));
+            let stderr = stack.path(&format!("login-{i}.err"));
+            let child = stack
+                .ssh_command(user, Some("mytunneld ctl list"))
+                .stdin(std::process::Stdio::null())
+                .stdout(std::fs::File::create(&stdout).unwrap())
+                .stderr(std::fs::File::create(&stderr).unwrap())
+                .spawn()
+                .unwrap();
+            (user, Guard(child), stdout, stderr)
+        })
+        .collect();
+    let mut failed = Vec::new();
+    for (user, guard, stdout, stderr) in &mut logins {
+        let mut status = None;
+        let ended = eventually(Duration::from_secs(120), || {
+            status = guard.0.try_wait().unwrap();
+            status.is_some()
+        });
+        assert!(ended, "a login of {user} still runs after 120 s");
+        let out = std::fs::read_to_string(stdout).unwrap();
+        let listed = serde_json::from_str::<serde_json::Value>(&out).is_ok_and(|v| v.is_array());
+        if !status.is_some_and(|s| s.success()) || !listed {
+            failed.push(format!(
+                "{user}: {status:?}: {}",
+                std::fs::read_to_string(stderr).unwrap().trim()
+            ));
+        }
+    }
+    let took = started.elapsed();
+    let dropped = stack.sshd.log().matches("past MaxStartups").count();
+    assert!(
+        failed.is_empty() && dropped == 0,
+        "{} of {SIMULTANEOUS_LOGINS} simultaneous logins failed, sshd dropped {dropped} past \
+         MaxStartups: {failed:#?}",
+        failed.len()
+    );
+    println!(
+        "FIGURE login-storm: {SIMULTANEOUS_LOGINS} of {SIMULTANEOUS_LOGINS} simultaneous logins \
+         got through in {:.2}s",
+        took.as_secs_f64()
+    );
 }
 
 #[test]
