@@ -29,6 +29,7 @@
 //! [`hint`](TunnelError::hint) for people.
 #![warn(missing_docs)]
 
+mod backoff;
 pub mod doctor;
 mod edge;
 mod error;
@@ -38,9 +39,10 @@ pub mod profile;
 pub mod ssh;
 mod tunnel;
 
+pub use backoff::backoff_delay;
 pub use edge::{EdgeClient, EdgeSettings};
 pub use error::{LeaseEnd, TunnelError};
 pub use events::TunnelEvent;
 pub use mytunnel_core as core;
 pub use ssh::Multiplexing;
-pub use tunnel::{backoff_delay, Reconnect, Tunnel, TunnelBuilder, TunnelHandle};
+pub use tunnel::{Reconnect, Tunnel, TunnelBuilder, TunnelHandle};

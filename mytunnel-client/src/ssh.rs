@@ -17,6 +17,14 @@
 //! short-lived master would die with it. It counts as up once ssh reports
 //! `remote forward success for: listen …` (it runs with `-v` for that line and
 //! `ExitOnForwardFailure=yes` so that a refused forward ends the process).
+//!
+//! A connection the edge refused before login — nothing listening while sshd restarts, or
+//! sshd dropping handshakes past its `MaxStartups` (`kex_exchange_identification: read:
+//! Connection reset by peer`) — is retried with jittered backoff for at most
+//! [`SshConfig::handshake_retry`]: the master launch, a per-command ctl call and a
+//! forward alike. Nothing ran on the edge for such a connection, so even an allocate is
+//! safe to send again. When sshd restarts every tunnel reconnects at the same moment; the
+//! jitter spreads the retries. Any other failure is reported at once.
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
@@ -29,6 +37,8 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use std::future::Future;
+
 use async_trait::async_trait;
 use mytunnel_core::printable::Printable;
 use mytunnel_core::protocol::{decode_reply, CtlRequest, CtlResponse, ReplyError, Verb};
@@ -38,6 +48,8 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{Child, ChildStderr};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+
+use crate::backoff::jittered_backoff;
 
 /// How many stderr lines of a forward are kept for diagnostics.
 const STDERR_RING: usize = 50;
@@ -59,6 +71,8 @@ const STOP_GRACE: Duration = Duration::from_secs(2);
 const DRAIN_GRACE: Duration = Duration::from_secs(2);
 /// The line OpenSSH (with `-v`) prints once the edge accepted a remote forward.
 const FORWARD_SUCCESS: &str = "remote forward success for: listen";
+/// How long a refused handshake is retried by default ([`SshConfig::handshake_retry`]).
+const DEFAULT_HANDSHAKE_RETRY: Duration = Duration::from_secs(30);
 
 /// How control requests reach the edge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -89,11 +103,16 @@ pub struct SshConfig {
     pub connect_timeout: Duration,
     /// Extra ssh options, each passed as `-o <option>`, e.g. `Port=2222`.
     pub extra_options: Vec<String>,
+    /// How long a connection the edge refused before login (sshd restarting, or past its
+    /// `MaxStartups`) is retried, with jittered backoff from 0.5 s; zero: not retried. The
+    /// error after the last try says so.
+    pub handshake_retry: Duration,
 }
 
 impl SshConfig {
     /// A configuration for `destination` with the defaults: `ssh`, `mytunneld`, a shared
-    /// master, no overrides, a 10 s connect timeout and no extra options.
+    /// master, no overrides, a 10 s connect timeout, no extra options, and refused
+    /// handshakes retried for 30 s.
     pub fn new(destination: impl Into<String>) -> Self {
         SshConfig {
             destination: destination.into(),
@@ -103,6 +122,7 @@ impl SshConfig {
             remote_overrides: Vec::new(),
             connect_timeout: Duration::from_secs(10),
             extra_options: Vec::new(),
+            handshake_retry: DEFAULT_HANDSHAKE_RETRY,
         }
     }
 
@@ -157,7 +177,9 @@ impl SshTransport {
     pub async fn connect(config: SshConfig) -> Result<SshTransport, TransportError> {
         check_destination(&config.destination)?;
         let master = match config.multiplexing {
-            Multiplexing::Shared => Some(launch_master(&config).await?),
+            Multiplexing::Shared => {
+                Some(retry_refused_handshake(&config, || launch_master(&config)).await?)
+            }
             Multiplexing::PerCommand => None,
         };
         Ok(SshTransport { config, master })
@@ -227,6 +249,13 @@ impl SshTransport {
     }
 
     async fn ctl_per_command(&self, request: &CtlRequest) -> Result<CtlResponse, TransportError> {
+        retry_refused_handshake(&self.config, || self.ctl_per_command_once(request)).await
+    }
+
+    async fn ctl_per_command_once(
+        &self,
+        request: &CtlRequest,
+    ) -> Result<CtlResponse, TransportError> {
         let verb = request.verb();
         let mut command = tokio::process::Command::new(&self.config.ssh_bin);
         command
@@ -304,9 +333,97 @@ impl Transport for SshTransport {
     }
 
     async fn open_forward(&self, spec: ForwardSpec) -> Result<Box<dyn Forward>, TransportError> {
-        let forward = SshForward::open(&self.config, spec).await?;
+        let forward = retry_refused_handshake(&self.config, || {
+            SshForward::open(&self.config, spec.clone())
+        })
+        .await?;
         Ok(Box::new(forward))
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Refused handshakes
+
+/// Whether ssh's output says the edge refused the connection before login, so that
+/// nothing ran there and another try may get through: nothing listening (`ssh: connect to
+/// host … port …: Connection refused`, sshd restarting), or the connection closed or reset
+/// before the SSH banner (`kex_exchange_identification: read: Connection reset by peer`,
+/// `… Connection closed by remote host`, `banner line 0: Exceeded MaxStartups`: sshd
+/// shedding handshakes past its `MaxStartups`), or no banner within the connect timeout.
+/// A failed login, an unknown host key, a name that does not resolve or a refused
+/// forward are not: trying again would fail the same way.
+fn is_refused_handshake(ssh_output: &str) -> bool {
+    const BEFORE_THE_BANNER: [&str; 3] = [
+        "Connection closed by remote host",
+        "Connection reset by peer",
+        "Exceeded MaxStartups",
+    ];
+    ssh_output.split(';').map(str::trim).any(|line| {
+        let banner_exchange = line.contains("kex_exchange_identification:")
+            || line.contains("ssh_exchange_identification:");
+        (banner_exchange && BEFORE_THE_BANNER.iter().any(|b| line.contains(b)))
+            || (line.contains("ssh: connect to host ") && line.ends_with(": Connection refused"))
+            || line.contains("Connection timed out during banner exchange")
+    })
+}
+
+/// Runs `attempt` again, with jittered backoff, while it fails with a handshake the edge
+/// refused ([`is_refused_handshake`]), for at most `config.handshake_retry` in all (the
+/// last wait is cut to fit). Then the last error says how many refusals over how long.
+async fn retry_refused_handshake<T, F, Fut>(
+    config: &SshConfig,
+    mut attempt: F,
+) -> Result<T, TransportError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, TransportError>>,
+{
+    let started = tokio::time::Instant::now();
+    let mut refusals = 0u32;
+    loop {
+        match attempt().await {
+            Err(TransportError::Unreachable(message)) if is_refused_handshake(&message) => {
+                refusals = refusals.saturating_add(1);
+                let spent = started.elapsed();
+                let left = config.handshake_retry.saturating_sub(spent);
+                if left.is_zero() {
+                    return Err(TransportError::Unreachable(gave_up_on_refusals(
+                        &message,
+                        refusals,
+                        spent,
+                        config.handshake_retry,
+                    )));
+                }
+                let delay = jittered_backoff(refusals).min(left);
+                tracing::debug!(
+                    destination = %config.destination,
+                    refusals,
+                    delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                    %message,
+                    "the edge refused the ssh handshake; retrying"
+                );
+                tokio::time::sleep(delay).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// The last refusal's message, with what was tried.
+fn gave_up_on_refusals(message: &str, refusals: u32, spent: Duration, budget: Duration) -> String {
+    if budget.is_zero() {
+        return format!(
+            "{message} (the edge refused the connection before login; retrying is off)"
+        );
+    }
+    format!(
+        "{message} (the edge refused the connection before login {refusals} time{s} in \
+         {spent:.1}s: sshd is restarting or past its MaxStartups; gave up after the {budget}s \
+         retry budget)",
+        s = if refusals == 1 { "" } else { "s" },
+        spent = spent.as_secs_f64(),
+        budget = budget.as_secs_f64(),
+    )
 }
 
 // ---------------------------------------------------------------------------------------
@@ -983,6 +1100,124 @@ mod tests {
     }
 
     #[test]
+    fn refused_handshakes_are_told_from_other_failures() {
+        // What OpenSSH 9.2 prints when sshd drops a connection past MaxStartups, closes it
+        // before the banner, or is not listening (restarting); as our messages carry it.
+        for refused in [
+            "ssh exited with status 255; ssh said: kex_exchange_identification: read: Connection reset by peer; Connection reset by 127.0.0.1 port 22",
+            "kex_exchange_identification: Connection closed by remote host",
+            "kex_exchange_identification: banner line 0: Exceeded MaxStartups",
+            "ssh_exchange_identification: Connection closed by remote host",
+            "ssh to alice@edge failed (exit status: 255); ssh said: ssh: connect to host edge port 22: Connection refused",
+            "ssh: connect to host 127.0.0.1 port 2222: Connection refused",
+            "Connection timed out during banner exchange",
+            "the forward 127.0.0.1:21000 -> 127.0.0.1:3000 did not come up: ssh exited (exit status: 255); last output: kex_exchange_identification: read: Connection reset by peer",
+        ] {
+            assert!(is_refused_handshake(refused), "{refused}");
+        }
+        for other in [
+            "alice@edge: Permission denied (publickey).",
+            "Host key verification failed.",
+            "ssh: Could not resolve hostname edge: Name or service not known",
+            "ssh: connect to host edge port 22: Connection timed out",
+            "ssh: connect to host edge port 22: No route to host",
+            "Error: remote port forwarding failed for listen port 21000",
+            "kex_exchange_identification: banner line contains invalid characters",
+            // After login (sshd killed while the command ran): the command may have run.
+            "Connection closed by 127.0.0.1 port 22",
+            "Connection reset by 127.0.0.1 port 22",
+            "`allocate` got no answer within 40s",
+            "",
+        ] {
+            assert!(!is_refused_handshake(other), "{other}");
+        }
+    }
+
+    #[test]
+    fn giving_up_says_how_often_and_how_long() {
+        let text = gave_up_on_refusals(
+            "ssh: connect to host edge port 22: Connection refused",
+            7,
+            Duration::from_millis(30_400),
+            Duration::from_secs(30),
+        );
+        assert!(
+            text.starts_with("ssh: connect to host edge port 22: Connection refused ("),
+            "{text}"
+        );
+        assert!(text.contains("7 times in 30.4s"), "{text}");
+        assert!(
+            text.contains("gave up after the 30s retry budget"),
+            "{text}"
+        );
+        let off = gave_up_on_refusals("x", 1, Duration::ZERO, Duration::ZERO);
+        assert!(off.contains("retrying is off"), "{off}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn refused_handshakes_are_retried_with_backoff_within_the_budget() {
+        let refused = || {
+            Err::<(), _>(TransportError::Unreachable(
+                "kex_exchange_identification: read: Connection reset by peer".to_owned(),
+            ))
+        };
+        // Refused twice, then through.
+        let mut tries = 0;
+        let start = tokio::time::Instant::now();
+        let result = retry_refused_handshake(&config(), || {
+            tries += 1;
+            let outcome = if tries <= 2 { refused() } else { Ok(()) };
+            async move { outcome }
+        })
+        .await;
+        assert_eq!(result, Ok(()));
+        assert_eq!(tries, 3);
+        // 0.5 s and 1 s, each ±25%.
+        let waited = start.elapsed();
+        assert!(
+            waited >= Duration::from_millis(1125) && waited <= Duration::from_millis(1875),
+            "{waited:?}"
+        );
+
+        // Always refused: given up once the budget is spent, not before, not much after.
+        let mut c = config();
+        c.handshake_retry = Duration::from_secs(20);
+        let mut tries = 0;
+        let start = tokio::time::Instant::now();
+        let result = retry_refused_handshake(&c, || {
+            tries += 1;
+            async move { refused() }
+        })
+        .await;
+        assert_eq!(start.elapsed(), Duration::from_secs(20));
+        match result {
+            Err(TransportError::Unreachable(m)) => {
+                assert!(m.contains("Connection reset by peer"), "{m}");
+                assert!(m.contains(&format!("{tries} times in 20.0s")), "{m}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // 0.5 + 1 + 2 + 4 + 8 (±25%) then the rest of the 20 s: 6 or 7 tries.
+        assert!((6..=7).contains(&tries), "{tries}");
+
+        // Any other failure is final at once.
+        let mut tries = 0;
+        let result = retry_refused_handshake(&config(), || {
+            tries += 1;
+            async {
+                Err::<(), _>(TransportError::Unreachable(
+                    "alice@edge: Permission denied (publickey).".to_owned(),
+                ))
+            }
+        })
+        .await;
+        assert_eq!(tries, 1);
+        assert!(
+            matches!(result, Err(TransportError::Unreachable(m)) if m.ends_with("(publickey)."))
+        );
+    }
+
+    #[test]
     fn defaults() {
         let c = SshConfig::new("edge");
         assert_eq!(c.ssh_bin, PathBuf::from("ssh"));
@@ -992,6 +1227,7 @@ mod tests {
         assert!(c.remote_overrides.is_empty() && c.extra_options.is_empty());
         assert_eq!(c.ctl_timeout(), Duration::from_secs(40));
         assert_eq!(c.forward_timeout(), Duration::from_secs(25));
+        assert_eq!(c.handshake_retry, Duration::from_secs(30));
     }
 
     #[test]

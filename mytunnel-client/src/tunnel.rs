@@ -9,10 +9,10 @@ use std::time::Duration;
 use mytunnel_core::protocol::{AllocateRequest, CtlRequest, CtlResponse, LeaseDto, Takeover};
 use mytunnel_core::transport::{Forward, ForwardSpec, Transport, TransportError};
 use mytunnel_core::{heartbeat_interval, ErrorCode, LeaseRef, Slug};
-use rand::Rng;
 use tokio::sync::{broadcast, oneshot, watch};
 use tokio::task::JoinHandle;
 
+use crate::backoff::jittered_backoff;
 use crate::edge::EdgeSettings;
 use crate::error::{LeaseEnd, TunnelError};
 use crate::events::TunnelEvent;
@@ -261,7 +261,7 @@ impl TunnelBuilder {
                 Ok(forward) => break forward,
                 Err(e @ TransportError::Unreachable(_)) if attempt < OPEN_FORWARD_RETRIES => {
                     attempt += 1;
-                    let delay = backoff_delay(attempt, rand::rng().random_range(-1.0..=1.0));
+                    let delay = jittered_backoff(attempt);
                     emit(TunnelEvent::Reconnecting {
                         attempt,
                         delay,
@@ -408,14 +408,6 @@ async fn release(transport: &dyn Transport, lease: &LeaseDto) -> Result<(), Tran
 
 /// How often `open()` retries a refused data plane (0.5 + 1 + 2 + 4 s of waiting).
 const OPEN_FORWARD_RETRIES: u32 = 4;
-
-/// The delay before reconnect attempt `attempt` (1-based): 0.5s doubling to 30s, ±25%.
-pub fn backoff_delay(attempt: u32, jitter: f64) -> Duration {
-    let base = 0.5_f64 * 2_f64.powi(i32::try_from(attempt.saturating_sub(1).min(16)).unwrap_or(16));
-    let capped = base.min(30.0);
-    let factor = 1.0 + (jitter.clamp(-1.0, 1.0) * 0.25);
-    Duration::from_secs_f64(capped * factor)
-}
 
 /// What a heartbeat led to.
 enum Beat {
@@ -659,8 +651,7 @@ impl Supervisor {
         let mut attempt = 0u32;
         loop {
             attempt = attempt.saturating_add(1);
-            let jitter = rand::rng().random_range(-1.0..=1.0);
-            let delay = backoff_delay(attempt, jitter);
+            let delay = jittered_backoff(attempt);
             self.emit(TunnelEvent::Reconnecting {
                 attempt,
                 delay,
@@ -723,17 +714,6 @@ impl Supervisor {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_grows_caps_and_jitters() {
-        assert_eq!(backoff_delay(1, 0.0), Duration::from_millis(500));
-        assert_eq!(backoff_delay(2, 0.0), Duration::from_secs(1));
-        assert_eq!(backoff_delay(4, 0.0), Duration::from_secs(4));
-        assert_eq!(backoff_delay(30, 0.0), Duration::from_secs(30));
-        assert_eq!(backoff_delay(u32::MAX, 0.0), Duration::from_secs(30));
-        assert_eq!(backoff_delay(1, 1.0), Duration::from_millis(625));
-        assert_eq!(backoff_delay(1, -1.0), Duration::from_millis(375));
-    }
 
     #[test]
     fn options_are_checked_before_anything_runs() {

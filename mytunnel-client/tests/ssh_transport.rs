@@ -573,7 +573,7 @@ async fn a_failing_master_is_unreachable_with_its_message() {
     fake.set("master_mode", "fail");
     fake.set(
         "master_message",
-        "ssh: connect to host edge port 2222: Connection refused",
+        "alice@edge: Permission denied (publickey).",
     );
     let err = within(SshTransport::connect(fake.config(Multiplexing::Shared)))
         .await
@@ -581,15 +581,98 @@ async fn a_failing_master_is_unreachable_with_its_message() {
     match err {
         TransportError::Unreachable(message) => {
             assert!(
-                message.contains("connect to host edge port 2222: Connection refused"),
+                message.contains("Permission denied (publickey)."),
                 "{message}"
             );
             assert!(message.contains("255"), "{message}");
         }
         other => panic!("expected Unreachable, got {other:?}"),
     }
+    // A failed login is not retried.
     let dir = control_dir(&fake.only("-M"));
     assert!(!dir.exists(), "{} left behind", dir.display());
+}
+
+#[tokio::test]
+async fn a_master_refused_before_login_is_retried_then_given_up_with_a_note() {
+    let fake = Fake::new();
+    fake.set("master_mode", "fail");
+    fake.set(
+        "master_message",
+        "ssh: connect to host edge port 2222: Connection refused",
+    );
+    let mut config = fake.config(Multiplexing::Shared);
+    config.handshake_retry = Duration::from_secs(2);
+    let started = Instant::now();
+    let err = within(SshTransport::connect(config)).await.unwrap_err();
+    let took = started.elapsed();
+    let masters: Vec<Invocation> = fake
+        .invocations()
+        .into_iter()
+        .filter(|i| i.has("-M"))
+        .collect();
+    // 0.5 s and 1 s (±25%) apart, then the rest of the 2 s.
+    assert!((3..=4).contains(&masters.len()), "{masters:?}");
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(10),
+        "{took:?}"
+    );
+    match err {
+        TransportError::Unreachable(message) => {
+            assert!(
+                message.contains("connect to host edge port 2222: Connection refused"),
+                "{message}"
+            );
+            assert!(
+                message.contains(&format!(
+                    "refused the connection before login {} times",
+                    masters.len()
+                )),
+                "{message}"
+            );
+            assert!(
+                message.contains("gave up after the 2s retry budget"),
+                "{message}"
+            );
+        }
+        other => panic!("expected Unreachable, got {other:?}"),
+    }
+    for master in &masters {
+        let dir = control_dir(master);
+        assert!(!dir.exists(), "{} left behind", dir.display());
+    }
+}
+
+/// sshd past its MaxStartups drops a connection before the banner; the next try gets
+/// through. The master, a per-command ctl call and a forward each try again.
+#[tokio::test]
+async fn connections_dropped_past_max_startups_are_tried_again() {
+    let fake = Fake::new();
+    fake.set("master_refusals", "2");
+    let transport = connect(fake.config(Multiplexing::Shared)).await;
+    let count = |flag: &str| fake.invocations().iter().filter(|i| i.has(flag)).count();
+    assert_eq!(count("-M"), 3);
+    assert_eq!(
+        std::fs::read_to_string(fake.dir.path().join("master_refusals")).unwrap(),
+        "0"
+    );
+
+    // No master socket (the fake makes none): ctl goes per command, refused once first.
+    fake.reply_with_fixture("lease.json", 0);
+    fake.set("ctl_refusals", "1");
+    let lease = within(transport.ctl(&allocate("portal"))).await;
+    assert!(matches!(lease, Ok(CtlResponse::Lease(_))), "{lease:?}");
+    assert_eq!(count("-T"), 2);
+
+    fake.set("forward_refusals", "2");
+    let forward = within(transport.open_forward(ForwardSpec {
+        edge_bind: mytunnel_core::BindTarget::LoopbackPort(21000),
+        local_port: 3000,
+    }))
+    .await;
+    assert!(forward.is_ok(), "{forward:?}");
+    assert_eq!(count("-R"), 3);
+    within(transport.close()).await;
 }
 
 #[tokio::test]
