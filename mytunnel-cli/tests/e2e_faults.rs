@@ -15,12 +15,20 @@ mod e2e_support;
 
 use std::time::{Duration, Instant};
 
-use e2e_support::{eventually, App, Guard, Stack, LEASE_TTL_SECS, USERS};
-use mytunnel_edge::testkit::children_of;
+use e2e_support::{eventually, App, Guard, RouteMode, Stack, StackOptions, LEASE_TTL_SECS, USERS};
+use mytunnel_edge::testkit::{children_of, poll_every};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 const SERVE: Duration = Duration::from_secs(30);
+
+/// Tunnels connected when sshd restarts in the reconnect storm: `MYTUNNEL_RESTART_TUNNELS`
+/// (`cargo xtask soak --tunnels N`, 200 there), else this many.
+const RESTART_TUNNELS: usize = 24;
+/// Every URL serves again within this long after sshd restarts under them.
+const SERVES_AGAIN_WITHIN: Duration = Duration::from_secs(60);
+/// How many clients open their tunnels at once while the storm test sets up.
+const OPENING_AT_ONCE: usize = 16;
 
 /// SSH logins of tunnel users started at the same moment: with sshd's default
 /// `MaxStartups` (10:30:100) 24 of them lost 2–8.
@@ -87,6 +95,104 @@ fn every_client_reconnects_after_sshd_restarts() {
         assert!(
             client.stderr().contains("reconnect"),
             "no reconnect reported: {}",
+            client.stderr()
+        );
+    }
+}
+
+/// The reconnect storm: sshd restarted (the listener and every session killed) under many
+/// connected tunnels, every client's data plane and ctl calls come back at once. Every URL
+/// serves its own app again within 60 s, and no client gives up.
+#[test]
+fn every_url_serves_again_after_sshd_restarts_under_many_tunnels() {
+    let tunnels = std::env::var("MYTUNNEL_RESTART_TUNNELS")
+        .ok()
+        .map_or(RESTART_TUNNELS, |n| n.parse().unwrap());
+    // Static mode: one wildcard route in Caddy serves every lease, so opening the tunnels
+    // reloads Caddy not once per lease. A long TTL keeps the heartbeats (ssh connections
+    // of their own once the masters are gone) from adding a storm of their own.
+    let mut stack = Stack::with_env(
+        StackOptions {
+            lease_ttl_secs: 300,
+            route_mode: RouteMode::Static,
+        },
+        &format!("MYTUNNEL_MAX_LEASES_PER_OWNER={tunnels}\n"),
+    );
+    let apps: Vec<App> = (0..tunnels)
+        .map(|i| App::start(&format!("storm app {i}")))
+        .collect();
+    let mut clients = Vec::with_capacity(tunnels);
+    for batch in apps.chunks(OPENING_AT_ONCE) {
+        let first = clients.len();
+        let spawned: Vec<_> = batch
+            .iter()
+            .enumerate()
+            .map(|(j, app)| {
+                let i = first + j;
+                stack.spawn_http(
+                    USERS[i % USERS.len()],
+                    app.port(),
+                    &["--name", &format!("storm-{i}")],
+                )
+            })
+            .collect();
+        clients.extend(spawned.into_iter().map(|c| stack.await_opened(c)));
+    }
+    let hosts: Vec<String> = clients.iter().map(e2e_support::Client::host).collect();
+    for (i, host) in hosts.iter().enumerate() {
+        stack.assert_serves(host, &format!("storm app {i}"), SERVE);
+    }
+    let dropped_before = stack.sshd.log().matches("past MaxStartups").count();
+
+    let restarted = Instant::now();
+    stack.sshd.restart().unwrap();
+    let mut served_again: Vec<Option<Duration>> = vec![None; tunnels];
+    // Every pending URL once per round, a round every 250 ms: the poll must not be the
+    // load on Caddy that slows the clients down.
+    let all_back = poll_every(SERVES_AGAIN_WITHIN * 2, Duration::from_millis(250), || {
+        for (i, host) in hosts.iter().enumerate() {
+            if served_again[i].is_none()
+                && stack
+                    .get(host)
+                    .is_some_and(|(status, body)| status == 200 && body == format!("storm app {i}"))
+            {
+                served_again[i] = Some(restarted.elapsed());
+            }
+        }
+        served_again.iter().all(Option::is_some)
+    });
+    let mut times: Vec<Duration> = served_again.iter().filter_map(|t| *t).collect();
+    times.sort();
+    let not_back: Vec<String> = served_again
+        .iter()
+        .zip(&clients)
+        .filter(|(t, _)| t.is_none())
+        .take(5)
+        .map(|(_, c)| format!("{}: {}", c.host(), c.stderr()))
+        .collect();
+    assert!(
+        all_back,
+        "{} of {tunnels} URLs did not serve again within {:?}: {not_back:#?}",
+        tunnels - times.len(),
+        SERVES_AGAIN_WITHIN * 2
+    );
+    let p50 = times[times.len() / 2];
+    let max = times[times.len() - 1];
+    let dropped = stack.sshd.log().matches("past MaxStartups").count() - dropped_before;
+    println!(
+        "FIGURE sshd-restart-storm: {tunnels} tunnels, every URL serving again after the \
+         restart: p50 {:.1}s, max {:.1}s; sshd dropped {dropped} handshakes past MaxStartups",
+        p50.as_secs_f64(),
+        max.as_secs_f64()
+    );
+    assert!(
+        max <= SERVES_AGAIN_WITHIN,
+        "the last URL came back after {max:?}"
+    );
+    for client in &mut clients {
+        assert!(
+            client.wait_exit(Duration::ZERO).is_none(),
+            "a client gave up: {}",
             client.stderr()
         );
     }

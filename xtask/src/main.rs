@@ -14,8 +14,9 @@
 //!   in `fuzz/` for N seconds (default 20) on a copy of its seed corpus.
 //! - `cargo xtask bench [--smoke] [--no-peers]` runs the benchmarks (see `bench.rs`) and
 //!   writes `BENCHMARKS.md`; `--smoke --no-peers` is the short check CI runs.
-//! - `cargo xtask soak [--cycles N] [--clients N] [--leases N] [--rounds N]` runs the long
-//!   form of the load and fault suites (see `soak.rs`) and prints their figures.
+//! - `cargo xtask soak [--cycles N] [--clients N] [--leases N] [--tunnels N] [--rounds N]`
+//!   runs the long form of the load and fault suites (see `soak.rs`) and prints their
+//!   figures.
 //! - `cargo xtask e2e` installs the system packages the end-to-end suite starts (Caddy,
 //!   OpenSSH server and client) when missing, then runs it:
 //!   `cargo test -p mytunnel-cli --test e2e` (real sshd, Caddy and OS users; needs root).
@@ -92,10 +93,11 @@ Commands:
                                fails unless every table got numbers; --no-peers: leave
                                bore and rathole out). Needs root.
                              e.g. cargo xtask bench --smoke --no-peers   (what CI runs)
-  soak [--cycles N] [--clients N] [--leases N] [--rounds N]
+  soak [--cycles N] [--clients N] [--leases N] [--tunnels N] [--rounds N]
                              the long load and fault suites: 32 clients x 50 cycles of
                                real ctl processes (4 through ssh), serve killed -9 in
-                               passes over 500 leases, sshd restarts, frozen clients;
+                               passes over 500 leases, sshd restarted under 200
+                               connected tunnels (--tunnels), frozen clients;
                                prints every measured figure. Needs root.
   help, --help, -h           print this help
 

@@ -1,5 +1,5 @@
-//! `cargo xtask soak [--cycles N] [--clients N] [--leases N] [--rounds N]`: the long form
-//! of the load and fault suites that `cargo xtask ci` runs at a small size.
+//! `cargo xtask soak [--cycles N] [--clients N] [--leases N] [--tunnels N] [--rounds N]`:
+//! the long form of the load and fault suites that `cargo xtask ci` runs at a small size.
 //!
 //! It installs the system packages the suites start (Caddy, OpenSSH), then runs, `rounds`
 //! times (default 1):
@@ -8,7 +8,9 @@
 //!   processes, 4 of them through real ssh;
 //! - `mytunnel-cli --test faults` with `MYTUNNEL_FAULT_LEASES` (default 500) leases, so the
 //!   passes `serve` is killed in are long;
-//! - `mytunnel-cli --test e2e_faults` (sshd restarted, a client frozen past its TTL);
+//! - `mytunnel-cli --test e2e_faults`: sshd restarted under `MYTUNNEL_RESTART_TUNNELS`
+//!   (`--tunnels`, default 200) connected `mytunnel http` clients, until every URL serves
+//!   again (the reconnect storm); 48 simultaneous logins; a client frozen past its TTL;
 //! - `mytunnel-edge --test concurrent_processes` (16 processes allocating on one file).
 //!
 //! Every `FIGURE …` line the tests print is collected and printed again at the end, with
@@ -29,6 +31,8 @@ pub struct Options {
     pub cycles: u64,
     /// Leases in the kill-during-a-pass fault tests.
     pub leases: u64,
+    /// Connected tunnels (`mytunnel http` clients) when sshd restarts in the reconnect storm.
+    pub tunnels: u64,
     /// How many times the whole set runs.
     pub rounds: u64,
 }
@@ -39,6 +43,7 @@ impl Default for Options {
             clients: 32,
             cycles: 50,
             leases: 500,
+            tunnels: 200,
             rounds: 1,
         }
     }
@@ -57,6 +62,7 @@ pub fn parse(rest: &[String]) -> Result<Options> {
             "--clients" => &mut options.clients,
             "--cycles" => &mut options.cycles,
             "--leases" => &mut options.leases,
+            "--tunnels" => &mut options.tunnels,
             "--rounds" => &mut options.rounds,
             _ => return Err(format!("`cargo xtask soak` does not take {arg:?}")),
         };
@@ -96,7 +102,8 @@ pub fn soak(options: &Options) -> Result<()> {
                 .args(["test", "-p", package, "--test", test, "--", "--nocapture"])
                 .env("MYTUNNEL_LOAD_CLIENTS", options.clients.to_string())
                 .env("MYTUNNEL_LOAD_CYCLES", options.cycles.to_string())
-                .env("MYTUNNEL_FAULT_LEASES", options.leases.to_string());
+                .env("MYTUNNEL_FAULT_LEASES", options.leases.to_string())
+                .env("MYTUNNEL_RESTART_TUNNELS", options.tunnels.to_string());
             println!("==> soak round {round}/{}: {test}", options.rounds);
             let run_started = Instant::now();
             let found = run_collecting_figures(&mut command)?;
@@ -156,11 +163,20 @@ mod tests {
     fn parses_sizes() {
         assert_eq!(parse(&[]), Ok(Options::default()));
         assert_eq!(
-            parse(&args(&["--cycles", "5", "--leases=100", "--rounds", "3"])),
+            parse(&args(&[
+                "--cycles",
+                "5",
+                "--leases=100",
+                "--tunnels",
+                "50",
+                "--rounds",
+                "3"
+            ])),
             Ok(Options {
                 clients: 32,
                 cycles: 5,
                 leases: 100,
+                tunnels: 50,
                 rounds: 3
             })
         );
@@ -168,6 +184,7 @@ mod tests {
             &["--cycles"][..],
             &["--cycles", "0"],
             &["--leases", "x"],
+            &["--tunnels", "0"],
             &["--fast"],
         ] {
             assert!(parse(&args(bad)).is_err(), "{bad:?}");

@@ -770,7 +770,9 @@ impl Stack {
         }
     }
 
-    fn await_opened(&self, mut client: Client) -> Client {
+    /// Waits (30 s at most) for a client from [`Stack::spawn_http`] to print its `url:` and
+    /// `lease:` lines.
+    pub fn await_opened(&self, mut client: Client) -> Client {
         let timeout = Duration::from_secs(30);
         let url = client.next_line(timeout).unwrap_or_else(|| {
             panic!(
