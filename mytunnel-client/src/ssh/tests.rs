@@ -1,7 +1,7 @@
 //! Unit tests of the ssh transport's pure parts and its retry rules.
 
-use super::*;
 use super::forward::{describe_end, StderrRing};
+use super::*;
 use mytunnel_core::protocol::{AllocateRequest, ApiError, ErrorCode, ListScope, Takeover};
 use mytunnel_core::transport::TransportError;
 
