@@ -536,20 +536,13 @@ async fn run_http(args: HttpArgs) -> ExitCode {
     }
 }
 
-/// Resolves on the first Ctrl-C (SIGINT) or SIGTERM.
+/// Resolves on the first Ctrl-C (SIGINT) or SIGTERM; never without signal handlers.
 async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) {
-        (Ok(mut int), Ok(mut term)) => {
-            tokio::select! {
-                _ = int.recv() => {}
-                _ = term.recv() => {}
-            }
+    match crate::shutdown::shutdown_signal() {
+        Ok(stop) => {
+            stop.await;
         }
-        _ => std::future::pending().await,
+        Err(_) => std::future::pending().await,
     }
 }
 

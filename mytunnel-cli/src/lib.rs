@@ -6,3 +6,4 @@
 
 pub mod client_cli;
 pub mod edge_cli;
+pub mod shutdown;

@@ -159,15 +159,11 @@ async fn run_serve(matches: &clap::ArgMatches, env_file: &Path) -> miette::Resul
     Ok(())
 }
 
-/// Resolves on the first SIGTERM or SIGINT.
+/// Resolves on the first SIGTERM or SIGINT, and logs which.
 async fn shutdown_signal() -> miette::Result<impl std::future::Future<Output = ()>> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).into_diagnostic()?;
-    let mut int = signal(SignalKind::interrupt()).into_diagnostic()?;
+    let stop = mytunnel_cli::shutdown::shutdown_signal().into_diagnostic()?;
     Ok(async move {
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
-        }
+        let signal = stop.await;
+        tracing::info!("{}: shutting down", signal.name());
     })
 }
