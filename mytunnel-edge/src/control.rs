@@ -18,7 +18,6 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -63,14 +62,7 @@ impl Default for ControlLimits {
 /// Binds the control socket at `path`, mode 0660, replacing a socket left by a previous
 /// run. The group is the process's own (the service group, which tunnel users share).
 pub fn bind_control_socket(path: &Path) -> std::io::Result<UnixListener> {
-    match std::fs::remove_file(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
-    }
-    let listener = UnixListener::bind(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
-    Ok(listener)
+    crate::sockets::bind_service_socket(path, 0o660)
 }
 
 /// The caller behind a uid: its password-database name, privileged when it is root or

@@ -21,7 +21,6 @@
 //! [`MAX_CONNECTIONS`] connections are served at once, more are closed at once.
 
 use std::future::Future;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -154,14 +153,7 @@ pub async fn answer_connection(mut stream: UnixStream, base_domain: &BaseDomain)
 /// no database and no link and says nothing about leases; and the work a caller can cause
 /// is bounded ([`MAX_CONNECTIONS`], [`READ_WITHIN`], [`MAX_HEAD_BYTES`]).
 pub fn bind_names_socket(path: &Path) -> std::io::Result<UnixListener> {
-    match std::fs::remove_file(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
-    }
-    let listener = UnixListener::bind(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
-    Ok(listener)
+    crate::sockets::bind_service_socket(path, 0o666)
 }
 
 /// Answers the requests on `listener` until `shutdown` resolves, one task per connection.

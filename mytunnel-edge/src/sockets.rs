@@ -15,6 +15,19 @@ use std::path::{Path, PathBuf};
 use mytunnel_core::protocol::{ApiError, ErrorCode};
 use mytunnel_core::{LeaseId, Owner, PortRange, SocketPath};
 
+/// Binds a listening unix socket at `path` with file mode `mode`, replacing a socket left
+/// by a previous run of the same service.
+pub fn bind_service_socket(path: &Path, mode: u32) -> std::io::Result<tokio::net::UnixListener> {
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let listener = tokio::net::UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    Ok(listener)
+}
+
 /// `<socket_dir>/owners`.
 pub fn owners_dir(socket_dir: &Path) -> PathBuf {
     socket_dir.join("owners")
