@@ -8,7 +8,7 @@ use serde::Serialize;
 use crate::edge::EdgeSettings;
 use crate::probe::{probe_local, ProbeOutcome};
 use crate::ssh::{Multiplexing, SshTransport};
-use mytunnel_core::protocol::{CtlRequest, CtlResponse, HealthDto};
+use mytunnel_core::protocol::HealthDto;
 use mytunnel_core::transport::{Transport, TransportError};
 
 /// How a check came out.
@@ -221,10 +221,5 @@ pub async fn run_doctor(settings: &EdgeSettings, local_port: Option<u16>) -> Vec
 }
 
 async fn health_of(transport: &dyn Transport) -> Result<HealthDto, TransportError> {
-    match transport.ctl(&CtlRequest::Health).await? {
-        CtlResponse::Health(health) => Ok(health),
-        other => Err(TransportError::Malformed(format!(
-            "health answered {other:?}"
-        ))),
-    }
+    mytunnel_core::transport::call(transport, mytunnel_core::calls::Health).await
 }

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use mytunnel_core::protocol::{CtlRequest, CtlResponse, HealthDto, LeaseDto, ListScope};
+use mytunnel_core::calls;
+use mytunnel_core::protocol::{HealthDto, LeaseDto, ListScope};
+use mytunnel_core::transport::call;
 use mytunnel_core::transport::{Transport, TransportError};
 use mytunnel_core::{LeaseId, LeaseRef};
 
@@ -89,10 +91,6 @@ pub struct EdgeClient {
     edge: Option<ResolvedEdge>,
 }
 
-fn unexpected(verb: &str, other: &CtlResponse) -> TransportError {
-    TransportError::Malformed(format!("{verb} answered {other:?}"))
-}
-
 impl EdgeClient {
     /// A client over any transport.
     pub fn from_transport(transport: Arc<dyn Transport>) -> Self {
@@ -114,33 +112,23 @@ impl EdgeClient {
 
     /// The caller's leases (admins: `ListScope::All` for everyone's).
     pub async fn list(&self, scope: ListScope) -> Result<Vec<LeaseDto>, TransportError> {
-        match self.transport.ctl(&CtlRequest::List(scope)).await? {
-            CtlResponse::Leases(leases) => Ok(leases),
-            other => Err(unexpected("list", &other)),
-        }
+        call(self.transport.as_ref(), calls::List(scope)).await
     }
 
     /// Releases a lease; answers it tombstoned.
     pub async fn release(&self, lease: LeaseRef) -> Result<LeaseDto, TransportError> {
-        match self.transport.ctl(&CtlRequest::Release { lease }).await? {
-            CtlResponse::Lease(lease) => Ok(lease),
-            other => Err(unexpected("release", &other)),
-        }
+        call(self.transport.as_ref(), calls::Release(lease)).await
     }
 
     /// Deletes a lease; answers its id.
     pub async fn delete(&self, lease: LeaseRef) -> Result<LeaseId, TransportError> {
-        match self.transport.ctl(&CtlRequest::Delete { lease }).await? {
-            CtlResponse::Deleted(deleted) => Ok(deleted.deleted),
-            other => Err(unexpected("delete", &other)),
-        }
+        call(self.transport.as_ref(), calls::Delete(lease))
+            .await
+            .map(|deleted| deleted.deleted)
     }
 
     /// The edge's health.
     pub async fn health(&self) -> Result<HealthDto, TransportError> {
-        match self.transport.ctl(&CtlRequest::Health).await? {
-            CtlResponse::Health(health) => Ok(health),
-            other => Err(unexpected("health", &other)),
-        }
+        call(self.transport.as_ref(), calls::Health).await
     }
 }

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use std::time::Duration;
 
-use mytunnel_core::protocol::{AllocateRequest, CtlRequest, CtlResponse, LeaseDto, Takeover};
+use mytunnel_core::calls;
+use mytunnel_core::protocol::{AllocateRequest, LeaseDto, Takeover};
+use mytunnel_core::transport::call;
 use mytunnel_core::transport::{Forward, ForwardSpec, Transport, TransportError};
 use mytunnel_core::{heartbeat_interval, ErrorCode, LeaseRef, Slug};
 use tokio::sync::{broadcast, oneshot, watch};
@@ -376,25 +378,17 @@ async fn allocate(
     transport: &dyn Transport,
     request: &AllocateRequest,
 ) -> Result<LeaseDto, TransportError> {
-    match transport
-        .ctl(&CtlRequest::Allocate(request.clone()))
-        .await?
-    {
-        CtlResponse::Lease(lease) => Ok(lease),
-        other => Err(TransportError::Malformed(format!(
-            "allocate answered {other:?}"
-        ))),
-    }
+    call(transport, calls::Allocate(request.clone())).await
 }
 
 /// Releases the lease. A lease that has already ended (released by `mytunnel stop`,
 /// expired, deleted) is what releasing wants, so that is not an error.
 async fn release(transport: &dyn Transport, lease: &LeaseDto) -> Result<(), TransportError> {
-    match transport
-        .ctl(&CtlRequest::Release {
-            lease: LeaseRef::Id(lease.lease_id.clone()),
-        })
-        .await
+    match call(
+        transport,
+        calls::Release(LeaseRef::Id(lease.lease_id.clone())),
+    )
+    .await
     {
         Ok(_) => Ok(()),
         Err(TransportError::Refused(e))
@@ -424,12 +418,13 @@ enum Beat {
 /// admin's takeover). Only an expiry takes the name again; when the list cannot be had,
 /// nothing is decided and the next heartbeat asks again.
 async fn why_gone(transport: &dyn Transport, id: &mytunnel_core::LeaseId) -> Gone {
-    let listed = transport
-        .ctl(&CtlRequest::List(mytunnel_core::protocol::ListScope::Own))
-        .await;
+    let listed = call(
+        transport,
+        calls::List(mytunnel_core::protocol::ListScope::Own),
+    )
+    .await;
     let leases = match listed {
-        Ok(CtlResponse::Leases(leases)) => leases,
-        Ok(other) => return Gone::Unknown(format!("list answered {other:?}")),
+        Ok(leases) => leases,
         Err(e) => return Gone::Unknown(format!("cannot tell how the lease ended: {e}")),
     };
     match leases.iter().find(|l| &l.lease_id == id) {
@@ -523,21 +518,13 @@ impl Supervisor {
 
     /// One heartbeat; re-allocates a lost lease.
     async fn heartbeat(&mut self) -> Beat {
-        let request = CtlRequest::Heartbeat {
-            lease: self.lease.lease_id.clone(),
-        };
-        match self.transport.ctl(&request).await {
-            Ok(CtlResponse::Lease(lease)) => {
+        let beat = calls::Heartbeat(self.lease.lease_id.clone());
+        match call(self.transport.as_ref(), beat).await {
+            Ok(lease) => {
                 self.emit(TunnelEvent::Renewed {
                     expires_at: lease.expires_at,
                 });
                 self.set_lease(lease);
-                Beat::Same
-            }
-            Ok(other) => {
-                self.emit(TunnelEvent::HeartbeatFailed {
-                    error: format!("unexpected answer {other:?}"),
-                });
                 Beat::Same
             }
             Err(TransportError::Refused(e))
@@ -662,11 +649,9 @@ impl Supervisor {
                 () = tokio::time::sleep(delay) => {}
             }
             // The lease may have expired while the data plane was down.
-            let check = CtlRequest::Heartbeat {
-                lease: self.lease.lease_id.clone(),
-            };
-            match self.transport.ctl(&check).await {
-                Ok(CtlResponse::Lease(lease)) => self.set_lease(lease),
+            let check = calls::Heartbeat(self.lease.lease_id.clone());
+            match call(self.transport.as_ref(), check).await {
+                Ok(lease) => self.set_lease(lease),
                 Err(TransportError::Refused(e))
                     if matches!(e.code, ErrorCode::LeaseNotFound | ErrorCode::LeaseNotActive) =>
                 {
@@ -690,7 +675,7 @@ impl Supervisor {
                         }
                     }
                 }
-                Ok(_) | Err(_) => {}
+                Err(_) => {}
             }
             match self.open_forward().await {
                 Ok(()) => return None,

@@ -35,6 +35,7 @@ macro_rules! serde_as_text {
 
 pub mod admin;
 mod bind;
+pub mod calls;
 pub mod control;
 pub mod duration;
 pub mod envfile;

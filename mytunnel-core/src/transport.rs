@@ -6,6 +6,7 @@
 
 use async_trait::async_trait;
 
+use crate::calls::CtlCall;
 use crate::protocol::{ApiError, CtlRequest, CtlResponse, ReplyError};
 use crate::BindTarget;
 
@@ -68,4 +69,14 @@ pub trait Transport: Send + Sync + std::fmt::Debug {
 
     /// Opens a data-plane forward. It is up once this returns.
     async fn open_forward(&self, spec: ForwardSpec) -> Result<Box<dyn Forward>, TransportError>;
+}
+
+/// Runs one typed ctl call over `transport`: its reply, or `Malformed` when the edge
+/// answered with a reply of another kind.
+pub async fn call<C: CtlCall>(
+    transport: &dyn Transport,
+    call: C,
+) -> Result<C::Reply, TransportError> {
+    let response = transport.ctl(&call.into_request()).await?;
+    C::take_reply(response).map_err(TransportError::Malformed)
 }

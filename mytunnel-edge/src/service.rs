@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use mytunnel_core::calls::CtlCall;
 use mytunnel_core::policy::{Caller, OwnerScope, ReservedSlugs};
 use mytunnel_core::protocol::{
     AllocateRequest, ApiError, ComponentHealth, CtlRequest, CtlResponse, DeletedDto, ErrorCode,
@@ -261,6 +262,15 @@ impl LeaseService {
             }
             CtlRequest::Stats => self.stats(caller).await.map(CtlResponse::Stats),
         }
+    }
+
+    /// Runs one typed call for `caller`: its reply, or the edge's refusal ([`handle`]
+    /// with the reply decoded, for tools and tests).
+    ///
+    /// [`handle`]: LeaseService::handle
+    pub async fn call<C: CtlCall>(&self, caller: &Caller, call: C) -> Result<C::Reply, ApiError> {
+        let response = self.handle(caller, call.into_request()).await?;
+        C::take_reply(response).map_err(|other| ApiError::new(ErrorCode::Internal, other))
     }
 
     /// `allocate`: policy, one store transaction, then the route (undone on failure).

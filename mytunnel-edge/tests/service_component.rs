@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use mytunnel_core::calls;
 use mytunnel_core::policy::{AdminUsers, Caller, OwnerScope, ReservedSlugs};
 use mytunnel_core::protocol::{
     AllocateRequest, ApiError, CtlRequest, CtlResponse, DeletedDto, ErrorCode, HealthDto, LeaseDto,
@@ -137,10 +138,7 @@ impl Edge {
             name: name.map(|n| n.parse().unwrap()),
             ..AllocateRequest::default()
         };
-        match self.handle(caller, CtlRequest::Allocate(request)).await? {
-            CtlResponse::Lease(dto) => Ok(dto),
-            other => panic!("allocate answered {other:?}"),
-        }
+        self.service.call(caller, calls::Allocate(request)).await
     }
 
     async fn force(&self, caller: &Caller, name: &str) -> Result<LeaseDto, ApiError> {
@@ -149,45 +147,27 @@ impl Edge {
             takeover: Takeover::Force,
             ..AllocateRequest::default()
         };
-        match self.handle(caller, CtlRequest::Allocate(request)).await? {
-            CtlResponse::Lease(dto) => Ok(dto),
-            other => panic!("allocate answered {other:?}"),
-        }
+        self.service.call(caller, calls::Allocate(request)).await
     }
 
     async fn heartbeat(&self, caller: &Caller, id: &LeaseId) -> Result<LeaseDto, ApiError> {
-        let request = CtlRequest::Heartbeat { lease: id.clone() };
-        match self.handle(caller, request).await? {
-            CtlResponse::Lease(dto) => Ok(dto),
-            other => panic!("heartbeat answered {other:?}"),
-        }
+        self.service
+            .call(caller, calls::Heartbeat(id.clone()))
+            .await
     }
 
     async fn release(&self, caller: &Caller, lease: &str) -> Result<LeaseDto, ApiError> {
-        let request = CtlRequest::Release {
-            lease: lease.parse().unwrap(),
-        };
-        match self.handle(caller, request).await? {
-            CtlResponse::Lease(dto) => Ok(dto),
-            other => panic!("release answered {other:?}"),
-        }
+        let lease = lease.parse().unwrap();
+        self.service.call(caller, calls::Release(lease)).await
     }
 
     async fn delete(&self, caller: &Caller, lease: &str) -> Result<DeletedDto, ApiError> {
-        let request = CtlRequest::Delete {
-            lease: lease.parse().unwrap(),
-        };
-        match self.handle(caller, request).await? {
-            CtlResponse::Deleted(dto) => Ok(dto),
-            other => panic!("delete answered {other:?}"),
-        }
+        let lease = lease.parse().unwrap();
+        self.service.call(caller, calls::Delete(lease)).await
     }
 
     async fn list(&self, caller: &Caller, scope: ListScope) -> Result<Vec<LeaseDto>, ApiError> {
-        match self.handle(caller, CtlRequest::List(scope)).await? {
-            CtlResponse::Leases(list) => Ok(list),
-            other => panic!("list answered {other:?}"),
-        }
+        self.service.call(caller, calls::List(scope)).await
     }
 
     async fn health(&self, caller: &Caller) -> (HealthDto, CtlOutput) {
@@ -200,10 +180,7 @@ impl Edge {
     }
 
     async fn stats(&self, caller: &Caller) -> StatsDto {
-        match self.handle(caller, CtlRequest::Stats).await.unwrap() {
-            CtlResponse::Stats(dto) => dto,
-            other => panic!("stats answered {other:?}"),
-        }
+        self.service.call(caller, calls::Stats).await.unwrap()
     }
 
     /// Every lease in the store, whoever owns it.

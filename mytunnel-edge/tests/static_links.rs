@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use mytunnel_core::calls;
 use mytunnel_core::policy::{AdminUsers, Caller, ReservedSlugs};
 use mytunnel_core::protocol::{
     decode_reply, AllocateRequest, ApiError, CtlRequest, CtlResponse, ErrorCode, LeaseDto,
@@ -210,10 +211,10 @@ async fn allocate(edge: &Edge, name: &str) -> Result<LeaseDto, ApiError> {
 
 /// An allocation straight through a service (no control socket).
 async fn allocate_in(service: &LeaseService, name: &str) -> Result<LeaseDto, ApiError> {
-    match service.handle(&root(), allocate_request(name)).await? {
-        CtlResponse::Lease(lease) => Ok(lease),
-        other => panic!("allocate answered {other:?}"),
-    }
+    let CtlRequest::Allocate(request) = allocate_request(name) else {
+        unreachable!("allocate_request builds an allocate")
+    };
+    service.call(&root(), calls::Allocate(request)).await
 }
 
 async fn release(edge: &Edge, lease: &LeaseDto) {
