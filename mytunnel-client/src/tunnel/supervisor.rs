@@ -1,0 +1,329 @@
+//! The supervisor of a running tunnel: heartbeat, reconnect, re-allocation of a lease lost
+//! to expiry, and the end of a tunnel whose lease was ended on purpose.
+
+use super::*;
+
+pub(super) async fn allocate(
+    transport: &dyn Transport,
+    request: &AllocateRequest,
+) -> Result<LeaseDto, TransportError> {
+    call(transport, calls::Allocate(request.clone())).await
+}
+
+/// Releases the lease. A lease that has already ended (released by `mytunnel stop`,
+/// expired, deleted) is what releasing wants, so that is not an error.
+pub(super) async fn release(
+    transport: &dyn Transport,
+    lease: &LeaseDto,
+) -> Result<(), TransportError> {
+    match call(
+        transport,
+        calls::Release(LeaseRef::Id(lease.lease_id.clone())),
+    )
+    .await
+    {
+        Ok(_) => Ok(()),
+        Err(TransportError::Refused(e))
+            if matches!(e.code, ErrorCode::LeaseNotActive | ErrorCode::LeaseNotFound) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// How often `open()` retries a refused data plane (0.5 + 1 + 2 + 4 s of waiting).
+pub(super) const OPEN_FORWARD_RETRIES: u32 = 4;
+
+/// What a heartbeat led to.
+pub(super) enum Beat {
+    /// The same lease, renewed or not.
+    Same,
+    /// A new lease (the old one was lost and the name allocated again).
+    Changed,
+    /// The lease was ended on purpose, or lost and its name taken: the tunnel ends.
+    Ended(TunnelError),
+}
+
+/// Asks the edge how lease `id` ended: its list keeps a released or expired lease (as a
+/// tombstone) until cleanup purges it, and has no row for a deleted one (`rm`, or an
+/// admin's takeover). Only an expiry takes the name again; when the list cannot be had,
+/// nothing is decided and the next heartbeat asks again.
+pub(super) async fn why_gone(transport: &dyn Transport, id: &mytunnel_core::LeaseId) -> Gone {
+    let listed = call(
+        transport,
+        calls::List(mytunnel_core::protocol::ListScope::Own),
+    )
+    .await;
+    let leases = match listed {
+        Ok(leases) => leases,
+        Err(e) => return Gone::Unknown(format!("cannot tell how the lease ended: {e}")),
+    };
+    match leases.iter().find(|l| &l.lease_id == id) {
+        Some(l) if l.state == mytunnel_core::LeaseState::Released => {
+            Gone::OnPurpose(LeaseEnd::Released)
+        }
+        Some(_) => Gone::Expired,
+        None => Gone::OnPurpose(LeaseEnd::DeletedOrTakenOver),
+    }
+}
+
+/// Why the edge no longer has the lease active, as its own list tells.
+pub(super) enum Gone {
+    /// Expired for missed heartbeats (or unknown): take the name again.
+    Expired,
+    /// Ended on purpose: the tunnel ends.
+    OnPurpose(LeaseEnd),
+    /// The edge's list could not be had: decide at the next heartbeat.
+    Unknown(String),
+}
+
+/// Why allocating a lost name again failed.
+pub(super) enum Reacquire {
+    /// Another lease holds the name.
+    NameTaken(TunnelError),
+    /// Anything else: try again later.
+    Retry(String),
+}
+
+pub(super) enum Next {
+    Stop,
+    Heartbeat,
+    ForwardEnded(String),
+}
+
+pub(super) struct Supervisor {
+    pub(super) transport: Arc<dyn Transport>,
+    pub(super) local_port: u16,
+    pub(super) reallocate: AllocateRequest,
+    pub(super) reconnect: Reconnect,
+    pub(super) events: broadcast::Sender<TunnelEvent>,
+    pub(super) lease_tx: watch::Sender<LeaseDto>,
+    pub(super) lease: LeaseDto,
+    pub(super) forward: Box<dyn Forward>,
+}
+
+impl Supervisor {
+    fn emit(&self, event: TunnelEvent) {
+        tracing::debug!(%event, "tunnel event");
+        let _ = self.events.send(event);
+    }
+
+    fn heartbeat_timer(&self) -> tokio::time::Interval {
+        let period = heartbeat_interval(Duration::from_secs(self.lease.ttl_seconds));
+        let mut timer = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        timer
+    }
+
+    pub(super) async fn run(mut self, mut stop: oneshot::Receiver<()>) -> Result<(), TunnelError> {
+        let mut heartbeat = self.heartbeat_timer();
+        loop {
+            let next = tokio::select! {
+                _ = &mut stop => Next::Stop,
+                _ = heartbeat.tick() => Next::Heartbeat,
+                end = self.forward.ended() => Next::ForwardEnded(end.reason),
+            };
+            match next {
+                Next::Stop => return self.shutdown().await,
+                Next::Heartbeat => match self.heartbeat().await {
+                    Beat::Same => {}
+                    Beat::Changed => heartbeat = self.heartbeat_timer(),
+                    Beat::Ended(end) => return Err(end),
+                },
+                Next::ForwardEnded(reason) => {
+                    if self.reconnect == Reconnect::Never {
+                        let _ = release(self.transport.as_ref(), &self.lease).await;
+                        self.emit(TunnelEvent::Released {
+                            lease_id: self.lease.lease_id.clone(),
+                        });
+                        return Err(TunnelError::ForwardEnded(reason));
+                    }
+                    match self.reconnect_forward(reason, &mut stop).await {
+                        Some(result) => return result,
+                        None => heartbeat = self.heartbeat_timer(),
+                    }
+                }
+            }
+        }
+    }
+
+    /// One heartbeat; re-allocates a lost lease.
+    async fn heartbeat(&mut self) -> Beat {
+        let beat = calls::Heartbeat(self.lease.lease_id.clone());
+        match call(self.transport.as_ref(), beat).await {
+            Ok(lease) => {
+                self.emit(TunnelEvent::Renewed {
+                    expires_at: lease.expires_at,
+                });
+                self.set_lease(lease);
+                Beat::Same
+            }
+            Err(TransportError::Refused(e))
+                if matches!(e.code, ErrorCode::LeaseNotFound | ErrorCode::LeaseNotActive) =>
+            {
+                match self.why_gone().await {
+                    Gone::Expired => {}
+                    Gone::OnPurpose(how) => {
+                        self.forward.stop().await;
+                        return Beat::Ended(self.ended(how));
+                    }
+                    Gone::Unknown(error) => {
+                        self.emit(TunnelEvent::HeartbeatFailed { error });
+                        return Beat::Same;
+                    }
+                }
+                self.emit(TunnelEvent::Lost {
+                    reason: e.message.clone(),
+                });
+                self.forward.stop().await;
+                match self.reacquire().await {
+                    Ok(()) => Beat::Changed,
+                    Err(Reacquire::NameTaken(end)) => Beat::Ended(end),
+                    Err(Reacquire::Retry(reason)) => {
+                        self.emit(TunnelEvent::HeartbeatFailed { error: reason });
+                        Beat::Same
+                    }
+                }
+            }
+            Err(e) => {
+                self.emit(TunnelEvent::HeartbeatFailed {
+                    error: e.to_string(),
+                });
+                Beat::Same
+            }
+        }
+    }
+
+    /// Asks the edge how the lease ended: its list keeps a released or expired lease (as
+    /// a tombstone) until cleanup purges it, and has no row for a deleted one (`rm`, or an
+    /// admin's takeover). Only an expiry takes the name again; when the list cannot be
+    /// had, the tunnel keeps trying as for an expiry.
+    async fn why_gone(&mut self) -> Gone {
+        let transport = Arc::clone(&self.transport);
+        let id = self.lease.lease_id.clone();
+        why_gone(transport.as_ref(), &id).await
+    }
+
+    /// The end of a tunnel whose lease was ended on purpose: said as an event, then as
+    /// the tunnel's error.
+    fn ended(&self, how: LeaseEnd) -> TunnelError {
+        let end = TunnelError::LeaseEnded {
+            lease_id: self.lease.lease_id.clone(),
+            how,
+        };
+        self.emit(TunnelEvent::Ended {
+            reason: end.to_string(),
+        });
+        end
+    }
+
+    fn set_lease(&mut self, lease: LeaseDto) {
+        self.lease = lease.clone();
+        let _ = self.lease_tx.send(lease);
+    }
+
+    /// Allocates the name again and reopens the data plane to the new lease.
+    async fn reacquire(&mut self) -> Result<(), Reacquire> {
+        let lease = match allocate(self.transport.as_ref(), &self.reallocate).await {
+            Ok(lease) => lease,
+            // Another lease holds the name now: the URL is gone for good.
+            Err(TransportError::Refused(e)) if e.code == ErrorCode::SlugTaken => {
+                return Err(Reacquire::NameTaken(TunnelError::Allocate(
+                    TransportError::Refused(e),
+                )))
+            }
+            Err(e) => return Err(Reacquire::Retry(e.to_string())),
+        };
+        self.emit(TunnelEvent::Allocated {
+            url: format!("https://{}", lease.host),
+            lease: lease.clone(),
+        });
+        self.set_lease(lease);
+        self.open_forward()
+            .await
+            .map_err(|e| Reacquire::Retry(e.to_string()))
+    }
+
+    async fn open_forward(&mut self) -> Result<(), TransportError> {
+        let forward = self
+            .transport
+            .open_forward(ForwardSpec {
+                edge_bind: self.lease.bind_target(),
+                local_port: self.local_port,
+            })
+            .await?;
+        self.forward = forward;
+        self.emit(TunnelEvent::Forwarding {
+            edge_bind: self.lease.bind_target(),
+        });
+        Ok(())
+    }
+
+    /// Retries the data plane with backoff until it is up (`None`), or the handle asks to
+    /// stop (`Some(result of shutdown)`).
+    async fn reconnect_forward(
+        &mut self,
+        mut reason: String,
+        stop: &mut oneshot::Receiver<()>,
+    ) -> Option<Result<(), TunnelError>> {
+        let mut attempt = 0u32;
+        loop {
+            attempt = attempt.saturating_add(1);
+            let delay = jittered_backoff(attempt);
+            self.emit(TunnelEvent::Reconnecting {
+                attempt,
+                delay,
+                reason: reason.clone(),
+            });
+            tokio::select! {
+                _ = &mut *stop => return Some(self.shutdown().await),
+                () = tokio::time::sleep(delay) => {}
+            }
+            // The lease may have expired while the data plane was down.
+            let check = calls::Heartbeat(self.lease.lease_id.clone());
+            match call(self.transport.as_ref(), check).await {
+                Ok(lease) => self.set_lease(lease),
+                Err(TransportError::Refused(e))
+                    if matches!(e.code, ErrorCode::LeaseNotFound | ErrorCode::LeaseNotActive) =>
+                {
+                    match self.why_gone().await {
+                        Gone::Expired => {}
+                        Gone::OnPurpose(how) => return Some(Err(self.ended(how))),
+                        Gone::Unknown(e) => {
+                            reason = e;
+                            continue;
+                        }
+                    }
+                    self.emit(TunnelEvent::Lost {
+                        reason: e.message.clone(),
+                    });
+                    match self.reacquire().await {
+                        Ok(()) => return None,
+                        Err(Reacquire::NameTaken(end)) => return Some(Err(end)),
+                        Err(Reacquire::Retry(e)) => {
+                            reason = e;
+                            continue;
+                        }
+                    }
+                }
+                Err(_) => {}
+            }
+            match self.open_forward().await {
+                Ok(()) => return None,
+                Err(e) => reason = e.to_string(),
+            }
+        }
+    }
+
+    async fn shutdown(&mut self) -> Result<(), TunnelError> {
+        self.forward.stop().await;
+        release(self.transport.as_ref(), &self.lease)
+            .await
+            .map_err(TunnelError::Release)?;
+        self.emit(TunnelEvent::Released {
+            lease_id: self.lease.lease_id.clone(),
+        });
+        Ok(())
+    }
+}
