@@ -18,6 +18,9 @@ use serde_json::{json, Value};
 
 use crate::procs::{describe, run_ok, tree_memory, Guard, Memory, Result};
 
+mod caddy;
+mod clients;
+
 /// The tunnel user and its group.
 pub const USER: &str = "mtbench";
 /// The group that may read the env file and write the lease database.
@@ -376,112 +379,6 @@ impl Edge {
         Ok(())
     }
 
-    /// `mytunneld --env-file <env> ctl <words>` (as root unless `as_user`).
-    pub fn ctl_command(&self, words: &[&str], as_user: bool) -> Command {
-        let mut command = Command::new(self.path("mytunneld"));
-        command
-            .arg("--env-file")
-            .arg(self.env_file())
-            .arg("ctl")
-            .args(words)
-            .env_clear()
-            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        if as_user {
-            command.uid(self.user.uid).gid(self.user.gid);
-        }
-        command
-    }
-
-    /// Runs one ctl command; its JSON and the time from spawn to exit (stdout read).
-    pub fn ctl(&self, words: &[&str], as_user: bool) -> Result<(Value, Duration)> {
-        let mut command = self.ctl_command(words, as_user);
-        let started = Instant::now();
-        let output = command
-            .output()
-            .map_err(|e| format!("cannot run {}: {e}", describe(&command)))?;
-        let elapsed = started.elapsed();
-        let json = ctl_json(&command, &output)?;
-        Ok((json, elapsed))
-    }
-
-    /// The ssh options of the tunnel user for this edge's sshd.
-    pub fn ssh_options(&self) -> Result<Vec<String>> {
-        let sshd = self
-            .sshd
-            .as_ref()
-            .ok_or("this edge was started without sshd")?;
-        Ok(vec![
-            format!("Port={}", sshd.port()),
-            format!("IdentityFile={}", self.key().display()),
-            format!("UserKnownHostsFile={}", self.path("known_hosts").display()),
-            "GlobalKnownHostsFile=/dev/null".to_owned(),
-            "StrictHostKeyChecking=yes".to_owned(),
-            "IdentitiesOnly=yes".to_owned(),
-            "BatchMode=yes".to_owned(),
-        ])
-    }
-
-    /// The ssh destination of the tunnel user.
-    pub fn destination(&self) -> String {
-        format!("{USER}@127.0.0.1")
-    }
-
-    /// `mytunnel http <port> --edge … [extra]`, as root with HOME and TMPDIR in the edge.
-    pub fn mytunnel_http(&self, local_port: u16, extra: &[&str]) -> Result<Command> {
-        let mut command = Command::new(&self.binaries.mytunnel);
-        command
-            .arg("http")
-            .arg(local_port.to_string())
-            .args(extra)
-            .arg("--edge")
-            .arg(self.destination());
-        for option in self.ssh_options()? {
-            command.arg("--ssh-option").arg(option);
-        }
-        command
-            .env_clear()
-            .env("HOME", self.path("home"))
-            .env("PATH", "/usr/bin:/bin")
-            .env("TMPDIR", self.path("tmp"))
-            .stdin(Stdio::null());
-        Ok(command)
-    }
-
-    /// A plain data-plane forward, as the client runs it: `ssh -N -R <edge bind
-    /// target>:127.0.0.1:<local port>`, the target being `127.0.0.1:<port>` or `static`
-    /// mode's socket (no session, so no TCP_NODELAY on either side).
-    pub fn ssh_forward(&self, edge_bind: &BindTarget, local_port: u16) -> Result<Command> {
-        let mut command = Command::new("ssh");
-        command.args([
-            "-N",
-            "-T",
-            "-o",
-            "ExitOnForwardFailure=yes",
-            "-o",
-            "ControlMaster=no",
-            "-o",
-            "ControlPath=none",
-        ]);
-        for option in self.ssh_options()? {
-            command.arg("-o").arg(option);
-        }
-        command
-            .arg("-R")
-            .arg(format!("{edge_bind}:127.0.0.1:{local_port}"))
-            .arg("--")
-            .arg(self.destination())
-            .env_clear()
-            .env("HOME", self.path("home"))
-            .env("PATH", "/usr/bin:/bin")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        Ok(command)
-    }
-
     /// Memory of sshd (listener and every connection process), Caddy and `mytunneld
     /// serve`, with the number of sshd processes.
     pub fn memory(&self) -> EdgeMemory {
@@ -503,77 +400,6 @@ impl Edge {
             caddy,
             serve,
         }
-    }
-
-    /// Caddy's HTTP address.
-    pub fn http(&self) -> SocketAddr {
-        self.caddy.http_address()
-    }
-
-    /// Replaces Caddy's whole config in one `POST /load`: the base config (HTTP server
-    /// `srv0`, catch-all 404 last) with `routes` in front.
-    pub fn load_routes(&self, routes: Vec<Value>) -> Result<()> {
-        let admin = self.caddy.admin_socket();
-        let mut config = base_config(admin, self.http(), true);
-        let catch_all = config
-            .pointer("/apps/http/servers/srv0/routes")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        let mut all = routes;
-        all.extend(catch_all);
-        if let Some(slot) = config.pointer_mut("/apps/http/servers/srv0/routes") {
-            *slot = Value::Array(all);
-        }
-        admin_request(admin, "POST", "/load", Some(&config))
-            .map_err(|e| format!("Caddy POST /load: {e}"))?;
-        self.caddy.settle();
-        Ok(())
-    }
-
-    /// How many routes Caddy holds under a `mytunnel-` id.
-    pub fn mytunnel_route_count(&self) -> Result<usize> {
-        let text = admin_get(
-            self.caddy.admin_socket(),
-            "/config/apps/http/servers/srv0/routes",
-        )
-        .map_err(|e| format!("Caddy GET routes: {e}"))?;
-        let routes: Value =
-            serde_json::from_str(&text).map_err(|e| format!("Caddy routes are not JSON: {e}"))?;
-        Ok(routes
-            .as_array()
-            .map(|list| {
-                list.iter()
-                    .filter(|r| {
-                        r.get("@id")
-                            .and_then(Value::as_str)
-                            .is_some_and(|id| id.starts_with("mytunnel-"))
-                    })
-                    .count()
-            })
-            .unwrap_or(0))
-    }
-
-    /// Adds a route `host` → `127.0.0.1:<port>` ahead of the others (the Caddy → app path).
-    pub fn add_direct_route(&self, host: &str, port: u16) -> Result<()> {
-        let route = json!({
-            "@id": "bench-direct",
-            "match": [{ "host": [host] }],
-            "handle": [{
-                "handler": "reverse_proxy",
-                "upstreams": [{ "dial": format!("127.0.0.1:{port}") }],
-            }],
-            "terminal": true,
-        });
-        admin_request(
-            self.caddy.admin_socket(),
-            "PUT",
-            "/config/apps/http/servers/srv0/routes/0",
-            Some(&route),
-        )
-        .map_err(|e| format!("Caddy: add the direct route: {e}"))?;
-        self.caddy.settle();
-        Ok(())
     }
 
     /// `mytunneld serve`'s log.

@@ -1,0 +1,111 @@
+//! The edge's clients: `mytunneld ctl`, `mytunnel http` and plain `ssh -R` as the bench runs them.
+
+use super::*;
+
+impl Edge {
+    /// `mytunneld --env-file <env> ctl <words>` (as root unless `as_user`).
+    pub fn ctl_command(&self, words: &[&str], as_user: bool) -> Command {
+        let mut command = Command::new(self.path("mytunneld"));
+        command
+            .arg("--env-file")
+            .arg(self.env_file())
+            .arg("ctl")
+            .args(words)
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if as_user {
+            command.uid(self.user.uid).gid(self.user.gid);
+        }
+        command
+    }
+
+    /// Runs one ctl command; its JSON and the time from spawn to exit (stdout read).
+    pub fn ctl(&self, words: &[&str], as_user: bool) -> Result<(Value, Duration)> {
+        let mut command = self.ctl_command(words, as_user);
+        let started = Instant::now();
+        let output = command
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", describe(&command)))?;
+        let elapsed = started.elapsed();
+        let json = ctl_json(&command, &output)?;
+        Ok((json, elapsed))
+    }
+
+    /// The ssh options of the tunnel user for this edge's sshd.
+    pub fn ssh_options(&self) -> Result<Vec<String>> {
+        let sshd = self
+            .sshd
+            .as_ref()
+            .ok_or("this edge was started without sshd")?;
+        Ok(vec![
+            format!("Port={}", sshd.port()),
+            format!("IdentityFile={}", self.key().display()),
+            format!("UserKnownHostsFile={}", self.path("known_hosts").display()),
+            "GlobalKnownHostsFile=/dev/null".to_owned(),
+            "StrictHostKeyChecking=yes".to_owned(),
+            "IdentitiesOnly=yes".to_owned(),
+            "BatchMode=yes".to_owned(),
+        ])
+    }
+
+    /// The ssh destination of the tunnel user.
+    pub fn destination(&self) -> String {
+        format!("{USER}@127.0.0.1")
+    }
+
+    /// `mytunnel http <port> --edge … [extra]`, as root with HOME and TMPDIR in the edge.
+    pub fn mytunnel_http(&self, local_port: u16, extra: &[&str]) -> Result<Command> {
+        let mut command = Command::new(&self.binaries.mytunnel);
+        command
+            .arg("http")
+            .arg(local_port.to_string())
+            .args(extra)
+            .arg("--edge")
+            .arg(self.destination());
+        for option in self.ssh_options()? {
+            command.arg("--ssh-option").arg(option);
+        }
+        command
+            .env_clear()
+            .env("HOME", self.path("home"))
+            .env("PATH", "/usr/bin:/bin")
+            .env("TMPDIR", self.path("tmp"))
+            .stdin(Stdio::null());
+        Ok(command)
+    }
+
+    /// A plain data-plane forward, as the client runs it: `ssh -N -R <edge bind
+    /// target>:127.0.0.1:<local port>`, the target being `127.0.0.1:<port>` or `static`
+    /// mode's socket (no session, so no TCP_NODELAY on either side).
+    pub fn ssh_forward(&self, edge_bind: &BindTarget, local_port: u16) -> Result<Command> {
+        let mut command = Command::new("ssh");
+        command.args([
+            "-N",
+            "-T",
+            "-o",
+            "ExitOnForwardFailure=yes",
+            "-o",
+            "ControlMaster=no",
+            "-o",
+            "ControlPath=none",
+        ]);
+        for option in self.ssh_options()? {
+            command.arg("-o").arg(option);
+        }
+        command
+            .arg("-R")
+            .arg(format!("{edge_bind}:127.0.0.1:{local_port}"))
+            .arg("--")
+            .arg(self.destination())
+            .env_clear()
+            .env("HOME", self.path("home"))
+            .env("PATH", "/usr/bin:/bin")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        Ok(command)
+    }
+}
