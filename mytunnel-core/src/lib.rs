@@ -46,6 +46,7 @@ pub mod policy;
 pub mod printable;
 pub mod protocol;
 pub mod route;
+pub mod settings;
 pub mod store;
 mod time;
 pub mod transport;

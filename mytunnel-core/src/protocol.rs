@@ -14,6 +14,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::names::{InvalidValue, LeaseId, LeaseRef, Owner, Slug};
+use crate::settings::{gate_override_flags, GATE_OVERRIDE_COUNT};
 use crate::{BindTarget, Lease, LeaseState, Timestamp};
 
 /// Every error code the edge can answer with. The strings are stable: clients match on them.
@@ -559,23 +560,10 @@ pub enum CtlRequest {
     Stats,
 }
 
-/// The daemon configuration flags that only the edge's own config may set. Through the
-/// gate each is refused with `override_not_allowed`.
-pub const OVERRIDE_FLAGS: [&str; 13] = [
-    "--db-path",
-    "--base-domain",
-    "--caddy-admin-url",
-    "--caddy-server",
-    "--min-port",
-    "--max-port",
-    "--lease-ttl",
-    "--cleanup-interval",
-    "--reconcile-interval",
-    "--health-timeout",
-    "--log-format",
-    "--max-leases-per-owner",
-    "--admin-users",
-];
+/// The daemon configuration flags that only the edge's own config may set: the settings
+/// marked [`gate_override`](crate::settings::SettingSpec::gate_override) in the settings
+/// table. Through the gate each is refused with `override_not_allowed`.
+pub const OVERRIDE_FLAGS: [&str; GATE_OVERRIDE_COUNT] = gate_override_flags();
 
 /// Whether a word is a daemon override flag, as `--flag` or `--flag=value`.
 pub fn is_override_word(word: &str) -> bool {

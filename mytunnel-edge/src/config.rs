@@ -14,196 +14,12 @@ use mytunnel_core::admin::CaddyAdminAddress;
 use mytunnel_core::duration::parse_duration;
 use mytunnel_core::envfile::{parse_env_file, EnvEntry, EnvFileError};
 use mytunnel_core::policy::{AdminUsers, ReservedSlugs};
+pub use mytunnel_core::settings::Setting;
 use mytunnel_core::store::OwnerLimit;
 use mytunnel_core::{BaseDomain, PortRange, Ttl};
 
 /// The env file read by default.
 pub const DEFAULT_ENV_FILE: &str = "/etc/mytunneld/mytunneld.env";
-
-/// One configurable setting of the edge.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Setting {
-    /// `--db-path`
-    DbPath,
-    /// `--base-domain`
-    BaseDomain,
-    /// `--caddy-admin-url`
-    CaddyAdminUrl,
-    /// `--caddy-server`
-    CaddyServer,
-    /// `--min-port`
-    MinPort,
-    /// `--max-port`
-    MaxPort,
-    /// `--lease-ttl`
-    LeaseTtl,
-    /// `--cleanup-interval`
-    CleanupInterval,
-    /// `--reconcile-interval`
-    ReconcileInterval,
-    /// `--health-timeout`
-    HealthTimeout,
-    /// `--log-format`
-    LogFormat,
-    /// `--max-leases-per-owner`
-    MaxLeasesPerOwner,
-    /// `--admin-users`
-    AdminUsers,
-    /// `--tombstone-retention`
-    TombstoneRetention,
-    /// `--reserved-slugs`
-    ReservedSlugs,
-    /// `--route-mode`
-    RouteMode,
-    /// `--socket-dir`
-    SocketDir,
-    /// `--keys-dir`
-    KeysDir,
-}
-
-impl Setting {
-    /// Every setting.
-    pub const ALL: [Setting; 18] = [
-        Setting::DbPath,
-        Setting::BaseDomain,
-        Setting::CaddyAdminUrl,
-        Setting::CaddyServer,
-        Setting::MinPort,
-        Setting::MaxPort,
-        Setting::LeaseTtl,
-        Setting::CleanupInterval,
-        Setting::ReconcileInterval,
-        Setting::HealthTimeout,
-        Setting::LogFormat,
-        Setting::MaxLeasesPerOwner,
-        Setting::AdminUsers,
-        Setting::TombstoneRetention,
-        Setting::ReservedSlugs,
-        Setting::RouteMode,
-        Setting::SocketDir,
-        Setting::KeysDir,
-    ];
-
-    /// The command-line flag, e.g. `--db-path`.
-    pub fn flag(self) -> &'static str {
-        match self {
-            Setting::DbPath => "--db-path",
-            Setting::BaseDomain => "--base-domain",
-            Setting::CaddyAdminUrl => "--caddy-admin-url",
-            Setting::CaddyServer => "--caddy-server",
-            Setting::MinPort => "--min-port",
-            Setting::MaxPort => "--max-port",
-            Setting::LeaseTtl => "--lease-ttl",
-            Setting::CleanupInterval => "--cleanup-interval",
-            Setting::ReconcileInterval => "--reconcile-interval",
-            Setting::HealthTimeout => "--health-timeout",
-            Setting::LogFormat => "--log-format",
-            Setting::MaxLeasesPerOwner => "--max-leases-per-owner",
-            Setting::AdminUsers => "--admin-users",
-            Setting::TombstoneRetention => "--tombstone-retention",
-            Setting::ReservedSlugs => "--reserved-slugs",
-            Setting::RouteMode => "--route-mode",
-            Setting::SocketDir => "--socket-dir",
-            Setting::KeysDir => "--keys-dir",
-        }
-    }
-
-    /// The environment variable, e.g. `MYTUNNEL_DB_PATH`.
-    pub fn env_var(self) -> &'static str {
-        match self {
-            Setting::DbPath => "MYTUNNEL_DB_PATH",
-            Setting::BaseDomain => "MYTUNNEL_BASE_DOMAIN",
-            Setting::CaddyAdminUrl => "MYTUNNEL_CADDY_ADMIN_URL",
-            Setting::CaddyServer => "MYTUNNEL_CADDY_SERVER",
-            Setting::MinPort => "MYTUNNEL_MIN_PORT",
-            Setting::MaxPort => "MYTUNNEL_MAX_PORT",
-            Setting::LeaseTtl => "MYTUNNEL_LEASE_TTL",
-            Setting::CleanupInterval => "MYTUNNEL_CLEANUP_INTERVAL",
-            Setting::ReconcileInterval => "MYTUNNEL_RECONCILE_INTERVAL",
-            Setting::HealthTimeout => "MYTUNNEL_HEALTH_TIMEOUT",
-            Setting::LogFormat => "MYTUNNEL_LOG_FORMAT",
-            Setting::MaxLeasesPerOwner => "MYTUNNEL_MAX_LEASES_PER_OWNER",
-            Setting::AdminUsers => "MYTUNNEL_ADMIN_USERS",
-            Setting::TombstoneRetention => "MYTUNNEL_TOMBSTONE_RETENTION",
-            Setting::ReservedSlugs => "MYTUNNEL_RESERVED_SLUGS",
-            Setting::RouteMode => "MYTUNNEL_ROUTE_MODE",
-            Setting::SocketDir => "MYTUNNEL_SOCKET_DIR",
-            Setting::KeysDir => "MYTUNNEL_KEYS_DIR",
-        }
-    }
-
-    /// The default value as text, or `None` when the setting has no default.
-    pub fn default_value(self) -> Option<&'static str> {
-        match self {
-            Setting::DbPath => Some("/var/lib/mytunneld/leases.db"),
-            Setting::BaseDomain => None,
-            Setting::CaddyAdminUrl => Some("http://127.0.0.1:2019"),
-            Setting::CaddyServer => Some("srv0"),
-            Setting::MinPort => Some("21000"),
-            Setting::MaxPort => Some("21999"),
-            Setting::LeaseTtl => Some("2m"),
-            Setting::CleanupInterval => Some("30s"),
-            Setting::ReconcileInterval => Some("60s"),
-            Setting::HealthTimeout => Some("5s"),
-            Setting::LogFormat => Some("text"),
-            Setting::MaxLeasesPerOwner => Some("10"),
-            Setting::AdminUsers => Some(""),
-            Setting::TombstoneRetention => Some("7d"),
-            Setting::ReservedSlugs => None,
-            Setting::RouteMode => Some("routes"),
-            Setting::SocketDir => Some("/var/lib/mytunnel-sockets"),
-            Setting::KeysDir => Some("/etc/mytunneld/keys"),
-        }
-    }
-
-    /// One line of help for `--help`.
-    pub fn help(self) -> &'static str {
-        match self {
-            Setting::DbPath => "SQLite lease database file",
-            Setting::BaseDomain => {
-                "Tunnels are published at https://<slug>.<base-domain> (required to allocate)"
-            }
-            Setting::CaddyAdminUrl => "Caddy admin API; loopback or unix socket only",
-            Setting::CaddyServer => "Caddy HTTP server whose routes mytunnel manages",
-            Setting::MinPort => "Lowest edge port a lease binds",
-            Setting::MaxPort => "Highest edge port a lease binds",
-            Setting::LeaseTtl => "Lease time to live when the client asks for none",
-            Setting::CleanupInterval => "How often serve expires leases without heartbeats",
-            Setting::ReconcileInterval => "How often serve makes Caddy's routes match the leases",
-            Setting::HealthTimeout => "Bound on each health probe and admin API request",
-            Setting::LogFormat => "serve's log format: text or json",
-            Setting::MaxLeasesPerOwner => "Active leases one user may hold; 0 means unlimited",
-            Setting::AdminUsers => "Comma list of users who may --force, list --all and reconcile",
-            Setting::TombstoneRetention => "How long released/expired tombstones are kept",
-            Setting::ReservedSlugs => {
-                "Comma list of names no tunnel may take (default: www, api, admin, …)"
-            }
-            Setting::RouteMode => {
-                "static: one wildcard Caddy route to per-owner unix sockets (no Caddy reload \
-                 per lease); routes: one Caddy route per lease to a loopback port"
-            }
-            Setting::SocketDir => {
-                "static mode: root of hosts/ (written by serve) and owners/<user>/ (sockets)"
-            }
-            Setting::KeysDir => "Tunnel keys read by `mytunneld authorized-keys <user>`",
-        }
-    }
-
-    /// The setting a flag (`--db-path`) names.
-    pub fn from_flag(flag: &str) -> Option<Setting> {
-        Setting::ALL.into_iter().find(|s| s.flag() == flag)
-    }
-
-    fn from_env_var(name: &str) -> Option<Setting> {
-        Setting::ALL.into_iter().find(|s| s.env_var() == name)
-    }
-}
-
-impl fmt::Display for Setting {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({})", self.flag(), self.env_var())
-    }
-}
 
 /// Where a setting's value came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -407,6 +223,7 @@ impl fmt::Display for RouteMode {
 }
 
 /// A setting's raw value and origin after precedence.
+#[derive(Clone)]
 struct Raw<'a> {
     setting: Setting,
     value: Option<(&'a str, Origin)>,
@@ -416,12 +233,15 @@ impl Raw<'_> {
     fn invalid(&self, reason: impl Into<String>) -> ConfigError {
         ConfigError::Invalid {
             setting: self.setting,
-            origin: self
-                .value
-                .as_ref()
-                .map_or(Origin::Default, |(_, o)| o.clone()),
+            origin: self.origin(),
             reason: reason.into(),
         }
+    }
+
+    fn origin(&self) -> Origin {
+        self.value
+            .as_ref()
+            .map_or(Origin::Default, |(_, o)| o.clone())
     }
 
     fn text(&self) -> Option<&str> {
@@ -449,12 +269,15 @@ impl Raw<'_> {
     }
 }
 
-impl EdgeConfig {
-    /// Resolves every setting with the precedence flag > environment > env file > default.
-    ///
-    /// Returns the configuration and warnings (unknown `MYTUNNEL_*` names in the env file,
-    /// which are kept for forward compatibility: a rolled-back binary must still start).
-    pub fn resolve(inputs: &ConfigInputs) -> Result<(EdgeConfig, Vec<String>), ConfigError> {
+/// Every setting's raw value after precedence, and the env file's warnings.
+struct Precedence<'a> {
+    raw: BTreeMap<Setting, Raw<'a>>,
+    warnings: Vec<String>,
+}
+
+impl<'a> Precedence<'a> {
+    /// Applies flag > environment > env file > default to every setting.
+    fn apply(inputs: &'a ConfigInputs) -> Precedence<'a> {
         let mut warnings = Vec::new();
         let mut from_file: BTreeMap<Setting, (&str, Origin)> = BTreeMap::new();
         if let Some(file) = &inputs.env_file {
@@ -482,132 +305,258 @@ impl EdgeConfig {
                 }
             }
         }
-        let raw = |setting: Setting| -> Raw<'_> {
-            let value = if let Some(v) = inputs.flags.get(&setting) {
-                Some((v.as_str(), Origin::Flag))
-            } else if let Some(v) = inputs.environment.get(setting.env_var()) {
-                Some((v.as_str(), Origin::Environment))
-            } else if let Some((v, origin)) = from_file.get(&setting) {
-                Some((*v, origin.clone()))
-            } else {
-                setting.default_value().map(|v| (v, Origin::Default))
-            };
-            Raw { setting, value }
-        };
+        let raw = Setting::ALL
+            .into_iter()
+            .map(|setting| {
+                let value = if let Some(v) = inputs.flags.get(&setting) {
+                    Some((v.as_str(), Origin::Flag))
+                } else if let Some(v) = inputs.environment.get(setting.env_var()) {
+                    Some((v.as_str(), Origin::Environment))
+                } else if let Some((v, origin)) = from_file.remove(&setting) {
+                    Some((v, origin))
+                } else {
+                    setting.default_value().map(|v| (v, Origin::Default))
+                };
+                (setting, Raw { setting, value })
+            })
+            .collect();
+        Precedence { raw, warnings }
+    }
+
+    fn raw(&self, setting: Setting) -> Raw<'a> {
+        self.raw.get(&setting).cloned().unwrap_or(Raw {
+            setting,
+            value: None,
+        })
+    }
+
+    /// Validates every setting. Returns the configuration, or the first error in
+    /// resolution order; and every refused value, as (setting, reason).
+    fn validate(&self) -> (Result<EdgeConfig, ConfigError>, Vec<(Setting, String)>) {
+        let mut found = Findings::default();
+        let raw = |setting| self.raw(setting);
 
         let db = raw(Setting::DbPath);
-        let db_path = PathBuf::from(db.required()?);
-        if db_path.as_os_str().is_empty() {
-            return Err(db.invalid("is empty"));
-        }
+        let db_path = found.keep(db.required().and_then(|text| {
+            let path = PathBuf::from(text);
+            if path.as_os_str().is_empty() {
+                return Err(db.invalid("is empty"));
+            }
+            Ok(path)
+        }));
 
         let domain = raw(Setting::BaseDomain);
-        let base_domain = match domain.text().map(str::trim) {
-            None | Some("") => None,
-            Some(text) => Some(
-                text.parse::<BaseDomain>()
-                    .map_err(|e| domain.invalid(e.reason().to_owned()))?,
-            ),
-        };
+        let base_domain = found.keep(match domain.text().map(str::trim) {
+            None | Some("") => Ok(None),
+            Some(text) => text
+                .parse::<BaseDomain>()
+                .map(Some)
+                .map_err(|e| domain.invalid(e.reason().to_owned())),
+        });
 
         let admin = raw(Setting::CaddyAdminUrl);
-        let caddy_admin = admin
-            .required()?
-            .trim()
-            .parse::<CaddyAdminAddress>()
-            .map_err(|e| admin.invalid(e.reason().to_owned()))?;
+        let caddy_admin = found.keep(admin.required().and_then(|text| {
+            text.trim()
+                .parse::<CaddyAdminAddress>()
+                .map_err(|e| admin.invalid(e.reason().to_owned()))
+        }));
 
         let server = raw(Setting::CaddyServer);
-        let caddy_server = server.required()?.trim().to_owned();
-        if caddy_server.is_empty()
-            || !caddy_server
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
-        {
-            return Err(server.invalid(format!(
-                "{caddy_server:?} is not a Caddy server name ([A-Za-z0-9._-])"
-            )));
-        }
+        let caddy_server = found.keep(server.required().and_then(|text| {
+            let name = text.trim();
+            if name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+            {
+                return Err(server.invalid(format!(
+                    "{name:?} is not a Caddy server name ([A-Za-z0-9._-])"
+                )));
+            }
+            Ok(name.to_owned())
+        }));
 
         let (min, max) = (raw(Setting::MinPort), raw(Setting::MaxPort));
-        let ports = PortRange::new(min.port()?, max.port()?)
-            .map_err(|e| max.invalid(e.reason().to_owned()))?;
+        let min_port = found.keep(min.port());
+        let max_port = found.keep(max.port());
+        let ports = min_port.and_then(|low| {
+            max_port.and_then(|high| {
+                found
+                    .keep(PortRange::new(low, high).map_err(|e| max.invalid(e.reason().to_owned())))
+            })
+        });
 
-        let lease_ttl = Ttl::configured(raw(Setting::LeaseTtl).duration()?);
-        let cleanup_interval = raw(Setting::CleanupInterval).duration()?;
-        let reconcile_interval = raw(Setting::ReconcileInterval).duration()?;
-        let health_timeout = raw(Setting::HealthTimeout).duration()?;
-        let tombstone_retention = raw(Setting::TombstoneRetention).duration()?;
+        let lease_ttl = found.keep(raw(Setting::LeaseTtl).duration().map(Ttl::configured));
+        let cleanup_interval = found.keep(raw(Setting::CleanupInterval).duration());
+        let reconcile_interval = found.keep(raw(Setting::ReconcileInterval).duration());
+        let health_timeout = found.keep(raw(Setting::HealthTimeout).duration());
+        let tombstone_retention = found.keep(raw(Setting::TombstoneRetention).duration());
 
         let log = raw(Setting::LogFormat);
-        let log_format = match log.required()?.trim() {
-            "text" => LogFormat::Text,
-            "json" => LogFormat::Json,
-            other => return Err(log.invalid(format!("{other:?} is not text or json"))),
-        };
+        let log_format = found.keep(log.required().and_then(|text| match text.trim() {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(log.invalid(format!("{other:?} is not text or json"))),
+        }));
 
         let limit = raw(Setting::MaxLeasesPerOwner);
-        let limit_text = limit.required()?.trim();
-        let owner_limit = OwnerLimit::from_config(
-            limit_text
-                .parse::<u32>()
-                .map_err(|_| limit.invalid(format!("{limit_text:?} is not a whole number")))?,
-        );
+        let owner_limit = found.keep(limit.required().and_then(|text| {
+            let text = text.trim();
+            text.parse::<u32>()
+                .map(OwnerLimit::from_config)
+                .map_err(|_| limit.invalid(format!("{text:?} is not a whole number")))
+        }));
 
         let admins = raw(Setting::AdminUsers);
-        let admin_users = admins
-            .text()
-            .unwrap_or("")
-            .parse::<AdminUsers>()
-            .map_err(|e| admins.invalid(e.reason().to_owned()))?;
+        let admin_users = found.keep(
+            admins
+                .text()
+                .unwrap_or("")
+                .parse::<AdminUsers>()
+                .map_err(|e| admins.invalid(e.reason().to_owned())),
+        );
 
         let reserved = raw(Setting::ReservedSlugs);
-        let reserved_slugs = match reserved.text() {
-            None => ReservedSlugs::default(),
+        let reserved_slugs = found.keep(match reserved.text() {
+            None => Ok(ReservedSlugs::default()),
             Some(text) => text
                 .parse::<ReservedSlugs>()
-                .map_err(|e| reserved.invalid(e.reason().to_owned()))?,
-        };
+                .map_err(|e| reserved.invalid(e.reason().to_owned())),
+        });
 
         let mode = raw(Setting::RouteMode);
-        let route_mode = match mode.required()?.trim() {
-            "static" => RouteMode::Static,
-            "routes" => RouteMode::Routes,
-            other => return Err(mode.invalid(format!("{other:?} is not static or routes"))),
-        };
+        let route_mode = found.keep(mode.required().and_then(|text| match text.trim() {
+            "static" => Ok(RouteMode::Static),
+            "routes" => Ok(RouteMode::Routes),
+            other => Err(mode.invalid(format!("{other:?} is not static or routes"))),
+        }));
 
         let sockets = raw(Setting::SocketDir);
-        let socket_dir = PathBuf::from(sockets.required()?.trim());
-        check_socket_dir(&socket_dir).map_err(|reason| sockets.invalid(reason))?;
+        let socket_dir = found.keep(sockets.required().and_then(|text| {
+            let dir = PathBuf::from(text.trim());
+            check_socket_dir(&dir).map_err(|reason| sockets.invalid(reason))?;
+            Ok(dir)
+        }));
 
         let keys = raw(Setting::KeysDir);
-        let keys_dir = PathBuf::from(keys.required()?.trim());
-        if !keys_dir.is_absolute() {
-            return Err(keys.invalid("must be an absolute path"));
-        }
+        let keys_dir = found.keep(keys.required().and_then(|text| {
+            let dir = PathBuf::from(text.trim());
+            if !dir.is_absolute() {
+                return Err(keys.invalid("must be an absolute path"));
+            }
+            Ok(dir)
+        }));
 
-        Ok((
-            EdgeConfig {
-                db_path,
-                base_domain,
-                caddy_admin,
-                caddy_server,
-                ports,
-                lease_ttl,
-                cleanup_interval,
-                reconcile_interval,
-                health_timeout,
-                log_format,
-                owner_limit,
-                admin_users,
-                tombstone_retention,
-                reserved_slugs,
-                route_mode,
-                socket_dir,
-                keys_dir,
-            },
-            warnings,
-        ))
+        // Fields in resolution order: the first refused value is the error.
+        let config = (move || {
+            Ok(EdgeConfig {
+                db_path: db_path?,
+                base_domain: base_domain?,
+                caddy_admin: caddy_admin?,
+                caddy_server: caddy_server?,
+                ports: ports?,
+                lease_ttl: lease_ttl?,
+                cleanup_interval: cleanup_interval?,
+                reconcile_interval: reconcile_interval?,
+                health_timeout: health_timeout?,
+                tombstone_retention: tombstone_retention?,
+                log_format: log_format?,
+                owner_limit: owner_limit?,
+                admin_users: admin_users?,
+                reserved_slugs: reserved_slugs?,
+                route_mode: route_mode?,
+                socket_dir: socket_dir?,
+                keys_dir: keys_dir?,
+            })
+        })();
+        (config, found.refused)
+    }
+}
+
+/// The values validation refused, as it goes.
+#[derive(Default)]
+struct Findings {
+    refused: Vec<(Setting, String)>,
+}
+
+impl Findings {
+    /// Notes a refused value and passes the result on.
+    fn keep<T>(&mut self, result: Result<T, ConfigError>) -> Result<T, ConfigError> {
+        if let Err(ConfigError::Invalid {
+            setting, reason, ..
+        }) = &result
+        {
+            self.refused.push((*setting, reason.clone()));
+        }
+        result
+    }
+}
+
+/// One setting as `mytunneld config` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettingReport {
+    /// Which setting.
+    pub setting: Setting,
+    /// Its text after precedence; `None` when nothing sets it and it has no default.
+    pub value: Option<String>,
+    /// Where the text came from ([`Origin::Default`] also when there is none).
+    pub origin: Origin,
+    /// Why the value is refused; `None` when it is valid.
+    pub error: Option<String>,
+}
+
+/// Every setting's value, where it came from and whether it is valid, and the env file's
+/// warnings: what `mytunneld config` prints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigReport {
+    /// Every setting, in table order.
+    pub settings: Vec<SettingReport>,
+    /// Unknown `MYTUNNEL_*` names in the env file.
+    pub warnings: Vec<String>,
+}
+
+impl ConfigReport {
+    /// Whether every value is valid (so `serve` would start with them).
+    pub fn is_valid(&self) -> bool {
+        self.settings.iter().all(|s| s.error.is_none())
+    }
+}
+
+impl EdgeConfig {
+    /// Resolves every setting with the precedence flag > environment > env file > default.
+    ///
+    /// Returns the configuration and warnings (unknown `MYTUNNEL_*` names in the env file,
+    /// which are kept for forward compatibility: a rolled-back binary must still start).
+    pub fn resolve(inputs: &ConfigInputs) -> Result<(EdgeConfig, Vec<String>), ConfigError> {
+        let precedence = Precedence::apply(inputs);
+        let (config, _refused) = precedence.validate();
+        Ok((config?, precedence.warnings))
+    }
+
+    /// Resolves every setting as [`EdgeConfig::resolve`] does, and reports each one's
+    /// value, origin and, when it is refused, why (every refused value, not only the first).
+    pub fn report(inputs: &ConfigInputs) -> ConfigReport {
+        let precedence = Precedence::apply(inputs);
+        let (_config, refused) = precedence.validate();
+        let settings = Setting::ALL
+            .into_iter()
+            .map(|setting| {
+                let raw = precedence.raw(setting);
+                SettingReport {
+                    setting,
+                    value: raw.text().map(str::to_owned),
+                    origin: raw.origin(),
+                    error: refused
+                        .iter()
+                        .find(|(s, _)| *s == setting)
+                        .map(|(_, reason)| reason.clone()),
+                }
+            })
+            .collect();
+        ConfigReport {
+            settings,
+            warnings: precedence.warnings,
+        }
     }
 }
 
@@ -793,26 +742,65 @@ mod tests {
     }
 
     #[test]
-    fn override_flags_match_the_gate_list() {
-        // Every daemon override flag the gate refuses is a setting here, and vice versa
-        // except the two serve-only settings.
-        for flag in mytunnel_core::protocol::OVERRIDE_FLAGS {
-            assert!(Setting::ALL.iter().any(|s| s.flag() == flag), "{flag}");
-        }
-        let extra: Vec<&str> = Setting::ALL
+    fn the_report_names_every_value_its_origin_and_each_refused_one() {
+        let mut inputs = ConfigInputs {
+            env_file: file("MYTUNNEL_CADDY_ADMIN_URL=http://0.0.0.0:2019\nMYTUNNEL_MIN_PORT=x\n"),
+            environment: env(&[
+                ("MYTUNNEL_LOG_FORMAT", "xml"),
+                ("MYTUNNEL_ROUTE_MODE", "static"),
+            ]),
+            ..ConfigInputs::default()
+        };
+        inputs.flags.insert(Setting::KeysDir, "/srv/keys".into());
+        let report = EdgeConfig::report(&inputs);
+        assert!(!report.is_valid());
+        assert_eq!(report.settings.len(), Setting::ALL.len());
+        let entry = |setting| {
+            report
+                .settings
+                .iter()
+                .find(|s| s.setting == setting)
+                .unwrap()
+                .clone()
+        };
+        let keys = entry(Setting::KeysDir);
+        assert_eq!(
+            (keys.value.as_deref(), keys.origin),
+            (Some("/srv/keys"), Origin::Flag)
+        );
+        assert_eq!(entry(Setting::RouteMode).origin, Origin::Environment);
+        assert_eq!(
+            entry(Setting::MinPort).origin,
+            Origin::EnvFile {
+                path: PathBuf::from("/etc/mytunneld/mytunneld.env"),
+                line: 2
+            }
+        );
+        let db = entry(Setting::DbPath);
+        assert_eq!(
+            (db.value.as_deref(), db.origin, db.error),
+            (Some("/var/lib/mytunneld/leases.db"), Origin::Default, None)
+        );
+        let domain = entry(Setting::BaseDomain);
+        assert_eq!((domain.value, domain.error), (None, None));
+        // Every refused value, not only the first.
+        let refused: Vec<Setting> = report
+            .settings
             .iter()
-            .map(|s| s.flag())
-            .filter(|f| !mytunnel_core::protocol::OVERRIDE_FLAGS.contains(f))
+            .filter(|s| s.error.is_some())
+            .map(|s| s.setting)
             .collect();
         assert_eq!(
-            extra,
-            vec![
-                "--tombstone-retention",
-                "--reserved-slugs",
-                "--route-mode",
-                "--socket-dir",
-                "--keys-dir"
-            ]
+            refused,
+            [Setting::CaddyAdminUrl, Setting::MinPort, Setting::LogFormat]
         );
+        assert!(entry(Setting::CaddyAdminUrl)
+            .error
+            .unwrap()
+            .contains("loopback"));
+        // resolve gives the first of them.
+        let message = EdgeConfig::resolve(&inputs).unwrap_err().to_string();
+        assert!(message.contains("--caddy-admin-url"), "{message}");
+        assert!(EdgeConfig::report(&ConfigInputs::default()).is_valid());
     }
 }
