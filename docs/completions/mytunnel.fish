@@ -43,17 +43,17 @@ complete -c mytunnel -n "__fish_mytunnel_using_subcommand http" -l remote-bin -d
 complete -c mytunnel -n "__fish_mytunnel_using_subcommand http" -l base-domain -d 'Base domain the URL is expected under (checked, not sent) [env: MYTUNNEL_BASE_DOMAIN]' -r
 complete -c mytunnel -n "__fish_mytunnel_using_subcommand http" -l ssh-option -d 'Extra ssh option for every ssh run, e.g. --ssh-option Port=2222 (repeatable)' -r
 complete -c mytunnel -n "__fish_mytunnel_using_subcommand http" -l config -d 'The client profile file [default: ~/.config/mytunnel/config.toml]' -r -F
-complete -c mytunnel -n "__fish_mytunnel_using_subcommand http" -l db-path -d 'Remote --db-path' -r
-complete -c mytunnel -n "__fish_mytunnel_using_subcommand http" -l caddy-admin-url -d 'Remote --caddy-admin-url' -r
-complete -c mytunnel -n "__fish_mytunnel_using_subcommand http" -l caddy-server -d 'Remote --caddy-server' -r
-complete -c mytunnel -n "__fish_mytunnel_using_subcommand http" -l min-port -d 'Remote --min-port' -r
-complete -c mytunnel -n "__fish_mytunnel_using_subcommand http" -l max-port -d 'Remote --max-port' -r
-complete -c mytunnel -n "__fish_mytunnel_using_subcommand http" -l lease-ttl -d 'Remote --lease-ttl' -r
-complete -c mytunnel -n "__fish_mytunnel_using_subcommand http" -l cleanup-interval -d 'Remote --cleanup-interval' -r
-complete -c mytunnel -n "__fish_mytunnel_using_subcommand http" -l reconcile-interval -d 'Remote --reconcile-interval' -r
-complete -c mytunnel -n "__fish_mytunnel_using_subcommand http" -l health-timeout -d 'Remote --health-timeout' -r
-complete -c mytunnel -n "__fish_mytunnel_using_subcommand http" -l log-format -d 'Remote --log-format' -r
-complete -c mytunnel -n "__fish_mytunnel_using_subcommand http" -l max-leases-per-owner -d 'Remote --max-leases-per-owner' -r
+complete -c mytunnel -n "__fish_mytunnel_using_subcommand http" -l db-path -d 'Remote --db-path: SQLite lease database file' -r
+complete -c mytunnel -n "__fish_mytunnel_using_subcommand http" -l caddy-admin-url -d 'Remote --caddy-admin-url: Caddy admin API; loopback or unix socket only' -r
+complete -c mytunnel -n "__fish_mytunnel_using_subcommand http" -l caddy-server -d 'Remote --caddy-server: Caddy HTTP server whose routes mytunnel manages' -r
+complete -c mytunnel -n "__fish_mytunnel_using_subcommand http" -l min-port -d 'Remote --min-port: Lowest edge port a lease binds' -r
+complete -c mytunnel -n "__fish_mytunnel_using_subcommand http" -l max-port -d 'Remote --max-port: Highest edge port a lease binds' -r
+complete -c mytunnel -n "__fish_mytunnel_using_subcommand http" -l lease-ttl -d 'Remote --lease-ttl: Lease time to live when the client asks for none' -r
+complete -c mytunnel -n "__fish_mytunnel_using_subcommand http" -l cleanup-interval -d 'Remote --cleanup-interval: How often serve expires leases without heartbeats' -r
+complete -c mytunnel -n "__fish_mytunnel_using_subcommand http" -l reconcile-interval -d 'Remote --reconcile-interval: How often serve makes Caddy\'s routes match the leases' -r
+complete -c mytunnel -n "__fish_mytunnel_using_subcommand http" -l health-timeout -d 'Remote --health-timeout: Bound on each health probe and admin API request' -r
+complete -c mytunnel -n "__fish_mytunnel_using_subcommand http" -l log-format -d 'Remote --log-format: serve\'s log format: text or json' -r
+complete -c mytunnel -n "__fish_mytunnel_using_subcommand http" -l max-leases-per-owner -d 'Remote --max-leases-per-owner: Active leases one user may hold; 0 means unlimited' -r
 complete -c mytunnel -n "__fish_mytunnel_using_subcommand http" -l force -d 'Take the name over from another lease (edge admins only)'
 complete -c mytunnel -n "__fish_mytunnel_using_subcommand http" -l no-ssh-mux -d 'Open one SSH connection per control command instead of sharing one'
 complete -c mytunnel -n "__fish_mytunnel_using_subcommand http" -s h -l help -d 'Print help'
@@ -63,17 +63,17 @@ complete -c mytunnel -n "__fish_mytunnel_using_subcommand ls" -l remote-bin -d '
 complete -c mytunnel -n "__fish_mytunnel_using_subcommand ls" -l base-domain -d 'Base domain the URL is expected under (checked, not sent) [env: MYTUNNEL_BASE_DOMAIN]' -r
 complete -c mytunnel -n "__fish_mytunnel_using_subcommand ls" -l ssh-option -d 'Extra ssh option for every ssh run, e.g. --ssh-option Port=2222 (repeatable)' -r
 complete -c mytunnel -n "__fish_mytunnel_using_subcommand ls" -l config -d 'The client profile file [default: ~/.config/mytunnel/config.toml]' -r -F
-complete -c mytunnel -n "__fish_mytunnel_using_subcommand ls" -l db-path -d 'Remote --db-path' -r
-complete -c mytunnel -n "__fish_mytunnel_using_subcommand ls" -l caddy-admin-url -d 'Remote --caddy-admin-url' -r
-complete -c mytunnel -n "__fish_mytunnel_using_subcommand ls" -l caddy-server -d 'Remote --caddy-server' -r
-complete -c mytunnel -n "__fish_mytunnel_using_subcommand ls" -l min-port -d 'Remote --min-port' -r
-complete -c mytunnel -n "__fish_mytunnel_using_subcommand ls" -l max-port -d 'Remote --max-port' -r
-complete -c mytunnel -n "__fish_mytunnel_using_subcommand ls" -l lease-ttl -d 'Remote --lease-ttl' -r
-complete -c mytunnel -n "__fish_mytunnel_using_subcommand ls" -l cleanup-interval -d 'Remote --cleanup-interval' -r
-complete -c mytunnel -n "__fish_mytunnel_using_subcommand ls" -l reconcile-interval -d 'Remote --reconcile-interval' -r
-complete -c mytunnel -n "__fish_mytunnel_using_subcommand ls" -l health-timeout -d 'Remote --health-timeout' -r
-complete -c mytunnel -n "__fish_mytunnel_using_subcommand ls" -l log-format -d 'Remote --log-format' -r
-complete -c mytunnel -n "__fish_mytunnel_using_subcommand ls" -l max-leases-per-owner -d 'Remote --max-leases-per-owner' -r
+complete -c mytunnel -n "__fish_mytunnel_using_subcommand ls" -l db-path -d 'Remote --db-path: SQLite lease database file' -r
+complete -c mytunnel -n "__fish_mytunnel_using_subcommand ls" -l caddy-admin-url -d 'Remote --caddy-admin-url: Caddy admin API; loopback or unix socket only' -r
+complete -c mytunnel -n "__fish_mytunnel_using_subcommand ls" -l caddy-server -d 'Remote --caddy-server: Caddy HTTP server whose routes mytunnel manages' -r
+complete -c mytunnel -n "__fish_mytunnel_using_subcommand ls" -l min-port -d 'Remote --min-port: Lowest edge port a lease binds' -r
+complete -c mytunnel -n "__fish_mytunnel_using_subcommand ls" -l max-port -d 'Remote --max-port: Highest edge port a lease binds' -r
+complete -c mytunnel -n "__fish_mytunnel_using_subcommand ls" -l lease-ttl -d 'Remote --lease-ttl: Lease time to live when the client asks for none' -r
+complete -c mytunnel -n "__fish_mytunnel_using_subcommand ls" -l cleanup-interval -d 'Remote --cleanup-interval: How often serve expires leases without heartbeats' -r
+complete -c mytunnel -n "__fish_mytunnel_using_subcommand ls" -l reconcile-interval -d 'Remote --reconcile-interval: How often serve makes Caddy\'s routes match the leases' -r
+complete -c mytunnel -n "__fish_mytunnel_using_subcommand ls" -l health-timeout -d 'Remote --health-timeout: Bound on each health probe and admin API request' -r
+complete -c mytunnel -n "__fish_mytunnel_using_subcommand ls" -l log-format -d 'Remote --log-format: serve\'s log format: text or json' -r
+complete -c mytunnel -n "__fish_mytunnel_using_subcommand ls" -l max-leases-per-owner -d 'Remote --max-leases-per-owner: Active leases one user may hold; 0 means unlimited' -r
 complete -c mytunnel -n "__fish_mytunnel_using_subcommand ls" -l json -d 'Print the lease DTOs as a JSON array'
 complete -c mytunnel -n "__fish_mytunnel_using_subcommand ls" -l all -d 'Everyone\'s leases (edge admins only)'
 complete -c mytunnel -n "__fish_mytunnel_using_subcommand ls" -l no-ssh-mux -d 'Open one SSH connection per control command instead of sharing one'
@@ -84,17 +84,17 @@ complete -c mytunnel -n "__fish_mytunnel_using_subcommand stop" -l remote-bin -d
 complete -c mytunnel -n "__fish_mytunnel_using_subcommand stop" -l base-domain -d 'Base domain the URL is expected under (checked, not sent) [env: MYTUNNEL_BASE_DOMAIN]' -r
 complete -c mytunnel -n "__fish_mytunnel_using_subcommand stop" -l ssh-option -d 'Extra ssh option for every ssh run, e.g. --ssh-option Port=2222 (repeatable)' -r
 complete -c mytunnel -n "__fish_mytunnel_using_subcommand stop" -l config -d 'The client profile file [default: ~/.config/mytunnel/config.toml]' -r -F
-complete -c mytunnel -n "__fish_mytunnel_using_subcommand stop" -l db-path -d 'Remote --db-path' -r
-complete -c mytunnel -n "__fish_mytunnel_using_subcommand stop" -l caddy-admin-url -d 'Remote --caddy-admin-url' -r
-complete -c mytunnel -n "__fish_mytunnel_using_subcommand stop" -l caddy-server -d 'Remote --caddy-server' -r
-complete -c mytunnel -n "__fish_mytunnel_using_subcommand stop" -l min-port -d 'Remote --min-port' -r
-complete -c mytunnel -n "__fish_mytunnel_using_subcommand stop" -l max-port -d 'Remote --max-port' -r
-complete -c mytunnel -n "__fish_mytunnel_using_subcommand stop" -l lease-ttl -d 'Remote --lease-ttl' -r
-complete -c mytunnel -n "__fish_mytunnel_using_subcommand stop" -l cleanup-interval -d 'Remote --cleanup-interval' -r
-complete -c mytunnel -n "__fish_mytunnel_using_subcommand stop" -l reconcile-interval -d 'Remote --reconcile-interval' -r
-complete -c mytunnel -n "__fish_mytunnel_using_subcommand stop" -l health-timeout -d 'Remote --health-timeout' -r
-complete -c mytunnel -n "__fish_mytunnel_using_subcommand stop" -l log-format -d 'Remote --log-format' -r
-complete -c mytunnel -n "__fish_mytunnel_using_subcommand stop" -l max-leases-per-owner -d 'Remote --max-leases-per-owner' -r
+complete -c mytunnel -n "__fish_mytunnel_using_subcommand stop" -l db-path -d 'Remote --db-path: SQLite lease database file' -r
+complete -c mytunnel -n "__fish_mytunnel_using_subcommand stop" -l caddy-admin-url -d 'Remote --caddy-admin-url: Caddy admin API; loopback or unix socket only' -r
+complete -c mytunnel -n "__fish_mytunnel_using_subcommand stop" -l caddy-server -d 'Remote --caddy-server: Caddy HTTP server whose routes mytunnel manages' -r
+complete -c mytunnel -n "__fish_mytunnel_using_subcommand stop" -l min-port -d 'Remote --min-port: Lowest edge port a lease binds' -r
+complete -c mytunnel -n "__fish_mytunnel_using_subcommand stop" -l max-port -d 'Remote --max-port: Highest edge port a lease binds' -r
+complete -c mytunnel -n "__fish_mytunnel_using_subcommand stop" -l lease-ttl -d 'Remote --lease-ttl: Lease time to live when the client asks for none' -r
+complete -c mytunnel -n "__fish_mytunnel_using_subcommand stop" -l cleanup-interval -d 'Remote --cleanup-interval: How often serve expires leases without heartbeats' -r
+complete -c mytunnel -n "__fish_mytunnel_using_subcommand stop" -l reconcile-interval -d 'Remote --reconcile-interval: How often serve makes Caddy\'s routes match the leases' -r
+complete -c mytunnel -n "__fish_mytunnel_using_subcommand stop" -l health-timeout -d 'Remote --health-timeout: Bound on each health probe and admin API request' -r
+complete -c mytunnel -n "__fish_mytunnel_using_subcommand stop" -l log-format -d 'Remote --log-format: serve\'s log format: text or json' -r
+complete -c mytunnel -n "__fish_mytunnel_using_subcommand stop" -l max-leases-per-owner -d 'Remote --max-leases-per-owner: Active leases one user may hold; 0 means unlimited' -r
 complete -c mytunnel -n "__fish_mytunnel_using_subcommand stop" -l json -d 'Print the answer as JSON'
 complete -c mytunnel -n "__fish_mytunnel_using_subcommand stop" -l no-ssh-mux -d 'Open one SSH connection per control command instead of sharing one'
 complete -c mytunnel -n "__fish_mytunnel_using_subcommand stop" -s h -l help -d 'Print help'
@@ -104,17 +104,17 @@ complete -c mytunnel -n "__fish_mytunnel_using_subcommand rm" -l remote-bin -d '
 complete -c mytunnel -n "__fish_mytunnel_using_subcommand rm" -l base-domain -d 'Base domain the URL is expected under (checked, not sent) [env: MYTUNNEL_BASE_DOMAIN]' -r
 complete -c mytunnel -n "__fish_mytunnel_using_subcommand rm" -l ssh-option -d 'Extra ssh option for every ssh run, e.g. --ssh-option Port=2222 (repeatable)' -r
 complete -c mytunnel -n "__fish_mytunnel_using_subcommand rm" -l config -d 'The client profile file [default: ~/.config/mytunnel/config.toml]' -r -F
-complete -c mytunnel -n "__fish_mytunnel_using_subcommand rm" -l db-path -d 'Remote --db-path' -r
-complete -c mytunnel -n "__fish_mytunnel_using_subcommand rm" -l caddy-admin-url -d 'Remote --caddy-admin-url' -r
-complete -c mytunnel -n "__fish_mytunnel_using_subcommand rm" -l caddy-server -d 'Remote --caddy-server' -r
-complete -c mytunnel -n "__fish_mytunnel_using_subcommand rm" -l min-port -d 'Remote --min-port' -r
-complete -c mytunnel -n "__fish_mytunnel_using_subcommand rm" -l max-port -d 'Remote --max-port' -r
-complete -c mytunnel -n "__fish_mytunnel_using_subcommand rm" -l lease-ttl -d 'Remote --lease-ttl' -r
-complete -c mytunnel -n "__fish_mytunnel_using_subcommand rm" -l cleanup-interval -d 'Remote --cleanup-interval' -r
-complete -c mytunnel -n "__fish_mytunnel_using_subcommand rm" -l reconcile-interval -d 'Remote --reconcile-interval' -r
-complete -c mytunnel -n "__fish_mytunnel_using_subcommand rm" -l health-timeout -d 'Remote --health-timeout' -r
-complete -c mytunnel -n "__fish_mytunnel_using_subcommand rm" -l log-format -d 'Remote --log-format' -r
-complete -c mytunnel -n "__fish_mytunnel_using_subcommand rm" -l max-leases-per-owner -d 'Remote --max-leases-per-owner' -r
+complete -c mytunnel -n "__fish_mytunnel_using_subcommand rm" -l db-path -d 'Remote --db-path: SQLite lease database file' -r
+complete -c mytunnel -n "__fish_mytunnel_using_subcommand rm" -l caddy-admin-url -d 'Remote --caddy-admin-url: Caddy admin API; loopback or unix socket only' -r
+complete -c mytunnel -n "__fish_mytunnel_using_subcommand rm" -l caddy-server -d 'Remote --caddy-server: Caddy HTTP server whose routes mytunnel manages' -r
+complete -c mytunnel -n "__fish_mytunnel_using_subcommand rm" -l min-port -d 'Remote --min-port: Lowest edge port a lease binds' -r
+complete -c mytunnel -n "__fish_mytunnel_using_subcommand rm" -l max-port -d 'Remote --max-port: Highest edge port a lease binds' -r
+complete -c mytunnel -n "__fish_mytunnel_using_subcommand rm" -l lease-ttl -d 'Remote --lease-ttl: Lease time to live when the client asks for none' -r
+complete -c mytunnel -n "__fish_mytunnel_using_subcommand rm" -l cleanup-interval -d 'Remote --cleanup-interval: How often serve expires leases without heartbeats' -r
+complete -c mytunnel -n "__fish_mytunnel_using_subcommand rm" -l reconcile-interval -d 'Remote --reconcile-interval: How often serve makes Caddy\'s routes match the leases' -r
+complete -c mytunnel -n "__fish_mytunnel_using_subcommand rm" -l health-timeout -d 'Remote --health-timeout: Bound on each health probe and admin API request' -r
+complete -c mytunnel -n "__fish_mytunnel_using_subcommand rm" -l log-format -d 'Remote --log-format: serve\'s log format: text or json' -r
+complete -c mytunnel -n "__fish_mytunnel_using_subcommand rm" -l max-leases-per-owner -d 'Remote --max-leases-per-owner: Active leases one user may hold; 0 means unlimited' -r
 complete -c mytunnel -n "__fish_mytunnel_using_subcommand rm" -l json -d 'Print the answer as JSON'
 complete -c mytunnel -n "__fish_mytunnel_using_subcommand rm" -l no-ssh-mux -d 'Open one SSH connection per control command instead of sharing one'
 complete -c mytunnel -n "__fish_mytunnel_using_subcommand rm" -s h -l help -d 'Print help'
@@ -125,17 +125,17 @@ complete -c mytunnel -n "__fish_mytunnel_using_subcommand doctor" -l remote-bin 
 complete -c mytunnel -n "__fish_mytunnel_using_subcommand doctor" -l base-domain -d 'Base domain the URL is expected under (checked, not sent) [env: MYTUNNEL_BASE_DOMAIN]' -r
 complete -c mytunnel -n "__fish_mytunnel_using_subcommand doctor" -l ssh-option -d 'Extra ssh option for every ssh run, e.g. --ssh-option Port=2222 (repeatable)' -r
 complete -c mytunnel -n "__fish_mytunnel_using_subcommand doctor" -l config -d 'The client profile file [default: ~/.config/mytunnel/config.toml]' -r -F
-complete -c mytunnel -n "__fish_mytunnel_using_subcommand doctor" -l db-path -d 'Remote --db-path' -r
-complete -c mytunnel -n "__fish_mytunnel_using_subcommand doctor" -l caddy-admin-url -d 'Remote --caddy-admin-url' -r
-complete -c mytunnel -n "__fish_mytunnel_using_subcommand doctor" -l caddy-server -d 'Remote --caddy-server' -r
-complete -c mytunnel -n "__fish_mytunnel_using_subcommand doctor" -l min-port -d 'Remote --min-port' -r
-complete -c mytunnel -n "__fish_mytunnel_using_subcommand doctor" -l max-port -d 'Remote --max-port' -r
-complete -c mytunnel -n "__fish_mytunnel_using_subcommand doctor" -l lease-ttl -d 'Remote --lease-ttl' -r
-complete -c mytunnel -n "__fish_mytunnel_using_subcommand doctor" -l cleanup-interval -d 'Remote --cleanup-interval' -r
-complete -c mytunnel -n "__fish_mytunnel_using_subcommand doctor" -l reconcile-interval -d 'Remote --reconcile-interval' -r
-complete -c mytunnel -n "__fish_mytunnel_using_subcommand doctor" -l health-timeout -d 'Remote --health-timeout' -r
-complete -c mytunnel -n "__fish_mytunnel_using_subcommand doctor" -l log-format -d 'Remote --log-format' -r
-complete -c mytunnel -n "__fish_mytunnel_using_subcommand doctor" -l max-leases-per-owner -d 'Remote --max-leases-per-owner' -r
+complete -c mytunnel -n "__fish_mytunnel_using_subcommand doctor" -l db-path -d 'Remote --db-path: SQLite lease database file' -r
+complete -c mytunnel -n "__fish_mytunnel_using_subcommand doctor" -l caddy-admin-url -d 'Remote --caddy-admin-url: Caddy admin API; loopback or unix socket only' -r
+complete -c mytunnel -n "__fish_mytunnel_using_subcommand doctor" -l caddy-server -d 'Remote --caddy-server: Caddy HTTP server whose routes mytunnel manages' -r
+complete -c mytunnel -n "__fish_mytunnel_using_subcommand doctor" -l min-port -d 'Remote --min-port: Lowest edge port a lease binds' -r
+complete -c mytunnel -n "__fish_mytunnel_using_subcommand doctor" -l max-port -d 'Remote --max-port: Highest edge port a lease binds' -r
+complete -c mytunnel -n "__fish_mytunnel_using_subcommand doctor" -l lease-ttl -d 'Remote --lease-ttl: Lease time to live when the client asks for none' -r
+complete -c mytunnel -n "__fish_mytunnel_using_subcommand doctor" -l cleanup-interval -d 'Remote --cleanup-interval: How often serve expires leases without heartbeats' -r
+complete -c mytunnel -n "__fish_mytunnel_using_subcommand doctor" -l reconcile-interval -d 'Remote --reconcile-interval: How often serve makes Caddy\'s routes match the leases' -r
+complete -c mytunnel -n "__fish_mytunnel_using_subcommand doctor" -l health-timeout -d 'Remote --health-timeout: Bound on each health probe and admin API request' -r
+complete -c mytunnel -n "__fish_mytunnel_using_subcommand doctor" -l log-format -d 'Remote --log-format: serve\'s log format: text or json' -r
+complete -c mytunnel -n "__fish_mytunnel_using_subcommand doctor" -l max-leases-per-owner -d 'Remote --max-leases-per-owner: Active leases one user may hold; 0 means unlimited' -r
 complete -c mytunnel -n "__fish_mytunnel_using_subcommand doctor" -l json -d 'Print the checks as JSON'
 complete -c mytunnel -n "__fish_mytunnel_using_subcommand doctor" -l no-ssh-mux -d 'Open one SSH connection per control command instead of sharing one'
 complete -c mytunnel -n "__fish_mytunnel_using_subcommand doctor" -s h -l help -d 'Print help'

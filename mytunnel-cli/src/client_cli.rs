@@ -12,6 +12,7 @@ use mytunnel_client::profile::ExplicitEdge;
 use mytunnel_client::{EdgeSettings, Multiplexing, Reconnect, Tunnel, TunnelError, TunnelEvent};
 use mytunnel_core::printable::printable;
 use mytunnel_core::protocol::{LeaseDto, ListScope, Takeover};
+use mytunnel_core::settings::Setting;
 use mytunnel_core::transport::TransportError;
 use mytunnel_core::LeaseRef;
 
@@ -89,65 +90,64 @@ pub struct EdgeArgs {
     pub overrides: RemoteOverrides,
 }
 
-/// Daemon settings passed to the remote `mytunneld ctl` only when given. The SSH gate
-/// refuses them; they serve edges reached without the gate.
-#[derive(Debug, Clone, Default, Args)]
-#[command(next_help_heading = "Remote overrides (refused by the SSH gate)")]
+/// Daemon settings passed to the remote `mytunneld ctl` only when given: the settings
+/// table's remote overrides, in table order. The SSH gate refuses them; they serve edges
+/// reached without the gate.
+#[derive(Debug, Clone, Default)]
 pub struct RemoteOverrides {
-    /// Remote --db-path
-    #[arg(long, value_name = "PATH")]
-    pub db_path: Option<String>,
-    /// Remote --caddy-admin-url
-    #[arg(long, value_name = "URL")]
-    pub caddy_admin_url: Option<String>,
-    /// Remote --caddy-server
-    #[arg(long, value_name = "NAME")]
-    pub caddy_server: Option<String>,
-    /// Remote --min-port
-    #[arg(long, value_name = "PORT")]
-    pub min_port: Option<String>,
-    /// Remote --max-port
-    #[arg(long, value_name = "PORT")]
-    pub max_port: Option<String>,
-    /// Remote --lease-ttl
-    #[arg(long, value_name = "DURATION")]
-    pub lease_ttl: Option<String>,
-    /// Remote --cleanup-interval
-    #[arg(long, value_name = "DURATION")]
-    pub cleanup_interval: Option<String>,
-    /// Remote --reconcile-interval
-    #[arg(long, value_name = "DURATION")]
-    pub reconcile_interval: Option<String>,
-    /// Remote --health-timeout
-    #[arg(long, value_name = "DURATION")]
-    pub health_timeout: Option<String>,
-    /// Remote --log-format
-    #[arg(long, value_name = "text|json")]
-    pub log_format: Option<String>,
-    /// Remote --max-leases-per-owner
-    #[arg(long, value_name = "N")]
-    pub max_leases_per_owner: Option<String>,
+    given: Vec<(Setting, String)>,
+}
+
+/// The settings `mytunnel` offers as remote overrides.
+fn remote_override_settings() -> impl Iterator<Item = Setting> {
+    Setting::ALL
+        .into_iter()
+        .filter(|setting| setting.spec().client_override)
 }
 
 impl RemoteOverrides {
     /// The given ones, as `(flag, value)`.
     pub fn pairs(&self) -> Vec<(String, String)> {
-        [
-            ("--db-path", &self.db_path),
-            ("--caddy-admin-url", &self.caddy_admin_url),
-            ("--caddy-server", &self.caddy_server),
-            ("--min-port", &self.min_port),
-            ("--max-port", &self.max_port),
-            ("--lease-ttl", &self.lease_ttl),
-            ("--cleanup-interval", &self.cleanup_interval),
-            ("--reconcile-interval", &self.reconcile_interval),
-            ("--health-timeout", &self.health_timeout),
-            ("--log-format", &self.log_format),
-            ("--max-leases-per-owner", &self.max_leases_per_owner),
-        ]
-        .into_iter()
-        .filter_map(|(flag, value)| value.as_ref().map(|v| (flag.to_owned(), v.clone())))
-        .collect()
+        self.given
+            .iter()
+            .map(|(setting, value)| (setting.flag().to_owned(), value.clone()))
+            .collect()
+    }
+}
+
+impl clap::Args for RemoteOverrides {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        cmd.args(remote_override_settings().map(|setting| {
+            let spec = setting.spec();
+            clap::Arg::new(spec.name)
+                .long(spec.flag.trim_start_matches('-'))
+                .value_name(spec.value_name)
+                .help(format!("Remote {}: {}", spec.flag, spec.help))
+                .help_heading("Remote overrides (refused by the SSH gate)")
+        }))
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
+    }
+}
+
+impl clap::FromArgMatches for RemoteOverrides {
+    fn from_arg_matches(matches: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        Ok(RemoteOverrides {
+            given: remote_override_settings()
+                .filter_map(|setting| {
+                    matches
+                        .get_one::<String>(setting.name())
+                        .map(|value| (setting, value.clone()))
+                })
+                .collect(),
+        })
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &clap::ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(matches)?;
+        Ok(())
     }
 }
 

@@ -10,13 +10,16 @@ use mytunnel_edge::config::{
     load_env_file, split_setting_flags, ConfigInputs, EdgeConfig, Setting, DEFAULT_ENV_FILE,
 };
 
+use crate::config_output::{config_output, ConfigOutput, EnvFileSeen};
+
 const EXAMPLES: &str = "\
 Examples:
   mytunneld serve --base-domain tunnel.example.com
   mytunneld ctl health
   mytunneld ctl list --all
   mytunneld ctl allocate --local-port 3000 --name portal
-  sudo -u alice mytunneld ctl list";
+  sudo -u alice mytunneld ctl list
+  mytunneld config";
 
 /// The help of `mytunneld ctl` (it parses its own words, so clap does not render it).
 pub const CTL_HELP: &str = "\
@@ -51,17 +54,19 @@ fn setting_id(setting: Setting) -> &'static str {
     setting.flag().trim_start_matches('-')
 }
 
+/// The daemon settings as flags, from the settings table.
 fn setting_args() -> Vec<Arg> {
     Setting::ALL
         .into_iter()
         .map(|setting| {
-            let mut help = format!("{} [env: {}]", setting.help(), setting.env_var());
-            if let Some(default) = setting.default_value().filter(|d| !d.is_empty()) {
+            let spec = setting.spec();
+            let mut help = format!("{} [env: {}]", spec.help, spec.env_var);
+            if let Some(default) = spec.default.filter(|d| !d.is_empty()) {
                 help.push_str(&format!(" [default: {default}]"));
             }
             Arg::new(setting_id(setting))
                 .long(setting_id(setting))
-                .value_name("VALUE")
+                .value_name(spec.value_name)
                 .help(help)
                 .help_heading("Daemon settings")
         })
@@ -82,7 +87,7 @@ pub fn command() -> Command {
                 .global(true)
                 .value_name("PATH")
                 .default_value(DEFAULT_ENV_FILE)
-                .help("Env file of KEY=VALUE settings, read by serve, ctl, gate and authorized-keys"),
+                .help("Env file of KEY=VALUE settings, read by serve, ctl, gate, authorized-keys and config"),
         )
         .subcommand(
             Command::new("serve")
@@ -123,7 +128,40 @@ pub fn command() -> Command {
                 )
                 .args(setting_args()),
         )
+        .subcommand(
+            Command::new("config")
+                .about("Print every setting as serve resolves it, where its value came from, and what is refused")
+                .long_about(CONFIG_ABOUT)
+                .after_help(CONFIG_EXAMPLES)
+                .arg(
+                    Arg::new("json")
+                        .long("json")
+                        .action(ArgAction::SetTrue)
+                        .help("Print one JSON document instead of text"),
+                )
+                .args(setting_args()),
+        )
 }
+
+const CONFIG_ABOUT: &str = "\
+Prints every daemon setting as `mytunneld serve` resolves it here (flag > MYTUNNEL_*
+environment > env file > default), where each value came from, and why a value is
+refused. Every setting is printed, also when some are refused.
+
+--json prints one document: {\"env_file\": {\"path\", \"found\"}, \"valid\", \"settings\": [{\"name\",
+\"flag\", \"env\", \"value\" (null when unset), \"source\" (flag, environment, env_file or
+default), \"line\" (of the env file, else null), \"default\", \"gate_override\", \"error\"
+(null when valid)}], \"warnings\"}. The edge scripts read paths, the route mode and the
+admin URL check from it.
+
+Exit codes: 0 every value is valid, 1 some value is refused (serve would not start), 2 the
+env file cannot be read.";
+
+const CONFIG_EXAMPLES: &str = "\
+Examples:
+  mytunneld config
+  mytunneld --env-file /etc/mytunneld/mytunneld.env config --json
+  mytunneld config --route-mode static";
 
 const AUTHORIZED_KEYS_ABOUT: &str = "\
 sshd's AuthorizedKeysCommand for tunnel users. Reads USER's public keys from
@@ -170,7 +208,7 @@ pub fn parse_authorized_keys(
     Ok(AuthorizedKeysInvocation { config, user, gate })
 }
 
-/// The settings given as flags to `serve`.
+/// The settings given as flags to `serve`, `authorized-keys` or `config`.
 pub fn serve_settings(matches: &ArgMatches) -> BTreeMap<Setting, String> {
     Setting::ALL
         .into_iter()
@@ -201,6 +239,26 @@ pub fn load_config(
         env_file,
     })
     .map_err(|e| e.to_string())
+}
+
+/// Runs `mytunneld config [--json]`: resolves every setting from the flags, the
+/// environment and the env file. An env file that cannot be read is the error.
+pub fn run_config(matches: &ArgMatches, env_file: &Path) -> Result<ConfigOutput, String> {
+    let file = load_env_file(env_file).map_err(|e| e.to_string())?;
+    let found = file.is_some();
+    let report = EdgeConfig::report(&ConfigInputs {
+        flags: serve_settings(matches),
+        environment: mytunnel_environment(),
+        env_file: file,
+    });
+    Ok(config_output(
+        &report,
+        EnvFileSeen {
+            path: env_file,
+            found,
+        },
+        matches.get_flag("json"),
+    ))
 }
 
 /// What `mytunneld ctl WORDS` asks for.

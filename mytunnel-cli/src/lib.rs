@@ -5,5 +5,7 @@
 #![allow(rustdoc::invalid_html_tags)]
 
 pub mod client_cli;
+pub mod config_output;
 pub mod edge_cli;
+pub mod reference;
 pub mod shutdown;

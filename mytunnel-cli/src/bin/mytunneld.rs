@@ -101,6 +101,16 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Some(("config", sub)) => match edge_cli::run_config(sub, &env_file) {
+            Ok(output) => {
+                print!("{}", output.stdout);
+                ExitCode::from(output.exit_code)
+            }
+            Err(e) => {
+                eprintln!("mytunneld config: {e}");
+                ExitCode::from(2)
+            }
+        },
         _ => ExitCode::from(2),
     }
 }
