@@ -33,53 +33,28 @@
 #              install-edge.sh wrote in DIR/etc/ssh/sshd_config.d/mytunnel.conf (256:30:1024
 #              when it wrote none): sshd keeps the last MaxStartups it reads, so a later
 #              file or line can shrink it, and a reconnect storm then loses logins
-#   admin-url  MYTUNNEL_CADDY_ADMIN_URL is http://localhost, 127.x.y.z or [::1] (optional
-#              :PORT), or a unix socket (unix//PATH, unix:///PATH)
+#   admin-url  mytunneld takes MYTUNNEL_CADDY_ADMIN_URL: http://localhost, 127.x.y.z or
+#              [::1] (optional :PORT), or a unix socket (unix//PATH, unix:///PATH)
 #   health     `mytunneld ctl health` answers healthy (it asks `mytunneld serve`, which
 #              must be running)
 #
+# The settings (the database path, the keys and socket directories, the admin URL) are
+# what the installed binary resolves from the env file: `mytunneld --env-file FILE config
+# --json`, read with python3. When it cannot answer, paths come from the env file's own
+# lines and mytunneld's defaults, and admin-url fails: nothing else can tell what
+# mytunneld would accept.
+#
 # Exit codes: 0 all checks pass, 1 a check failed, 2 usage error.
 set -euo pipefail
+
+readonly SCRIPT_NAME=check-edge
+# shellcheck source=scripts/lib-edge.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib-edge.sh"
 
 usage() {
     echo "usage: $0 [--destdir DIR] [--group NAME] [--user NAME] [--proxy-group NAME] [--sshd-config FILE]" >&2
     exit 2
 }
-
-destdir=''
-group=mytunnel
-user=mytunneld
-proxy_group=caddy
-sshd_config=''
-while [[ $# -gt 0 ]]; do
-    case $1 in
-        --destdir | --group | --user | --proxy-group | --sshd-config)
-            [[ $# -ge 2 ]] || usage
-            case $1 in
-                --destdir) destdir=$2 ;;
-                --group) group=$2 ;;
-                --user) user=$2 ;;
-                --proxy-group) proxy_group=$2 ;;
-                --sshd-config) sshd_config=$2 ;;
-            esac
-            shift 2
-            ;;
-        *)
-            usage
-            ;;
-    esac
-done
-destdir=${destdir%/}
-sshd_config=${sshd_config:-$destdir/etc/ssh/sshd_config}
-
-# The configuration comes from the env file only, as for the service.
-while IFS= read -r var; do
-    unset "$var"
-done < <(compgen -e | grep '^MYTUNNEL_' || true)
-
-bin_path=$destdir/usr/local/bin/mytunneld
-env_file=$destdir/etc/mytunneld/mytunneld.env
-state_dir=$destdir/var/lib/mytunneld
 
 failed=()
 checks=0
@@ -101,41 +76,12 @@ mode_of() {
     printf '%04o' "$((8#$(stat -c '%a' "$1")))"
 }
 
-# shellcheck source=scripts/lib-edge.sh
-source "$(dirname "${BASH_SOURCE[0]}")/lib-edge.sh"
-
-# is_loopback_url URL: status 0 when URL names only a loopback admin API.
-is_loopback_url() {
-    local url=$1 authority host port octet
-    [[ $url =~ [[:cntrl:]] || $url =~ [[:space:]] ]] && return 1
-    if [[ $url == unix//* || $url == unix:///* ]]; then
-        [[ $url != */ ]]
+check_binary() {
+    local mode owner
+    if [[ ! -f $bin_path ]]; then
+        fail binary "$bin_path is missing" "run install-edge.sh"
         return
     fi
-    [[ $url == http://* ]] || return 1
-    authority=${url#http://}
-    authority=${authority%/}
-    # No user info, path, query, fragment or escapes: host[:port] and nothing else.
-    [[ $authority == *[@/?#%\\]* ]] && return 1
-    if [[ $authority == \[* ]]; then
-        [[ $authority =~ ^\[::1\](:([0-9]{1,5}))?$ ]] || return 1
-        port=${BASH_REMATCH[2]}
-    else
-        [[ $authority =~ ^([^:]+)(:([0-9]{1,5}))?$ ]] || return 1
-        host=${BASH_REMATCH[1]}
-        port=${BASH_REMATCH[3]}
-        if [[ ${host,,} != localhost ]]; then
-            octet='(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])'
-            [[ $host =~ ^127\.$octet\.$octet\.$octet$ ]] || return 1
-        fi
-    fi
-    [[ -z $port ]] || ((10#$port >= 1 && 10#$port <= 65535))
-}
-
-# --- binary ------------------------------------------------------------------------------
-if [[ ! -f $bin_path ]]; then
-    fail binary "$bin_path is missing" "run install-edge.sh"
-else
     mode=$(mode_of "$bin_path")
     owner=$(stat -c '%U' "$bin_path")
     if [[ $mode == 0755 && $owner == root ]]; then
@@ -144,12 +90,14 @@ else
         fail binary "$bin_path mode $mode owner $owner (want 0755, root)" \
             "chown root:root $bin_path && chmod 0755 $bin_path"
     fi
-fi
+}
 
-# --- env file ----------------------------------------------------------------------------
-if [[ ! -f $env_file ]]; then
-    fail env-file "$env_file is missing" "run install-edge.sh, then set MYTUNNEL_BASE_DOMAIN in it"
-else
+check_env_file() {
+    local mode
+    if [[ ! -f $env_file ]]; then
+        fail env-file "$env_file is missing" "run install-edge.sh, then set MYTUNNEL_BASE_DOMAIN in it"
+        return
+    fi
     mode=$(mode_of "$env_file")
     if [[ $mode == 0600 || $mode == 0640 ]]; then
         pass env-file "$env_file mode $mode group $(stat -c '%G' "$env_file")"
@@ -157,30 +105,28 @@ else
         fail env-file "$env_file mode $mode (want 0600 or 0640, never world-readable)" \
             "chmod 0640 $env_file && chgrp $group $env_file"
     fi
-fi
+}
 
-
-db_path=$(env_value MYTUNNEL_DB_PATH "$env_file") || db_path=$state_dir/leases.db
-db_dir=$(dirname "$db_path")
-db_name=$(basename "$db_path")
-
-# --- database directory ------------------------------------------------------------------
 # Only serve (the service user) opens the database: nobody else may add, replace or bind
-# anything there (a socket named <db>-journal locks every tenant out).
-db_dir_visible=0
-if [[ -L $db_dir || ! -d $db_dir ]]; then
-    fail state-dir "$db_dir is missing or not a directory" "run install-edge.sh"
-elif [[ ! -r $db_dir || ! -x $db_dir ]]; then
-    fail state-dir "cannot look into $db_dir as $(id -un)" "run check-edge.sh as root"
-else
+# anything there (a socket named <db>-journal locks every tenant out). Sets db_dir_visible.
+check_state_dir() {
+    local mode owner entry name
+    local problems=() strays=()
+    db_dir_visible=0
+    if [[ -L $db_dir || ! -d $db_dir ]]; then
+        fail state-dir "$db_dir is missing or not a directory" "run install-edge.sh"
+        return
+    fi
+    if [[ ! -r $db_dir || ! -x $db_dir ]]; then
+        fail state-dir "cannot look into $db_dir as $(id -un)" "run check-edge.sh as root"
+        return
+    fi
     db_dir_visible=1
     mode=$(mode_of "$db_dir")
     owner=$(stat -c '%U:%G' "$db_dir")
-    problems=()
     if [[ ${owner%%:*} != "$user" || $((8#$mode & 8#022)) -ne 0 ]]; then
         problems+=("$db_dir is $mode $owner (want owner $user, not writable by group or others)")
     fi
-    strays=()
     while IFS= read -r -d '' entry; do
         name=${entry##*/}
         if [[ -f $entry && ! -L $entry ]]; then
@@ -199,49 +145,51 @@ else
         fail state-dir "${problems[*]}" \
             "rerun install-edge.sh: it makes $db_dir 0700 $user:$group and removes what is not a regular file; move other files elsewhere"
     fi
-fi
+}
 
-# --- database ----------------------------------------------------------------------------
-bad=()
-present=()
-for file in "$db_path" "$db_path-wal" "$db_path-shm" "$db_path-journal"; do
-    [[ -f $file && ! -L $file ]] || continue
-    mode=$(mode_of "$file")
-    owner=$(stat -c '%U' "$file")
-    present+=("$(printable "$(basename "$file")") $mode $owner")
-    [[ ($mode == 0600 || $mode == 0660) && $owner == "$user" ]] || bad+=("$(printable "$file")")
-done
-if [[ $db_dir_visible -eq 0 ]]; then
-    fail database "cannot see $db_path" "see state-dir above"
-elif [[ ${#present[@]} -eq 0 ]]; then
-    pass database "$db_path not created yet (the service creates it 0600)"
-elif [[ ${#bad[@]} -eq 0 ]]; then
-    pass database "$db_path: ${present[*]}"
-else
-    fail database "${bad[*]} not 0600 or 0660 of $user (${present[*]})" \
-        "rerun install-edge.sh (it makes them 0600 $user:$group)"
-fi
+check_database() {
+    local file mode owner
+    local bad=() present=()
+    for file in "$db_path" "$db_path-wal" "$db_path-shm" "$db_path-journal"; do
+        [[ -f $file && ! -L $file ]] || continue
+        mode=$(mode_of "$file")
+        owner=$(stat -c '%U' "$file")
+        present+=("$(printable "$(basename "$file")") $mode $owner")
+        [[ ($mode == 0600 || $mode == 0660) && $owner == "$user" ]] || bad+=("$(printable "$file")")
+    done
+    if [[ $db_dir_visible -eq 0 ]]; then
+        fail database "cannot see $db_path" "see state-dir above"
+    elif [[ ${#present[@]} -eq 0 ]]; then
+        pass database "$db_path not created yet (the service creates it 0600)"
+    elif [[ ${#bad[@]} -eq 0 ]]; then
+        pass database "$db_path: ${present[*]}"
+    else
+        fail database "${bad[*]} not 0600 or 0660 of $user (${present[*]})" \
+            "rerun install-edge.sh (it makes them 0600 $user:$group)"
+    fi
+}
 
-# --- keys directory ------------------------------------------------------------------------
-if keys_dir=$(env_value MYTUNNEL_KEYS_DIR "$env_file"); then
+# Only when the env file sets MYTUNNEL_KEYS_DIR (an install from before route modes has none).
+check_keys_dir() {
+    local keys_dir mode owner
+    [[ ${setting_source[MYTUNNEL_KEYS_DIR]:-default} != default ]] || return 0
+    keys_dir=${setting_value[MYTUNNEL_KEYS_DIR]}
     if [[ ! -d $keys_dir ]]; then
         fail keys-dir "$keys_dir is missing" "run install-edge.sh (it creates it 0755 root:root)"
-    else
-        mode=$(mode_of "$keys_dir")
-        owner=$(stat -c '%U:%G' "$keys_dir")
-        if [[ $owner == root:root && $((8#$mode & 8#022)) -eq 0 ]]; then
-            pass keys-dir "$keys_dir mode $mode owner $owner"
-        else
-            fail keys-dir "$keys_dir mode $mode owner $owner (want root:root, not group/other-writable)" \
-                "chown root:root $keys_dir && chmod 0755 $keys_dir"
-        fi
+        return
     fi
-fi
+    mode=$(mode_of "$keys_dir")
+    owner=$(stat -c '%U:%G' "$keys_dir")
+    if [[ $owner == root:root && $((8#$mode & 8#022)) -eq 0 ]]; then
+        pass keys-dir "$keys_dir mode $mode owner $owner"
+    else
+        fail keys-dir "$keys_dir mode $mode owner $owner (want root:root, not group/other-writable)" \
+            "chown root:root $keys_dir && chmod 0755 $keys_dir"
+    fi
+}
 
-# --- socket directory ----------------------------------------------------------------------
-socket_dir=$(env_value MYTUNNEL_SOCKET_DIR "$env_file") || socket_dir=/var/lib/mytunnel-sockets
-problems=()
-# want PATH MODE OWNER GROUP
+# want PATH MODE OWNER GROUP: adds to the caller's problems when PATH is not a directory of
+# that mode, owner and group.
 want() {
     local path=$1 mode=$2 owner=$3 grp=$4 got
     if [[ -L $path || ! -d $path ]]; then
@@ -253,142 +201,207 @@ want() {
         problems+=("$path is $got (want $mode $owner $grp)")
     fi
 }
-# serve binds control.sock here; every lease binds a socket in owners/<user> (both modes).
-want "$socket_dir" 0755 "$user" "$group"
-want "$socket_dir/hosts" 0755 "$user" "$group"
-want "$socket_dir/owners" 0755 root root
-owners=0
-if [[ -d $socket_dir/owners && ! -L $socket_dir/owners ]]; then
-    for dir in "$socket_dir"/owners/*; do
-        [[ -e $dir || -L $dir ]] || continue
-        owners=$((owners + 1))
-        want "$dir" 2750 "$(basename "$dir")" "$proxy_group"
-    done
-fi
-summary="$socket_dir 0755 $user: hosts 0755, owners 0755 root, $owners owner directories 2750 <user>:$proxy_group"
-if [[ ${#problems[@]} -eq 0 ]]; then
-    pass sockets "$summary"
-else
-    fail sockets "${problems[*]}" \
-        "rerun install-edge.sh for the layout, install-edge-ssh-key.sh USER KEY --socket-dir $socket_dir --proxy-group $proxy_group for an owner directory"
-fi
 
-# --- tunnel users' sockets elsewhere --------------------------------------------------------
+# serve binds control.sock in the socket directory; every lease binds a socket in
+# owners/<user> (both modes).
+check_sockets() {
+    local dir summary
+    local problems=()
+    local owners=0
+    want "$socket_dir" 0755 "$user" "$group"
+    want "$socket_dir/hosts" 0755 "$user" "$group"
+    want "$socket_dir/owners" 0755 root root
+    if [[ -d $socket_dir/owners && ! -L $socket_dir/owners ]]; then
+        for dir in "$socket_dir"/owners/*; do
+            [[ -e $dir || -L $dir ]] || continue
+            owners=$((owners + 1))
+            want "$dir" 2750 "$(basename "$dir")" "$proxy_group"
+        done
+    fi
+    summary="$socket_dir 0755 $user: hosts 0755, owners 0755 root, $owners owner directories 2750 <user>:$proxy_group"
+    if [[ ${#problems[@]} -eq 0 ]]; then
+        pass sockets "$summary"
+    else
+        fail sockets "${problems[*]}" \
+            "rerun install-edge.sh for the layout, install-edge-ssh-key.sh USER KEY --socket-dir $socket_dir --proxy-group $proxy_group for an owner directory"
+    fi
+}
+
+# outside PATH OWNER: whether PATH is not in OWNER's own socket directory.
+outside() {
+    local dir
+    dir=$(dirname -- "$1")
+    [[ $dir != "$socket_dir/owners/$2" ]]
+}
+
 # A tunnel user may bind a unix socket with `ssh -R PATH:…` wherever it may write; serve
 # sweeps only owners/<user>. Report what lies elsewhere (docs/operations.md says what to do).
-members=$(getent group "$group" | cut -d: -f4 | tr ',' ' ' || true)
-stray=()
-if [[ -n $members ]]; then
-    declare -A is_member=()
-    for member in $members; do
-        is_member[$member]=1
-    done
-    # The service user is in the group too; its sockets (control.sock) are the edge's own.
-    unset "is_member[$user]"
-    # outside PATH OWNER: whether PATH is not in OWNER's own socket directory.
-    outside() {
-        local dir
-        dir=$(dirname -- "$1")
-        [[ $dir != "$socket_dir/owners/$2" ]]
-    }
-    candidates=()
-    # Bound sockets anywhere: the path column of /proc/net/unix.
-    while IFS= read -r path; do
-        candidates+=("$path")
-    done < <(awk 'NR > 1 && $8 ~ /^\// { print $8 }' /proc/net/unix 2>/dev/null | sort -u | head -n 100000)
-    # Socket files nothing holds, in the places every user may write, and the homes.
-    homes=()
-    for member in $members; do
-        home=$(getent passwd "$member" | cut -d: -f6)
-        [[ -n $home && -d $home && $home != / ]] && homes+=("$home")
-    done
-    while IFS= read -r path; do
-        candidates+=("$path")
-    done < <(find /tmp /var/tmp /dev/shm "${homes[@]}" -xdev -maxdepth 4 -type s 2>/dev/null | head -n 100000)
-    declare -A seen=()
-    for path in "${candidates[@]}"; do
-        [[ -n ${seen[$path]:-} ]] && continue
-        seen[$path]=1
-        [[ -S $path ]] || continue
-        owner=$(stat -c '%U' -- "$path" 2>/dev/null) || continue
-        if [[ -n ${is_member[$owner]:-} ]] && outside "$path" "$owner"; then
-            stray+=("$owner:$(printable "$path")")
-        fi
-    done
-fi
-if [[ ${#stray[@]} -eq 0 ]]; then
-    pass stray-sockets "no socket of a $group member outside its owners/<user> directory"
-else
-    fail stray-sockets "${#stray[@]} socket(s) of $group members outside their directory: ${stray[*]:0:5}" \
-        "remove them (rm); keep tunnel users from writing on the database's filesystem (docs/operations.md, hardening)"
-fi
+check_stray_sockets() {
+    local members member home path owner
+    local stray=() candidates=() homes=()
+    local -A is_member=() seen=()
+    members=$(getent group "$group" | cut -d: -f4 | tr ',' ' ' || true)
+    if [[ -n $members ]]; then
+        for member in $members; do
+            is_member[$member]=1
+        done
+        # The service user is in the group too; its sockets (control.sock) are the edge's own.
+        unset "is_member[$user]"
+        # Bound sockets anywhere: the path column of /proc/net/unix.
+        while IFS= read -r path; do
+            candidates+=("$path")
+        done < <(awk 'NR > 1 && $8 ~ /^\// { print $8 }' /proc/net/unix 2>/dev/null | sort -u | head -n 100000)
+        # Socket files nothing holds, in the places every user may write, and the homes.
+        for member in $members; do
+            home=$(getent passwd "$member" | cut -d: -f6)
+            [[ -n $home && -d $home && $home != / ]] && homes+=("$home")
+        done
+        while IFS= read -r path; do
+            candidates+=("$path")
+        done < <(find /tmp /var/tmp /dev/shm "${homes[@]}" -xdev -maxdepth 4 -type s 2>/dev/null | head -n 100000)
+        for path in "${candidates[@]}"; do
+            [[ -n ${seen[$path]:-} ]] && continue
+            seen[$path]=1
+            [[ -S $path ]] || continue
+            owner=$(stat -c '%U' -- "$path" 2>/dev/null) || continue
+            if [[ -n ${is_member[$owner]:-} ]] && outside "$path" "$owner"; then
+                stray+=("$owner:$(printable "$path")")
+            fi
+        done
+    fi
+    if [[ ${#stray[@]} -eq 0 ]]; then
+        pass stray-sockets "no socket of a $group member outside its owners/<user> directory"
+    else
+        fail stray-sockets "${#stray[@]} socket(s) of $group members outside their directory: ${stray[*]:0:5}" \
+            "remove them (rm); keep tunnel users from writing on the database's filesystem (docs/operations.md, hardening)"
+    fi
+}
 
-# --- sshd: MaxStartups ----------------------------------------------------------------------
 # When sshd restarts every tunnel reconnects at once; with fewer handshakes allowed at once
 # than install-edge.sh sized, sshd drops logins (clients see kex_exchange_identification).
-dropin=$destdir/etc/ssh/sshd_config.d/mytunnel.conf
-want=$DEFAULT_MAX_STARTUPS
-want_from="install-edge.sh's default"
-if [[ -f $dropin ]]; then
-    set_in_dropin=$(awk 'tolower($1) == "maxstartups" { value = $2 } END { print value }' "$dropin")
-    if [[ -n $set_in_dropin ]]; then
-        want=$set_in_dropin
-        want_from=$dropin
+check_sshd() {
+    local dropin=$destdir/etc/ssh/sshd_config.d/mytunnel.conf
+    local want=$DEFAULT_MAX_STARTUPS
+    local want_from="install-edge.sh's default"
+    local set_in_dropin sshd_bin wanted effective got got_parts want_start want_full got_start got_full
+    if [[ -f $dropin ]]; then
+        set_in_dropin=$(awk 'tolower($1) == "maxstartups" { value = $2 } END { print value }' "$dropin")
+        if [[ -n $set_in_dropin ]]; then
+            want=$set_in_dropin
+            want_from=$dropin
+        fi
     fi
-fi
-sshd_bin=/usr/sbin/sshd
-[[ -x $sshd_bin ]] || sshd_bin=$(command -v sshd || echo /usr/sbin/sshd)
-if ! wanted=$(parse_max_startups "$want"); then
-    fail sshd "MaxStartups $(printable "$want") in $want_from is not START:RATE:FULL" \
-        "rerun install-edge.sh (--max-startups START:RATE:FULL)"
-elif [[ ! -x $sshd_bin ]]; then
-    fail sshd "no sshd binary to ask (sshd -T)" "install openssh-server"
-elif ! effective=$("$sshd_bin" -T -f "$sshd_config" 2>&1); then
-    fail sshd "sshd -T -f $sshd_config failed: $(printable "$(tail -n 3 <<<"$effective")")" \
-        "run check-edge.sh as root; fix what \`sshd -t -f $sshd_config\` reports"
-else
-    got=$(awk '$1 == "maxstartups" { print $2 }' <<<"$effective")
-    read -r want_start _ want_full <<<"$wanted"
-    if got_parts=$(parse_max_startups "$got"); then
-        read -r got_start _ got_full <<<"$got_parts"
+    sshd_bin=/usr/sbin/sshd
+    [[ -x $sshd_bin ]] || sshd_bin=$(command -v sshd || echo /usr/sbin/sshd)
+    if ! wanted=$(parse_max_startups "$want"); then
+        fail sshd "MaxStartups $(printable "$want") in $want_from is not START:RATE:FULL" \
+            "rerun install-edge.sh (--max-startups START:RATE:FULL)"
+    elif [[ ! -x $sshd_bin ]]; then
+        fail sshd "no sshd binary to ask (sshd -T)" "install openssh-server"
+    elif ! effective=$("$sshd_bin" -T -f "$sshd_config" 2>&1); then
+        fail sshd "sshd -T -f $sshd_config failed: $(printable "$(tail -n 3 <<<"$effective")")" \
+            "run check-edge.sh as root; fix what \`sshd -t -f $sshd_config\` reports"
     else
-        got_start=0
-        got_full=0
+        got=$(awk '$1 == "maxstartups" { print $2 }' <<<"$effective")
+        read -r want_start _ want_full <<<"$wanted"
+        if got_parts=$(parse_max_startups "$got"); then
+            read -r got_start _ got_full <<<"$got_parts"
+        else
+            got_start=0
+            got_full=0
+        fi
+        if ((got_start >= want_start && got_full >= want_full)); then
+            pass sshd "sshd -T: maxstartups $got (want at least $want, from $want_from)"
+        else
+            fail sshd "sshd -T: maxstartups ${got:-unset}, less than $want (from $want_from): a reconnect storm after an sshd restart loses logins" \
+                "sshd keeps the last MaxStartups it reads: remove the one after $dropin (grep -ri maxstartups /etc/ssh), then systemctl reload ssh"
+        fi
     fi
-    if ((got_start >= want_start && got_full >= want_full)); then
-        pass sshd "sshd -T: maxstartups $got (want at least $want, from $want_from)"
+}
+
+# The admin API can rewrite every route: mytunneld refuses any address that is not
+# loopback, and check-edge asks it rather than parse the URL again.
+check_admin_url() {
+    local admin_url=${setting_value[MYTUNNEL_CADDY_ADMIN_URL]}
+    local hint="the admin API can rewrite every route: use http://127.0.0.1:2019 or unix//run/caddy/admin.sock"
+    if [[ $settings_known -eq 0 ]]; then
+        fail admin-url "cannot ask mytunneld whether MYTUNNEL_CADDY_ADMIN_URL=$(printable "${admin_url:0:200}") is loopback: $settings_problem" \
+            "see the binary and health checks; check-edge reads \`mytunneld config --json\` with python3"
+    elif [[ -z ${setting_error[MYTUNNEL_CADDY_ADMIN_URL]} ]]; then
+        pass admin-url "MYTUNNEL_CADDY_ADMIN_URL=$admin_url is loopback"
     else
-        fail sshd "sshd -T: maxstartups ${got:-unset}, less than $want (from $want_from): a reconnect storm after an sshd restart loses logins" \
-            "sshd keeps the last MaxStartups it reads: remove the one after $dropin (grep -ri maxstartups /etc/ssh), then systemctl reload ssh"
+        fail admin-url "MYTUNNEL_CADDY_ADMIN_URL=$(printable "${admin_url:0:200}") is not loopback: $(printable "${setting_error[MYTUNNEL_CADDY_ADMIN_URL]:0:300}")" \
+            "$hint"
     fi
-fi
+}
 
-# --- admin URL ---------------------------------------------------------------------------
-admin_url=$(env_value MYTUNNEL_CADDY_ADMIN_URL "$env_file") || admin_url=http://127.0.0.1:2019
-if is_loopback_url "$admin_url"; then
-    pass admin-url "MYTUNNEL_CADDY_ADMIN_URL=$admin_url is loopback"
-else
-    fail admin-url "MYTUNNEL_CADDY_ADMIN_URL=${admin_url:0:200} is not loopback" \
-        "the admin API can rewrite every route: use http://127.0.0.1:2019 or unix//run/caddy/admin.sock"
-fi
-
-# --- health ------------------------------------------------------------------------------
-if [[ ! -x $bin_path ]]; then
-    fail health "no executable $bin_path" "run install-edge.sh"
-else
-    rc=0
-    health=$(timeout --kill-after=5 30 "$bin_path" --env-file "$env_file" ctl health 2>&1) || rc=$?
-    if [[ $rc -eq 0 && $health == *'"healthy":true'* ]]; then
+check_health() {
+    if [[ ! -x $bin_path ]]; then
+        fail health "no executable $bin_path" "run install-edge.sh"
+    elif edge_health "$bin_path" "$env_file"; then
         pass health "mytunneld ctl health: healthy"
     else
-        fail health "mytunneld ctl health exit $rc: ${health:0:400}" \
+        fail health "mytunneld ctl health exit $health_rc: ${health_text:0:400}" \
             "is mytunneld serve running (systemctl status mytunneld)? is Caddy running with its admin API at the configured URL?"
     fi
-fi
+}
 
-if [[ ${#failed[@]} -eq 0 ]]; then
-    echo "check-edge: all $checks checks passed"
-    exit 0
-fi
-echo "check-edge: ${#failed[@]} of $checks checks failed: ${failed[*]}"
-exit 1
+main() {
+    destdir=''
+    group=mytunnel
+    user=mytunneld
+    proxy_group=caddy
+    sshd_config=''
+    while [[ $# -gt 0 ]]; do
+        case $1 in
+            --destdir | --group | --user | --proxy-group | --sshd-config)
+                [[ $# -ge 2 ]] || usage
+                case $1 in
+                    --destdir) destdir=$2 ;;
+                    --group) group=$2 ;;
+                    --user) user=$2 ;;
+                    --proxy-group) proxy_group=$2 ;;
+                    --sshd-config) sshd_config=$2 ;;
+                esac
+                shift 2
+                ;;
+            *)
+                usage
+                ;;
+        esac
+    done
+    destdir=${destdir%/}
+    sshd_config=${sshd_config:-$destdir/etc/ssh/sshd_config}
+
+    # The configuration comes from the env file only, as for the service.
+    clear_mytunnel_environment
+
+    bin_path=$destdir/usr/local/bin/mytunneld
+    env_file=$destdir/etc/mytunneld/mytunneld.env
+    settings_known=1
+    edge_settings "$env_file" "$bin_path" || settings_known=0
+    db_path=$(edge_path MYTUNNEL_DB_PATH "$destdir")
+    db_dir=$(dirname "$db_path")
+    db_name=$(basename "$db_path")
+    socket_dir=$(edge_path MYTUNNEL_SOCKET_DIR "$destdir")
+
+    check_binary
+    check_env_file
+    check_state_dir
+    check_database
+    check_keys_dir
+    check_sockets
+    check_stray_sockets
+    check_sshd
+    check_admin_url
+    check_health
+
+    if [[ ${#failed[@]} -eq 0 ]]; then
+        echo "check-edge: all $checks checks passed"
+        exit 0
+    fi
+    echo "check-edge: ${#failed[@]} of $checks checks failed: ${failed[*]}"
+    exit 1
+}
+
+main "$@"

@@ -37,6 +37,10 @@
 # Key material is never printed: only its fingerprint.
 set -euo pipefail
 
+readonly SCRIPT_NAME=install-edge-ssh-key
+# shellcheck source=scripts/lib-edge.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib-edge.sh"
+
 readonly DEFAULT_GATE_COMMAND='/usr/local/bin/mytunneld gate'
 
 usage() {
@@ -44,139 +48,155 @@ usage() {
     exit 2
 }
 
-die() {
-    echo "install-edge-ssh-key: $1" >&2
-    exit "${2:-1}"
+# parse_args ARGS...: sets user, pubkey_file and the options' variables.
+parse_args() {
+    [[ $# -ge 2 ]] || usage
+    user=$1
+    pubkey_file=$2
+    shift 2
+    gate_command=$DEFAULT_GATE_COMMAND
+    group=''
+    remove=0
+    keys_dir=''
+    socket_dir=''
+    proxy_group=''
+    env_file=/etc/mytunneld/mytunneld.env
+    socket_inodes=''
+    socket_inodes_given=0
+    fstab=/etc/fstab
+    while [[ $# -gt 0 ]]; do
+        case $1 in
+            --keys-dir | --socket-dir | --proxy-group | --env-file | --socket-inodes | --fstab)
+                [[ $# -ge 2 ]] || usage
+                case $1 in
+                    --keys-dir) keys_dir=$2 ;;
+                    --socket-dir) socket_dir=$2 ;;
+                    --proxy-group) proxy_group=$2 ;;
+                    --env-file) env_file=$2 ;;
+                    --socket-inodes) socket_inodes=$2 socket_inodes_given=1 ;;
+                    --fstab) fstab=$2 ;;
+                esac
+                shift 2
+                ;;
+            --gate-command)
+                [[ $# -ge 2 ]] || usage
+                gate_command=$2
+                shift 2
+                ;;
+            --gate-command=*)
+                gate_command=${1#--gate-command=}
+                shift
+                ;;
+            --group)
+                [[ $# -ge 2 ]] || usage
+                group=$2
+                shift 2
+                ;;
+            --group=*)
+                group=${1#--group=}
+                shift
+                ;;
+            --remove)
+                remove=1
+                shift
+                ;;
+            *)
+                usage
+                ;;
+        esac
+    done
 }
 
-[[ $# -ge 2 ]] || usage
-user=$1
-pubkey_file=$2
-shift 2
-gate_command=$DEFAULT_GATE_COMMAND
-group=''
-remove=0
-keys_dir=''
-socket_dir=''
-proxy_group=''
-env_file=/etc/mytunneld/mytunneld.env
-socket_inodes=''
-socket_inodes_given=0
-fstab=/etc/fstab
-while [[ $# -gt 0 ]]; do
-    case $1 in
-        --keys-dir | --socket-dir | --proxy-group | --env-file | --socket-inodes | --fstab)
-            [[ $# -ge 2 ]] || usage
-            case $1 in
-                --keys-dir) keys_dir=$2 ;;
-                --socket-dir) socket_dir=$2 ;;
-                --proxy-group) proxy_group=$2 ;;
-                --env-file) env_file=$2 ;;
-                --socket-inodes) socket_inodes=$2 socket_inodes_given=1 ;;
-                --fstab) fstab=$2 ;;
-            esac
-            shift 2
-            ;;
-        --gate-command)
-            [[ $# -ge 2 ]] || usage
-            gate_command=$2
-            shift 2
-            ;;
-        --gate-command=*)
-            gate_command=${1#--gate-command=}
-            shift
-            ;;
-        --group)
-            [[ $# -ge 2 ]] || usage
-            group=$2
-            shift 2
-            ;;
-        --group=*)
-            group=${1#--group=}
-            shift
-            ;;
-        --remove)
-            remove=1
-            shift
-            ;;
-        *)
-            usage
-            ;;
-    esac
-done
-
-# A user name useradd accepts, and that cannot be read as an option.
-[[ $user =~ ^[a-z_][a-z0-9_-]{0,31}$ ]] || die "invalid user name: $user" 2
-if [[ -n $group && ! $group =~ ^[a-z_][a-z0-9_-]{0,31}$ ]]; then
-    die "invalid group name: $group" 2
-fi
-# shellcheck source=scripts/lib-edge.sh
-source "$(dirname "${BASH_SOURCE[0]}")/lib-edge.sh"
-# What the edge's env file says, unless given here.
-if [[ -z $keys_dir ]]; then
-    keys_dir=$(env_value MYTUNNEL_KEYS_DIR "$env_file") || keys_dir=''
-fi
-# Every lease binds a socket in the owner's directory (both route modes).
-if [[ -z $socket_dir && -f $env_file ]]; then
-    socket_dir=$(env_value MYTUNNEL_SOCKET_DIR "$env_file") || socket_dir=/var/lib/mytunnel-sockets
-fi
-proxy_group=${proxy_group:-caddy}
-for dir in "$keys_dir" "$socket_dir"; do
-    if [[ -n $dir && ! $dir =~ ^/[A-Za-z0-9/._-]*$ ]]; then
-        die "invalid directory: $dir (an absolute path of [A-Za-z0-9/._-])" 2
+# check_args: refuses (exit 2) bad names, directories and options; takes the keys and
+# socket directories from the edge's env file when not given.
+check_args() {
+    local dir
+    # A user name useradd accepts, and that cannot be read as an option.
+    [[ $user =~ ^[a-z_][a-z0-9_-]{0,31}$ ]] || die "invalid user name: $user" 2
+    if [[ -n $group && ! $group =~ ^[a-z_][a-z0-9_-]{0,31}$ ]]; then
+        die "invalid group name: $group" 2
     fi
-done
-keys_dir=${keys_dir%/}
-socket_dir=${socket_dir%/}
-[[ $proxy_group =~ ^[a-z_][a-z0-9_-]{0,31}$ ]] || die "invalid proxy group name: $proxy_group" 2
-if [[ $socket_inodes_given -eq 1 ]]; then
-    if ! [[ $socket_inodes =~ ^[0-9]{1,5}$ ]] || ((10#$socket_inodes < 8 || 10#$socket_inodes > 65536)); then
-        die "--socket-inodes must be a number from 8 to 65536: $socket_inodes" 2
+    # What the edge's env file says, unless given here: as the installed mytunneld reads
+    # it. Before mytunneld is installed, the file's own lines (edge_settings' fallback).
+    if [[ -z $keys_dir || (-z $socket_dir && -f $env_file) ]]; then
+        edge_settings "$env_file" /usr/local/bin/mytunneld || true
     fi
-    socket_inodes=$((10#$socket_inodes))
-    [[ -n $socket_dir ]] || die "--socket-inodes needs a socket directory (--socket-dir, or the env file's)" 2
-fi
-# The command goes between double quotes in authorized_keys.
-if [[ -z $gate_command || $gate_command == *'"'* || $gate_command == *\\* || $gate_command =~ [[:cntrl:]] ]]; then
-    die "the gate command must be non-empty, without quotes, backslashes or control characters" 2
-fi
-
-# --- the key: exactly one line "<type> <base64> [comment]" that ssh-keygen reads ---------
-[[ -f $pubkey_file && -r $pubkey_file ]] || die "cannot read $pubkey_file" 2
-lines=$(grep -c '' "$pubkey_file" || true)
-[[ $lines -eq 1 ]] || die "$pubkey_file must hold exactly one public key line" 2
-IFS= read -r key_line <"$pubkey_file" || true
-key_line=${key_line%$'\r'}
-key_re='^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp256|ecdsa-sha2-nistp384|ecdsa-sha2-nistp521|sk-ssh-ed25519@openssh\.com|sk-ecdsa-sha2-nistp256@openssh\.com) ([A-Za-z0-9+/]+={0,3})( [^[:cntrl:]]*)?$'
-[[ $key_line =~ $key_re ]] || die "$pubkey_file is not a public key (expected '<type> <base64> [comment]')" 2
-key_type=${BASH_REMATCH[1]}
-key_blob=${BASH_REMATCH[2]}
-comment=${BASH_REMATCH[3]# }
-if ! fingerprint=$(ssh-keygen -l -f "$pubkey_file" 2>/dev/null); then
-    die "$pubkey_file is not a valid public key (ssh-keygen cannot read it)" 2
-fi
-# Keep only the fingerprint itself ("256 SHA256:… comment (ED25519)" -> "SHA256:…").
-fingerprint=$(awk '{print $2}' <<<"$fingerprint")
-
-# --- the user ----------------------------------------------------------------------------
-[[ $(id -u) -eq 0 ]] || die "must run as root"
-if ! id -u "$user" >/dev/null 2>&1; then
-    [[ $remove -eq 0 ]] || die "no user $user" 2
-    # 9: created meanwhile by a concurrent run.
-    useradd -m -s /bin/sh "$user" || id -u "$user" >/dev/null 2>&1 || die "useradd $user failed"
-    echo "created user $user"
-fi
-if [[ $remove -eq 0 ]]; then
-    # A locked account ('!' in the password field) cannot log in with a key under UsePAM no.
-    usermod -p '*' "$user"
-    if [[ -n $group ]]; then
-        getent group "$group" >/dev/null || groupadd -f "$group"
-        usermod -a -G "$group" "$user"
+    # The keys directory only when the env file sets it (an install from before route
+    # modes keeps keys in ~/.ssh).
+    if [[ -z $keys_dir && ${setting_source[MYTUNNEL_KEYS_DIR]:-default} != default ]]; then
+        keys_dir=${setting_value[MYTUNNEL_KEYS_DIR]}
     fi
-fi
+    # Every lease binds a socket in the owner's directory (both route modes).
+    if [[ -z $socket_dir && -f $env_file ]]; then
+        socket_dir=${setting_value[MYTUNNEL_SOCKET_DIR]}
+    fi
+    proxy_group=${proxy_group:-caddy}
+    for dir in "$keys_dir" "$socket_dir"; do
+        if [[ -n $dir && ! $dir =~ ^/[A-Za-z0-9/._-]*$ ]]; then
+            die "invalid directory: $dir (an absolute path of [A-Za-z0-9/._-])" 2
+        fi
+    done
+    keys_dir=${keys_dir%/}
+    socket_dir=${socket_dir%/}
+    [[ $proxy_group =~ ^[a-z_][a-z0-9_-]{0,31}$ ]] || die "invalid proxy group name: $proxy_group" 2
+    if [[ $socket_inodes_given -eq 1 ]]; then
+        if ! [[ $socket_inodes =~ ^[0-9]{1,5}$ ]] || ((10#$socket_inodes < 8 || 10#$socket_inodes > 65536)); then
+            die "--socket-inodes must be a number from 8 to 65536: $socket_inodes" 2
+        fi
+        socket_inodes=$((10#$socket_inodes))
+        [[ -n $socket_dir ]] || die "--socket-inodes needs a socket directory (--socket-dir, or the env file's)" 2
+    fi
+    # The command goes between double quotes in authorized_keys.
+    if [[ -z $gate_command || $gate_command == *'"'* || $gate_command == *\\* || $gate_command =~ [[:cntrl:]] ]]; then
+        die "the gate command must be non-empty, without quotes, backslashes or control characters" 2
+    fi
+}
 
-# --- the user's socket directory ---------------------------------------------------------
-if [[ -n $socket_dir && $remove -eq 0 ]]; then
+# read_key: the key, exactly one line "<type> <base64> [comment]" that ssh-keygen reads;
+# sets key_type, key_blob, comment and fingerprint.
+read_key() {
+    local lines key_line key_re
+    [[ -f $pubkey_file && -r $pubkey_file ]] || die "cannot read $pubkey_file" 2
+    lines=$(grep -c '' "$pubkey_file" || true)
+    [[ $lines -eq 1 ]] || die "$pubkey_file must hold exactly one public key line" 2
+    IFS= read -r key_line <"$pubkey_file" || true
+    key_line=${key_line%$'\r'}
+    key_re='^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp256|ecdsa-sha2-nistp384|ecdsa-sha2-nistp521|sk-ssh-ed25519@openssh\.com|sk-ecdsa-sha2-nistp256@openssh\.com) ([A-Za-z0-9+/]+={0,3})( [^[:cntrl:]]*)?$'
+    [[ $key_line =~ $key_re ]] || die "$pubkey_file is not a public key (expected '<type> <base64> [comment]')" 2
+    key_type=${BASH_REMATCH[1]}
+    key_blob=${BASH_REMATCH[2]}
+    comment=${BASH_REMATCH[3]# }
+    if ! fingerprint=$(ssh-keygen -l -f "$pubkey_file" 2>/dev/null); then
+        die "$pubkey_file is not a valid public key (ssh-keygen cannot read it)" 2
+    fi
+    # Keep only the fingerprint itself ("256 SHA256:… comment (ED25519)" -> "SHA256:…").
+    fingerprint=$(awk '{print $2}' <<<"$fingerprint")
+}
+
+# ensure_user: creates the user when missing, unlocks it for key login, adds it to the
+# group.
+ensure_user() {
+    [[ $(id -u) -eq 0 ]] || die "must run as root"
+    if ! id -u "$user" >/dev/null 2>&1; then
+        [[ $remove -eq 0 ]] || die "no user $user" 2
+        # 9: created meanwhile by a concurrent run.
+        useradd -m -s /bin/sh "$user" || id -u "$user" >/dev/null 2>&1 || die "useradd $user failed"
+        echo "created user $user"
+    fi
+    if [[ $remove -eq 0 ]]; then
+        # A locked account ('!' in the password field) cannot log in with a key under UsePAM no.
+        usermod -p '*' "$user"
+        if [[ -n $group ]]; then
+            getent group "$group" >/dev/null || groupadd -f "$group"
+            usermod -a -G "$group" "$user"
+        fi
+    fi
+}
+
+# make_socket_dir: the user's socket directory, owners/<user>, the user's and the proxy's
+# group's only (optionally its own small filesystem).
+make_socket_dir() {
+    local owners user_sockets options fstab_tmp
     owners=$socket_dir/owners
     [[ -d $owners ]] || die "$owners does not exist: run install-edge.sh first"
     getent group "$proxy_group" >/dev/null || die "no group $proxy_group (--proxy-group): install the proxy first"
@@ -213,10 +233,39 @@ if [[ -n $socket_dir && $remove -eq 0 ]]; then
     # setgid: sockets made inside get the proxy's group.
     chmod 2750 "$user_sockets"
     echo "socket directory $user_sockets ($user:$proxy_group 2750)"
-fi
+}
 
-# --- keys directory: the key without options, read by `mytunneld authorized-keys` --------
-if [[ -n $keys_dir ]]; then
+# rewrite_key_file FILE OWNER MODE [LINE]: replaces FILE atomically (a temporary file in
+# its directory, renamed into place, so a concurrent login never reads a half-written
+# file), one writer at a time (flock on the directory): every line of FILE except those
+# carrying this key, whatever their options, then LINE when given.
+key_tmp=''
+rewrite_key_file() {
+    local file=$1 owner=$2 mode=$3 line=${4:-} dir
+    dir=$(dirname "$file")
+    exec 9<"$dir"
+    flock 9
+    key_tmp=$(mktemp "$dir/.$(basename "$file").XXXXXX")
+    trap 'rm -f "$key_tmp"' EXIT
+    if [[ -f $file ]]; then
+        awk -v blob="$key_blob" '{
+            keep = 1
+            for (i = 1; i <= NF; i++) if ($i == blob) keep = 0
+            if (keep) print
+        }' "$file" >"$key_tmp"
+    fi
+    if [[ -n $line ]]; then
+        printf '%s\n' "$line" >>"$key_tmp"
+    fi
+    chown "$owner" "$key_tmp"
+    chmod "$mode" "$key_tmp"
+    mv -f "$key_tmp" "$file"
+    trap - EXIT
+}
+
+# The keys directory: the key without options, read by `mytunneld authorized-keys`.
+install_in_keys_dir() {
+    local keys_dir_mode keys_file line=''
     if [[ ! -d $keys_dir ]]; then
         install -d -m 0755 -o root -g root "$keys_dir"
     fi
@@ -227,74 +276,60 @@ if [[ -n $keys_dir ]]; then
         die "$keys_dir must be a directory of root, not writable by group or others (mode $keys_dir_mode owner $(stat -c '%U' "$keys_dir"))"
     fi
     keys_file=$keys_dir/$user
-    exec 9<"$keys_dir"
-    flock 9
-    tmp=$(mktemp "$keys_dir/.$user.XXXXXX")
-    trap 'rm -f "$tmp"' EXIT
-    if [[ -f $keys_file ]]; then
-        awk -v blob="$key_blob" '{
-            keep = 1
-            for (i = 1; i <= NF; i++) if ($i == blob) keep = 0
-            if (keep) print
-        }' "$keys_file" >"$tmp"
-    fi
     if [[ $remove -eq 0 ]]; then
         line="$key_type $key_blob"
         [[ -n $comment ]] && line+=" $comment"
-        printf '%s\n' "$line" >>"$tmp"
     fi
-    chown root:root "$tmp"
-    chmod 0644 "$tmp"
-    mv -f "$tmp" "$keys_file"
-    trap - EXIT
+    rewrite_key_file "$keys_file" root:root 0644 "$line"
     if [[ $remove -eq 1 ]]; then
         echo "removed key $fingerprint from $keys_file"
     else
         echo "installed key $fingerprint for $user in $keys_file"
     fi
-    exit 0
-fi
+}
 
-home=$(getent passwd "$user" | cut -d: -f6)
-[[ -n $home && $home == /* ]] || die "user $user has no home directory"
-if [[ ! -d $home ]]; then
-    mkdir -p "$home"
-    chown "$user:" "$home"
-    chmod 0755 "$home"
-fi
-ssh_dir=$home/.ssh
-auth=$ssh_dir/authorized_keys
-if [[ ! -d $ssh_dir ]]; then
-    install -d -m 0700 -o "$user" -g "$(id -g "$user")" "$ssh_dir"
-fi
-chown "$user:" "$ssh_dir"
-chmod 0700 "$ssh_dir"
+# ~<user>/.ssh/authorized_keys: the key with the gate's options.
+install_in_authorized_keys() {
+    local home ssh_dir auth line=''
+    home=$(getent passwd "$user" | cut -d: -f6)
+    [[ -n $home && $home == /* ]] || die "user $user has no home directory"
+    if [[ ! -d $home ]]; then
+        mkdir -p "$home"
+        chown "$user:" "$home"
+        chmod 0755 "$home"
+    fi
+    ssh_dir=$home/.ssh
+    auth=$ssh_dir/authorized_keys
+    if [[ ! -d $ssh_dir ]]; then
+        install -d -m 0700 -o "$user" -g "$(id -g "$user")" "$ssh_dir"
+    fi
+    chown "$user:" "$ssh_dir"
+    chmod 0700 "$ssh_dir"
+    if [[ $remove -eq 0 ]]; then
+        line="restrict,port-forwarding,command=\"$gate_command\" $key_type $key_blob"
+        [[ -n $comment ]] && line+=" $comment"
+    fi
+    rewrite_key_file "$auth" "$user:" 0600 "$line"
+    if [[ $remove -eq 1 ]]; then
+        echo "removed key $fingerprint from $auth"
+    else
+        echo "installed key $fingerprint for $user in $auth"
+    fi
+}
 
-# --- authorized_keys: replace atomically, one writer at a time ---------------------------
-exec 9<"$ssh_dir"
-flock 9
-tmp=$(mktemp "$ssh_dir/.authorized_keys.XXXXXX")
-trap 'rm -f "$tmp"' EXIT
-if [[ -f $auth ]]; then
-    # Every line except the ones carrying this key (whatever their options).
-    awk -v blob="$key_blob" '{
-        keep = 1
-        for (i = 1; i <= NF; i++) if ($i == blob) keep = 0
-        if (keep) print
-    }' "$auth" >"$tmp"
-fi
-if [[ $remove -eq 0 ]]; then
-    line="restrict,port-forwarding,command=\"$gate_command\" $key_type $key_blob"
-    [[ -n $comment ]] && line+=" $comment"
-    printf '%s\n' "$line" >>"$tmp"
-fi
-chown "$user:" "$tmp"
-chmod 0600 "$tmp"
-mv -f "$tmp" "$auth"
-trap - EXIT
+main() {
+    parse_args "$@"
+    check_args
+    read_key
+    ensure_user
+    if [[ -n $socket_dir && $remove -eq 0 ]]; then
+        make_socket_dir
+    fi
+    if [[ -n $keys_dir ]]; then
+        install_in_keys_dir
+    else
+        install_in_authorized_keys
+    fi
+}
 
-if [[ $remove -eq 1 ]]; then
-    echo "removed key $fingerprint from $auth"
-else
-    echo "installed key $fingerprint for $user in $auth"
-fi
+main "$@"

@@ -46,6 +46,8 @@
 # means routes (installs from before route modes keep working). --proxy-group (default
 # caddy) is the group of the proxy that connects to the tunnel sockets; it is checked here
 # and given to install-edge-ssh-key.sh when users are enrolled.
+# An existing env file is read as mytunneld reads it: `BINARY --env-file FILE config
+# --json` (with python3), so a value the binary would refuse is never taken for another.
 #
 # sshd: /etc/ssh/sshd_config.d/mytunnel.conf holds a `Match Group GROUP` block: tunnel keys
 # come only from `mytunneld authorized-keys %u` (run as USER), which forces the gate on
@@ -78,85 +80,71 @@
 # Idempotent: a second run changes nothing. Exit codes: 0 done, 2 usage error, 1 failure.
 set -euo pipefail
 
+readonly SCRIPT_NAME=install-edge
+# shellcheck source=scripts/lib-edge.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib-edge.sh"
+
 usage() {
     echo "usage: $0 [--destdir DIR] [--binary PATH] [--group NAME] [--user NAME] [--base-domain D] [--caddy-admin-url URL] [--no-systemd] [--route-mode static|routes] [--proxy-group NAME] [--socket-dir DIR] [--sshd-dropin] [--max-startups START:RATE:FULL]" >&2
     echo "       $0 --print-sshd-dropin [--route-mode static|routes] [--group NAME] [--user NAME] [--proxy-group NAME] [--max-startups START:RATE:FULL]" >&2
     exit 2
 }
 
-die() {
-    echo "install-edge: $1" >&2
-    exit "${2:-1}"
+# parse_args ARGS...: sets the options' variables.
+parse_args() {
+    local value
+    destdir=''
+    binary=''
+    group=mytunnel
+    user=mytunneld
+    base_domain=''
+    admin_url='http://127.0.0.1:2019'
+    systemd=1
+    route_mode_flag=''
+    proxy_group=caddy
+    socket_dir_flag=''
+    sshd_dropin_flag=0
+    print_dropin=0
+    max_startups=''
+    while [[ $# -gt 0 ]]; do
+        case $1 in
+            --destdir | --binary | --group | --user | --base-domain | --caddy-admin-url | \
+                --route-mode | --proxy-group | --socket-dir | --max-startups)
+                [[ $# -ge 2 ]] || usage
+                value=$2
+                case $1 in
+                    --destdir) destdir=$value ;;
+                    --binary) binary=$value ;;
+                    --group) group=$value ;;
+                    --user) user=$value ;;
+                    --base-domain) base_domain=$value ;;
+                    --caddy-admin-url) admin_url=$value ;;
+                    --route-mode) route_mode_flag=$value ;;
+                    --proxy-group) proxy_group=$value ;;
+                    --socket-dir) socket_dir_flag=$value ;;
+                    --max-startups) max_startups=$value ;;
+                esac
+                shift 2
+                ;;
+            --no-systemd)
+                systemd=0
+                shift
+                ;;
+            --sshd-dropin)
+                sshd_dropin_flag=1
+                shift
+                ;;
+            --print-sshd-dropin)
+                print_dropin=1
+                shift
+                ;;
+            *)
+                usage
+                ;;
+        esac
+    done
 }
 
-say() {
-    echo "install-edge: $1"
-}
-
-# shellcheck source=scripts/lib-edge.sh
-source "$(dirname "${BASH_SOURCE[0]}")/lib-edge.sh"
-
-destdir=''
-binary=''
-group=mytunnel
-user=mytunneld
-base_domain=''
-admin_url='http://127.0.0.1:2019'
-systemd=1
-route_mode_flag=''
-proxy_group=caddy
-readonly DEFAULT_SOCKET_DIR=/var/lib/mytunnel-sockets
-socket_dir_flag=''
-sshd_dropin_flag=0
-print_dropin=0
-max_startups=''
-while [[ $# -gt 0 ]]; do
-    case $1 in
-        --destdir | --binary | --group | --user | --base-domain | --caddy-admin-url | \
-            --route-mode | --proxy-group | --socket-dir | --max-startups)
-            [[ $# -ge 2 ]] || usage
-            value=$2
-            case $1 in
-                --destdir) destdir=$value ;;
-                --binary) binary=$value ;;
-                --group) group=$value ;;
-                --user) user=$value ;;
-                --base-domain) base_domain=$value ;;
-                --caddy-admin-url) admin_url=$value ;;
-                --route-mode) route_mode_flag=$value ;;
-                --proxy-group) proxy_group=$value ;;
-                --socket-dir) socket_dir_flag=$value ;;
-                --max-startups) max_startups=$value ;;
-            esac
-            shift 2
-            ;;
-        --no-systemd)
-            systemd=0
-            shift
-            ;;
-        --sshd-dropin)
-            sshd_dropin_flag=1
-            shift
-            ;;
-        --print-sshd-dropin)
-            print_dropin=1
-            shift
-            ;;
-        *)
-            usage
-            ;;
-    esac
-done
-
-# --- validation --------------------------------------------------------------------------
-name_re='^[a-z_][a-z0-9_-]{0,31}$'
-[[ $group =~ $name_re ]] || die "invalid group name: $group" 2
-[[ $user =~ $name_re ]] || die "invalid user name: $user" 2
-[[ $proxy_group =~ $name_re ]] || die "invalid proxy group name: $proxy_group" 2
-case $route_mode_flag in
-    '' | static | routes) ;;
-    *) die "--route-mode must be static or routes: $route_mode_flag" 2 ;;
-esac
 # The socket directory is spliced into Caddy's dial address and every socket path (as
 # mytunneld checks it): absolute, plain characters, no . or .. components.
 check_socket_dir() {
@@ -164,26 +152,38 @@ check_socket_dir() {
     [[ $dir == /* && $dir =~ ^[A-Za-z0-9/._-]+$ ]] || return 1
     [[ /$dir/ != */./* && /$dir/ != */../* ]]
 }
-if [[ -n $socket_dir_flag ]]; then
-    socket_dir_flag=${socket_dir_flag%/}
-    check_socket_dir "$socket_dir_flag" || die "invalid --socket-dir: $socket_dir_flag (an absolute path of [A-Za-z0-9/._-])" 2
-fi
-if [[ -n $destdir ]]; then
-    [[ $destdir == /* ]] || die "--destdir must be an absolute path: $destdir" 2
-    destdir=${destdir%/}
-    [[ $destdir =~ [[:cntrl:]] ]] && die "--destdir must not contain control characters" 2
-fi
-# Values written into the env file: one line each, no quotes to confuse the parser.
-for value in "$base_domain" "$admin_url"; do
-    if [[ $value =~ [[:cntrl:]] || $value == *[\"\'\ ]* ]]; then
-        die "--base-domain and --caddy-admin-url must not contain spaces, quotes or control characters" 2
+
+# check_args: refuses (exit 2) what cannot be installed.
+check_args() {
+    local name_re='^[a-z_][a-z0-9_-]{0,31}$' value
+    [[ $group =~ $name_re ]] || die "invalid group name: $group" 2
+    [[ $user =~ $name_re ]] || die "invalid user name: $user" 2
+    [[ $proxy_group =~ $name_re ]] || die "invalid proxy group name: $proxy_group" 2
+    case $route_mode_flag in
+        '' | static | routes) ;;
+        *) die "--route-mode must be static or routes: $route_mode_flag" 2 ;;
+    esac
+    if [[ -n $socket_dir_flag ]]; then
+        socket_dir_flag=${socket_dir_flag%/}
+        check_socket_dir "$socket_dir_flag" || die "invalid --socket-dir: $socket_dir_flag (an absolute path of [A-Za-z0-9/._-])" 2
     fi
-done
-[[ -z $base_domain || $base_domain =~ ^[A-Za-z0-9.-]+$ ]] || die "invalid base domain: $base_domain" 2
-[[ -n $admin_url ]] || die "--caddy-admin-url must not be empty" 2
-max_startups=${max_startups:-$DEFAULT_MAX_STARTUPS}
-parse_max_startups "$max_startups" >/dev/null ||
-    die "--max-startups must be START:RATE:FULL (1 <= START <= FULL, RATE 1-100) or one number: $max_startups" 2
+    if [[ -n $destdir ]]; then
+        [[ $destdir == /* ]] || die "--destdir must be an absolute path: $destdir" 2
+        destdir=${destdir%/}
+        [[ $destdir =~ [[:cntrl:]] ]] && die "--destdir must not contain control characters" 2
+    fi
+    # Values written into the env file: one line each, no quotes to confuse the parser.
+    for value in "$base_domain" "$admin_url"; do
+        if [[ $value =~ [[:cntrl:]] || $value == *[\"\'\ ]* ]]; then
+            die "--base-domain and --caddy-admin-url must not contain spaces, quotes or control characters" 2
+        fi
+    done
+    [[ -z $base_domain || $base_domain =~ ^[A-Za-z0-9.-]+$ ]] || die "invalid base domain: $base_domain" 2
+    [[ -n $admin_url ]] || die "--caddy-admin-url must not be empty" 2
+    max_startups=${max_startups:-$DEFAULT_MAX_STARTUPS}
+    parse_max_startups "$max_startups" >/dev/null ||
+        die "--max-startups must be START:RATE:FULL (1 <= START <= FULL, RATE 1-100) or one number: $max_startups" 2
+}
 
 # The sshd drop-in of route mode $1 for $group, its keys from mytunneld run as $user.
 sshd_dropin() {
@@ -211,99 +211,95 @@ sshd_dropin() {
     echo "    AuthorizedKeysCommandUser $user"
 }
 
-if [[ $print_dropin -eq 1 ]]; then
-    sshd_dropin "${route_mode_flag:-static}"
-    exit 0
-fi
-
-if [[ -z $binary ]]; then
-    script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-    candidate=$script_dir/../target/release/mytunneld
-    if [[ -x $candidate ]]; then
-        binary=$candidate
-    elif binary=$(command -v mytunneld); then
-        :
-    else
-        die "no mytunneld binary: build it (cargo build --release -p mytunnel-cli) or pass --binary PATH" 2
+# find_binary: sets binary to the one to install when --binary did not name it.
+find_binary() {
+    local script_dir candidate
+    if [[ -z $binary ]]; then
+        script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+        candidate=$script_dir/../target/release/mytunneld
+        if [[ -x $candidate ]]; then
+            binary=$candidate
+        elif binary=$(command -v mytunneld); then
+            :
+        else
+            die "no mytunneld binary: build it (cargo build --release -p mytunnel-cli) or pass --binary PATH" 2
+        fi
     fi
-fi
-[[ -f $binary && -r $binary ]] || die "cannot read binary $binary" 2
+    [[ -f $binary && -r $binary ]] || die "cannot read binary $binary" 2
+}
 
-[[ $(id -u) -eq 0 ]] || die "must run as root"
-
-bin_dir=$destdir/usr/local/bin
-bin_path=$bin_dir/mytunneld
-etc_dir=$destdir/etc/mytunneld
-env_file=$etc_dir/mytunneld.env
-keys_dir=$etc_dir/keys
-state_dir=$destdir/var/lib/mytunneld
-unit_dir=$destdir/etc/systemd/system
-unit_file=$unit_dir/mytunneld.service
-sshd_dir=$destdir/etc/ssh/sshd_config.d
-sshd_dropin=$sshd_dir/mytunnel.conf
-
-# --- route mode: from a new env file's flags, else from the existing file ---------------
-new_env=1
-[[ -e $env_file ]] && new_env=0
-if [[ $new_env -eq 1 ]]; then
-    route_mode=${route_mode_flag:-static}
-    socket_dir=${socket_dir_flag:-$DEFAULT_SOCKET_DIR}
-    # The env file's paths point inside --destdir.
-    env_socket_dir=$destdir$socket_dir
-else
-    route_mode=$(env_value MYTUNNEL_ROUTE_MODE "$env_file") || route_mode=routes
-    env_socket_dir=$(env_value MYTUNNEL_SOCKET_DIR "$env_file") || env_socket_dir=$destdir$DEFAULT_SOCKET_DIR
-    socket_dir=${env_socket_dir#"$destdir"}
-    keys_dir=$(env_value MYTUNNEL_KEYS_DIR "$env_file") || keys_dir=$etc_dir/keys
-    if [[ -n $route_mode_flag && $route_mode_flag != "$route_mode" ]]; then
-        say "--route-mode $route_mode_flag ignored: $env_file says $route_mode (change MYTUNNEL_ROUTE_MODE there)"
-    fi
-    if [[ -n $socket_dir_flag && $socket_dir_flag != "$socket_dir" ]]; then
-        say "--socket-dir $socket_dir_flag ignored: $env_file uses $env_socket_dir"
-    fi
-fi
-case $route_mode in
-    static | routes) ;;
-    *) die "MYTUNNEL_ROUTE_MODE in $env_file must be static or routes: $route_mode" ;;
-esac
-# Both modes: serve's control socket lives there. <dir>/hosts/<63-byte slug>.sock must fit
-# a unix socket address (mytunneld's limit).
-check_socket_dir "$env_socket_dir" || die "invalid socket directory: $env_socket_dir" 2
-if [[ ${#env_socket_dir} -gt 32 ]]; then
+# read_settings: the route mode and the paths, from a new env file's flags, else from the
+# existing file as the binary to install resolves it. Sets new_env, route_mode, socket_dir
+# (as the unit names it), env_socket_dir (inside --destdir), keys_dir and db_path.
+read_settings() {
+    new_env=1
+    [[ -e $env_file ]] && new_env=0
+    # The binary to install reads the env file (its defaults when there is none yet). One
+    # that cannot run here yet (another architecture, one from before `mytunneld config`)
+    # leaves edge_settings' fallback: the file's own lines and mytunneld's defaults.
+    edge_settings "$env_file" "$binary" || true
     if [[ $new_env -eq 1 ]]; then
-        die "socket directory $env_socket_dir is longer than 32 bytes: choose a shorter --socket-dir${destdir:+ or --destdir}" 2
+        route_mode=${route_mode_flag:-static}
+        default_socket_dir=${setting_value[MYTUNNEL_SOCKET_DIR]}
+        socket_dir=${socket_dir_flag:-$default_socket_dir}
+        # The env file's paths point inside --destdir.
+        env_socket_dir=$destdir$socket_dir
+    else
+        route_mode=${setting_value[MYTUNNEL_ROUTE_MODE]}
+        env_socket_dir=$(edge_path MYTUNNEL_SOCKET_DIR "$destdir")
+        socket_dir=${env_socket_dir#"$destdir"}
+        keys_dir=$(edge_path MYTUNNEL_KEYS_DIR "$destdir")
+        if [[ -n $route_mode_flag && $route_mode_flag != "$route_mode" ]]; then
+            say "--route-mode $route_mode_flag ignored: $env_file says $route_mode (change MYTUNNEL_ROUTE_MODE there)"
+        fi
+        if [[ -n $socket_dir_flag && $socket_dir_flag != "$socket_dir" ]]; then
+            say "--socket-dir $socket_dir_flag ignored: $env_file uses $env_socket_dir"
+        fi
     fi
-    die "socket directory $env_socket_dir is longer than 32 bytes: set a shorter MYTUNNEL_SOCKET_DIR in $env_file" 2
-fi
-# The lease database, whose files the migration below gives to the service user.
-db_path=$state_dir/leases.db
-if [[ $new_env -eq 0 ]]; then
-    db_path=$(env_value MYTUNNEL_DB_PATH "$env_file") || db_path=$state_dir/leases.db
-fi
+    case $route_mode in
+        static | routes) ;;
+        *) die "MYTUNNEL_ROUTE_MODE in $env_file must be static or routes: $route_mode" ;;
+    esac
+    # Both modes: serve's control socket lives there. <dir>/hosts/<63-byte slug>.sock must fit
+    # a unix socket address (mytunneld's limit).
+    check_socket_dir "$env_socket_dir" || die "invalid socket directory: $env_socket_dir" 2
+    if [[ ${#env_socket_dir} -gt 32 ]]; then
+        if [[ $new_env -eq 1 ]]; then
+            die "socket directory $env_socket_dir is longer than 32 bytes: choose a shorter --socket-dir${destdir:+ or --destdir}" 2
+        fi
+        die "socket directory $env_socket_dir is longer than 32 bytes: set a shorter MYTUNNEL_SOCKET_DIR in $env_file" 2
+    fi
+    # The lease database, whose files the migration gives to the service user.
+    db_path=$state_dir/leases.db
+    if [[ $new_env -eq 0 ]]; then
+        db_path=$(edge_path MYTUNNEL_DB_PATH "$destdir")
+    fi
+}
 
-# --- group and service user --------------------------------------------------------------
-if getent group "$group" >/dev/null; then
-    say "group $group exists"
-else
-    # Tolerate a concurrent creation.
-    groupadd --system "$group" || getent group "$group" >/dev/null || die "groupadd $group failed"
-    say "created group $group"
-fi
-if id -u "$user" >/dev/null 2>&1; then
-    say "user $user exists"
-else
-    nologin=/usr/sbin/nologin
-    [[ -x $nologin ]] || nologin=/bin/false
-    useradd --system --gid "$group" --no-create-home --home-dir /nonexistent \
-        --shell "$nologin" "$user" || id -u "$user" >/dev/null 2>&1 || die "useradd $user failed"
-    say "created service user $user"
-fi
-if ! id -nG "$user" | tr ' ' '\n' | grep -qxF "$group"; then
-    usermod -a -G "$group" "$user"
-    say "added $user to group $group"
-fi
+ensure_group_and_user() {
+    local nologin
+    if getent group "$group" >/dev/null; then
+        say "group $group exists"
+    else
+        # Tolerate a concurrent creation.
+        groupadd --system "$group" || getent group "$group" >/dev/null || die "groupadd $group failed"
+        say "created group $group"
+    fi
+    if id -u "$user" >/dev/null 2>&1; then
+        say "user $user exists"
+    else
+        nologin=/usr/sbin/nologin
+        [[ -x $nologin ]] || nologin=/bin/false
+        useradd --system --gid "$group" --no-create-home --home-dir /nonexistent \
+            --shell "$nologin" "$user" || id -u "$user" >/dev/null 2>&1 || die "useradd $user failed"
+        say "created service user $user"
+    fi
+    if ! id -nG "$user" | tr ' ' '\n' | grep -qxF "$group"; then
+        usermod -a -G "$group" "$user"
+        say "added $user to group $group"
+    fi
+}
 
-# --- directories -------------------------------------------------------------------------
 # ensure_dir PATH MODE OWNER GROUP: creates it, or fixes a mode or owner that differs.
 ensure_dir() {
     local path=$1 mode=$2 owner=$3 grp=$4
@@ -327,112 +323,115 @@ ensure_dir() {
     fi
 }
 
-if [[ -n $destdir ]]; then
-    mkdir -p "$destdir"
-fi
-ensure_dir "$bin_dir" 0755 root root
-ensure_dir "$etc_dir" 0750 root "$group"
-# Only serve opens the lease database: tunnel users do not even enter its directory.
-# Made 0700 before anything in it is looked at, so nobody else changes it meanwhile.
-state_dir_existed=0
-[[ -d $state_dir ]] && state_dir_existed=1
-ensure_dir "$state_dir" 0700 "$user" "$group"
-ensure_dir "$keys_dir" 0755 root root
-ensure_dir "$unit_dir" 0755 root root
-# serve binds its control socket here; tunnels bind owners/<user>/<lease>.sock, which
-# Caddy dials (static mode through the host links hosts/<slug>.sock). Both route modes.
-ensure_dir "$env_socket_dir" 0755 "$user" "$group"
-# Only serve (USER) writes host links; only root makes the per-owner directories.
-ensure_dir "$env_socket_dir/hosts" 0755 "$user" "$group"
-ensure_dir "$env_socket_dir/owners" 0755 root root
-if getent group "$proxy_group" >/dev/null; then
-    # serve connects to a lease's socket to find the ssh connection to end with it.
-    if ! id -nG "$user" | tr ' ' '\n' | grep -qx -- "$proxy_group"; then
-        usermod -a -G "$proxy_group" "$user"
-        say "added $user to $proxy_group (it reaches tunnel sockets to end them with their lease)"
+# make_directories: every directory of the install; sets state_dir_existed.
+make_directories() {
+    if [[ -n $destdir ]]; then
+        mkdir -p "$destdir"
     fi
-else
-    say "warning: group $proxy_group (--proxy-group) does not exist yet: install Caddy, then run this again"
-fi
-
-# --- lease database: the service user's alone ------------------------------------------------
-
-
-db_name=$(basename "$db_path")
-db_dir=$(dirname "$db_path")
-if [[ -L $db_path ]]; then
-    die "$(printable "$db_path") is a symbolic link (to $(printable "$(readlink -- "$db_path")")), not the lease database file: put the database file itself there, or point MYTUNNEL_DB_PATH in $env_file at it, then rerun"
-fi
-db_changed=0
-# Until this release the directory was 2770 root:GROUP and every tunnel user wrote it.
-# SQLite makes only regular files: anything else was left by a tunnel user (a socket or
-# fifo named <db>-journal stops every open of the database, a symlink redirects a write).
-while IFS= read -r -d '' entry; do
-    name=${entry##*/}
-    shown=$(printable "$entry")
-    if [[ -f $entry && ! -L $entry ]]; then
-        if [[ $db_dir == "$state_dir" ]]; then
-            case $name in
-                "$db_name" | "$db_name-wal" | "$db_name-shm")
-                    continue
-                    ;;
-                "$db_name-journal")
-                    journal_owner=$(stat -c '%U' -- "$entry")
-                    if [[ $journal_owner == "$user" ]]; then
-                        say "warning: $shown is a rollback journal of $user: left for SQLite, which applies it when serve opens the database"
-                    else
-                        # The database runs in WAL mode and keeps no rollback journal; one
-                        # the service did not write would be applied to the database when
-                        # serve opens it. Kept, not deleted, for the operator to look at.
-                        quarantine=$state_dir.quarantine
-                        install -d -m 0700 -o root -g root "$quarantine"
-                        mv -- "$entry" "$quarantine/$name.$(date -u +%Y%m%dT%H%M%SZ)"
-                        say "moved $shown (owner $journal_owner) to $quarantine: SQLite would apply a journal the service did not write to the lease database when serve starts"
-                        db_changed=1
-                    fi
-                    continue
-                    ;;
-            esac
+    ensure_dir "$bin_dir" 0755 root root
+    ensure_dir "$etc_dir" 0750 root "$group"
+    # Only serve opens the lease database: tunnel users do not even enter its directory.
+    # Made 0700 before anything in it is looked at, so nobody else changes it meanwhile.
+    state_dir_existed=0
+    [[ -d $state_dir ]] && state_dir_existed=1
+    ensure_dir "$state_dir" 0700 "$user" "$group"
+    ensure_dir "$keys_dir" 0755 root root
+    ensure_dir "$unit_dir" 0755 root root
+    # serve binds its control socket here; tunnels bind owners/<user>/<lease>.sock, which
+    # Caddy dials (static mode through the host links hosts/<slug>.sock). Both route modes.
+    ensure_dir "$env_socket_dir" 0755 "$user" "$group"
+    # Only serve (USER) writes host links; only root makes the per-owner directories.
+    ensure_dir "$env_socket_dir/hosts" 0755 "$user" "$group"
+    ensure_dir "$env_socket_dir/owners" 0755 root root
+    if getent group "$proxy_group" >/dev/null; then
+        # serve connects to a lease's socket to find the ssh connection to end with it.
+        if ! id -nG "$user" | tr ' ' '\n' | grep -qx -- "$proxy_group"; then
+            usermod -a -G "$proxy_group" "$user"
+            say "added $user to $proxy_group (it reaches tunnel sockets to end them with their lease)"
         fi
-        say "$shown is not a file of the lease database: left alone (check-edge.sh fails until it is moved elsewhere)"
-        continue
-    fi
-    kind="a $(kind_of "$entry")"
-    rm -rf --one-file-system -- "$entry"
-    db_changed=1
-    if [[ $name == "$db_name-journal" ]]; then
-        say "removed $shown, $kind: SQLite cannot open a journal that is not a regular file, so every open of the lease database failed (a tunnel user can lock all tenants out this way)"
     else
-        say "removed $shown, $kind: the database directory holds only the database's regular files (a tunnel user could leave one while the directory was group-writable)"
+        say "warning: group $proxy_group (--proxy-group) does not exist yet: install Caddy, then run this again"
     fi
-done < <(find "$state_dir" -mindepth 1 -maxdepth 1 -print0)
-# The database files: the service user's, 0600 (serve creates new ones so); contents are
-# never touched.
-for suffix in '' -wal -shm; do
-    file=$db_path$suffix
-    shown=$(printable "$file")
-    if [[ -L $file || (-e $file && ! -f $file) ]]; then
-        # Outside the state directory (the loop above removed these inside it).
-        say "warning: $shown is a $(kind_of "$file"), not a database file: left alone outside $state_dir; remove it before serve starts"
-        continue
+}
+
+# The lease database: the service user's alone.
+secure_database() {
+    local db_name db_dir db_changed=0 entry name shown journal_owner quarantine kind suffix file was
+    db_name=$(basename "$db_path")
+    db_dir=$(dirname "$db_path")
+    if [[ -L $db_path ]]; then
+        die "$(printable "$db_path") is a symbolic link (to $(printable "$(readlink -- "$db_path")")), not the lease database file: put the database file itself there, or point MYTUNNEL_DB_PATH in $env_file at it, then rerun"
     fi
-    [[ -f $file ]] || continue
-    was=$(stat -c '%U:%G' -- "$file")
-    if [[ $was != "$user:$group" ]]; then
-        chown -h -- "$user:$group" "$file"
-        say "fixed owner of $shown ($was -> $user:$group): only the service opens the lease database"
+    # Until this release the directory was 2770 root:GROUP and every tunnel user wrote it.
+    # SQLite makes only regular files: anything else was left by a tunnel user (a socket or
+    # fifo named <db>-journal stops every open of the database, a symlink redirects a write).
+    while IFS= read -r -d '' entry; do
+        name=${entry##*/}
+        shown=$(printable "$entry")
+        if [[ -f $entry && ! -L $entry ]]; then
+            if [[ $db_dir == "$state_dir" ]]; then
+                case $name in
+                    "$db_name" | "$db_name-wal" | "$db_name-shm")
+                        continue
+                        ;;
+                    "$db_name-journal")
+                        journal_owner=$(stat -c '%U' -- "$entry")
+                        if [[ $journal_owner == "$user" ]]; then
+                            say "warning: $shown is a rollback journal of $user: left for SQLite, which applies it when serve opens the database"
+                        else
+                            # The database runs in WAL mode and keeps no rollback journal; one
+                            # the service did not write would be applied to the database when
+                            # serve opens it. Kept, not deleted, for the operator to look at.
+                            quarantine=$state_dir.quarantine
+                            install -d -m 0700 -o root -g root "$quarantine"
+                            mv -- "$entry" "$quarantine/$name.$(date -u +%Y%m%dT%H%M%SZ)"
+                            say "moved $shown (owner $journal_owner) to $quarantine: SQLite would apply a journal the service did not write to the lease database when serve starts"
+                            db_changed=1
+                        fi
+                        continue
+                        ;;
+                esac
+            fi
+            say "$shown is not a file of the lease database: left alone (check-edge.sh fails until it is moved elsewhere)"
+            continue
+        fi
+        kind="a $(kind_of "$entry")"
+        rm -rf --one-file-system -- "$entry"
         db_changed=1
+        if [[ $name == "$db_name-journal" ]]; then
+            say "removed $shown, $kind: SQLite cannot open a journal that is not a regular file, so every open of the lease database failed (a tunnel user can lock all tenants out this way)"
+        else
+            say "removed $shown, $kind: the database directory holds only the database's regular files (a tunnel user could leave one while the directory was group-writable)"
+        fi
+    done < <(find "$state_dir" -mindepth 1 -maxdepth 1 -print0)
+    # The database files: the service user's, 0600 (serve creates new ones so); contents are
+    # never touched.
+    for suffix in '' -wal -shm; do
+        file=$db_path$suffix
+        shown=$(printable "$file")
+        if [[ -L $file || (-e $file && ! -f $file) ]]; then
+            # Outside the state directory (the loop above removed these inside it).
+            say "warning: $shown is a $(kind_of "$file"), not a database file: left alone outside $state_dir; remove it before serve starts"
+            continue
+        fi
+        [[ -f $file ]] || continue
+        was=$(stat -c '%U:%G' -- "$file")
+        if [[ $was != "$user:$group" ]]; then
+            chown -h -- "$user:$group" "$file"
+            say "fixed owner of $shown ($was -> $user:$group): only the service opens the lease database"
+            db_changed=1
+        fi
+        was=$(stat -c '%a' -- "$file")
+        if [[ $was != 600 ]]; then
+            chmod 0600 -- "$file"
+            say "fixed mode of $shown ($was -> 600)"
+            db_changed=1
+        fi
+    done
+    if [[ $db_changed -eq 0 && $state_dir_existed -eq 1 ]]; then
+        say "$state_dir and the lease database are up to date"
     fi
-    was=$(stat -c '%a' -- "$file")
-    if [[ $was != 600 ]]; then
-        chmod 0600 -- "$file"
-        say "fixed mode of $shown ($was -> 600)"
-        db_changed=1
-    fi
-done
-if [[ $db_changed -eq 0 && $state_dir_existed -eq 1 ]]; then
-    say "$state_dir and the lease database are up to date"
-fi
+}
 
 # install_file SRC DEST MODE OWNER GROUP: replaces DEST atomically when its content
 # differs (and sets file_replaced=1); fixes mode and owner otherwise.
@@ -462,14 +461,13 @@ install_file() {
     say "installed $dest"
 }
 
-install_file "$binary" "$bin_path" 0755 root root
-# A running service keeps the old binary and unit until it restarts.
-service_changed=$file_replaced
-
-# --- env file: created once, never overwritten ---------------------------------------------
-if [[ -e $env_file ]]; then
-    say "$env_file exists: left untouched (edit it by hand; check-edge.sh checks its mode)"
-else
+# The env file: created once, never overwritten.
+write_env_file() {
+    local tmp
+    if [[ -e $env_file ]]; then
+        say "$env_file exists: left untouched (edit it by hand; check-edge.sh checks its mode)"
+        return
+    fi
     tmp=$(mktemp "$etc_dir/.mytunneld.env.XXXXXX")
     {
         echo "# mytunneld settings, KEY=VALUE (see \`mytunneld serve --help\`)."
@@ -485,7 +483,7 @@ else
         echo "MYTUNNEL_DB_PATH=$state_dir/leases.db"
         echo "# How hosts reach tunnels: static (one Caddy route, unix sockets) or routes."
         echo "MYTUNNEL_ROUTE_MODE=$route_mode"
-        if [[ $env_socket_dir != "$DEFAULT_SOCKET_DIR" ]]; then
+        if [[ $env_socket_dir != "$default_socket_dir" ]]; then
             echo "# serve's control socket (and in static mode the tunnel sockets) live here."
             echo "MYTUNNEL_SOCKET_DIR=$env_socket_dir"
         fi
@@ -496,13 +494,11 @@ else
     chmod 0640 "$tmp"
     mv -f "$tmp" "$env_file"
     say "created $env_file"
-fi
+}
 
-# --- systemd unit ------------------------------------------------------------------------
-unit_tmp=$(mktemp)
-dropin_tmp=$(mktemp)
-trap 'rm -f "$unit_tmp" "$dropin_tmp"' EXIT
-cat >"$unit_tmp" <<EOF
+# unit_text: the systemd unit.
+unit_text() {
+    cat <<UNIT
 [Unit]
 Description=mytunnel edge: lease cleanup and Caddy route reconcile
 After=network-online.target caddy.service
@@ -542,45 +538,93 @@ AmbientCapabilities=CAP_KILL
 
 [Install]
 WantedBy=multi-user.target
-EOF
-install_file "$unit_tmp" "$unit_file" 0644 root root
-[[ $file_replaced -eq 0 ]] || service_changed=1
+UNIT
+}
 
-# --- sshd drop-in ------------------------------------------------------------------------
-sshd_dropin "$route_mode" >"$dropin_tmp"
-if [[ $new_env -eq 1 || $sshd_dropin_flag -eq 1 || -e $sshd_dropin ]]; then
-    ensure_dir "$sshd_dir" 0755 root root
-    install_file "$dropin_tmp" "$sshd_dropin" 0644 root root
-    if [[ -z $destdir ]] && [[ -x /usr/sbin/sshd ]] && ! /usr/sbin/sshd -t >/dev/null 2>&1; then
-        say "warning: sshd -t fails with $sshd_dropin: fix it before reloading sshd"
-    fi
-else
-    say "$sshd_dropin not written (an install from before route modes): tunnel keys still come"
-    say "from ~/.ssh/authorized_keys and may listen on TCP ports. Move each key with"
-    say "install-edge-ssh-key.sh USER KEY --keys-dir $keys_dir, then rerun with --sshd-dropin"
-fi
-
-# --- systemd -----------------------------------------------------------------------------
-if [[ -n $destdir ]]; then
-    say "systemd skipped (--destdir)"
-elif [[ $systemd -eq 0 ]]; then
-    say "systemd skipped (--no-systemd)"
-elif [[ ! -d /run/systemd/system ]]; then
-    say "systemd skipped (systemd is not running)"
-else
-    systemctl daemon-reload
-    if [[ $service_changed -eq 1 ]] && systemctl is-active --quiet mytunneld; then
-        # Until it restarts, a service from before the control socket answers no ctl.
-        systemctl enable mytunneld
-        systemctl restart mytunneld
-        say "mytunneld enabled and restarted (its binary or unit changed)"
+# The sshd drop-in: for a new env file, when it exists already, or with --sshd-dropin.
+write_sshd_dropin() {
+    sshd_dropin "$route_mode" >"$dropin_tmp"
+    if [[ $new_env -eq 1 || $sshd_dropin_flag -eq 1 || -e $sshd_dropin ]]; then
+        ensure_dir "$sshd_dir" 0755 root root
+        install_file "$dropin_tmp" "$sshd_dropin" 0644 root root
+        if [[ -z $destdir ]] && [[ -x /usr/sbin/sshd ]] && ! /usr/sbin/sshd -t >/dev/null 2>&1; then
+            say "warning: sshd -t fails with $sshd_dropin: fix it before reloading sshd"
+        fi
     else
-        systemctl enable --now mytunneld
-        say "mytunneld enabled and started"
+        say "$sshd_dropin not written (an install from before route modes): tunnel keys still come"
+        say "from ~/.ssh/authorized_keys and may listen on TCP ports. Move each key with"
+        say "install-edge-ssh-key.sh USER KEY --keys-dir $keys_dir, then rerun with --sshd-dropin"
     fi
-fi
-if [[ -z $base_domain ]] && ! grep -q '^[[:space:]]*\(export[[:space:]]\+\)\?MYTUNNEL_BASE_DOMAIN=' "$env_file"; then
-    say "set MYTUNNEL_BASE_DOMAIN in $env_file before clients allocate tunnels"
-fi
-say "route mode $route_mode: enroll users with install-edge-ssh-key.sh USER KEY --group $group --keys-dir $keys_dir --socket-dir $env_socket_dir --proxy-group $proxy_group"
-say "done"
+}
+
+# start_service: reloads systemd and (re)starts mytunneld, when systemd runs it here.
+start_service() {
+    if [[ -n $destdir ]]; then
+        say "systemd skipped (--destdir)"
+    elif [[ $systemd -eq 0 ]]; then
+        say "systemd skipped (--no-systemd)"
+    elif [[ ! -d /run/systemd/system ]]; then
+        say "systemd skipped (systemd is not running)"
+    else
+        systemctl daemon-reload
+        if [[ $service_changed -eq 1 ]] && systemctl is-active --quiet mytunneld; then
+            # Until it restarts, a service from before the control socket answers no ctl.
+            systemctl enable mytunneld
+            systemctl restart mytunneld
+            say "mytunneld enabled and restarted (its binary or unit changed)"
+        else
+            systemctl enable --now mytunneld
+            say "mytunneld enabled and started"
+        fi
+    fi
+}
+
+main() {
+    parse_args "$@"
+    check_args
+    if [[ $print_dropin -eq 1 ]]; then
+        sshd_dropin "${route_mode_flag:-static}"
+        exit 0
+    fi
+    find_binary
+    [[ $(id -u) -eq 0 ]] || die "must run as root"
+
+    bin_dir=$destdir/usr/local/bin
+    bin_path=$bin_dir/mytunneld
+    etc_dir=$destdir/etc/mytunneld
+    env_file=$etc_dir/mytunneld.env
+    keys_dir=$etc_dir/keys
+    state_dir=$destdir/var/lib/mytunneld
+    unit_dir=$destdir/etc/systemd/system
+    unit_file=$unit_dir/mytunneld.service
+    sshd_dir=$destdir/etc/ssh/sshd_config.d
+    sshd_dropin=$sshd_dir/mytunnel.conf
+
+    read_settings
+    ensure_group_and_user
+    make_directories
+    secure_database
+
+    install_file "$binary" "$bin_path" 0755 root root
+    # A running service keeps the old binary and unit until it restarts.
+    service_changed=$file_replaced
+
+    write_env_file
+
+    unit_tmp=$(mktemp)
+    dropin_tmp=$(mktemp)
+    trap 'rm -f "$unit_tmp" "$dropin_tmp"' EXIT
+    unit_text >"$unit_tmp"
+    install_file "$unit_tmp" "$unit_file" 0644 root root
+    [[ $file_replaced -eq 0 ]] || service_changed=1
+
+    write_sshd_dropin
+    start_service
+    if [[ -z $base_domain && -z ${setting_value[MYTUNNEL_BASE_DOMAIN]} ]]; then
+        say "set MYTUNNEL_BASE_DOMAIN in $env_file before clients allocate tunnels"
+    fi
+    say "route mode $route_mode: enroll users with install-edge-ssh-key.sh USER KEY --group $group --keys-dir $keys_dir --socket-dir $env_socket_dir --proxy-group $proxy_group"
+    say "done"
+}
+
+main "$@"

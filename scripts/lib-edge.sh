@@ -1,8 +1,39 @@
 # shellcheck shell=bash
-# Helpers shared by the edge scripts (install, check, keys, upgrade, rollback). Sourced, not run:
+# Helpers shared by the edge scripts. Sourced, not run, once SCRIPT_NAME (the prefix of the
+# script's messages) is set:
+#   readonly SCRIPT_NAME=install-edge
+#   # shellcheck source=scripts/lib-edge.sh
 #   source "$(dirname "${BASH_SOURCE[0]}")/lib-edge.sh"
+# Each script then defines `main` and ends with `main "$@"`.
 
-# env_value KEY FILE: the value of the last KEY=VALUE line (as mytunneld reads it).
+# die MESSAGE [CODE]: prints "SCRIPT_NAME: MESSAGE" on stderr and exits with CODE (default 1).
+die() {
+    echo "$SCRIPT_NAME: $1" >&2
+    exit "${2:-1}"
+}
+
+# say MESSAGE: prints "SCRIPT_NAME: MESSAGE" on stdout.
+say() {
+    echo "$SCRIPT_NAME: $1"
+}
+
+# print_help: the script's header comment (from its second line to the first line that is
+# not a comment), without the leading "# ".
+print_help() {
+    sed -n '2,/^[^#]/p' "$0" | sed -e '/^[^#]/d' -e 's/^# \{0,1\}//'
+}
+
+# clear_mytunnel_environment: unsets every MYTUNNEL_* variable, so that mytunneld reads its
+# configuration from the env file only, as the service does.
+clear_mytunnel_environment() {
+    local var
+    while IFS= read -r var; do
+        unset "$var"
+    done < <(compgen -e | grep '^MYTUNNEL_' || true)
+}
+
+# env_value KEY FILE: the value of the last KEY=VALUE line (as mytunneld reads it). Only for
+# edge_settings' fallback, when no mytunneld can answer.
 env_value() {
     [[ -r $2 ]] || return 1
     awk -v key="$1" '
@@ -20,6 +51,134 @@ env_value() {
             found = 1; value = v
         }
         END { if (found) print value; else exit 1 }' "$2"
+}
+
+# mytunneld's defaults of the settings the scripts read, used only when no mytunneld can
+# answer `config --json` (none installed yet, one older than `mytunneld config`, or a broken
+# one): see edge_settings. '' stands for no default. mytunnel-cli/tests/settings_table.rs
+# keeps them the settings table's.
+declare -grA FALLBACK_DEFAULTS=(
+    [MYTUNNEL_DB_PATH]=/var/lib/mytunneld/leases.db
+    [MYTUNNEL_BASE_DOMAIN]=''
+    [MYTUNNEL_CADDY_ADMIN_URL]=http://127.0.0.1:2019
+    [MYTUNNEL_ROUTE_MODE]=routes
+    [MYTUNNEL_SOCKET_DIR]=/var/lib/mytunnel-sockets
+    [MYTUNNEL_KEYS_DIR]=/etc/mytunneld/keys
+)
+
+# What edge_settings read, by variable name (MYTUNNEL_DB_PATH).
+declare -gA setting_value=() setting_source=() setting_error=()
+settings_problem=''
+
+# edge_settings ENV_FILE BINARY...: every setting as mytunneld resolves it from ENV_FILE alone
+# (`BINARY --env-file ENV_FILE config --json` without this environment's MYTUNNEL_*, the
+# first BINARY that answers; python3 reads the document), into
+#   setting_value[NAME]   the value ('' when unset)
+#   setting_source[NAME]  flag, environment, env_file or default
+#   setting_error[NAME]   why mytunneld refuses the value ('' when it takes it)
+# Status 0 when a BINARY answered. Otherwise status 1 and settings_problem says why, and
+# the arrays hold the settings of FALLBACK_DEFAULTS as ENV_FILE's own lines give them
+# (env_value), else those defaults, with no error known: the fallback for where no
+# mytunneld can run yet.
+# shellcheck disable=SC2034 # the arrays and settings_problem are read by the scripts
+edge_settings() {
+    local env_file=$1 bin out rc name source value error
+    shift
+    setting_value=()
+    setting_source=()
+    setting_error=()
+    settings_problem="no mytunneld to ask"
+    for bin in "$@"; do
+        if [[ ! -x $bin ]]; then
+            settings_problem="no executable $bin"
+            continue
+        fi
+        if ! command -v python3 >/dev/null; then
+            settings_problem="python3 is needed to read \`mytunneld config --json\`"
+            break
+        fi
+        rc=0
+        out=$(clear_mytunnel_environment && timeout --kill-after=5 30 "$bin" --env-file "$env_file" config --json 2>&1) || rc=$?
+        # 0: every value valid, 1: some refused (all still printed); anything else is no answer.
+        if [[ $rc -le 1 ]]; then
+            while IFS= read -r -d '' name && IFS= read -r -d '' source &&
+                IFS= read -r -d '' value && IFS= read -r -d '' error; do
+                setting_value[$name]=$value
+                setting_source[$name]=$source
+                setting_error[$name]=$error
+            done < <(python3 -c '
+import json, sys
+for s in json.load(sys.stdin)["settings"]:
+    for field in (s["env"], s["source"], s["value"] or "", s["error"] or ""):
+        sys.stdout.write(str(field) + "\0")
+' <<<"$out" 2>/dev/null)
+            [[ ${#setting_value[@]} -gt 0 ]] && return 0
+        fi
+        settings_problem="$bin --env-file $env_file config --json: exit $rc${out:+: $(printable "${out:0:300}")}"
+    done
+    for name in "${!FALLBACK_DEFAULTS[@]}"; do
+        if value=$(env_value "$name" "$env_file"); then
+            setting_source[$name]=env_file
+        else
+            value=${FALLBACK_DEFAULTS[$name]}
+            setting_source[$name]=default
+        fi
+        setting_value[$name]=$value
+        setting_error[$name]=''
+    done
+    return 1
+}
+
+# edge_path NAME DESTDIR: the path setting NAME as edge_settings read it; its default is
+# taken inside DESTDIR (an install under --destdir keeps its files there).
+edge_path() {
+    if [[ ${setting_source[$1]:-default} == default ]]; then
+        echo "$2${setting_value[$1]:-}"
+    else
+        echo "${setting_value[$1]:-}"
+    fi
+}
+
+# edge_health BINARY ENV_FILE: runs `BINARY --env-file ENV_FILE ctl health` (it asks the
+# running `mytunneld serve`); sets health_rc and health_text (its output). Status 0 when
+# it answers healthy.
+health_rc=0
+health_text=''
+edge_health() {
+    health_rc=0
+    health_text=$(timeout --kill-after=5 30 "$1" --env-file "$2" ctl health 2>&1) || health_rc=$?
+    [[ $health_rc -eq 0 && $health_text == *'"healthy":true'* ]]
+}
+
+# binary_version BINARY: what `BINARY --version` prints, or that it is unknown.
+binary_version() {
+    "$1" --version 2>/dev/null || echo 'mytunneld (version unknown)'
+}
+
+# install_binary SOURCE DEST: installs SOURCE as DEST (0755 root:root) under a temporary
+# name in DEST's directory, then renames it into place: DEST never holds a half-written
+# file.
+install_binary_tmp=''
+install_binary() {
+    install_binary_tmp=$(mktemp "$(dirname "$2")/.mytunneld.XXXXXX")
+    trap 'rm -f "$install_binary_tmp"' EXIT
+    install -m 0755 -o root -g root "$1" "$install_binary_tmp"
+    mv -f "$install_binary_tmp" "$2"
+    trap - EXIT
+}
+
+# stop_service_for_change DESTDIR: stops mytunneld when systemd runs it and DESTDIR is
+# empty (an install under --destdir is never a running service); sets restart_service to
+# 1 when it did, for start_service_after_change.
+restart_service=0
+# shellcheck disable=SC2034 # restart_service is read by the scripts
+stop_service_for_change() {
+    restart_service=0
+    if [[ -z $1 && -d /run/systemd/system ]] && systemctl is-active --quiet mytunneld; then
+        systemctl stop mytunneld
+        restart_service=1
+        say "stopped mytunneld"
+    fi
 }
 
 # printable TEXT: TEXT with control characters shown as '?' (file names in the database

@@ -16,124 +16,114 @@
 # Exit codes: 0 restored and healthy, 1 restored but unhealthy or failure, 2 usage error.
 set -euo pipefail
 
+readonly SCRIPT_NAME=rollback-edge
+# shellcheck source=scripts/lib-edge.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib-edge.sh"
+
 usage() {
     echo "usage: $0 [--destdir DIR] [--backup STAMP]" >&2
     exit 2
 }
 
-die() {
-    echo "rollback-edge: $1" >&2
-    exit "${2:-1}"
-}
+main() {
+    local destdir='' stamp=''
+    local stamp_re='^[0-9]{8}T[0-9]{6}\.[0-9]{9}$'
+    while [[ $# -gt 0 ]]; do
+        case $1 in
+            --destdir | --backup)
+                [[ $# -ge 2 ]] || usage
+                if [[ $1 == --destdir ]]; then
+                    destdir=$2
+                else
+                    stamp=$2
+                fi
+                shift 2
+                ;;
+            *)
+                usage
+                ;;
+        esac
+    done
+    if [[ -n $destdir ]]; then
+        [[ $destdir == /* ]] || die "--destdir must be an absolute path: $destdir" 2
+        destdir=${destdir%/}
+    fi
+    [[ -z $stamp || $stamp =~ $stamp_re ]] || die "invalid backup stamp: $stamp" 2
+    [[ $(id -u) -eq 0 ]] || die "must run as root"
 
-say() {
-    echo "rollback-edge: $1"
-}
+    # The configuration comes from the env file only, as for the service.
+    clear_mytunnel_environment
 
-destdir=''
-stamp=''
-while [[ $# -gt 0 ]]; do
-    case $1 in
-        --destdir | --backup)
-            [[ $# -ge 2 ]] || usage
-            if [[ $1 == --destdir ]]; then
-                destdir=$2
-            else
-                stamp=$2
+    local bin_path env_file backup_dir name candidate backup_bin db_path db_name
+    bin_path=$destdir/usr/local/bin/mytunneld
+    env_file=$destdir/etc/mytunneld/mytunneld.env
+    backup_dir=$destdir/var/backups/mytunneld
+
+    # --- which backup --------------------------------------------------------------------
+    if [[ -z $stamp ]]; then
+        [[ -d $backup_dir ]] || die "no backups in $backup_dir"
+        while IFS= read -r name; do
+            candidate=${name#mytunneld.}
+            [[ $candidate =~ $stamp_re ]] && stamp=$candidate
+        done < <(LC_ALL=C find "$backup_dir" -maxdepth 1 -type f -name 'mytunneld.*' -printf '%f\n' | LC_ALL=C sort)
+        [[ -n $stamp ]] || die "no backups in $backup_dir"
+    fi
+    backup_bin=$backup_dir/mytunneld.$stamp
+    [[ -f $backup_bin ]] || die "no backup $backup_bin"
+
+    # The database as the installed binary resolves it, else as the backup does (the one
+    # being rolled back from may be broken, the backup older than `mytunneld config`); when
+    # neither answers, the env file's own line (edge_settings' fallback).
+    edge_settings "$env_file" "$bin_path" "$backup_bin" || true
+    db_path=$(edge_path MYTUNNEL_DB_PATH "$destdir")
+    db_name=$(basename "$db_path")
+
+    # --- stop the service while files change ---------------------------------------------
+    stop_service_for_change "$destdir"
+
+    # --- binary --------------------------------------------------------------------------
+    install_binary "$backup_bin" "$bin_path"
+    say "restored $bin_path from $backup_bin"
+
+    # --- database ------------------------------------------------------------------------
+    local now db_dir suffix src tmp
+    if [[ -f $backup_dir/$db_name.$stamp ]]; then
+        now=$(date -u +%Y%m%dT%H%M%S.%N)
+        db_dir=$(dirname "$db_path")
+        for suffix in '' -wal -shm; do
+            if [[ -f $db_path$suffix ]]; then
+                cp -p "$db_path$suffix" "$backup_dir/$db_name$suffix.$now.replaced"
             fi
-            shift 2
-            ;;
-        *)
-            usage
-            ;;
-    esac
-done
-if [[ -n $destdir ]]; then
-    [[ $destdir == /* ]] || die "--destdir must be an absolute path: $destdir" 2
-    destdir=${destdir%/}
-fi
-stamp_re='^[0-9]{8}T[0-9]{6}\.[0-9]{9}$'
-[[ -z $stamp || $stamp =~ $stamp_re ]] || die "invalid backup stamp: $stamp" 2
-[[ $(id -u) -eq 0 ]] || die "must run as root"
+        done
+        # A WAL that does not belong to the restored file must never be applied to it.
+        rm -f "$db_path-wal" "$db_path-shm"
+        for suffix in -wal -shm ''; do
+            src=$backup_dir/$db_name$suffix.$stamp
+            [[ -f $src ]] || continue
+            tmp=$(mktemp "$db_dir/.$db_name$suffix.XXXXXX")
+            cp -p "$src" "$tmp"
+            mv -f "$tmp" "$db_path$suffix"
+        done
+        say "restored $db_path from $backup_dir/$db_name.$stamp (replaced files kept as *.$now.replaced)"
+    else
+        say "no database in backup $stamp: $db_path left as it is"
+    fi
 
-# The configuration comes from the env file only, as for the service.
-while IFS= read -r var; do
-    unset "$var"
-done < <(compgen -e | grep '^MYTUNNEL_' || true)
+    if [[ $restart_service -eq 1 ]]; then
+        systemctl start mytunneld
+        say "started mytunneld"
+    fi
 
-bin_path=$destdir/usr/local/bin/mytunneld
-env_file=$destdir/etc/mytunneld/mytunneld.env
-backup_dir=$destdir/var/backups/mytunneld
+    # --- health --------------------------------------------------------------------------
+    local version
+    version=$(binary_version "$bin_path")
+    if edge_health "$bin_path" "$env_file"; then
+        say "rolled back to $version (backup $stamp): healthy"
+        exit 0
+    fi
+    echo "rollback-edge: rolled back to $version (backup $stamp) but the edge is unhealthy (exit $health_rc): ${health_text:0:400}" >&2
+    echo "rollback-edge: hint: run check-edge.sh${destdir:+ --destdir $destdir}" >&2
+    exit 1
+}
 
-# shellcheck source=scripts/lib-edge.sh
-source "$(dirname "${BASH_SOURCE[0]}")/lib-edge.sh"
-
-db_path=$(env_value MYTUNNEL_DB_PATH "$env_file") || db_path=/var/lib/mytunneld/leases.db
-db_name=$(basename "$db_path")
-
-# --- which backup ------------------------------------------------------------------------
-if [[ -z $stamp ]]; then
-    [[ -d $backup_dir ]] || die "no backups in $backup_dir"
-    while IFS= read -r name; do
-        candidate=${name#mytunneld.}
-        [[ $candidate =~ $stamp_re ]] && stamp=$candidate
-    done < <(LC_ALL=C find "$backup_dir" -maxdepth 1 -type f -name 'mytunneld.*' -printf '%f\n' | LC_ALL=C sort)
-    [[ -n $stamp ]] || die "no backups in $backup_dir"
-fi
-backup_bin=$backup_dir/mytunneld.$stamp
-[[ -f $backup_bin ]] || die "no backup $backup_bin"
-
-# --- stop the service while files change ----------------------------------------------------
-restart_service=0
-if [[ -z $destdir && -d /run/systemd/system ]] && systemctl is-active --quiet mytunneld; then
-    systemctl stop mytunneld
-    restart_service=1
-    say "stopped mytunneld"
-fi
-
-# --- binary ------------------------------------------------------------------------------
-tmp=$(mktemp "$(dirname "$bin_path")/.mytunneld.XXXXXX")
-trap 'rm -f "$tmp"' EXIT
-install -m 0755 -o root -g root "$backup_bin" "$tmp"
-mv -f "$tmp" "$bin_path"
-say "restored $bin_path from $backup_bin"
-
-# --- database ----------------------------------------------------------------------------
-if [[ -f $backup_dir/$db_name.$stamp ]]; then
-    now=$(date -u +%Y%m%dT%H%M%S.%N)
-    db_dir=$(dirname "$db_path")
-    for suffix in '' -wal -shm; do
-        if [[ -f $db_path$suffix ]]; then
-            cp -p "$db_path$suffix" "$backup_dir/$db_name$suffix.$now.replaced"
-        fi
-    done
-    # A WAL that does not belong to the restored file must never be applied to it.
-    rm -f "$db_path-wal" "$db_path-shm"
-    for suffix in -wal -shm ''; do
-        src=$backup_dir/$db_name$suffix.$stamp
-        [[ -f $src ]] || continue
-        tmp=$(mktemp "$db_dir/.$db_name$suffix.XXXXXX")
-        cp -p "$src" "$tmp"
-        mv -f "$tmp" "$db_path$suffix"
-    done
-    say "restored $db_path from $backup_dir/$db_name.$stamp (replaced files kept as *.$now.replaced)"
-else
-    say "no database in backup $stamp: $db_path left as it is"
-fi
-
-if [[ $restart_service -eq 1 ]]; then
-    systemctl start mytunneld
-    say "started mytunneld"
-fi
-
-# --- health ------------------------------------------------------------------------------
-version=$("$bin_path" --version 2>/dev/null || echo 'mytunneld (version unknown)')
-rc=0
-health=$(timeout --kill-after=5 30 "$bin_path" --env-file "$env_file" ctl health 2>&1) || rc=$?
-if [[ $rc -eq 0 && $health == *'"healthy":true'* ]]; then
-    say "rolled back to $version (backup $stamp): healthy"
-    exit 0
-fi
-echo "rollback-edge: rolled back to $version (backup $stamp) but the edge is unhealthy (exit $rc): ${health:0:400}" >&2
-echo "rollback-edge: hint: run check-edge.sh${destdir:+ --destdir $destdir}" >&2
-exit 1
+main "$@"

@@ -3,7 +3,7 @@
 //! be a flag of `mytunneld serve`, `authorized-keys` and `config`, resolve from its
 //! environment variable and env file key, be refused by the SSH gate as its row says, be
 //! a remote override of `mytunnel` when its row says so, and appear in the generated CLI
-//! reference.
+//! reference; the scripts' fallback defaults must be the table's.
 
 // Test code: a panic is a failed assertion.
 #![allow(
@@ -13,7 +13,8 @@
     clippy::indexing_slicing
 )]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use clap::Parser;
 use mytunnel_cli::client_cli::{self, Cli};
@@ -196,5 +197,37 @@ fn every_setting_is_in_the_generated_reference() {
             spec.client_override,
             "{remote}"
         );
+    }
+}
+
+#[test]
+fn the_scripts_fallback_defaults_are_the_tables() {
+    let lib = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/lib-edge.sh");
+    let output = Command::new("bash")
+        .arg("-c")
+        .arg(
+            r#"source "$1" && for name in "${!FALLBACK_DEFAULTS[@]}"; do printf '%s=%s\n' "$name" "${FALLBACK_DEFAULTS[$name]}"; done"#,
+        )
+        .arg("bash")
+        .arg(&lib)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        !text.is_empty(),
+        "no FALLBACK_DEFAULTS in {}",
+        lib.display()
+    );
+    for line in text.lines() {
+        let (name, value) = line.split_once('=').unwrap();
+        let setting =
+            Setting::from_env_var(name).unwrap_or_else(|| panic!("{name} is not a setting"));
+        // '' stands for a setting without a default.
+        assert_eq!(setting.default_value().unwrap_or(""), value, "{name}");
     }
 }
