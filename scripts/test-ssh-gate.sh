@@ -11,9 +11,11 @@
 #   pass the gate: exit 0 with a JSON document, or exit 1/2 with an error envelope whose code
 #   is not a gate refusal (e.g. `lease_not_found`, `caddy_unavailable`; `health` exits 1
 #   with a JSON `healthy` key when Caddy is not reachable);
-# - refused shapes (other programs, other subcommands, each of the 13 daemon override flags
-#   in `--flag v` and `--flag=v` form, shell syntax, control characters, over-long input)
-#   must exit 1 with exactly `forbidden_command` or `override_not_allowed`.
+# - refused shapes (other programs, other subcommands, each daemon override flag in
+#   `--flag v` and `--flag=v` form, shell syntax, control characters, over-long input)
+#   must exit 1 with exactly `forbidden_command` or `override_not_allowed`. The override
+#   flags are those the binary's settings table marks (`gate_override` in
+#   `mytunneld config --json`): the 13 the gate refuses by name.
 #
 # --binary   the mytunneld to test (default: mytunneld on PATH, else /usr/local/bin/mytunneld)
 # --env-file the edge's env file (its `mytunneld serve` must be running: ctl asks it).
@@ -27,67 +29,65 @@
 # Exit codes: 0 every line ok, 1 some line FAIL, 2 usage error.
 set -euo pipefail
 
+readonly SCRIPT_NAME=test-ssh-gate
+# shellcheck source=scripts/lib-edge.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib-edge.sh"
+
 usage() {
     echo "usage: $0 [--binary PATH] [--env-file FILE]" >&2
     exit 2
 }
 
-die() {
-    echo "test-ssh-gate: $1" >&2
-    exit "${2:-1}"
+# parse_args ARGS...: sets binary and env_file.
+parse_args() {
+    binary=''
+    env_file=''
+    while [[ $# -gt 0 ]]; do
+        case $1 in
+            --binary)
+                [[ $# -ge 2 ]] || usage
+                binary=$2
+                shift 2
+                ;;
+            --binary=*)
+                binary=${1#--binary=}
+                shift
+                ;;
+            --env-file)
+                [[ $# -ge 2 ]] || usage
+                env_file=$2
+                shift 2
+                ;;
+            --env-file=*)
+                env_file=${1#--env-file=}
+                shift
+                ;;
+            -h | --help)
+                print_help
+                exit 0
+                ;;
+            *)
+                usage
+                ;;
+        esac
+    done
 }
 
-binary=''
-env_file=''
-while [[ $# -gt 0 ]]; do
-    case $1 in
-        --binary)
-            [[ $# -ge 2 ]] || usage
-            binary=$2
-            shift 2
-            ;;
-        --binary=*)
-            binary=${1#--binary=}
-            shift
-            ;;
-        --env-file)
-            [[ $# -ge 2 ]] || usage
-            env_file=$2
-            shift 2
-            ;;
-        --env-file=*)
-            env_file=${1#--env-file=}
-            shift
-            ;;
-        -h | --help)
-            sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'
-            exit 0
-            ;;
-        *)
-            usage
-            ;;
-    esac
-done
-
-if [[ -z $binary ]]; then
-    binary=$(command -v mytunneld || true)
-    [[ -n $binary ]] || binary=/usr/local/bin/mytunneld
-fi
-[[ -x $binary ]] || die "no executable mytunneld at $binary (use --binary PATH)" 2
-command -v python3 >/dev/null || die "python3 is needed to read the JSON replies" 2
-
-workdir=$(mktemp -d "${TMPDIR:-/tmp}/test-ssh-gate.XXXXXX")
+workdir=''
 serve_pid=''
 cleanup() {
     if [[ -n $serve_pid ]]; then
         kill "$serve_pid" 2>/dev/null || true
         wait "$serve_pid" 2>/dev/null || true
     fi
-    rm -rf "$workdir"
+    if [[ -n $workdir ]]; then
+        rm -rf "$workdir"
+    fi
 }
-trap cleanup EXIT
 
-if [[ -z $env_file ]]; then
+# start_throwaway_serve: an env file, lease database and `mytunneld serve` in the work
+# directory (serve stopped by its pid at exit); sets env_file.
+start_throwaway_serve() {
     env_file=$workdir/mytunneld.env
     mkdir "$workdir/s"
     {
@@ -107,12 +107,19 @@ if [[ -z $env_file ]]; then
         sleep 0.05
     done
     [[ -S $workdir/s/control.sock ]] || die "mytunneld serve did not listen within 10 s"
-    echo "# throwaway env file, lease database and mytunneld serve in $workdir"
-else
-    [[ -f $env_file && -r $env_file ]] || die "cannot read env file $env_file" 2
-    echo "# env file $env_file"
-fi
-echo "# binary $binary"
+}
+
+# override_flags: the flags the gate refuses by name, from the binary's settings table,
+# one a line.
+override_flags() {
+    env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin "$binary" --env-file /dev/null config --json 2>/dev/null |
+        python3 -c '
+import json, sys
+for setting in json.load(sys.stdin)["settings"]:
+    if setting["gate_override"]:
+        print(setting["flag"])
+' 2>/dev/null || true
+}
 
 # Classifies replies: for each file argument prints one line, the error code of an envelope,
 # "healthy" for a health document, "json" for any other JSON document, "empty" for no output
@@ -175,107 +182,140 @@ check() {
 expect_allowed() { check allowed "$1"; }
 expect_refused() { check "$1" "$2"; }
 
-# --- allowed ------------------------------------------------------------------------------
-check session ''
-expect_allowed 'mytunneld ctl list'
-expect_allowed 'mytunneld ctl list --all'
-expect_allowed 'mytunneld ctl stats'
-expect_allowed '/usr/local/bin/mytunneld ctl stats'
-expect_allowed "'mytunneld' 'ctl' 'list'"
-expect_allowed 'mytunneld ctl health'
-test_name=gate-test-$$
-expect_allowed "mytunneld ctl allocate --name $test_name --ttl 30s"
-expect_allowed "mytunneld ctl delete --lease $test_name"
-expect_allowed 'mytunneld ctl heartbeat --lease lease_aaaaaaaaaaaaaaaa'
-expect_allowed 'mytunneld ctl release --lease lease_aaaaaaaaaaaaaaaa'
+# run_shapes: every shape, each as sshd would run it.
+run_shapes() {
+    local shape test_name long flag
+    local -a flags
+    # --- allowed --------------------------------------------------------------------------
+    check session ''
+    expect_allowed 'mytunneld ctl list'
+    expect_allowed 'mytunneld ctl list --all'
+    expect_allowed 'mytunneld ctl stats'
+    expect_allowed '/usr/local/bin/mytunneld ctl stats'
+    expect_allowed "'mytunneld' 'ctl' 'list'"
+    expect_allowed 'mytunneld ctl health'
+    test_name=gate-test-$$
+    expect_allowed "mytunneld ctl allocate --name $test_name --ttl 30s"
+    expect_allowed "mytunneld ctl delete --lease $test_name"
+    expect_allowed 'mytunneld ctl heartbeat --lease lease_aaaaaaaaaaaaaaaa'
+    expect_allowed 'mytunneld ctl release --lease lease_aaaaaaaaaaaaaaaa'
 
-# --- refused: not mytunneld ctl -----------------------------------------------------------
-# shellcheck disable=SC2016 # the $(id) and `id` shapes are literal on purpose
-for shape in \
-    'sh' \
-    'id' \
-    'bash -i' \
-    'sh -c id' \
-    "sh -c 'mytunneld ctl list'" \
-    'mytunneld' \
-    'mytunneld serve' \
-    'mytunneld gate' \
-    'mytunneld ctl' \
-    'mytunneld ctl shell' \
-    'mytunneld ctl LIST' \
-    'mytunneld ctl list --verbose' \
-    'mytunneld ctl list extra' \
-    'mytunneld ctl list; id' \
-    'mytunneld ctl list && id' \
-    'mytunneld ctl list | id' \
-    'mytunneld ctl list `id`' \
-    'mytunneld ctl list $(id)' \
-    "mytunneld ctl list 'unterminated" \
-    '/tmp/mytunneld ctl list' \
-    './mytunneld ctl list' \
-    'scp -t /tmp' \
-    'rsync --server . /' \
-    'internal-sftp' \
-    $'mytunneld ctl list\nid' \
-    $'mytunneld ctl list\n' \
-    $'mytunneld\tctl list' \
-    $'\e[2J' \
-    $'mytunneld ctl list\x7f' \
-    $'mytunneld ctl list\r'; do
-    expect_refused forbidden_command "$shape"
-done
-long=$(printf 'x%.0s' {1..5000})
-expect_refused forbidden_command "mytunneld ctl list $long"
+    # --- refused: not mytunneld ctl -------------------------------------------------------
+    # shellcheck disable=SC2016 # the $(id) and `id` shapes are literal on purpose
+    for shape in \
+        'sh' \
+        'id' \
+        'bash -i' \
+        'sh -c id' \
+        "sh -c 'mytunneld ctl list'" \
+        'mytunneld' \
+        'mytunneld serve' \
+        'mytunneld gate' \
+        'mytunneld ctl' \
+        'mytunneld ctl shell' \
+        'mytunneld ctl LIST' \
+        'mytunneld ctl list --verbose' \
+        'mytunneld ctl list extra' \
+        'mytunneld ctl list; id' \
+        'mytunneld ctl list && id' \
+        'mytunneld ctl list | id' \
+        'mytunneld ctl list `id`' \
+        'mytunneld ctl list $(id)' \
+        "mytunneld ctl list 'unterminated" \
+        '/tmp/mytunneld ctl list' \
+        './mytunneld ctl list' \
+        'scp -t /tmp' \
+        'rsync --server . /' \
+        'internal-sftp' \
+        $'mytunneld ctl list\nid' \
+        $'mytunneld ctl list\n' \
+        $'mytunneld\tctl list' \
+        $'\e[2J' \
+        $'mytunneld ctl list\x7f' \
+        $'mytunneld ctl list\r'; do
+        expect_refused forbidden_command "$shape"
+    done
+    long=$(printf 'x%.0s' {1..5000})
+    expect_refused forbidden_command "mytunneld ctl list $long"
 
-# --- refused: daemon override flags, both forms -------------------------------------------
-override_flags=(
-    --db-path --base-domain --caddy-admin-url --caddy-server --min-port --max-port
-    --lease-ttl --cleanup-interval --reconcile-interval --health-timeout --log-format
-    --max-leases-per-owner --admin-users
-)
-for flag in "${override_flags[@]}"; do
-    expect_refused override_not_allowed "mytunneld ctl list $flag v"
-    expect_refused override_not_allowed "mytunneld ctl list $flag=v"
-done
-expect_refused override_not_allowed 'mytunneld ctl list --db-path x'
-expect_refused override_not_allowed 'mytunneld ctl allocate --name x --admin-users root'
+    # --- refused: daemon override flags, both forms ---------------------------------------
+    mapfile -t flags < <(override_flags)
+    [[ ${#flags[@]} -gt 0 ]] ||
+        die "$binary config --json names no daemon override flag (a mytunneld older than \`mytunneld config\`?)" 2
+    for flag in "${flags[@]}"; do
+        expect_refused override_not_allowed "mytunneld ctl list $flag v"
+        expect_refused override_not_allowed "mytunneld ctl list $flag=v"
+    done
+    expect_refused override_not_allowed 'mytunneld ctl list --db-path x'
+    expect_refused override_not_allowed 'mytunneld ctl allocate --name x --admin-users root'
+}
 
-# --- verdicts ----------------------------------------------------------------------------
-files=()
-for i in "${!shapes[@]}"; do
-    files+=("$workdir/out.$i")
-done
-mapfile -t verdicts < <(classify_all "${files[@]}")
-[[ ${#verdicts[@]} -eq ${#shapes[@]} ]] || die "could not classify the gate's replies"
+# report: one line per shape and the summary; status 1 when a line FAILs.
+report() {
+    local i files=() verdicts=() failures=0 total expect rc verdict status
+    files=()
+    for i in "${!shapes[@]}"; do
+        files+=("$workdir/out.$i")
+    done
+    mapfile -t verdicts < <(classify_all "${files[@]}")
+    [[ ${#verdicts[@]} -eq ${#shapes[@]} ]] || die "could not classify the gate's replies"
 
-failures=0
-total=${#shapes[@]}
-for i in "${!shapes[@]}"; do
-    expect=${expects[$i]}
-    rc=${codes[$i]}
-    verdict=${verdicts[$i]}
-    status=FAIL
-    case $expect in
-        session)
-            [[ $rc -eq 0 && $verdict == empty ]] && status=ok
-            ;;
-        allowed)
-            # Passed the gate: success, an unhealthy health report, or a ctl error that is
-            # not a gate refusal.
-            case $rc:$verdict in
-                0:json | 0:healthy | 1:healthy) status=ok ;;
-                [12]:forbidden_command | [12]:override_not_allowed) ;;
-                [12]:empty | [12]:not-json | [12]:json | 2:healthy) ;;
-                1:* | 2:*) status=ok ;;
-            esac
-            ;;
-        *)
-            [[ $rc -eq 1 && $verdict == "$expect" ]] && status=ok
-            ;;
-    esac
-    [[ $status == ok ]] || failures=$((failures + 1))
-    printf '%s %s -> %s (exit %s)\n' "$status" "$(show "${shapes[$i]}")" "$verdict" "$rc"
-done
+    failures=0
+    total=${#shapes[@]}
+    for i in "${!shapes[@]}"; do
+        expect=${expects[$i]}
+        rc=${codes[$i]}
+        verdict=${verdicts[$i]}
+        status=FAIL
+        case $expect in
+            session)
+                [[ $rc -eq 0 && $verdict == empty ]] && status=ok
+                ;;
+            allowed)
+                # Passed the gate: success, an unhealthy health report, or a ctl error that is
+                # not a gate refusal.
+                case $rc:$verdict in
+                    0:json | 0:healthy | 1:healthy) status=ok ;;
+                    [12]:forbidden_command | [12]:override_not_allowed) ;;
+                    [12]:empty | [12]:not-json | [12]:json | 2:healthy) ;;
+                    1:* | 2:*) status=ok ;;
+                esac
+                ;;
+            *)
+                [[ $rc -eq 1 && $verdict == "$expect" ]] && status=ok
+                ;;
+        esac
+        [[ $status == ok ]] || failures=$((failures + 1))
+        printf '%s %s -> %s (exit %s)\n' "$status" "$(show "${shapes[$i]}")" "$verdict" "$rc"
+    done
 
-echo "# $((total - failures)) ok, $failures FAIL"
-[[ $failures -eq 0 ]]
+    echo "# $((total - failures)) ok, $failures FAIL"
+    [[ $failures -eq 0 ]]
+}
+
+main() {
+    parse_args "$@"
+    if [[ -z $binary ]]; then
+        binary=$(command -v mytunneld || true)
+        [[ -n $binary ]] || binary=/usr/local/bin/mytunneld
+    fi
+    [[ -x $binary ]] || die "no executable mytunneld at $binary (use --binary PATH)" 2
+    command -v python3 >/dev/null || die "python3 is needed to read the JSON replies" 2
+
+    workdir=$(mktemp -d "${TMPDIR:-/tmp}/test-ssh-gate.XXXXXX")
+    trap cleanup EXIT
+
+    if [[ -z $env_file ]]; then
+        start_throwaway_serve
+        echo "# throwaway env file, lease database and mytunneld serve in $workdir"
+    else
+        [[ -f $env_file && -r $env_file ]] || die "cannot read env file $env_file" 2
+        echo "# env file $env_file"
+    fi
+    echo "# binary $binary"
+
+    run_shapes
+    report
+}
+
+main "$@"
