@@ -362,6 +362,29 @@ mod tests {
     }
 
     #[test]
+    fn config_reads_flags_and_a_missing_env_file_is_no_error() {
+        let run = |args: &[&str]| {
+            let matches = command()
+                .try_get_matches_from([&["mytunneld", "config"][..], args].concat())
+                .unwrap();
+            let (_, sub) = matches.subcommand().unwrap();
+            run_config(sub, &PathBuf::from("/nonexistent/env")).unwrap()
+        };
+        let text = run(&["--route-mode", "static"]);
+        assert_eq!(text.exit_code, 0, "{}", text.stdout);
+        assert!(text.stdout.contains("/nonexistent/env (not found)"));
+        assert!(text
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("MYTUNNEL_ROUTE_MODE=static ") && l.ends_with("# flag")));
+        let json = run(&["--json", "--min-port", "0"]);
+        assert_eq!(json.exit_code, 1);
+        let doc: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+        assert_eq!(doc["valid"], false);
+        assert_eq!(doc["env_file"]["found"], false);
+    }
+
+    #[test]
     fn ctl_words_split_into_settings_and_request() {
         let words: Vec<String> = ["list", "--db-path", "/nonexistent/x.db", "--all"]
             .map(String::from)
