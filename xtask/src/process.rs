@@ -164,9 +164,13 @@ pub(super) fn is_summary_line(text: &str) -> bool {
 pub(super) fn ensure_system_packages() -> Result<()> {
     // (what must be present, its package). A path is checked as a file: root's PATH may
     // lack /usr/sbin, where sshd lives.
-    const PACKAGES: [(&str, &str); 5] = [
+    const PACKAGES: [(&str, &str); 7] = [
         ("caddy", "caddy"),
         ("shellcheck", "shellcheck"),
+        // The edge scripts read `mytunneld config --json` with it.
+        ("python3", "python3"),
+        // setpriv runs serve and Caddy as their users, as their units do.
+        ("setpriv", "util-linux"),
         ("/usr/sbin/sshd", "openssh-server"),
         ("ssh", "openssh-client"),
         ("ssh-keygen", "openssh-client"),
