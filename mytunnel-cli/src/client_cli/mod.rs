@@ -1,0 +1,256 @@
+//! `mytunnel`: arguments (here), output formats (`output.rs`), the status line
+//! (`status.rs`) and the command runners (`run.rs`). The binary only parses and calls
+//! [`run`].
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{ArgAction, Args, Parser, Subcommand};
+use mytunnel_client::doctor::{run_doctor, Check, CheckStatus};
+use mytunnel_client::profile::ExplicitEdge;
+use mytunnel_client::{EdgeSettings, Multiplexing, Reconnect, Tunnel, TunnelError, TunnelEvent};
+use mytunnel_core::printable::printable;
+use mytunnel_core::protocol::{LeaseDto, ListScope, Takeover};
+use mytunnel_core::settings::Setting;
+use mytunnel_core::transport::TransportError;
+use mytunnel_core::LeaseRef;
+
+mod output;
+mod run;
+mod status;
+
+pub use output::*;
+pub use run::run;
+use status::*;
+
+const EXAMPLES: &str = "\
+Examples:
+  mytunnel http 3000 --edge tunnel@edge.example.com
+  mytunnel http 8080 --name portal --ttl 5m
+  mytunnel ls
+  mytunnel stop portal.tunnel.example.com
+  mytunnel doctor --local-port 3000";
+
+/// `mytunnel`: publish a local HTTP port at https://<name>.<your-domain> through your edge.
+#[derive(Debug, Parser)]
+#[command(
+    name = "mytunnel",
+    version,
+    about = "Publish a local HTTP port at https://<name>.<your-domain> through your own edge",
+    disable_version_flag = true,
+    after_help = EXAMPLES,
+    override_usage = "mytunnel <http|ls|stop|rm|doctor> [args]"
+)]
+pub struct Cli {
+    /// Print the version.
+    #[arg(short = 'v', long = "version", action = ArgAction::Version)]
+    version: Option<bool>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Publish http://127.0.0.1:<LOCAL_PORT>/ until Ctrl-C
+    #[command(
+        after_help = "Examples:\n  mytunnel http 3000 --edge tunnel@edge.example.com\n  mytunnel http 3000 --name portal --ttl 10m\n  mytunnel http 3000 --name portal --force   (edge admins: take the name over)"
+    )]
+    Http(HttpArgs),
+    /// List your leases
+    Ls(LsArgs),
+    /// Release a lease: its URL stops at once and the name is free again
+    Stop(RefArgs),
+    /// Delete a lease record (releasing it first if active)
+    Rm(RefArgs),
+    /// Check each step from this machine to a working tunnel
+    Doctor(DoctorArgs),
+}
+
+/// How to reach the edge (every subcommand).
+#[derive(Debug, Clone, Args)]
+pub struct EdgeArgs {
+    /// SSH destination (user@host, Host alias, ssh://user@host:port) or profile name [env: MYTUNNEL_EDGE]
+    #[arg(long, value_name = "DESTINATION|PROFILE")]
+    pub edge: Option<String>,
+    /// The ssh client [env: MYTUNNEL_SSH_BIN] [default: ssh]
+    #[arg(long, value_name = "PATH")]
+    pub ssh_bin: Option<PathBuf>,
+    /// Open one SSH connection per control command instead of sharing one
+    #[arg(long)]
+    pub no_ssh_mux: bool,
+    /// mytunneld on the edge [env: MYTUNNEL_REMOTE_BIN] [default: mytunneld]
+    #[arg(long, value_name = "PATH")]
+    pub remote_bin: Option<String>,
+    /// Base domain the URL is expected under (checked, not sent) [env: MYTUNNEL_BASE_DOMAIN]
+    #[arg(long, value_name = "DOMAIN")]
+    pub base_domain: Option<String>,
+    /// Extra ssh option for every ssh run, e.g. --ssh-option Port=2222 (repeatable)
+    #[arg(long = "ssh-option", value_name = "KEY=VALUE")]
+    pub ssh_options: Vec<String>,
+    /// The client profile file [default: ~/.config/mytunnel/config.toml]
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Remote daemon overrides.
+    #[command(flatten)]
+    pub overrides: RemoteOverrides,
+}
+
+/// Daemon settings passed to the remote `mytunneld ctl` only when given: the settings
+/// table's remote overrides, in table order. The SSH gate refuses them; they serve edges
+/// reached without the gate.
+#[derive(Debug, Clone, Default)]
+pub struct RemoteOverrides {
+    given: Vec<(Setting, String)>,
+}
+
+/// The settings `mytunnel` offers as remote overrides.
+fn remote_override_settings() -> impl Iterator<Item = Setting> {
+    Setting::ALL
+        .into_iter()
+        .filter(|setting| setting.spec().client_override)
+}
+
+impl RemoteOverrides {
+    /// The given ones, as `(flag, value)`.
+    pub fn pairs(&self) -> Vec<(String, String)> {
+        self.given
+            .iter()
+            .map(|(setting, value)| (setting.flag().to_owned(), value.clone()))
+            .collect()
+    }
+}
+
+impl clap::Args for RemoteOverrides {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        cmd.args(remote_override_settings().map(|setting| {
+            let spec = setting.spec();
+            clap::Arg::new(spec.name)
+                .long(spec.flag.trim_start_matches('-'))
+                .value_name(spec.value_name)
+                .help(format!("Remote {}: {}", spec.flag, spec.help))
+                .help_heading("Remote overrides (refused by the SSH gate)")
+        }))
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
+    }
+}
+
+impl clap::FromArgMatches for RemoteOverrides {
+    fn from_arg_matches(matches: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        Ok(RemoteOverrides {
+            given: remote_override_settings()
+                .filter_map(|setting| {
+                    matches
+                        .get_one::<String>(setting.name())
+                        .map(|value| (setting, value.clone()))
+                })
+                .collect(),
+        })
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &clap::ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(matches)?;
+        Ok(())
+    }
+}
+
+impl EdgeArgs {
+    /// The SDK's edge settings.
+    pub fn settings(&self) -> EdgeSettings {
+        EdgeSettings {
+            explicit: ExplicitEdge {
+                edge: self.edge.clone(),
+                ssh_bin: self.ssh_bin.clone(),
+                remote_bin: self.remote_bin.clone(),
+                base_domain: self.base_domain.clone(),
+            },
+            multiplexing: if self.no_ssh_mux {
+                Multiplexing::PerCommand
+            } else {
+                Multiplexing::Shared
+            },
+            remote_overrides: self.overrides.pairs(),
+            ssh_options: self.ssh_options.clone(),
+            config_path: self.config.clone(),
+            environment: None,
+            transport: None,
+        }
+    }
+}
+
+/// `mytunnel http`.
+#[derive(Debug, Args)]
+pub struct HttpArgs {
+    /// The local port your app listens on (http://127.0.0.1:<LOCAL_PORT>/)
+    #[arg(value_parser = clap::value_parser!(u16).range(1..=65535))]
+    pub local_port: u16,
+    /// Publish at https://<NAME>.<base-domain> (default: a generated readable name)
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Accepted for compatibility; the edge takes the owner from your SSH user
+    #[arg(long, value_name = "USER")]
+    pub owner: Option<String>,
+    /// Take the name over from another lease (edge admins only)
+    #[arg(long, requires = "name")]
+    pub force: bool,
+    /// Lease TTL to ask for, e.g. 90s or 5m (clamped to 30s..24h) [default: the edge's, 2m]
+    #[arg(long, value_parser = parse_ttl)]
+    pub ttl: Option<Duration>,
+    /// Reconnect when the SSH connection drops (--reconnect=false to exit instead)
+    #[arg(long, default_value_t = true, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub reconnect: bool,
+    /// How to reach the edge.
+    #[command(flatten)]
+    pub edge: EdgeArgs,
+}
+
+fn parse_ttl(text: &str) -> Result<Duration, String> {
+    mytunnel_core::duration::parse_duration(text).map_err(|e| e.message)
+}
+
+/// `mytunnel ls`.
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// Print the lease DTOs as a JSON array
+    #[arg(long)]
+    pub json: bool,
+    /// Everyone's leases (edge admins only)
+    #[arg(long)]
+    pub all: bool,
+    /// How to reach the edge.
+    #[command(flatten)]
+    pub edge: EdgeArgs,
+}
+
+/// `mytunnel stop` / `rm`.
+#[derive(Debug, Args)]
+pub struct RefArgs {
+    /// lease_…, the host, or the name
+    pub lease: String,
+    /// Print the answer as JSON
+    #[arg(long)]
+    pub json: bool,
+    /// How to reach the edge.
+    #[command(flatten)]
+    pub edge: EdgeArgs,
+}
+
+/// `mytunnel doctor`.
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Also check the local app on this port
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=65535))]
+    pub local_port: Option<u16>,
+    /// Print the checks as JSON
+    #[arg(long)]
+    pub json: bool,
+    /// How to reach the edge.
+    #[command(flatten)]
+    pub edge: EdgeArgs,
+}

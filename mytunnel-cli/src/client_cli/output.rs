@@ -1,0 +1,122 @@
+//! What `mytunnel` prints: the fixed output formats, and errors as messages with hints.
+
+use super::*;
+
+/// The two lines `http` prints on stdout once the tunnel is up.
+pub fn format_opened(url: &str, lease_id: &str) -> String {
+    format!("url: {url}\nlease: {lease_id}\n")
+}
+
+/// `ls` as aligned text columns, or `no leases`.
+pub fn format_ls(leases: &[LeaseDto]) -> String {
+    if leases.is_empty() {
+        return "no leases\n".to_owned();
+    }
+    let header = ["LEASE_ID", "HOST", "OWNER", "PORT", "STATE", "EXPIRES_AT"];
+    let rows: Vec<[String; 6]> = leases
+        .iter()
+        .map(|l| {
+            [
+                l.lease_id.to_string(),
+                l.host.clone(),
+                l.owner.to_string(),
+                // A lease that binds a socket (static route mode) holds no port.
+                match l.edge_bind_port {
+                    0 => "-".to_owned(),
+                    port => port.to_string(),
+                },
+                l.state.to_string(),
+                l.expires_at.to_string(),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.len());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut out = String::new();
+        for (i, (cell, width)) in cells.iter().zip(widths).enumerate() {
+            if i + 1 == header.len() {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<width$}  "));
+            }
+        }
+        out.push('\n');
+        out
+    };
+    let mut out = line(header.to_vec());
+    for row in &rows {
+        out.push_str(&line(row.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
+/// The line `stop` prints: `released <id> (<tombstoned host>)`.
+pub fn format_released(lease: &LeaseDto) -> String {
+    format!("released {} ({})\n", lease.lease_id, lease.host)
+}
+
+/// The doctor report as text: one line per check.
+pub fn format_checks(checks: &[Check]) -> String {
+    let mut out = String::new();
+    for check in checks {
+        let status = match check.status {
+            CheckStatus::Ok => "ok  ",
+            CheckStatus::Warn => "warn",
+            CheckStatus::Fail => "fail",
+        };
+        out.push_str(&format!(
+            "{status}  {:<17} {}",
+            check.name,
+            printable(&check.detail)
+        ));
+        if !check.hint.is_empty() {
+            out.push_str(&format!("\n      hint: {}", printable(&check.hint)));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------
+// Errors
+
+/// Prints an error as a miette diagnostic with its code and hint, and returns the exit
+/// code: 2 for usage errors (nothing was sent), 1 for refusals and failures.
+pub(super) fn report(error: &TunnelError) -> ExitCode {
+    let mut diagnostic = miette::MietteDiagnostic::new(printable(&error.to_string()))
+        .with_help(printable(&error.hint()));
+    if let Some(code) = error.code() {
+        diagnostic = diagnostic.with_code(code.as_str());
+    }
+    eprintln!("{:?}", miette::Report::new(diagnostic));
+    match error {
+        TunnelError::InvalidOptions(_) | TunnelError::Edge(_) => ExitCode::from(2),
+        _ => ExitCode::from(1),
+    }
+}
+
+pub(super) fn report_transport(error: &TransportError) -> ExitCode {
+    let (code, hint) = match error {
+        TransportError::Refused(api) => (Some(api.code.as_str()), api.hint.clone()),
+        TransportError::Unreachable(_) => (
+            None,
+            "check `ssh <edge>` works with your tunnel key (`mytunnel doctor`)".to_owned(),
+        ),
+        TransportError::Malformed(_) => (
+            None,
+            "client and edge may not match: `mytunnel doctor` shows both versions".to_owned(),
+        ),
+    };
+    let mut diagnostic =
+        miette::MietteDiagnostic::new(printable(&error.to_string())).with_help(printable(&hint));
+    if let Some(code) = code {
+        diagnostic = diagnostic.with_code(code);
+    }
+    eprintln!("{:?}", miette::Report::new(diagnostic));
+    ExitCode::from(1)
+}
