@@ -31,7 +31,6 @@ use mytunnel_core::protocol::{ApiError, CtlRequest, CtlResponse, ErrorCode};
 use mytunnel_core::{LeaseRef, Owner};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::Semaphore;
 
 use crate::service::LeaseService;
 
@@ -154,30 +153,18 @@ pub async fn serve_control(
         limits,
         in_flight: Arc::default(),
     });
-    let connections = Arc::new(Semaphore::new(limits.max_connections.max(1)));
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => match Arc::clone(&connections).try_acquire_owned() {
-                    Ok(permit) => {
-                        let answerer = Arc::clone(&answerer);
-                        tokio::spawn(async move {
-                            answerer.answer(stream).await;
-                            drop(permit);
-                        });
-                    }
-                    Err(_) => refuse_busy(&stream, "too many ctl requests at once"),
-                },
-                Err(e) => {
-                    tracing::warn!(error = %e, "control socket accept failed");
-                    // Out of descriptors, say: do not spin.
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            }
-        }
-    }
+    crate::sockets::serve_connections(
+        "control",
+        listener,
+        limits.max_connections,
+        shutdown,
+        |stream| {
+            let answerer = Arc::clone(&answerer);
+            async move { answerer.answer(stream).await }
+        },
+        |stream| refuse_busy(&stream, "too many ctl requests at once"),
+    )
+    .await;
 }
 
 /// Answers `service_unavailable` without waiting for the caller: a full socket buffer

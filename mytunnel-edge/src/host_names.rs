@@ -28,7 +28,6 @@ use std::time::Duration;
 use mytunnel_core::{BaseDomain, Slug};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::Semaphore;
 
 /// The response header that carries the slug to Caddy.
 pub const SLUG_HEADER: &str = "X-Mytunnel-Slug";
@@ -163,31 +162,19 @@ pub async fn serve_host_names(
     shutdown: impl Future<Output = ()>,
 ) {
     let base_domain = Arc::new(base_domain);
-    let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => match Arc::clone(&connections).try_acquire_owned() {
-                    Ok(permit) => {
-                        let base_domain = Arc::clone(&base_domain);
-                        tokio::spawn(async move {
-                            answer_connection(stream, &base_domain).await;
-                            drop(permit);
-                        });
-                    }
-                    // Closed unanswered: Caddy answers 502.
-                    Err(_) => drop(stream),
-                },
-                Err(e) => {
-                    tracing::warn!(error = %e, "host names socket accept failed");
-                    // Out of descriptors, say: do not spin.
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            }
-        }
-    }
+    crate::sockets::serve_connections(
+        "host names",
+        listener,
+        MAX_CONNECTIONS,
+        shutdown,
+        |stream| {
+            let base_domain = Arc::clone(&base_domain);
+            async move { answer_connection(stream, &base_domain).await }
+        },
+        // Closed unanswered: Caddy answers 502.
+        drop,
+    )
+    .await;
 }
 
 #[cfg(test)]

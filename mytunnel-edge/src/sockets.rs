@@ -28,6 +28,46 @@ pub fn bind_service_socket(path: &Path, mode: u32) -> std::io::Result<tokio::net
     Ok(listener)
 }
 
+/// Accepts connections on `listener` until `shutdown` resolves, each answered on its own
+/// task by `answer`, at most `max_connections` at once; a connection past that is handed
+/// to `refuse` (which must not wait). `name` says which socket in the log when accepting
+/// fails (out of descriptors, say), after which it pauses 10 ms rather than spin.
+pub async fn serve_connections<A, F>(
+    name: &str,
+    listener: tokio::net::UnixListener,
+    max_connections: usize,
+    shutdown: impl std::future::Future<Output = ()>,
+    answer: A,
+    refuse: impl Fn(tokio::net::UnixStream),
+) where
+    A: Fn(tokio::net::UnixStream) -> F,
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let connections = std::sync::Arc::new(tokio::sync::Semaphore::new(max_connections.max(1)));
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => match std::sync::Arc::clone(&connections).try_acquire_owned() {
+                    Ok(permit) => {
+                        let answering = answer(stream);
+                        tokio::spawn(async move {
+                            answering.await;
+                            drop(permit);
+                        });
+                    }
+                    Err(_) => refuse(stream),
+                },
+                Err(e) => {
+                    tracing::warn!(error = %e, socket = name, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+            }
+        }
+    }
+}
+
 /// `<socket_dir>/owners`.
 pub fn owners_dir(socket_dir: &Path) -> PathBuf {
     socket_dir.join("owners")
