@@ -30,7 +30,7 @@ use serde_json::Value;
 use crate::edge::{Binaries, Edge, EdgeOptions, RouteMode, BASE_DOMAIN, USER};
 use crate::procs::{Guard, Result};
 use crate::stats::Summary;
-use mytunnel_edge::testkit::poll_every;
+use mytunnel_test_support::poll_every;
 
 /// The lease port range of the control-plane edge (nothing binds these ports).
 const PORTS: (u16, u16) = (20_000, 29_999);

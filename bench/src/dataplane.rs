@@ -13,7 +13,7 @@ use nix::sys::signal::Signal;
 use crate::edge::{http_status, Edge};
 use crate::procs::{describe, free_port, require_program, run_ok, Guard, Result};
 use crate::stats::Summary;
-use mytunnel_edge::testkit::poll_every;
+use mytunnel_test_support::poll_every;
 
 /// One wrk run.
 #[derive(Debug, Clone)]

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use mytunnel_edge::testkit::parent_of;
+use mytunnel_test_support::parent_of;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
@@ -234,5 +234,5 @@ pub fn require_program(name: &str, how: &str) -> Result<PathBuf> {
 /// A free loopback TCP port: the kernel's choice on `127.0.0.1:0`, released for a child to
 /// bind (a child that then fails to bind is retried by its caller).
 pub fn free_port() -> Result<u16> {
-    mytunnel_edge::testkit::free_port().map_err(|e| format!("cannot probe a free port: {e}"))
+    mytunnel_test_support::free_port().map_err(|e| format!("cannot probe a free port: {e}"))
 }

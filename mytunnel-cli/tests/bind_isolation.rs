@@ -25,7 +25,7 @@ mod e2e_support;
 use e2e_support::{
     check, http_get, set_mode, App, Guard, SetupLock, BASE_DOMAIN, GROUP, SERVICE_USER,
 };
-use mytunnel_edge::testkit::{
+use mytunnel_test_support::{
     eventually, free_port, production_sshd_dropin, RealCaddy, ServeProcess, Sshd,
 };
 use serde_json::Value;
@@ -342,7 +342,7 @@ fn every_lease_binds_a_socket_of_its_owner_and_no_one_listens_on_tcp() {
     );
     assert!(edge.authorized_keys("alice").starts_with(no_listen));
     // The route dials the socket.
-    let routes = mytunnel_edge::testkit::admin_get(edge.caddy.admin_socket(), "/config/").unwrap();
+    let routes = mytunnel_test_support::admin_get(edge.caddy.admin_socket(), "/config/").unwrap();
     assert!(routes.contains(&format!("unix/{socket}")), "{routes}");
 
     // Alice's tunnel is down: bob cannot bind her socket.

@@ -21,7 +21,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use mytunnel_edge::testkit::{make_owner_dirs, RealCaddy, ServeProcess};
+use mytunnel_test_support::{make_owner_dirs, RealCaddy, ServeProcess};
 use serde_json::Value;
 
 const GROUP: &str = "mytunnel-t";
@@ -196,7 +196,7 @@ impl Edge {
     }
 
     fn routes(&self) -> String {
-        mytunnel_edge::testkit::admin_get(
+        mytunnel_test_support::admin_get(
             self.caddy.admin_socket(),
             "/config/apps/http/servers/srv0/routes",
         )

@@ -67,7 +67,7 @@ fn the_client_guide_runs_as_written() {
         ..StackOptions::default()
     });
     let app = App::start(APP_BODY);
-    let closed = mytunnel_edge::testkit::free_port().unwrap();
+    let closed = mytunnel_test_support::free_port().unwrap();
     let mut runner = Runner::new(&stack, "alice", &app);
     runner.substitute(CLOSED_PAGE_PORT, &closed.to_string());
     runner.run_page(PAGE);

@@ -433,7 +433,7 @@ fn reconcile_restores_the_route_after_caddy_loses_its_config() {
 #[test]
 fn no_lease_when_the_local_app_is_not_running() {
     let stack = Stack::new();
-    let closed = mytunnel_edge::testkit::free_port().unwrap();
+    let closed = mytunnel_test_support::free_port().unwrap();
     let out = stack.mytunnel("alice", &["http", &closed.to_string()]);
     assert_ne!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(out.status.code().is_some(), "killed by a signal");

@@ -16,7 +16,7 @@ mod e2e_support;
 use std::time::{Duration, Instant};
 
 use e2e_support::{eventually, App, Guard, RouteMode, Stack, StackOptions, LEASE_TTL_SECS, USERS};
-use mytunnel_edge::testkit::{children_of, poll_every};
+use mytunnel_test_support::{children_of, poll_every};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 

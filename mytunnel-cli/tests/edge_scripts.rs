@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use mytunnel_edge::testkit::{eventually, RealCaddy};
+use mytunnel_test_support::{eventually, RealCaddy};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
@@ -768,7 +768,7 @@ AllowTcpForwarding yes
         ),
     )
     .unwrap();
-    let sshd = mytunnel_edge::testkit::sshd_binary().unwrap();
+    let sshd = mytunnel_test_support::sshd_binary().unwrap();
     let test = Command::new(&sshd)
         .arg("-t")
         .arg("-f")

@@ -29,10 +29,10 @@ use mytunnel_core::store::{AllocateSpec, LeaseStore, NameChoice, OwnerLimit};
 use mytunnel_core::{Lease, PortRange, Timestamp, Ttl};
 use mytunnel_edge::caddy::{parse_body, parse_routes, route_json};
 use mytunnel_edge::ids::new_lease_id;
-use mytunnel_edge::testkit::{
+use mytunnel_edge::{SqliteLeaseStore, SqliteStoreOptions};
+use mytunnel_test_support::{
     admin_get, admin_request, base_config, eventually, make_owner_dirs, RealCaddy,
 };
-use mytunnel_edge::{SqliteLeaseStore, SqliteStoreOptions};
 use serde_json::Value;
 
 const MIN_PORT: u16 = 40_000;
@@ -177,7 +177,7 @@ impl Edge {
     fn serve_ready(&self, log: &str) -> Guard {
         let serve = self.serve(log);
         assert!(
-            mytunnel_edge::testkit::wait_for_serve(
+            mytunnel_test_support::wait_for_serve(
                 &self.dir.path().join("s"),
                 Duration::from_secs(20)
             ),

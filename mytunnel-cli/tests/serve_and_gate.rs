@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use mytunnel_edge::testkit::{admin_get, eventually, make_owner_dirs, RealCaddy};
+use mytunnel_test_support::{admin_get, eventually, make_owner_dirs, RealCaddy};
 use serde_json::Value;
 
 #[derive(Debug)]
@@ -60,7 +60,7 @@ impl Edge {
                 .unwrap(),
         );
         assert!(
-            mytunnel_edge::testkit::wait_for_serve(
+            mytunnel_test_support::wait_for_serve(
                 &self.dir.path().join("s"),
                 Duration::from_secs(20)
             ),

@@ -17,8 +17,6 @@ pub mod serve;
 pub mod service;
 pub mod sockets;
 pub mod store;
-#[cfg(feature = "testkit")]
-pub mod testkit;
 pub mod tunnel_ends;
 
 pub use store::{SqliteLeaseStore, SqliteStoreOptions};

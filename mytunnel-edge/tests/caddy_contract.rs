@@ -60,7 +60,7 @@ struct RealCaddy {
 }
 
 impl RealCaddy {
-    /// `$MYTUNNEL_CADDY_BIN` (as in `mytunnel_edge::testkit`), else `/usr/bin/caddy`.
+    /// `$MYTUNNEL_CADDY_BIN` (as in `mytunnel_test_support`), else `/usr/bin/caddy`.
     fn binary() -> PathBuf {
         let path = std::env::var_os("MYTUNNEL_CADDY_BIN")
             .map(PathBuf::from)

@@ -13,7 +13,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use mytunnel_core::BindTarget;
-use mytunnel_edge::testkit::{admin_get, admin_request, base_config, poll_every, RealCaddy, Sshd};
+use mytunnel_test_support::{admin_get, admin_request, base_config, poll_every, RealCaddy, Sshd};
 use serde_json::{json, Value};
 
 use crate::procs::{describe, run_ok, tree_memory, Guard, Memory, Result};
@@ -199,7 +199,7 @@ impl Edge {
             // The tunnel group's settings exactly as install-edge.sh writes them (a build
             // without route modes is a routes-mode edge).
             let mode = options.route_mode.map_or("routes", RouteMode::as_str);
-            let dropin = mytunnel_edge::testkit::production_sshd_dropin(mode, GROUP)?;
+            let dropin = mytunnel_test_support::production_sshd_dropin(mode, GROUP)?;
             let sshd = Sshd::start_with(&format!("{BENCH_SSHD_SETTINGS}{dropin}"))?;
             write_file(&edge.path("known_hosts"), &sshd.known_hosts_line())?;
             edge.sshd = Some(sshd);
@@ -487,7 +487,7 @@ pub fn http_status(addr: SocketAddr, host: &str, path: &str) -> Option<u16> {
     text.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// What the bench's sshd sets in place of the testkit's defaults: production-like
+/// What the bench's sshd sets in place of the test support's defaults: production-like
 /// liveness checks and quieter logs. `MaxStartups` is the installer's (its drop-in): the
 /// scale measurement connects 25 tunnels at a time.
 const BENCH_SSHD_SETTINGS: &str = "\

@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
-use mytunnel_edge::testkit::{children_of, RealCaddy, ServeProcess, Sshd};
+use mytunnel_test_support::{children_of, RealCaddy, ServeProcess, Sshd};
 use serde_json::Value;
 
 pub const GROUP: &str = "mytunnel-e2e";
@@ -43,7 +43,7 @@ const PORT_WINDOW: u16 = 16;
 const PORT_WINDOWS_FROM: u16 = 24_000;
 const PORT_WINDOWS_TO: u16 = 32_000;
 
-pub use mytunnel_edge::testkit::eventually;
+pub use mytunnel_test_support::eventually;
 
 /// The last `n` lines of `text`.
 fn tail(text: &str, n: usize) -> String {
@@ -498,7 +498,7 @@ impl RouteMode {
     /// `Match Group` block, less the `AuthorizedKeys*` lines: the suite's users enrol key
     /// files).
     fn sshd_config(self) -> String {
-        mytunnel_edge::testkit::production_sshd_dropin(self.name(), GROUP).unwrap()
+        mytunnel_test_support::production_sshd_dropin(self.name(), GROUP).unwrap()
     }
 }
 
@@ -635,7 +635,7 @@ impl Stack {
             .unwrap()
             .uid;
         nix::unistd::chown(&hosts, Some(service), None).unwrap();
-        mytunnel_edge::testkit::make_owner_dirs(&self.socket_dir(), &["root"], Some(PROXY_GROUP))
+        mytunnel_test_support::make_owner_dirs(&self.socket_dir(), &["root"], Some(PROXY_GROUP))
             .unwrap();
     }
 
@@ -953,11 +953,11 @@ impl Stack {
 
     /// Caddy's whole configuration as it answers it.
     pub fn caddy_config(&self) -> String {
-        mytunnel_edge::testkit::admin_get(self.caddy.admin_socket(), "/config/").unwrap_or_default()
+        mytunnel_test_support::admin_get(self.caddy.admin_socket(), "/config/").unwrap_or_default()
     }
 
     pub fn routes(&self) -> String {
-        mytunnel_edge::testkit::admin_get(
+        mytunnel_test_support::admin_get(
             self.caddy.admin_socket(),
             "/config/apps/http/servers/srv0/routes",
         )

@@ -1,0 +1,28 @@
+//! Test support for this workspace's tests and its bench (not published): a real Caddy and
+//! a real sshd on loopback, `mytunneld serve` as a process, loopback ports, polling, SSH
+//! key generation, process trees, and fixtures.
+//!
+//! Every process started here is stopped by its pid when its handle drops. Errors are
+//! messages (`Result<_, String>`): a test unwraps them into a failed assertion, the bench
+//! reports them.
+#![warn(missing_docs)]
+
+pub mod caddy;
+pub mod fixtures;
+pub mod keys;
+pub mod poll;
+pub mod ports;
+pub mod process;
+pub mod serve;
+pub mod sshd;
+
+pub use caddy::{admin_get, admin_request, base_config, caddy_binary, reloads_settled, RealCaddy};
+pub use fixtures::service_settings;
+pub use keys::{generate_key, public_key_path};
+pub use poll::{eventually, poll_every};
+pub use ports::{free_port, ReservedPort};
+pub use process::{
+    children_of, cmdline, descendants_of, kill_all, parent_of, pids, signal, Below, Guard,
+};
+pub use serve::{make_owner_dirs, wait_for_serve, ServeProcess};
+pub use sshd::{production_sshd_dropin, sshd_binary, Sshd};

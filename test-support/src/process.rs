@@ -1,0 +1,202 @@
+//! Processes: finding them in `/proc`, signalling them, and stopping a child together with
+//! the processes it started.
+
+use std::process::Child;
+
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+
+/// Every pid in `/proc` (none when it cannot be read).
+pub fn pids() -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+        .collect()
+}
+
+/// The parent pid of `pid`, from the field after the command name in `/proc/<pid>/stat`.
+pub fn parent_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, after_name) = stat.rsplit_once(')')?;
+    // " <state> <ppid> …"
+    after_name.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The pids whose parent is `parent` (from `/proc/<pid>/stat`).
+pub fn children_of(parent: i32) -> Vec<i32> {
+    pids()
+        .into_iter()
+        .filter(|pid| parent_of(*pid) == Some(parent))
+        .collect()
+}
+
+/// Every descendant of `pid` (its children, theirs, …), each after its parent, from one
+/// scan of `/proc`.
+pub fn descendants_of(pid: i32) -> Vec<i32> {
+    let parents: Vec<(i32, i32)> = pids()
+        .into_iter()
+        .filter_map(|p| Some((p, parent_of(p)?)))
+        .collect();
+    let mut tree = vec![pid];
+    let mut next = 0;
+    while let Some(&parent) = tree.get(next) {
+        for &(child, _) in parents.iter().filter(|(_, p)| *p == parent) {
+            if !tree.contains(&child) {
+                tree.push(child);
+            }
+        }
+        next += 1;
+    }
+    tree.into_iter().skip(1).collect()
+}
+
+/// The arguments of a process, from `/proc/<pid>/cmdline` (none when it has gone).
+pub fn cmdline(pid: i32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|bytes| {
+            bytes
+                .split(|b| *b == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Sends `sig` to the process `pid`.
+pub fn signal(pid: u32, sig: Signal) -> Result<(), String> {
+    let raw = i32::try_from(pid).map_err(|_| format!("{pid} is not a pid"))?;
+    nix::sys::signal::kill(Pid::from_raw(raw), sig).map_err(|e| format!("{sig} to {pid}: {e}"))
+}
+
+/// Which processes below a child [`kill_all`] kills with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Below {
+    /// None: the child alone (and no scan of `/proc`, which matters for many children
+    /// that start nothing).
+    Nothing,
+    /// Its children: a client's ssh processes, or sshd's connection processes (the
+    /// per-user processes those fork end with them).
+    Children,
+    /// Every descendant.
+    Everything,
+}
+
+/// Kills `child` (SIGKILL) with the processes `below` it, by pid, and reaps it. A child
+/// that still runs is stopped (SIGSTOP) first, so that it forks no new process while they
+/// are found; one that has exited is only reaped (its pid may not be its own any more).
+pub fn kill_all(child: &mut Child, below: Below) {
+    if let Ok(None) = child.try_wait() {
+        if below != Below::Nothing {
+            if let Ok(pid) = i32::try_from(child.id()) {
+                let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGSTOP);
+                let victims = match below {
+                    Below::Children => children_of(pid),
+                    _ => descendants_of(pid),
+                };
+                for victim in victims {
+                    let _ = nix::sys::signal::kill(Pid::from_raw(victim), Signal::SIGKILL);
+                }
+            }
+        }
+        let _ = child.kill();
+    }
+    let _ = child.wait();
+}
+
+/// A child process killed (SIGKILL) by its pid and reaped when dropped.
+#[derive(Debug)]
+pub struct Guard(pub Child);
+
+impl Guard {
+    /// Its pid.
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    /// Sends it `sig`.
+    pub fn signal(&self, sig: Signal) -> Result<(), String> {
+        signal(self.pid(), sig)
+    }
+
+    /// Whether it still runs (one that has exited is reaped).
+    pub fn running(&mut self) -> bool {
+        matches!(self.0.try_wait(), Ok(None))
+    }
+
+    /// Kills it (SIGKILL) and reaps it.
+    pub fn kill(&mut self) {
+        kill_all(&mut self.0, Below::Nothing);
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::{Command, Stdio};
+    use std::time::Duration;
+
+    /// `sh` with two children, one of them a `sh` with two children of its own (`sleep`s
+    /// all), waited for until all four are there.
+    fn tree() -> (Child, i32) {
+        let mut child = Command::new("sh")
+            .args(["-c", "sh -c 'sleep 600 & sleep 600; :' & sleep 600; :"])
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        let pid = i32::try_from(child.id()).unwrap();
+        let started = crate::eventually(Duration::from_secs(10), || descendants_of(pid).len() == 4);
+        if !started {
+            kill_all(&mut child, Below::Everything);
+            panic!("the process tree did not start");
+        }
+        (child, pid)
+    }
+
+    #[test]
+    fn descendants_follow_their_parents_and_kill_all_reaches_as_far_as_asked() {
+        let (mut child, pid) = tree();
+        let all = descendants_of(pid);
+        let children = children_of(pid);
+        let order_kept = all.iter().all(|descendant| {
+            let at = |p: i32| all.iter().position(|d| *d == p);
+            parent_of(*descendant)
+                .is_some_and(|parent| parent == pid || at(parent) < at(*descendant))
+        });
+        kill_all(&mut child, Below::Children);
+        // The grandchildren still run (below another parent now): stop them, then check.
+        let grandchildren: Vec<i32> = all
+            .iter()
+            .filter(|p| !children.contains(p))
+            .copied()
+            .collect();
+        let survived: Vec<bool> = grandchildren
+            .iter()
+            .map(|grandchild| {
+                let alive = cmdline(*grandchild).iter().any(|a| a == "sleep");
+                let _ = signal(u32::try_from(*grandchild).unwrap(), Signal::SIGKILL);
+                alive
+            })
+            .collect();
+        assert!(order_kept, "{all:?}");
+        assert_eq!(children.len(), 2, "{all:?}");
+        assert_eq!(survived, [true, true], "{all:?}");
+
+        let (mut child, pid) = tree();
+        let all = descendants_of(pid);
+        kill_all(&mut child, Below::Everything);
+        // Gone, or a zombie (no arguments) until something reaps it.
+        assert!(crate::eventually(Duration::from_secs(10), || {
+            all.iter().all(|p| cmdline(*p).is_empty())
+        }));
+    }
+}
