@@ -1,18 +1,20 @@
 //! Contract test of the Caddy route backend: one set of assertions, run against the fake
 //! Caddy admin API (`tests/support/fake_caddy.rs`) and against the real `caddy` binary
-//! (Debian's caddy 2.6.2 at `/usr/bin/caddy`, installed by `cargo xtask ci`).
+//! (Debian's caddy 2.6.2, installed by `cargo xtask ci`; `$MYTUNNEL_CADDY_BIN`, else
+//! `caddy` on `PATH`).
 //!
 //! Each scenario is an `async fn(&mut Harness)`; the `contract!` macro makes one test per
 //! scenario in `mod fake` and one in `mod real_caddy`. A scenario resets the config with
 //! `POST /load` (the same call for both), drives `mytunnel_edge::caddy::CaddyRoutes`, and
 //! checks the admin API's JSON; against real Caddy it also sends requests with the tunnel
-//! `Host` through the real HTTP server to a tiny upstream. Real Caddy runs as a child
-//! (`caddy run --config <temp file>`) on ports picked by binding `127.0.0.1:0` and held
-//! with `SO_REUSEPORT` while it runs (Caddy binds with `SO_REUSEPORT`, so a port two tests
-//! both probed would be shared silently, not refused: see `support::ReservedPort`), is
-//! polled until it serves its own config, and is killed by pid when the harness drops.
-//! Between calls it waits for Caddy's admin server replacements to finish (see
-//! `support::settle_caddy_reloads`). A missing binary is a failure, never a skip.
+//! `Host` through the real HTTP server to a tiny upstream. Real Caddy is
+//! `mytunnel_test_support::RealCaddy`: a child (`caddy run --config <temp file>`) on ports
+//! picked by binding `127.0.0.1:0` and held with `SO_REUSEPORT` while it runs (Caddy binds
+//! with `SO_REUSEPORT`, so a port two tests both probed would be shared silently, not
+//! refused: see `mytunnel_test_support::ReservedPort`), polled until it serves its own
+//! config, and killed by pid when the harness drops. Between calls it waits for Caddy's
+//! admin server replacements to finish (see `support::settle_caddy_reloads`). A missing
+//! binary is a failure, never a skip.
 //!
 //! The last section sends traffic through `static` mode's wildcard route on real Caddy
 //! only (the fake routes nothing): host links and serve's names socket on unix sockets.
@@ -28,143 +30,22 @@ mod support;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mytunnel_core::admin::CaddyAdminAddress;
 use mytunnel_core::route::{InstalledRoute, Route, RouteBackend, RouteError, Upstream};
 use mytunnel_edge::caddy::{route_json, static_route_json, CaddyRoutes, STATIC_ROUTE_ID};
+use mytunnel_test_support::RealCaddy;
 use serde_json::{json, Value};
 use support::fake_caddy::{caddy_config, catch_all_route, FakeCaddy};
-use support::{raw_http, settle_caddy_reloads, AdminClient, HttpUpstream, ReservedPort};
+use support::{raw_http, settle_caddy_reloads, AdminClient, HttpUpstream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const SERVER: &str = "srv0";
-const CADDY_BIN: &str = "/usr/bin/caddy";
 
 // -----------------------------------------------------------------------------------------
 // The two backends.
-
-/// Real Caddy as a child process; killed (by pid) and reaped on drop.
-#[derive(Debug)]
-struct RealCaddy {
-    child: Option<Child>,
-    admin: SocketAddr,
-    http: SocketAddr,
-    log: PathBuf,
-    // The two ports, held until the child is gone (see `ReservedPort`).
-    _ports: [ReservedPort; 2],
-    // Config file, HOME and XDG dirs of the child; removed after the child is gone.
-    _dir: tempfile::TempDir,
-}
-
-impl RealCaddy {
-    /// `$MYTUNNEL_CADDY_BIN` (as in `mytunnel_test_support`), else `/usr/bin/caddy`.
-    fn binary() -> PathBuf {
-        let path = std::env::var_os("MYTUNNEL_CADDY_BIN")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(CADDY_BIN));
-        assert!(
-            path.is_file(),
-            "the Caddy contract test needs the real caddy binary ({}: missing; Debian package \
-             caddy 2.6.2): `cargo xtask ci` installs it (or `apt-get install caddy`). This \
-             test never skips.",
-            path.display()
-        );
-        path
-    }
-
-    /// Starts Caddy on two reserved ports (see `ReservedPort`), retrying with new ones if a
-    /// bind fails all the same.
-    async fn start() -> RealCaddy {
-        let binary = Self::binary();
-        let mut last_log = String::new();
-        for _attempt in 0..5 {
-            match Self::try_start(&binary).await {
-                Ok(caddy) => return caddy,
-                Err(log) if log.contains("address already in use") => last_log = log,
-                Err(log) => panic!("caddy did not start:\n{log}"),
-            }
-        }
-        panic!("caddy did not start after 5 attempts (ports kept being taken):\n{last_log}");
-    }
-
-    async fn try_start(binary: &Path) -> Result<RealCaddy, String> {
-        let dir = tempfile::tempdir().unwrap();
-        let ports = [ReservedPort::new(), ReservedPort::new()];
-        let (admin, http) = (ports[0].addr(), ports[1].addr());
-        let config = caddy_config(
-            &admin.to_string(),
-            &http.to_string(),
-            Some(vec![catch_all_route()]),
-        );
-        let config_path = dir.path().join("caddy.json");
-        std::fs::write(&config_path, config.to_string()).unwrap();
-        let log = dir.path().join("caddy.log");
-        let log_file = std::fs::File::create(&log).unwrap();
-        let child = Command::new(binary)
-            .arg("run")
-            .arg("--config")
-            .arg(&config_path)
-            .env("HOME", dir.path())
-            .env("XDG_CONFIG_HOME", dir.path().join("config"))
-            .env("XDG_DATA_HOME", dir.path().join("data"))
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone().unwrap())
-            .stderr(log_file)
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {}: {e}", binary.display()));
-        let mut caddy = RealCaddy {
-            child: Some(child),
-            admin,
-            http,
-            log,
-            _ports: ports,
-            _dir: dir,
-        };
-        // Ready when this Caddy serves this config: only a successful load sets it, so the
-        // HTTP server is listening too. Another process on the admin port would answer
-        // with another config.
-        let api = reqwest::Client::builder()
-            .no_proxy()
-            .pool_max_idle_per_host(0)
-            .timeout(Duration::from_millis(500))
-            .build()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = caddy.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
-                return Err(format!("caddy exited with {status}:\n{}", caddy.log_text()));
-            }
-            if let Ok(response) = api.get(format!("http://{admin}/config/")).send().await {
-                if let Ok(body) = response.text().await {
-                    if body.contains(&http.to_string()) {
-                        return Ok(caddy);
-                    }
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "caddy did not serve its config within 20s:\n{}",
-                caddy.log_text()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Kills the child by its pid and reaps it.
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
 
 /// The backend under test, `CaddyRoutes`, called between waits for real Caddy's reloads
 /// to settle (see [`settle_caddy_reloads`]): `CaddyRoutes` does not yet retry a request
@@ -227,12 +108,6 @@ impl Routes {
     }
 }
 
-impl Drop for RealCaddy {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 #[derive(Debug)]
 enum Backend {
     Fake(FakeCaddy),
@@ -266,13 +141,16 @@ impl Harness {
     }
 
     async fn real() -> Harness {
-        let caddy = RealCaddy::start().await;
-        let admin = CaddyAdminAddress::Tcp(caddy.admin);
+        let caddy = tokio::task::spawn_blocking(RealCaddy::start)
+            .await
+            .unwrap()
+            .unwrap();
+        let admin = caddy.admin_address();
         Harness {
-            admin_listen: caddy.admin.to_string(),
-            http_listen: caddy.http.to_string(),
-            http: Some(caddy.http),
-            api: AdminClient::new(&admin).settling_on(caddy.log.clone()),
+            admin_listen: caddy.admin_socket().to_string(),
+            http_listen: caddy.http_address().to_string(),
+            http: Some(caddy.http_address()),
+            api: AdminClient::new(&admin).settling_on(caddy.log_path()),
             admin,
             backend: Backend::Real(caddy),
         }
@@ -294,7 +172,7 @@ impl Harness {
     fn caddy_log(&self) -> Option<PathBuf> {
         match &self.backend {
             Backend::Fake(_) => None,
-            Backend::Real(caddy) => Some(caddy.log.clone()),
+            Backend::Real(caddy) => Some(caddy.log_path()),
         }
     }
 

@@ -1,6 +1,6 @@
 //! Support code shared by the component and contract tests: a fake Caddy admin API, a raw
-//! admin API client, a tiny upstream HTTP server, a raw HTTP/1.1 request, loopback ports
-//! reserved for a real Caddy, and a wait for real Caddy's reloads to settle.
+//! admin API client, a tiny upstream HTTP server, a raw HTTP/1.1 request, and a wait for
+//! real Caddy's reloads to settle (a real Caddy itself is `mytunnel_test_support`'s).
 // test code: a panic is a failed assertion
 #![allow(
     clippy::unwrap_used,
@@ -158,42 +158,6 @@ impl Drop for HttpUpstream {
     }
 }
 
-/// A loopback port held for a child that binds it with `SO_REUSEPORT`, as Caddy 2.6.2
-/// does for every listener.
-///
-/// Because of `SO_REUSEPORT`, a second Caddy binding a port the first one listens on does
-/// not fail: both run and the kernel splits connections between them (measured). Two
-/// tests that probed the same "free" port would then talk to each other's Caddy, with no
-/// bind error to retry on. This socket is bound with `SO_REUSEPORT` but never listens: the
-/// child can still bind the port (same user, same option), no probe or listener of
-/// another test is given it while this is alive, and it receives no connection itself.
-#[derive(Debug)]
-pub struct ReservedPort {
-    socket: tokio::net::TcpSocket,
-    port: u16,
-}
-
-impl ReservedPort {
-    /// Reserves a port the kernel picks on `127.0.0.1`.
-    pub fn new() -> ReservedPort {
-        let socket = tokio::net::TcpSocket::new_v4().unwrap();
-        socket.set_reuseport(true).unwrap();
-        socket.bind(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
-        let port = socket.local_addr().unwrap().port();
-        ReservedPort { socket, port }
-    }
-
-    /// The port.
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
-    /// `127.0.0.1:<port>`.
-    pub fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port))
-    }
-}
-
 /// One HTTP/1.1 request with exactly this `Host` header, on its own connection; the
 /// status code and the body (`Connection: close`, so read to the end).
 pub async fn raw_http(addr: SocketAddr, method: &str, path: &str, host: &str) -> (u16, String) {
@@ -245,16 +209,12 @@ fn dechunk(mut body: &str) -> String {
 }
 
 /// Waits until every admin server a real Caddy replaced on a reload has stopped, per its
-/// log (`log` is Caddy's stderr). Caddy 2.6.2 replaces its admin server on every reload,
-/// and until the old one has stopped a new request may be reset unanswered (measured:
-/// none of 600 requests failed when sent after this wait, 11 of 600 without it).
+/// log (`log` is Caddy's stderr; see [`mytunnel_test_support::reloads_settled`]).
 pub async fn settle_caddy_reloads(log: &Path) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let text = std::fs::read_to_string(log).unwrap_or_default();
-        let started = text.matches("admin endpoint started").count();
-        let stopped = text.matches("stopped previous server").count();
-        if stopped + 1 >= started {
+        if mytunnel_test_support::reloads_settled(&text) {
             return;
         }
         assert!(
