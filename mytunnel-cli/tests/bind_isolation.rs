@@ -26,7 +26,7 @@ use e2e_support::{
     check, http_get, set_mode, App, Guard, SetupLock, BASE_DOMAIN, GROUP, SERVICE_USER,
 };
 use mytunnel_test_support::{
-    eventually, free_port, production_sshd_dropin, RealCaddy, ServeProcess, Sshd,
+    eventually, free_port, generate_key, production_sshd_dropin, RealCaddy, ServeProcess, Sshd,
 };
 use serde_json::Value;
 
@@ -85,14 +85,8 @@ impl Edge {
         let group = nix::unistd::Group::from_name(GROUP);
         let keys = dir.path().join("keys");
         for user in USERS {
-            let out = Command::new("ssh-keygen")
-                .args(["-q", "-t", "ed25519", "-N", "", "-C"])
-                .arg(format!("mytunnel-bind-{user}"))
-                .arg("-f")
-                .arg(dir.path().join(format!("id_{user}")))
-                .output()
-                .unwrap();
-            check(&out, "ssh-keygen");
+            let key = dir.path().join(format!("id_{user}"));
+            generate_key(&key, &format!("mytunnel-bind-{user}")).unwrap();
         }
         let db_dir = dir.path().join("db");
         let socket_dir = dir.path().join("s");

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use mytunnel_test_support::{eventually, RealCaddy};
+use mytunnel_test_support::{eventually, generate_key, RealCaddy};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
@@ -357,12 +357,7 @@ impl Edge {
     fn write_sshd_config(&self, extra: &str) {
         let host_key = self.logs.path().join("ssh_host_ed25519_key");
         if !host_key.exists() {
-            let keygen = Command::new("ssh-keygen")
-                .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-                .arg(&host_key)
-                .output()
-                .unwrap();
-            assert!(keygen.status.success(), "{keygen:?}");
+            generate_key(&host_key, "edge-scripts-host").unwrap();
         }
         std::fs::write(
             self.sshd_config(),
@@ -748,12 +743,7 @@ fn assert_printed_dropin_is_installed(edge: &Edge, route_mode: &str) {
 fn assert_sshd_applies_dropin(edge: &Edge) {
     let work = tempfile::tempdir().unwrap();
     let host_key = work.path().join("host_key");
-    let keygen = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(&host_key)
-        .output()
-        .unwrap();
-    assert!(keygen.status.success());
+    generate_key(&host_key, "edge-scripts-host").unwrap();
     let config = work.path().join("sshd_config");
     std::fs::write(
         &config,

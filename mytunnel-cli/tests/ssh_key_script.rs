@@ -15,6 +15,8 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use mytunnel_test_support::generate_key;
+
 fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/install-edge-ssh-key.sh")
 }
@@ -47,13 +49,8 @@ fn refuses_malformed_keys_and_installs_a_good_one_once() {
     let dir = tempfile::tempdir().unwrap();
 
     let key = dir.path().join("id");
-    let status = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "test@host", "-f"])
-        .arg(&key)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let public = std::fs::read_to_string(dir.path().join("id.pub")).unwrap();
+    // The public key file as ssh-keygen writes it: one line, its newline included.
+    let public = format!("{}\n", generate_key(&key, "test@host").unwrap());
     let key_body = public.split_whitespace().nth(1).unwrap().to_owned();
 
     for (name, text) in [
@@ -152,23 +149,7 @@ fn keys_dir_holds_plain_keys_and_socket_dirs_belong_to_their_user() {
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let mut publics = Vec::new();
     for name in ["a", "b"] {
-        let key = dir.path().join(name);
-        let status = Command::new("ssh-keygen")
-            .args([
-                "-q",
-                "-t",
-                "ed25519",
-                "-N",
-                "",
-                "-C",
-                &format!("{name}@host"),
-                "-f",
-            ])
-            .arg(&key)
-            .status()
-            .unwrap();
-        assert!(status.success());
-        publics.push(std::fs::read_to_string(key.with_extension("pub")).unwrap());
+        publics.push(generate_key(&dir.path().join(name), &format!("{name}@host")).unwrap());
     }
     let keys = dir.path().join("keys");
     let sockets = dir.path().join("sockets");
@@ -295,12 +276,7 @@ fn socket_inodes_gives_each_user_a_filesystem_only_it_can_fill() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let key = dir.path().join("k");
-    let status = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "k@host", "-f"])
-        .arg(&key)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    generate_key(&key, "k@host").unwrap();
     let sockets = dir.path().join("sockets");
     std::fs::create_dir_all(sockets.join("owners")).unwrap();
     let fstab = dir.path().join("fstab");

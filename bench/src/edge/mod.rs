@@ -13,7 +13,9 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use mytunnel_core::BindTarget;
-use mytunnel_test_support::{admin_get, admin_request, base_config, poll_every, RealCaddy, Sshd};
+use mytunnel_test_support::{
+    admin_get, admin_request, base_config, generate_key, poll_every, RealCaddy, Sshd,
+};
 use serde_json::{json, Value};
 
 use crate::procs::{describe, run_ok, tree_memory, Guard, Memory, Result};
@@ -338,21 +340,7 @@ impl Edge {
         let keys = self.path("keys");
         std::fs::create_dir(&keys).map_err(|e| format!("mkdir {}: {e}", keys.display()))?;
         set_mode(&keys, 0o700)?;
-        run_ok(
-            Command::new("ssh-keygen")
-                .args([
-                    "-q",
-                    "-t",
-                    "ed25519",
-                    "-N",
-                    "",
-                    "-C",
-                    "mytunnel-bench",
-                    "-f",
-                ])
-                .arg(self.key()),
-            "ssh-keygen",
-        )?;
+        generate_key(&self.key(), "mytunnel-bench")?;
         run_ok(Command::new("groupadd").args(["-f", GROUP]), "groupadd")?;
         run_ok(
             Command::new(self.script())

@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
-use mytunnel_test_support::{children_of, RealCaddy, ServeProcess, Sshd};
+use mytunnel_test_support::{children_of, generate_key, RealCaddy, ServeProcess, Sshd};
 use serde_json::Value;
 
 pub const GROUP: &str = "mytunnel-e2e";
@@ -662,15 +662,7 @@ impl Stack {
         std::fs::create_dir(&keys).unwrap();
         set_mode(&keys, 0o700);
         for user in USERS {
-            let key = self.key(user);
-            let out = Command::new("ssh-keygen")
-                .args(["-q", "-t", "ed25519", "-N", "", "-C"])
-                .arg(format!("mytunnel-e2e-{user}"))
-                .arg("-f")
-                .arg(&key)
-                .output()
-                .unwrap();
-            check(&out, "ssh-keygen");
+            generate_key(&self.key(user), &format!("mytunnel-e2e-{user}")).unwrap();
         }
         let _lock = SetupLock::take();
         for user in USERS {
