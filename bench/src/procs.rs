@@ -2,11 +2,10 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use mytunnel_test_support::parent_of;
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
+use mytunnel_test_support::{descendants_of, kill_all, poll_every, signal, Below};
+use nix::sys::signal::Signal;
 
 /// Every failure is a message saying what failed.
 pub type Result<T> = std::result::Result<T, String>;
@@ -61,38 +60,22 @@ impl Guard {
     }
 
     /// Sends `signal` and waits at most `timeout` for the child to exit; whether it did.
-    pub fn signal_and_wait(&mut self, signal: Signal, timeout: Duration) -> bool {
-        if let Ok(pid) = i32::try_from(self.child.id()) {
-            let _ = kill(Pid::from_raw(pid), signal);
-        }
-        let deadline = Instant::now() + timeout;
-        loop {
-            if !matches!(self.child.try_wait(), Ok(None)) {
-                return true;
-            }
-            if Instant::now() > deadline {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
+    pub fn signal_and_wait(&mut self, sig: Signal, timeout: Duration) -> bool {
+        let _ = signal(self.child.id(), sig);
+        poll_every(timeout, Duration::from_millis(5), || {
+            !matches!(self.child.try_wait(), Ok(None))
+        })
     }
 
     /// Kills the tree (descendants, then the child; only the child for a leaf) and reaps
     /// the child.
     pub fn kill_tree(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            match i32::try_from(self.child.id()) {
-                Ok(pid) if self.tree => {
-                    let _ = kill(Pid::from_raw(pid), Signal::SIGSTOP);
-                    for descendant in descendants_of(pid) {
-                        let _ = kill(Pid::from_raw(descendant), Signal::SIGKILL);
-                    }
-                }
-                _ => {}
-            }
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
+        let below = if self.tree {
+            Below::Everything
+        } else {
+            Below::Nothing
+        };
+        kill_all(&mut self.child, below);
     }
 }
 
@@ -100,30 +83,6 @@ impl Drop for Guard {
     fn drop(&mut self) {
         self.kill_tree();
     }
-}
-
-/// Every descendant of `pid` (children, their children, …), from one scan of `/proc`.
-pub fn descendants_of(pid: i32) -> Vec<i32> {
-    let parents: Vec<(i32, i32)> = std::fs::read_dir("/proc")
-        .map(|entries| {
-            entries
-                .filter_map(std::result::Result::ok)
-                .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
-                .filter_map(|p| Some((p, parent_of(p)?)))
-                .collect()
-        })
-        .unwrap_or_default();
-    let mut all = Vec::new();
-    let mut frontier = vec![pid];
-    while let Some(parent) = frontier.pop() {
-        for (child, _) in parents.iter().filter(|(_, pp)| *pp == parent) {
-            if !all.contains(child) {
-                all.push(*child);
-                frontier.push(*child);
-            }
-        }
-    }
-    all
 }
 
 /// Memory of one process, in KiB: resident (`VmRSS`) and proportional (`Pss`, shared pages

@@ -22,11 +22,10 @@ use std::time::Duration;
 
 mod e2e_support;
 
-use e2e_support::{
-    check, http_get, set_mode, App, Guard, SetupLock, BASE_DOMAIN, GROUP, SERVICE_USER,
-};
+use e2e_support::{check, http_get, set_mode, App, SetupLock, BASE_DOMAIN, GROUP, SERVICE_USER};
 use mytunnel_test_support::{
-    eventually, free_port, generate_key, production_sshd_dropin, RealCaddy, ServeProcess, Sshd,
+    eventually, free_port, generate_key, production_sshd_dropin, Guard, RealCaddy, ServeProcess,
+    Sshd,
 };
 use serde_json::Value;
 

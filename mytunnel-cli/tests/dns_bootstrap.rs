@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use mytunnel_test_support::{cmdline, pids};
 use serde_json::{json, Value};
 
 const ZONE: &str = "example.com";
@@ -277,24 +278,13 @@ fn assert_no_token(output: &Output, token: &str) {
     assert!(!stderr.contains(token), "token in stderr: {stderr}");
 }
 
-/// Every readable /proc/<pid>/cmdline: (pid, arguments joined by spaces).
+/// Every process and its arguments (`/proc/<pid>/cmdline`): (pid, arguments joined by
+/// spaces).
 fn all_cmdlines() -> Vec<(String, String)> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let pid = entry.file_name().to_string_lossy().into_owned();
-        if !pid.bytes().all(|b| b.is_ascii_digit()) {
-            continue;
-        }
-        if let Ok(raw) = std::fs::read(entry.path().join("cmdline")) {
-            let joined = raw
-                .split(|b| *b == 0)
-                .map(|w| String::from_utf8_lossy(w).into_owned())
-                .collect::<Vec<_>>()
-                .join(" ");
-            found.push((pid, joined));
-        }
-    }
-    found
+    pids()
+        .into_iter()
+        .map(|pid| (pid.to_string(), cmdline(pid).join(" ")))
+        .collect()
 }
 
 #[test]

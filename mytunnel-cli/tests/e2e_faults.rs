@@ -15,8 +15,8 @@ mod e2e_support;
 
 use std::time::{Duration, Instant};
 
-use e2e_support::{eventually, App, Guard, RouteMode, Stack, StackOptions, LEASE_TTL_SECS, USERS};
-use mytunnel_test_support::{children_of, poll_every};
+use e2e_support::{eventually, App, RouteMode, Stack, StackOptions, LEASE_TTL_SECS, USERS};
+use mytunnel_test_support::{descendants_of, poll_every, Guard};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
@@ -34,15 +34,10 @@ const OPENING_AT_ONCE: usize = 16;
 /// `MaxStartups` (10:30:100) 24 of them lost 2–8.
 const SIMULTANEOUS_LOGINS: usize = 48;
 
-/// The client and every process below it.
+/// The client and every process below it, each after its parent.
 fn tree(pid: u32) -> Vec<i32> {
-    let mut all = vec![i32::try_from(pid).unwrap()];
-    let mut i = 0;
-    while let Some(&p) = all.get(i) {
-        all.extend(children_of(p));
-        i += 1;
-    }
-    all
+    let pid = i32::try_from(pid).unwrap();
+    std::iter::once(pid).chain(descendants_of(pid)).collect()
 }
 
 #[test]

@@ -24,7 +24,8 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use e2e_support::{eventually, App, Guard, RouteMode, Stack, StackOptions, Visit, Visitors};
+use e2e_support::{eventually, App, RouteMode, Stack, StackOptions, Visit, Visitors};
+use mytunnel_test_support::Guard;
 
 fn entries(dir: &Path) -> BTreeSet<String> {
     std::fs::read_dir(dir)

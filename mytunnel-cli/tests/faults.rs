@@ -19,7 +19,7 @@ use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use mytunnel_core::policy::OwnerScope;
@@ -31,7 +31,7 @@ use mytunnel_edge::caddy::{parse_body, parse_routes, route_json};
 use mytunnel_edge::ids::new_lease_id;
 use mytunnel_edge::{SqliteLeaseStore, SqliteStoreOptions};
 use mytunnel_test_support::{
-    admin_get, admin_request, base_config, eventually, make_owner_dirs, RealCaddy,
+    admin_get, admin_request, base_config, eventually, make_owner_dirs, Guard, RealCaddy,
 };
 use serde_json::Value;
 
@@ -49,31 +49,6 @@ fn fault_leases() -> usize {
 /// every change, so each route costs more the more there are (see BENCHMARKS.md).
 fn converge_timeout(leases: usize) -> Duration {
     Duration::from_secs(60 + u64::try_from(leases).unwrap() / 2)
-}
-
-/// A child process killed (SIGKILL) by its pid when dropped.
-#[derive(Debug)]
-struct Guard(Child);
-
-impl Guard {
-    fn pid(&self) -> nix::unistd::Pid {
-        nix::unistd::Pid::from_raw(i32::try_from(self.0.id()).unwrap())
-    }
-
-    fn kill9(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-
-    fn running(&mut self) -> bool {
-        self.0.try_wait().unwrap().is_none()
-    }
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        self.kill9();
-    }
 }
 
 /// A tmpfs mounted for one test; unmounted (lazily, so a leftover open file cannot keep
@@ -352,13 +327,13 @@ fn serve_killed_during_reconcile_converges_on_the_next_start() {
     let killed = eventually(Duration::from_secs(60), || {
         seen = route_ids(&edge.our_routes()).len();
         if seen > 0 && seen < n / 2 {
-            nix::sys::signal::kill(serve.pid(), nix::sys::signal::Signal::SIGKILL).unwrap();
+            serve.signal(nix::sys::signal::Signal::SIGKILL).unwrap();
             true
         } else {
             false
         }
     });
-    serve.kill9();
+    serve.kill();
     assert!(
         killed,
         "never saw a partial reconcile (last count {seen}); log: {}",
@@ -412,13 +387,13 @@ fn serve_killed_during_cleanup_leaves_no_orphan_after_the_next_start() {
             .intersection(&stale_ids)
             .count();
         if left > n / 2 && left < n {
-            nix::sys::signal::kill(serve.pid(), nix::sys::signal::Signal::SIGKILL).unwrap();
+            serve.signal(nix::sys::signal::Signal::SIGKILL).unwrap();
             true
         } else {
             false
         }
     });
-    serve.kill9();
+    serve.kill();
     assert!(
         killed,
         "never saw a partial cleanup ({left} routes of stale leases left); log: {}",
@@ -717,7 +692,7 @@ fn database_locked_full_or_unwritable_is_db_error_and_serve_keeps_running() {
     let (c, health, _) = edge.ctl(&["health"]);
     assert_eq!(c, 0, "{health}");
 
-    serve.kill9();
+    serve.kill();
     drop(edge);
     drop(tmpfs);
 }
@@ -817,8 +792,8 @@ fn serve_killed_while_32_clients_allocate() {
     assert!(eventually(Duration::from_secs(60), || told
         .load(std::sync::atomic::Ordering::SeqCst)
         >= 64));
-    nix::sys::signal::kill(serve.pid(), nix::sys::signal::Signal::SIGKILL).unwrap();
-    serve.kill9();
+    serve.signal(nix::sys::signal::Signal::SIGKILL).unwrap();
+    serve.kill();
     let at_kill = told.load(std::sync::atomic::Ordering::SeqCst);
     // Down until clients have noticed (each answer comes within 2 s).
     assert!(eventually(Duration::from_secs(20), || refused

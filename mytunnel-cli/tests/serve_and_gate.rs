@@ -10,10 +10,10 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use mytunnel_test_support::{admin_get, eventually, make_owner_dirs, RealCaddy};
+use mytunnel_test_support::{admin_get, eventually, make_owner_dirs, Guard, RealCaddy};
 use serde_json::Value;
 
 #[derive(Debug)]
@@ -94,17 +94,6 @@ fn parse(output: &Output) -> Value {
     })
 }
 
-/// A child process killed by pid when dropped.
-#[derive(Debug)]
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
@@ -170,11 +159,7 @@ fn serve_expires_reconciles_survives_caddy_and_stops_on_sigterm() {
     );
 
     // SIGTERM: a clean, prompt exit.
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(i32::try_from(serve.0.id()).unwrap()),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
+    serve.signal(nix::sys::signal::Signal::SIGTERM).unwrap();
     let mut status = None;
     assert!(
         eventually(Duration::from_secs(5), || {

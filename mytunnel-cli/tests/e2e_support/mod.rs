@@ -23,7 +23,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
-use mytunnel_test_support::{children_of, generate_key, RealCaddy, ServeProcess, Sshd};
+use mytunnel_test_support::{
+    children_of, cmdline, generate_key, kill_all, pids, signal, Below, RealCaddy, ServeProcess,
+    Sshd,
+};
 use serde_json::Value;
 
 pub const GROUP: &str = "mytunnel-e2e";
@@ -131,17 +134,6 @@ impl PortWindow {
 impl Drop for PortWindow {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.claim);
-    }
-}
-
-/// A child process killed (SIGKILL) by its pid when dropped.
-#[derive(Debug)]
-pub struct Guard(pub Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 
@@ -398,12 +390,8 @@ impl Client {
             })
     }
 
-    pub fn signal(&self, signal: nix::sys::signal::Signal) {
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(i32::try_from(self.pid()).unwrap()),
-            signal,
-        )
-        .unwrap();
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        signal(self.pid(), sig).unwrap();
     }
 
     /// Waits (at most `timeout`) for the client to exit; its status.
@@ -418,19 +406,7 @@ impl Client {
 
     /// Kills the client and every process it started (SIGKILL, by pid).
     pub fn kill_all(&mut self) {
-        let pid = i32::try_from(self.pid()).unwrap();
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGSTOP,
-        );
-        for child in children_of(pid) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(child),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        kill_all(&mut self.child, Below::Children);
     }
 
     /// The next stdout line within `timeout`.
@@ -445,19 +421,6 @@ impl Drop for Client {
             self.kill_all();
         }
     }
-}
-
-/// The arguments of a process, from `/proc/<pid>/cmdline`.
-pub fn cmdline(pid: i32) -> Vec<String> {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|bytes| {
-            bytes
-                .split(|b| *b == 0)
-                .filter(|a| !a.is_empty())
-                .map(|a| String::from_utf8_lossy(a).into_owned())
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// What a stack is built with.
@@ -963,12 +926,8 @@ impl Stack {
     /// The `ssh` processes running with `user`'s key of this stack (masters, forwards).
     pub fn ssh_pids_of(&self, user: &str) -> Vec<i32> {
         let key = format!("IdentityFile={}", self.key(user).display());
-        let Ok(entries) = std::fs::read_dir("/proc") else {
-            return Vec::new();
-        };
-        entries
-            .filter_map(Result::ok)
-            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        pids()
+            .into_iter()
             .filter(|pid| {
                 let args = cmdline(*pid);
                 args.first().is_some_and(|a| a.ends_with("ssh")) && args.contains(&key)
@@ -991,13 +950,7 @@ impl Stack {
     fn kill_leftovers(&self) {
         let dir = self.dir.path().display().to_string();
         let me = std::process::id();
-        let Ok(entries) = std::fs::read_dir("/proc") else {
-            return;
-        };
-        for pid in entries
-            .filter_map(Result::ok)
-            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        {
+        for pid in pids() {
             if u32::try_from(pid).is_ok_and(|p| p == me) {
                 continue;
             }
@@ -1175,29 +1128,13 @@ impl Merged {
         (status, rest)
     }
 
-    pub fn signal(&self, signal: nix::sys::signal::Signal) {
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(i32::try_from(self.pid()).unwrap()),
-            signal,
-        )
-        .unwrap();
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        signal(self.pid(), sig).unwrap();
     }
 
     /// Kills the process and every process it started (SIGKILL, by pid).
     pub fn kill_all(&mut self) {
-        let pid = i32::try_from(self.pid()).unwrap();
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGSTOP,
-        );
-        for child in children_of(pid) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(child),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        kill_all(&mut self.child, Below::Children);
     }
 }
 
