@@ -14,16 +14,16 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use mytunnel_client::{Reconnect, Tunnel, TunnelError, TunnelEvent};
-use mytunnel_core::policy::{Caller, OwnerScope, ReservedSlugs};
+use mytunnel_core::policy::{Caller, OwnerScope};
 use mytunnel_core::protocol::{CtlRequest, CtlResponse, LeaseDto, Verb};
 use mytunnel_core::route::RouteBackend;
-use mytunnel_core::store::OwnerLimit;
 use mytunnel_core::transport::{Forward, ForwardSpec, Transport, TransportError};
 use mytunnel_core::{LeaseRef, LeaseState, PortRange, Ttl};
 use mytunnel_edge::in_process::{ForwardMode, InProcessTransport};
 use mytunnel_edge::memory_routes::MemoryRoutes;
 use mytunnel_edge::service::{LeaseService, ServiceSettings, SystemClock};
 use mytunnel_edge::SqliteLeaseStore;
+use mytunnel_test_support::service_settings;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::broadcast;
 
@@ -90,14 +90,12 @@ async fn edge() -> Edge {
         routes.clone(),
         Arc::new(SystemClock),
         ServiceSettings {
-            base_domain: Some("t.test".parse().unwrap()),
-            ports: PortRange::new(21000, 21009).unwrap(),
             lease_ttl: Ttl::configured(Duration::from_secs(120)),
-            owner_limit: OwnerLimit::DEFAULT,
-            reserved_slugs: ReservedSlugs::default(),
-            tombstone_retention: Duration::from_secs(3600),
             health_timeout: Duration::from_secs(5),
-            bind_plan: mytunnel_edge::service::BindPlan::Ports,
+            ..service_settings(
+                "t.test".parse().unwrap(),
+                PortRange::new(21000, 21009).unwrap(),
+            )
         },
     );
     let caller = Caller::from_identity(1000, "alice".parse().unwrap(), &Default::default());

@@ -16,15 +16,15 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use mytunnel_core::control::ACCEPT_WITHIN;
-use mytunnel_core::policy::{AdminUsers, OwnerScope, ReservedSlugs};
+use mytunnel_core::policy::{AdminUsers, OwnerScope};
 use mytunnel_core::protocol::{AllocateRequest, CtlRequest, CtlResponse, ErrorCode, ListScope};
 use mytunnel_core::route::{InstalledRoute, Route, RouteBackend, RouteError};
-use mytunnel_core::store::OwnerLimit;
-use mytunnel_core::{LeaseState, PortRange, Ttl};
+use mytunnel_core::{LeaseState, PortRange};
 use mytunnel_edge::control::{self, bind_control_socket, serve_control, ControlLimits};
 use mytunnel_edge::memory_routes::MemoryRoutes;
-use mytunnel_edge::service::{BindPlan, LeaseService, ServiceSettings, SystemClock};
+use mytunnel_edge::service::{LeaseService, SystemClock};
 use mytunnel_edge::SqliteLeaseStore;
+use mytunnel_test_support::service_settings;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
@@ -69,16 +69,10 @@ async fn serve_with(limits: ControlLimits, route_delay: Duration) -> Serve {
             delay: route_delay,
         }),
         Arc::new(SystemClock),
-        ServiceSettings {
-            base_domain: Some("t.example".parse().unwrap()),
-            ports: PortRange::new(21000, 21099).unwrap(),
-            lease_ttl: Ttl::configured(Duration::from_secs(60)),
-            owner_limit: OwnerLimit::DEFAULT,
-            reserved_slugs: ReservedSlugs::default(),
-            tombstone_retention: Duration::from_secs(3600),
-            health_timeout: Duration::from_secs(2),
-            bind_plan: BindPlan::Ports,
-        },
+        service_settings(
+            "t.example".parse().unwrap(),
+            PortRange::new(21000, 21099).unwrap(),
+        ),
     );
     let listener = bind_control_socket(&socket).unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

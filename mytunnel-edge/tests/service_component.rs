@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mytunnel_core::calls;
-use mytunnel_core::policy::{AdminUsers, Caller, OwnerScope, ReservedSlugs};
+use mytunnel_core::policy::{AdminUsers, Caller, OwnerScope};
 use mytunnel_core::protocol::{
     AllocateRequest, ApiError, CtlRequest, CtlResponse, DeletedDto, ErrorCode, HealthDto, LeaseDto,
     ListScope, ReconcileDto, StateCounts, StatsDto, Takeover,
@@ -33,6 +33,7 @@ use mytunnel_edge::ctl::CtlOutput;
 use mytunnel_edge::ids::new_lease_id;
 use mytunnel_edge::service::{Clock, LeaseService, ServiceSettings, SystemClock};
 use mytunnel_edge::SqliteLeaseStore;
+use mytunnel_test_support::service_settings;
 use serde_json::{json, Value};
 use support::fake_caddy::{catch_all_route, FakeCaddy};
 use support::AdminClient;
@@ -79,16 +80,10 @@ fn ts(seconds: i64) -> Timestamp {
 
 /// The settings of most tests: ports 21000-21009, TTL 60 s, limit 10, retention 1 h.
 fn settings() -> ServiceSettings {
-    ServiceSettings {
-        base_domain: Some(DOMAIN.parse().unwrap()),
-        ports: PortRange::new(MIN_PORT, MIN_PORT + 9).unwrap(),
-        lease_ttl: Ttl::configured(Duration::from_secs(60)),
-        owner_limit: OwnerLimit::DEFAULT,
-        reserved_slugs: ReservedSlugs::default(),
-        tombstone_retention: Duration::from_secs(3600),
-        health_timeout: Duration::from_secs(2),
-        bind_plan: mytunnel_edge::service::BindPlan::Ports,
-    }
+    service_settings(
+        DOMAIN.parse().unwrap(),
+        PortRange::new(MIN_PORT, MIN_PORT + 9).unwrap(),
+    )
 }
 
 /// A service over an in-memory store and the fake Caddy, on a test clock at `T0`.

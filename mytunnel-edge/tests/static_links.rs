@@ -18,20 +18,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mytunnel_core::calls;
-use mytunnel_core::policy::{AdminUsers, Caller, ReservedSlugs};
+use mytunnel_core::policy::{AdminUsers, Caller};
 use mytunnel_core::protocol::{
     decode_reply, AllocateRequest, ApiError, CtlRequest, CtlResponse, ErrorCode, LeaseDto,
     ReplyError, Takeover,
 };
 use mytunnel_core::route::RouteBackend;
-use mytunnel_core::store::OwnerLimit;
-use mytunnel_core::{BaseDomain, BindTarget, LeaseRef, PortRange, Ttl};
+use mytunnel_core::{BaseDomain, BindTarget, LeaseRef, PortRange};
 use mytunnel_edge::caddy::{static_route_json, CaddyRoutes, STATIC_ROUTE_ID};
 use mytunnel_edge::config::{ConfigInputs, EdgeConfig, Setting};
 use mytunnel_edge::control::{bind_control_socket, serve_control, ControlLimits};
 use mytunnel_edge::links::{HostLinks, StaticRoutes};
 use mytunnel_edge::service::{BindPlan, LeaseService, ServiceSettings, SystemClock};
 use mytunnel_edge::{ctl, sockets, SqliteLeaseStore, SqliteStoreOptions};
+use mytunnel_test_support::service_settings;
 use support::fake_caddy::FakeCaddy;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -98,14 +98,11 @@ fn this_user() -> String {
 
 fn settings(owners_dir: PathBuf) -> ServiceSettings {
     ServiceSettings {
-        base_domain: Some(DOMAIN.parse().unwrap()),
-        ports: PortRange::new(21000, 21009).unwrap(),
-        lease_ttl: Ttl::configured(Duration::from_secs(60)),
-        owner_limit: OwnerLimit::DEFAULT,
-        reserved_slugs: ReservedSlugs::default(),
-        tombstone_retention: Duration::from_secs(3600),
-        health_timeout: Duration::from_secs(2),
         bind_plan: BindPlan::OwnerSockets { owners_dir },
+        ..service_settings(
+            DOMAIN.parse().unwrap(),
+            PortRange::new(21000, 21009).unwrap(),
+        )
     }
 }
 
