@@ -236,35 +236,20 @@ impl Edge {
             "-o",
             "BatchMode=yes",
         ])
-        .args(["-o", "ControlMaster=no", "-o", "ControlPath=none"])
-        .arg("-o")
-        .arg(format!("Port={}", self.sshd.port()))
-        .arg("-o")
-        .arg(format!(
-            "IdentityFile={}",
-            self.path(&format!("id_{user}")).display()
-        ))
-        .arg("-o")
-        .arg(format!(
-            "UserKnownHostsFile={}",
-            self.path("known_hosts").display()
-        ))
-        .args(["-o", "GlobalKnownHostsFile=/dev/null"])
-        .args([
-            "-o",
-            "StrictHostKeyChecking=yes",
-            "-o",
-            "IdentitiesOnly=yes",
-        ])
-        .arg("-R")
-        .arg(forward)
-        .arg(format!("{user}@127.0.0.1"))
-        .env_clear()
-        .env("HOME", self.path("home"))
-        .env("PATH", "/usr/bin:/bin")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(self.path(&format!("ssh-{user}.stderr"))).unwrap());
+        .args(["-o", "ControlMaster=no", "-o", "ControlPath=none"]);
+        let key = self.path(&format!("id_{user}"));
+        for option in self.sshd.client_options(&key, &self.path("known_hosts")) {
+            ssh.arg("-o").arg(option);
+        }
+        ssh.arg("-R")
+            .arg(forward)
+            .arg(format!("{user}@127.0.0.1"))
+            .env_clear()
+            .env("HOME", self.path("home"))
+            .env("PATH", "/usr/bin:/bin")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(self.path(&format!("ssh-{user}.stderr"))).unwrap());
         Guard(ssh.spawn().unwrap())
     }
 

@@ -21,7 +21,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use mytunnel_test_support::{make_owner_dirs, RealCaddy, ServeProcess};
+use mytunnel_test_support::{make_owner_dirs, stdout_json, RealCaddy, ServeProcess};
 use serde_json::Value;
 
 const GROUP: &str = "mytunnel-t";
@@ -185,22 +185,12 @@ impl Edge {
             .env("LOGNAME", OPS)
             .output()
             .unwrap();
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        let json: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
-            panic!(
-                "{user} ctl {args:?}: not JSON ({e}): stdout {stdout:?} stderr {:?}",
-                String::from_utf8_lossy(&output.stderr)
-            )
-        });
+        let json = stdout_json(&output).unwrap_or_else(|e| panic!("{user} ctl {args:?}: {e}"));
         (output.status.code().unwrap_or(-1), json)
     }
 
     fn routes(&self) -> String {
-        mytunnel_test_support::admin_get(
-            self.caddy.admin_socket(),
-            "/config/apps/http/servers/srv0/routes",
-        )
-        .unwrap()
+        self.caddy.routes().unwrap()
     }
 }
 

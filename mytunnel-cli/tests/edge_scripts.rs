@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use mytunnel_test_support::{eventually, generate_key, RealCaddy};
+use mytunnel_test_support::{eventually, generate_key, stdout_json, RealCaddy};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
@@ -429,14 +429,7 @@ impl Edge {
             }
         }
         let output = self.ctl_output(args);
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        let value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
-            panic!(
-                "not JSON ({e}): {stdout:?}, stderr {:?}",
-                String::from_utf8_lossy(&output.stderr)
-            )
-        });
-        (output.status.code(), value)
+        (output.status.code(), stdout_json(&output).unwrap())
     }
 
     fn assert_healthy(&self) {

@@ -19,7 +19,7 @@ use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use mytunnel_core::policy::OwnerScope;
@@ -31,7 +31,7 @@ use mytunnel_edge::caddy::{parse_body, parse_routes, route_json};
 use mytunnel_edge::ids::new_lease_id;
 use mytunnel_edge::{SqliteLeaseStore, SqliteStoreOptions};
 use mytunnel_test_support::{
-    admin_get, admin_request, base_config, eventually, make_owner_dirs, Guard, RealCaddy,
+    admin_request, base_config, eventually, make_owner_dirs, stdout_json, Guard, RealCaddy,
 };
 use serde_json::Value;
 
@@ -134,7 +134,11 @@ impl Edge {
         let started = Instant::now();
         let output = self.command().arg("ctl").args(args).output().unwrap();
         let took = started.elapsed();
-        (output.status.code().unwrap_or(-1), parse(&output), took)
+        (
+            output.status.code().unwrap_or(-1),
+            stdout_json(&output).unwrap(),
+            took,
+        )
     }
 
     fn serve(&self, log: &str) -> Guard {
@@ -184,11 +188,7 @@ impl Edge {
 
     /// Caddy's routes that belong to mytunnel.
     fn our_routes(&self) -> Vec<InstalledRoute> {
-        let text = admin_get(
-            self.caddy.admin_socket(),
-            "/config/apps/http/servers/srv0/routes",
-        )
-        .unwrap_or_default();
+        let text = self.caddy.routes().unwrap_or_default();
         parse_routes(&parse_body(&text)).unwrap_or_default()
     }
 
@@ -204,16 +204,6 @@ impl Edge {
     }
 }
 
-fn parse(output: &Output) -> Value {
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    serde_json::from_str(&stdout).unwrap_or_else(|e| {
-        panic!(
-            "not JSON ({e}): {stdout:?}, stderr {:?}",
-            String::from_utf8_lossy(&output.stderr)
-        )
-    })
-}
-
 /// `mytunneld ctl allocate --local-port 8080` with `bin` and `env_file`, as root: exit
 /// code and JSON.
 fn allocate_once(bin: &Path, env_file: &Path) -> (i32, Value) {
@@ -225,7 +215,10 @@ fn allocate_once(bin: &Path, env_file: &Path) -> (i32, Value) {
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    (output.status.code().unwrap_or(-1), parse(&output))
+    (
+        output.status.code().unwrap_or(-1),
+        stdout_json(&output).unwrap(),
+    )
 }
 
 /// The lease ids of the allocations that succeeded.
@@ -680,7 +673,7 @@ fn database_locked_full_or_unwritable_is_db_error_and_serve_keeps_running() {
         ])
         .output()
         .unwrap();
-    let reply = parse(&output);
+    let reply = stdout_json(&output).unwrap();
     assert_eq!(
         (output.status.code(), code(&reply)),
         (Some(2), "service_unavailable"),
@@ -741,7 +734,7 @@ fn a_malformed_env_file_names_the_file_and_the_line() {
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    let reply = parse(&output);
+    let reply = stdout_json(&output).unwrap();
     let message = reply["error"]["message"].as_str().unwrap_or_default();
     assert!(
         message.contains(&file) && message.contains("line 3"),

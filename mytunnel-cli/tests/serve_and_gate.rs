@@ -10,10 +10,10 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use mytunnel_test_support::{admin_get, eventually, make_owner_dirs, Guard, RealCaddy};
+use mytunnel_test_support::{eventually, make_owner_dirs, stdout_json, Guard, RealCaddy};
 use serde_json::Value;
 
 #[derive(Debug)]
@@ -72,26 +72,12 @@ impl Edge {
 
     fn ctl(&self, args: &[&str]) -> Value {
         let output = self.command().arg("ctl").args(args).output().unwrap();
-        parse(&output)
+        stdout_json(&output).unwrap()
     }
 
     fn routes(&self) -> String {
-        admin_get(
-            self.caddy.admin_socket(),
-            "/config/apps/http/servers/srv0/routes",
-        )
-        .unwrap_or_default()
+        self.caddy.routes().unwrap_or_default()
     }
-}
-
-fn parse(output: &Output) -> Value {
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    serde_json::from_str(&stdout).unwrap_or_else(|e| {
-        panic!(
-            "not JSON ({e}): {stdout:?}, stderr {:?}",
-            String::from_utf8_lossy(&output.stderr)
-        )
-    })
 }
 
 fn read(path: &Path) -> String {
@@ -200,7 +186,7 @@ fn gate_runs_allowed_verbs_refuses_the_rest_and_ignores_the_environment() {
     .output()
     .unwrap();
     assert_eq!(output.status.code(), Some(0));
-    let lease = parse(&output);
+    let lease = stdout_json(&output).unwrap();
     assert_eq!(lease["host"], "gated.t.test");
 
     for (command, code) in [
@@ -218,7 +204,11 @@ fn gate_runs_allowed_verbs_refuses_the_rest_and_ignores_the_environment() {
     ] {
         let output = gate(&edge, Some(command)).output().unwrap();
         assert_eq!(output.status.code(), Some(1), "{command}");
-        assert_eq!(parse(&output)["error"]["code"], code, "{command}");
+        assert_eq!(
+            stdout_json(&output).unwrap()["error"]["code"],
+            code,
+            "{command}"
+        );
     }
 
     // Environment variables a client could send (AcceptEnv) do not reach the config.
@@ -229,7 +219,7 @@ fn gate_runs_allowed_verbs_refuses_the_rest_and_ignores_the_environment() {
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(0));
-    let list = parse(&output);
+    let list = stdout_json(&output).unwrap();
     assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
     assert!(
         !elsewhere.exists(),

@@ -22,7 +22,8 @@ pub use keys::{generate_key, public_key_path};
 pub use poll::{eventually, poll_every};
 pub use ports::{free_port, ReservedPort};
 pub use process::{
-    children_of, cmdline, descendants_of, kill_all, parent_of, pids, signal, Below, Guard,
+    children_of, cmdline, descendants_of, kill_all, parent_of, pids, signal, stdout_json, Below,
+    Guard,
 };
 pub use serve::{make_owner_dirs, wait_for_serve, ServeProcess};
 pub use sshd::{production_sshd_dropin, sshd_binary, Sshd};

@@ -1,7 +1,7 @@
 //! Processes: finding them in `/proc`, signalling them, and stopping a child together with
 //! the processes it started.
 
-use std::process::Child;
+use std::process::{Child, Output};
 
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
@@ -70,6 +70,19 @@ pub fn cmdline(pid: i32) -> Vec<String> {
 pub fn signal(pid: u32, sig: Signal) -> Result<(), String> {
     let raw = i32::try_from(pid).map_err(|_| format!("{pid} is not a pid"))?;
     nix::sys::signal::kill(Pid::from_raw(raw), sig).map_err(|e| format!("{sig} to {pid}: {e}"))
+}
+
+/// The JSON document a process printed on its stdout (a ctl reply); when it is not one,
+/// an error with the exit status, stdout and stderr.
+pub fn stdout_json(output: &Output) -> Result<serde_json::Value, String> {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    serde_json::from_str(&stdout).map_err(|e| {
+        format!(
+            "not JSON ({e}): exit {}, stdout {stdout:?}, stderr {:?}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
 }
 
 /// Which processes below a child [`kill_all`] kills with it.

@@ -198,6 +198,20 @@ impl Sshd {
         format!("[127.0.0.1]:{} {}\n", self.port, self.host_public_key)
     }
 
+    /// The ssh client options (`-o` values) that log in to this sshd with the key
+    /// `identity` only and trust no host key but the one in `known_hosts` (a file holding
+    /// [`Sshd::known_hosts_line`]).
+    pub fn client_options(&self, identity: &Path, known_hosts: &Path) -> Vec<String> {
+        vec![
+            format!("Port={}", self.port),
+            format!("IdentityFile={}", identity.display()),
+            format!("UserKnownHostsFile={}", known_hosts.display()),
+            "GlobalKnownHostsFile=/dev/null".to_owned(),
+            "StrictHostKeyChecking=yes".to_owned(),
+            "IdentitiesOnly=yes".to_owned(),
+        ]
+    }
+
     /// The pid of the listening sshd.
     pub fn pid(&self) -> u32 {
         self.child.id()

@@ -31,11 +31,10 @@ impl Edge {
 
     /// How many routes Caddy holds under a `mytunnel-` id.
     pub fn mytunnel_route_count(&self) -> Result<usize> {
-        let text = admin_get(
-            self.caddy.admin_socket(),
-            "/config/apps/http/servers/srv0/routes",
-        )
-        .map_err(|e| format!("Caddy GET routes: {e}"))?;
+        let text = self
+            .caddy
+            .routes()
+            .map_err(|e| format!("Caddy GET routes: {e}"))?;
         let routes: Value =
             serde_json::from_str(&text).map_err(|e| format!("Caddy routes are not JSON: {e}"))?;
         Ok(routes

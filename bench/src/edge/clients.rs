@@ -40,15 +40,9 @@ impl Edge {
             .sshd
             .as_ref()
             .ok_or("this edge was started without sshd")?;
-        Ok(vec![
-            format!("Port={}", sshd.port()),
-            format!("IdentityFile={}", self.key().display()),
-            format!("UserKnownHostsFile={}", self.path("known_hosts").display()),
-            "GlobalKnownHostsFile=/dev/null".to_owned(),
-            "StrictHostKeyChecking=yes".to_owned(),
-            "IdentitiesOnly=yes".to_owned(),
-            "BatchMode=yes".to_owned(),
-        ])
+        let mut options = sshd.client_options(&self.key(), &self.path("known_hosts"));
+        options.push("BatchMode=yes".to_owned());
+        Ok(options)
     }
 
     /// The ssh destination of the tunnel user.

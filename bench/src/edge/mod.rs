@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use mytunnel_core::BindTarget;
 use mytunnel_test_support::{
-    admin_get, admin_request, base_config, generate_key, poll_every, RealCaddy, Sshd,
+    admin_request, base_config, generate_key, poll_every, stdout_json, RealCaddy, Sshd,
 };
 use serde_json::{json, Value};
 
@@ -437,15 +437,7 @@ impl EdgeMemory {
 
 /// The JSON a ctl printed, or an error with its output.
 pub fn ctl_json(command: &Command, output: &Output) -> Result<Value> {
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let json: Value = serde_json::from_str(&stdout).map_err(|e| {
-        format!(
-            "{}: not JSON ({e}): exit {}, stdout {stdout:?}, stderr {:?}",
-            describe(command),
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        )
-    })?;
+    let json = stdout_json(output).map_err(|e| format!("{}: {e}", describe(command)))?;
     if !output.status.success() || json.get("error").is_some() {
         return Err(format!(
             "{}: exit {}: {json}",

@@ -24,8 +24,8 @@ use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use mytunnel_test_support::{
-    children_of, cmdline, generate_key, kill_all, pids, signal, Below, RealCaddy, ServeProcess,
-    Sshd,
+    children_of, cmdline, generate_key, kill_all, pids, signal, stdout_json, Below, RealCaddy,
+    ServeProcess, Sshd,
 };
 use serde_json::Value;
 
@@ -648,14 +648,8 @@ impl Stack {
 
     /// The ssh options every client of this stack uses for `user`.
     pub fn ssh_options(&self, user: &str) -> Vec<String> {
-        vec![
-            format!("Port={}", self.sshd.port()),
-            format!("IdentityFile={}", self.key(user).display()),
-            format!("UserKnownHostsFile={}", self.path("known_hosts").display()),
-            "GlobalKnownHostsFile=/dev/null".to_owned(),
-            "StrictHostKeyChecking=yes".to_owned(),
-            "IdentitiesOnly=yes".to_owned(),
-        ]
+        self.sshd
+            .client_options(&self.key(user), &self.path("known_hosts"))
     }
 
     fn edge_args(&self, user: &str) -> Vec<String> {
@@ -912,11 +906,7 @@ impl Stack {
     }
 
     pub fn routes(&self) -> String {
-        mytunnel_test_support::admin_get(
-            self.caddy.admin_socket(),
-            "/config/apps/http/servers/srv0/routes",
-        )
-        .unwrap_or_default()
+        self.caddy.routes().unwrap_or_default()
     }
 
     pub fn serve_log(&self) -> String {
@@ -1015,14 +1005,7 @@ pub fn script() -> PathBuf {
 }
 
 pub fn parse_reply(user: &str, command: &str, output: &Output) -> (i32, Value) {
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let json: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
-        panic!(
-            "{user}: {command:?}: not JSON ({e}): exit {}, stdout {stdout:?}, stderr {:?}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        )
-    });
+    let json = stdout_json(output).unwrap_or_else(|e| panic!("{user}: {command:?}: {e}"));
     (output.status.code().unwrap_or(-1), json)
 }
 
