@@ -24,8 +24,8 @@ mod e2e_support;
 
 use e2e_support::{check, http_get, set_mode, App, SetupLock, BASE_DOMAIN, GROUP, SERVICE_USER};
 use mytunnel_test_support::{
-    eventually, free_port, generate_key, production_sshd_dropin, Guard, RealCaddy, ServeProcess,
-    Sshd,
+    copy_executable, eventually, free_port, generate_key, mytunneld_command,
+    production_sshd_dropin, Guard, RealCaddy, ServeProcess, Sshd,
 };
 use serde_json::Value;
 
@@ -78,8 +78,7 @@ impl Edge {
             .unwrap();
         set_mode(bin_dir.path(), 0o755);
         let bin = bin_dir.path().join("mytunneld");
-        std::fs::copy(env!("CARGO_BIN_EXE_mytunneld"), &bin).unwrap();
-        set_mode(&bin, 0o755);
+        copy_executable(Path::new(env!("CARGO_BIN_EXE_mytunneld")), &bin).unwrap();
 
         let group = nix::unistd::Group::from_name(GROUP);
         let keys = dir.path().join("keys");
@@ -193,15 +192,9 @@ impl Edge {
 
     /// `mytunneld ctl <args>` as `user` (runuser), with the test's env file: its JSON.
     fn ctl(&self, user: &str, args: &[&str]) -> Value {
-        let out = Command::new("runuser")
-            .args(["-u", user, "--"])
-            .arg(self.bin_dir.path().join("mytunneld"))
-            .arg("--env-file")
-            .arg(self.path("mytunneld.env"))
-            .arg("ctl")
+        let bin = self.bin_dir.path().join("mytunneld");
+        let out = mytunneld_command(&bin, &self.path("mytunneld.env"), Some(user), "ctl")
             .args(args)
-            .env_clear()
-            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .current_dir("/")
             .output()
             .unwrap();

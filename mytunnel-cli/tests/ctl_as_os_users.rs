@@ -21,7 +21,9 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use mytunnel_test_support::{make_owner_dirs, stdout_json, RealCaddy, ServeProcess};
+use mytunnel_test_support::{
+    copy_executable, make_owner_dirs, mytunneld_command, stdout_json, RealCaddy, ServeProcess,
+};
 use serde_json::Value;
 
 const GROUP: &str = "mytunnel-t";
@@ -98,8 +100,7 @@ impl Edge {
         // Each user's own socket directory, where their leases bind.
         make_owner_dirs(&dir.path().join("s"), &USERS_WITH_SOCKETS, None).unwrap();
         let bin = dir.path().join("mytunneld");
-        std::fs::copy(env!("CARGO_BIN_EXE_mytunneld"), &bin).unwrap();
-        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        copy_executable(Path::new(env!("CARGO_BIN_EXE_mytunneld")), &bin).unwrap();
         let env = format!(
             "MYTUNNEL_DB_PATH={}\nMYTUNNEL_BASE_DOMAIN=t.test\nMYTUNNEL_CADDY_ADMIN_URL={}\nMYTUNNEL_ADMIN_USERS={OPS}\nMYTUNNEL_MIN_PORT=22000\nMYTUNNEL_MAX_PORT=22099\nMYTUNNEL_SOCKET_DIR={}\n",
             dir.path().join("db/leases.db").display(),
@@ -130,8 +131,7 @@ impl Edge {
     fn crafted(&self, user: &str, line: &str) -> Vec<Value> {
         let exe = self.path("crafter");
         if !exe.exists() {
-            std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
-            std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+            copy_executable(&std::env::current_exe().unwrap(), &exe).unwrap();
         }
         let output = Command::new(&exe)
             .args([
@@ -172,15 +172,9 @@ impl Edge {
     /// Runs `mytunneld ctl ARGS` as `user` with a hostile environment (USER and LOGNAME
     /// name someone else); returns (exit code, JSON).
     fn ctl(&self, user: &str, args: &[&str]) -> (i32, Value) {
-        let output = Command::new("runuser")
-            .args(["-u", user, "--"])
-            .arg(self.path("mytunneld"))
-            .arg("--env-file")
-            .arg(self.path("mytunneld.env"))
-            .arg("ctl")
+        let env_file = self.path("mytunneld.env");
+        let output = mytunneld_command(&self.path("mytunneld"), &env_file, Some(user), "ctl")
             .args(args)
-            .env_clear()
-            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .env("USER", ALICE)
             .env("LOGNAME", OPS)
             .output()

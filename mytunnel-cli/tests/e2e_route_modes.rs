@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use e2e_support::{eventually, App, RouteMode, Stack, StackOptions, BASE_DOMAIN};
+use mytunnel_test_support::mytunneld_command;
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
@@ -240,18 +241,15 @@ impl HeldStream {
 
 /// `mytunneld ctl` run on the edge as `user` (what the gate runs for them).
 fn ctl_as(stack: &Stack, user: &str, args: &[&str]) -> Value {
-    let output = Command::new("runuser")
-        .args(["-u", user, "--"])
-        .arg(stack.path("mytunneld"))
-        .arg("--env-file")
-        .arg(stack.env_file())
-        .arg("ctl")
-        .args(args)
-        .env_clear()
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let output = mytunneld_command(
+        &stack.path("mytunneld"),
+        &stack.env_file(),
+        Some(user),
+        "ctl",
+    )
+    .args(args)
+    .output()
+    .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use mytunnel_test_support::{eventually, generate_key, stdout_json, RealCaddy};
+use mytunnel_test_support::{eventually, generate_key, mytunneld_command, stdout_json, RealCaddy};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
@@ -228,16 +228,9 @@ impl Edge {
         assert!(self.serve.is_none(), "serve runs already");
         let log = self.logs.path().join("serve.log");
         let log_file = std::fs::File::create(&log).unwrap();
-        let runuser = Command::new("runuser")
-            .args(["-u", &self.names.user, "--"])
-            .arg(self.bin())
-            .arg("--env-file")
-            .arg(self.env_file())
-            .arg("serve")
-            // No MYTUNNEL_* from the test's environment: the env file only, as systemd.
-            .env_clear()
-            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-            .stdin(Stdio::null())
+        // No MYTUNNEL_* from the test's environment: the env file only, as systemd.
+        let user = Some(self.names.user.as_str());
+        let runuser = mytunneld_command(&self.bin(), &self.env_file(), user, "serve")
             .stdout(log_file.try_clone().unwrap())
             .stderr(log_file)
             .spawn()

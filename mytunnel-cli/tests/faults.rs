@@ -31,7 +31,8 @@ use mytunnel_edge::caddy::{parse_body, parse_routes, route_json};
 use mytunnel_edge::ids::new_lease_id;
 use mytunnel_edge::{SqliteLeaseStore, SqliteStoreOptions};
 use mytunnel_test_support::{
-    admin_request, base_config, eventually, make_owner_dirs, stdout_json, Guard, RealCaddy,
+    admin_request, base_config, copy_executable, eventually, make_owner_dirs, stdout_json, Guard,
+    RealCaddy,
 };
 use serde_json::Value;
 
@@ -101,7 +102,7 @@ impl Edge {
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let db = db_dir.unwrap_or(dir.path()).join("leases.db");
         let bin = dir.path().join("mytunneld");
-        std::fs::copy(env!("CARGO_BIN_EXE_mytunneld"), &bin).unwrap();
+        copy_executable(Path::new(env!("CARGO_BIN_EXE_mytunneld")), &bin).unwrap();
         std::fs::create_dir(dir.path().join("s")).unwrap();
         // The tests' ctl runs as root: its leases bind sockets in owners/root.
         make_owner_dirs(&dir.path().join("s"), &["root"], None).unwrap();

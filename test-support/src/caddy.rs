@@ -39,8 +39,19 @@ pub struct RealCaddy {
     user: Option<nix::unistd::User>,
 }
 
-/// `caddy run --config <dir>/caddy.json` with its home in `dir`, as `user` when given.
-fn caddy_command(binary: &Path, dir: &Path, user: Option<&nix::unistd::User>) -> Command {
+/// Starts `caddy run --config <dir>/caddy.json` with its home in `dir`, as `user` when
+/// given, its output appended to `<dir>/caddy.log`.
+fn spawn_caddy(
+    binary: &Path,
+    dir: &Path,
+    user: Option<&nix::unistd::User>,
+) -> Result<Child, String> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("caddy.log"))
+        .map_err(|e| e.to_string())?;
+    let log2 = log.try_clone().map_err(|e| e.to_string())?;
     let mut command = match user {
         Some(user) => {
             let mut setpriv = Command::new("setpriv");
@@ -60,8 +71,11 @@ fn caddy_command(binary: &Path, dir: &Path, user: Option<&nix::unistd::User>) ->
         .env("HOME", dir)
         .env("XDG_CONFIG_HOME", dir.join("config"))
         .env("XDG_DATA_HOME", dir.join("data"))
-        .stdin(Stdio::null());
-    command
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log2)
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", binary.display()))
 }
 
 /// The config a fresh test Caddy starts with (and returns to on [`RealCaddy::reset`]).
@@ -120,8 +134,6 @@ impl RealCaddy {
         let config_path = dir.path().join("caddy.json");
         std::fs::write(&config_path, base_config(admin, http, true).to_string())
             .map_err(|e| e.to_string())?;
-        let log = std::fs::File::create(dir.path().join("caddy.log")).map_err(|e| e.to_string())?;
-        let log2 = log.try_clone().map_err(|e| e.to_string())?;
         if let Some(user) = user {
             // Its own directory, as /var/lib/caddy is the packaged Caddy's.
             nix::unistd::chown(dir.path(), Some(user.uid), Some(user.gid))
@@ -135,11 +147,7 @@ impl RealCaddy {
         } else {
             Some([admin_port, http_port])
         };
-        let child = caddy_command(binary, dir.path(), user)
-            .stdout(log)
-            .stderr(log2)
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
+        let child = spawn_caddy(binary, dir.path(), user)?;
         let mut caddy = RealCaddy {
             child,
             admin,
@@ -162,16 +170,7 @@ impl RealCaddy {
     pub fn restart(&mut self) -> Result<(), String> {
         self.kill();
         let binary = caddy_binary()?;
-        let log = std::fs::OpenOptions::new()
-            .append(true)
-            .open(self.dir.path().join("caddy.log"))
-            .map_err(|e| e.to_string())?;
-        let log2 = log.try_clone().map_err(|e| e.to_string())?;
-        self.child = caddy_command(&binary, self.dir.path(), self.user.as_ref())
-            .stdout(log)
-            .stderr(log2)
-            .spawn()
-            .map_err(|e| e.to_string())?;
+        self.child = spawn_caddy(&binary, self.dir.path(), self.user.as_ref())?;
         self.wait_ready()
     }
 

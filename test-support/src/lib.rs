@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 
 pub mod caddy;
+pub mod client;
 pub mod fixtures;
 pub mod keys;
 pub mod poll;
@@ -17,13 +18,14 @@ pub mod serve;
 pub mod sshd;
 
 pub use caddy::{admin_get, admin_request, base_config, caddy_binary, reloads_settled, RealCaddy};
+pub use client::client_command;
 pub use fixtures::service_settings;
 pub use keys::{generate_key, public_key_path};
 pub use poll::{eventually, poll_every};
 pub use ports::{free_port, ReservedPort};
 pub use process::{
-    children_of, cmdline, descendants_of, kill_all, parent_of, pids, signal, stdout_json, Below,
-    Guard,
+    children_of, cmdline, copy_executable, descendants_of, kill_all, parent_of, pids, signal,
+    stdout_json, Below, Guard,
 };
-pub use serve::{make_owner_dirs, wait_for_serve, ServeProcess};
+pub use serve::{make_owner_dirs, mytunneld_command, wait_for_serve, ServeProcess, SYSTEM_PATH};
 pub use sshd::{production_sshd_dropin, sshd_binary, Sshd};

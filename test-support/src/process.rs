@@ -1,7 +1,8 @@
 //! Processes: finding them in `/proc`, signalling them, and stopping a child together with
 //! the processes it started.
 
-use std::process::{Child, Output};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
 
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
@@ -64,6 +65,31 @@ pub fn cmdline(pid: i32) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// Copies the executable `from` to `to` (mode 0755) for a test to run, in a child
+/// process (`install`). Copied by this process, the new file's write descriptor could be
+/// inherited by a child that another thread forks meanwhile, and running the copy would
+/// fail with `ETXTBSY` ("Text file busy") until that child has called exec.
+pub fn copy_executable(from: &Path, to: &Path) -> Result<(), String> {
+    let output = Command::new("install")
+        .args(["-m", "0755"])
+        .arg(from)
+        .arg(to)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run install: {e}"))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "install {} {} failed with {}: {}",
+            from.display(),
+            to.display(),
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        ))
+    }
 }
 
 /// Sends `sig` to the process `pid`.
@@ -155,8 +181,22 @@ impl Drop for Guard {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::process::{Command, Stdio};
+    use std::os::unix::fs::PermissionsExt;
     use std::time::Duration;
+
+    #[test]
+    fn a_copied_executable_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("source");
+        std::fs::write(&source, "#!/bin/sh\necho ran \"$@\"\n").unwrap();
+        let copy = dir.path().join("copy");
+        copy_executable(&source, &copy).unwrap();
+        let mode = std::fs::metadata(&copy).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o755);
+        let output = Command::new(&copy).arg("here").output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&output.stdout), "ran here\n");
+        assert!(copy_executable(&dir.path().join("missing"), &copy).is_err());
+    }
 
     /// `sh` with two children, one of them a `sh` with two children of its own (`sleep`s
     /// all), waited for until all four are there.

@@ -1,4 +1,5 @@
-//! `mytunneld serve` as a process, and the directories the install scripts make for it.
+//! `mytunneld` run as the edge runs it, `serve` as a process, and the directories the
+//! install scripts make for it.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -6,6 +7,38 @@ use std::time::Duration;
 
 use crate::poll::poll_every;
 use crate::process::{kill_all, Below};
+
+/// The `PATH` of the edge's own processes (under systemd, or run by sshd): the system's
+/// directories.
+pub const SYSTEM_PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// `<bin> --env-file <env_file> <verb>` as the edge runs `mytunneld`: the environment
+/// cleared but [`SYSTEM_PATH`] (settings come from the env file alone), stdin closed; as
+/// `user` (`runuser -u <user> --`) when given. Add the verb's arguments with `.args`.
+pub fn mytunneld_command(bin: &Path, env_file: &Path, user: Option<&str>, verb: &str) -> Command {
+    let command = match user {
+        Some(user) => {
+            let mut runuser = Command::new("runuser");
+            runuser.args(["-u", user, "--"]).arg(bin);
+            runuser
+        }
+        None => Command::new(bin),
+    };
+    with_env_file(command, env_file, verb)
+}
+
+/// `command` (which runs `mytunneld`) given `--env-file <env_file> <verb>`, a cleared
+/// environment but [`SYSTEM_PATH`], and no stdin.
+fn with_env_file(mut command: Command, env_file: &Path, verb: &str) -> Command {
+    command
+        .arg("--env-file")
+        .arg(env_file)
+        .arg(verb)
+        .env_clear()
+        .env("PATH", SYSTEM_PATH)
+        .stdin(Stdio::null());
+    command
+}
 
 /// A running `mytunneld serve`, stopped by its pid (SIGKILL, then reaped) when dropped.
 #[derive(Debug)]
@@ -28,7 +61,7 @@ impl ServeProcess {
     ) -> Result<ServeProcess, String> {
         let stderr =
             std::fs::File::create(log).map_err(|e| format!("create {}: {e}", log.display()))?;
-        let mut command = match user {
+        let command = match user {
             Some((uid, gid)) => {
                 let mut setpriv = Command::new("setpriv");
                 setpriv
@@ -46,13 +79,7 @@ impl ServeProcess {
             }
             None => Command::new(bin),
         };
-        let child = command
-            .arg("--env-file")
-            .arg(env_file)
-            .arg("serve")
-            .env_clear()
-            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-            .stdin(Stdio::null())
+        let child = with_env_file(command, env_file, "serve")
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()

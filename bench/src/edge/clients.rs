@@ -5,15 +5,9 @@ use super::*;
 impl Edge {
     /// `mytunneld --env-file <env> ctl <words>` (as root unless `as_user`).
     pub fn ctl_command(&self, words: &[&str], as_user: bool) -> Command {
-        let mut command = Command::new(self.path("mytunneld"));
+        let mut command = mytunneld_command(&self.path("mytunneld"), &self.env_file(), None, "ctl");
         command
-            .arg("--env-file")
-            .arg(self.env_file())
-            .arg("ctl")
             .args(words)
-            .env_clear()
-            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-            .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         if as_user {
@@ -52,23 +46,18 @@ impl Edge {
 
     /// `mytunnel http <port> --edge … [extra]`, as root with HOME and TMPDIR in the edge.
     pub fn mytunnel_http(&self, local_port: u16, extra: &[&str]) -> Result<Command> {
-        let mut command = Command::new(&self.binaries.mytunnel);
-        command
-            .arg("http")
-            .arg(local_port.to_string())
-            .args(extra)
-            .arg("--edge")
-            .arg(self.destination());
-        for option in self.ssh_options()? {
-            command.arg("--ssh-option").arg(option);
-        }
-        command
-            .env_clear()
-            .env("HOME", self.path("home"))
-            .env("PATH", "/usr/bin:/bin")
-            .env("TMPDIR", self.path("tmp"))
-            .stdin(Stdio::null());
-        Ok(command)
+        let port = local_port.to_string();
+        let destination = self.destination();
+        let mut args = vec!["http", port.as_str()];
+        args.extend(extra);
+        args.extend(["--edge", destination.as_str()]);
+        Ok(client_command(
+            &self.binaries.mytunnel,
+            &args,
+            &self.ssh_options()?,
+            &self.path("home"),
+            &self.path("tmp"),
+        ))
     }
 
     /// A plain data-plane forward, as the client runs it: `ssh -N -R <edge bind

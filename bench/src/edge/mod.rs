@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use mytunnel_core::BindTarget;
 use mytunnel_test_support::{
-    admin_request, base_config, generate_key, poll_every, stdout_json, RealCaddy, Sshd,
+    admin_request, base_config, client_command, copy_executable, generate_key, mytunneld_command,
+    poll_every, stdout_json, RealCaddy, Sshd,
 };
 use serde_json::{json, Value};
 
@@ -152,9 +153,7 @@ impl Edge {
             .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
         set_mode(dir.path(), 0o755)?;
         let bin = dir.path().join("mytunneld");
-        std::fs::copy(&binaries.mytunneld, &bin)
-            .map_err(|e| format!("cannot copy {}: {e}", binaries.mytunneld.display()))?;
-        set_mode(&bin, 0o755)?;
+        copy_executable(&binaries.mytunneld, &bin)?;
         let mut edge = Edge {
             serve: None,
             sshd: None,
@@ -217,13 +216,7 @@ impl Edge {
         let log = std::fs::File::create(self.path("logs/serve.log"))
             .map_err(|e| format!("cannot create serve.log: {e}"))?;
         let serve = Guard::spawn(
-            Command::new(self.path("mytunneld"))
-                .arg("--env-file")
-                .arg(self.env_file())
-                .arg("serve")
-                .env_clear()
-                .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-                .stdin(Stdio::null())
+            mytunneld_command(&self.path("mytunneld"), &self.env_file(), None, "serve")
                 .stdout(Stdio::null())
                 .stderr(log),
             "mytunneld serve",

@@ -24,8 +24,8 @@ use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use mytunnel_test_support::{
-    children_of, cmdline, generate_key, kill_all, pids, signal, stdout_json, Below, RealCaddy,
-    ServeProcess, Sshd,
+    children_of, client_command, cmdline, copy_executable, generate_key, kill_all, pids, signal,
+    stdout_json, Below, RealCaddy, ServeProcess, Sshd,
 };
 use serde_json::Value;
 
@@ -510,8 +510,7 @@ impl Stack {
         set_mode(dir.path(), 0o755);
 
         let bin = dir.path().join("mytunneld");
-        std::fs::copy(env!("CARGO_BIN_EXE_mytunneld"), &bin).unwrap();
-        set_mode(&bin, 0o755);
+        copy_executable(Path::new(env!("CARGO_BIN_EXE_mytunneld")), &bin).unwrap();
 
         let mut stack = Stack {
             serve: None,
@@ -652,28 +651,12 @@ impl Stack {
             .client_options(&self.key(user), &self.path("known_hosts"))
     }
 
-    fn edge_args(&self, user: &str) -> Vec<String> {
-        let mut args = vec!["--edge".to_owned(), format!("{user}@127.0.0.1")];
-        for option in self.ssh_options(user) {
-            args.push("--ssh-option".to_owned());
-            args.push(option);
-        }
-        args
-    }
-
     /// `mytunnel <args> --edge user@127.0.0.1 --ssh-option …` as root, HOME in the stack.
     pub fn mytunnel_command(&self, user: &str, args: &[&str]) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_mytunnel"));
-        command
-            .args(args)
-            .args(self.edge_args(user))
-            .env_clear()
-            .env("HOME", self.path("home"))
-            .env("PATH", "/usr/bin:/bin")
-            // The ssh control directories of clients killed by a test go with the stack.
-            .env("TMPDIR", self.path("tmp"))
-            .stdin(Stdio::null());
-        command
+        let edge = format!("{user}@127.0.0.1");
+        let mut all = args.to_vec();
+        all.extend(["--edge", edge.as_str()]);
+        self.mytunnel_command_without_edge(user, &all)
     }
 
     /// Runs `mytunnel <args>` to its end.
@@ -1027,18 +1010,14 @@ impl Stack {
     /// environment or the profile in `$HOME/.config/mytunnel/config.toml`. The ssh options
     /// stand in for what a user's `~/.ssh/config` would hold (port, key, known hosts).
     pub fn mytunnel_command_without_edge(&self, user: &str, args: &[&str]) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_mytunnel"));
-        command.args(args);
-        for option in self.ssh_options(user) {
-            command.arg("--ssh-option").arg(option);
-        }
-        command
-            .env_clear()
-            .env("HOME", self.path("home"))
-            .env("PATH", "/usr/bin:/bin")
-            .env("TMPDIR", self.path("tmp"))
-            .stdin(Stdio::null());
-        command
+        client_command(
+            Path::new(env!("CARGO_BIN_EXE_mytunnel")),
+            args,
+            &self.ssh_options(user),
+            &self.path("home"),
+            // The ssh control directories of clients killed by a test go with the stack.
+            &self.path("tmp"),
+        )
     }
 }
 
