@@ -9,17 +9,15 @@
 )]
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
-use mytunnel_test_support::{cmdline, pids};
+use mytunnel_test_support::{cmdline, pids, LoopbackServer};
 use serde_json::{json, Value};
 
 const ZONE: &str = "example.com";
@@ -51,46 +49,27 @@ struct State {
 /// auth, Infomaniak's `{"result": …}` envelope. One connection at a time.
 #[derive(Debug)]
 struct FakeApi {
-    addr: SocketAddr,
+    server: LoopbackServer,
     state: Arc<Mutex<State>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
 }
 
 impl FakeApi {
     fn start(token: &str) -> FakeApi {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
         let state = Arc::new(Mutex::new(State {
             next_id: 1,
             ..State::default()
         }));
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
+        let server = {
             let state = Arc::clone(&state);
-            let stop = Arc::clone(&stop);
             let expected = format!("Bearer {token}");
-            std::thread::spawn(move || {
-                for stream in listener.incoming() {
-                    if stop.load(Ordering::SeqCst) {
-                        return;
-                    }
-                    if let Ok(stream) = stream {
-                        serve_one(stream, &state, &expected);
-                    }
-                }
-            })
+            LoopbackServer::start_serial(move |stream| serve_one(stream, &state, &expected))
+                .unwrap()
         };
-        FakeApi {
-            addr,
-            state,
-            stop,
-            thread: Some(thread),
-        }
+        FakeApi { server, state }
     }
 
     fn base(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("http://{}", self.server.addr())
     }
 
     fn records(&self) -> Vec<Value> {
@@ -114,17 +93,6 @@ impl FakeApi {
             release: release_rx,
         });
         (arrived_rx, release_tx)
-    }
-}
-
-impl Drop for FakeApi {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        // Wakes the accept loop so it sees the flag.
-        let _ = TcpStream::connect(self.addr);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 

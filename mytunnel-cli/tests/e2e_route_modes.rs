@@ -17,49 +17,29 @@
 mod e2e_support;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use e2e_support::{eventually, App, RouteMode, Stack, StackOptions, BASE_DOMAIN};
-use mytunnel_test_support::mytunneld_command;
+use mytunnel_test_support::{mytunneld_command, LoopbackServer};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
 /// A local app with the three kinds of traffic a tunnel carries: a plain page, a
 /// WebSocket upgrade (`101 Switching Protocols`, then bytes echoed both ways, which is
 /// all Caddy sees of a WebSocket), and a response streamed in chunks every 50 ms.
-struct HoldApp {
-    port: u16,
-    stop: Arc<AtomicBool>,
-}
+struct HoldApp(LoopbackServer);
 
 impl HoldApp {
     fn start() -> HoldApp {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopping = Arc::clone(&stop);
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                if stopping.load(Ordering::SeqCst) {
-                    return;
-                }
-                let Ok(stream) = stream else { continue };
-                let stopping = Arc::clone(&stopping);
-                std::thread::spawn(move || serve(stream, &stopping));
-            }
-        });
-        HoldApp { port, stop }
+        HoldApp(LoopbackServer::start(serve).unwrap())
     }
-}
 
-impl Drop for HoldApp {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    fn port(&self) -> u16 {
+        self.0.port()
     }
 }
 
@@ -273,7 +253,7 @@ fn hold_through_churn(mode: RouteMode) -> Churn {
         lease_ttl_secs: 60,
     });
     let app = HoldApp::start();
-    let alice = stack.http("alice", app.port, &["--name", "held"]);
+    let alice = stack.http("alice", app.port(), &["--name", "held"]);
     let host = alice.host();
     stack.assert_serves(&host, "held app", Duration::from_secs(20));
 

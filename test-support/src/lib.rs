@@ -15,6 +15,7 @@ pub mod poll;
 pub mod ports;
 pub mod process;
 pub mod serve;
+pub mod server;
 pub mod sshd;
 
 pub use caddy::{admin_get, admin_request, base_config, caddy_binary, reloads_settled, RealCaddy};
@@ -28,4 +29,5 @@ pub use process::{
     stdout_json, Below, Guard,
 };
 pub use serve::{make_owner_dirs, mytunneld_command, wait_for_serve, ServeProcess, SYSTEM_PATH};
+pub use server::LoopbackServer;
 pub use sshd::{production_sshd_dropin, sshd_binary, Sshd};

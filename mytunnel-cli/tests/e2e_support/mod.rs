@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use mytunnel_test_support::{
     children_of, client_command, cmdline, copy_executable, generate_key, kill_all, pids, signal,
-    stdout_json, Below, RealCaddy, ServeProcess, Sshd,
+    stdout_json, Below, LoopbackServer, RealCaddy, ServeProcess, Sshd,
 };
 use serde_json::Value;
 
@@ -139,40 +139,16 @@ impl Drop for PortWindow {
 
 /// A tiny HTTP server on `127.0.0.1:0` answering every request with `body`.
 #[derive(Debug)]
-pub struct App {
-    port: u16,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
+pub struct App(LoopbackServer);
 
 impl App {
     pub fn start(body: &str) -> App {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let stop = Arc::new(AtomicBool::new(false));
         let body = body.to_owned();
-        let thread = {
-            let stop = Arc::clone(&stop);
-            std::thread::spawn(move || {
-                for stream in listener.incoming() {
-                    if stop.load(Ordering::SeqCst) {
-                        return;
-                    }
-                    let Ok(stream) = stream else { continue };
-                    let body = body.clone();
-                    std::thread::spawn(move || serve_one(stream, &body));
-                }
-            })
-        };
-        App {
-            port,
-            stop,
-            thread: Some(thread),
-        }
+        App(LoopbackServer::start(move |stream, _| serve_one(stream, &body)).unwrap())
     }
 
     pub fn port(&self) -> u16 {
-        self.port
+        self.0.port()
     }
 }
 
@@ -205,16 +181,6 @@ fn serve_one(mut stream: TcpStream, body: &str) {
             || request_line.trim_end().ends_with("HTTP/1.0")
         {
             return;
-        }
-    }
-}
-
-impl Drop for App {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(("127.0.0.1", self.port));
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
         }
     }
 }
