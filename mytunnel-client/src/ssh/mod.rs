@@ -254,12 +254,7 @@ impl SshTransport {
             Ok(Err(e)) => return Err(map_mux_error(&e, &log_tail(&master.log))),
             Ok(Ok(output)) => output,
         };
-        interpret_reply(
-            verb,
-            output.status.code(),
-            &output.stdout,
-            &tail_of_text(&String::from_utf8_lossy(&output.stderr), TAIL_LINES),
-        )
+        reply_of_output(verb, &output)
     }
 
     async fn ctl_per_command(&self, request: &CtlRequest) -> Result<CtlResponse, TransportError> {
@@ -288,12 +283,7 @@ impl SshTransport {
             Ok(Err(e)) => return Err(spawn_error(&self.config.ssh_bin, &e)),
             Ok(Ok(output)) => output,
         };
-        interpret_reply(
-            verb,
-            output.status.code(),
-            &output.stdout,
-            &tail_of_text(&String::from_utf8_lossy(&output.stderr), TAIL_LINES),
-        )
+        reply_of_output(verb, &output)
     }
 }
 

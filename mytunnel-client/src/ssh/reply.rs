@@ -2,6 +2,19 @@
 
 use super::*;
 
+/// [`interpret_reply`] of a finished ssh process's output.
+pub(super) fn reply_of_output(
+    verb: Verb,
+    output: &std::process::Output,
+) -> Result<CtlResponse, TransportError> {
+    interpret_reply(
+        verb,
+        output.status.code(),
+        &output.stdout,
+        &tail_of_text(&String::from_utf8_lossy(&output.stderr), TAIL_LINES),
+    )
+}
+
 /// Turns what a ctl command left behind into its answer. `status` is the exit code (None
 /// when killed by a signal), `stderr_tail` the last stderr lines for messages.
 pub(super) fn interpret_reply(
