@@ -346,9 +346,9 @@ fn tunnel_measurements(edge: &Edge, app: &App, plan: &Plan, mode: &str) -> Resul
     let path = dataplane::measure_path(
         &format!("(c) mytunnel{suffix}"),
         if mode == "static" {
-            "wrk → Caddy → unix socket → sshd → ssh -N -R → app (a tunnel opened by the built `mytunnel http`)"
+            "wrk → Caddy (one wildcard route) → host link → the owner's unix socket → sshd → ssh -N -R → app (a tunnel opened by the built `mytunnel http`)"
         } else {
-            "wrk → Caddy → 127.0.0.1:port → sshd → ssh -N -R → app (a tunnel opened by the built `mytunnel http`)"
+            "wrk → Caddy (a route per lease) → the owner's unix socket → sshd → ssh -N -R → app (a tunnel opened by the built `mytunnel http`)"
         },
         edge.http(),
         &client.host,
