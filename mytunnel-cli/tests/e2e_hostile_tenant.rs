@@ -27,6 +27,31 @@ use std::time::Duration;
 use e2e_support::{eventually, App, RouteMode, Stack, StackOptions, Visit, Visitors};
 use mytunnel_test_support::Guard;
 
+/// A stack of `route_mode`, as the suite's other tests make it.
+fn stack_in(route_mode: RouteMode) -> Stack {
+    Stack::with(StackOptions {
+        route_mode,
+        ..StackOptions::default()
+    })
+}
+
+/// `mytunneld ctl allocate --name <name> --local-port <port>` as `user`, which must succeed.
+fn allocate_named(stack: &Stack, user: &str, name: &str, port: u16) -> serde_json::Value {
+    let (rc, lease) = stack.ssh_ctl(
+        user,
+        &format!("mytunneld ctl allocate --name {name} --local-port {port}"),
+    );
+    assert_eq!(rc, 0, "{user}: {lease}");
+    lease
+}
+
+/// `ssh -N -R <socket>:127.0.0.1:<port>` as `user`, as a tenant keeps it open by hand.
+fn bind_by_hand(stack: &Stack, user: &str, socket: &str, port: u16) -> Guard {
+    let mut ssh = stack.ssh_remote_forward(user, socket, port);
+    ssh.stdout(Stdio::null()).stderr(Stdio::null());
+    Guard(ssh.spawn().unwrap())
+}
+
 fn entries(dir: &Path) -> BTreeSet<String> {
     std::fs::read_dir(dir)
         .unwrap()
@@ -79,10 +104,7 @@ fn tenants_keep_working(stack: &Stack) {
 #[test]
 fn a_tenant_cannot_bind_sockets_in_the_database_directory_or_over_serves_socket() {
     for route_mode in [RouteMode::Static, RouteMode::Routes] {
-        let stack = Stack::with(StackOptions {
-            route_mode,
-            ..StackOptions::default()
-        });
+        let stack = stack_in(route_mode);
         // A lease first, so the database and its WAL files exist.
         let (rc, lease) =
             stack.ssh_ctl("bob", "mytunneld ctl allocate --name bobs --local-port 80");
@@ -151,25 +173,13 @@ fn a_tenant_cannot_bind_sockets_in_the_database_directory_or_over_serves_socket(
 fn an_ended_lease_takes_its_traffic_with_it_and_never_serves_the_next_owner() {
     for route_mode in [RouteMode::Static, RouteMode::Routes] {
         let mode = route_mode.name();
-        let stack = Stack::with(StackOptions {
-            route_mode,
-            ..StackOptions::default()
-        });
+        let stack = stack_in(route_mode);
         let alice_app = App::start("alice's app");
         let bob_app = App::start("bob's app");
-        let (rc, lease) = stack.ssh_ctl(
-            "alice",
-            &format!(
-                "mytunneld ctl allocate --name shared --local-port {}",
-                alice_app.port()
-            ),
-        );
-        assert_eq!(rc, 0, "{mode}: {lease}");
+        let lease = allocate_named(&stack, "alice", "shared", alice_app.port());
         let host = lease["host"].as_str().unwrap().to_owned();
         let alice_socket = lease["edge_bind_target"].as_str().unwrap().to_owned();
-        let mut alice_ssh = stack.ssh_remote_forward("alice", &alice_socket, alice_app.port());
-        alice_ssh.stdout(Stdio::null()).stderr(Stdio::null());
-        let mut alice_ssh = Guard(alice_ssh.spawn().unwrap());
+        let mut alice_ssh = bind_by_hand(&stack, "alice", &alice_socket, alice_app.port());
         stack.assert_serves(&host, "alice's app", Duration::from_secs(20));
 
         let visitors = Visitors::start(stack.caddy.http_address(), &host, 8);
@@ -210,19 +220,10 @@ fn an_ended_lease_takes_its_traffic_with_it_and_never_serves_the_next_owner() {
         );
 
         // Bob takes the name: none of 1,000 answers comes from alice's app.
-        let (rc, bobs) = stack.ssh_ctl(
-            "bob",
-            &format!(
-                "mytunneld ctl allocate --name shared --local-port {}",
-                bob_app.port()
-            ),
-        );
-        assert_eq!(rc, 0, "{mode}: {bobs}");
+        let bobs = allocate_named(&stack, "bob", "shared", bob_app.port());
         let taken_at = std::time::Instant::now();
         let bob_socket = bobs["edge_bind_target"].as_str().unwrap().to_owned();
-        let mut bob_ssh = stack.ssh_remote_forward("bob", &bob_socket, bob_app.port());
-        bob_ssh.stdout(Stdio::null()).stderr(Stdio::null());
-        let _bob_ssh = Guard(bob_ssh.spawn().unwrap());
+        let _bob_ssh = bind_by_hand(&stack, "bob", &bob_socket, bob_app.port());
         stack.assert_serves(&host, "bob's app", Duration::from_secs(20));
         let served_at = std::time::Instant::now();
         // 1,000 answers once bob's tunnel is up; and none from alice's app since the
@@ -264,10 +265,7 @@ fn an_ended_lease_takes_its_traffic_with_it_and_never_serves_the_next_owner() {
 fn an_old_connection_cannot_take_the_next_lease_of_a_tenants_name() {
     for route_mode in [RouteMode::Routes, RouteMode::Static] {
         let mode = route_mode.name();
-        let stack = Stack::with(StackOptions {
-            route_mode,
-            ..StackOptions::default()
-        });
+        let stack = stack_in(route_mode);
         let alice_app = App::start("alice's app");
         let bob_app = App::start("bob's app");
         let (rc, lease) = stack.ssh_ctl(
@@ -296,14 +294,7 @@ fn an_old_connection_cannot_take_the_next_lease_of_a_tenants_name() {
             ),
         );
         assert_eq!(rc, 0, "{mode}: {released}");
-        let (rc, bobs) = stack.ssh_ctl(
-            "bob",
-            &format!(
-                "mytunneld ctl allocate --name prize --local-port {}",
-                bob_app.port()
-            ),
-        );
-        assert_eq!(rc, 0, "{mode}: {bobs}");
+        let bobs = allocate_named(&stack, "bob", "prize", bob_app.port());
         assert_eq!(bobs["edge_bind_port"], 0, "{mode}: {bobs}");
         let bob_socket = bobs["edge_bind_target"].as_str().unwrap().to_owned();
         assert!(bob_socket.contains("/owners/bob/"), "{mode}: {bobs}");
@@ -318,9 +309,7 @@ fn an_old_connection_cannot_take_the_next_lease_of_a_tenants_name() {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        let mut bob_ssh = stack.ssh_remote_forward("bob", &bob_socket, bob_app.port());
-        bob_ssh.stdout(Stdio::null()).stderr(Stdio::null());
-        let _bob_ssh = Guard(bob_ssh.spawn().unwrap());
+        let _bob_ssh = bind_by_hand(&stack, "bob", &bob_socket, bob_app.port());
         stack.assert_serves(
             bobs["host"].as_str().unwrap(),
             "bob's app",
@@ -338,10 +327,7 @@ fn an_old_connection_cannot_take_the_next_lease_of_a_tenants_name() {
 fn sockets_no_lease_binds_are_ended_and_removed() {
     for route_mode in [RouteMode::Static, RouteMode::Routes] {
         let mode = route_mode.name();
-        let stack = Stack::with(StackOptions {
-            route_mode,
-            ..StackOptions::default()
-        });
+        let stack = stack_in(route_mode);
         let bob_app = App::start("bob's app");
         let bob = stack.http("bob", bob_app.port(), &[]);
         stack.assert_serves(&bob.host(), "bob's app", Duration::from_secs(20));
@@ -405,24 +391,12 @@ fn a_host_in_capitals_reaches_its_tunnel_in_both_route_modes() {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     for route_mode in [RouteMode::Static, RouteMode::Routes] {
         let mode = route_mode.name();
-        let stack = Stack::with(StackOptions {
-            route_mode,
-            ..StackOptions::default()
-        });
+        let stack = stack_in(route_mode);
         let app = App::start("bob's app");
-        let (rc, lease) = stack.ssh_ctl(
-            "bob",
-            &format!(
-                "mytunneld ctl allocate --name bobsite --local-port {}",
-                app.port()
-            ),
-        );
-        assert_eq!(rc, 0, "{mode}: {lease}");
+        let lease = allocate_named(&stack, "bob", "bobsite", app.port());
         assert_eq!(lease["host"], "bobsite.e2e.test", "{mode}: {lease}");
         let socket = lease["edge_bind_target"].as_str().unwrap().to_owned();
-        let mut ssh = stack.ssh_remote_forward("bob", &socket, app.port());
-        ssh.stdout(Stdio::null()).stderr(Stdio::null());
-        let _ssh = Guard(ssh.spawn().unwrap());
+        let _ssh = bind_by_hand(&stack, "bob", &socket, app.port());
         stack.assert_serves("bobsite.e2e.test", "bob's app", Duration::from_secs(20));
         for host in ["BobSite.e2e.test", "BOBSITE.E2E.TEST"] {
             assert_eq!(
