@@ -45,6 +45,13 @@ fn allocate_named(stack: &Stack, user: &str, name: &str, port: u16) -> serde_jso
     lease
 }
 
+/// `mytunneld ctl release --lease <its id>` as `user`, which must succeed.
+fn release_lease(stack: &Stack, user: &str, lease: &serde_json::Value) {
+    let id = lease["lease_id"].as_str().unwrap();
+    let (rc, released) = stack.ssh_ctl(user, &format!("mytunneld ctl release --lease {id}"));
+    assert_eq!(rc, 0, "{user}: {released}");
+}
+
 /// `ssh -N -R <socket>:127.0.0.1:<port>` as `user`, as a tenant keeps it open by hand.
 fn bind_by_hand(stack: &Stack, user: &str, socket: &str, port: u16) -> Guard {
     let mut ssh = stack.ssh_remote_forward(user, socket, port);
@@ -186,14 +193,7 @@ fn an_ended_lease_takes_its_traffic_with_it_and_never_serves_the_next_owner() {
         let warm = visitors.after(std::time::Instant::now(), 200, Duration::from_secs(20));
         assert!(warm.iter().all(|v| v.body == "alice's app"), "{mode}");
 
-        let (rc, released) = stack.ssh_ctl(
-            "alice",
-            &format!(
-                "mytunneld ctl release --lease {}",
-                lease["lease_id"].as_str().unwrap()
-            ),
-        );
-        assert_eq!(rc, 0, "{mode}: {released}");
+        release_lease(&stack, "alice", &lease);
         let released_at = std::time::Instant::now();
         // Her ssh connection is ended by the edge, whatever she wanted.
         assert!(
@@ -286,14 +286,7 @@ fn an_old_connection_cannot_take_the_next_lease_of_a_tenants_name() {
             eventually(Duration::from_secs(20), || stack.master_check(&master)),
             "{mode}: alice's master never came up"
         );
-        let (rc, released) = stack.ssh_ctl(
-            "alice",
-            &format!(
-                "mytunneld ctl release --lease {}",
-                lease["lease_id"].as_str().unwrap()
-            ),
-        );
-        assert_eq!(rc, 0, "{mode}: {released}");
+        release_lease(&stack, "alice", &lease);
         let bobs = allocate_named(&stack, "bob", "prize", bob_app.port());
         assert_eq!(bobs["edge_bind_port"], 0, "{mode}: {bobs}");
         let bob_socket = bobs["edge_bind_target"].as_str().unwrap().to_owned();

@@ -33,6 +33,18 @@ fn run(args: &[&str]) -> Output {
 #[derive(Debug)]
 struct TestUser(String);
 
+impl TestUser {
+    /// A name made of `prefix` and this process's id (the user is created by the script
+    /// under test); the tests create users, so they run as root.
+    fn new(prefix: &str) -> TestUser {
+        assert!(
+            nix::unistd::getuid().is_root(),
+            "run as root (cargo xtask ci does)"
+        );
+        TestUser(format!("{prefix}{}", std::process::id() % 100_000))
+    }
+}
+
 impl Drop for TestUser {
     fn drop(&mut self) {
         let _ = Command::new("userdel").args(["-r", &self.0]).output();
@@ -41,11 +53,7 @@ impl Drop for TestUser {
 
 #[test]
 fn refuses_malformed_keys_and_installs_a_good_one_once() {
-    assert!(
-        nix::unistd::getuid().is_root(),
-        "run as root (cargo xtask ci does)"
-    );
-    let user = TestUser(format!("mtt-key{}", std::process::id() % 100_000));
+    let user = TestUser::new("mtt-key");
     let dir = tempfile::tempdir().unwrap();
 
     let key = dir.path().join("id");
@@ -139,12 +147,8 @@ fn refuses_malformed_keys_and_installs_a_good_one_once() {
 
 #[test]
 fn keys_dir_holds_plain_keys_and_socket_dirs_belong_to_their_user() {
-    assert!(
-        nix::unistd::getuid().is_root(),
-        "run as root (cargo xtask ci does)"
-    );
-    let user = TestUser(format!("mtt-kd{}", std::process::id() % 100_000));
-    let other = TestUser(format!("mtt-ko{}", std::process::id() % 100_000));
+    let user = TestUser::new("mtt-kd");
+    let other = TestUser::new("mtt-ko");
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let mut publics = Vec::new();
@@ -268,11 +272,7 @@ impl Drop for Mounted {
 
 #[test]
 fn socket_inodes_gives_each_user_a_filesystem_only_it_can_fill() {
-    assert!(
-        nix::unistd::getuid().is_root(),
-        "run as root (cargo xtask ci does)"
-    );
-    let user = TestUser(format!("mtt-kq{}", std::process::id() % 100_000));
+    let user = TestUser::new("mtt-kq");
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let key = dir.path().join("k");

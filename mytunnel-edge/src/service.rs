@@ -149,7 +149,7 @@ pub struct LeaseService {
     /// still answer for it (Caddy's pooled connections to a host link).
     handover: Arc<tokio::sync::RwLock<()>>,
     /// Where the next sweep of the owners' directories starts (see
-    /// [`sockets::stray_sockets`]).
+    /// [`sockets::owner_sockets`]).
     sweep_start: Arc<std::sync::atomic::AtomicUsize>,
 }
 
@@ -490,11 +490,10 @@ impl LeaseService {
         let dir = owners_dir.clone();
         // Sockets before leases: a socket bound for a lease allocated meanwhile belongs
         // to a lease in the list read next.
-        let candidates = tokio::task::spawn_blocking(move || {
-            sockets::stray_sockets(&dir, start, SWEEP_BUDGET, |_| false)
-        })
-        .await
-        .unwrap_or_default();
+        let candidates =
+            tokio::task::spawn_blocking(move || sockets::owner_sockets(&dir, start, SWEEP_BUDGET))
+                .await
+                .unwrap_or_default();
         if candidates.is_empty() {
             return Ok(());
         }

@@ -248,9 +248,9 @@ pub fn socket_files_in(dir: &Path, limit: usize) -> Vec<PathBuf> {
         .collect()
 }
 
-/// A socket file in an owner's directory that is not an active lease's.
+/// A socket file in an owner's directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StraySocket {
+pub struct OwnedSocket {
     /// Its path.
     pub path: PathBuf,
     /// The uid that owns the directory it is in (the only one who can have bound it).
@@ -259,16 +259,11 @@ pub struct StraySocket {
     pub state: SocketState,
 }
 
-/// The socket files in the owner directories under `owners_dir` that `is_leased` does not
-/// claim, looking at no more than `limit` directory entries in all: a pass's work is
-/// bounded however many files a tenant made. Owners are visited in name order starting
-/// at `start % owners`, so successive passes with growing `start` reach every owner.
-pub fn stray_sockets(
-    owners_dir: &Path,
-    start: usize,
-    limit: usize,
-    is_leased: impl Fn(&Path) -> bool,
-) -> Vec<StraySocket> {
+/// The socket files in the owner directories under `owners_dir`, looking at no more than
+/// `limit` directory entries in all: a pass's work is bounded however many files a tenant
+/// made. Owners are visited in name order starting at `start % owners`, so successive
+/// passes with growing `start` reach every owner. The caller tells leases from strays.
+pub fn owner_sockets(owners_dir: &Path, start: usize, limit: usize) -> Vec<OwnedSocket> {
     let Ok(entries) = std::fs::read_dir(owners_dir) else {
         return Vec::new();
     };
@@ -288,7 +283,7 @@ pub fn stray_sockets(
     let first = start % owners.len();
     owners.rotate_left(first);
     let mut budget = limit;
-    let mut strays = Vec::new();
+    let mut found = Vec::new();
     for (dir, owner_uid) in owners {
         if budget == 0 {
             break;
@@ -305,9 +300,9 @@ pub fn stray_sockets(
                 .file_type()
                 .is_ok_and(|t| std::os::unix::fs::FileTypeExt::is_socket(&t));
             let path = entry.path();
-            if is_socket && !is_leased(&path) {
+            if is_socket {
                 let state = socket_state_at(&path);
-                strays.push(StraySocket {
+                found.push(OwnedSocket {
                     path,
                     owner_uid,
                     state,
@@ -315,7 +310,7 @@ pub fn stray_sockets(
             }
         }
     }
-    strays
+    found
 }
 
 #[cfg(test)]
@@ -372,7 +367,7 @@ mod tests {
     }
 
     #[test]
-    fn strays_are_the_sockets_no_lease_claims_within_the_budget() {
+    fn owner_sockets_are_read_within_the_budget_owners_in_turn() {
         let owners = tempfile::tempdir().unwrap();
         let mut listeners = Vec::new();
         for owner in ["alice", "bob"] {
@@ -388,18 +383,21 @@ mod tests {
             p.file_name()
                 .is_some_and(|n| n.to_str().unwrap().starts_with("lease_"))
         };
-        let mut strays = stray_sockets(owners.path(), 0, 100, leased);
+        let mut strays: Vec<OwnedSocket> = owner_sockets(owners.path(), 0, 100)
+            .into_iter()
+            .filter(|s| !leased(&s.path))
+            .collect();
         strays.sort_by(|a, b| a.path.cmp(&b.path));
         let me = nix::unistd::getuid().as_raw();
         assert_eq!(
             strays,
             vec![
-                StraySocket {
+                OwnedSocket {
                     path: owners.path().join("alice/junk.sock"),
                     owner_uid: me,
                     state: SocketState::Bound
                 },
-                StraySocket {
+                OwnedSocket {
                     path: owners.path().join("bob/junk.sock"),
                     owner_uid: me,
                     state: SocketState::Stale
@@ -408,10 +406,14 @@ mod tests {
         );
         // A budget of 3 entries reads only the first owner's directory; the next pass
         // starts at the next owner.
-        let first = stray_sockets(owners.path(), 0, 3, leased);
-        let second = stray_sockets(owners.path(), 1, 3, leased);
-        assert_eq!(first.len(), 1);
-        assert_eq!(second.len(), 1);
-        assert_ne!(first[0].path, second[0].path);
+        let first = owner_sockets(owners.path(), 0, 3);
+        let second = owner_sockets(owners.path(), 1, 3);
+        let dir_of = |s: &[OwnedSocket]| -> Vec<PathBuf> {
+            s.iter()
+                .map(|s| s.path.parent().unwrap().to_owned())
+                .collect()
+        };
+        assert_eq!(dir_of(&first), vec![owners.path().join("alice"); 2]);
+        assert_eq!(dir_of(&second), vec![owners.path().join("bob"); 2]);
     }
 }
