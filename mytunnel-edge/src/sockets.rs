@@ -7,7 +7,7 @@
 //! from unlinking files elsewhere) refuses to bind over it, so the owner's `ctl` removes
 //! sockets that nothing listens on: the lease's own on heartbeat and release, and every
 //! other one on allocate. `serve` sweeps the directories for sockets no active lease
-//! binds ([`stray_sockets`]) and ends the connections that listen on them.
+//! binds (reading [`owner_sockets`]) and ends the connections that listen on them.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
