@@ -181,7 +181,7 @@ pub async fn run_doctor(settings: &EdgeSettings, local_port: Option<u16>) -> Vec
                 match transport.check_shared().await {
                     Ok(_) => checks.push(Check::ok(
                         "ssh multiplexing",
-                        "control commands share one connection",
+                        "control commands and forwards share one connection",
                     )),
                     Err(e) => checks.push(Check::warn(
                         "ssh multiplexing",
@@ -189,6 +189,7 @@ pub async fn run_doctor(settings: &EdgeSettings, local_port: Option<u16>) -> Vec
                         "use --no-ssh-mux",
                     )),
                 }
+                checks.push(interactive_check(transport.interactive()));
                 transport.close().await;
             }
             Err(e) => checks.push(Check::warn(
@@ -218,6 +219,23 @@ pub async fn run_doctor(settings: &EdgeSettings, local_port: Option<u16>) -> Vec
         }
     }
     checks
+}
+
+/// Whether the shared connection got its pty: without one neither end sets TCP_NODELAY.
+fn interactive_check(interactive: Option<bool>) -> Check {
+    match interactive {
+        Some(false) => Check::warn(
+            "interactive",
+            "the edge refused a pty for this key: small responses may wait up to 40 ms \
+             for delayed ACKs",
+            "ask the edge's operator to add the key option `pty` (install-edge-ssh-key.sh \
+             writes it)",
+        ),
+        _ => Check::ok(
+            "interactive",
+            "the session has a pty: both ends send small responses at once (TCP_NODELAY)",
+        ),
+    }
 }
 
 async fn health_of(transport: &dyn Transport) -> Result<HealthDto, TransportError> {

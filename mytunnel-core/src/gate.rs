@@ -25,6 +25,12 @@ use crate::protocol::{ApiError, CtlRequest, ErrorCode};
 /// Longest `SSH_ORIGINAL_COMMAND` the gate reads. Real ctl commands are under 300 bytes.
 pub const MAX_COMMAND_LEN: usize = 4096;
 
+/// The line the gate prints when it holds a tunnel session, so the client knows the session
+/// is open (and its pty granted) before it counts the connection as up. A person who runs
+/// `ssh edge` with a tunnel key reads it too.
+pub const SESSION_HELD: &str =
+    "mytunneld gate: tunnel session held; this key runs nothing else (close it with ~.)";
+
 /// The program name a client may always use.
 pub const PROGRAM_NAME: &str = "mytunneld";
 

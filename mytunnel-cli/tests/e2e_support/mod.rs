@@ -346,14 +346,24 @@ impl Client {
         std::fs::read_to_string(&self.stderr).unwrap_or_default()
     }
 
-    /// The data-plane ssh: the child `ssh` of this client whose arguments hold `-R`.
+    /// The ssh that carries the forward: the client's child `ssh` that is its connection
+    /// (`-M`), or with `--no-ssh-mux` its `ssh -N -R`.
     pub fn data_plane_pid(&self) -> Option<i32> {
         children_of(i32::try_from(self.pid()).unwrap())
             .into_iter()
             .find(|pid| {
                 let args = cmdline(*pid);
-                args.first().is_some_and(|a| a.ends_with("ssh")) && args.iter().any(|a| a == "-R")
+                args.first().is_some_and(|a| a.ends_with("ssh"))
+                    && args.iter().any(|a| a == "-R" || a == "-M")
             })
+    }
+
+    /// Every ssh process this client started that is still running.
+    pub fn ssh_children(&self) -> Vec<i32> {
+        children_of(i32::try_from(self.pid()).unwrap())
+            .into_iter()
+            .filter(|pid| cmdline(*pid).first().is_some_and(|a| a.ends_with("ssh")))
+            .collect()
     }
 
     pub fn signal(&self, sig: nix::sys::signal::Signal) {

@@ -11,12 +11,24 @@ pub(super) fn connect_timeout_option(timeout: Duration) -> String {
     format!("ConnectTimeout={secs}")
 }
 
+/// The user's extra options as `-o` pairs: they come before ours, and ssh keeps the first
+/// value it gets for an option, so theirs win.
 pub(super) fn extra_option_args(config: &SshConfig) -> Vec<String> {
     config
         .extra_options
         .iter()
         .flat_map(|o| ["-o".to_owned(), o.clone()])
         .collect()
+}
+
+/// The user's extra options, then the cipher preference (if any).
+fn option_args(config: &SshConfig, program: &SshProgram) -> Vec<String> {
+    let mut args = extra_option_args(config);
+    if let Some(cipher) = &program.cipher {
+        args.push("-o".to_owned());
+        args.push(cipher.clone());
+    }
+    args
 }
 
 /// The words after the remote program: `ctl <verb> [flags]` plus the overrides.
@@ -37,8 +49,12 @@ pub(super) fn remote_command(config: &SshConfig, request: &CtlRequest) -> String
 }
 
 /// `-T -o BatchMode=yes -o ControlMaster=no -o ControlPath=none -o ConnectTimeout=N
-/// [-o extra…] -- <destination> <remote command>`
-pub(super) fn per_command_args(config: &SshConfig, request: &CtlRequest) -> Vec<String> {
+/// [-o extra…] [-o Ciphers=…] -- <destination> <remote command>`
+pub(super) fn per_command_args(
+    config: &SshConfig,
+    program: &SshProgram,
+    request: &CtlRequest,
+) -> Vec<String> {
     let mut args: Vec<String> = [
         "-T",
         "-o",
@@ -53,7 +69,7 @@ pub(super) fn per_command_args(config: &SshConfig, request: &CtlRequest) -> Vec<
     .map(str::to_owned)
     .collect();
     args.push(connect_timeout_option(config.connect_timeout));
-    args.extend(extra_option_args(config));
+    args.extend(option_args(config, program));
     args.push("--".to_owned());
     args.push(config.destination.clone());
     args.push(remote_command(config, request));
@@ -62,8 +78,12 @@ pub(super) fn per_command_args(config: &SshConfig, request: &CtlRequest) -> Vec<
 
 /// `-N -T -v -o ExitOnForwardFailure=yes -o ControlMaster=no -o ControlPath=none
 /// -o BatchMode=yes -o ServerAliveInterval=10 -o ServerAliveCountMax=3 -o ConnectTimeout=N
-/// [-o extra…] -R 127.0.0.1:<edge>:127.0.0.1:<local> -- <destination>`
-pub(super) fn forward_args(config: &SshConfig, spec: &ForwardSpec) -> Vec<String> {
+/// [-o extra…] [-o Ciphers=…] -R <edge bind>:127.0.0.1:<local> -- <destination>`
+pub(super) fn forward_args(
+    config: &SshConfig,
+    program: &SshProgram,
+    spec: &ForwardSpec,
+) -> Vec<String> {
     let mut args: Vec<String> = [
         "-N",
         "-T",
@@ -86,12 +106,52 @@ pub(super) fn forward_args(config: &SshConfig, spec: &ForwardSpec) -> Vec<String
     .map(str::to_owned)
     .collect();
     args.push(connect_timeout_option(config.connect_timeout));
-    args.extend(extra_option_args(config));
+    args.extend(option_args(config, program));
     args.push("-R".to_owned());
     // `127.0.0.1:PORT:…` or `/path/to.sock:…`: the bind target is already in ssh's form.
     args.push(format!("{}:127.0.0.1:{}", spec.edge_bind, spec.local_port));
     args.push("--".to_owned());
     args.push(config.destination.clone());
+    args
+}
+
+/// `-tt -M -S <socket> -o ControlPersist=no -o BatchMode=yes -o ServerAliveInterval=10
+/// -o ServerAliveCountMax=3 -o ConnectTimeout=N -E <log> [-o extra…] [-o Ciphers=…]
+/// -- <destination>`: a pty (`-T` instead for [`Terminal::None`]) and no command, so the
+/// gate holds the session. `ControlPersist=no` overrides a user's `ControlPersist yes`,
+/// which would fork ssh into the background, away from its guard.
+pub(super) fn master_args(
+    config: &SshConfig,
+    program: &SshProgram,
+    terminal: Terminal,
+    socket: &Path,
+    log: &Path,
+) -> Vec<OsString> {
+    let tty = match terminal {
+        Terminal::Pty => "-tt",
+        Terminal::None => "-T",
+    };
+    let mut args: Vec<OsString> = vec![
+        tty.into(),
+        "-M".into(),
+        "-S".into(),
+        socket.into(),
+        "-o".into(),
+        "ControlPersist=no".into(),
+        "-o".into(),
+        "BatchMode=yes".into(),
+        "-o".into(),
+        "ServerAliveInterval=10".into(),
+        "-o".into(),
+        "ServerAliveCountMax=3".into(),
+        "-o".into(),
+        connect_timeout_option(config.connect_timeout).into(),
+        "-E".into(),
+        log.into(),
+    ];
+    args.extend(option_args(config, program).into_iter().map(OsString::from));
+    args.push("--".into());
+    args.push(config.destination.clone().into());
     args
 }
 

@@ -1,4 +1,4 @@
-//! The data plane: one supervised `ssh -N -R` per forward.
+//! The plain data plane (`--no-ssh-mux`): one supervised `ssh -N -R` per forward.
 
 use super::*;
 
@@ -61,6 +61,8 @@ pub(super) async fn drain_stderr(
 /// A running `ssh -N -R` forward. Dropping it kills ssh.
 pub struct SshForward {
     child: Child,
+    /// The guard's pipe, held apart: `Child::wait` would close it, and with it ssh.
+    _stdin: Option<tokio::process::ChildStdin>,
     pid: Option<u32>,
     spec: ForwardSpec,
     ring: SharedRing,
@@ -88,21 +90,22 @@ impl SshForward {
     /// Starts `ssh -N -R` and returns once the edge accepted the forward.
     pub(super) async fn open(
         config: &SshConfig,
+        program: &SshProgram,
         spec: ForwardSpec,
     ) -> Result<SshForward, TransportError> {
         check_destination(&config.destination)?;
         tracing::debug!(destination = %config.destination, edge_bind = %spec.edge_bind, local_port = spec.local_port, "starting ssh forward");
-        let mut command = tokio::process::Command::new(&config.ssh_bin);
-        command
-            .args(forward_args(config, &spec))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
+        let mut command = guarded_ssh(
+            &program.guard,
+            &program.ssh_bin,
+            forward_args(config, program, &spec),
+        );
+        command.stdout(Stdio::null()).stderr(Stdio::piped());
         let mut child = command
             .spawn()
-            .map_err(|e| spawn_error(&config.ssh_bin, &e))?;
+            .map_err(|e| spawn_error(&program.ssh_bin, &e))?;
         let pid = child.id();
+        let stdin = child.stdin.take();
         let ring: SharedRing = Arc::default();
         let (ready_tx, mut ready_rx) = oneshot::channel();
         let reader = child
@@ -111,6 +114,7 @@ impl SshForward {
             .map(|stderr| tokio::spawn(drain_stderr(stderr, Arc::clone(&ring), ready_tx)));
         let mut forward = SshForward {
             child,
+            _stdin: stdin,
             pid,
             spec: spec.clone(),
             ring,

@@ -1,30 +1,33 @@
-//! The OpenSSH transport: control requests over ssh, data-plane forwards as `ssh -N -R`.
+//! The OpenSSH transport.
 //!
-//! Two ways to run control requests:
+//! Two shapes:
 //!
-//! - [`Multiplexing::Shared`] (the default): [`SshTransport::connect`] launches one
-//!   ControlMaster (`ssh -M -S <dir>/master -f -N`) with the configured ssh binary, in a
-//!   private 0700 directory, and every ctl request becomes one session on it through the
-//!   `openssh` crate's native mux client (~16–65 ms per request instead of ~340 ms).
-//! - [`Multiplexing::PerCommand`] (`--no-ssh-mux`): every ctl request is one
-//!   `ssh -T … <destination> '<remote command>'`.
+//! - [`Multiplexing::Shared`] (the default): one SSH connection per transport carries
+//!   every ctl request and every forward. [`SshTransport::connect`] starts it — an
+//!   interactive ControlMaster, `ssh -tt -M -S <dir>/master -o ControlPersist=no`, a child
+//!   of this process in a private 0700 directory (see [`session`](self) for why a pty) —
+//!   and returns once it has logged in. A ctl request is one session on it through the
+//!   `openssh` crate's native mux client; a forward is a mux request
+//!   (`-R <edge socket>:127.0.0.1:<port>` without a new handshake), cancelled when its
+//!   tunnel stops. When the connection ends (sshd restarted, network lost), its forwards
+//!   end with it; the next call starts a new connection, and each tunnel's supervisor
+//!   requests its forward again.
+//! - [`Multiplexing::PerCommand`] (`--no-ssh-mux`, for ssh clients without
+//!   multiplexing): every ctl request is one `ssh -T … <destination> '<remote command>'`,
+//!   every forward its own `ssh -N -R` process with `ExitOnForwardFailure=yes`, up once
+//!   ssh reports `remote forward success for: listen …` (it runs with `-v` for that line).
 //!
 //! Either way the remote command is `<remote_bin> ctl <verb> [flags] [overrides]`, quoted
-//! with POSIX shell rules; the edge's gate splits it back with the same rules.
-//!
-//! A data-plane forward is always its own `ssh -N -R 127.0.0.1:<edge>:127.0.0.1:<local>`
-//! process with `ControlMaster=no` and `ControlPath=none`: a forward that rode on a
-//! short-lived master would die with it. It counts as up once ssh reports
-//! `remote forward success for: listen …` (it runs with `-v` for that line and
-//! `ExitOnForwardFailure=yes` so that a refused forward ends the process).
+//! with POSIX shell rules; the edge's gate splits it back with the same rules. Every ssh
+//! runs under a [parent-death guard](ParentDeath): none outlives this process.
 //!
 //! A connection the edge refused before login — nothing listening while sshd restarts, or
 //! sshd dropping handshakes past its `MaxStartups` (`kex_exchange_identification: read:
 //! Connection reset by peer`) — is retried with jittered backoff for at most
-//! [`SshConfig::handshake_retry`]: the master launch, a per-command ctl call and a
-//! forward alike. Nothing ran on the edge for such a connection, so even an allocate is
-//! safe to send again. When sshd restarts every tunnel reconnects at the same moment; the
-//! jitter spreads the retries. Any other failure is reported at once.
+//! [`SshConfig::handshake_retry`]: the connection, a per-command ctl call and a forward
+//! alike. Nothing ran on the edge for such a connection, so even an allocate is safe to
+//! send again. When sshd restarts every tunnel reconnects at the same moment; the jitter
+//! spreads the retries. Any other failure is reported at once.
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
@@ -35,7 +38,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use std::future::Future;
 
@@ -43,27 +46,34 @@ use async_trait::async_trait;
 use mytunnel_core::printable::Printable;
 use mytunnel_core::protocol::{decode_reply, CtlRequest, CtlResponse, ReplyError, Verb};
 use mytunnel_core::transport::{Forward, ForwardEnd, ForwardSpec, Transport, TransportError};
+use mytunnel_core::BindTarget;
 use tempfile::TempDir;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{Child, ChildStderr};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::backoff::jittered_backoff;
 
 mod args;
+mod cipher;
 mod forward;
+mod guard;
 mod handshake;
-mod master;
 mod reply;
+mod session;
 #[cfg(test)]
 mod tests;
 
 use args::*;
+use cipher::*;
 pub use forward::SshForward;
+pub use guard::ParentDeath;
+use guard::*;
 use handshake::*;
-use master::*;
 use reply::*;
+pub use session::MuxForward;
+use session::*;
 
 /// How many stderr lines of a forward are kept for diagnostics.
 const STDERR_RING: usize = 50;
@@ -88,13 +98,13 @@ const FORWARD_SUCCESS: &str = "remote forward success for: listen";
 /// How long a refused handshake is retried by default ([`SshConfig::handshake_retry`]).
 const DEFAULT_HANDSHAKE_RETRY: Duration = Duration::from_secs(30);
 
-/// How control requests reach the edge.
+/// How ctl requests and forwards reach the edge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Multiplexing {
-    /// One master connection for all ctl requests (the default).
+    /// One interactive SSH connection carries every ctl request and forward (the default).
     #[default]
     Shared,
-    /// One `ssh -T` per ctl request (`--no-ssh-mux`).
+    /// One `ssh -T` per ctl request and one `ssh -N -R` per forward (`--no-ssh-mux`).
     PerCommand,
 }
 
@@ -149,25 +159,77 @@ impl SshConfig {
     }
 }
 
-/// The OpenSSH [`Transport`]: ctl requests over a shared master or one `ssh -T` each,
-/// forwards as supervised `ssh -N -R` children.
-///
-/// Call [`SshTransport::close`] when done; dropping it also stops the master, best effort.
-pub struct SshTransport {
-    config: SshConfig,
-    master: Option<Master>,
+/// How many ctl requests run at once on the shared connection. sshd allows 10 sessions
+/// per connection by default (`MaxSessions`); the held interactive session is one of them.
+const MAX_CTL_SESSIONS: usize = 8;
+
+/// How this transport runs ssh: the binary found, the parent-death guard, and the cipher
+/// preference (decided once, at connect).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct SshProgram {
+    pub(super) ssh_bin: PathBuf,
+    pub(super) guard: ParentDeath,
+    /// `Ciphers=…`, when the CPU has AES and the user's configuration leaves ciphers alone.
+    pub(super) cipher: Option<String>,
 }
 
-/// The shared master connection and its private directory.
-struct Master {
-    /// `<dir>/master`.
-    socket: PathBuf,
-    /// `<dir>/log`: the master's `-E` log.
-    log: PathBuf,
-    /// The mux client; it does not own the master (resumed), so dropping it stops nothing.
-    session: openssh::Session,
-    /// The 0700 directory; removed on drop.
-    dir: TempDir,
+/// The OpenSSH [`Transport`]: ctl requests and forwards over one interactive connection,
+/// or one ssh process each (`--no-ssh-mux`).
+///
+/// Dropping it ends its connection (ssh is killed, without waiting);
+/// [`SshTransport::close`] does the same and waits until ssh is gone.
+pub struct SshTransport {
+    config: SshConfig,
+    program: SshProgram,
+    shared: Option<Shared>,
+}
+
+/// The shared connection, started again when it ended.
+struct Shared {
+    current: tokio::sync::Mutex<Option<Arc<Connection>>>,
+    /// [`Terminal::None`] once the edge refused a pty: later connections do not ask again.
+    terminal: Mutex<Terminal>,
+    ctl_sessions: Semaphore,
+}
+
+impl Shared {
+    fn terminal(&self) -> Terminal {
+        *self
+            .terminal
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Starts a connection, with a pty unless the edge refused one before. An edge that
+    /// refuses it gets a connection without (and a warning: it costs latency).
+    async fn launch(
+        &self,
+        config: &SshConfig,
+        program: &SshProgram,
+    ) -> Result<Arc<Connection>, TransportError> {
+        let terminal = self.terminal();
+        let attempt = || session::launch(config, program, terminal);
+        match retry_refused_handshake(config, attempt).await {
+            Err(TransportError::Unreachable(why))
+                if terminal == Terminal::Pty && why.contains(PTY_REFUSED) =>
+            {
+                tracing::warn!(
+                    destination = %config.destination,
+                    "the edge refused a pty for the tunnel key, so the connection is not \
+                     interactive and small responses may wait up to 40 ms for delayed ACKs; \
+                     the edge's operator can add the key option `pty` (install-edge-ssh-key.sh \
+                     writes it)"
+                );
+                *self
+                    .terminal
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner()) = Terminal::None;
+                retry_refused_handshake(config, || session::launch(config, program, Terminal::None))
+                    .await
+            }
+            other => other,
+        }
+    }
 }
 
 impl fmt::Debug for SshTransport {
@@ -175,86 +237,122 @@ impl fmt::Debug for SshTransport {
         f.debug_struct("SshTransport")
             .field("destination", &self.config.destination)
             .field("multiplexing", &self.config.multiplexing)
-            .field(
-                "control_socket",
-                &self.master.as_ref().map(|m| m.socket.as_path()),
-            )
+            .field("program", &self.program)
             .finish_non_exhaustive()
     }
 }
 
 impl SshTransport {
-    /// Prepares the transport. With [`Multiplexing::Shared`] this launches the master
-    /// connection now and returns once ssh has authenticated and forked into the
-    /// background; a failure is [`TransportError::Unreachable`] with the end of ssh's log.
-    /// With [`Multiplexing::PerCommand`] nothing is started.
+    /// Prepares the transport. With [`Multiplexing::Shared`] this starts the connection
+    /// now and returns once ssh has logged in; a failure is
+    /// [`TransportError::Unreachable`] with the end of ssh's log. With
+    /// [`Multiplexing::PerCommand`] nothing is started.
     pub async fn connect(config: SshConfig) -> Result<SshTransport, TransportError> {
+        SshTransport::connect_guarded(config, ParentDeath::detect()).await
+    }
+
+    /// [`SshTransport::connect`] with a chosen parent-death guard (tests use the watchdog
+    /// where `setpriv` exists).
+    #[doc(hidden)]
+    pub async fn connect_guarded(
+        config: SshConfig,
+        guard: ParentDeath,
+    ) -> Result<SshTransport, TransportError> {
         check_destination(&config.destination)?;
-        let master = match config.multiplexing {
+        let ssh_bin = locate_program(&config.ssh_bin)?;
+        let cipher = preferred_cipher(&config, &ssh_bin).await;
+        let program = SshProgram {
+            ssh_bin,
+            guard,
+            cipher,
+        };
+        let shared = match config.multiplexing {
             Multiplexing::Shared => {
-                Some(retry_refused_handshake(&config, || launch_master(&config)).await?)
+                let shared = Shared {
+                    current: tokio::sync::Mutex::new(None),
+                    terminal: Mutex::new(Terminal::Pty),
+                    ctl_sessions: Semaphore::new(MAX_CTL_SESSIONS),
+                };
+                let first = shared.launch(&config, &program).await?;
+                *shared.current.lock().await = Some(first);
+                Some(shared)
             }
             Multiplexing::PerCommand => None,
         };
-        Ok(SshTransport { config, master })
+        Ok(SshTransport {
+            config,
+            program,
+            shared,
+        })
     }
 
-    /// Stops the master connection (if any) with `ssh -O exit` and removes its directory.
+    /// Ends the connection (if any) and waits until ssh is gone.
     pub async fn close(mut self) {
-        if let Some(master) = self.master.take() {
-            let mut command = tokio::process::Command::new(&self.config.ssh_bin);
-            command
-                .args(exit_args(&master.socket, &self.config.destination))
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .kill_on_drop(true);
-            match tokio::time::timeout(STOP_GRACE, command.status()).await {
-                Ok(Ok(status)) if status.success() => {}
-                Ok(Ok(status)) => tracing::debug!(%status, "ssh -O exit failed"),
-                Ok(Err(e)) => tracing::debug!(error = %e, "cannot run ssh -O exit"),
-                Err(_) => tracing::debug!("ssh -O exit timed out"),
-            }
-            let Master { dir, .. } = master;
-            if let Err(e) = dir.close() {
-                tracing::debug!(error = %e, "cannot remove the control directory");
+        if let Some(shared) = self.shared.take() {
+            if let Some(connection) = shared.current.lock().await.take() {
+                connection.close().await;
             }
         }
     }
 
-    /// Runs `health` over the shared connection only (no fallback), for `doctor`.
+    /// Runs `health` over the shared connection only, for `doctor`.
     pub async fn check_shared(&self) -> Result<(), TransportError> {
-        match &self.master {
-            Some(master) => self
-                .ctl_shared(master, &CtlRequest::Health)
-                .await
-                .map(|_| ()),
+        match &self.shared {
+            Some(shared) => {
+                let connection = self.connection(shared).await?;
+                connection
+                    .ctl(&self.config, &CtlRequest::Health)
+                    .await
+                    .map(|_| ())
+            }
             None => Err(TransportError::Unreachable(
                 "no shared connection (multiplexing is off)".into(),
             )),
         }
     }
 
+    /// Whether the shared connection is interactive (its session has a pty, so both ends
+    /// set TCP_NODELAY); `None` without a shared connection. For `doctor`.
+    pub fn interactive(&self) -> Option<bool> {
+        self.shared
+            .as_ref()
+            .map(|shared| shared.terminal() == Terminal::Pty)
+    }
+
+    /// The control socket of the current connection, while it is up (tests).
+    #[doc(hidden)]
+    pub async fn control_socket(&self) -> Option<PathBuf> {
+        let shared = self.shared.as_ref()?;
+        let current = shared.current.lock().await;
+        current
+            .as_ref()
+            .filter(|c| c.is_up())
+            .map(|c| c.socket.clone())
+    }
+
+    /// The connection, started again if it ended. One caller starts it; the others wait.
+    async fn connection(&self, shared: &Shared) -> Result<Arc<Connection>, TransportError> {
+        let mut current = shared.current.lock().await;
+        if let Some(connection) = current.as_ref().filter(|c| c.is_up()) {
+            return Ok(Arc::clone(connection));
+        }
+        *current = None;
+        let fresh = shared.launch(&self.config, &self.program).await?;
+        *current = Some(Arc::clone(&fresh));
+        Ok(fresh)
+    }
+
     async fn ctl_shared(
         &self,
-        master: &Master,
+        shared: &Shared,
         request: &CtlRequest,
     ) -> Result<CtlResponse, TransportError> {
-        let verb = request.verb();
-        let mut command = master.session.command(self.config.remote_bin.as_str());
-        command.args(ctl_words(&self.config, request));
-        let output = match tokio::time::timeout(self.config.ctl_timeout(), command.output()).await {
-            Err(_) => {
-                return Err(TransportError::Unreachable(format!(
-                    "`{verb}` got no answer within {}s over the shared connection{}",
-                    self.config.ctl_timeout().as_secs(),
-                    with_tail("ssh log", &log_tail(&master.log)),
-                )))
-            }
-            Ok(Err(e)) => return Err(map_mux_error(&e, &log_tail(&master.log))),
-            Ok(Ok(output)) => output,
-        };
-        reply_of_output(verb, &output)
+        let connection = self.connection(shared).await?;
+        let _session =
+            shared.ctl_sessions.acquire().await.map_err(|_| {
+                TransportError::Unreachable("the ssh transport is closing".to_owned())
+            })?;
+        connection.ctl(&self.config, request).await
     }
 
     async fn ctl_per_command(&self, request: &CtlRequest) -> Result<CtlResponse, TransportError> {
@@ -266,81 +364,101 @@ impl SshTransport {
         request: &CtlRequest,
     ) -> Result<CtlResponse, TransportError> {
         let verb = request.verb();
-        let mut command = tokio::process::Command::new(&self.config.ssh_bin);
-        command
-            .args(per_command_args(&self.config, request))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let output = match tokio::time::timeout(self.config.ctl_timeout(), command.output()).await {
-            Err(_) => {
-                return Err(TransportError::Unreachable(format!(
-                    "`{verb}` got no answer within {}s",
-                    self.config.ctl_timeout().as_secs()
-                )))
-            }
-            Ok(Err(e)) => return Err(spawn_error(&self.config.ssh_bin, &e)),
-            Ok(Ok(output)) => output,
-        };
+        let mut command = guarded_ssh(
+            &self.program.guard,
+            &self.program.ssh_bin,
+            per_command_args(&self.config, &self.program, request),
+        );
+        command.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let output =
+            match tokio::time::timeout(self.config.ctl_timeout(), run_to_end(command)).await {
+                Err(_) => {
+                    return Err(TransportError::Unreachable(format!(
+                        "`{verb}` got no answer within {}s",
+                        self.config.ctl_timeout().as_secs()
+                    )))
+                }
+                Ok(Err(e)) => return Err(spawn_error(&self.program.ssh_bin, &e)),
+                Ok(Ok(output)) => output,
+            };
         reply_of_output(verb, &output)
     }
 }
 
-impl Drop for SshTransport {
-    fn drop(&mut self) {
-        let Some(master) = self.master.take() else {
-            return;
-        };
-        // Best effort, synchronously: ask the master to exit, bounded, then remove the
-        // directory (the TempDir's own drop).
-        let child = std::process::Command::new(&self.config.ssh_bin)
-            .args(exit_args(&master.socket, &self.config.destination))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn();
-        if let Ok(mut child) = child {
-            let deadline = Instant::now() + STOP_GRACE;
-            loop {
-                match child.try_wait() {
-                    Ok(Some(_)) | Err(_) => break,
-                    Ok(None) if Instant::now() >= deadline => {
-                        let _ = child.kill();
-                        let _ = child.wait();
-                        break;
-                    }
-                    Ok(None) => std::thread::sleep(Duration::from_millis(10)),
-                }
-            }
-        }
-        drop(master);
+/// Runs a command to its end, collecting stdout and stderr, with its stdin (the
+/// watchdog's pipe, if any) kept open until then.
+async fn run_to_end(mut command: tokio::process::Command) -> std::io::Result<std::process::Output> {
+    let mut child = command.spawn()?;
+    let _stdin = child.stdin.take();
+    let stdout = child.stdout.take();
+    let stderr = child.stderr.take();
+    let (out, err) = tokio::join!(read_all(stdout), read_all(stderr));
+    let status = child.wait().await?;
+    Ok(std::process::Output {
+        status,
+        stdout: out,
+        stderr: err,
+    })
+}
+
+/// Everything a pipe gives until its end (nothing for no pipe).
+async fn read_all(pipe: Option<impl tokio::io::AsyncRead + Unpin>) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    if let Some(mut pipe) = pipe {
+        let _ = pipe.read_to_end(&mut bytes).await;
     }
+    bytes
+}
+
+/// The ssh binary as a path: a name without `/` is looked up in `PATH`, so that a missing
+/// ssh is reported as such rather than by the guard that would have run it.
+pub(super) fn locate_program(program: &Path) -> Result<PathBuf, TransportError> {
+    let not_found =
+        |why: &str| TransportError::Unreachable(format!("cannot run {}: {why}", program.display()));
+    if program.components().count() > 1 || program.is_absolute() {
+        return if program.is_file() {
+            Ok(program.to_path_buf())
+        } else {
+            Err(not_found("no such file"))
+        };
+    }
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join(program))
+        .find(|candidate| is_executable(candidate))
+        .ok_or_else(|| not_found("not found in PATH"))
+}
+
+fn is_executable(path: &Path) -> bool {
+    std::fs::metadata(path)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
 }
 
 #[async_trait]
 impl Transport for SshTransport {
     async fn ctl(&self, request: &CtlRequest) -> Result<CtlResponse, TransportError> {
         tracing::debug!(verb = %request.verb(), destination = %self.config.destination, "ctl over ssh");
-        match &self.master {
-            Some(master) => match self.ctl_shared(master, request).await {
-                // The shared connection is gone (sshd restarted, network change): this
-                // call goes over its own connection, so heartbeats keep the lease alive.
-                Err(TransportError::Unreachable(shared)) => {
-                    tracing::debug!(%shared, "shared ssh connection failed; retrying with ssh -T");
-                    self.ctl_per_command(request).await
-                }
-                other => other,
-            },
+        match &self.shared {
+            Some(shared) => self.ctl_shared(shared, request).await,
             None => self.ctl_per_command(request).await,
         }
     }
 
     async fn open_forward(&self, spec: ForwardSpec) -> Result<Box<dyn Forward>, TransportError> {
-        let forward = retry_refused_handshake(&self.config, || {
-            SshForward::open(&self.config, spec.clone())
-        })
-        .await?;
-        Ok(Box::new(forward))
+        match &self.shared {
+            Some(shared) => {
+                let connection = self.connection(shared).await?;
+                Ok(Box::new(connection.forward(&self.config, spec).await?))
+            }
+            None => {
+                let forward = retry_refused_handshake(&self.config, || {
+                    SshForward::open(&self.config, &self.program, spec.clone())
+                })
+                .await?;
+                Ok(Box::new(forward))
+            }
+        }
     }
 }

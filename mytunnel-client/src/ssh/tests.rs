@@ -11,6 +11,14 @@ fn config() -> SshConfig {
     c
 }
 
+fn program(cipher: Option<&str>) -> SshProgram {
+    SshProgram {
+        ssh_bin: PathBuf::from("/usr/bin/ssh"),
+        guard: ParentDeath::Watchdog,
+        cipher: cipher.map(str::to_owned),
+    }
+}
+
 fn allocate() -> CtlRequest {
     CtlRequest::Allocate(AllocateRequest {
         local_port: Some(3000),
@@ -168,7 +176,7 @@ fn connect_timeout_rounds_up_to_whole_seconds() {
 
 #[test]
 fn per_command_arguments() {
-    let args = per_command_args(&config(), &allocate());
+    let args = per_command_args(&config(), &program(None), &allocate());
     assert_eq!(
         args,
         [
@@ -210,32 +218,68 @@ fn overrides_follow_the_request_words() {
 fn forward_arguments() {
     let args = forward_args(
         &config(),
+        &program(Some("Ciphers=x")),
         &ForwardSpec {
             edge_bind: mytunnel_core::BindTarget::LoopbackPort(21007),
             local_port: 3000,
         },
     );
     let joined = args.join(" ");
-    assert!(joined.starts_with("-N -T -v -o ExitOnForwardFailure=yes -o ControlMaster=no -o ControlPath=none -o BatchMode=yes -o ServerAliveInterval=10 -o ServerAliveCountMax=3 -o ConnectTimeout=10 -o Port=2222 "), "{joined}");
+    assert!(joined.starts_with("-N -T -v -o ExitOnForwardFailure=yes -o ControlMaster=no -o ControlPath=none -o BatchMode=yes -o ServerAliveInterval=10 -o ServerAliveCountMax=3 -o ConnectTimeout=10 -o Port=2222 -o Ciphers=x "), "{joined}");
     assert!(joined.ends_with("-R 127.0.0.1:21007:127.0.0.1:3000 -- alice@edge"));
 }
 
 #[test]
-fn master_and_exit_arguments() {
-    let args = master_args(&config(), Path::new("/d/master"), Path::new("/d/log"));
+fn the_master_is_interactive_and_stays_in_the_foreground() {
+    let args = master_args(
+        &config(),
+        &program(Some("Ciphers=x")),
+        Terminal::Pty,
+        Path::new("/d/master"),
+        Path::new("/d/log"),
+    );
     let joined: Vec<String> = args
         .iter()
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
     assert_eq!(
         joined.join(" "),
-        "-M -S /d/master -f -N -o ControlPersist=yes -o BatchMode=yes -o ConnectTimeout=10 -E /d/log -o Port=2222 -- alice@edge"
+        "-tt -M -S /d/master -o ControlPersist=no -o BatchMode=yes -o ServerAliveInterval=10 \
+         -o ServerAliveCountMax=3 -o ConnectTimeout=10 -E /d/log -o Port=2222 -o Ciphers=x \
+         -- alice@edge"
     );
-    let exit: Vec<String> = exit_args(Path::new("/d/master"), "alice@edge")
-        .iter()
-        .map(|a| a.to_string_lossy().into_owned())
-        .collect();
-    assert_eq!(exit.join(" "), "-S /d/master -O exit -- alice@edge");
+    assert!(!joined.iter().any(|a| a == "-f" || a == "-N"));
+}
+
+#[test]
+fn aes_gcm_goes_first_only_over_the_default_list_and_with_aes() {
+    let default = format!("user alice\nciphers {OPENSSH_DEFAULT}\nport 22\n");
+    assert_eq!(
+        cipher_option(&default, true).as_deref(),
+        Some(format!("Ciphers={AES_GCM_FIRST}").as_str())
+    );
+    assert_eq!(cipher_option(&default, false), None);
+    // The user's configuration chose: theirs stands.
+    assert_eq!(
+        cipher_option("ciphers chacha20-poly1305@openssh.com\n", true),
+        None
+    );
+    assert_eq!(cipher_option("port 22\n", true), None);
+    // Same ciphers, another order: only the order changes.
+    let mut ours: Vec<&str> = AES_GCM_FIRST.split(',').collect();
+    let mut theirs: Vec<&str> = OPENSSH_DEFAULT.split(',').collect();
+    ours.sort_unstable();
+    theirs.sort_unstable();
+    assert_eq!(ours, theirs);
+}
+
+#[test]
+fn a_missing_ssh_is_reported_before_anything_runs() {
+    let e = locate_program(Path::new("no-such-ssh-binary-here")).unwrap_err();
+    assert!(e.to_string().contains("not found in PATH"), "{e}");
+    let e = locate_program(Path::new("/nonexistent/ssh")).unwrap_err();
+    assert!(e.to_string().contains("no such file"), "{e}");
+    assert!(locate_program(Path::new("sh")).unwrap().is_absolute());
 }
 
 #[test]
