@@ -1,6 +1,8 @@
 //! The OpenSSH transport against a recording fake `ssh` (tests/fixtures/fake-ssh.sh): the
 //! exact options of every ssh invocation, the reply mapping, forward readiness and
-//! shutdown, and the shared master's private directory. No sshd, no ports.
+//! shutdown, and the shared connection's launch and private directory. No sshd, no ports.
+//! (A fake cannot answer OpenSSH's mux protocol: ctl calls and forwards on the shared
+//! connection are tested against real sshd, in mytunnel-cli's end-to-end suite.)
 
 // test code: a panic is a failed assertion
 #![allow(
@@ -10,7 +12,6 @@
     clippy::indexing_slicing
 )]
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -110,7 +111,15 @@ impl Fake {
         self.set("exit_code", &exit_code.to_string());
     }
 
+    /// Every invocation but `ssh -G` (the transport asks it once, for the cipher list).
     fn invocations(&self) -> Vec<Invocation> {
+        self.all_invocations()
+            .into_iter()
+            .filter(|i| !i.has("-G"))
+            .collect()
+    }
+
+    fn all_invocations(&self) -> Vec<Invocation> {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         text.lines()
             .map(|line| {
@@ -332,20 +341,6 @@ async fn dropping_a_forward_kills_ssh() {
     }
 }
 
-#[tokio::test]
-async fn forwards_never_ride_on_the_shared_master() {
-    let fake = Fake::new();
-    let transport = connect(fake.config(Multiplexing::Shared)).await;
-    let mut forward = within(transport.open_forward(SPEC)).await.unwrap();
-    let invocation = fake.only("-R");
-    assert!(invocation.has_pair("-o", "ControlMaster=no"));
-    assert!(invocation.has_pair("-o", "ControlPath=none"));
-    assert!(!invocation.has("-S"));
-    within(forward.stop()).await;
-    assert!(!alive(invocation.pid));
-    within(transport.close()).await;
-}
-
 // ---------------------------------------------------------------------------------------
 // Control plane, one ssh per command
 
@@ -511,17 +506,26 @@ fn control_dir(master: &Invocation) -> PathBuf {
 }
 
 #[tokio::test]
-async fn shared_master_launch_options_and_private_directory() {
+async fn the_shared_connection_is_interactive_in_the_foreground_in_a_private_directory() {
     let fake = Fake::new();
-    let transport = connect(fake.config(Multiplexing::Shared)).await;
+    let err = within(SshTransport::connect(fake.config(Multiplexing::Shared)))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("fake ssh: no multiplexer here"),
+        "{err}"
+    );
 
     let master = fake.only("-M");
-    for flag in ["-f", "-N"] {
-        assert!(master.has(flag), "{flag}: {master:?}");
+    assert!(master.has("-tt"), "a pty: {master:?}");
+    for flag in ["-f", "-N", "-O"] {
+        assert!(!master.has(flag), "{flag}: {master:?}");
     }
     for option in [
-        "ControlPersist=yes",
+        "ControlPersist=no",
         "BatchMode=yes",
+        "ServerAliveInterval=10",
+        "ServerAliveCountMax=3",
         "ConnectTimeout=10",
         "Port=2222",
     ] {
@@ -532,39 +536,38 @@ async fn shared_master_launch_options_and_private_directory() {
     assert_eq!(socket.file_name().unwrap(), "master");
     let dir = control_dir(&master);
     assert_eq!(Path::new(master.value_of("-E").unwrap()), dir.join("log"));
-    let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o7777;
-    assert_eq!(mode, 0o700, "{}", dir.display());
-
-    // The fake master created no socket: the shared connection fails cleanly...
-    match within(transport.check_shared()).await {
-        Err(TransportError::Unreachable(message)) => {
-            assert!(message.contains("shared ssh connection"), "{message}")
-        }
-        other => panic!("expected Unreachable, got {other:?}"),
-    }
-    assert!(fake.invocations().iter().all(|i| !i.has("-T")));
-    // ...and a ctl call falls back to a connection of its own.
-    let _ = within(transport.ctl(&CtlRequest::Health)).await;
-    assert_eq!(fake.invocations().iter().filter(|i| i.has("-T")).count(), 1);
-
-    within(transport.close()).await;
-    let exit = fake.only("-O");
-    assert!(exit.has_pair("-O", "exit"));
-    assert_eq!(exit.value_of("-S"), socket.to_str());
-    assert_eq!(exit.args.last().unwrap(), DESTINATION);
+    let mode = std::fs::read_to_string(fake.dir.path().join("master_dir_mode")).unwrap();
+    assert_eq!(mode.trim(), "700", "{}", dir.display());
     assert!(!dir.exists(), "{} left behind", dir.display());
+    // ssh -G was asked what the user's configuration sets, once.
+    assert_eq!(
+        fake.all_invocations()
+            .iter()
+            .filter(|i| i.has("-G"))
+            .count(),
+        1
+    );
 }
 
 #[tokio::test]
-async fn dropping_a_shared_transport_stops_the_master() {
+async fn an_edge_that_refuses_a_pty_gets_a_connection_without_one() {
     let fake = Fake::new();
-    let transport = connect(fake.config(Multiplexing::Shared)).await;
-    let dir = control_dir(&fake.only("-M"));
-    assert!(dir.is_dir());
-    drop(transport);
-    let exit = fake.only("-O");
-    assert!(exit.has_pair("-O", "exit"));
-    assert!(!dir.exists(), "{} left behind", dir.display());
+    fake.set("master_mode", "pty-refused");
+    let err = within(SshTransport::connect(fake.config(Multiplexing::Shared)))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("fake ssh: no multiplexer here"),
+        "{err}"
+    );
+    let masters: Vec<Invocation> = fake
+        .invocations()
+        .into_iter()
+        .filter(|i| i.has("-M"))
+        .collect();
+    assert_eq!(masters.len(), 2, "{masters:?}");
+    assert!(masters[0].has("-tt") && !masters[0].has("-T"));
+    assert!(masters[1].has("-T") && !masters[1].has("-tt"));
 }
 
 #[tokio::test]
@@ -644,20 +647,24 @@ async fn a_master_refused_before_login_is_retried_then_given_up_with_a_note() {
 }
 
 /// sshd past its MaxStartups drops a connection before the banner; the next try gets
-/// through. The master, a per-command ctl call and a forward each try again.
+/// through. The connection, a per-command ctl call and a forward each try again.
 #[tokio::test]
 async fn connections_dropped_past_max_startups_are_tried_again() {
     let fake = Fake::new();
-    fake.set("master_refusals", "2");
-    let transport = connect(fake.config(Multiplexing::Shared)).await;
     let count = |flag: &str| fake.invocations().iter().filter(|i| i.has(flag)).count();
+    fake.set("master_refusals", "2");
+    // Past the two refusals the fake master logs in but has no multiplexer.
+    let err = within(SshTransport::connect(fake.config(Multiplexing::Shared)))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("no multiplexer"), "{err}");
     assert_eq!(count("-M"), 3);
     assert_eq!(
         std::fs::read_to_string(fake.dir.path().join("master_refusals")).unwrap(),
         "0"
     );
 
-    // No master socket (the fake makes none): ctl goes per command, refused once first.
+    let transport = connect(fake.config(Multiplexing::PerCommand)).await;
     fake.reply_with_fixture("lease.json", 0);
     fake.set("ctl_refusals", "1");
     let lease = within(transport.ctl(&allocate("portal"))).await;

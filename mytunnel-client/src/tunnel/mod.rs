@@ -23,7 +23,10 @@ use crate::profile::ResolvedEdge;
 use crate::ssh::Multiplexing;
 
 mod handle;
+mod relay;
 mod supervisor;
+
+use relay::LocalRelay;
 
 pub use handle::TunnelHandle;
 use supervisor::*;
@@ -257,11 +260,22 @@ impl TunnelBuilder {
             url: url.clone(),
         });
 
-        // sshd may still hold the port for a client that died without closing (until its
+        // The forward ends at the tunnel's relay, so that closing the tunnel closes the
+        // connections it carries (see `relay.rs`).
+        let relay = match LocalRelay::start(self.local_port).await {
+            Ok(relay) => relay,
+            Err(e) => {
+                let _ = release(transport.as_ref(), &lease).await;
+                return Err(TunnelError::Forward(TransportError::Unreachable(format!(
+                    "cannot listen on a loopback port for the tunnel: {e}"
+                ))));
+            }
+        };
+        // sshd may still hold the socket for a client that died without closing (until its
         // ClientAlive check evicts it), so a refused forward is retried a few times.
         let spec = ForwardSpec {
             edge_bind: lease.bind_target(),
-            local_port: self.local_port,
+            local_port: relay.port(),
         };
         let mut attempt = 0u32;
         let forward = loop {
@@ -291,7 +305,7 @@ impl TunnelBuilder {
         let (stop_tx, stop_rx) = oneshot::channel();
         let supervisor = Supervisor {
             transport,
-            local_port: self.local_port,
+            relay: Some(relay),
             reallocate: AllocateRequest {
                 // Keep the URL: a lost lease is allocated again under the same name.
                 name: name.or_else(|| lease.slug.parse().ok()),

@@ -94,7 +94,8 @@ pub(super) enum Next {
 
 pub(super) struct Supervisor {
     pub(super) transport: Arc<dyn Transport>,
-    pub(super) local_port: u16,
+    /// Where the forward connects; `None` once closed.
+    pub(super) relay: Option<LocalRelay>,
     pub(super) reallocate: AllocateRequest,
     pub(super) reconnect: Reconnect,
     pub(super) events: broadcast::Sender<TunnelEvent>,
@@ -133,6 +134,7 @@ impl Supervisor {
                 },
                 Next::ForwardEnded(reason) => {
                     if self.reconnect == Reconnect::Never {
+                        self.close_relay().await;
                         let _ = release(self.transport.as_ref(), &self.lease).await;
                         self.emit(TunnelEvent::Released {
                             lease_id: self.lease.lease_id.clone(),
@@ -166,6 +168,7 @@ impl Supervisor {
                     Gone::Expired => {}
                     Gone::OnPurpose(how) => {
                         self.forward.stop().await;
+                        self.close_relay().await;
                         return Beat::Ended(self.ended(how));
                     }
                     Gone::Unknown(error) => {
@@ -250,7 +253,7 @@ impl Supervisor {
             .transport
             .open_forward(ForwardSpec {
                 edge_bind: self.lease.bind_target(),
-                local_port: self.local_port,
+                local_port: self.relay.as_ref().map_or(0, LocalRelay::port),
             })
             .await?;
         self.forward = forward;
@@ -316,8 +319,18 @@ impl Supervisor {
         }
     }
 
+    /// Closes every connection the tunnel carries (see `relay.rs`).
+    async fn close_relay(&mut self) {
+        if let Some(relay) = self.relay.take() {
+            relay.close().await;
+        }
+    }
+
+    /// Stops the forward, closes the connections it carried, then releases the lease:
+    /// the edge sees neither a listener nor an open connection for it.
     async fn shutdown(&mut self) -> Result<(), TunnelError> {
         self.forward.stop().await;
+        self.close_relay().await;
         release(self.transport.as_ref(), &self.lease)
             .await
             .map_err(TunnelError::Release)?;
