@@ -377,6 +377,44 @@ fn a_killed_client_s_lease_expires_after_the_ttl() {
     assert!(!stack.routes().contains(&alice.lease));
 }
 
+/// A crashed client takes its tunnel with it: `kill -9` of `mytunnel http` (its pid
+/// only, nothing else) leaves no ssh it started within 2 s, and its URL stops serving.
+/// Both shapes: the one interactive connection, and `--no-ssh-mux`'s ssh per tunnel.
+#[test]
+fn kill_9_of_a_client_leaves_no_ssh_and_its_url_stops_serving() {
+    let stack = Stack::new();
+    let app = App::start("crash me");
+    for shape in [&[][..], &["--no-ssh-mux"][..]] {
+        let alice = stack.http("alice", app.port(), shape);
+        stack.assert_serves(&alice.host(), "crash me", SERVE);
+        let ssh = alice.ssh_children();
+        assert!(
+            !ssh.is_empty(),
+            "{shape:?}: no ssh child of {}",
+            alice.pid()
+        );
+
+        alice.signal(Signal::SIGKILL);
+        let gone = eventually(Duration::from_secs(2), || {
+            ssh.iter()
+                .all(|pid| !mytunnel_test_support::process::running(*pid))
+        });
+        let left: Vec<String> = ssh
+            .iter()
+            .filter(|pid| mytunnel_test_support::process::running(**pid))
+            .map(|pid| mytunnel_test_support::process::cmdline(*pid).join(" "))
+            .collect();
+        assert!(gone, "{shape:?}: ssh outlived its client by 2 s: {left:?}");
+        assert!(
+            eventually(Duration::from_secs(2), || stack
+                .get(&alice.host())
+                .is_none_or(|(status, body)| status != 200 || body != "crash me")),
+            "{shape:?}: {} still serves the killed client's app",
+            alice.host()
+        );
+    }
+}
+
 /// g. Ctrl-C: exit 0, the lease is released and the route is gone at once.
 #[test]
 fn sigint_releases_the_lease_and_the_route_at_once() {

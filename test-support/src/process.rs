@@ -26,6 +26,18 @@ pub fn parent_of(pid: i32) -> Option<i32> {
     after_name.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// Whether `pid` is running: it exists and is not a zombie waiting to be reaped.
+pub fn running(pid: i32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // `pid (comm) S …`: the state follows the last parenthesis.
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.trim_start().chars().next());
+    !matches!(state, Some('Z' | 'X') | None)
+}
+
 /// The pids whose parent is `parent` (from `/proc/<pid>/stat`).
 pub fn children_of(parent: i32) -> Vec<i32> {
     pids()
