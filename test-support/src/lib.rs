@@ -9,6 +9,7 @@
 
 pub mod caddy;
 pub mod client;
+pub mod examples;
 pub mod fixtures;
 pub mod keys;
 pub mod poll;
@@ -20,6 +21,7 @@ pub mod sshd;
 
 pub use caddy::{admin_get, admin_request, base_config, caddy_binary, reloads_settled, RealCaddy};
 pub use client::client_command;
+pub use examples::example_binary;
 pub use fixtures::service_settings;
 pub use keys::{generate_key, public_key_path};
 pub use poll::{eventually, poll_every};
