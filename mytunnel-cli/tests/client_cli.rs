@@ -13,7 +13,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use mytunnel_cli::client_cli::{format_ls, format_opened, format_released};
+use mytunnel_cli::client_cli::{describe, format_ls, format_opened, format_released};
 use mytunnel_core::protocol::LeaseDto;
 
 /// A fake ssh that logs each call's argv and answers with canned stdout and exit code.
@@ -161,6 +161,52 @@ fn usage_errors_exit_2_before_any_ssh_call() {
         assert!(!out.stderr.is_empty(), "{args:?} explains itself");
     }
     assert!(ssh.calls().is_empty(), "ssh was called: {:?}", ssh.calls());
+}
+
+/// The SDK names its own calls in errors (`.edge(..)`, `Reconnect::Always`); the CLI says
+/// its flags and subcommands instead.
+#[test]
+fn errors_speak_of_flags_not_sdk_calls() {
+    use mytunnel_client::profile::ProfileError;
+    use mytunnel_client::TunnelError;
+    use mytunnel_core::transport::TransportError;
+
+    let no_edge = TunnelError::Edge(ProfileError::NoEdge {
+        config_path: "/h/.config/mytunnel/config.toml".into(),
+    });
+    let errors = [
+        TunnelError::InvalidOptions("invalid slug".into()),
+        no_edge.clone(),
+        TunnelError::Connect(TransportError::Unreachable("refused".into())),
+        TunnelError::Allocate(TransportError::Malformed("{".into())),
+        TunnelError::Forward(TransportError::Unreachable("refused".into())),
+        TunnelError::ForwardEnded("ssh exited".into()),
+        TunnelError::Release(TransportError::Unreachable("refused".into())),
+        TunnelError::LeaseEnded {
+            lease_id: "lease_abcdefghijklmnop".parse().unwrap(),
+            how: mytunnel_client::LeaseEnd::Released,
+        },
+    ];
+    for error in &errors {
+        let (message, hint) = describe(error);
+        let said = format!("{message} / {hint}");
+        for call in [".edge(", "Edge::", "Reconnect::", "doctor::", "cargo doc"] {
+            assert!(!said.contains(call), "{error:?}: {said}");
+        }
+    }
+    let (message, hint) = describe(&no_edge);
+    assert_eq!(
+        message,
+        "no edge given: use --edge <ssh-destination|profile>, set MYTUNNEL_EDGE, or set \
+         default_edge in /h/.config/mytunnel/config.toml"
+    );
+    assert!(hint.starts_with("pass --edge"), "{hint}");
+
+    let home = tempfile::tempdir().unwrap();
+    let out = mytunnel(home.path(), &["http", "3000"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("use --edge"), "{stderr}");
 }
 
 #[test]

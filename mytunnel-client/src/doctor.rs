@@ -1,5 +1,6 @@
 //! `mytunnel doctor`: each step from this machine to a working tunnel, checked in order,
-//! with a hint for whatever fails.
+//! with a hint for whatever fails. The report serves both the CLI and SDK users, so a
+//! hint that names a setting names both forms.
 
 use std::time::Duration;
 
@@ -101,7 +102,7 @@ pub async fn run_doctor(settings: &EdgeSettings, local_port: Option<u16>) -> Vec
             checks.push(Check::fail(
                 "ssh binary",
                 format!("{}: {e}", edge.ssh_bin.display()),
-                "install OpenSSH's client, or point --ssh-bin / MYTUNNEL_SSH_BIN at it",
+                "install OpenSSH's client, or point MYTUNNEL_SSH_BIN at it (`--ssh-bin`; in the SDK `.ssh_bin(..)`)",
             ));
             return checks;
         }
@@ -186,7 +187,7 @@ pub async fn run_doctor(settings: &EdgeSettings, local_port: Option<u16>) -> Vec
                     Err(e) => checks.push(Check::warn(
                         "ssh multiplexing",
                         e.to_string(),
-                        "use --no-ssh-mux",
+                        "turn SSH multiplexing off (`--no-ssh-mux`; in the SDK `Multiplexing::PerCommand`)",
                     )),
                 }
                 checks.push(interactive_check(transport.interactive()));
@@ -195,7 +196,7 @@ pub async fn run_doctor(settings: &EdgeSettings, local_port: Option<u16>) -> Vec
             Err(e) => checks.push(Check::warn(
                 "ssh multiplexing",
                 e.to_string(),
-                "use --no-ssh-mux",
+                "turn SSH multiplexing off (`--no-ssh-mux`; in the SDK `Multiplexing::PerCommand`)",
             )),
         }
     }

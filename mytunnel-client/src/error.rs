@@ -76,34 +76,36 @@ impl TunnelError {
         }
     }
 
-    /// What the user can do about it.
+    /// What the user can do about it, in the SDK's terms (builder calls, not CLI flags).
     pub fn hint(&self) -> String {
         match self {
-            TunnelError::InvalidOptions(_) => "see `mytunnel http --help`".to_owned(),
+            TunnelError::InvalidOptions(_) => {
+                "fix the builder call the message names (`cargo doc -p mytunnel-client` documents each)".to_owned()
+            }
             TunnelError::Edge(ProfileError::NoEdge { .. }) => {
-                "pass --edge user@your-edge, or add a profile (see `mytunnel http --help`)".to_owned()
+                "name the edge with `.edge(\"user@your-edge\")`, set MYTUNNEL_EDGE, or add a profile".to_owned()
             }
             TunnelError::Edge(_) => "fix the edge setting or the profile file".to_owned(),
             TunnelError::Probe(e) => e.hint(),
             TunnelError::Connect(TransportError::Unreachable(_))
             | TunnelError::Allocate(TransportError::Unreachable(_)) => {
-                "check that `ssh <edge>` works with your tunnel key; `mytunnel doctor` checks each step".to_owned()
+                "check that `ssh <edge>` works with your tunnel key; `doctor::run_doctor` checks each step".to_owned()
             }
             TunnelError::Forward(TransportError::Unreachable(_)) => {
                 "the edge refused the port forward: the key needs `port-forwarding`, and the port may still be held by a previous session (retry in a moment)".to_owned()
             }
             TunnelError::ForwardEnded(_) => {
-                "run again, or leave --reconnect on so the tunnel comes back by itself".to_owned()
+                "open it again, or keep `.reconnect(Reconnect::Always)` so the tunnel comes back by itself".to_owned()
             }
             TunnelError::Release(_) => {
-                "the lease expires by itself after its TTL; `mytunnel ls` shows it until then".to_owned()
+                "the lease expires by itself after its TTL; `EdgeClient::list` shows it until then".to_owned()
             }
             TunnelError::LeaseEnded { .. } => {
-                "someone with access to this edge account ended it; run `mytunnel http` again to publish anew".to_owned()
+                "someone with access to this edge account ended it; open the tunnel again to publish anew".to_owned()
             }
             TunnelError::Connect(e) | TunnelError::Allocate(e) | TunnelError::Forward(e) => match e {
                 TransportError::Refused(api) => api.hint.clone(),
-                _ => "the edge answered unexpectedly: check that client and edge versions match (`mytunnel doctor`)".to_owned(),
+                _ => "the edge answered unexpectedly: check that client and edge versions match (`EdgeClient::health` gives the edge's)".to_owned(),
             },
         }
     }

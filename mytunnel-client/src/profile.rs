@@ -61,7 +61,7 @@ pub enum ProfileError {
         reason: String,
     },
     /// No edge was given anywhere.
-    #[error("no edge given: use --edge <ssh-destination|profile>, set MYTUNNEL_EDGE, or set default_edge in {path}", path = .config_path.display())]
+    #[error("no edge given: name one with .edge(\"<ssh-destination|profile>\"), set MYTUNNEL_EDGE, or set default_edge in {path}", path = .config_path.display())]
     NoEdge {
         /// Where a profile would be read from.
         config_path: PathBuf,
@@ -76,13 +76,13 @@ pub enum ProfileError {
 /// Settings given explicitly (flags or builder calls).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ExplicitEdge {
-    /// `--edge`
+    /// `.edge(..)` (the CLI's `--edge`)
     pub edge: Option<String>,
-    /// `--ssh-bin`
+    /// `.ssh_bin(..)` (the CLI's `--ssh-bin`)
     pub ssh_bin: Option<PathBuf>,
-    /// `--remote-bin`
+    /// `.remote_bin(..)` (the CLI's `--remote-bin`)
     pub remote_bin: Option<String>,
-    /// `--base-domain`
+    /// `.base_domain(..)` (the CLI's `--base-domain`)
     pub base_domain: Option<String>,
 }
 
@@ -261,7 +261,11 @@ ssh_bin = "/opt/ssh"
             Path::new("/h/.config/mytunnel/config.toml"),
         )
         .unwrap_err();
-        assert!(err.to_string().contains("--edge"), "{err}");
+        assert!(
+            err.to_string()
+                .contains(".edge(\"<ssh-destination|profile>\")"),
+            "{err}"
+        );
         for bad in ["-oProxyCommand=x", "a b", ""] {
             let explicit = ExplicitEdge {
                 edge: Some(bad.into()),

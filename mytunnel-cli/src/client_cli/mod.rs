@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use clap::{ArgAction, Args, Parser, Subcommand};
 use mytunnel_client::doctor::{run_doctor, Check, CheckStatus};
-use mytunnel_client::profile::ExplicitEdge;
+use mytunnel_client::profile::{ExplicitEdge, ProfileError};
 use mytunnel_client::{EdgeSettings, Multiplexing, Reconnect, Tunnel, TunnelError, TunnelEvent};
 use mytunnel_core::printable::printable;
 use mytunnel_core::protocol::{LeaseDto, ListScope, Takeover};

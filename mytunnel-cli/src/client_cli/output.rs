@@ -85,11 +85,52 @@ pub fn format_checks(checks: &[Check]) -> String {
 // ---------------------------------------------------------------------------------------
 // Errors
 
+/// An SDK error in the CLI's words, as (message, hint): where the SDK names its own calls
+/// (`.edge(..)`, `Reconnect::Always`), the CLI names its flags and subcommands.
+pub fn describe(error: &TunnelError) -> (String, String) {
+    let message = match error {
+        TunnelError::Edge(ProfileError::NoEdge { config_path }) => format!(
+            "no edge given: use --edge <ssh-destination|profile>, set MYTUNNEL_EDGE, or set \
+             default_edge in {}",
+            config_path.display()
+        ),
+        _ => error.to_string(),
+    };
+    let hint = match error {
+        TunnelError::InvalidOptions(_) => "see `mytunnel http --help`",
+        TunnelError::Edge(ProfileError::NoEdge { .. }) => {
+            "pass --edge user@your-edge, or add a profile (see `mytunnel http --help`)"
+        }
+        TunnelError::Connect(TransportError::Unreachable(_))
+        | TunnelError::Allocate(TransportError::Unreachable(_)) => {
+            "check that `ssh <edge>` works with your tunnel key; `mytunnel doctor` checks each step"
+        }
+        TunnelError::Connect(TransportError::Malformed(_))
+        | TunnelError::Allocate(TransportError::Malformed(_))
+        | TunnelError::Forward(TransportError::Malformed(_)) => {
+            "the edge answered unexpectedly: check that client and edge versions match (`mytunnel doctor`)"
+        }
+        TunnelError::ForwardEnded(_) => {
+            "run again, or leave --reconnect on so the tunnel comes back by itself"
+        }
+        TunnelError::Release(_) => {
+            "the lease expires by itself after its TTL; `mytunnel ls` shows it until then"
+        }
+        TunnelError::LeaseEnded { .. } => {
+            "someone with access to this edge account ended it; run `mytunnel http` again to publish anew"
+        }
+        // The SDK's own hint names no call of the SDK for the rest.
+        _ => return (message, error.hint()),
+    };
+    (message, hint.to_owned())
+}
+
 /// Prints an error as a miette diagnostic with its code and hint, and returns the exit
 /// code: 2 for usage errors (nothing was sent), 1 for refusals and failures.
 pub(super) fn report(error: &TunnelError) -> ExitCode {
-    let mut diagnostic = miette::MietteDiagnostic::new(printable(&error.to_string()))
-        .with_help(printable(&error.hint()));
+    let (message, hint) = describe(error);
+    let mut diagnostic =
+        miette::MietteDiagnostic::new(printable(&message)).with_help(printable(&hint));
     if let Some(code) = error.code() {
         diagnostic = diagnostic.with_code(code.as_str());
     }

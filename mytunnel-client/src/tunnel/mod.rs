@@ -165,11 +165,11 @@ impl TunnelBuilder {
         self
     }
 
-    /// Checks the options without contacting anything: port, name, `--force` rules.
+    /// Checks the options without contacting anything: port, name, the takeover rule.
     pub fn validate(&self) -> Result<(Option<Slug>, AllocateRequest), TunnelError> {
         if self.local_port == 0 {
             return Err(TunnelError::InvalidOptions(
-                "local port must be 1-65535".into(),
+                "http(0): the local port must be 1-65535".into(),
             ));
         }
         let name = self
@@ -180,13 +180,14 @@ impl TunnelBuilder {
             .map_err(|e| TunnelError::InvalidOptions(e.to_string()))?;
         if self.takeover == Takeover::Force && name.is_none() {
             return Err(TunnelError::InvalidOptions(
-                "--force requires --name".into(),
+                "takeover(Takeover::Force) needs .name(..): only a named lease can be taken over"
+                    .into(),
             ));
         }
         for (flag, _) in &self.edge.remote_overrides {
             if !mytunnel_core::protocol::is_override_word(flag) {
                 return Err(TunnelError::InvalidOptions(format!(
-                    "{flag} is not a daemon setting"
+                    "remote_override({flag:?}, ..): not a daemon setting"
                 )));
             }
         }
@@ -334,24 +335,54 @@ impl TunnelBuilder {
 mod tests {
     use super::*;
 
+    fn invalid(builder: &TunnelBuilder) -> String {
+        match builder.validate() {
+            Err(TunnelError::InvalidOptions(message)) => message,
+            other => panic!("not refused as invalid options: {other:?}"),
+        }
+    }
+
     #[test]
     fn options_are_checked_before_anything_runs() {
-        let e = Tunnel::http(0).validate().unwrap_err();
-        assert!(matches!(e, TunnelError::InvalidOptions(_)));
-        let e = Tunnel::http(3000)
-            .takeover(Takeover::Force)
-            .validate()
-            .unwrap_err();
-        assert!(e.to_string().contains("--force requires --name"));
-        let e = Tunnel::http(3000).name("Bad_Name").validate().unwrap_err();
-        assert!(matches!(e, TunnelError::InvalidOptions(_)));
-        let e = Tunnel::http(3000)
-            .remote_override("--rm-rf", "x")
-            .validate()
-            .unwrap_err();
-        assert!(matches!(e, TunnelError::InvalidOptions(_)));
+        assert!(invalid(&Tunnel::http(0)).contains("http(0)"));
+        assert_eq!(
+            invalid(&Tunnel::http(3000).takeover(Takeover::Force)),
+            "takeover(Takeover::Force) needs .name(..): only a named lease can be taken over"
+        );
+        assert!(invalid(&Tunnel::http(3000).name("Bad_Name")).contains("Bad_Name"));
+        assert!(invalid(&Tunnel::http(3000).remote_override("--rm-rf", "x"))
+            .starts_with("remote_override(\"--rm-rf\", ..)"));
         let (name, request) = Tunnel::http(3000).name("Portal").validate().unwrap();
         assert_eq!(name.unwrap().as_str(), "portal");
         assert_eq!(request.local_port, Some(3000));
+    }
+
+    #[test]
+    fn no_error_speaks_of_cli_flags() {
+        let errors = [
+            invalid(&Tunnel::http(0)),
+            invalid(&Tunnel::http(3000).takeover(Takeover::Force)),
+            invalid(&Tunnel::http(3000).remote_override("--rm-rf", "x")),
+        ];
+        for error in errors {
+            assert!(!error.contains(" --"), "{error}");
+        }
+        let hints = [
+            TunnelError::InvalidOptions(String::new()),
+            TunnelError::Edge(crate::profile::ProfileError::NoEdge {
+                config_path: "/c".into(),
+            }),
+            TunnelError::Connect(TransportError::Unreachable(String::new())),
+            TunnelError::Forward(TransportError::Malformed(String::new())),
+            TunnelError::ForwardEnded(String::new()),
+            TunnelError::Release(TransportError::Unreachable(String::new())),
+        ];
+        for error in hints {
+            let said = format!("{error} / {}", error.hint());
+            assert!(
+                !said.contains("--") && !said.contains("mytunnel "),
+                "{said}"
+            );
+        }
     }
 }
