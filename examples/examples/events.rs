@@ -19,9 +19,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("{}", tunnel.url());
     loop {
         tokio::select! {
-            event = events.recv() => match event {
-                Ok(event) => println!("event: {event}"),
-                Err(_) => break,
+            event = events.next() => match event {
+                Some(event) => println!("event: {event}"),
+                None => break, // the tunnel ended
             },
             _ = tokio::signal::ctrl_c() => break,
         }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use mytunnel_client::{Tunnel, TunnelError};
+use mytunnel_client::{Edge, TunnelError};
 use mytunnel_core::policy::{AdminUsers, Caller, ReservedSlugs};
 use mytunnel_core::store::OwnerLimit;
 use mytunnel_core::{PortRange, Ttl};
@@ -82,17 +82,14 @@ pub async fn in_process_edge(
 }
 
 /// Publishes a hello app through an in-process edge, fetches it through the edge port,
-/// closes the tunnel; returns (url, body fetched).
+/// closes the tunnel and the edge; returns (url, body fetched).
 pub async fn in_process_round_trip(
     edge_ports: PortRange,
 ) -> Result<(String, String), Box<dyn std::error::Error>> {
     let app = hello_app("hello through the tunnel").await?;
     let (transport, _routes) = in_process_edge(edge_ports, "demo").await?;
-    let tunnel = Tunnel::http(app)
-        .name("demo")
-        .transport(Arc::new(transport))
-        .open()
-        .await?;
+    let edge = Edge::from_transport(Arc::new(transport));
+    let tunnel = edge.http(app).name("demo").open().await?;
     let lease = tunnel.lease();
     let body = fetch(lease.edge_bind_port, &lease.host).await?;
     let url = tunnel.url().to_owned();
@@ -100,6 +97,7 @@ pub async fn in_process_round_trip(
         .close()
         .await
         .map_err(|e: TunnelError| e.to_string())?;
+    edge.close().await;
     Ok((url, body))
 }
 

@@ -131,7 +131,7 @@ fn every_remote_override_of_the_table_is_a_flag_of_mytunnel() {
                 panic!("not ls")
             };
             assert_eq!(
-                ls.edge.settings().remote_overrides,
+                ls.edge.overrides.pairs(),
                 [(spec.flag.to_owned(), VALUE.to_owned())]
             );
         } else if let Ok(cli) = parsed {
@@ -139,11 +139,7 @@ fn every_remote_override_of_the_table_is_a_flag_of_mytunnel() {
             let client_cli::Command::Ls(ls) = cli.command else {
                 panic!("not ls")
             };
-            assert!(
-                ls.edge.settings().remote_overrides.is_empty(),
-                "{}",
-                spec.flag
-            );
+            assert!(ls.edge.overrides.pairs().is_empty(), "{}", spec.flag);
         }
     }
 }

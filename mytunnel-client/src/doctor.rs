@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::edge::EdgeSettings;
+use crate::edge::EdgeBuilder;
 use crate::probe::{probe_local, ProbeOutcome};
 use crate::ssh::{Multiplexing, SshTransport};
 use mytunnel_core::protocol::HealthDto;
@@ -66,8 +66,9 @@ impl Check {
     }
 }
 
-/// Runs every check. `local_port` adds a probe of the local app.
-pub async fn run_doctor(settings: &EdgeSettings, local_port: Option<u16>) -> Vec<Check> {
+/// Runs every check on the edge `settings` name. `local_port` adds a probe of the local
+/// app.
+pub async fn run_doctor(settings: &EdgeBuilder, local_port: Option<u16>) -> Vec<Check> {
     let mut checks = Vec::new();
     let edge = match settings.resolve() {
         Ok(edge) => {
@@ -174,7 +175,7 @@ pub async fn run_doctor(settings: &EdgeSettings, local_port: Option<u16>) -> Vec
         }
     }
 
-    if settings.multiplexing == Multiplexing::Shared {
+    if settings.multiplexing_setting() == Multiplexing::Shared {
         let mut shared = settings.ssh_config(&edge);
         shared.multiplexing = Multiplexing::Shared;
         match SshTransport::connect(shared).await {

@@ -6,8 +6,10 @@ use mytunnel_core::ErrorCode;
 use crate::probe::ProbeError;
 use crate::profile::ProfileError;
 
-/// Why a tunnel could not open or stopped.
+/// Why a tunnel could not open or stopped. New variants may come in later versions:
+/// match with a `_` arm.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum TunnelError {
     /// The builder's options contradict each other or are malformed (nothing was sent).
     #[error("invalid tunnel options: {0}")]
@@ -43,6 +45,9 @@ pub enum TunnelError {
         /// How it ended.
         how: LeaseEnd,
     },
+    /// The tunnel was to open on an [`Edge`](crate::Edge) that was closed.
+    #[error("the edge was closed (`Edge::close`)")]
+    EdgeClosed,
 }
 
 /// How a lease was ended on purpose.
@@ -98,14 +103,17 @@ impl TunnelError {
                 "open it again, or keep `.reconnect(Reconnect::Always)` so the tunnel comes back by itself".to_owned()
             }
             TunnelError::Release(_) => {
-                "the lease expires by itself after its TTL; `EdgeClient::list` shows it until then".to_owned()
+                "the lease expires by itself after its TTL; `Edge::list` shows it until then".to_owned()
             }
             TunnelError::LeaseEnded { .. } => {
                 "someone with access to this edge account ended it; open the tunnel again to publish anew".to_owned()
             }
+            TunnelError::EdgeClosed => {
+                "open tunnels on a connected edge: `Edge::builder()…connect()`, or `Tunnel::http(port)`".to_owned()
+            }
             TunnelError::Connect(e) | TunnelError::Allocate(e) | TunnelError::Forward(e) => match e {
                 TransportError::Refused(api) => api.hint.clone(),
-                _ => "the edge answered unexpectedly: check that client and edge versions match (`EdgeClient::health` gives the edge's)".to_owned(),
+                _ => "the edge answered unexpectedly: check that client and edge versions match (`Edge::health` gives the edge's)".to_owned(),
             },
         }
     }

@@ -1,5 +1,8 @@
 //! Publish a local HTTP service at `https://<name>.<your-domain>` through an edge you own.
 //!
+//! Two shapes, after ngrok-rust's session → endpoints. One tunnel in one line, over a
+//! connection of its own:
+//!
 //! ```no_run
 //! use mytunnel_client::Tunnel;
 //!
@@ -11,22 +14,40 @@
 //! # }
 //! ```
 //!
+//! Or one connection to the edge, an [`Edge`], carrying as many tunnels as you open on it:
+//!
+//! ```no_run
+//! use mytunnel_client::Edge;
+//!
+//! # async fn run() -> Result<(), mytunnel_client::TunnelError> {
+//! let edge = Edge::builder().edge("tunnel@edge.example.com").connect().await?;
+//! let shop = edge.http(3000).name("shop").open().await?;
+//! let blog = edge.http(8080).name("blog").open().await?;
+//! println!("{} {}", shop.url(), blog.url());
+//! edge.close().await; // closes both tunnels, then the connection
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! With no code-level configuration the edge comes from `MYTUNNEL_EDGE` or the default
 //! profile in `~/.config/mytunnel/config.toml` (see [`profile`]); `.edge("user@host")`
-//! names one directly. [`Tunnel::http`] returns a builder with typed options (name, TTL,
-//! takeover, reconnect, ssh binary, multiplexing). `open()`:
+//! names one directly. [`EdgeBuilder`] has the options of the connection (edge, ssh
+//! binary, multiplexing, ssh options), [`TunnelBuilder`] those of one tunnel (name, TTL,
+//! takeover, reconnect); the builder of [`Tunnel::http`] takes both. `open()`:
 //!
 //! 1. probes `http://127.0.0.1:<port>/` — if nothing answers, nothing is allocated;
-//! 2. allocates a lease on the edge over a control connection (`mytunneld ctl allocate`);
+//! 2. connects to the edge (the one-line form only), and allocates a lease on it
+//!    (`mytunneld ctl allocate`);
 //! 3. opens the data plane (`ssh -N -R`), and returns once it is up.
 //!
 //! A supervisor then heartbeats every max(TTL/3, 10s), reconnects with jittered backoff
 //! when ssh exits, allocates the same name again if the edge lost the lease, and reports
-//! every change as a [`TunnelEvent`]. [`TunnelHandle::close`] (or dropping the handle)
-//! stops ssh and releases the lease.
+//! every change as a [`TunnelEvent`] on the tunnel's [`TunnelEvents`].
+//! [`TunnelHandle::close`] (or dropping the handle, which never blocks) stops ssh and
+//! releases the lease; the edge and its other tunnels keep running.
 //!
 //! Errors are one enum, [`TunnelError`], with a variant per stage and a
-//! [`hint`](TunnelError::hint) for people.
+//! [`hint`](TunnelError::hint) for people, in terms of SDK calls.
 #![warn(missing_docs)]
 
 mod backoff;
@@ -40,9 +61,9 @@ pub mod ssh;
 mod tunnel;
 
 pub use backoff::backoff_delay;
-pub use edge::{EdgeClient, EdgeSettings};
+pub use edge::{Edge, EdgeBuilder};
 pub use error::{LeaseEnd, TunnelError};
-pub use events::TunnelEvent;
+pub use events::{TunnelEvent, TunnelEvents};
 pub use mytunnel_core as core;
 pub use ssh::Multiplexing;
 pub use tunnel::{Reconnect, Tunnel, TunnelBuilder, TunnelHandle};

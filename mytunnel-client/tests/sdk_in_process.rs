@@ -13,9 +13,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use mytunnel_client::{Reconnect, Tunnel, TunnelError, TunnelEvent};
+use mytunnel_client::{Edge, Reconnect, Tunnel, TunnelError, TunnelEvent, TunnelEvents};
 use mytunnel_core::policy::{Caller, OwnerScope};
-use mytunnel_core::protocol::{CtlRequest, CtlResponse, LeaseDto, Verb};
+use mytunnel_core::protocol::{CtlRequest, CtlResponse, LeaseDto, ListScope, Verb};
 use mytunnel_core::route::RouteBackend;
 use mytunnel_core::transport::{Forward, ForwardSpec, Transport, TransportError};
 use mytunnel_core::{LeaseRef, LeaseState, PortRange, Ttl};
@@ -25,7 +25,6 @@ use mytunnel_edge::service::{LeaseService, ServiceSettings, SystemClock};
 use mytunnel_edge::SqliteLeaseStore;
 use mytunnel_test_support::service_settings;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::broadcast;
 
 /// A local app answering every request with `status` and `body`.
 async fn local_app(status: u16, body: &'static str) -> u16 {
@@ -56,8 +55,9 @@ fn closed_port() -> u16 {
         .port()
 }
 
+/// The edge side of a test: the service and what it saw.
 #[derive(Debug)]
-struct Edge {
+struct TestEdge {
     transport: InProcessTransport,
     routes: Arc<MemoryRoutes>,
     service: LeaseService,
@@ -82,7 +82,7 @@ impl Transport for Recording {
     }
 }
 
-async fn edge() -> Edge {
+async fn edge() -> TestEdge {
     let store = Arc::new(SqliteLeaseStore::open_in_memory().await.unwrap());
     let routes = Arc::new(MemoryRoutes::new());
     let service = LeaseService::new(
@@ -100,7 +100,7 @@ async fn edge() -> Edge {
     );
     let caller = Caller::from_identity(1000, "alice".parse().unwrap(), &Default::default());
     let transport = InProcessTransport::new(service.clone(), caller, ForwardMode::Simulated);
-    Edge {
+    TestEdge {
         transport,
         routes,
         service,
@@ -108,7 +108,7 @@ async fn edge() -> Edge {
     }
 }
 
-impl Edge {
+impl TestEdge {
     fn transport(&self) -> Arc<dyn Transport> {
         Arc::new(Recording {
             inner: self.transport.clone(),
@@ -132,12 +132,9 @@ impl Edge {
 }
 
 /// The next event matching `want`, failing on a closed stream.
-async fn wait_for(
-    events: &mut broadcast::Receiver<TunnelEvent>,
-    want: impl Fn(&TunnelEvent) -> bool,
-) -> TunnelEvent {
+async fn wait_for(events: &mut TunnelEvents, want: impl Fn(&TunnelEvent) -> bool) -> TunnelEvent {
     loop {
-        let event = events.recv().await.expect("event stream ended");
+        let event = events.next().await.expect("event stream ended");
         if want(&event) {
             return event;
         }
@@ -163,11 +160,11 @@ async fn open_gives_the_url_and_close_releases() {
     );
     let mut events = tunnel.events();
     assert!(matches!(
-        events.recv().await.unwrap(),
+        events.next().await.unwrap(),
         TunnelEvent::Allocated { .. }
     ));
     assert!(matches!(
-        events.recv().await.unwrap(),
+        events.next().await.unwrap(),
         TunnelEvent::Forwarding {
             edge_bind: mytunnel_core::BindTarget::LoopbackPort(21000)
         }
@@ -317,7 +314,7 @@ async fn heartbeats_renew_on_schedule() {
 }
 
 /// Cleanup as if every active lease missed its heartbeats: expired, tombstoned.
-async fn expire_every_lease(edge: &Edge) {
+async fn expire_every_lease(edge: &TestEdge) {
     let far = mytunnel_core::Timestamp::from_unix_seconds(4_000_000_000).unwrap();
     let expired = edge.service.store().expire_stale(far).await.unwrap();
     assert!(!expired.is_empty());
@@ -491,13 +488,13 @@ async fn an_odd_app_answer_warns_then_opens() {
             .await
             .unwrap();
         let mut events = tunnel.events();
-        let first = events.recv().await.unwrap();
+        let first = events.next().await.unwrap();
         assert!(
             matches!(first, TunnelEvent::ProbeWarning { .. }),
             "{status} {body:?}: {first:?}"
         );
         assert!(matches!(
-            events.recv().await.unwrap(),
+            events.next().await.unwrap(),
             TunnelEvent::Allocated { .. }
         ));
         tunnel.close().await.unwrap();
@@ -574,8 +571,231 @@ async fn a_name_lost_to_another_lease_ends_the_tunnel() {
         "{end}"
     );
     // The stream closes with the tunnel.
-    while !matches!(
-        events.recv().await,
-        Err(broadcast::error::RecvError::Closed)
-    ) {}
+    while events.next().await.is_some() {}
+}
+
+// ---------------------------------------------------------------------------------------
+// One edge, many tunnels
+
+#[tokio::test]
+async fn one_edge_carries_many_tunnels_on_its_one_transport() {
+    let test = edge().await;
+    let app = local_app(200, "hello").await;
+    let transport = test.transport();
+    let edge = Edge::from_transport(transport.clone());
+    let mut tunnels = Vec::new();
+    for name in ["shop", "blog", "wiki"] {
+        tunnels.push(edge.http(app).name(name).open().await.unwrap());
+    }
+    let urls: Vec<&str> = tunnels.iter().map(|t| t.url()).collect();
+    assert_eq!(
+        urls,
+        [
+            "https://shop.t.test",
+            "https://blog.t.test",
+            "https://wiki.t.test"
+        ]
+    );
+    // The three go through the edge's one transport: no tunnel holds one of its own.
+    assert_eq!(
+        Arc::strong_count(&transport),
+        2,
+        "the test's and the edge's"
+    );
+    assert_eq!(test.transport.forwards_opened(), 3);
+    assert_eq!(
+        *test.calls.lock().unwrap(),
+        vec![Verb::Allocate, Verb::Allocate, Verb::Allocate]
+    );
+    assert_eq!(test.route_ids().await.len(), 3);
+    for tunnel in tunnels {
+        tunnel.close().await.unwrap();
+    }
+    // Closing every tunnel leaves the edge connected.
+    assert_eq!(Arc::strong_count(&transport), 2);
+    assert_eq!(edge.list(ListScope::Own).await.unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn closing_one_tunnel_leaves_the_others_heartbeating() {
+    let test = edge().await;
+    let app = local_app(200, "hello").await;
+    let edge = Edge::builder()
+        .transport(test.transport())
+        .connect()
+        .await
+        .unwrap();
+    let closed = edge.http(app).name("closed").open().await.unwrap();
+    let mut left = Vec::new();
+    for name in ["left", "right"] {
+        let mut tunnel = edge.http(app).name(name).open().await.unwrap();
+        let events = tunnel.events();
+        left.push((tunnel, events));
+    }
+    let id = closed.lease().lease_id;
+    closed.close().await.unwrap();
+
+    tokio::time::pause();
+    for (_, events) in &mut left {
+        wait_for(events, |e| matches!(e, TunnelEvent::Renewed { .. })).await;
+    }
+    tokio::time::resume();
+    for lease in test.leases().await {
+        let expected = if lease.id == id {
+            LeaseState::Released
+        } else {
+            LeaseState::Active
+        };
+        assert_eq!(lease.state, expected, "{}", lease.slug);
+    }
+    let calls = test.calls.lock().unwrap().clone();
+    assert_eq!(
+        calls[..4],
+        [
+            Verb::Allocate,
+            Verb::Allocate,
+            Verb::Allocate,
+            Verb::Release
+        ]
+    );
+    assert!(
+        calls.iter().filter(|v| **v == Verb::Heartbeat).count() >= 2,
+        "{calls:?}"
+    );
+    assert_eq!(test.transport.forwards_opened(), 3);
+    for (tunnel, _) in left {
+        tunnel.close().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn closing_the_edge_closes_its_tunnels() {
+    let test = edge().await;
+    let app = local_app(200, "hello").await;
+    let edge = Edge::from_transport(test.transport());
+    let mut tunnels = Vec::new();
+    for name in ["one", "two"] {
+        let mut tunnel = edge.http(app).name(name).open().await.unwrap();
+        let events = tunnel.events();
+        tunnels.push((tunnel, events));
+    }
+    let clone = edge.clone();
+    edge.close().await;
+    // Both tunnels released their leases before `close` returned, and ended.
+    assert!(test
+        .leases()
+        .await
+        .iter()
+        .all(|l| l.state == LeaseState::Released));
+    for (mut tunnel, mut events) in tunnels {
+        tunnel.closed().await.unwrap();
+        wait_for(&mut events, |e| matches!(e, TunnelEvent::Released { .. })).await;
+        assert_eq!(events.next().await, None);
+    }
+    // A clone can open no more tunnels; its control calls work until it is dropped.
+    let err = clone.http(app).open().await.unwrap_err();
+    assert_eq!(err, TunnelError::EdgeClosed);
+    assert_eq!(clone.list(ListScope::Own).await.unwrap().len(), 2);
+    assert_eq!(test.transport.forwards_opened(), 2);
+}
+
+#[tokio::test]
+async fn a_one_line_tunnel_keeps_its_own_edge_until_it_ends() {
+    let test = edge().await;
+    let app = local_app(200, "hello").await;
+    let transport = test.transport();
+    let tunnel = Tunnel::http(app)
+        .transport(transport.clone())
+        .open()
+        .await
+        .unwrap();
+    assert_eq!(
+        Arc::strong_count(&transport),
+        2,
+        "the test's and the tunnel's edge"
+    );
+    tunnel.close().await.unwrap();
+    assert_eq!(
+        Arc::strong_count(&transport),
+        1,
+        "the tunnel's own edge ended with it"
+    );
+    // Edge options on a connected edge are refused before anything runs.
+    let edge = Edge::from_transport(transport);
+    let err = edge.http(app).ssh_bin("/bin/ssh").open().await.unwrap_err();
+    assert!(matches!(err, TunnelError::InvalidOptions(_)), "{err}");
+    assert_eq!(
+        *test.calls.lock().unwrap(),
+        vec![Verb::Allocate, Verb::Release]
+    );
+}
+
+/// Holds every release until the test gives a permit.
+#[derive(Debug)]
+struct HeldRelease {
+    inner: Arc<dyn Transport>,
+    permits: Arc<tokio::sync::Semaphore>,
+}
+
+#[async_trait]
+impl Transport for HeldRelease {
+    async fn ctl(&self, request: &CtlRequest) -> Result<CtlResponse, TransportError> {
+        if request.verb() == Verb::Release {
+            self.permits.acquire().await.unwrap().forget();
+        }
+        self.inner.ctl(request).await
+    }
+    async fn open_forward(&self, spec: ForwardSpec) -> Result<Box<dyn Forward>, TransportError> {
+        self.inner.open_forward(spec).await
+    }
+}
+
+/// On a single-threaded runtime, a drop that waited for the release (held here until
+/// after the drops) would never return: the release can only run once the drop has.
+#[tokio::test(flavor = "current_thread")]
+async fn dropping_a_handle_returns_at_once_and_releases_in_the_background() {
+    let test = edge().await;
+    let app = local_app(200, "hello").await;
+    let permits = Arc::new(tokio::sync::Semaphore::new(0));
+    let transport: Arc<dyn Transport> = Arc::new(HeldRelease {
+        inner: test.transport(),
+        permits: permits.clone(),
+    });
+    let edge = Edge::from_transport(transport.clone());
+    let mut on_edge = edge.http(app).name("shared").open().await.unwrap();
+    let mut own = Tunnel::http(app)
+        .name("own")
+        .transport(transport)
+        .open()
+        .await
+        .unwrap();
+    let mut events = [on_edge.events(), own.events()];
+    let start = std::time::Instant::now();
+    drop(on_edge);
+    drop(own);
+    // Not a wait: a bound a million times what the drops take, against a drop that waits
+    // for a while and gives up.
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(test
+        .leases()
+        .await
+        .iter()
+        .all(|l| l.state == LeaseState::Active));
+
+    permits.add_permits(2);
+    for events in &mut events {
+        wait_for(events, |e| matches!(e, TunnelEvent::Released { .. })).await;
+        assert_eq!(events.next().await, None, "the tunnel ended");
+    }
+    assert!(test
+        .leases()
+        .await
+        .iter()
+        .all(|l| l.state == LeaseState::Released));
+    // The edge the first tunnel was opened on is still up.
+    assert_eq!(edge.list(ListScope::Own).await.unwrap().len(), 2);
 }

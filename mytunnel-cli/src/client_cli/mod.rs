@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use clap::{ArgAction, Args, Parser, Subcommand};
 use mytunnel_client::doctor::{run_doctor, Check, CheckStatus};
-use mytunnel_client::profile::{ExplicitEdge, ProfileError};
-use mytunnel_client::{EdgeSettings, Multiplexing, Reconnect, Tunnel, TunnelError, TunnelEvent};
+use mytunnel_client::profile::ProfileError;
+use mytunnel_client::{Edge, EdgeBuilder, Multiplexing, Reconnect, TunnelError, TunnelEvent};
 use mytunnel_core::printable::printable;
 use mytunnel_core::protocol::{LeaseDto, ListScope, Takeover};
 use mytunnel_core::settings::Setting;
@@ -161,26 +161,35 @@ impl clap::FromArgMatches for RemoteOverrides {
 }
 
 impl EdgeArgs {
-    /// The SDK's edge settings.
-    pub fn settings(&self) -> EdgeSettings {
-        EdgeSettings {
-            explicit: ExplicitEdge {
-                edge: self.edge.clone(),
-                ssh_bin: self.ssh_bin.clone(),
-                remote_bin: self.remote_bin.clone(),
-                base_domain: self.base_domain.clone(),
-            },
-            multiplexing: if self.no_ssh_mux {
-                Multiplexing::PerCommand
-            } else {
-                Multiplexing::Shared
-            },
-            remote_overrides: self.overrides.pairs(),
-            ssh_options: self.ssh_options.clone(),
-            config_path: self.config.clone(),
-            environment: None,
-            transport: None,
+    /// The SDK's edge builder, with the flags given.
+    pub fn builder(&self) -> EdgeBuilder {
+        let mut builder = Edge::builder().multiplexing(if self.no_ssh_mux {
+            Multiplexing::PerCommand
+        } else {
+            Multiplexing::Shared
+        });
+        if let Some(edge) = &self.edge {
+            builder = builder.edge(edge.clone());
         }
+        if let Some(path) = &self.ssh_bin {
+            builder = builder.ssh_bin(path.clone());
+        }
+        if let Some(path) = &self.remote_bin {
+            builder = builder.remote_bin(path.clone());
+        }
+        if let Some(domain) = &self.base_domain {
+            builder = builder.base_domain(domain.clone());
+        }
+        for option in &self.ssh_options {
+            builder = builder.ssh_option(option.clone());
+        }
+        if let Some(path) = &self.config {
+            builder = builder.config_path(path.clone());
+        }
+        for (flag, value) in self.overrides.pairs() {
+            builder = builder.remote_override(flag, value);
+        }
+        builder
     }
 }
 

@@ -14,7 +14,9 @@ pub async fn run(cli: Cli) -> ExitCode {
 }
 
 pub(super) async fn run_http(args: HttpArgs) -> ExitCode {
-    let mut builder = Tunnel::http(args.local_port);
+    // A tunnel of its own: the edge connects after the local probe, and ends with it.
+    let edge = args.edge.builder();
+    let mut builder = edge.clone().http(args.local_port);
     builder = builder.reconnect(if args.reconnect {
         Reconnect::Always
     } else {
@@ -29,13 +31,11 @@ pub(super) async fn run_http(args: HttpArgs) -> ExitCode {
     if args.force {
         builder = builder.takeover(Takeover::Force);
     }
-    let settings = args.edge.settings();
-    builder = builder.with_edge_settings(settings);
     // Usage errors (bad name, no edge) before any ssh call: exit 2.
     if let Err(e) = builder.validate() {
         return report(&e);
     }
-    let destination = match builder.resolve_edge() {
+    let destination = match edge.resolve() {
         Ok(edge) => edge.destination,
         Err(e) => return report(&e),
     };
@@ -50,7 +50,7 @@ pub(super) async fn run_http(args: HttpArgs) -> ExitCode {
     };
     let mut events = tunnel.events();
     // Events of the opening (probe warnings) go to stderr first.
-    while let Ok(event) = events.try_recv() {
+    while let Some(event) = events.try_next() {
         if let TunnelEvent::ProbeWarning { .. } = event {
             status.line(&event.to_string());
         }
@@ -83,14 +83,13 @@ pub(super) async fn run_http(args: HttpArgs) -> ExitCode {
                     }
                 };
             }
-            event = events.recv() => match event {
-                Ok(event @ (TunnelEvent::Reconnecting { .. } | TunnelEvent::Lost { .. })) => {
+            event = events.next() => match event {
+                Some(event @ (TunnelEvent::Reconnecting { .. } | TunnelEvent::Lost { .. })) => {
                     status.transient(&event.to_string());
                 }
-                Ok(TunnelEvent::Renewed { .. }) => {}
-                Ok(event) => status.line(&event.to_string()),
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                Some(TunnelEvent::Renewed { .. } | TunnelEvent::Missed { .. }) => {}
+                Some(event) => status.line(&event.to_string()),
+                None => {
                     return match tunnel.closed().await {
                         Ok(()) => ExitCode::SUCCESS,
                         Err(e) => report(&e),
@@ -111,12 +110,12 @@ pub(super) async fn shutdown_signal() {
     }
 }
 
-pub(super) async fn connect(edge: &EdgeArgs) -> Result<mytunnel_client::EdgeClient, ExitCode> {
-    let settings = edge.settings();
-    if let Err(e) = settings.resolve() {
+pub(super) async fn connect(edge: &EdgeArgs) -> Result<Edge, ExitCode> {
+    let builder = edge.builder();
+    if let Err(e) = builder.resolve() {
         return Err(report(&e));
     }
-    settings.connect().await.map_err(|e| report(&e))
+    builder.connect().await.map_err(|e| report(&e))
 }
 
 pub(super) async fn run_ls(args: LsArgs) -> ExitCode {
@@ -129,7 +128,9 @@ pub(super) async fn run_ls(args: LsArgs) -> ExitCode {
     } else {
         ListScope::Own
     };
-    match client.list(scope).await {
+    let listed = client.list(scope).await;
+    client.close().await;
+    match listed {
         Ok(leases) => {
             if args.json {
                 println!(
@@ -162,7 +163,7 @@ pub(super) async fn run_stop(args: RefArgs, verb: Verb) -> ExitCode {
         Ok(client) => client,
         Err(code) => return code,
     };
-    match verb {
+    let code = match verb {
         Verb::Stop => match client.release(lease).await {
             Ok(released) => {
                 if args.json {
@@ -188,11 +189,13 @@ pub(super) async fn run_stop(args: RefArgs, verb: Verb) -> ExitCode {
             }
             Err(e) => report_transport(&e),
         },
-    }
+    };
+    client.close().await;
+    code
 }
 
 pub(super) async fn run_doctor_command(args: DoctorArgs) -> ExitCode {
-    let checks = run_doctor(&args.edge.settings(), args.local_port).await;
+    let checks = run_doctor(&args.edge.builder(), args.local_port).await;
     if args.json {
         println!(
             "{}",

@@ -3,7 +3,10 @@
 use super::*;
 
 /// A running tunnel. Dropping it stops the data plane and releases the lease
-/// (best effort, in the background); [`TunnelHandle::close`] does it and waits.
+/// (best effort, in the background: the drop itself only signals the tunnel's task and
+/// never blocks the runtime); [`TunnelHandle::close`] does it and waits. Either way the
+/// [`Edge`] it was opened on and its other tunnels keep running; a tunnel from
+/// [`Tunnel::http`](super::Tunnel::http) also ends its own connection.
 #[derive(Debug)]
 pub struct TunnelHandle {
     pub(super) url: String,
@@ -27,15 +30,19 @@ impl TunnelHandle {
         self.lease.borrow().clone()
     }
 
-    /// The event stream. The first call sees every event since `open()` began; the
-    /// stream closes when the tunnel ends.
-    pub fn events(&mut self) -> broadcast::Receiver<TunnelEvent> {
-        self.first_events
-            .take()
-            .unwrap_or_else(|| self.events.resubscribe())
+    /// The event stream. The first call sees every event since `open()` began (so
+    /// `Allocated` and `Forwarding` are there); later calls see events from then on. It
+    /// ends when the tunnel ends. See [`TunnelEvents`] for a reader that falls behind.
+    pub fn events(&mut self) -> TunnelEvents {
+        TunnelEvents::new(
+            self.first_events
+                .take()
+                .unwrap_or_else(|| self.events.resubscribe()),
+        )
     }
 
-    /// Stops the data plane, releases the lease and waits for both.
+    /// Stops the data plane, releases the lease and waits for both (and, for a tunnel
+    /// from [`Tunnel::http`](super::Tunnel::http), for its connection to end).
     pub async fn close(mut self) -> Result<(), TunnelError> {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
@@ -61,7 +68,9 @@ impl TunnelHandle {
 
 impl Drop for TunnelHandle {
     fn drop(&mut self) {
-        // Dropping the sender tells the supervisor to stop and release.
+        // Dropping the sender tells the supervisor to stop and release; the supervisor's
+        // task does both on its runtime. Dropping the join handle detaches that task: the
+        // drop waits for nothing.
         self.stop.take();
     }
 }

@@ -15,11 +15,10 @@ use tokio::sync::{broadcast, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::backoff::jittered_backoff;
-use crate::edge::EdgeSettings;
+use crate::edge::{Edge, EdgeBuilder};
 use crate::error::{LeaseEnd, TunnelError};
-use crate::events::TunnelEvent;
+use crate::events::{TunnelEvent, TunnelEvents, EVENT_BUFFER};
 use crate::probe::{probe_local, ProbeOutcome};
-use crate::profile::ResolvedEdge;
 use crate::ssh::Multiplexing;
 
 mod handle;
@@ -41,30 +40,45 @@ pub enum Reconnect {
     Never,
 }
 
-/// Entry point: `Tunnel::http(3000).open().await?`.
+/// The one-line form: `Tunnel::http(3000).open().await?`.
 #[derive(Debug, Clone, Copy)]
 pub struct Tunnel;
 
 impl Tunnel {
-    /// A tunnel publishing the local HTTP service on `127.0.0.1:<local_port>`.
+    /// A tunnel publishing the local HTTP service on `127.0.0.1:<local_port>`, over a
+    /// connection of its own to the edge: opening it connects, and the connection ends
+    /// with the tunnel. Same as `Edge::builder().http(local_port)`; to open several
+    /// tunnels on one connection, see [`Edge`].
     pub fn http(local_port: u16) -> TunnelBuilder {
-        TunnelBuilder {
-            local_port,
-            edge: EdgeSettings::default(),
-            name: None,
-            ttl: None,
-            takeover: Takeover::Refuse,
-            reconnect: Reconnect::Always,
-            probe_timeout: Duration::from_secs(5),
-        }
+        Edge::builder().http(local_port)
     }
 }
 
+/// Where a tunnel opens.
+#[derive(Debug, Clone)]
+enum EdgeSource {
+    /// [`Tunnel::http`]: on a connection of its own, made with these options.
+    Own(EdgeBuilder),
+    /// [`Edge::http`]: on a connected edge. `misplaced` is the first edge option called
+    /// on the builder, which cannot apply to a connection already made.
+    Shared {
+        edge: Edge,
+        misplaced: Option<&'static str>,
+    },
+}
+
 /// Options of a tunnel; [`TunnelBuilder::open`] checks them and opens it.
+///
+/// Tunnel options (`name`, `ttl`, `takeover`, `reconnect`, `probe_timeout`) apply to
+/// every tunnel. Edge options (`edge`, `ssh_bin`, `remote_bin`, `base_domain`,
+/// `multiplexing`, `ssh_option`, `config_path`) are those of [`EdgeBuilder`], for a
+/// tunnel from [`Tunnel::http`], which connects its own edge; on a builder from
+/// [`Edge::http`] they are an error ([`TunnelError::InvalidOptions`]): set them on
+/// [`Edge::builder`].
 #[derive(Debug, Clone)]
 pub struct TunnelBuilder {
     local_port: u16,
-    edge: EdgeSettings,
+    edge: EdgeSource,
     name: Option<String>,
     ttl: Option<Duration>,
     takeover: Takeover,
@@ -73,10 +87,46 @@ pub struct TunnelBuilder {
 }
 
 impl TunnelBuilder {
-    /// The edge: a profile name or an ssh destination (else `MYTUNNEL_EDGE`, else the
-    /// default profile).
-    pub fn edge(mut self, edge: impl Into<String>) -> Self {
-        self.edge.explicit.edge = Some(edge.into());
+    pub(crate) fn new(local_port: u16, edge: EdgeBuilder) -> TunnelBuilder {
+        TunnelBuilder::with_source(local_port, EdgeSource::Own(edge))
+    }
+
+    pub(crate) fn on_edge(local_port: u16, edge: Edge) -> TunnelBuilder {
+        TunnelBuilder::with_source(
+            local_port,
+            EdgeSource::Shared {
+                edge,
+                misplaced: None,
+            },
+        )
+    }
+
+    fn with_source(local_port: u16, edge: EdgeSource) -> TunnelBuilder {
+        TunnelBuilder {
+            local_port,
+            edge,
+            name: None,
+            ttl: None,
+            takeover: Takeover::Refuse,
+            reconnect: Reconnect::Always,
+            probe_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// An edge option: applied to the tunnel's own edge, remembered as misplaced on a
+    /// connected one.
+    fn edge_option(
+        mut self,
+        method: &'static str,
+        set: impl FnOnce(EdgeBuilder) -> EdgeBuilder,
+    ) -> Self {
+        self.edge = match self.edge {
+            EdgeSource::Own(builder) => EdgeSource::Own(set(builder)),
+            EdgeSource::Shared { edge, misplaced } => EdgeSource::Shared {
+                edge,
+                misplaced: misplaced.or(Some(method)),
+            },
+        };
         self
     }
 
@@ -104,69 +154,82 @@ impl TunnelBuilder {
         self
     }
 
-    /// The ssh binary (else `MYTUNNEL_SSH_BIN`, the profile, `ssh`).
-    pub fn ssh_bin(mut self, path: impl Into<PathBuf>) -> Self {
-        self.edge.explicit.ssh_bin = Some(path.into());
-        self
-    }
-
-    /// The remote `mytunneld` (else `MYTUNNEL_REMOTE_BIN`, the profile, `mytunneld`).
-    pub fn remote_bin(mut self, path: impl Into<String>) -> Self {
-        self.edge.explicit.remote_bin = Some(path.into());
-        self
-    }
-
-    /// The base domain the URL is expected under (a check; the edge decides the host).
-    pub fn base_domain(mut self, domain: impl Into<String>) -> Self {
-        self.edge.explicit.base_domain = Some(domain.into());
-        self
-    }
-
-    /// One shared SSH connection for control commands, or one per command.
-    pub fn multiplexing(mut self, multiplexing: Multiplexing) -> Self {
-        self.edge.multiplexing = multiplexing;
-        self
-    }
-
-    /// A daemon setting passed to every remote ctl command (e.g. `("--db-path", "/x")`).
-    /// The SSH gate refuses these; they serve edges reached without the gate.
-    pub fn remote_override(mut self, flag: impl Into<String>, value: impl Into<String>) -> Self {
-        self.edge.remote_overrides.push((flag.into(), value.into()));
-        self
-    }
-
-    /// An extra `ssh -o` option for every ssh the tunnel runs (e.g. `Port=2222`).
-    pub fn ssh_option(mut self, option: impl Into<String>) -> Self {
-        self.edge.ssh_options.push(option.into());
-        self
-    }
-
-    /// The profile file (default `~/.config/mytunnel/config.toml`).
-    pub fn config_path(mut self, path: impl Into<PathBuf>) -> Self {
-        self.edge.config_path = Some(path.into());
-        self
-    }
-
-    /// The environment edge settings are read from (default: this process's).
-    pub fn environment(mut self, env: BTreeMap<String, String>) -> Self {
-        self.edge.environment = Some(env);
-        self
-    }
-
-    /// Talk to the edge through this transport instead of ssh (tests, in-process edges).
-    pub fn transport(mut self, transport: Arc<dyn Transport>) -> Self {
-        self.edge.transport = Some(transport);
-        self
-    }
-
     /// How long the local probe waits for the app (default 5s).
     pub fn probe_timeout(mut self, timeout: Duration) -> Self {
         self.probe_timeout = timeout;
         self
     }
 
-    /// Checks the options without contacting anything: port, name, the takeover rule.
-    pub fn validate(&self) -> Result<(Option<Slug>, AllocateRequest), TunnelError> {
+    /// Edge option ([`EdgeBuilder::edge`]): a profile name or an ssh destination.
+    pub fn edge(self, edge: impl Into<String>) -> Self {
+        let edge = edge.into();
+        self.edge_option("edge", |b| b.edge(edge))
+    }
+
+    /// Edge option ([`EdgeBuilder::ssh_bin`]): the ssh binary.
+    pub fn ssh_bin(self, path: impl Into<PathBuf>) -> Self {
+        let path = path.into();
+        self.edge_option("ssh_bin", |b| b.ssh_bin(path))
+    }
+
+    /// Edge option ([`EdgeBuilder::remote_bin`]): the remote `mytunneld`.
+    pub fn remote_bin(self, path: impl Into<String>) -> Self {
+        let path = path.into();
+        self.edge_option("remote_bin", |b| b.remote_bin(path))
+    }
+
+    /// Edge option ([`EdgeBuilder::base_domain`]): the base domain the URL is expected
+    /// under.
+    pub fn base_domain(self, domain: impl Into<String>) -> Self {
+        let domain = domain.into();
+        self.edge_option("base_domain", |b| b.base_domain(domain))
+    }
+
+    /// Edge option ([`EdgeBuilder::multiplexing`]): one shared SSH connection for
+    /// control commands, or one per command.
+    pub fn multiplexing(self, multiplexing: Multiplexing) -> Self {
+        self.edge_option("multiplexing", |b| b.multiplexing(multiplexing))
+    }
+
+    /// Edge option ([`EdgeBuilder::ssh_option`]): an extra `ssh -o` option.
+    pub fn ssh_option(self, option: impl Into<String>) -> Self {
+        let option = option.into();
+        self.edge_option("ssh_option", |b| b.ssh_option(option))
+    }
+
+    /// Edge option ([`EdgeBuilder::config_path`]): the profile file.
+    pub fn config_path(self, path: impl Into<PathBuf>) -> Self {
+        let path = path.into();
+        self.edge_option("config_path", |b| b.config_path(path))
+    }
+
+    /// Edge option, for tests: the environment edge settings are read from.
+    #[doc(hidden)]
+    pub fn environment(self, env: BTreeMap<String, String>) -> Self {
+        self.edge_option("environment", |b| b.environment(env))
+    }
+
+    /// Edge option, for tests: this transport instead of ssh.
+    #[doc(hidden)]
+    pub fn transport(self, transport: Arc<dyn Transport>) -> Self {
+        self.edge_option("transport", |b| b.transport(transport))
+    }
+
+    /// Edge option, for tests: a daemon setting passed to every remote ctl command.
+    #[doc(hidden)]
+    pub fn remote_override(self, flag: impl Into<String>, value: impl Into<String>) -> Self {
+        let (flag, value) = (flag.into(), value.into());
+        self.edge_option("remote_override", |b| b.remote_override(flag, value))
+    }
+
+    /// Checks the options without contacting anything: the port, the name, the takeover
+    /// rule and the edge options.
+    pub fn validate(&self) -> Result<(), TunnelError> {
+        self.request().map(drop)
+    }
+
+    /// The checked options: the name, and the allocation to ask for.
+    fn request(&self) -> Result<(Option<Slug>, AllocateRequest), TunnelError> {
         if self.local_port == 0 {
             return Err(TunnelError::InvalidOptions(
                 "http(0): the local port must be 1-65535".into(),
@@ -184,12 +247,20 @@ impl TunnelBuilder {
                     .into(),
             ));
         }
-        for (flag, _) in &self.edge.remote_overrides {
-            if !mytunnel_core::protocol::is_override_word(flag) {
+        match &self.edge {
+            EdgeSource::Own(builder) => builder.validate()?,
+            EdgeSource::Shared {
+                misplaced: Some(method),
+                ..
+            } => {
                 return Err(TunnelError::InvalidOptions(format!(
-                    "remote_override({flag:?}, ..): not a daemon setting"
-                )));
+                    ".{method}(..) sets how to reach the edge, and this tunnel opens on an \
+                     Edge already connected: call it on Edge::builder() instead"
+                )))
             }
+            EdgeSource::Shared {
+                misplaced: None, ..
+            } => {}
         }
         Ok((
             name.clone(),
@@ -202,51 +273,96 @@ impl TunnelBuilder {
         ))
     }
 
-    /// Resolves the edge (flag, environment, profile) without contacting it.
-    pub fn resolve_edge(&self) -> Result<ResolvedEdge, TunnelError> {
-        self.edge.resolve()
-    }
-
-    /// Replaces every edge setting at once (the CLI builds them from its flags).
-    pub fn with_edge_settings(mut self, settings: EdgeSettings) -> Self {
-        self.edge = settings;
-        self
-    }
-
-    /// The edge settings (shared with [`EdgeClient`](crate::EdgeClient)).
-    pub fn edge_settings(&self) -> &EdgeSettings {
-        &self.edge
-    }
-
-    /// Probes the local app, connects, allocates, opens the data plane, and hands the
-    /// tunnel to a supervisor. Nothing is allocated if the local app does not answer.
+    /// Probes the local app, allocates, opens the data plane, and hands the tunnel to a
+    /// supervisor. Nothing is allocated if the local app does not answer.
+    ///
+    /// From [`Tunnel::http`], the tunnel first resolves its edge (before the probe, so a
+    /// missing edge is a usage error), then connects it after the probe; the connection
+    /// ends with the tunnel. From [`Edge::http`], it opens on that edge's connection.
     pub async fn open(self) -> Result<TunnelHandle, TunnelError> {
-        let (name, request) = self.validate()?;
-        // Resolve before probing so a missing edge is a usage error, not a network one.
-        let resolved = match &self.edge.transport {
-            Some(_) => None,
-            None => Some(self.edge.resolve()?),
-        };
-        let (events_tx, first_events) = broadcast::channel(256);
+        let (name, request) = self.request()?;
+        let (events_tx, first_events) = broadcast::channel(EVENT_BUFFER);
         let emit = |event: TunnelEvent| {
             let _ = events_tx.send(event);
         };
-
-        if let ProbeOutcome::Suspicious { warning } =
-            probe_local(self.local_port, self.probe_timeout).await?
-        {
-            emit(TunnelEvent::ProbeWarning { message: warning });
+        let (edge, owned) = match self.edge {
+            EdgeSource::Own(builder) => {
+                // Resolve before probing so a missing edge is a usage error, not a
+                // network one.
+                if !builder.has_transport() {
+                    builder.resolve()?;
+                }
+                probe(self.local_port, self.probe_timeout, &emit).await?;
+                (builder.connect().await?, true)
+            }
+            EdgeSource::Shared { edge, .. } => {
+                if edge.hold().is_none() {
+                    return Err(TunnelError::EdgeClosed);
+                }
+                probe(self.local_port, self.probe_timeout, &emit).await?;
+                (edge, false)
+            }
+        };
+        let opening = Opening {
+            local_port: self.local_port,
+            name,
+            request,
+            reconnect: self.reconnect,
+            owned,
+        };
+        match opening.open(edge.clone(), events_tx, first_events).await {
+            Ok(handle) => Ok(handle),
+            Err(e) => {
+                if owned {
+                    edge.close().await;
+                }
+                Err(e)
+            }
         }
+    }
+}
 
-        let client = self.edge.connect().await?;
-        let transport = client.transport();
-        let edge = resolved;
+/// Probes the local app; an odd answer is a warning event.
+async fn probe(
+    local_port: u16,
+    timeout: Duration,
+    emit: &impl Fn(TunnelEvent),
+) -> Result<(), TunnelError> {
+    if let ProbeOutcome::Suspicious { warning } = probe_local(local_port, timeout).await? {
+        emit(TunnelEvent::ProbeWarning { message: warning });
+    }
+    Ok(())
+}
 
-        let lease = allocate(transport.as_ref(), &request)
+/// A tunnel being opened on a connected edge, after the probe.
+struct Opening {
+    local_port: u16,
+    name: Option<Slug>,
+    request: AllocateRequest,
+    reconnect: Reconnect,
+    /// The edge is the tunnel's own: it closes when the tunnel ends.
+    owned: bool,
+}
+
+impl Opening {
+    /// Allocates, opens the data plane and starts the supervisor.
+    async fn open(
+        self,
+        edge: Edge,
+        events_tx: broadcast::Sender<TunnelEvent>,
+        first_events: broadcast::Receiver<TunnelEvent>,
+    ) -> Result<TunnelHandle, TunnelError> {
+        let emit = |event: TunnelEvent| {
+            let _ = events_tx.send(event);
+        };
+        // Held from before the allocation: `Edge::close` waits for this tunnel too.
+        let closing = edge.hold().ok_or(TunnelError::EdgeClosed)?;
+        let transport = edge.transport_ref();
+        let lease = allocate(transport, &self.request)
             .await
             .map_err(TunnelError::Allocate)?;
         let url = format!("https://{}", lease.host);
-        if let Some(domain) = edge.as_ref().and_then(|e| e.base_domain.as_deref()) {
+        if let Some(domain) = edge.resolved().and_then(|e| e.base_domain.as_deref()) {
             if !lease.host.ends_with(&format!(".{domain}")) {
                 emit(TunnelEvent::ProbeWarning {
                     message: format!(
@@ -266,7 +382,7 @@ impl TunnelBuilder {
         let relay = match LocalRelay::start(self.local_port).await {
             Ok(relay) => relay,
             Err(e) => {
-                let _ = release(transport.as_ref(), &lease).await;
+                let _ = release(transport, &lease).await;
                 return Err(TunnelError::Forward(TransportError::Unreachable(format!(
                     "cannot listen on a loopback port for the tunnel: {e}"
                 ))));
@@ -293,7 +409,7 @@ impl TunnelBuilder {
                     tokio::time::sleep(delay).await;
                 }
                 Err(e) => {
-                    let _ = release(transport.as_ref(), &lease).await;
+                    let _ = release(transport, &lease).await;
                     return Err(TunnelError::Forward(e));
                 }
             }
@@ -304,22 +420,31 @@ impl TunnelBuilder {
 
         let (lease_tx, lease_rx) = watch::channel(lease.clone());
         let (stop_tx, stop_rx) = oneshot::channel();
+        let owned = self.owned.then(|| edge.clone());
         let supervisor = Supervisor {
-            transport,
+            edge,
             relay: Some(relay),
             reallocate: AllocateRequest {
                 // Keep the URL: a lost lease is allocated again under the same name.
-                name: name.or_else(|| lease.slug.parse().ok()),
+                name: self.name.or_else(|| lease.slug.parse().ok()),
                 takeover: Takeover::Refuse,
-                ..request
+                ..self.request
             },
             reconnect: self.reconnect,
             events: events_tx.clone(),
             lease_tx,
             lease,
             forward,
+            closing,
         };
-        let task = tokio::spawn(supervisor.run(stop_rx));
+        let task = tokio::spawn(async move {
+            let result = supervisor.run(stop_rx).await;
+            // The tunnel's own connection ends with it.
+            if let Some(edge) = owned {
+                edge.close().await;
+            }
+            result
+        });
         Ok(TunnelHandle {
             url,
             lease: lease_rx,
@@ -352,17 +477,38 @@ mod tests {
         assert!(invalid(&Tunnel::http(3000).name("Bad_Name")).contains("Bad_Name"));
         assert!(invalid(&Tunnel::http(3000).remote_override("--rm-rf", "x"))
             .starts_with("remote_override(\"--rm-rf\", ..)"));
-        let (name, request) = Tunnel::http(3000).name("Portal").validate().unwrap();
+        let (name, request) = Tunnel::http(3000).name("Portal").request().unwrap();
         assert_eq!(name.unwrap().as_str(), "portal");
         assert_eq!(request.local_port, Some(3000));
     }
 
+    #[derive(Debug)]
+    struct Nowhere;
+
+    #[async_trait::async_trait]
+    impl Transport for Nowhere {
+        async fn ctl(
+            &self,
+            _request: &mytunnel_core::protocol::CtlRequest,
+        ) -> Result<mytunnel_core::protocol::CtlResponse, TransportError> {
+            Err(TransportError::Unreachable("nowhere".into()))
+        }
+        async fn open_forward(
+            &self,
+            _spec: ForwardSpec,
+        ) -> Result<Box<dyn Forward>, TransportError> {
+            Err(TransportError::Unreachable("nowhere".into()))
+        }
+    }
+
     #[test]
     fn no_error_speaks_of_cli_flags() {
+        let edge = Edge::from_transport(Arc::new(Nowhere));
         let errors = [
             invalid(&Tunnel::http(0)),
             invalid(&Tunnel::http(3000).takeover(Takeover::Force)),
             invalid(&Tunnel::http(3000).remote_override("--rm-rf", "x")),
+            invalid(&edge.http(3000).ssh_bin("/x")),
         ];
         for error in errors {
             assert!(!error.contains(" --"), "{error}");
@@ -376,6 +522,7 @@ mod tests {
             TunnelError::Forward(TransportError::Malformed(String::new())),
             TunnelError::ForwardEnded(String::new()),
             TunnelError::Release(TransportError::Unreachable(String::new())),
+            TunnelError::EdgeClosed,
         ];
         for error in hints {
             let said = format!("{error} / {}", error.hint());
@@ -384,5 +531,23 @@ mod tests {
                 "{said}"
             );
         }
+    }
+
+    #[test]
+    fn edge_options_belong_on_the_edge_builder_for_a_connected_edge() {
+        let edge = Edge::from_transport(Arc::new(Nowhere));
+        assert!(edge.http(3000).name("api").validate().is_ok());
+        let said = invalid(&edge.http(3000).name("api").ssh_option("Port=22").edge("x"));
+        assert!(
+            said.starts_with(".ssh_option(..) sets how to reach the edge")
+                && said.contains("Edge::builder()"),
+            "{said}"
+        );
+        // From `Tunnel::http`, the same options configure the tunnel's own edge.
+        assert!(Tunnel::http(3000)
+            .ssh_option("Port=22")
+            .edge("x")
+            .validate()
+            .is_ok());
     }
 }

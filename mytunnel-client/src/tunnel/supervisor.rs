@@ -92,8 +92,10 @@ pub(super) enum Next {
     ForwardEnded(String),
 }
 
+/// The fields drop in order: `closing` last, so that when [`Edge::close`] sees every
+/// receiver gone, this tunnel's clone of the edge is gone too.
 pub(super) struct Supervisor {
-    pub(super) transport: Arc<dyn Transport>,
+    pub(super) edge: Edge,
     /// Where the forward connects; `None` once closed.
     pub(super) relay: Option<LocalRelay>,
     pub(super) reallocate: AllocateRequest,
@@ -102,9 +104,23 @@ pub(super) struct Supervisor {
     pub(super) lease_tx: watch::Sender<LeaseDto>,
     pub(super) lease: LeaseDto,
     pub(super) forward: Box<dyn Forward>,
+    /// Says when [`Edge::close`] began: the tunnel stops as if its handle asked.
+    pub(super) closing: watch::Receiver<bool>,
+}
+
+/// Resolves once `Edge::close` began (never, should the edge's sender be gone: it lives
+/// as long as the supervisor's own clone of the edge).
+async fn edge_closing(closing: &mut watch::Receiver<bool>) {
+    if closing.wait_for(|closing| *closing).await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }
 
 impl Supervisor {
+    fn transport(&self) -> &dyn Transport {
+        self.edge.transport_ref()
+    }
+
     fn emit(&self, event: TunnelEvent) {
         tracing::debug!(%event, "tunnel event");
         let _ = self.events.send(event);
@@ -122,6 +138,7 @@ impl Supervisor {
         loop {
             let next = tokio::select! {
                 _ = &mut stop => Next::Stop,
+                () = edge_closing(&mut self.closing) => Next::Stop,
                 _ = heartbeat.tick() => Next::Heartbeat,
                 end = self.forward.ended() => Next::ForwardEnded(end.reason),
             };
@@ -135,7 +152,7 @@ impl Supervisor {
                 Next::ForwardEnded(reason) => {
                     if self.reconnect == Reconnect::Never {
                         self.close_relay().await;
-                        let _ = release(self.transport.as_ref(), &self.lease).await;
+                        let _ = release(self.transport(), &self.lease).await;
                         self.emit(TunnelEvent::Released {
                             lease_id: self.lease.lease_id.clone(),
                         });
@@ -153,7 +170,7 @@ impl Supervisor {
     /// One heartbeat; re-allocates a lost lease.
     async fn heartbeat(&mut self) -> Beat {
         let beat = calls::Heartbeat(self.lease.lease_id.clone());
-        match call(self.transport.as_ref(), beat).await {
+        match call(self.transport(), beat).await {
             Ok(lease) => {
                 self.emit(TunnelEvent::Renewed {
                     expires_at: lease.expires_at,
@@ -203,9 +220,9 @@ impl Supervisor {
     /// admin's takeover). Only an expiry takes the name again; when the list cannot be
     /// had, the tunnel keeps trying as for an expiry.
     async fn why_gone(&mut self) -> Gone {
-        let transport = Arc::clone(&self.transport);
+        let edge = self.edge.clone();
         let id = self.lease.lease_id.clone();
-        why_gone(transport.as_ref(), &id).await
+        why_gone(edge.transport_ref(), &id).await
     }
 
     /// The end of a tunnel whose lease was ended on purpose: said as an event, then as
@@ -228,7 +245,7 @@ impl Supervisor {
 
     /// Allocates the name again and reopens the data plane to the new lease.
     async fn reacquire(&mut self) -> Result<(), Reacquire> {
-        let lease = match allocate(self.transport.as_ref(), &self.reallocate).await {
+        let lease = match allocate(self.transport(), &self.reallocate).await {
             Ok(lease) => lease,
             // Another lease holds the name now: the URL is gone for good.
             Err(TransportError::Refused(e)) if e.code == ErrorCode::SlugTaken => {
@@ -250,7 +267,7 @@ impl Supervisor {
 
     async fn open_forward(&mut self) -> Result<(), TransportError> {
         let forward = self
-            .transport
+            .transport()
             .open_forward(ForwardSpec {
                 edge_bind: self.lease.bind_target(),
                 local_port: self.relay.as_ref().map_or(0, LocalRelay::port),
@@ -279,13 +296,17 @@ impl Supervisor {
                 delay,
                 reason: reason.clone(),
             });
-            tokio::select! {
-                _ = &mut *stop => return Some(self.shutdown().await),
-                () = tokio::time::sleep(delay) => {}
+            let stopping = tokio::select! {
+                _ = &mut *stop => true,
+                () = edge_closing(&mut self.closing) => true,
+                () = tokio::time::sleep(delay) => false,
+            };
+            if stopping {
+                return Some(self.shutdown().await);
             }
             // The lease may have expired while the data plane was down.
             let check = calls::Heartbeat(self.lease.lease_id.clone());
-            match call(self.transport.as_ref(), check).await {
+            match call(self.transport(), check).await {
                 Ok(lease) => self.set_lease(lease),
                 Err(TransportError::Refused(e))
                     if matches!(e.code, ErrorCode::LeaseNotFound | ErrorCode::LeaseNotActive) =>
@@ -331,7 +352,7 @@ impl Supervisor {
     async fn shutdown(&mut self) -> Result<(), TunnelError> {
         self.forward.stop().await;
         self.close_relay().await;
-        release(self.transport.as_ref(), &self.lease)
+        release(self.transport(), &self.lease)
             .await
             .map_err(TunnelError::Release)?;
         self.emit(TunnelEvent::Released {
