@@ -1,6 +1,8 @@
 //! Shared pieces of the examples in `examples/examples/`, kept here so tests run them.
 #![warn(missing_docs)]
 
+pub mod snippets;
+
 use std::sync::Arc;
 use std::time::Duration;
 

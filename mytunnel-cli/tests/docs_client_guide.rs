@@ -74,20 +74,25 @@ fn the_client_guide_runs_as_written() {
     assert_eq!(runner.ran.len(), commands.len());
 }
 
-/// docs/sdk.md shows the examples of the `examples/` crate (compiled and linted with the
-/// workspace) as they are: a whole example file, or lines of `examples/src/lib.rs` in
-/// their order.
+/// docs/sdk.md shows only code of the `examples/` crate (compiled and linted with the
+/// workspace), as it is: every Rust block is a whole example file, or consecutive lines
+/// of a file of `examples/src/`. Both shapes (the one-liner and one edge with many
+/// tunnels) and the events example are among the whole files.
 #[test]
 fn the_sdk_guide_shows_the_compiled_examples() {
     let page = include_str!("../../docs/sdk.md");
     let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(examples.join("examples")).unwrap() {
-        let path = entry.unwrap().path();
-        files.push(std::fs::read_to_string(&path).unwrap());
-    }
-    let lib = std::fs::read_to_string(examples.join("src/lib.rs")).unwrap();
-    let lib_lines: Vec<&str> = lib.lines().map(str::trim).collect();
+    let read_dir = |dir: &str| -> Vec<(String, String)> {
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir(examples.join(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            files.push((name, std::fs::read_to_string(&path).unwrap()));
+        }
+        files
+    };
+    let files = read_dir("examples");
+    let sources = read_dir("src");
 
     let mut blocks = Vec::new();
     let mut current: Option<String> = None;
@@ -102,26 +107,29 @@ fn the_sdk_guide_shows_the_compiled_examples() {
             (None, _) => {}
         }
     }
-    let mut whole = 0;
+    let mut shown = Vec::new();
     for block in &blocks {
         if block.starts_with("//!") {
-            assert!(
-                files.contains(block),
-                "docs/sdk.md shows an example that is not a file of examples/examples/ as it is:\n{block}"
-            );
-            whole += 1;
-        } else if block.starts_with("let ") {
+            let file = files.iter().find(|(_, text)| text == block);
+            let Some((name, _)) = file else {
+                panic!("docs/sdk.md shows an example that is not a file of examples/examples/ as it is:\n{block}");
+            };
+            shown.push(name.as_str());
+        } else {
             let lines: Vec<&str> = block.lines().map(str::trim).collect();
             assert!(
-                lib_lines
-                    .windows(lines.len())
-                    .any(|w| w == lines.as_slice()),
-                "docs/sdk.md shows lines that are not in examples/src/lib.rs:\n{block}"
+                sources.iter().any(|(_, text)| {
+                    let source: Vec<&str> = text.lines().map(str::trim).collect();
+                    source.windows(lines.len()).any(|w| w == lines.as_slice())
+                }),
+                "docs/sdk.md shows lines that are not in a file of examples/src/:\n{block}"
             );
         }
     }
-    assert!(
-        whole >= 2,
-        "docs/sdk.md should show the expose and events examples"
-    );
+    for example in ["expose.rs", "edge.rs", "events.rs"] {
+        assert!(
+            shown.contains(&example),
+            "docs/sdk.md should show examples/examples/{example}: it shows {shown:?}"
+        );
+    }
 }
