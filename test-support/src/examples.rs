@@ -25,8 +25,21 @@ pub fn example_binary(package: &str, name: &str) -> Result<PathBuf, String> {
     String::from_utf8_lossy(&output.stdout)
         .lines()
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .filter(|message| message["reason"] == "compiler-artifact")
-        .filter(|message| message["target"]["name"] == name)
-        .find_map(|message| message["executable"].as_str().map(PathBuf::from))
+        .filter(|message| {
+            message
+                .get("reason")
+                .is_some_and(|r| r == "compiler-artifact")
+        })
+        .filter(|message| {
+            message
+                .pointer("/target/name")
+                .is_some_and(|target| target == name)
+        })
+        .find_map(|message| {
+            message
+                .get("executable")
+                .and_then(serde_json::Value::as_str)
+                .map(PathBuf::from)
+        })
         .ok_or_else(|| format!("cargo built no executable for the example {name}"))
 }
