@@ -41,10 +41,13 @@ impl FakeSsh {
         self.dir.path().join("ssh")
     }
 
+    /// Every call but `ssh -G`: the transport asks it what the user's configuration says
+    /// (for its cipher choice, on CPUs with AES instructions), and it connects nowhere.
     fn calls(&self) -> Vec<String> {
         std::fs::read_to_string(self.dir.path().join("calls"))
             .unwrap_or_default()
             .lines()
+            .filter(|call| !call.starts_with("-G\t"))
             .map(str::to_owned)
             .collect()
     }
