@@ -24,7 +24,7 @@ use crate::tunnel::TunnelBuilder;
 pub(crate) struct EdgeSettings {
     /// Given explicitly (`.edge`, `.ssh_bin`, `.remote_bin`, `.base_domain`).
     pub(crate) explicit: ExplicitEdge,
-    /// One shared SSH connection for control commands, or one per command.
+    /// One SSH connection for everything, or one ssh per command and per tunnel.
     pub(crate) multiplexing: Multiplexing,
     /// Daemon settings passed to every remote ctl command (refused by the gate).
     pub(crate) remote_overrides: Vec<(String, String)>,
@@ -73,7 +73,8 @@ impl EdgeBuilder {
         self
     }
 
-    /// One shared SSH connection for control commands, or one per command.
+    /// One SSH connection for every control command and forward (the default), or one
+    /// ssh per command and per tunnel (for ssh clients without multiplexing).
     pub fn multiplexing(mut self, multiplexing: Multiplexing) -> Self {
         self.settings.multiplexing = multiplexing;
         self

@@ -36,15 +36,16 @@
 //! takeover, reconnect); the builder of [`Tunnel::http`] takes both. `open()`:
 //!
 //! 1. probes `http://127.0.0.1:<port>/` — if nothing answers, nothing is allocated;
-//! 2. connects to the edge (the one-line form only), and allocates a lease on it
-//!    (`mytunneld ctl allocate`);
-//! 3. opens the data plane (`ssh -N -R`), and returns once it is up.
+//! 2. connects to the edge (the one-line form only: one SSH connection), and allocates a
+//!    lease over it (`mytunneld ctl allocate`);
+//! 3. requests the lease's forward over the same connection (with
+//!    [`Multiplexing::PerCommand`], its own `ssh -N -R`), and returns once it is up.
 //!
-//! A supervisor then heartbeats every max(TTL/3, 10s), reconnects with jittered backoff
-//! when ssh exits, allocates the same name again if the edge lost the lease, and reports
+//! A supervisor then heartbeats every max(TTL/3, 10s), requests the forward again with
+//! jittered backoff when it ends, allocates the same name again if the edge lost the lease, and reports
 //! every change as a [`TunnelEvent`] on the tunnel's [`TunnelEvents`].
-//! [`TunnelHandle::close`] (or dropping the handle, which never blocks) stops ssh and
-//! releases the lease; the edge and its other tunnels keep running.
+//! [`TunnelHandle::close`] (or dropping the handle, which never blocks) stops the forward
+//! and releases the lease; the edge and its other tunnels keep running.
 //!
 //! Errors are one enum, [`TunnelError`], with a variant per stage and a
 //! [`hint`](TunnelError::hint) for people, in terms of SDK calls.

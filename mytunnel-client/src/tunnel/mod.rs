@@ -185,8 +185,8 @@ impl TunnelBuilder {
         self.edge_option("base_domain", |b| b.base_domain(domain))
     }
 
-    /// Edge option ([`EdgeBuilder::multiplexing`]): one shared SSH connection for
-    /// control commands, or one per command.
+    /// Edge option ([`EdgeBuilder::multiplexing`]): one SSH connection for everything,
+    /// or one ssh per command and per tunnel.
     pub fn multiplexing(self, multiplexing: Multiplexing) -> Self {
         self.edge_option("multiplexing", |b| b.multiplexing(multiplexing))
     }
