@@ -20,7 +20,7 @@ mod e2e_support;
 use std::process::Stdio;
 use std::time::Duration;
 
-use e2e_support::{code, eventually, App, Stack, LEASE_TTL_SECS};
+use e2e_support::{code, eventually, App, RouteMode, Stack, StackOptions, LEASE_TTL_SECS};
 use mytunnel_core::protocol::OVERRIDE_FLAGS;
 use nix::sys::signal::Signal;
 use serde_json::Value;
@@ -411,6 +411,131 @@ fn kill_9_of_a_client_leaves_no_ssh_and_its_url_stops_serving() {
                 .is_none_or(|(status, body)| status != 200 || body != "crash me")),
             "{shape:?}: {} still serves the killed client's app",
             alice.host()
+        );
+    }
+}
+
+/// One SDK `Edge` with three tunnels holds one SSH connection; kill it and all three
+/// URLs serve again, under the same names, within 5 s.
+#[test]
+fn three_tunnels_on_one_connection_all_come_back_when_it_is_killed() {
+    let stack = Stack::new();
+    let apps = [App::start("one"), App::start("two"), App::start("three")];
+    let ports: Vec<u16> = apps.iter().map(App::port).collect();
+    let edge = stack.sdk_edge("alice", &ports);
+    for (host, body) in edge.hosts.iter().zip(["one", "two", "three"]) {
+        stack.assert_serves(host, body, SERVE);
+    }
+    let ssh = edge.ssh_children();
+    assert_eq!(
+        ssh.len(),
+        1,
+        "one SSH connection for three tunnels: {ssh:?}"
+    );
+    let sshd_connections = stack.sshd_connections_of("alice");
+    assert_eq!(sshd_connections, 1, "sshd sees one connection of alice");
+
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(ssh[0]), Signal::SIGKILL).unwrap();
+    let killed = std::time::Instant::now();
+    for (host, body) in edge.hosts.iter().zip(["one", "two", "three"]) {
+        let left = Duration::from_secs(5).saturating_sub(killed.elapsed());
+        assert!(
+            eventually(left, || stack
+                .get(host)
+                .is_some_and(|(status, b)| status == 200 && b == body)),
+            "{host} did not serve again within 5 s; program stderr: {}",
+            edge.stderr()
+        );
+    }
+    let again = edge.ssh_children();
+    assert!(again.len() == 1 && again[0] != ssh[0], "{again:?}");
+}
+
+/// Closing one tunnel of an `Edge` ends the connections Caddy pooled to it — a released
+/// name never reaches its app again — while the edge's other tunnel serves on, on the
+/// same SSH connection.
+#[test]
+fn closing_one_tunnel_of_an_edge_ends_its_connections_and_spares_the_others() {
+    // `static` mode: Caddy dials the name's host link, so a connection it pooled for the
+    // name would be reused for the name's next lease.
+    let stack = Stack::with(StackOptions {
+        route_mode: RouteMode::Static,
+        ..StackOptions::default()
+    });
+    let closed_app = App::start("closed one");
+    let kept_app = App::start("kept one");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut builder = mytunnel_client::Edge::builder()
+        .edge("alice@127.0.0.1")
+        .environment(
+            [("HOME".to_owned(), stack.path("home").display().to_string())]
+                .into_iter()
+                .collect(),
+        );
+    for option in stack.ssh_options("alice") {
+        builder = builder.ssh_option(option);
+    }
+    let edge = runtime.block_on(builder.connect()).unwrap();
+    let closed = runtime
+        .block_on(edge.http(closed_app.port()).open())
+        .unwrap();
+    let kept = runtime.block_on(edge.http(kept_app.port()).open()).unwrap();
+    let closed_host = closed.url().strip_prefix("https://").unwrap().to_owned();
+    let kept_host = kept.url().strip_prefix("https://").unwrap().to_owned();
+    stack.assert_serves(&closed_host, "closed one", SERVE);
+    stack.assert_serves(&kept_host, "kept one", SERVE);
+    // Caddy now holds idle upstream connections to the closed tunnel's socket.
+    for _ in 0..20 {
+        assert_eq!(
+            stack.get(&closed_host),
+            Some((200, "closed one".to_owned()))
+        );
+    }
+    assert_eq!(stack.sshd_connections_of("alice"), 1);
+
+    runtime.block_on(closed.close()).unwrap();
+    let answers: Vec<Option<(u16, String)>> = (0..20).map(|_| stack.get(&closed_host)).collect();
+    assert!(
+        answers
+            .iter()
+            .all(|a| a.as_ref().is_none_or(|(_, body)| body != "closed one")),
+        "the released name still reached its app: {answers:?}"
+    );
+    stack.assert_serves(&kept_host, "kept one", SERVE);
+    assert_eq!(
+        stack.sshd_connections_of("alice"),
+        1,
+        "the other tunnel kept its connection"
+    );
+    runtime.block_on(edge.close());
+}
+
+/// A process embedding the SDK that aborts takes its tunnels with it: within 2 s no ssh
+/// it started remains and its URLs stop serving.
+#[test]
+fn an_sdk_process_that_aborts_leaves_no_ssh_and_no_tunnel() {
+    let stack = Stack::new();
+    let apps = [App::start("sdk one"), App::start("sdk two")];
+    let ports: Vec<u16> = apps.iter().map(App::port).collect();
+    let edge = stack.sdk_edge("alice", &ports);
+    for (host, body) in edge.hosts.iter().zip(["sdk one", "sdk two"]) {
+        stack.assert_serves(host, body, SERVE);
+    }
+    let ssh = edge.ssh_children();
+    assert!(!ssh.is_empty());
+
+    edge.signal(Signal::SIGABRT);
+    let gone = eventually(Duration::from_secs(2), || {
+        ssh.iter()
+            .all(|pid| !mytunnel_test_support::process::running(*pid))
+    });
+    assert!(gone, "ssh outlived the aborted program by 2 s");
+    for (host, body) in edge.hosts.iter().zip(["sdk one", "sdk two"]) {
+        assert!(
+            eventually(Duration::from_secs(2), || stack
+                .get(host)
+                .is_none_or(|(status, b)| status != 200 || b != body)),
+            "{host} still serves the aborted program's app"
         );
     }
 }

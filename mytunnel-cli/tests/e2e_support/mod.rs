@@ -24,8 +24,8 @@ use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use mytunnel_test_support::{
-    children_of, client_command, cmdline, copy_executable, generate_key, kill_all, pids, signal,
-    stdout_json, Below, LoopbackServer, RealCaddy, ServeProcess, Sshd,
+    children_of, client_command, cmdline, copy_executable, example_binary, generate_key, kill_all,
+    pids, signal, stdout_json, Below, LoopbackServer, RealCaddy, ServeProcess, Sshd,
 };
 use serde_json::Value;
 
@@ -391,6 +391,45 @@ impl Client {
     }
 }
 
+/// A process embedding the SDK: the `edge` example, one `Edge` (one SSH connection)
+/// with a tunnel per port.
+pub struct SdkEdge {
+    child: Child,
+    stderr: PathBuf,
+    /// Each tunnel's host, in the order of the ports.
+    pub hosts: Vec<String>,
+}
+
+impl SdkEdge {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// Every ssh process this program started that is still running.
+    pub fn ssh_children(&self) -> Vec<i32> {
+        children_of(i32::try_from(self.pid()).unwrap())
+            .into_iter()
+            .filter(|pid| cmdline(*pid).first().is_some_and(|a| a.ends_with("ssh")))
+            .collect()
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        signal(self.pid(), sig).unwrap();
+    }
+}
+
+impl Drop for SdkEdge {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            kill_all(&mut self.child, Below::Children);
+        }
+    }
+}
+
 impl Drop for Client {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
@@ -646,6 +685,66 @@ impl Stack {
         self.await_opened(client)
     }
 
+    /// Runs the SDK's `edge` example as `user`'s program: one `Edge` to this stack with a
+    /// tunnel per port; returns once every tunnel printed its URL. The edge comes from
+    /// `MYTUNNEL_EDGE`, and this stack's ssh options from a wrapper given as
+    /// `MYTUNNEL_SSH_BIN`, as a user's `~/.ssh/config` would give them.
+    pub fn sdk_edge(&self, user: &str, ports: &[u16]) -> SdkEdge {
+        let example = example_binary("mytunnel-examples", "edge").unwrap();
+        let wrapper = self.path(&format!("ssh-{user}"));
+        let options: Vec<String> = self
+            .ssh_options(user)
+            .iter()
+            .map(|o| format!("-o '{o}'"))
+            .collect();
+        std::fs::write(
+            &wrapper,
+            format!("#!/bin/sh\nexec ssh {} \"$@\"\n", options.join(" ")),
+        )
+        .unwrap();
+        set_mode(&wrapper, 0o755);
+        let n = self.client_count.get() + 1;
+        self.client_count.set(n);
+        let stderr = self.path(&format!("sdk-{n}-{user}.stderr"));
+        let mut child = Command::new(example)
+            .args(ports.iter().map(u16::to_string))
+            .env("MYTUNNEL_EDGE", format!("{user}@127.0.0.1"))
+            .env("MYTUNNEL_SSH_BIN", &wrapper)
+            .env("HOME", self.path("home"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut edge = SdkEdge {
+            child,
+            stderr,
+            hosts: Vec::new(),
+        };
+        for _ in ports {
+            let line = lines
+                .recv_timeout(Duration::from_secs(30))
+                .unwrap_or_else(|_| panic!("no URL line; stderr: {}", edge.stderr()));
+            // `https://<host> → http://127.0.0.1:<port>`
+            let host = line
+                .split_whitespace()
+                .next()
+                .and_then(|url| url.strip_prefix("https://"))
+                .unwrap_or_else(|| panic!("line {line:?}"));
+            edge.hosts.push(host.to_owned());
+        }
+        edge
+    }
+
     /// Starts `mytunnel http <port> <args>` without waiting.
     pub fn spawn_http(&self, user: &str, port: u16, args: &[&str]) -> Client {
         let n = self.client_count.get() + 1;
@@ -870,6 +969,20 @@ impl Stack {
 
     pub fn serve_log(&self) -> String {
         std::fs::read_to_string(self.path("serve.log")).unwrap_or_default()
+    }
+
+    /// How many SSH connections of `user` this stack's sshd holds: its per-connection
+    /// processes (`sshd: <user> [priv]`, children of the listener).
+    pub fn sshd_connections_of(&self, user: &str) -> usize {
+        let prefix = format!("sshd: {user} ");
+        children_of(i32::try_from(self.sshd.pid()).unwrap())
+            .into_iter()
+            .filter(|pid| {
+                cmdline(*pid)
+                    .first()
+                    .is_some_and(|a| a.starts_with(&prefix))
+            })
+            .count()
     }
 
     /// The `ssh` processes running with `user`'s key of this stack (masters, forwards).
