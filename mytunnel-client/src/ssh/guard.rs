@@ -96,3 +96,132 @@ where
     command.args(args).stdin(Stdio::piped()).kill_on_drop(true);
     command
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    /// Whether `pid` runs (exists and is not a zombie).
+    fn running(pid: u32) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+            !stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.trim_start().chars().next())
+                .is_some_and(|state| matches!(state, 'Z' | 'X'))
+        })
+    }
+
+    /// Polls `check` every 10 ms for at most `limit`.
+    fn within(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if check() {
+                return true;
+            }
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The pid of the first child of `parent` (from `/proc`).
+    fn child_of(parent: u32) -> Option<u32> {
+        std::fs::read_dir("/proc")
+            .ok()?
+            .filter_map(Result::ok)
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .find(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+                    stat.rsplit_once(')')
+                        .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                        .is_some_and(|ppid| ppid == parent.to_string())
+                })
+            })
+    }
+
+    #[tokio::test]
+    async fn the_watchdog_ends_ssh_when_the_owners_pipe_closes() {
+        // `sleep` stands in for ssh: the watchdog runs "$0" "$@".
+        let mut command = guarded_ssh(&ParentDeath::Watchdog, Path::new("sleep"), ["1000"]);
+        command.stdout(Stdio::null()).stderr(Stdio::null());
+        let mut watchdog = command.spawn().unwrap();
+        let watchdog_pid = watchdog.id().unwrap();
+        let mut sleeper = None;
+        assert!(within(Duration::from_secs(5), || {
+            sleeper = child_of(watchdog_pid).filter(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                    .is_ok_and(|comm| comm.trim() == "sleep")
+            });
+            sleeper.is_some()
+        }));
+        let sleeper = sleeper.unwrap();
+        // The owner's end of the pipe closes, as when the owner dies however it dies.
+        drop(watchdog.stdin.take());
+        assert!(
+            within(Duration::from_secs(2), || !running(sleeper)),
+            "the stand-in for ssh survived its owner's pipe"
+        );
+        let status = tokio::time::timeout(Duration::from_secs(5), watchdog.wait())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!status.success(), "{status}");
+    }
+
+    #[tokio::test]
+    async fn the_watchdog_exits_with_ssh_s_status() {
+        let mut command = guarded_ssh(&ParentDeath::Watchdog, Path::new("sh"), ["-c", "exit 7"]);
+        command.stdout(Stdio::null()).stderr(Stdio::null());
+        let mut watchdog = command.spawn().unwrap();
+        let _stdin = watchdog.stdin.take();
+        let status = tokio::time::timeout(Duration::from_secs(5), watchdog.wait())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(status.code(), Some(7));
+    }
+
+    #[test]
+    fn setpriv_kills_ssh_when_the_thread_that_started_it_ends() {
+        let ParentDeath::Signal(setpriv) = ParentDeath::detect() else {
+            // No setpriv here: the watchdog tests cover this machine's guard.
+            assert!(!Path::new("/usr/bin/setpriv").is_file());
+            return;
+        };
+        // A thread with its own runtime starts the stand-in and ends without stopping it
+        // (as a killed process would): the kernel's parent-death signal must end it.
+        let pid = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let mut command = guarded_ssh(
+                    &ParentDeath::Signal(setpriv),
+                    Path::new("/bin/sleep"),
+                    ["1000"],
+                );
+                command.stdout(Stdio::null()).stderr(Stdio::null());
+                let child = command.spawn().unwrap();
+                let pid = child.id().unwrap();
+                // setpriv has asked for the signal once it has become `sleep`.
+                assert!(within(Duration::from_secs(5), || {
+                    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                        .is_ok_and(|comm| comm.trim() == "sleep")
+                }));
+                // Not dropped (dropping would kill it): the guard alone must.
+                std::mem::forget(child);
+                pid
+            })
+        })
+        .join()
+        .unwrap();
+        assert!(
+            within(Duration::from_secs(2), || !running(pid)),
+            "the stand-in for ssh outlived the thread that started it"
+        );
+    }
+}
