@@ -510,18 +510,24 @@ impl LeaseService {
                 continue;
             }
             match stray.state {
-                sockets::SocketState::Bound => {
+                // A stale socket may still have connections open on it (a forward
+                // cancelled while they stayed): ending them is the same call.
+                sockets::SocketState::Bound | sockets::SocketState::Stale => {
+                    if stray.state == sockets::SocketState::Stale {
+                        report.strays_stale += 1;
+                    }
                     match self
                         .tunnel_ends
                         .end_socket(&stray.path, stray.owner_uid)
                         .await
                     {
-                        TunnelEnd::Ended { .. } => report.strays_ended.push(stray.path),
+                        TunnelEnd::Ended { .. } | TunnelEnd::EndedOwnersConnections { .. } => {
+                            report.strays_ended.push(stray.path)
+                        }
                         TunnelEnd::Refused(why) => report.stray_errors.push(why),
                         TunnelEnd::NotASocket | TunnelEnd::NothingListens => {}
                     }
                 }
-                sockets::SocketState::Stale => report.strays_stale += 1,
                 sockets::SocketState::Absent | sockets::SocketState::Unknown => {}
             }
         }

@@ -16,6 +16,14 @@
 //! Every channel of that connection closes, Caddy's pooled connections with them. With
 //! one SSH connection per client that also drops the owner's other tunnels on it for one
 //! reconnect. The probe connection itself reaches the owner's app as an empty connection.
+//!
+//! A tenant can also cancel the forward before the lease ends (`ssh -O cancel`): nothing
+//! listens any more, but the connections sshd accepted stay open, and Caddy keeps using
+//! them for the name. So when nothing listens, `serve` looks for connections still open
+//! on the lease's socket (`/proc/net/unix` names an accepted socket by the path it was
+//! accepted on) and, unless they close within a moment (a client closing its tunnel
+//! closes them just before it releases), ends every sshd connection process of the
+//! owner: which one holds them the kernel does not say without ptrace.
 
 use std::fmt;
 use std::path::Path;
@@ -47,6 +55,9 @@ pub trait TunnelEnds: Send + Sync + fmt::Debug {
             TunnelEnd::Ended { pid } => {
                 tracing::info!(lease = %lease.id, owner = %lease.owner, pid, "ended the ssh connection of an ended lease");
             }
+            TunnelEnd::EndedOwnersConnections { pids } => {
+                tracing::warn!(lease = %lease.id, owner = %lease.owner, ?pids, "connections to an ended lease's socket outlived its listener: ended every ssh connection of its owner");
+            }
             TunnelEnd::Refused(why) => {
                 tracing::warn!(lease = %lease.id, owner = %lease.owner, %why, "the ssh connection of an ended lease still runs");
             }
@@ -71,6 +82,12 @@ pub enum TunnelEnd {
         /// The sshd session process that was signalled.
         pid: i32,
     },
+    /// Nothing listened, but connections stayed open on the socket: every sshd connection
+    /// of the owner was ended.
+    EndedOwnersConnections {
+        /// The sshd session processes that were signalled.
+        pids: Vec<i32>,
+    },
     /// Something listens but was not ended; why.
     Refused(String),
 }
@@ -81,6 +98,11 @@ impl fmt::Display for TunnelEnd {
             TunnelEnd::NotASocket => f.write_str("the lease binds a port: nothing to end"),
             TunnelEnd::NothingListens => f.write_str("nothing listens on its socket"),
             TunnelEnd::Ended { pid } => write!(f, "ended its ssh connection (sshd pid {pid})"),
+            TunnelEnd::EndedOwnersConnections { pids } => write!(
+                f,
+                "connections outlived its listener: ended the owner's ssh connections \
+                 (sshd pids {pids:?})"
+            ),
             TunnelEnd::Refused(why) => write!(f, "could not end its ssh connection: {why}"),
         }
     }
@@ -123,6 +145,13 @@ impl TunnelEnds for SshListenerEnds {
 /// explains: the listener's pid from `SO_PEERCRED`, checked, signalled, and waited for
 /// (at most `grace` after `SIGTERM`, then `grace` after `SIGKILL`).
 pub async fn end_listener(socket: &Path, owner_uid: u32, grace: Duration) -> TunnelEnd {
+    match end_the_listener(socket, owner_uid, grace).await {
+        TunnelEnd::NothingListens => end_open_connections(socket, owner_uid, grace).await,
+        other => other,
+    }
+}
+
+async fn end_the_listener(socket: &Path, owner_uid: u32, grace: Duration) -> TunnelEnd {
     if socket_state_at(socket) != SocketState::Bound {
         return TunnelEnd::NothingListens;
     }
@@ -173,6 +202,103 @@ pub async fn end_listener(socket: &Path, owner_uid: u32, grace: Duration) -> Tun
         }
     }
     TunnelEnd::Refused(format!("sshd pid {pid} still listens on {shown}"))
+}
+
+/// How long connections that outlived their listener get to close by themselves, in
+/// `grace`s: a client that closes its tunnel closes them just before it releases.
+const DRAIN_GRACES: u32 = 4;
+
+/// Nothing listens on `socket`: ends the owner's connections if sshd still holds
+/// connections accepted on it (see the module).
+async fn end_open_connections(socket: &Path, owner_uid: u32, grace: Duration) -> TunnelEnd {
+    if open_connections_at(socket) == 0 || drained(socket, grace * DRAIN_GRACES).await {
+        return TunnelEnd::NothingListens;
+    }
+    let pids = sshd_processes_of(owner_uid);
+    if pids.is_empty() {
+        return TunnelEnd::Refused(format!(
+            "connections to {} stay open, but uid {owner_uid} has no sshd process",
+            socket.display()
+        ));
+    }
+    for signal in [Signal::SIGTERM, Signal::SIGKILL] {
+        for pid in &pids {
+            if check_is_sshd(*pid, owner_uid).is_err() {
+                continue;
+            }
+            match nix::sys::signal::kill(Pid::from_raw(*pid), signal) {
+                Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
+                Err(e) => return TunnelEnd::Refused(format!("cannot signal sshd pid {pid}: {e}")),
+            }
+        }
+        if drained(socket, grace).await {
+            return TunnelEnd::EndedOwnersConnections { pids };
+        }
+    }
+    TunnelEnd::Refused(format!(
+        "connections to {} stay open after its owner's sshd processes were ended",
+        socket.display()
+    ))
+}
+
+/// Waits up to `limit` until no connection is open on `socket`.
+async fn drained(socket: &Path, limit: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if open_connections_at(socket) == 0 {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// How many connections are open on the unix socket at `socket`: the accepted ends, which
+/// `/proc/net/unix` lists under the path they were accepted on (as the listener spelled
+/// it at `bind`; compared after resolving both). Zero when the table cannot be read.
+pub fn open_connections_at(socket: &Path) -> usize {
+    let Ok(table) = std::fs::read_to_string("/proc/net/unix") else {
+        return 0;
+    };
+    let resolved = std::fs::canonicalize(socket).ok();
+    connected_paths(&table)
+        .filter(|path| {
+            let path = Path::new(path);
+            path == socket
+                || (path.file_name() == socket.file_name()
+                    && resolved.is_some()
+                    && std::fs::canonicalize(path).ok() == resolved)
+        })
+        .count()
+}
+
+/// The paths of the connected stream sockets in a `/proc/net/unix` table
+/// (`Num RefCount Protocol Flags Type St Inode Path`; state `03` is connected).
+fn connected_paths(table: &str) -> impl Iterator<Item = &str> {
+    table.lines().skip(1).filter_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        match fields.as_slice() {
+            [_, _, _, _, kind, "03", _, path, ..] if *kind == "0001" && path.starts_with('/') => {
+                Some(*path)
+            }
+            _ => None,
+        }
+    })
+}
+
+/// The sshd processes running as `uid` (an sshd connection's unprivileged process runs as
+/// the user who logged in).
+fn sshd_processes_of(uid: u32) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| check_is_sshd(*pid, uid).is_ok())
+        .collect()
 }
 
 /// Refuses to signal anything but an sshd process of `uid`: `/proc/<pid>/comm` and the
@@ -236,6 +362,50 @@ mod tests {
         drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
         assert_eq!(
             end_listener(&socket, 0, grace).await,
+            TunnelEnd::NothingListens
+        );
+    }
+
+    #[test]
+    fn connected_stream_sockets_are_read_from_the_table() {
+        let table = "Num       RefCount Protocol Flags    Type St Inode Path
+0000000000000000: 00000002 00000000 00010000 0001 01 100 /run/m/owners/alice/lease_a.sock
+0000000000000000: 00000003 00000000 00000000 0001 03 101 /run/m/owners/alice/lease_a.sock
+0000000000000000: 00000003 00000000 00000000 0001 03 102
+0000000000000000: 00000003 00000000 00000000 0002 03 103 /run/m/dgram.sock
+0000000000000000: 00000003 00000000 00000000 0001 03 104 @abstract
+0000000000000000: 00000003 00000000 00000000 0001 03 105 /run/m/owners/alice//lease_a.sock
+";
+        let paths: Vec<&str> = connected_paths(table).collect();
+        assert_eq!(
+            paths,
+            [
+                "/run/m/owners/alice/lease_a.sock",
+                "/run/m/owners/alice//lease_a.sock"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn connections_that_outlive_their_listener_are_counted_until_they_close() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = socket_in(dir.path());
+        let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        assert_eq!(open_connections_at(&socket), 0);
+        let client = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        drop(listener);
+        assert_eq!(socket_state_at(&socket), SocketState::Stale);
+        assert_eq!(open_connections_at(&socket), 1, "the accepted end");
+        // Spelled another way, the same file.
+        let other = dir.path().join(".").join(socket.file_name().unwrap());
+        assert_eq!(open_connections_at(&other), 1);
+        drop(accepted);
+        drop(client);
+        assert_eq!(open_connections_at(&socket), 0);
+        // Nothing listens and nothing is open: nothing to end, at once.
+        assert_eq!(
+            end_listener(&socket, 0, Duration::from_millis(100)).await,
             TunnelEnd::NothingListens
         );
     }

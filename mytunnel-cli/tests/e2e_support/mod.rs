@@ -906,6 +906,23 @@ impl Stack {
             .unwrap()
     }
 
+    /// `ssh -S <control> -O cancel -R <listen>:127.0.0.1:<port>`: the listener goes, open
+    /// channels stay.
+    pub fn master_cancel(&self, control: &Path, listen: &str, port: u16) -> Output {
+        Command::new("ssh")
+            .arg("-S")
+            .arg(control)
+            .args(["-O", "cancel", "-R"])
+            .arg(format!("{listen}:127.0.0.1:{port}"))
+            .arg("x")
+            .env_clear()
+            .env("HOME", self.path("home"))
+            .env("PATH", "/usr/bin:/bin")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
     /// Runs one remote command through ssh and the gate: (exit code, JSON on stdout).
     pub fn ssh_ctl(&self, user: &str, command: &str) -> (i32, Value) {
         let output = self
