@@ -14,6 +14,7 @@ mod control;
 mod dataplane;
 mod edge;
 mod procs;
+mod proctable;
 mod report;
 mod scale;
 mod stats;

@@ -106,9 +106,13 @@ fn grow(edge: &Edge, app_port: u16, counts: &[usize], rows: &mut Vec<Row>) -> Re
         }
         let memory = edge.memory();
         eprintln!(
-            "  scale: {count} tunnels serving (grown in {:.1}s); edge PSS {} MiB",
+            "  scale: {count} tunnels serving (grown in {:.1}s); edge PSS {} MiB; {} SSH \
+             connections, {} sshd and {} gate processes",
             started.elapsed().as_secs_f64(),
-            memory.total().pss_kib / 1024
+            memory.total().pss_kib / 1024,
+            memory.ssh_connections,
+            memory.sshd_processes,
+            memory.gate_processes
         );
         rows.push(Row {
             tunnels: count,
