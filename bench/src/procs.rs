@@ -54,11 +54,6 @@ impl Guard {
         }
     }
 
-    /// The child itself (for its stdout).
-    pub fn child_mut(&mut self) -> &mut Child {
-        &mut self.child
-    }
-
     /// Sends `signal` and waits at most `timeout` for the child to exit; whether it did.
     pub fn signal_and_wait(&mut self, sig: Signal, timeout: Duration) -> bool {
         let _ = signal(self.child.id(), sig);

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use mytunnel_test_support::{parent_of, pids};
+use mytunnel_test_support::{cmdline, parent_of, pids};
 
 use crate::procs::{memory_of, Memory};
 
@@ -45,6 +45,16 @@ impl ProcTable {
     /// The process's name (`/proc/<pid>/comm`), empty when unknown.
     pub fn name(&self, pid: i32) -> &str {
         self.names.get(&pid).map_or("", String::as_str)
+    }
+
+    /// Every process named `name` whose command line has an argument containing `needle`.
+    pub fn named_with_argument(&self, name: &str, needle: &str) -> BTreeSet<i32> {
+        self.names
+            .iter()
+            .filter(|(_, n)| n.as_str() == name)
+            .map(|(pid, _)| *pid)
+            .filter(|pid| cmdline(*pid).iter().any(|arg| arg.contains(needle)))
+            .collect()
     }
 }
 

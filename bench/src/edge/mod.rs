@@ -12,7 +12,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use mytunnel_core::BindTarget;
 use mytunnel_test_support::{
     admin_request, base_config, client_command, copy_executable, generate_key, mytunneld_command,
     poll_every, stdout_json, RealCaddy, Sshd,
@@ -392,6 +391,11 @@ impl Edge {
             serve,
             ssh_connections: self.sshd.as_ref().map_or(0, |s| established_to(s.port())),
         }
+    }
+
+    /// sshd's port (0 without sshd).
+    pub fn sshd_port(&self) -> u16 {
+        self.sshd.as_ref().map_or(0, Sshd::port)
     }
 
     /// `mytunneld serve`'s log.
