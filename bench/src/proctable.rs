@@ -2,7 +2,7 @@
 //! whom, what each is called, which TCP connections reach a port. Scanning once per
 //! measurement keeps a thousand tunnels' worth of processes cheap to count.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use mytunnel_test_support::{cmdline, parent_of, pids};
 
@@ -77,6 +77,45 @@ pub fn established_to(port: u16) -> usize {
         .sum()
 }
 
+/// Whether `pid` holds a listening TCP socket (the client's relay, say).
+pub fn listens_on_tcp(pid: i32) -> bool {
+    let listening: HashSet<u64> = ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|table| std::fs::read_to_string(table).ok())
+        .flat_map(|text| listening_inodes(&text))
+        .collect();
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.filter_map(std::result::Result::ok).any(|fd| {
+        std::fs::read_link(fd.path())
+            .ok()
+            .and_then(|target| {
+                let target = target.to_string_lossy().into_owned();
+                target
+                    .strip_prefix("socket:[")?
+                    .strip_suffix(']')?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .is_some_and(|inode| listening.contains(&inode))
+    })
+}
+
+/// The socket inodes of a `/proc/net/tcp` table's rows in state LISTEN (`0A`).
+fn listening_inodes(table: &str) -> Vec<u64> {
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            (words.get(3) == Some(&"0A"))
+                .then(|| words.get(9)?.parse().ok())
+                .flatten()
+        })
+        .collect()
+}
+
 /// The rows of a `/proc/net/tcp` table with local port `port` in state ESTABLISHED (`01`).
 fn count_established(table: &str, port: u16) -> usize {
     table
@@ -112,6 +151,7 @@ mod tests {
         assert_eq!(count_established(table, 8080), 2);
         assert_eq!(count_established(table, 8081), 0);
         assert_eq!(count_established("", 8080), 0);
+        assert_eq!(listening_inodes(table), [1]);
     }
 
     #[test]

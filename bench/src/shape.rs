@@ -6,7 +6,7 @@ use std::path::Path;
 
 use mytunnel_test_support::cmdline;
 
-use crate::proctable::{established_to, ProcTable};
+use crate::proctable::{established_to, listens_on_tcp, ProcTable};
 
 /// A client's ssh processes and the SSH connections at one moment.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -15,6 +15,9 @@ pub struct Observed {
     pub ssh: Vec<Vec<String>>,
     /// Established TCP connections to the edge's sshd port.
     pub connections: usize,
+    /// Whether the client process listens on TCP: its relay, where the forward ends
+    /// before the app.
+    pub relay: bool,
 }
 
 /// How the client carries its forward, read from its ssh command lines.
@@ -50,6 +53,7 @@ impl Observed {
                 .filter(|args: &Vec<String>| !is_mux_command(args))
                 .collect(),
             connections: established_to(sshd_port),
+            relay: roots.iter().any(|pid| listens_on_tcp(*pid)),
         }
     }
 
@@ -68,13 +72,25 @@ impl Observed {
         }
     }
 
-    /// The client's hop in a path description.
-    pub fn hop(&self) -> &'static str {
+    /// How the client carries the forward.
+    pub fn carrier_text(&self) -> &'static str {
         match self.carrier() {
             Carrier::ForwardProcess => "ssh -N -R (a process and a connection per forward)",
             Carrier::InteractiveMux => "ssh (one interactive connection, forward over its mux)",
             Carrier::Mux => "ssh (one connection, forward over its mux)",
             Carrier::Unknown => "ssh",
+        }
+    }
+
+    /// The client's hops in a path description: ssh, then its relay when it has one.
+    pub fn hop(&self) -> String {
+        if self.relay {
+            format!(
+                "{} → the client's relay (a loopback listener in its process)",
+                self.carrier_text()
+            )
+        } else {
+            self.carrier_text().to_owned()
         }
     }
 
@@ -201,6 +217,7 @@ mod tests {
                 words("-v -N -T -o ExitOnForwardFailure=yes -R /s/x.sock:127.0.0.1:3000 -- u@h"),
             ],
             connections: 2,
+            relay: false,
         };
         assert_eq!(plain.carrier(), Carrier::ForwardProcess);
         assert_eq!(plain.summary(), "2 ssh processes, 2 SSH connections");
@@ -209,8 +226,14 @@ mod tests {
                 "-tt -M -S /t/m -o Ciphers=aes128-gcm@openssh.com -- u@h",
             )],
             connections: 1,
+            relay: true,
         };
         assert_eq!(interactive.carrier(), Carrier::InteractiveMux);
+        assert_eq!(
+            interactive.hop(),
+            "ssh (one interactive connection, forward over its mux) → the client's relay (a \
+             loopback listener in its process)"
+        );
         assert_eq!(
             interactive.ciphers().as_deref(),
             Some("aes128-gcm@openssh.com")
@@ -219,8 +242,10 @@ mod tests {
         let quiet = Observed {
             ssh: vec![words("-N -o ControlMaster=yes -oControlPath=/t/m -- u@h")],
             connections: 1,
+            relay: false,
         };
         assert_eq!(quiet.carrier(), Carrier::Mux);
+        assert_eq!(quiet.hop(), "ssh (one connection, forward over its mux)");
         assert_eq!(quiet.ciphers(), None);
         assert_eq!(Observed::default().carrier(), Carrier::Unknown);
     }

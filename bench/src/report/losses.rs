@@ -69,7 +69,7 @@ impl Report {
                 o,
                 " In the same run `--no-ssh-mux`, whose client ran {}, served p50 {} ms and \
                  p99 {} ms.",
-                plain.map_or("?", |p| p.observed.hop()),
+                plain.map_or_else(|| "?".to_owned(), |p| p.observed.hop()),
                 ms(plain1.p50),
                 ms(plain1.p99)
             );
@@ -259,11 +259,18 @@ impl Report {
                  authentication). What would change it: requesting the forward over the \
                  connection that already carries the control commands."
             }
-            Carrier::InteractiveMux | Carrier::Mux => {
+            Carrier::InteractiveMux => {
                 "The default shape makes one SSH handshake and requests the forward over that \
                  connection's mux; `--no-ssh-mux` makes one per control command and one for \
                  the forward. What is left is that handshake, the allocation and the forward \
                  request."
+            }
+            Carrier::Mux => {
+                "The default shape's connection ran without a pty (`-T`): the client asks for \
+                 one first (`-tt`), and when the edge's key refuses it, connects again \
+                 without and gives the gate a grace period to say it holds the session. What \
+                 would change it: keys with the `pty` option, so the first connection is the \
+                 one that stays."
             }
             Carrier::Unknown => "The client's ssh processes were not seen.",
         };
@@ -323,8 +330,9 @@ fn carrier_latency(carrier: Carrier) -> &'static str {
              encryption on the same cores."
         }
         Carrier::Mux => {
-            "The client carried the forward over the mux of a connection with no terminal, \
-             on which neither end sets TCP_NODELAY."
+            "The client carried the forward over the mux of its one connection, opened \
+             without a terminal (`-T`, which the client falls back to when the edge's key \
+             gives no pty), so neither ssh nor sshd marks it interactive."
         }
         Carrier::Unknown => "The client's ssh processes were not seen.",
     }

@@ -65,6 +65,7 @@ fn interactive() -> Observed {
     Observed {
         ssh: vec![vec!["-tt".into(), "-M".into(), "--".into(), "u@h".into()]],
         connections: 1,
+        relay: true,
     }
 }
 
