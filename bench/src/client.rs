@@ -133,8 +133,8 @@ impl Client {
 }
 
 /// Stops many clients as Ctrl-C would, all at once, waiting at most `timeout` for all;
-/// the guards kill what is left.
-pub fn stop_all(mut clients: Vec<Client>, timeout: Duration) {
+/// the guards kill what is left. How many had to be killed.
+pub fn stop_all(mut clients: Vec<Client>, timeout: Duration) -> usize {
     for client in &clients {
         client.interrupt();
     }
@@ -142,10 +142,11 @@ pub fn stop_all(mut clients: Vec<Client>, timeout: Duration) {
     while Instant::now() < deadline {
         clients.retain_mut(|c| !c.exited());
         if clients.is_empty() {
-            return;
+            return 0;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+    clients.len()
 }
 
 /// Time to URL: from spawning `mytunnel http` to the first 200 through Caddy.

@@ -374,6 +374,15 @@ impl Edge {
         let (sshd_pids, gate_pids): (Vec<i32>, Vec<i32>) = below_sshd
             .into_iter()
             .partition(|p| table.name(*p) == "sshd");
+        let mut gate_names: Vec<(String, usize)> = Vec::new();
+        for pid in &gate_pids {
+            let name = table.name(*pid);
+            match gate_names.iter_mut().find(|(n, _)| n == name) {
+                Some((_, count)) => *count += 1,
+                None => gate_names.push((name.to_owned(), 1)),
+            }
+        }
+        gate_names.sort();
         let (sshd, sshd_processes) = memory_of_all(sshd_pids);
         let (gate, gate_processes) = memory_of_all(gate_pids);
         let (caddy, _) = memory_of_all(table.trees(&[pid(self.caddy.pid())]));
@@ -387,6 +396,7 @@ impl Edge {
             sshd_processes,
             gate,
             gate_processes,
+            gate_names,
             caddy,
             serve,
             ssh_connections: self.sshd.as_ref().map_or(0, |s| established_to(s.port())),
@@ -424,7 +434,7 @@ impl Drop for Edge {
 }
 
 /// Memory of the edge's processes.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct EdgeMemory {
     /// sshd listener plus every connection process.
     pub sshd: Memory,
@@ -435,6 +445,8 @@ pub struct EdgeMemory {
     pub gate: Memory,
     /// How many processes that is.
     pub gate_processes: usize,
+    /// Their names (`/proc/<pid>/comm`) and how many of each.
+    pub gate_names: Vec<(String, usize)>,
     /// Caddy.
     pub caddy: Memory,
     /// `mytunneld serve`.

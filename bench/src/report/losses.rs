@@ -301,15 +301,34 @@ impl Report {
         if lines.is_empty() {
             return;
         }
-        let _ = writeln!(
+        // A shell among the gate's processes: the forced command's shell waits for it.
+        let shell = scale
+            .parts
+            .iter()
+            .filter_map(|part| part.rows.last())
+            .flat_map(|r| &r.edge.gate_names)
+            .find(|(name, _)| ["sh", "dash", "bash"].contains(&name.as_str()))
+            .map(|(name, _)| name.clone());
+        let _ = write!(
             o,
             "- **Memory per tunnel**: {} Privilege separation forks a monitor and a user \
              process per SSH connection, and the gate a connection holds is one more process; \
-             bore and rathole hold a tunnel as a task in one process. What would change it on \
-             the edge: fewer SSH connections per tunnel (an SDK edge carries many tunnels on \
-             one); each connection's processes are the price of using sshd for \
-             authentication and isolation.",
+             bore and rathole hold a tunnel as a task in one process.",
             lines.join(" ")
+        );
+        if let Some(shell) = shell {
+            let _ = write!(
+                o,
+                " The user's shell (`{shell}`), which sshd runs the key's forced command with, \
+                 stays alive as the held gate's parent: a forced command that `exec`s the gate \
+                 would save that process on every connection."
+            );
+        }
+        let _ = writeln!(
+            o,
+            " What would change it on the edge: fewer SSH connections per tunnel (an SDK \
+             edge carries many tunnels on one); each connection's processes are the price of \
+             using sshd for authentication and isolation."
         );
     }
 }

@@ -4,7 +4,24 @@ use super::*;
 use crate::scale::{Kind, Part, Row};
 
 fn per(n: usize, of: usize) -> String {
-    format!("{:.2}", n as f64 / of.max(1) as f64)
+    let x = n as f64 / of.max(1) as f64;
+    if x > 0.0 && x < 0.1 {
+        format!("{x:.3}")
+    } else {
+        format!("{x:.2}")
+    }
+}
+
+/// `mytunneld ×500, sh ×500`.
+pub(super) fn names(counts: &[(String, usize)]) -> String {
+    if counts.is_empty() {
+        return "none".to_owned();
+    }
+    counts
+        .iter()
+        .map(|(name, n)| format!("`{name}` ×{}", thousands(*n as f64)))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl Report {
@@ -38,7 +55,9 @@ impl Report {
              every per-connection process), the gate (what sshd runs as the tunnel user: the \
              `mytunneld gate` a connection holds, a child of sshd, counted in the edge's sums, \
              and a control command's gate while it runs), Caddy and `mytunneld serve`; edge \
-             per tunnel = (edge at N − edge just before that kind's first tunnel) / N. SSH \
+             per tunnel = (edge at N − edge just before that kind's first tunnel) / N, that \
+             baseline read once the previous kind's SSH connections had closed (Caddy keeps \
+             memory it grew, so the second baseline holds it). SSH \
              connections are the established TCP connections at sshd's port. The client side \
              is the client processes, everything below them, and every ssh process naming the \
              bench's key (a master that daemonized has left its client's tree).\n",
@@ -54,7 +73,7 @@ impl Report {
             crate::scale::BATCH,
         );
         for part in &scale.parts {
-            let b = part.baseline;
+            let b = &part.baseline;
             let _ = writeln!(
                 o,
                 "- {} — the edge before the first tunnel: sshd {} MiB, gate {} MiB, Caddy {} \
@@ -118,7 +137,8 @@ impl Report {
 pub(super) fn per_tunnel_line(part: &Part, row: &Row) -> String {
     format!(
         "{} at {} tunnels: per tunnel {} SSH connections, {} sshd and {} gate processes on \
-         the edge, {} client-side processes; {} KiB PSS on the edge, {} KiB on the client side.",
+         the edge (the gate's: {}), {} client-side processes; {} KiB PSS on the edge, {} KiB \
+         on the client side.",
         part.kind.label(),
         thousands(row.tunnels as f64),
         per(
@@ -139,6 +159,7 @@ pub(super) fn per_tunnel_line(part: &Part, row: &Row) -> String {
                 .saturating_sub(part.baseline.gate_processes),
             row.tunnels
         ),
+        names(&row.edge.gate_names),
         per(row.client_processes, row.tunnels),
         thousands(part.edge_pss_per_tunnel_kib(row) as f64),
         thousands((row.client.pss_kib / row.tunnels.max(1) as u64) as f64)

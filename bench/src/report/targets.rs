@@ -120,10 +120,20 @@ fn ratio_of(
     what: &str,
 ) -> Judged {
     match (tunnel, caddy) {
-        (Some(t), Some(c)) if c > 0.0 => Judged {
-            figure: format!("{:.2}× ({} vs {})", t / c, show(t), show(c)),
-            verdict: verdict(t / c),
-        },
+        (Some(t), Some(c)) if c > 0.0 => {
+            let r = t / c;
+            // Two decimals, or three where two would round across the limit.
+            let two: f64 = format!("{r:.2}").parse().unwrap_or(r);
+            let figure = if verdict(two).word() == verdict(r).word() {
+                format!("{r:.2}×")
+            } else {
+                format!("{r:.3}×")
+            };
+            Judged {
+                figure: format!("{figure} ({} vs {})", show(t), show(c)),
+                verdict: verdict(r),
+            }
+        }
         _ => missing(what),
     }
 }

@@ -79,6 +79,7 @@ fn edge(sshd_kib: u64, connections: usize) -> EdgeMemory {
         sshd_processes: 1 + 2 * connections,
         gate: kib(300 * connections as u64),
         gate_processes: connections,
+        gate_names: vec![("mytunneld".to_owned(), connections)],
         caddy: kib(30_000),
         serve: kib(8_000),
         ssh_connections: connections,
@@ -227,5 +228,6 @@ fn the_report_says_every_target_and_where_we_lose() {
         "With `Ciphers=chacha20-poly1305@openssh.com` asked for, 600 MB/s (0.67× of the default)."
     ));
     assert!(text.contains("The client carried the forward over its one interactive connection"));
+    assert!(!text.contains("stays alive as the held gate's parent"));
     assert!(report.check_complete().is_ok());
 }

@@ -16,7 +16,17 @@ pub const BATCH: usize = 25;
 pub(super) fn grow(edge: &Edge, app_port: u16, counts: &[usize], part: &mut Part) -> Result<()> {
     let mut clients = Vec::new();
     let result = grow_into(edge, app_port, counts, part, &mut clients);
-    stop_all(clients, Duration::from_secs(60));
+    let (count, started) = (clients.len(), Instant::now());
+    let killed = stop_all(clients, Duration::from_secs(60));
+    eprintln!(
+        "  scale: {count} clients stopped with SIGINT in {:.1}s{}",
+        started.elapsed().as_secs_f64(),
+        if killed > 0 {
+            format!(", {killed} killed after a minute")
+        } else {
+            String::new()
+        }
+    );
     result
 }
 

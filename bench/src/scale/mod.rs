@@ -126,7 +126,7 @@ pub fn measure(edge: &Edge, app_port: u16, plan: &ScalePlan, mode: &str) -> Scal
 fn part(edge: &Edge, kind: Kind, grow: impl FnOnce(&mut Part) -> Result<()>) -> Part {
     let mut part = Part {
         kind,
-        baseline: edge.memory(),
+        baseline: settled(edge),
         rows: Vec::new(),
         stopped: None,
     };
@@ -135,6 +135,26 @@ fn part(edge: &Edge, kind: Kind, grow: impl FnOnce(&mut Part) -> Result<()>) -> 
         part.stopped = Some(reason);
     }
     part
+}
+
+/// The edge once the previous part's SSH connections and gates have gone (at most a
+/// minute: sshd's per-connection processes end a moment after their clients).
+fn settled(edge: &Edge) -> EdgeMemory {
+    let started = std::time::Instant::now();
+    loop {
+        let memory = edge.memory();
+        let quiet = memory.ssh_connections == 0 && memory.gate_processes == 0;
+        if quiet || started.elapsed() > Duration::from_secs(60) {
+            if !quiet {
+                eprintln!(
+                    "  scale: {} SSH connections and {} gate processes still open after a minute",
+                    memory.ssh_connections, memory.gate_processes
+                );
+            }
+            return memory;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// Checks that every host serves, then reads the edge and the client side (`roots` and
