@@ -1,8 +1,9 @@
 //! `mytunnel-bench --sdk-edge …`: a program embedding the SDK as a user's would, one edge
-//! carrying many tunnels, for the scale measurement. It connects to the edge, opens
-//! `--tunnels N` tunnels to `--app-port`, prints `url: https://<host>` for each and then
-//! `ready`, and holds them until SIGINT or SIGTERM, when it closes them all (each releases
-//! its lease) and exits.
+//! carrying many tunnels, for the scale measurement. It connects to the edge
+//! (`Edge::builder()…connect()`: one SSH connection), opens `--tunnels N` tunnels to
+//! `--app-port` on it (`edge.http(port).open()`), prints `url: https://<host>` for each and
+//! then `ready`, and holds them until SIGINT or SIGTERM, when it closes the edge (each
+//! tunnel releases its lease, then the connection ends) and exits.
 //!
 //! Usage: `mytunnel-bench --sdk-edge --destination USER@HOST --app-port PORT --tunnels N
 //! [--ssh-option KEY=VALUE]…`
@@ -11,8 +12,7 @@ use std::io::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mytunnel_client::core::transport::Transport;
-use mytunnel_client::{EdgeSettings, Tunnel, TunnelHandle};
+use mytunnel_client::{Edge, TunnelHandle};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -102,21 +102,20 @@ pub fn run(words: &[String]) -> Result<()> {
 }
 
 /// One edge connection for every tunnel of this program.
-async fn connect(spec: &Spec) -> Result<Arc<dyn Transport>> {
-    let mut settings = EdgeSettings::default();
-    settings.explicit.edge = Some(spec.destination.clone());
-    settings.ssh_options = spec.ssh_options.clone();
-    let client = settings
+async fn connect(spec: &Spec) -> Result<Edge> {
+    let mut builder = Edge::builder().edge(spec.destination.clone());
+    for option in &spec.ssh_options {
+        builder = builder.ssh_option(option.clone());
+    }
+    builder
         .connect()
         .await
-        .map_err(|e| format!("connect to {}: {e}", spec.destination))?;
-    Ok(client.transport())
+        .map_err(|e| format!("connect to {}: {e}", spec.destination))
 }
 
 /// One tunnel on that connection.
-async fn open(edge: Arc<dyn Transport>, app_port: u16) -> Result<TunnelHandle> {
-    Tunnel::http(app_port)
-        .transport(edge)
+async fn open(edge: Edge, app_port: u16) -> Result<TunnelHandle> {
+    edge.http(app_port)
         .open()
         .await
         .map_err(|e| format!("open a tunnel: {e}"))
@@ -131,7 +130,7 @@ async fn serve(spec: Spec) -> Result<()> {
     let gate = Arc::new(Semaphore::new(OPEN_AT_ONCE));
     let mut opening = JoinSet::new();
     for _ in 0..spec.tunnels {
-        let edge = Arc::clone(&edge);
+        let edge = edge.clone();
         let gate = Arc::clone(&gate);
         let app_port = spec.app_port;
         opening.spawn(async move {
@@ -151,7 +150,7 @@ async fn serve(spec: Spec) -> Result<()> {
         }
     }
     if let Some(e) = failure {
-        close_all(tunnels).await;
+        close(edge, tunnels).await;
         return Err(e);
     }
     say("ready")?;
@@ -159,20 +158,16 @@ async fn serve(spec: Spec) -> Result<()> {
         _ = interrupt.recv() => {}
         _ = terminate.recv() => {}
     }
-    close_all(tunnels).await;
+    close(edge, tunnels).await;
     Ok(())
 }
 
-/// Closes every tunnel at once (each releases its lease), bounded by [`CLOSE_TIMEOUT`].
-async fn close_all(tunnels: Vec<TunnelHandle>) {
-    let mut closing = JoinSet::new();
-    for tunnel in tunnels {
-        closing.spawn(tunnel.close());
-    }
-    let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
-        while closing.join_next().await.is_some() {}
-    })
-    .await;
+/// Closes the edge: every tunnel on it stops and releases its lease, then the connection
+/// ends; bounded by [`CLOSE_TIMEOUT`]. The handles are held until then (dropping one
+/// would close its tunnel on its own).
+async fn close(edge: Edge, tunnels: Vec<TunnelHandle>) {
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, edge.close()).await;
+    drop(tunnels);
 }
 
 fn say(line: &str) -> Result<()> {

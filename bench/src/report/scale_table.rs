@@ -47,8 +47,8 @@ impl Report {
              - **real clients**: one built `mytunnel http <app-port> --edge …` process per \
              tunnel, as users run it, {} started at a time;\n\
              - **SDK edges**: programs embedding the SDK (`mytunnel-bench --sdk-edge`), each \
-             holding one edge connection with {tunnels_each} tunnels on it, started one at a \
-             time.\n\n\
+             holding one edge (`Edge::builder()…connect()`) with {tunnels_each} tunnels on it \
+             (`edge.http(port).open()`), started one at a time.\n\n\
              At each count every host answered `200` through Caddy before anything was read. \
              Memory is PSS from `/proc/<pid>/smaps_rollup` (shared pages split among the \
              processes sharing them, so sums are fair). The edge is sshd (the listener and \
