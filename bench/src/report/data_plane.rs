@@ -94,9 +94,15 @@ impl Report {
             self.download_spread()
         );
         if let Some(first) = self.all_paths().first() {
+            let connections: Vec<String> = first
+                .wrk
+                .iter()
+                .map(|w| w.connections.to_string())
+                .collect();
             let _ = writeln!(
                 o,
-                "Command (per path: its address and `Host`; `-t` = min(connections, cores), `-c` 1, 16, 64):\n\n```\n{}\ncurl -sS -o /dev/null -w '%{{http_code}} %{{size_download}} %{{time_total}}' -H 'Host: <host>' http://<addr>/big\n```\n",
+                "Command (per path: its address and `Host`; `-t` = min(connections, cores), `-c` {}):\n\n```\n{}\ncurl -sS -o /dev/null -w '%{{http_code}} %{{size_download}} %{{time_total}}' -H 'Host: <host>' http://<addr>/big\n```\n",
+                connections.join(", "),
                 first.command
             );
         }

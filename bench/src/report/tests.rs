@@ -229,5 +229,6 @@ fn the_report_says_every_target_and_where_we_lose() {
     ));
     assert!(text.contains("The client carried the forward over its one interactive connection"));
     assert!(!text.contains("stays alive as the held gate's parent"));
+    assert!(text.contains("`-c` 1, 16, 64)"));
     assert!(report.check_complete().is_ok());
 }
