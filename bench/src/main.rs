@@ -1,22 +1,36 @@
 //! `mytunnel-bench`: measures mytunnel's control plane, time to URL, data plane and scale
 //! on this machine, next to the limit (the app directly, Caddy alone) and to peers (bore,
-//! rathole), and writes one Markdown report. Run by `cargo xtask bench` (which builds the
-//! binaries and installs wrk, bore and rathole); needs root (it starts sshd and creates
-//! the tunnel user `mtbench`).
+//! rathole), and writes one Markdown report with the targets judged and the previous
+//! run's figures beside them. Everything mytunnel is measured as users run it: the built
+//! `mytunnel http` in both shapes (its default, and `--no-ssh-mux`), and programs
+//! embedding the SDK. Run by `cargo xtask bench` (which builds the binaries and installs
+//! wrk, bore and rathole); needs root (it starts sshd and creates the tunnel user
+//! `mtbench`).
 //!
-//! Usage: `mytunnel-bench [--smoke] [--control-only] [--no-peers] [--mode routes|static] [--out PATH]`. `--smoke` runs every measurement at a
-//! small size (about 30 s), writes to a temporary file unless `--out` is given, and fails
-//! unless every table got numbers.
+//! Usage: `mytunnel-bench [--smoke] [--control-only] [--no-peers] [--mode routes|static]
+//! [--out PATH]`. `--smoke` runs every measurement at a small size (about 40 s), writes to
+//! a temporary file unless `--out` is given, and fails unless every table got numbers.
+//! The full run writes `BENCHMARKS.md` and its figures to `bench/last-run.json`, which
+//! the next run reads first (see `report::previous`).
+//!
+//! Internal modes, started by the bench itself: `--hold-sockets FILE` (see
+//! `control::listen_on`) and `--sdk-edge …` (see `sdk_worker`).
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod app;
+mod client;
 mod control;
 mod dataplane;
 mod edge;
+mod peers;
 mod procs;
+mod proctable;
 mod report;
 mod scale;
+mod sdk_worker;
+mod shape;
 mod stats;
+mod tunnels;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -24,10 +38,12 @@ use std::time::Instant;
 
 use crate::app::App;
 use crate::control::Size;
-use crate::dataplane::{await_serving, Bore, Client, LoadPlan, Rathole};
+use crate::dataplane::{await_serving, LoadPlan};
 use crate::edge::{Binaries, Edge, EdgeOptions, RouteMode};
+use crate::peers::{Bore, Rathole};
 use crate::procs::Result;
-use crate::report::{Report, TunnelPath};
+use crate::report::Report;
+use crate::scale::ScalePlan;
 
 /// The sizes of one run.
 #[derive(Debug, Clone)]
@@ -37,7 +53,7 @@ struct Plan {
     ctl_static: Vec<Size>,
     time_to_url_runs: usize,
     load: LoadPlan,
-    scale: Vec<usize>,
+    scale: ScalePlan,
 }
 
 impl Plan {
@@ -55,7 +71,14 @@ impl Plan {
                 downloads: 5,
                 warm_up: true,
             },
-            scale: vec![100, 500, 1_000],
+            // Each real client is a mytunnel process and its ssh on this machine, besides
+            // the edge's processes for it: 500 fit in this machine's memory with room for
+            // everything else. SDK edges reach a thousand tunnels.
+            scale: ScalePlan {
+                clients: vec![100, 250, 500],
+                sdk_tunnels_each: 100,
+                sdk_edges: vec![1, 5, 10],
+            },
         }
     }
 
@@ -73,7 +96,11 @@ impl Plan {
                 downloads: 1,
                 warm_up: false,
             },
-            scale: vec![5, 10],
+            scale: ScalePlan {
+                clients: vec![2, 4],
+                sdk_tunnels_each: 3,
+                sdk_edges: vec![1, 2],
+            },
         }
     }
 }
@@ -128,8 +155,8 @@ fn parse_args() -> Result<Args> {
 }
 
 fn main() -> ExitCode {
-    // The helper that holds static seeds' listening sockets (see `control::listen_on`).
     let words: Vec<String> = std::env::args().skip(1).collect();
+    // The helper that holds static seeds' listening sockets (see `control::listen_on`).
     if let [flag, list] = words.as_slice() {
         if flag == "--hold-sockets" {
             if let Err(message) = control::hold_sockets(std::path::Path::new(list)) {
@@ -137,6 +164,16 @@ fn main() -> ExitCode {
             }
             return ExitCode::FAILURE;
         }
+    }
+    // A program with one SDK edge, for the scale measurement (see `sdk_worker`).
+    if let Some(("--sdk-edge", rest)) = words.split_first().map(|(f, r)| (f.as_str(), r)) {
+        return match sdk_worker::run(rest) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(message) => {
+                eprintln!("mytunnel-bench --sdk-edge: error: {message}");
+                ExitCode::FAILURE
+            }
+        };
     }
     match parse_args().and_then(run) {
         Ok(()) => ExitCode::SUCCESS,
@@ -154,6 +191,12 @@ fn workspace_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
+/// The mode whose edge carries the extra paths and the scale: `static` (the installer's
+/// default), or the only mode of a build without modes.
+fn headline_mode(route_modes: bool) -> Option<RouteMode> {
+    route_modes.then_some(RouteMode::Static)
+}
+
 fn run(args: Args) -> Result<()> {
     if !nix::unistd::getuid().is_root() {
         return Err(
@@ -167,6 +210,7 @@ fn run(args: Args) -> Result<()> {
         Plan::full()
     };
     let root = workspace_root();
+    let default_out = args.out.is_none() && !plan.smoke;
     let out = args.out.clone().unwrap_or_else(|| {
         if plan.smoke {
             std::env::temp_dir().join("mytunnel-bench-smoke.md")
@@ -188,10 +232,16 @@ fn run(args: Args) -> Result<()> {
         return Err("this mytunneld has no --route-mode: --mode cannot pick one".to_owned());
     }
     let mut report = Report::new(plan.smoke, binaries.route_modes);
+    // Read before anything is overwritten.
+    report.previous = report::previous::load(&root);
     report.downloads = plan.load.downloads;
+    report.download_mib = plan.load.download_bytes / (1024 * 1024);
+    report.date = report::today();
+    report.commit = report::commit(&root);
     eprintln!(
-        "mytunnel-bench: {} run",
-        if plan.smoke { "smoke" } else { "full" }
+        "mytunnel-bench: {} run; previous figures: {}",
+        if plan.smoke { "smoke" } else { "full" },
+        report.previous.source
     );
 
     // Control plane.
@@ -216,7 +266,7 @@ fn run(args: Args) -> Result<()> {
                 r.release.p50
             );
         }
-        for line in report.headlines() {
+        for line in report.log_lines() {
             eprintln!("  {line}");
         }
         return Ok(());
@@ -224,8 +274,9 @@ fn run(args: Args) -> Result<()> {
 
     let app = App::start(plan.load.download_bytes)?;
     let ports = report::port_window(1_100)?;
+    let headline = headline_mode(binaries.route_modes);
 
-    // Time to URL and the mytunnel path, in each mode; scale after the peers, in each.
+    // Time to URL and the mytunnel paths, in each mode.
     let mut edges = Vec::with_capacity(modes.len());
     for mode in &modes {
         let edge = Edge::start(
@@ -238,7 +289,18 @@ fn run(args: Args) -> Result<()> {
             },
         )?;
         let label = mode.map_or("", RouteMode::as_str);
-        match tunnel_measurements(&edge, &app, &plan, label) {
+        let extras = tunnels::Extras {
+            no_mux_path: *mode == headline,
+            cipher: *mode == headline,
+        };
+        match tunnels::measure(
+            &edge,
+            &app,
+            &plan.load,
+            plan.time_to_url_runs,
+            label,
+            extras,
+        ) {
             Ok(measured) => report.tunnels.push(measured),
             Err(e) if *mode == Some(RouteMode::Static) => {
                 let note = format!("static mode: time to URL and data plane not measured: {e}");
@@ -281,29 +343,41 @@ fn run(args: Args) -> Result<()> {
         }
     }
 
-    // Scale.
-    // One mode at a time: each edge's tunnels end (and its processes stop) before the next
-    // grows.
-    for (mode, edge) in edges {
-        report.scale.push(report::ScaleRun {
-            mode: edge_mode_label(mode),
-            scale: scale::measure(&edge, app.port(), &plan.scale),
-        });
+    // Scale, on one edge: the others stop first, so their processes take nothing from it.
+    let scale_edge = edges
+        .into_iter()
+        .rfind(|(mode, _)| *mode == headline || args.mode.is_some());
+    if let Some((mode, edge)) = scale_edge {
+        report.scale = Some(scale::measure(
+            &edge,
+            app.port(),
+            &plan.scale,
+            mode.map_or("", RouteMode::as_str),
+        ));
     }
 
     report.duration = started.elapsed();
     report.machine = report::machine()?;
     let text = report.render();
-    for line in report.headlines() {
+    for line in report.log_lines() {
         eprintln!("  {line}");
     }
     if plan.smoke {
         report.check_complete()?;
     }
     std::fs::write(&out, text).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+    // The figures the next run prints beside its own: beside BENCHMARKS.md for the full
+    // run, beside the output otherwise (so a smoke never replaces a full run's).
+    let sidecar = if default_out {
+        report::previous::sidecar(&root)
+    } else {
+        out.with_extension("json")
+    };
+    report::previous::write_sidecar(&sidecar, &report.headlines())?;
     eprintln!(
-        "mytunnel-bench: wrote {} in {:.0}s",
+        "mytunnel-bench: wrote {} and {} in {:.0}s",
         out.display(),
+        sidecar.display(),
         report.duration.as_secs_f64()
     );
     Ok(())
@@ -314,51 +388,6 @@ fn edge_mode_label(mode: Option<RouteMode>) -> String {
         || "routes (the only mode of this build)".to_owned(),
         |m| m.as_str().to_owned(),
     )
-}
-
-/// Time to URL (mux and no mux) and the mytunnel data-plane path on `edge`.
-fn tunnel_measurements(edge: &Edge, app: &App, plan: &Plan, mode: &str) -> Result<TunnelPath> {
-    let suffix = if mode.is_empty() {
-        String::new()
-    } else {
-        format!(" [{mode}]")
-    };
-    let mux = dataplane::time_to_url(
-        edge,
-        app.port(),
-        &format!("mux{suffix}"),
-        &[],
-        plan.time_to_url_runs,
-    )?;
-    let no_mux = dataplane::time_to_url(
-        edge,
-        app.port(),
-        &format!("--no-ssh-mux{suffix}"),
-        &["--no-ssh-mux"],
-        plan.time_to_url_runs,
-    )?;
-    let (client, _) = Client::open(edge, app.port(), &[])?;
-    await_serving(
-        edge.http(),
-        &client.host,
-        std::time::Duration::from_secs(30),
-    )?;
-    let path = dataplane::measure_path(
-        &format!("(c) mytunnel{suffix}"),
-        if mode == "static" {
-            "wrk → Caddy (one wildcard route) → host link → the owner's unix socket → sshd → ssh -N -R → app (a tunnel opened by the built `mytunnel http`)"
-        } else {
-            "wrk → Caddy (a route per lease) → the owner's unix socket → sshd → ssh -N -R → app (a tunnel opened by the built `mytunnel http`)"
-        },
-        edge.http(),
-        &client.host,
-        &plan.load,
-    )?;
-    client.stop();
-    Ok(TunnelPath {
-        time_to_url: vec![mux, no_mux],
-        path,
-    })
 }
 
 /// Paths (d) bore and (e) rathole, each serving the same app.

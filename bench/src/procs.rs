@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use mytunnel_test_support::{descendants_of, kill_all, poll_every, signal, Below};
+use mytunnel_test_support::{kill_all, poll_every, signal, Below};
 use nix::sys::signal::Signal;
 
 /// Every failure is a message saying what failed.
@@ -52,11 +52,6 @@ impl Guard {
             Ok(Some(status)) => Err(format!("{} exited early with {status}", self.what)),
             Err(e) => Err(format!("cannot wait for {}: {e}", self.what)),
         }
-    }
-
-    /// The child itself (for its stdout).
-    pub fn child_mut(&mut self) -> &mut Child {
-        &mut self.child
     }
 
     /// Sends `signal` and waits at most `timeout` for the child to exit; whether it did.
@@ -119,18 +114,6 @@ pub fn memory_of(pid: i32) -> Memory {
         rss_kib: kib_field(&rollup, "Rss:").unwrap_or(0),
         pss_kib: kib_field(&rollup, "Pss:").unwrap_or(0),
     }
-}
-
-/// The memory of `pid` and every descendant, and how many processes that is.
-pub fn tree_memory(pid: i32) -> (Memory, usize) {
-    let mut pids = descendants_of(pid);
-    pids.push(pid);
-    let count = pids.len();
-    let total = pids
-        .into_iter()
-        .map(memory_of)
-        .fold(Memory::default(), |a, b| a + b);
-    (total, count)
 }
 
 /// A command line for messages and reports, words quoted when needed.

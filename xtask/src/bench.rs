@@ -3,8 +3,10 @@
 //! with `cargo install`) when missing, builds the binaries, then runs the bench crate:
 //! `cargo run --release -p mytunnel-bench -- [--smoke] [--no-peers] [--out PATH]`.
 //!
-//! The full run writes `BENCHMARKS.md` at the workspace root. `--smoke` runs every
-//! measurement at a small size (about 30 s once built), writes to a temporary file and fails
+//! The full run writes `BENCHMARKS.md` at the workspace root and its headline figures to
+//! `bench/last-run.json` (the next run prints them beside its own; commit both). `--smoke`
+//! runs every measurement at a small size (about 40 s once built), writes to a temporary
+//! file and fails
 //! unless every table got numbers; it checks the harness, not the speed, so it builds in the
 //! dev profile, which the test step has mostly built already. `--no-peers` leaves bore and
 //! rathole out (neither installed nor measured): CI's smoke uses it, because building the

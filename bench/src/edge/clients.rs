@@ -1,4 +1,4 @@
-//! The edge's clients: `mytunneld ctl`, `mytunnel http` and plain `ssh -R` as the bench runs them.
+//! The edge's clients: `mytunneld ctl` and `mytunnel http` as the bench runs them.
 
 use super::*;
 
@@ -58,37 +58,5 @@ impl Edge {
             &self.path("home"),
             &self.path("tmp"),
         ))
-    }
-
-    /// A plain data-plane forward, as the client runs it: `ssh -N -R <edge bind
-    /// target>:127.0.0.1:<local port>`, the target being `127.0.0.1:<port>` or `static`
-    /// mode's socket (no session, so no TCP_NODELAY on either side).
-    pub fn ssh_forward(&self, edge_bind: &BindTarget, local_port: u16) -> Result<Command> {
-        let mut command = Command::new("ssh");
-        command.args([
-            "-N",
-            "-T",
-            "-o",
-            "ExitOnForwardFailure=yes",
-            "-o",
-            "ControlMaster=no",
-            "-o",
-            "ControlPath=none",
-        ]);
-        for option in self.ssh_options()? {
-            command.arg("-o").arg(option);
-        }
-        command
-            .arg("-R")
-            .arg(format!("{edge_bind}:127.0.0.1:{local_port}"))
-            .arg("--")
-            .arg(self.destination())
-            .env_clear()
-            .env("HOME", self.path("home"))
-            .env("PATH", "/usr/bin:/bin")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        Ok(command)
     }
 }

@@ -12,14 +12,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use mytunnel_core::BindTarget;
 use mytunnel_test_support::{
     admin_request, base_config, client_command, copy_executable, generate_key, mytunneld_command,
     poll_every, stdout_json, RealCaddy, Sshd,
 };
 use serde_json::{json, Value};
 
-use crate::procs::{describe, run_ok, tree_memory, Guard, Memory, Result};
+use crate::procs::{describe, run_ok, Guard, Memory, Result};
+use crate::proctable::{established_to, memory_of_all, ProcTable};
 
 mod caddy;
 mod clients;
@@ -360,27 +360,52 @@ impl Edge {
         Ok(())
     }
 
-    /// Memory of sshd (listener and every connection process), Caddy and `mytunneld
-    /// serve`, with the number of sshd processes.
+    /// Memory of the edge's processes: sshd (listener and every connection process), what
+    /// sshd runs for the tunnel user (the held `mytunneld gate`, a child of sshd), Caddy
+    /// and `mytunneld serve`; with process counts and the SSH connections sshd holds.
     pub fn memory(&self) -> EdgeMemory {
         let pid = |p: u32| i32::try_from(p).unwrap_or(i32::MAX);
-        let (sshd, sshd_processes) = self
+        let table = ProcTable::snapshot();
+        let below_sshd = self
             .sshd
             .as_ref()
-            .map(|s| tree_memory(pid(s.pid())))
+            .map(|s| table.trees(&[pid(s.pid())]))
             .unwrap_or_default();
-        let (caddy, _) = tree_memory(pid(self.caddy.pid()));
+        let (sshd_pids, gate_pids): (Vec<i32>, Vec<i32>) = below_sshd
+            .into_iter()
+            .partition(|p| table.name(*p) == "sshd");
+        let mut gate_names: Vec<(String, usize)> = Vec::new();
+        for pid in &gate_pids {
+            let name = table.name(*pid);
+            match gate_names.iter_mut().find(|(n, _)| n == name) {
+                Some((_, count)) => *count += 1,
+                None => gate_names.push((name.to_owned(), 1)),
+            }
+        }
+        gate_names.sort();
+        let (sshd, sshd_processes) = memory_of_all(sshd_pids);
+        let (gate, gate_processes) = memory_of_all(gate_pids);
+        let (caddy, _) = memory_of_all(table.trees(&[pid(self.caddy.pid())]));
         let (serve, _) = self
             .serve
             .as_ref()
-            .map(|s| tree_memory(pid(s.pid())))
+            .map(|s| memory_of_all(table.trees(&[pid(s.pid())])))
             .unwrap_or_default();
         EdgeMemory {
             sshd,
             sshd_processes,
+            gate,
+            gate_processes,
+            gate_names,
             caddy,
             serve,
+            ssh_connections: self.sshd.as_ref().map_or(0, |s| established_to(s.port())),
         }
+    }
+
+    /// sshd's port (0 without sshd).
+    pub fn sshd_port(&self) -> u16 {
+        self.sshd.as_ref().map_or(0, Sshd::port)
     }
 
     /// `mytunneld serve`'s log.
@@ -409,22 +434,31 @@ impl Drop for Edge {
 }
 
 /// Memory of the edge's processes.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct EdgeMemory {
     /// sshd listener plus every connection process.
     pub sshd: Memory,
     /// How many sshd processes that is.
     pub sshd_processes: usize,
+    /// What sshd runs for the tunnel user: the gate a connection holds (`mytunneld
+    /// gate`), and a ctl command's gate while it runs.
+    pub gate: Memory,
+    /// How many processes that is.
+    pub gate_processes: usize,
+    /// Their names (`/proc/<pid>/comm`) and how many of each.
+    pub gate_names: Vec<(String, usize)>,
     /// Caddy.
     pub caddy: Memory,
     /// `mytunneld serve`.
     pub serve: Memory,
+    /// Established TCP connections to sshd's port.
+    pub ssh_connections: usize,
 }
 
 impl EdgeMemory {
     /// The sum.
     pub fn total(&self) -> Memory {
-        self.sshd + self.caddy + self.serve
+        self.sshd + self.gate + self.caddy + self.serve
     }
 }
 

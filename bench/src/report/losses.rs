@@ -1,74 +1,183 @@
-//! "Where we lose, why, and what would change it": the report's reading of its figures.
+//! "Where we lose, why, and what would change it": the report's reading of its own
+//! figures. Every number here is computed from this run; the prose around them names the
+//! component and the shape the client was seen to run.
 
+use super::targets::{at_least, at_most, DOWNLOAD_SHARE, LATENCY_LIMIT, RPS_SHARE};
 use super::*;
+use crate::dataplane::WrkResult;
+use crate::shape::Carrier;
+use crate::tunnels::{MytunnelPath, TunnelRun};
+
+fn at(p: &PathResult, conns: u32) -> Option<WrkResult> {
+    p.wrk.iter().find(|w| w.connections == conns).cloned()
+}
 
 impl Report {
     pub(super) fn where_we_lose(&self) -> String {
         let mut o = String::new();
         let _ = writeln!(o, "## Where we lose, why, and what would change it\n");
-        let (Some(a), Some(b), Some(c)) = (self.path("(a)"), self.path("(b)"), self.path("(c)"))
+        let (Some(a), Some(b), Some(run)) =
+            (self.path("(a)"), self.path("(b)"), self.headline_run())
         else {
             return o;
         };
-        let at =
-            |p: &PathResult, conns: u32| p.wrk.iter().find(|w| w.connections == conns).cloned();
-        if let (Some(b1), Some(c1)) = (at(b, 1), at(c, 1)) {
-            let _ = writeln!(
+        let Some(mux) = run.mux_path() else {
+            return o;
+        };
+        let plain = run.paths.iter().find(|p| p.no_mux);
+        self.latency(&mut o, a, b, mux, plain);
+        self.throughput(&mut o, a, b, mux, plain);
+        self.download(&mut o, b, run, mux);
+        self.control_plane(&mut o);
+        Self::time_to_url(&mut o, run, mux);
+        self.memory(&mut o);
+        let _ = writeln!(o);
+        o
+    }
+
+    fn latency(
+        &self,
+        o: &mut String,
+        a: &PathResult,
+        b: &PathResult,
+        mux: &MytunnelPath,
+        plain: Option<&MytunnelPath>,
+    ) {
+        let (Some(b1), Some(c1)) = (at(b, 1), at(&mux.result, 1)) else {
+            return;
+        };
+        let p50 = c1.p50.as_secs_f64() / b1.p50.as_secs_f64().max(1e-9);
+        let p99 = c1.p99.as_secs_f64() / b1.p99.as_secs_f64().max(1e-9);
+        let _ = write!(
+            o,
+            "- **Latency at one connection** ({}): mytunnel's p50 is {} ms and p99 {} ms \
+             against {} ms and {} ms for Caddy → app ({} ms and {} ms for the app alone): \
+             {p50:.2}× and {p99:.2}× — target ≤ {LATENCY_LIMIT}×: p50 {}, p99 {}.",
+            mux.result.label,
+            ms(c1.p50),
+            ms(c1.p99),
+            ms(b1.p50),
+            ms(b1.p99),
+            at(a, 1).map_or("?".into(), |w| ms(w.p50)),
+            at(a, 1).map_or("?".into(), |w| ms(w.p99)),
+            at_most(p50, LATENCY_LIMIT).word(),
+            at_most(p99, LATENCY_LIMIT).word(),
+        );
+        let _ = write!(o, " {}", carrier_latency(mux.observed.carrier()));
+        if let Some(plain1) = plain.and_then(|p| at(&p.result, 1)) {
+            let _ = write!(
                 o,
-                "- **Latency at low concurrency: the `ssh -N -R` hop (Nagle meets delayed ACKs).** \
-                 At one connection mytunnel's p99 is {} ms against {} ms for Caddy → app and \
-                 {} ms for the app alone; p50 {} ms against {} ms. A forward with no session \
-                 (`-N`) never gets TCP_NODELAY from ssh or sshd, so a small response that follows \
-                 an unacknowledged segment waits for the peer's delayed ACK (~40 ms on Linux). \
-                 Component: OpenSSH's channel sockets, both ends. What would change it: carrying \
-                 the forward on an interactive session (`ssh -tt`, key option `pty`, the gate \
-                 holding the empty command), on which both ends set TCP_NODELAY, or a data \
-                 plane that sets TCP_NODELAY itself.",
-                ms(c1.p99),
-                ms(b1.p99),
-                at(a, 1).map_or("?".into(), |w| ms(w.p99)),
-                ms(c1.p50),
-                ms(b1.p50)
+                " In the same run `--no-ssh-mux`, whose client ran {}, served p50 {} ms and \
+                 p99 {} ms.",
+                plain.map_or_else(|| "?".to_owned(), |p| p.observed.hop()),
+                ms(plain1.p50),
+                ms(plain1.p99)
             );
         }
-        if let (Some(a64), Some(b64), Some(c64)) = (at(a, 64), at(b, 64), at(c, 64)) {
-            let peers: Vec<String> = ["(d)", "(e)"]
-                .iter()
-                .filter_map(|p| self.path(p))
-                .filter_map(|p| {
-                    at(p, 64).map(|w| format!("{} {} requests/s", p.label, thousands(w.rps)))
-                })
-                .collect();
-            let _ = writeln!(
+        let _ = writeln!(o);
+    }
+
+    fn throughput(
+        &self,
+        o: &mut String,
+        a: &PathResult,
+        b: &PathResult,
+        mux: &MytunnelPath,
+        plain: Option<&MytunnelPath>,
+    ) {
+        let Some(c) = mux.result.wrk.last() else {
+            return;
+        };
+        let n = c.connections;
+        let (Some(an), Some(bn)) = (at(a, n), at(b, n)) else {
+            return;
+        };
+        let share = c.rps / bn.rps.max(1e-9);
+        let peers: Vec<String> = ["(d)", "(e)"]
+            .iter()
+            .filter_map(|p| self.path(p))
+            .filter_map(|p| {
+                at(p, n).map(|w| format!("{} {} requests/s", p.label, thousands(w.rps)))
+            })
+            .collect();
+        let _ = write!(
+            o,
+            "- **Throughput at {n} connections: two proxies in series, and Caddy is the first \
+             ceiling.** The app alone serves {} requests/s; Caddy → app {} ({} of direct): \
+             Caddy's reverse proxy (TLS off here) is the first ceiling on this machine. \
+             mytunnel adds sshd and ssh — two more user-space hops with encryption, on the \
+             same cores — and serves {} ({share:.2}× Caddy → app; target ≥ {RPS_SHARE}×: {})",
+            thousands(an.rps),
+            thousands(bn.rps),
+            ratio(bn.rps, an.rps),
+            thousands(c.rps),
+            at_least(share, RPS_SHARE).text(),
+        );
+        if let Some(pn) = plain.and_then(|p| at(&p.result, n)) {
+            let _ = write!(
                 o,
-                "- **Throughput at 64 connections: two proxies in series, and Caddy is the first \
-                 ceiling.** The app alone serves {} requests/s; Caddy → app {} ({} of direct): \
-                 Caddy's reverse proxy (TLS off here) is the first ceiling on this machine. \
-                 mytunnel adds sshd and ssh — two more user-space hops with encryption, on the \
-                 same 2 cores — and serves {} ({} of Caddy → app). The peers have no HTTP proxy \
-                 in front at all: {}; a like-for-like comparison would put Caddy in front of them \
-                 too, since a public HTTPS URL needs TLS somewhere. What would change it: none \
-                 of mytunnel's own code is on this path; the levers (not measured here) are \
-                 ssh's cipher choice and keeping the edge's sshd and Caddy off the cores of the \
-                 app and the load generator, as on a real deployment.",
-                thousands(a64.rps),
-                thousands(b64.rps),
-                ratio(b64.rps, a64.rps),
-                thousands(c64.rps),
-                ratio(c64.rps, b64.rps),
+                "; `--no-ssh-mux` serves {} ({} of the default shape)",
+                thousands(pn.rps),
+                ratio(pn.rps, c.rps)
+            );
+        }
+        let _ = write!(o, ".");
+        if !peers.is_empty() {
+            let _ = write!(
+                o,
+                " The peers have no HTTP proxy in front at all: {}; a like-for-like \
+                 comparison would put Caddy in front of them too, since a public HTTPS URL \
+                 needs TLS somewhere.",
                 peers.join(", ")
             );
         }
         let _ = writeln!(
             o,
-            "- **Download throughput** ({} MB/s through mytunnel against {} MB/s through Caddy \
-             alone): every byte is encrypted by sshd and decrypted by ssh on the same cores as \
-             Caddy and curl. Component: the SSH channel (cipher and 2 MiB window). What would \
-             change it: a faster cipher, or the app's host being a separate machine (on a real \
-             deployment the two ends do not share cores).",
-            thousands(c.download_mb_s),
-            thousands(b.download_mb_s)
+            " What would change it: keeping the edge's sshd and Caddy off the cores of the \
+             app and the load generator, as on a real deployment; the cipher (below)."
         );
+    }
+
+    fn download(&self, o: &mut String, b: &PathResult, run: &TunnelRun, mux: &MytunnelPath) {
+        let c = mux.result.download.median_mb_s;
+        let share = c / b.download.median_mb_s.max(1e-9);
+        let cipher = mux.observed.ciphers().map_or_else(
+            || "no `Ciphers` on its ssh command lines, so ssh's own order".to_owned(),
+            |c| format!("`Ciphers={c}`"),
+        );
+        let _ = write!(
+            o,
+            "- **Download throughput**: {} MB/s through mytunnel ({cipher}) against {} MB/s \
+             through Caddy alone: {share:.2}× — target ≥ {DOWNLOAD_SHARE}×: {}.",
+            thousands(c),
+            thousands(b.download.median_mb_s),
+            at_least(share, DOWNLOAD_SHARE).text()
+        );
+        if let Some(chacha) = &run.cipher {
+            let _ = write!(
+                o,
+                " With `{}` asked for, {} MB/s ({} of the default).",
+                chacha.option,
+                thousands(chacha.download.median_mb_s),
+                ratio(chacha.download.median_mb_s, c)
+            );
+        }
+        let aes = self
+            .machine
+            .iter()
+            .find(|(k, _)| k.starts_with("AES"))
+            .map_or("unknown", |(_, v)| v.as_str());
+        let _ = writeln!(
+            o,
+            " (AES instructions on this CPU: {aes}.) Every byte is encrypted by sshd and \
+             decrypted by ssh on the same cores as Caddy and curl. Component: the SSH channel \
+             (cipher and window). What would change it: the cipher where the CPU accelerates \
+             it, or the app's host being a separate machine (on a real deployment the two ends \
+             do not share cores)."
+        );
+    }
+
+    fn control_plane(&self, o: &mut String) {
         let routes_mode = if self.route_modes {
             Some(RouteMode::Routes)
         } else {
@@ -88,8 +197,8 @@ impl Report {
                  {} ms; release {} ms → {} ms): each allocate reads the routes list and inserts \
                  one route, each release deletes one, and Caddy re-provisions all N routes every \
                  time (and drops every open WebSocket). Component: Caddy's admin API. What would \
-                 change it: the reload-free `static` mode of issue 8 (one wildcard route that \
-                 dials a per-lease unix socket; lease changes never touch Caddy)",
+                 change it: the reload-free `static` mode (one wildcard route that dials a \
+                 per-lease unix socket; lease changes never touch Caddy)",
                 thousands(small as f64),
                 thousands(large as f64),
                 first.map_or("?".into(), |r| ms(r.allocate.p50)),
@@ -124,70 +233,126 @@ impl Report {
             if allocate > 1.5 {
                 let _ = writeln!(
                     o,
-                    "- **`static` mode still grows with the lease count** (issue 8 acceptance 3 \
-                     asks for at most 1.5×): from {} to {} active leases allocate p50 grows \
-                     {allocate:.2}×, release {release:.2}×, heartbeat {heartbeat:.2}×. A static \
-                     allocate reads no other lease (socket leases hold no port, and ctl sweeps \
-                     only its owner's directory), and serve answers it with one write \
-                     transaction on a database it holds open. Look for what else grew with the \
-                     seeded edge in this run.",
+                    "- **`static` mode still grows with the lease count** (at most 1.5× is the \
+                     target): from {} to {} active leases allocate p50 grows {allocate:.2}×, \
+                     release {release:.2}×, heartbeat {heartbeat:.2}×. A static allocate reads \
+                     no other lease, and serve answers it with one write transaction on a \
+                     database it holds open. Look for what else grew with the seeded edge in \
+                     this run.",
                     thousands(first.leases as f64),
                     thousands(last.leases as f64),
                 );
             }
         }
-        if let Some(t) = self.tunnels.first() {
-            if let [mux, no_mux] = t.time_to_url.as_slice() {
-                let _ = writeln!(
-                    o,
-                    "- **Time to URL** is {} ms with mux and {} ms with `--no-ssh-mux`: it is SSH \
-                     handshakes (key exchange and authentication, each a few hundred ms on \
-                     loopback) — the control master, then the data-plane connection, plus one \
-                     `ssh -T` per ctl command without mux. What would change it: opening the \
-                     data-plane connection in parallel with the allocation, or requesting the \
-                     forward on the connection that already carries the control session.",
-                    ms(mux.to_first_200.p50),
-                    ms(no_mux.to_first_200.p50)
-                );
+    }
+
+    fn time_to_url(o: &mut String, run: &TunnelRun, mux: &MytunnelPath) {
+        let (Some(m), Some(p)) = (run.time_to_url(false), run.time_to_url(true)) else {
+            return;
+        };
+        let share = m.to_first_200.p50.as_secs_f64() / p.to_first_200.p50.as_secs_f64().max(1e-9);
+        let after_line = m.to_first_200.p50.saturating_sub(m.to_url_line.p50);
+        let why = match mux.observed.carrier() {
+            Carrier::ForwardProcess => {
+                "The default shape still opens two SSH connections: the control master, then \
+                 the data plane's `ssh -N -R`, each with its own handshake (key exchange and \
+                 authentication). What would change it: requesting the forward over the \
+                 connection that already carries the control commands."
             }
-        }
-        // Per mode: "<N> tunnels, <total> KiB PSS of which sshd <sshd> KiB (<procs> processes)".
-        let per_tunnel: Vec<String> = self
-            .scale
+            Carrier::InteractiveMux => {
+                "The default shape makes one SSH handshake and requests the forward over that \
+                 connection's mux; `--no-ssh-mux` makes one per control command and one for \
+                 the forward. What is left is that handshake, the allocation and the forward \
+                 request."
+            }
+            Carrier::Mux => {
+                "The default shape's connection ran without a pty (`-T`): the client asks for \
+                 one first (`-tt`), and when the edge's key refuses it, connects again \
+                 without and gives the gate a grace period to say it holds the session. What \
+                 would change it: keys with the `pty` option, so the first connection is the \
+                 one that stays."
+            }
+            Carrier::Unknown => "The client's ssh processes were not seen.",
+        };
+        let _ = writeln!(
+            o,
+            "- **Time to URL** is {} ms with the default shape and {} ms with `--no-ssh-mux` \
+             ({share:.2}×; p50 of first 200s); the `url:` line comes {} ms before the first \
+             200. {why}",
+            ms(m.to_first_200.p50),
+            ms(p.to_first_200.p50),
+            ms(after_line)
+        );
+    }
+
+    fn memory(&self, o: &mut String) {
+        let Some(scale) = &self.scale else {
+            return;
+        };
+        let lines: Vec<String> = scale
+            .parts
             .iter()
-            .filter_map(|run| {
-                let r = run.scale.rows.last()?;
-                let n = r.tunnels.max(1) as u64;
-                let base = run.scale.baseline;
-                let sshd = r.memory.sshd.pss_kib.saturating_sub(base.sshd.pss_kib) / n;
-                let total = r
-                    .memory
-                    .total()
-                    .pss_kib
-                    .saturating_sub(base.total().pss_kib)
-                    / n;
-                Some(format!(
-                    "`{}` mode at {} tunnels: {} KiB PSS, of which sshd's per-connection \
-                     processes take {} KiB ({} sshd processes)",
-                    run.mode,
-                    thousands(r.tunnels as f64),
-                    thousands(total as f64),
-                    thousands(sshd as f64),
-                    r.memory.sshd_processes
-                ))
+            .filter_map(|part| {
+                part.rows
+                    .last()
+                    .map(|r| scale_table::per_tunnel_line(part, r))
             })
             .collect();
-        if !per_tunnel.is_empty() {
-            let _ = writeln!(
+        if lines.is_empty() {
+            return;
+        }
+        // A shell among the gate's processes: the forced command's shell waits for it.
+        let shell = scale
+            .parts
+            .iter()
+            .filter_map(|part| part.rows.last())
+            .flat_map(|r| &r.edge.gate_names)
+            .find(|(name, _)| ["sh", "dash", "bash"].contains(&name.as_str()))
+            .map(|(name, _)| name.clone());
+        let _ = write!(
+            o,
+            "- **Memory per tunnel**: {} Privilege separation forks a monitor and a user \
+             process per SSH connection, and the gate a connection holds is one more process; \
+             bore and rathole hold a tunnel as a task in one process.",
+            lines.join(" ")
+        );
+        if let Some(shell) = shell {
+            let _ = write!(
                 o,
-                "- **Memory per tunnel**: {}. Privilege separation forks a monitor and a user \
-                 process per connection. bore and rathole hold a tunnel as a task in one \
-                 process. What would change it: nothing cheap with stock OpenSSH; it is the \
-                 price of using sshd for authentication and isolation.",
-                per_tunnel.join("; ")
+                " The user's shell (`{shell}`), which sshd runs the key's forced command with, \
+                 stays alive as the held gate's parent: a forced command that `exec`s the gate \
+                 would save that process on every connection."
             );
         }
-        let _ = writeln!(o);
-        o
+        let _ = writeln!(
+            o,
+            " What would change it on the edge: fewer SSH connections per tunnel (an SDK \
+             edge carries many tunnels on one); each connection's processes are the price of \
+             using sshd for authentication and isolation."
+        );
+    }
+}
+
+/// Why the latency at one connection is what it is, for how the forward was carried.
+fn carrier_latency(carrier: Carrier) -> &'static str {
+    match carrier {
+        Carrier::ForwardProcess => {
+            "The client carried the forward on `ssh -N -R`: a forward with no session never \
+             gets TCP_NODELAY from ssh or sshd, so a small response that follows an \
+             unacknowledged segment waits for the peer's delayed ACK. Component: OpenSSH's \
+             channel sockets, both ends. What would change it: carrying the forward on an \
+             interactive session, on which both ends set TCP_NODELAY."
+        }
+        Carrier::InteractiveMux => {
+            "The client carried the forward over its one interactive connection, on which \
+             ssh and sshd set TCP_NODELAY; what is left is two more user-space hops with \
+             encryption on the same cores."
+        }
+        Carrier::Mux => {
+            "The client carried the forward over the mux of its one connection, opened \
+             without a terminal (`-T`, which the client falls back to when the edge's key \
+             gives no pty), so neither ssh nor sshd marks it interactive."
+        }
+        Carrier::Unknown => "The client's ssh processes were not seen.",
     }
 }
