@@ -16,8 +16,8 @@
 # - With --keys-dir DIR, or when the edge's env file (--env-file, default
 #   /etc/mytunneld/mytunneld.env) sets MYTUNNEL_KEYS_DIR, writes the key without options to
 #   DIR/<user> (0644, DIR 0755, both root:root) instead: sshd's AuthorizedKeysCommand
-#   (`mytunneld authorized-keys %u`, see install-edge.sh) adds the options, and the listen
-#   permissions of the user's leases, at each login. ~/.ssh is not touched then.
+#   (`mytunneld authorized-keys %u`, see install-edge.sh) adds the options at each login.
+#   ~/.ssh is not touched then.
 # - With --socket-dir DIR, or when the env file exists (its MYTUNNEL_SOCKET_DIR, default
 #   /var/lib/mytunnel-sockets; both route modes), creates DIR/owners/<user>,
 #   owned by the user, group --proxy-group (default caddy), mode 2750: the user's tunnel

@@ -30,7 +30,7 @@ complete -c mytunneld -n "__fish_mytunneld_needs_command" -s V -l version -d 'Pr
 complete -c mytunneld -n "__fish_mytunneld_needs_command" -f -a "serve" -d 'Run the cleanup and reconcile loops until SIGTERM or SIGINT'
 complete -c mytunneld -n "__fish_mytunneld_needs_command" -f -a "ctl" -d 'One control operation; prints one JSON document (see `mytunneld ctl --help`)'
 complete -c mytunneld -n "__fish_mytunneld_needs_command" -f -a "gate" -d 'SSH forced command for tunnel keys: allows only `mytunneld ctl <verb>` and tunnel sessions'
-complete -c mytunneld -n "__fish_mytunneld_needs_command" -f -a "authorized-keys" -d 'sshd\'s AuthorizedKeysCommand: prints USER\'s tunnel keys, each limited to the listens USER\'s leases allow'
+complete -c mytunneld -n "__fish_mytunneld_needs_command" -f -a "authorized-keys" -d 'sshd\'s AuthorizedKeysCommand: prints USER\'s tunnel keys, each limited to what a tunnel key may do'
 complete -c mytunneld -n "__fish_mytunneld_needs_command" -f -a "config" -d 'Print every setting as serve resolves it, where its value came from, and what is refused'
 complete -c mytunneld -n "__fish_mytunneld_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c mytunneld -n "__fish_mytunneld_using_subcommand serve" -l db-path -d 'SQLite lease database file [env: MYTUNNEL_DB_PATH] [default: /var/lib/mytunneld/leases.db]' -r
@@ -101,6 +101,6 @@ complete -c mytunneld -n "__fish_mytunneld_using_subcommand config" -s h -l help
 complete -c mytunneld -n "__fish_mytunneld_using_subcommand help; and not __fish_seen_subcommand_from serve ctl gate authorized-keys config help" -f -a "serve" -d 'Run the cleanup and reconcile loops until SIGTERM or SIGINT'
 complete -c mytunneld -n "__fish_mytunneld_using_subcommand help; and not __fish_seen_subcommand_from serve ctl gate authorized-keys config help" -f -a "ctl" -d 'One control operation; prints one JSON document (see `mytunneld ctl --help`)'
 complete -c mytunneld -n "__fish_mytunneld_using_subcommand help; and not __fish_seen_subcommand_from serve ctl gate authorized-keys config help" -f -a "gate" -d 'SSH forced command for tunnel keys: allows only `mytunneld ctl <verb>` and tunnel sessions'
-complete -c mytunneld -n "__fish_mytunneld_using_subcommand help; and not __fish_seen_subcommand_from serve ctl gate authorized-keys config help" -f -a "authorized-keys" -d 'sshd\'s AuthorizedKeysCommand: prints USER\'s tunnel keys, each limited to the listens USER\'s leases allow'
+complete -c mytunneld -n "__fish_mytunneld_using_subcommand help; and not __fish_seen_subcommand_from serve ctl gate authorized-keys config help" -f -a "authorized-keys" -d 'sshd\'s AuthorizedKeysCommand: prints USER\'s tunnel keys, each limited to what a tunnel key may do'
 complete -c mytunneld -n "__fish_mytunneld_using_subcommand help; and not __fish_seen_subcommand_from serve ctl gate authorized-keys config help" -f -a "config" -d 'Print every setting as serve resolves it, where its value came from, and what is refused'
 complete -c mytunneld -n "__fish_mytunneld_using_subcommand help; and not __fish_seen_subcommand_from serve ctl gate authorized-keys config help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

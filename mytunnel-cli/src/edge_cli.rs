@@ -111,7 +111,7 @@ pub fn command() -> Command {
         ))
         .subcommand(
             Command::new("authorized-keys")
-                .about("sshd's AuthorizedKeysCommand: prints USER's tunnel keys, each limited to the listens USER's leases allow")
+                .about("sshd's AuthorizedKeysCommand: prints USER's tunnel keys, each limited to what a tunnel key may do")
                 .long_about(AUTHORIZED_KEYS_ABOUT)
                 .arg(
                     Arg::new("user")
@@ -169,9 +169,9 @@ sshd's AuthorizedKeysCommand for tunnel users. Reads USER's public keys from
 root's and not writable by group or others) and prints each with
 `restrict,port-forwarding,permitlisten=\"…\",command=\"<gate command>\"`.
 
-routes mode: one permitlisten=\"127.0.0.1:PORT\" per active lease of USER, so nobody
-binds another user's port. static mode, or no active lease: permitlisten=\"NONE:1\",
-which matches no listen request (static tunnels bind unix sockets instead).
+permitlisten=\"NONE:1\" matches no listen request: in both route modes every lease binds
+a unix socket in its owner's directory, and no tunnel key listens on a TCP port. The
+lease database is not read.
 
 A missing keys file prints nothing (exit 0). Exit 1: refused (unsafe file or bad user
 name); exit 2: bad configuration.
