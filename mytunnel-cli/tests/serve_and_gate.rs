@@ -8,7 +8,7 @@
     clippy::indexing_slicing
 )]
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -227,31 +227,101 @@ fn gate_runs_allowed_verbs_refuses_the_rest_and_ignores_the_environment() {
     );
 }
 
-#[test]
-fn gate_holds_an_empty_command_until_the_client_closes_it() {
-    let edge = Edge::new("");
-    for command in [None, Some("")] {
-        let mut session = Guard(
-            gate(&edge, command)
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .spawn()
-                .unwrap(),
-        );
-        let mut stdin = session.0.stdin.take().unwrap();
-        // The session is open: it reads what the client sends.
-        stdin.write_all(b"keepalive\n").unwrap();
-        stdin.flush().unwrap();
-        assert!(
-            session.0.try_wait().unwrap().is_none(),
-            "session ended on its own"
-        );
-        drop(stdin);
-        let mut status = None;
-        assert!(eventually(Duration::from_secs(5), || {
+/// `mytunneld gate` with `command` in SSH_ORIGINAL_COMMAND (None: unset) and `env_file`.
+fn gate_with(env_file: &Path, command: Option<&str>) -> Command {
+    let mut gate = Command::new(env!("CARGO_BIN_EXE_mytunneld"));
+    gate.arg("--env-file").arg(env_file).arg("gate").env_clear();
+    if let Some(command) = command {
+        gate.env("SSH_ORIGINAL_COMMAND", command);
+    }
+    gate
+}
+
+/// A held session, its stdin and stdout piped, once it is reading: more than a pipe holds
+/// was written to it, so it has read most of that.
+fn held_session(env_file: &Path, command: Option<&str>) -> (Guard, std::process::ChildStdin) {
+    let mut session = Guard(
+        gate_with(env_file, command)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut stdin = session.0.stdin.take().unwrap();
+    stdin.write_all(&[b'x'; 256 * 1024]).unwrap();
+    stdin.write_all(b"id\nexit\n").unwrap();
+    stdin.flush().unwrap();
+    (session, stdin)
+}
+
+/// The `Threads:` line of /proc/<pid>/status.
+fn threads(pid: u32) -> u32 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Waits (5 s at most) for the session to end: its exit status and what it printed.
+fn ended(session: &mut Guard) -> (std::process::ExitStatus, String) {
+    let mut status = None;
+    assert!(
+        eventually(Duration::from_secs(5), || {
             status = session.0.try_wait().unwrap();
             status.is_some()
-        }));
-        assert!(status.unwrap().success());
+        }),
+        "the session did not end"
+    );
+    let mut stdout = String::new();
+    session
+        .0
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    (status.unwrap(), stdout)
+}
+
+/// A held session is one process per client session on the edge: it runs one thread (no
+/// async runtime), reads no configuration (an env file it cannot read changes nothing),
+/// runs and prints nothing, and ends when the client closes its input, or at SIGHUP (sshd
+/// hanging up its terminal) or SIGTERM.
+#[test]
+fn gate_holds_an_empty_command_until_the_client_closes_it() {
+    use std::os::unix::process::ExitStatusExt;
+    let edge = Edge::new("");
+    // A directory is no env file.
+    let unreadable = edge.dir.path().join("s");
+    for (command, env_file) in [
+        (None, edge.env_file()),
+        (Some(""), edge.env_file()),
+        (Some("  "), unreadable.clone()),
+    ] {
+        let what = format!("{command:?} {}", env_file.display());
+        let (mut session, stdin) = held_session(&env_file, command);
+        assert!(
+            session.0.try_wait().unwrap().is_none(),
+            "{what}: session ended on its own"
+        );
+        assert_eq!(threads(session.pid()), 1, "{what}");
+        drop(stdin);
+        let (status, stdout) = ended(&mut session);
+        assert!(status.success(), "{what}: {status}");
+        assert_eq!(stdout, "", "{what}");
+    }
+    for signal in [
+        nix::sys::signal::Signal::SIGHUP,
+        nix::sys::signal::Signal::SIGTERM,
+    ] {
+        let (mut session, _stdin) = held_session(&edge.env_file(), None);
+        session.signal(signal).unwrap();
+        let (status, stdout) = ended(&mut session);
+        assert_eq!(status.signal(), Some(signal as i32), "{signal}: {status}");
+        assert_eq!(stdout, "", "{signal}");
     }
 }

@@ -1,30 +1,27 @@
 //! `mytunneld gate`: the SSH forced command of tunnel keys.
 //!
-//! The decision is made by [`mytunnel_core::gate`]; this module carries it out: a tunnel
-//! session is held until the client closes it, an allowed ctl request runs in-process,
-//! a refusal prints the error envelope and exits non-zero.
+//! The decision is made by [`mytunnel_core::gate`], from `SSH_ORIGINAL_COMMAND` alone
+//! ([`decide`]); this module carries it out: a tunnel session is held until the client
+//! closes it ([`hold_session`]), an allowed ctl request runs in-process ([`run_ctl`]), a
+//! refusal prints the error envelope and exits non-zero.
+//!
+//! A held session is one process per client session on the edge (a thousand tunnels, a
+//! thousand held gates), so it costs as little as the process can: no async runtime, no
+//! configuration read, one thread blocked reading stdin. SIGHUP (sshd closing the
+//! terminal) and SIGTERM keep their default disposition and end it.
 //!
 //! Configuration comes from the env file and defaults only. The process environment is
 //! ignored on purpose: an sshd with `AcceptEnv MYTUNNEL_*` would otherwise let a client
 //! set `MYTUNNEL_DB_PATH` and bypass the refusal of override flags.
 
+use std::io::Read;
 use std::path::Path;
 
 use mytunnel_core::gate::{parse_original_command, GateConfig, GateDecision, PROGRAM_NAME};
-use mytunnel_core::protocol::{ApiError, ErrorCode};
-use tokio::io::AsyncReadExt;
+use mytunnel_core::protocol::{ApiError, CtlRequest, ErrorCode};
 
 use crate::config::{load_env_file, ConfigInputs, EdgeConfig};
 use crate::ctl::{self, CtlOutput};
-
-/// What the gate did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum GateOutcome {
-    /// A tunnel session was held until the client closed it.
-    SessionClosed,
-    /// A ctl request ran, or the command was refused.
-    Ctl(CtlOutput),
-}
 
 /// The gate's allow-list of program paths: `/usr/local/bin/mytunneld` and this binary.
 pub fn gate_config() -> GateConfig {
@@ -36,6 +33,12 @@ pub fn gate_config() -> GateConfig {
         }
     }
     config
+}
+
+/// What the gate does with `original_command` (`SSH_ORIGINAL_COMMAND`; unset means a
+/// session), decided before any configuration is read.
+pub fn decide(original_command: Option<&str>) -> Result<GateDecision, ApiError> {
+    parse_original_command(original_command.unwrap_or(""), &gate_config())
 }
 
 /// Loads the configuration a gated command runs with: the env file, then defaults.
@@ -51,59 +54,45 @@ pub fn gated_config(env_file: &Path) -> Result<EdgeConfig, ApiError> {
         .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))
 }
 
-/// Runs the gate for `original_command` (`SSH_ORIGINAL_COMMAND`; unset means a session).
-pub async fn run(original_command: Option<&str>, env_file: &Path) -> GateOutcome {
-    let decision = match parse_original_command(original_command.unwrap_or(""), &gate_config()) {
-        Ok(decision) => decision,
-        Err(refusal) => return GateOutcome::Ctl(CtlOutput::error(&refusal)),
-    };
-    match decision {
-        GateDecision::TunnelSession => {
-            hold_session().await;
-            GateOutcome::SessionClosed
-        }
-        GateDecision::Ctl(request) => match gated_config(env_file) {
-            Ok(config) => GateOutcome::Ctl(ctl::run(&config, request).await),
-            Err(e) => GateOutcome::Ctl(CtlOutput {
-                stdout: e.to_envelope_json(),
-                exit_code: 2,
-            }),
+/// Runs an allowed ctl request with the configuration of `env_file`.
+pub async fn run_ctl(request: CtlRequest, env_file: &Path) -> CtlOutput {
+    match gated_config(env_file) {
+        Ok(config) => ctl::run(&config, request).await,
+        Err(e) => CtlOutput {
+            stdout: e.to_envelope_json(),
+            exit_code: 2,
         },
     }
 }
 
-/// Holds a tunnel session: returns when the client closes stdin or the session ends.
-async fn hold_session() {
-    let mut stdin = tokio::io::stdin();
+/// Holds a tunnel session: returns when stdin ends or fails (the client closed the
+/// session, or sshd hung up its terminal). Prints nothing and runs nothing it reads; on a
+/// terminal it turns echo off first, so what the client sends does not come back either.
+pub fn hold_session() {
+    #[cfg(unix)]
+    quiet_terminal();
+    let mut stdin = std::io::stdin().lock();
     let mut buf = [0u8; 1024];
-    let hangup = async {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{signal, SignalKind};
-            match (
-                signal(SignalKind::hangup()),
-                signal(SignalKind::terminate()),
-            ) {
-                (Ok(mut hup), Ok(mut term)) => {
-                    tokio::select! {
-                        _ = hup.recv() => {}
-                        _ = term.recv() => {}
-                    }
-                }
-                _ => std::future::pending::<()>().await,
-            }
-        }
-        #[cfg(not(unix))]
-        std::future::pending::<()>().await
-    };
-    tokio::pin!(hangup);
     loop {
-        tokio::select! {
-            read = stdin.read(&mut buf) => match read {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            },
-            () = &mut hangup => return,
+        match stdin.read(&mut buf) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return,
         }
+    }
+}
+
+/// Turns echo off when stdin is a terminal (a session with a pty): the line discipline
+/// would otherwise send every byte the client writes back to it. Not a terminal: nothing.
+#[cfg(unix)]
+fn quiet_terminal() {
+    use nix::sys::termios::{tcgetattr, tcsetattr, LocalFlags, SetArg};
+    let stdin = std::io::stdin();
+    if let Ok(mut termios) = tcgetattr(&stdin) {
+        termios
+            .local_flags
+            .remove(LocalFlags::ECHO | LocalFlags::ECHONL);
+        let _ = tcsetattr(&stdin, SetArg::TCSANOW, &termios);
     }
 }

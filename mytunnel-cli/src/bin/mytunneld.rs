@@ -5,11 +5,12 @@ use std::process::ExitCode;
 
 use miette::{miette, IntoDiagnostic};
 use mytunnel_cli::edge_cli::{self, CtlInvocation, CTL_HELP};
+use mytunnel_core::gate::GateDecision;
 use mytunnel_core::protocol::ErrorCode;
 use mytunnel_edge::authorized_keys;
 use mytunnel_edge::config::LogFormat;
 use mytunnel_edge::ctl::{self, CtlOutput};
-use mytunnel_edge::gate::{self, GateOutcome};
+use mytunnel_edge::gate;
 use mytunnel_edge::serve::{self, ServeIntervals};
 
 fn main() -> ExitCode {
@@ -18,20 +19,14 @@ fn main() -> ExitCode {
         .get_one::<String>("env-file")
         .map(PathBuf::from)
         .unwrap_or_default();
-    // serve answers every ctl on the edge at once: a worker per core. The short-lived
-    // commands need one thread.
-    let runtime = match matches.subcommand_name() {
-        Some("serve") => tokio::runtime::Builder::new_multi_thread(),
-        _ => tokio::runtime::Builder::new_current_thread(),
+    // Before any runtime: a held tunnel session is one gate per client session on the edge.
+    if let Some(("gate", _)) = matches.subcommand() {
+        return run_gate(&env_file);
     }
-    .enable_all()
-    .build();
-    let runtime = match runtime {
+    // serve answers every ctl on the edge at once: a worker per core.
+    let runtime = match runtime(matches.subcommand_name() == Some("serve")) {
         Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("mytunneld: cannot start the async runtime: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     match matches.subcommand() {
         Some(("serve", sub)) => match runtime.block_on(run_serve(sub, &env_file)) {
@@ -65,14 +60,6 @@ fn main() -> ExitCode {
                 },
             };
             print_ctl(&output)
-        }
-        Some(("gate", _)) => {
-            let command =
-                std::env::var_os("SSH_ORIGINAL_COMMAND").map(|c| c.to_string_lossy().into_owned());
-            match runtime.block_on(gate::run(command.as_deref(), &env_file)) {
-                GateOutcome::SessionClosed => ExitCode::SUCCESS,
-                GateOutcome::Ctl(output) => print_ctl(&output),
-            }
         }
         Some(("authorized-keys", sub)) => {
             let invocation = match edge_cli::parse_authorized_keys(sub, &env_file) {
@@ -112,6 +99,41 @@ fn main() -> ExitCode {
             }
         },
         _ => ExitCode::from(2),
+    }
+}
+
+/// The async runtime: a worker per core for `serve`, one thread for the short-lived
+/// commands.
+fn runtime(multi_thread: bool) -> Result<tokio::runtime::Runtime, ExitCode> {
+    if multi_thread {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    }
+    .enable_all()
+    .build()
+    .map_err(|e| {
+        eprintln!("mytunneld: cannot start the async runtime: {e}");
+        ExitCode::from(2)
+    })
+}
+
+/// `mytunneld gate`: decided from `SSH_ORIGINAL_COMMAND` alone. A tunnel session is held
+/// with no runtime and no configuration (and prints nothing); only an allowed ctl request
+/// reads the env file and starts a runtime.
+fn run_gate(env_file: &Path) -> ExitCode {
+    let command =
+        std::env::var_os("SSH_ORIGINAL_COMMAND").map(|c| c.to_string_lossy().into_owned());
+    match gate::decide(command.as_deref()) {
+        Ok(GateDecision::TunnelSession) => {
+            gate::hold_session();
+            ExitCode::SUCCESS
+        }
+        Ok(GateDecision::Ctl(request)) => match runtime(false) {
+            Ok(runtime) => print_ctl(&runtime.block_on(gate::run_ctl(request, env_file))),
+            Err(code) => code,
+        },
+        Err(refusal) => print_ctl(&CtlOutput::error(&refusal)),
     }
 }
 
