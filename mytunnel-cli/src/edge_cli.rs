@@ -1,7 +1,8 @@
 //! `mytunneld`: arguments, configuration loading and the ctl help text.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 
 use clap::{Arg, ArgAction, ArgMatches, Command};
 use mytunnel_core::protocol::{ApiError, CtlRequest, ErrorCode};
@@ -299,10 +300,59 @@ pub fn parse_ctl(words: &[String], env_file: &Path) -> Result<CtlInvocation, (Ap
     Ok(CtlInvocation::Run(Box::new(config), request, warnings))
 }
 
+/// The env file of `mytunneld gate` when the arguments after the program name are one of
+/// the shapes a key's forced command takes — `gate`, `--env-file PATH gate` or
+/// `--env-file=PATH gate` — read without building the clap command: a held gate is one
+/// process per client session on the edge, and clap's parse leaves about 90 kB on its
+/// heap. None for anything else, which clap parses (to the same meaning for these shapes).
+pub fn gate_env_file(args: &[OsString]) -> Option<PathBuf> {
+    let path = |value: &str| (!value.is_empty() && !value.starts_with('-')).then(|| value.into());
+    match args {
+        [gate] if gate == "gate" => Some(PathBuf::from(DEFAULT_ENV_FILE)),
+        [flag, value, gate] if flag == "--env-file" && gate == "gate" => path(value.to_str()?),
+        [flag, gate] if gate == "gate" => path(flag.to_str()?.strip_prefix("--env-file=")?),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::PathBuf;
+
+    #[test]
+    fn the_gate_s_shapes_are_read_as_clap_reads_them() {
+        let words = |shape: &[&str]| shape.iter().map(OsString::from).collect::<Vec<_>>();
+        for shape in [
+            &["gate"][..],
+            &["--env-file", "/etc/mytunneld/other.env", "gate"],
+            &["--env-file=/etc/mytunneld/other.env", "gate"],
+            &["--env-file", "relative.env", "gate"],
+        ] {
+            let matches = command()
+                .try_get_matches_from(std::iter::once("mytunneld").chain(shape.iter().copied()))
+                .unwrap();
+            assert_eq!(matches.subcommand_name(), Some("gate"), "{shape:?}");
+            let clap_env_file = matches.get_one::<String>("env-file").map(PathBuf::from);
+            assert_eq!(gate_env_file(&words(shape)), clap_env_file, "{shape:?}");
+        }
+        // Anything else is clap's.
+        for shape in [
+            &[][..],
+            &["ctl", "list"],
+            &["gate", "--help"],
+            &["gate", "extra"],
+            &["gate", "--env-file", "/x"],
+            &["--env-file", "gate"],
+            &["--env-file", "-x", "gate"],
+            &["--env-file", "", "gate"],
+            &["--env-file=", "gate"],
+            &["--env-file=-x", "gate"],
+            &["--env", "/x", "gate"],
+            &["-h", "gate"],
+        ] {
+            assert_eq!(gate_env_file(&words(shape)), None, "{shape:?}");
+        }
+    }
 
     #[test]
     fn command_is_well_formed() {

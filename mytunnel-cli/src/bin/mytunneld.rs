@@ -1,5 +1,6 @@
 //! `mytunneld`: parse, build config, call one library function, print, exit.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -14,6 +15,12 @@ use mytunnel_edge::gate;
 use mytunnel_edge::serve::{self, ServeIntervals};
 
 fn main() -> ExitCode {
+    // A key's forced command, read without clap: a held gate is one process per client
+    // session on the edge.
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    if let Some(env_file) = edge_cli::gate_env_file(&args) {
+        return run_gate(&env_file);
+    }
     let matches = edge_cli::command().get_matches();
     let env_file = matches
         .get_one::<String>("env-file")
