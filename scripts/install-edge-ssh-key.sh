@@ -11,8 +11,9 @@
 #   file and write the lease database).
 # - Writes ~<user>/.ssh (0700) and ~<user>/.ssh/authorized_keys (0600), both owned by the
 #   user, with one line per key:
-#       restrict,port-forwarding,command="<CMD>" <key>
-#   CMD defaults to `/usr/local/bin/mytunneld gate`.
+#       restrict,port-forwarding,pty,command="<CMD>" <key>
+#   CMD defaults to `/usr/local/bin/mytunneld gate`. `pty` lets the client hold its session
+#   on a terminal (so ssh and sshd set TCP_NODELAY); sshd still runs only CMD on it.
 # - With --keys-dir DIR, or when the edge's env file (--env-file, default
 #   /etc/mytunneld/mytunneld.env) sets MYTUNNEL_KEYS_DIR, writes the key without options to
 #   DIR/<user> (0644, DIR 0755, both root:root) instead: sshd's AuthorizedKeysCommand
@@ -306,7 +307,7 @@ install_in_authorized_keys() {
     chown "$user:" "$ssh_dir"
     chmod 0700 "$ssh_dir"
     if [[ $remove -eq 0 ]]; then
-        line="restrict,port-forwarding,command=\"$gate_command\" $key_type $key_blob"
+        line="restrict,port-forwarding,pty,command=\"$gate_command\" $key_type $key_blob"
         [[ -n $comment ]] && line+=" $comment"
     fi
     rewrite_key_file "$auth" "$user:" 0600 "$line"

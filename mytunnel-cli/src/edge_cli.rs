@@ -168,7 +168,9 @@ const AUTHORIZED_KEYS_ABOUT: &str = "\
 sshd's AuthorizedKeysCommand for tunnel users. Reads USER's public keys from
 <keys-dir>/USER (one key per line, without options; the file and its directory must be
 root's and not writable by group or others) and prints each with
-`restrict,port-forwarding,permitlisten=\"…\",command=\"<gate command>\"`.
+`restrict,port-forwarding,pty,permitlisten=\"NONE:1\",command=\"<gate command>\"`:
+forwards, and a terminal for the session the gate holds (ssh and sshd set TCP_NODELAY on
+an interactive session); whatever the client asks, sshd runs only the gate.
 
 permitlisten=\"NONE:1\" matches no listen request: in both route modes every lease binds
 a unix socket in its owner's directory, and no tunnel key listens on a TCP port. The

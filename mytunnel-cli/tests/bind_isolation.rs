@@ -291,7 +291,7 @@ fn every_lease_binds_a_socket_of_its_owner_and_no_one_listens_on_tcp() {
     let bob_app = App::start("bob's app");
 
     // Every key, with or without a lease: no TCP listen anywhere.
-    let no_listen = "restrict,port-forwarding,permitlisten=\"NONE:1\",command=\"/usr/local/bin/mytunneld gate\" ssh-ed25519 ";
+    let no_listen = "restrict,port-forwarding,pty,permitlisten=\"NONE:1\",command=\"/usr/local/bin/mytunneld gate\" ssh-ed25519 ";
     assert!(
         edge.authorized_keys("alice").starts_with(no_listen),
         "{}",

@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use e2e_support::{code, eventually, App, RouteMode, Stack, StackOptions, LEASE_TTL_SECS};
 use mytunnel_core::protocol::OVERRIDE_FLAGS;
+use mytunnel_test_support::{cmdline, pids, Guard};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
@@ -179,45 +180,204 @@ fn the_gate_allows_ctl_verbs_and_refuses_everything_else_over_real_ssh() {
     let (_, list) = stack.ssh_ctl("alice", "mytunneld ctl list");
     assert_eq!(list, Value::Array(vec![]));
 
-    // No shell: a session without a command is a held tunnel session that runs nothing
-    // it is sent, and a terminal is refused.
-    for tty in [false, true] {
-        let mut ssh = stack.ssh_with_tty("alice", tty, None);
-        let mut child = ssh
+    // No shell: a session without a command (and without a terminal) is a held tunnel
+    // session that runs nothing it is sent, and ends when its input does. On a terminal:
+    // `a_terminal_gives_a_tunnel_key_the_held_session_and_nothing_else`.
+    let mut ssh = stack.ssh_with_tty("alice", false, None);
+    let mut child = ssh
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"id\necho pwned\nexit\n").unwrap();
+    }
+    let ended = eventually(Duration::from_secs(15), || {
+        child.try_wait().unwrap().is_some()
+    });
+    if !ended {
+        let _ = child.kill();
+    }
+    let output = child.wait_with_output().unwrap();
+    assert!(ended, "the session did not end when its input closed");
+    let out = stdout(&output);
+    assert!(
+        !out.contains("uid=") && !out.contains("pwned"),
+        "a shell ran: {out:?}"
+    );
+}
+
+/// The `mytunneld gate` processes of `stack` (its binary, subcommand `gate`).
+fn gates(stack: &Stack) -> Vec<i32> {
+    let bin = stack.path("mytunneld").display().to_string();
+    pids()
+        .into_iter()
+        .filter(|pid| {
+            let args = cmdline(*pid);
+            args.first() == Some(&bin) && args.iter().any(|a| a == "gate")
+        })
+        .collect()
+}
+
+/// The terminal settings of process `pid`'s stdin, opened again through /proc (as root).
+fn terminal_of(pid: i32) -> Option<nix::sys::termios::Termios> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let tty = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOCTTY)
+        .open(format!("/proc/{pid}/fd/0"))
+        .ok()?;
+    nix::sys::termios::tcgetattr(&tty).ok()
+}
+
+/// The bytes process `pid` has read so far (`rchar` of /proc/<pid>/io).
+fn bytes_read(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/io"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("rchar: "))
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Tunnel keys carry `pty`: the client holds its session on a terminal, so ssh and sshd
+/// set TCP_NODELAY. The terminal gives the tunnel user nothing else. `ssh -tt edge` is the
+/// held session: no prompt, echo off, what is typed is read and never run or shown, and it
+/// ends only when the client closes the connection (not when its input ends). A command,
+/// `mytunneld serve`, shell syntax or a subsystem on a terminal is refused as without
+/// one, and none of them leaves the file it would have made.
+#[test]
+fn a_terminal_gives_a_tunnel_key_the_held_session_and_nothing_else() {
+    use std::io::{Read, Write};
+    let stack = Stack::new();
+    let alice = nix::unistd::User::from_name("alice").unwrap().unwrap();
+    // The line install-edge-ssh-key.sh wrote for this stack's key asks for a terminal.
+    let keys = std::fs::read_to_string(alice.dir.join(".ssh/authorized_keys")).unwrap();
+    let gate_command = stack.path("mytunneld").display().to_string();
+    let line = keys
+        .lines()
+        .find(|l| l.contains(&gate_command))
+        .unwrap_or_else(|| panic!("no key of this stack: {keys}"));
+    assert!(
+        line.starts_with("restrict,port-forwarding,pty,command="),
+        "{line}"
+    );
+    // alice's own directory: a command that ran would leave its file here.
+    let marks = stack.path("marks");
+    std::fs::create_dir(&marks).unwrap();
+    nix::unistd::chown(&marks, Some(alice.uid), None).unwrap();
+    e2e_support::set_mode(&marks, 0o700);
+    let mark = |name: &str| marks.join(name).display().to_string();
+
+    // The held session.
+    let mut session = Guard(
+        stack
+            .ssh_with_tty("alice", true, None)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
+            .unwrap(),
+    );
+    let mut gate = None;
+    assert!(
+        eventually(Duration::from_secs(15), || {
+            gate = gates(&stack).first().copied();
+            gate.is_some()
+        }),
+        "no gate for alice's session; sshd log:\n{}",
+        stack.sshd.log()
+    );
+    let gate = gate.unwrap();
+    let stdin_path = std::fs::read_link(format!("/proc/{gate}/fd/0")).unwrap();
+    assert!(
+        stdin_path.starts_with("/dev/pts"),
+        "the gate has no terminal: {}",
+        stdin_path.display()
+    );
+    // The gate turns echo off before it reads: only then is what is typed never shown.
+    assert!(
+        eventually(Duration::from_secs(10), || terminal_of(gate).is_some_and(
+            |t| { !t.local_flags.contains(nix::sys::termios::LocalFlags::ECHO) }
+        )),
+        "the gate's terminal still echoes"
+    );
+    let before = bytes_read(gate);
+    let typed = format!("id\necho pwned\ntouch {}\nexit\n", mark("typed"));
+    let mut stdin = session.0.stdin.take().unwrap();
+    stdin.write_all(typed.as_bytes()).unwrap();
+    stdin.flush().unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || bytes_read(gate)
+            >= before + typed.len() as u64),
+        "the gate did not read what was typed"
+    );
+    // Its input ended: still held, on the terminal (only the connection ends it).
+    drop(stdin);
+    assert!(
+        !eventually(Duration::from_secs(2), || session
+            .0
+            .try_wait()
+            .unwrap()
+            .is_some()),
+        "the session ended when its input did"
+    );
+    assert_eq!(gates(&stack), [gate], "the gate ended");
+    session.0.kill().unwrap();
+    session.0.wait().unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || gates(&stack).is_empty()),
+        "the gate outlived its connection"
+    );
+    let mut shown = String::new();
+    session
+        .0
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut shown)
+        .unwrap();
+    assert_eq!(shown, "", "the held session printed something");
+
+    // Commands on a terminal, and a subsystem with and without one.
+    let commands = [
+        "id".to_owned(),
+        format!("touch {}", mark("command")),
+        "mytunneld serve".to_owned(),
+        "mytunneld ctl list; id".to_owned(),
+        format!("mytunneld ctl list; touch {}", mark("list")),
+        format!("sh -c 'touch {}'", mark("sh")),
+    ];
+    let mut shapes: Vec<(Vec<&str>, &str)> = commands
+        .iter()
+        .map(|command| (vec!["-tt"], command.as_str()))
+        .collect();
+    shapes.push((vec!["-tt", "-s"], "sftp"));
+    shapes.push((vec!["-T", "-s"], "sftp"));
+    for (flags, command) in shapes {
+        let output = stack
+            .ssh_with_flags("alice", &flags, Some(command))
+            .stdin(Stdio::null())
+            .output()
             .unwrap();
-        {
-            use std::io::Write;
-            let mut stdin = child.stdin.take().unwrap();
-            stdin.write_all(b"id\necho pwned\nexit\n").unwrap();
-        }
-        let ended = eventually(Duration::from_secs(15), || {
-            child.try_wait().unwrap().is_some()
-        });
-        if !ended {
-            let _ = child.kill();
-        }
-        let output = child.wait_with_output().unwrap();
-        assert!(
-            ended,
-            "the session did not end when its input closed (tty {tty})"
+        let shape = format!("ssh {} {command}", flags.join(" "));
+        let (rc, json) = e2e_support::parse_reply("alice", &shape, &output);
+        assert_eq!(
+            (rc, code(&json)),
+            (1, "forbidden_command"),
+            "{shape}: {json}"
         );
-        let out = stdout(&output);
-        assert!(
-            !out.contains("uid=") && !out.contains("pwned"),
-            "a shell ran (tty {tty}): {out:?}"
-        );
-        if tty {
-            assert!(
-                stderr(&output).contains("PTY allocation request failed"),
-                "{}",
-                stderr(&output)
-            );
-        }
+        assert!(!stdout(&output).contains("uid="), "{shape}");
     }
+    let left: Vec<_> = std::fs::read_dir(&marks).unwrap().collect();
+    assert!(left.is_empty(), "a command ran: {left:?}");
+    // Nothing of that reached the database either.
+    let (_, list) = stack.ssh_ctl("alice", "mytunneld ctl list");
+    assert_eq!(list, Value::Array(vec![]));
 }
 
 /// d. Takeover: bob may not force a name; ops may, while alice's client still runs. Her

@@ -383,6 +383,70 @@ fn an_old_connection_cannot_take_the_next_lease_of_a_tenants_name() {
     }
 }
 
+/// Keys carry `pty`: a client holds its session on a terminal (`ssh -tt -M`) and asks for
+/// its forwards over that master. The terminal changes nothing for binds: on it alice
+/// serves her own lease's socket, and is refused a socket in bob's directory, in serve's
+/// `hosts/` and over serve's control socket, and every TCP port.
+#[test]
+fn a_master_on_a_terminal_binds_only_its_owners_sockets() {
+    for route_mode in [RouteMode::Static, RouteMode::Routes] {
+        let mode = route_mode.name();
+        let stack = stack_in(route_mode);
+        let app = App::start("alice on a terminal");
+        let master = stack.path(&format!("alice-tty-{mode}"));
+        let _master = Guard(
+            stack
+                .ssh_master_tty("alice", &master)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        // `ssh -tt` ends at once when sshd refuses the terminal: up means it has one.
+        assert!(
+            eventually(Duration::from_secs(20), || stack.master_check(&master)),
+            "{mode}: alice's master on a terminal never came up"
+        );
+        let lease = allocate_named(&stack, "alice", "on-a-tty", app.port());
+        let host = lease["host"].as_str().unwrap();
+        let socket = lease["edge_bind_target"].as_str().unwrap();
+        let out = stack.master_forward(&master, socket, app.port());
+        assert!(
+            out.status.success(),
+            "{mode}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stack.assert_serves(host, "alice on a terminal", Duration::from_secs(20));
+
+        let sockets = stack.socket_dir();
+        let outside = [
+            sockets.join("owners/bob/evil.sock"),
+            sockets.join("hosts/on-a-tty.sock.evil"),
+            sockets.join("control.sock"),
+        ];
+        let tcp = format!("127.0.0.1:{}", stack.min_port());
+        let listens = outside
+            .iter()
+            .map(|p| p.display().to_string())
+            .chain([tcp, "127.0.0.1:0".to_owned()]);
+        for listen in listens {
+            let out = stack.master_forward(&master, &listen, app.port());
+            assert!(
+                !out.status.success(),
+                "{mode}: alice's master on a terminal bound {listen}"
+            );
+        }
+        for path in &outside[..2] {
+            assert!(!path.exists(), "{mode}: {}", path.display());
+        }
+        // serve's socket is still serve's: ctl answers.
+        assert_eq!(stack.leases("alice").len(), 1, "{mode}");
+        // Her master still serves her own tunnel.
+        assert!(stack.master_check(&master), "{mode}");
+        stack.assert_serves(host, "alice on a terminal", Duration::from_secs(5));
+    }
+}
+
 /// Attack: sockets without end. With unix-socket forwarding a tenant could leave any
 /// number of sockets in its directory (300 per connection, none ever removed). Now serve's
 /// cleanup pass ends every connection listening on a socket of an owner's directory that

@@ -120,10 +120,36 @@ fn refuses_malformed_keys_and_installs_a_good_one_once() {
     assert_eq!(lines.len(), 1, "installed twice: {text}");
     assert!(
         lines[0].starts_with(&format!(
-            "restrict,port-forwarding,command=\"{gate}\" ssh-ed25519 {key_body}"
+            "restrict,port-forwarding,pty,command=\"{gate}\" ssh-ed25519 {key_body}"
         )),
         "{}",
         lines[0]
+    );
+    // A line an earlier release wrote (no `pty`: `ssh -tt` fails on it) gets the current
+    // options when the script runs again for that key.
+    std::fs::write(
+        &authorized,
+        format!("restrict,port-forwarding,command=\"{gate}\" ssh-ed25519 {key_body} test@host\n"),
+    )
+    .unwrap();
+    let out = run(&[
+        &user.0,
+        dir.path().join("id.pub").to_str().unwrap(),
+        "--gate-command",
+        gate,
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&authorized).unwrap();
+    assert_eq!(
+        text,
+        format!(
+            "restrict,port-forwarding,pty,command=\"{gate}\" ssh-ed25519 {key_body} test@host\n"
+        )
     );
     let passwd = nix::unistd::User::from_name(&user.0).unwrap().unwrap();
     for (path, mode) in [(home.join(".ssh"), 0o700), (authorized.clone(), 0o600)] {

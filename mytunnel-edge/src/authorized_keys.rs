@@ -8,8 +8,14 @@
 //! key:
 //!
 //! ```text
-//! restrict,port-forwarding,permitlisten="NONE:1",command="/usr/local/bin/mytunneld gate" ssh-ed25519 AAAA… alice@laptop
+//! restrict,port-forwarding,pty,permitlisten="NONE:1",command="/usr/local/bin/mytunneld gate" ssh-ed25519 AAAA… alice@laptop
 //! ```
+//!
+//! `restrict` turns everything off; `port-forwarding` gives back the forwards the data
+//! plane needs, and `pty` a terminal for the session the client holds open: on an
+//! interactive session both ssh and sshd set TCP_NODELAY, so requests through the tunnel
+//! do not wait for delayed ACKs. Whatever the client asks, sshd runs the forced gate on
+//! that terminal: the terminal gives no shell, no command and no subsystem.
 //!
 //! No TCP listen at all ([`DENY_ALL_LISTEN`], and `PermitListen none` in sshd's drop-in):
 //! every lease binds a unix socket in its owner's own directory, where file permissions
@@ -151,12 +157,12 @@ fn check_key(line: &str) -> Result<String, &'static str> {
 }
 
 /// Renders the keys file `keys` for sshd: each valid key line with the tunnel options
-/// (no TCP listen) and the forced `gate` command. Blank lines and `#` comments are skipped;
+/// (forwards, a terminal, no TCP listen) and the forced `gate` command. Blank lines and `#` comments are skipped;
 /// lines that carry options already, contain control characters or are no public key are
 /// refused (left out, with a warning).
 pub fn render(keys: &str, gate: &GateCommand) -> Rendered {
     let options = format!(
-        "restrict,port-forwarding,permitlisten=\"{DENY_ALL_LISTEN}\",command=\"{}\"",
+        "restrict,port-forwarding,pty,permitlisten=\"{DENY_ALL_LISTEN}\",command=\"{}\"",
         gate.as_str()
     );
     let mut rendered = Rendered::default();
@@ -328,12 +334,12 @@ mod tests {
     const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGx0aGlzaXNub3RhcmVhbGtleWJ1dGJhc2U2NA";
 
     #[test]
-    fn every_key_permits_no_listen() {
+    fn every_key_gets_a_terminal_and_permits_no_listen() {
         let out = render(&format!("{KEY} alice@laptop\n"), &GateCommand::default());
         assert_eq!(
             out.stdout,
             format!(
-                "restrict,port-forwarding,permitlisten=\"NONE:1\",\
+                "restrict,port-forwarding,pty,permitlisten=\"NONE:1\",\
                  command=\"/usr/local/bin/mytunneld gate\" {KEY} alice@laptop\n"
             )
         );
@@ -346,7 +352,7 @@ mod tests {
         assert!(script.contains(&format!(
             "readonly DEFAULT_GATE_COMMAND='{DEFAULT_GATE_COMMAND}'"
         )));
-        assert!(script.contains(r#"line="restrict,port-forwarding,command=\"$gate_command\" "#));
+        assert!(script.contains(r#"line="restrict,port-forwarding,pty,command=\"$gate_command\" "#));
     }
 
     #[test]

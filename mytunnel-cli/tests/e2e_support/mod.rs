@@ -474,9 +474,13 @@ impl RouteMode {
 
     /// The sshd settings `install-edge.sh` writes for this mode (its `MaxStartups` and its
     /// `Match Group` block, less the `AuthorizedKeys*` lines: the suite's users enrol key
-    /// files).
+    /// files), after the sftp subsystem the distribution's sshd_config declares (a tunnel
+    /// key asking for it must meet the gate).
     fn sshd_config(self) -> String {
-        mytunnel_test_support::production_sshd_dropin(self.name(), GROUP).unwrap()
+        format!(
+            "Subsystem sftp /usr/lib/openssh/sftp-server\n{}",
+            mytunnel_test_support::production_sshd_dropin(self.name(), GROUP).unwrap()
+        )
     }
 }
 
@@ -812,8 +816,14 @@ impl Stack {
 
     /// Like [`Stack::ssh_command`]; with `tty`, `-tt` (force a terminal) instead of `-T`.
     pub fn ssh_with_tty(&self, user: &str, tty: bool, command: Option<&str>) -> Command {
+        self.ssh_with_flags(user, &[if tty { "-tt" } else { "-T" }], command)
+    }
+
+    /// `ssh <flags> … user@edge [command]` with this stack's options and no master, e.g.
+    /// `-tt -s` for a subsystem on a terminal.
+    pub fn ssh_with_flags(&self, user: &str, flags: &[&str], command: Option<&str>) -> Command {
         let mut ssh = Command::new("ssh");
-        ssh.arg(if tty { "-tt" } else { "-T" }).args([
+        ssh.args(flags).args([
             "-o",
             "BatchMode=yes",
             "-o",
@@ -865,6 +875,24 @@ impl Stack {
     pub fn ssh_master(&self, user: &str, control: &Path) -> Command {
         let mut ssh = Command::new("ssh");
         ssh.args(["-M", "-N", "-o", "BatchMode=yes", "-S"])
+            .arg(control);
+        for option in self.ssh_options(user) {
+            ssh.arg("-o").arg(option);
+        }
+        ssh.arg(format!("{user}@127.0.0.1"))
+            .env_clear()
+            .env("HOME", self.path("home"))
+            .env("PATH", "/usr/bin:/bin")
+            .stdin(Stdio::null());
+        ssh
+    }
+
+    /// `ssh -tt -M -S <control> user@edge`: a master holding its session on a terminal, as
+    /// the client's data plane does (the gate holds the empty command; forwards are asked
+    /// for over the master with `ssh -O forward`). stdin is closed.
+    pub fn ssh_master_tty(&self, user: &str, control: &Path) -> Command {
+        let mut ssh = Command::new("ssh");
+        ssh.args(["-tt", "-M", "-o", "BatchMode=yes", "-S"])
             .arg(control);
         for option in self.ssh_options(user) {
             ssh.arg("-o").arg(option);
