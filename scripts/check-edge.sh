@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Checks an installed edge: file modes, sshd's MaxStartups, a loopback Caddy admin URL,
-# tunnel users' sockets outside their directory, and the service's health.
+# Checks an installed edge: file modes, tunnel keys, sshd's MaxStartups, a loopback Caddy
+# admin URL, tunnel users' sockets outside their directory, and the service's health.
 #
 #   check-edge.sh [--destdir DIR] [--group NAME] [--user NAME] [--proxy-group NAME]
 #                 [--sshd-config FILE]
@@ -21,6 +21,12 @@
 #              0660 and owned by the service user
 #   keys-dir   MYTUNNEL_KEYS_DIR, when set, is a directory of root:root, not writable by
 #              group or others (sshd's AuthorizedKeysCommand trusts what it holds)
+#   tunnel-keys  every key of a GROUP member (but USER) carries `pty` and a `command=`
+#              (the gate): what `mytunneld authorized-keys` prints for each file of
+#              MYTUNNEL_KEYS_DIR when it is set, else each member's ~/.ssh/authorized_keys.
+#              Clients hold their session on a terminal (`ssh -tt`, so ssh and sshd set
+#              TCP_NODELAY): on a key without `pty` that ends at once. A key without
+#              `command=` would give its user a shell
 #   sockets    MYTUNNEL_SOCKET_DIR (default /var/lib/mytunnel-sockets, where serve binds
 #              control.sock) is 0755 USER:GROUP, its hosts/ is 0755 USER:GROUP, owners/ is
 #              0755 root:root, and each owners/<user> is 2750 <user>:PROXY (default caddy)
@@ -185,6 +191,74 @@ check_keys_dir() {
     else
         fail keys-dir "$keys_dir mode $mode owner $owner (want root:root, not group/other-writable)" \
             "chown root:root $keys_dir && chmod 0755 $keys_dir"
+    fi
+}
+
+# keys_without_pty: reads authorized_keys lines on stdin and prints the number of each key
+# line (not blank, not a comment) whose options lack `pty` or a `command=`. Quoted values
+# are emptied first: a command may hold commas and blanks.
+keys_without_pty() {
+    awk '
+        /^[[:space:]]*(#|$)/ { next }
+        {
+            line = $0
+            gsub(/"[^"]*"/, "\"\"", line)
+            sub(/^[[:space:]]+/, "", line)
+            split(line, words, /[[:space:]]+/)
+            options = tolower(words[1])
+            if (options ~ /^(ssh-|ecdsa-|sk-)/) options = ""
+            n = split(options, opts, ",")
+            pty = 0
+            command = 0
+            for (i = 1; i <= n; i++) {
+                if (opts[i] == "pty") pty = 1
+                if (opts[i] ~ /^command=/) command = 1
+            }
+            if (!pty || !command) print NR
+        }'
+}
+
+# Tunnel keys get a terminal and the gate. With MYTUNNEL_KEYS_DIR, sshd reads them from the
+# installed binary (an older one prints no `pty`); else from each member's ~/.ssh.
+check_tunnel_keys() {
+    local members member file text line keys=0 users=0 from hint
+    local bad=()
+    local from_dir=0
+    [[ ${setting_source[MYTUNNEL_KEYS_DIR]:-default} != default ]] && from_dir=1
+    members=$(getent group "$group" | cut -d: -f4 | tr ',' ' ' || true)
+    for member in $members; do
+        [[ $member == "$user" ]] && continue
+        if [[ $from_dir -eq 1 ]]; then
+            file=${setting_value[MYTUNNEL_KEYS_DIR]}/$member
+            [[ -f $file && ! -L $file ]] || continue
+            if ! text=$("$bin_path" --env-file "$env_file" authorized-keys "$member" 2>&1); then
+                bad+=("$member:$(printable "${text:0:200}")")
+                continue
+            fi
+        else
+            file=$(getent passwd "$member" | cut -d: -f6)/.ssh/authorized_keys
+            # A regular file only: never follow a tenant's link or block on its FIFO.
+            [[ -f $file && ! -L $file ]] || continue
+            text=$(head -n 10000 -- "$file" 2>/dev/null) || continue
+        fi
+        users=$((users + 1))
+        keys=$((keys + $(grep -cvE '^[[:space:]]*(#|$)' <<<"$text" || true)))
+        while IFS= read -r line; do
+            bad+=("$member:$line")
+        done < <(keys_without_pty <<<"$text")
+    done
+    if [[ $from_dir -eq 1 ]]; then
+        from="mytunneld authorized-keys"
+        hint="install the current mytunneld (upgrade-edge.sh): it prints every key with pty"
+    else
+        from="their ~/.ssh/authorized_keys"
+        hint="rerun install-edge-ssh-key.sh USER KEYFILE for each: it writes restrict,port-forwarding,pty,command=…"
+    fi
+    if [[ ${#bad[@]} -eq 0 ]]; then
+        pass tunnel-keys "$keys key(s) of $users $group member(s) carry pty and a command ($from)"
+    else
+        fail tunnel-keys "${#bad[@]} key(s) without pty or a command ($from, user:line): ${bad[*]:0:5}; clients holding a terminal (ssh -tt) cannot connect with them" \
+            "$hint"
     fi
 }
 
@@ -390,6 +464,7 @@ main() {
     check_state_dir
     check_database
     check_keys_dir
+    check_tunnel_keys
     check_sockets
     check_stray_sockets
     check_sshd

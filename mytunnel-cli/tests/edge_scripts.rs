@@ -1507,31 +1507,120 @@ fn check_edge_fails_on_a_writable_database_directory_and_on_anything_else_in_it(
     assert_eq!(run.code, Some(0), "{}", run.text);
 }
 
-#[test]
-fn check_edge_reports_a_tunnel_users_sockets_outside_its_directory() {
-    let edge = Edge::new("x");
-    // A tunnel user of this edge's group (serve's own sockets are not reported).
-    let tenant = format!("{}-t", edge.names.user);
-    let status = Command::new("useradd")
-        .args([
+/// A tunnel user of `edge`'s group, named after its service user and `suffix`, with home
+/// directory `home` (none made): removed when dropped.
+struct Tenant(String);
+
+impl Tenant {
+    fn new(edge: &Edge, suffix: &str, home: Option<&Path>) -> Tenant {
+        let name = format!("{}-{suffix}", edge.names.user);
+        let mut useradd = Command::new("useradd");
+        useradd.args([
             "-M",
             "-N",
             "-G",
             &edge.names.group,
             "-s",
             "/usr/sbin/nologin",
-        ])
-        .arg(&tenant)
-        .status()
-        .unwrap();
-    assert!(status.success(), "useradd {tenant}");
-    struct Tenant(String);
-    impl Drop for Tenant {
-        fn drop(&mut self) {
-            let _ = Command::new("userdel").arg(&self.0).status();
+        ]);
+        if let Some(home) = home {
+            useradd.arg("-d").arg(home);
         }
+        let status = useradd.arg(&name).status().unwrap();
+        assert!(status.success(), "useradd {name}");
+        Tenant(name)
     }
-    let _tenant = Tenant(tenant.clone());
+}
+
+impl Drop for Tenant {
+    fn drop(&mut self) {
+        let _ = Command::new("userdel").arg(&self.0).status();
+    }
+}
+
+/// Clients hold their session on a terminal (`ssh -tt`), which ends at once on a key
+/// without `pty`. check-edge reads the keys as sshd gets them: what `mytunneld
+/// authorized-keys` prints for the keys directory, else the members' ~/.ssh files.
+#[test]
+fn check_edge_fails_on_a_tunnel_key_without_pty() {
+    let edge = Edge::new("p");
+    let home = tempfile::tempdir().unwrap();
+    set_mode(home.path(), 0o755);
+    let tenant = Tenant::new(&edge, "p", Some(home.path()));
+    let no_keys = edge.check();
+    assert!(
+        check_line(&no_keys, "tunnel-keys").starts_with("ok tunnel-keys 0 key(s) of 0 "),
+        "{}",
+        no_keys.text
+    );
+
+    // The keys directory: the installed binary adds the options.
+    let public = generate_key(&home.path().join("id"), "tenant@host").unwrap();
+    let keys_file = edge.path("etc/mytunneld/keys").join(&tenant.0);
+    std::fs::write(&keys_file, format!("{public}\n")).unwrap();
+    set_mode(&keys_file, 0o644);
+    let from_dir = edge.check();
+    let line = check_line(&from_dir, "tunnel-keys");
+    assert!(
+        line.starts_with("ok tunnel-keys 1 key(s) of 1 ") && line.contains("authorized-keys"),
+        "{}",
+        from_dir.text
+    );
+
+    // An edge without a keys directory (installed before route modes): ~/.ssh. A `pty`
+    // inside the quoted command and a key without options are no `pty`.
+    let env = std::fs::read_to_string(edge.env_file()).unwrap();
+    let without_keys_dir: String = env
+        .lines()
+        .filter(|l| !l.starts_with("MYTUNNEL_KEYS_DIR="))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_ne!(env, without_keys_dir);
+    std::fs::write(edge.env_file(), without_keys_dir).unwrap();
+    let ssh_dir = home.path().join(".ssh");
+    std::fs::create_dir(&ssh_dir).unwrap();
+    let gate = "command=\"/usr/local/bin/mytunneld gate\"";
+    let good = format!("restrict,port-forwarding,pty,{gate} {public}");
+    let authorized = ssh_dir.join("authorized_keys");
+    std::fs::write(
+        &authorized,
+        format!(
+            "# tenant's keys\n\n{good}\n\
+             restrict,port-forwarding,command=\"/usr/local/bin/mytunneld gate,pty\" {public}\n\
+             {public}\n\
+             restrict,PTY,port-forwarding,{gate} {public}\n\
+             restrict,port-forwarding,pty {public}\n"
+        ),
+    )
+    .unwrap();
+    let old = edge.check();
+    let line = check_line(&old, "tunnel-keys");
+    assert!(
+        line.starts_with("fail tunnel-keys 3 key(s) "),
+        "{}",
+        old.text
+    );
+    for number in [4, 5, 7] {
+        assert!(line.contains(&format!("{}:{number}", tenant.0)), "{line}");
+    }
+    assert!(old.text.contains("install-edge-ssh-key.sh"), "{}", old.text);
+    assert_eq!(old.code, Some(1), "{}", old.text);
+
+    std::fs::write(&authorized, format!("{good}\n{good}\n")).unwrap();
+    let fixed = edge.check();
+    assert!(
+        check_line(&fixed, "tunnel-keys").starts_with("ok tunnel-keys 2 key(s) of 1 "),
+        "{}",
+        fixed.text
+    );
+}
+
+#[test]
+fn check_edge_reports_a_tunnel_users_sockets_outside_its_directory() {
+    let edge = Edge::new("x");
+    // A tunnel user of this edge's group (serve's own sockets are not reported).
+    let tenant = Tenant::new(&edge, "t", None);
+    let tenant = tenant.0.clone();
     let clean = edge.check();
     assert!(
         check_line(&clean, "stray-sockets").starts_with("ok stray-sockets "),
