@@ -25,7 +25,8 @@
 #              (the gate): what `mytunneld authorized-keys` prints for each file of
 #              MYTUNNEL_KEYS_DIR when it is set, else each member's ~/.ssh/authorized_keys.
 #              Clients hold their session on a terminal (`ssh -tt`, so ssh and sshd set
-#              TCP_NODELAY): on a key without `pty` that ends at once. A key without
+#              TCP_NODELAY): on a key without `pty` that fails, and clients fall back to a
+#              connection on which small responses wait for delayed ACKs. A key without
 #              `command=` would give its user a shell
 #   sockets    MYTUNNEL_SOCKET_DIR (default /var/lib/mytunnel-sockets, where serve binds
 #              control.sock) is 0755 USER:GROUP, its hosts/ is 0755 USER:GROUP, owners/ is
@@ -257,7 +258,7 @@ check_tunnel_keys() {
     if [[ ${#bad[@]} -eq 0 ]]; then
         pass tunnel-keys "$keys key(s) of $users $group member(s) carry pty and a command ($from)"
     else
-        fail tunnel-keys "${#bad[@]} key(s) without pty or a command ($from, user:line): ${bad[*]:0:5}; clients holding a terminal (ssh -tt) cannot connect with them" \
+        fail tunnel-keys "${#bad[@]} key(s) without pty or a command ($from, user:line): ${bad[*]:0:5}; clients get no terminal with them, so no TCP_NODELAY" \
             "$hint"
     fi
 }

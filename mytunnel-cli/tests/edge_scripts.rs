@@ -1538,7 +1538,7 @@ impl Drop for Tenant {
     }
 }
 
-/// Clients hold their session on a terminal (`ssh -tt`), which ends at once on a key
+/// Clients hold their session on a terminal (`ssh -tt`), which fails on a key
 /// without `pty`. check-edge reads the keys as sshd gets them: what `mytunneld
 /// authorized-keys` prints for the keys directory, else the members' ~/.ssh files.
 #[test]
