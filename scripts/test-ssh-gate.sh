@@ -7,6 +7,9 @@
 #     SSH_ORIGINAL_COMMAND=<shape> <binary> --env-file <FILE> gate </dev/null
 # exactly as sshd would for a tunnel key with command="mytunneld gate", and prints one line
 #     ok|FAIL <shape> -> <result>
+# - the empty shape is a tunnel session: exit 0 (at the end of its input) having printed
+#   only the line that says it held the session (`held`; nothing, `empty`, from a gate
+#   older than that line);
 # - allowed shapes (`mytunneld ctl list`, `stats`, `health`, `allocate --name …`, …) must
 #   pass the gate: exit 0 with a JSON document, or exit 1/2 with an error envelope whose code
 #   is not a gate refusal (e.g. `lease_not_found`, `caddy_unavailable`; `health` exits 1
@@ -122,15 +125,20 @@ for setting in json.load(sys.stdin)["settings"]:
 }
 
 # Classifies replies: for each file argument prints one line, the error code of an envelope,
-# "healthy" for a health document, "json" for any other JSON document, "empty" for no output
+# "healthy" for a health document, "json" for any other JSON document, "held" for the line
+# a held tunnel session prints (mytunnel_core::gate::SESSION_HELD), "empty" for no output
 # or "not-json". One python3 run for all replies: starting it per reply is slow.
 classify_all() {
     python3 - "$@" <<'PY'
 import json, sys
+HELD = "mytunneld gate: tunnel session held; this key runs nothing else (close it with ~.)"
 for path in sys.argv[1:]:
     text = open(path, encoding="utf-8", errors="replace").read()
     if not text.strip():
         print("empty")
+        continue
+    if text == HELD + "\n":
+        print("held")
         continue
     try:
         doc = json.loads(text)
@@ -269,7 +277,8 @@ report() {
         status=FAIL
         case $expect in
             session)
-                [[ $rc -eq 0 && $verdict == empty ]] && status=ok
+                # The held line; a gate from before that line printed nothing.
+                [[ $rc -eq 0 && ($verdict == held || $verdict == empty) ]] && status=ok
                 ;;
             allowed)
                 # Passed the gate: success, an unhealthy health report, or a ctl error that is

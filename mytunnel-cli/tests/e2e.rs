@@ -21,6 +21,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use e2e_support::{code, eventually, App, RouteMode, Stack, StackOptions, LEASE_TTL_SECS};
+use mytunnel_core::gate::SESSION_HELD;
 use mytunnel_core::protocol::OVERRIDE_FLAGS;
 use mytunnel_test_support::{cmdline, pids, Guard};
 use nix::sys::signal::Signal;
@@ -246,10 +247,11 @@ fn bytes_read(pid: i32) -> u64 {
 
 /// Tunnel keys carry `pty`: the client holds its session on a terminal, so ssh and sshd
 /// set TCP_NODELAY. The terminal gives the tunnel user nothing else. `ssh -tt edge` is the
-/// held session: no prompt, echo off, what is typed is read and never run or shown, and it
-/// ends only when the client closes the connection (not when its input ends). A command,
-/// `mytunneld serve`, shell syntax or a subsystem on a terminal is refused as without
-/// one, and none of them leaves the file it would have made.
+/// held session: no prompt but the gate's one line, echo off, what is typed is read and
+/// never run or shown, and it ends only when the client closes the connection (not when
+/// its input ends). A command, `mytunneld serve`, shell syntax or a subsystem on a
+/// terminal is refused as without one, and none of them leaves the file it would have
+/// made.
 #[test]
 fn a_terminal_gives_a_tunnel_key_the_held_session_and_nothing_else() {
     use std::io::{Read, Write};
@@ -341,7 +343,12 @@ fn a_terminal_gives_a_tunnel_key_the_held_session_and_nothing_else() {
         .unwrap()
         .read_to_string(&mut shown)
         .unwrap();
-    assert_eq!(shown, "", "the held session printed something");
+    // The gate's line, through the terminal (which ends it with CR LF), and nothing else.
+    assert_eq!(
+        shown,
+        format!("{SESSION_HELD}\r\n"),
+        "the held session printed more"
+    );
 
     // Commands on a terminal, and a subsystem with and without one.
     let commands = [

@@ -11,6 +11,7 @@
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use mytunnel_core::gate::SESSION_HELD;
 use mytunnel_core::protocol::OVERRIDE_FLAGS;
 
 #[test]
@@ -39,7 +40,14 @@ fn the_gate_script_passes_and_covers_every_override_flag() {
             );
         }
     }
+    // The script knows the line a held session prints, and the built gate prints it.
+    let source = std::fs::read_to_string(&script).unwrap();
+    assert!(
+        source.contains(&format!("HELD = \"{SESSION_HELD}\"")),
+        "test-ssh-gate.sh does not know SESSION_HELD"
+    );
     for shape in [
+        "ok <empty: tunnel session> -> held (exit 0)",
         "ok sh -> forbidden_command",
         "ok mytunneld serve -> forbidden_command",
         "ok mytunneld ctl list; id -> forbidden_command",

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use mytunnel_core::gate::SESSION_HELD;
 use mytunnel_test_support::{eventually, make_owner_dirs, stdout_json, Guard, RealCaddy};
 use serde_json::Value;
 
@@ -289,8 +290,8 @@ fn ended(session: &mut Guard) -> (std::process::ExitStatus, String) {
 
 /// A held session is one process per client session on the edge: it runs one thread (no
 /// async runtime), reads no configuration (an env file it cannot read changes nothing),
-/// runs and prints nothing, and ends when the client closes its input, or at SIGHUP (sshd
-/// hanging up its terminal) or SIGTERM.
+/// runs nothing and prints one line (that it holds the session), and ends when the client
+/// closes its input, or at SIGHUP (sshd hanging up its terminal) or SIGTERM.
 #[test]
 fn gate_holds_an_empty_command_until_the_client_closes_it() {
     use std::os::unix::process::ExitStatusExt;
@@ -312,7 +313,7 @@ fn gate_holds_an_empty_command_until_the_client_closes_it() {
         drop(stdin);
         let (status, stdout) = ended(&mut session);
         assert!(status.success(), "{what}: {status}");
-        assert_eq!(stdout, "", "{what}");
+        assert_eq!(stdout, format!("{SESSION_HELD}\n"), "{what}");
     }
     for signal in [
         nix::sys::signal::Signal::SIGHUP,
@@ -322,6 +323,6 @@ fn gate_holds_an_empty_command_until_the_client_closes_it() {
         session.signal(signal).unwrap();
         let (status, stdout) = ended(&mut session);
         assert_eq!(status.signal(), Some(signal as i32), "{signal}: {status}");
-        assert_eq!(stdout, "", "{signal}");
+        assert_eq!(stdout, format!("{SESSION_HELD}\n"), "{signal}");
     }
 }

@@ -4,7 +4,8 @@
 //! whatever the client asked for and passes the request in `SSH_ORIGINAL_COMMAND`. The
 //! gate splits it into words with POSIX quoting rules, never through a shell, and allows:
 //!
-//! - the empty command: a tunnel session, held until the client closes it;
+//! - the empty command: a tunnel session, held until the client closes it (the gate
+//!   prints [`SESSION_HELD`] and nothing else);
 //! - `mytunneld ctl <verb> [flags]` for the eight verbs, with only the flags each verb
 //!   documents. The first word may also be one of the configured remote binary paths.
 //!

@@ -7,17 +7,20 @@
 //!
 //! A held session is one process per client session on the edge (a thousand tunnels, a
 //! thousand held gates), so it costs as little as the process can: no async runtime, no
-//! configuration read, one thread blocked reading stdin. SIGHUP (sshd closing the
-//! terminal) and SIGTERM keep their default disposition and end it.
+//! configuration read, one line printed ([`SESSION_HELD`]), one thread blocked reading
+//! stdin. SIGHUP (sshd closing the terminal) and SIGTERM keep their default disposition
+//! and end it.
 //!
 //! Configuration comes from the env file and defaults only. The process environment is
 //! ignored on purpose: an sshd with `AcceptEnv MYTUNNEL_*` would otherwise let a client
 //! set `MYTUNNEL_DB_PATH` and bypass the refusal of override flags.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::Path;
 
-use mytunnel_core::gate::{parse_original_command, GateConfig, GateDecision, PROGRAM_NAME};
+use mytunnel_core::gate::{
+    parse_original_command, GateConfig, GateDecision, PROGRAM_NAME, SESSION_HELD,
+};
 use mytunnel_core::protocol::{ApiError, CtlRequest, ErrorCode};
 
 use crate::config::{load_env_file, ConfigInputs, EdgeConfig};
@@ -66,11 +69,17 @@ pub async fn run_ctl(request: CtlRequest, env_file: &Path) -> CtlOutput {
 }
 
 /// Holds a tunnel session: returns when stdin ends or fails (the client closed the
-/// session, or sshd hung up its terminal). Prints nothing and runs nothing it reads; on a
-/// terminal it turns echo off first, so what the client sends does not come back either.
+/// session, or sshd hung up its terminal). Prints one line, [`SESSION_HELD`] (the client
+/// counts its connection as up once it reads it), then nothing: it runs nothing it reads,
+/// and on a terminal it turns echo off first, so what the client sends never comes back.
 pub fn hold_session() {
     #[cfg(unix)]
     quiet_terminal();
+    {
+        // Nobody reading is no reason to end the session.
+        let mut stdout = std::io::stdout().lock();
+        let _ = writeln!(stdout, "{SESSION_HELD}").and_then(|()| stdout.flush());
+    }
     let mut stdin = std::io::stdin().lock();
     let mut buf = [0u8; 1024];
     loop {

@@ -126,7 +126,7 @@ fn runtime(multi_thread: bool) -> Result<tokio::runtime::Runtime, ExitCode> {
 }
 
 /// `mytunneld gate`: decided from `SSH_ORIGINAL_COMMAND` alone. A tunnel session is held
-/// with no runtime and no configuration (and prints nothing); only an allowed ctl request
+/// with no runtime and no configuration (and prints one line); only an allowed ctl request
 /// reads the env file and starts a runtime.
 fn run_gate(env_file: &Path) -> ExitCode {
     let command =
