@@ -29,7 +29,7 @@ pub(super) const PTY_REFUSED: &str = "PTY allocation request failed";
 /// How the connection ended: what `ssh` exited with and what it said.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct ConnectionEnd {
-    /// `ssh exited (exit status: 255)`, or that the client closed it.
+    /// `exit status: 255`, or why there is none (closed by the client, …).
     pub(super) status: String,
     /// The last lines of ssh's log and stderr.
     pub(super) said: String,
@@ -37,7 +37,12 @@ pub(super) struct ConnectionEnd {
 
 impl fmt::Display for ConnectionEnd {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}{}", self.status, with_tail("ssh said", &self.said))
+        write!(
+            f,
+            "ssh ended ({}){}",
+            self.status,
+            with_tail("ssh said", &self.said)
+        )
     }
 }
 
@@ -196,8 +201,8 @@ async fn watch_ssh(
         said.push_str(&stderr);
     }
     let status = match status {
-        Ok(status) => format!("ssh exited ({status})"),
-        Err(e) => format!("ssh ended (cannot read its status: {e})"),
+        Ok(status) => status.to_string(),
+        Err(e) => format!("cannot read its status: {e}"),
     };
     tracing::debug!(%status, %said, "the ssh connection ended");
     let _ = ended.send(Some(ConnectionEnd { status, said }));
