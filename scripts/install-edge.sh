@@ -61,8 +61,8 @@
 # the handshake at once before sshd drops new ones (START), at what rate it starts
 # dropping (RATE %), and where it drops them all (FULL). sshd's own default, 10:30:100,
 # drops logins as soon as a dozen clients connect at once: when sshd restarts, every
-# tunnel reconnects at the same moment, and each tunnel holds up to two SSH connections
-# (its control master and its data plane). 256 lets a restart under 128 tunnels through
+# tunnel reconnects at the same moment, one SSH connection per client (two per tunnel
+# with --no-ssh-mux: one per ctl call and its ssh -N -R). 256 lets a restart under 128 tunnels through
 # untouched; above that sshd sheds some handshakes at random, which the client retries
 # with jittered backoff, up to 1024 at once. FULL also bounds what unauthenticated
 # connections can cost (each is two sshd processes, a few MB): lower both on a small
@@ -191,7 +191,7 @@ sshd_dropin() {
     echo "# mytunnel tunnel users (group $group), route mode $route_mode. Written by install-edge.sh;"
     echo "# rewritten on every run. Check with \`sshd -t\`, then \`systemctl reload ssh\`."
     echo "# Global (before the Match block): how many handshakes may run at once. Every tunnel"
-    echo "# reconnects when sshd restarts, with up to two SSH connections each; sshd's default"
+    echo "# reconnects when sshd restarts, one SSH connection per client; sshd's default"
     echo "# 10:30:100 drops logins of a dozen at once. Set with --max-startups."
     echo "MaxStartups $max_startups"
     echo "Match Group $group"
@@ -205,7 +205,7 @@ sshd_dropin() {
     echo "    StreamLocalBindMask 0117"
     echo "    # Never unlink before binding: a user could remove any file in a directory it can write."
     echo "    StreamLocalBindUnlink no"
-    echo "    # Keys come only from mytunneld: each one gated, limited to what its leases allow."
+    echo "    # Keys come only from mytunneld: each one gated, no TCP listen, a pty for the gate."
     echo "    AuthorizedKeysFile none"
     echo "    AuthorizedKeysCommand /usr/local/bin/mytunneld authorized-keys %u"
     echo "    AuthorizedKeysCommandUser $user"
