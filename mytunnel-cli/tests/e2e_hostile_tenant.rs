@@ -256,50 +256,52 @@ fn an_ended_lease_takes_its_traffic_with_it_and_never_serves_the_next_owner() {
     }
 }
 
-/// Attack: cancel the forward, then release. alice's master keeps its channels — the
+/// Attack: cancel the forward, then release. mallory's master keeps its channels — the
 /// connections Caddy pooled to her socket — after she cancels the listener (`ssh -O
 /// cancel`), so serve finds nothing listening when she releases. In `static` mode those
 /// connections are pooled under the name's host link, which bob's lease of the name gets
-/// next. serve ends the owner's connections that still hold the ended lease's socket.
+/// next. serve ends the owner's connections that still hold the ended lease's socket —
+/// every connection of her user, which is why she is mallory: other tests' stacks, run in
+/// parallel, share alice.
 #[test]
 fn cancelling_the_forward_before_release_keeps_no_connection_to_the_name() {
     for route_mode in [RouteMode::Static, RouteMode::Routes] {
         let mode = route_mode.name();
         let stack = stack_in(route_mode);
-        let alice_app = App::start("alice's app");
+        let mallory_app = App::start("mallory's app");
         let bob_app = App::start("bob's app");
-        let lease = allocate_named(&stack, "alice", "shared", alice_app.port());
+        let lease = allocate_named(&stack, "mallory", "shared", mallory_app.port());
         let host = lease["host"].as_str().unwrap().to_owned();
-        let alice_socket = lease["edge_bind_target"].as_str().unwrap().to_owned();
-        let control = stack.path("alice-master.sock");
-        let mut master = stack.ssh_master("alice", &control);
+        let mallory_socket = lease["edge_bind_target"].as_str().unwrap().to_owned();
+        let control = stack.path("mallory-master.sock");
+        let mut master = stack.ssh_master("mallory", &control);
         master.stdout(Stdio::null()).stderr(Stdio::null());
         let mut master = Guard(master.spawn().unwrap());
         assert!(
             eventually(Duration::from_secs(20), || stack.master_check(&control)),
-            "{mode}: alice's master did not come up"
+            "{mode}: mallory's master did not come up"
         );
-        let forward = stack.master_forward(&control, &alice_socket, alice_app.port());
+        let forward = stack.master_forward(&control, &mallory_socket, mallory_app.port());
         assert!(forward.status.success(), "{mode}: {forward:?}");
-        stack.assert_serves(&host, "alice's app", Duration::from_secs(20));
+        stack.assert_serves(&host, "mallory's app", Duration::from_secs(20));
         let visitors = Visitors::start(stack.caddy.http_address(), &host, 8);
         let warm = visitors.after(std::time::Instant::now(), 200, Duration::from_secs(20));
-        assert!(warm.iter().all(|v| v.body == "alice's app"), "{mode}");
+        assert!(warm.iter().all(|v| v.body == "mallory's app"), "{mode}");
 
-        let cancel = stack.master_cancel(&control, &alice_socket, alice_app.port());
+        let cancel = stack.master_cancel(&control, &mallory_socket, mallory_app.port());
         assert!(cancel.status.success(), "{mode}: {cancel:?}");
         // Which of her connections holds the open ones the edge cannot tell: it ends them
         // all, the one carrying this release too, so its answer may be lost.
         let id = lease["lease_id"].as_str().unwrap();
         let release = format!("mytunneld ctl release --lease {id}");
         let _ = stack
-            .ssh_command("alice", Some(&release))
+            .ssh_command("mallory", Some(&release))
             .stdin(Stdio::null())
             .output()
             .unwrap();
         let released_at = std::time::Instant::now();
         assert_eq!(
-            stack.lease_state("alice", id).unwrap()["state"],
+            stack.lease_state("mallory", id).unwrap()["state"],
             "released",
             "{mode}"
         );
@@ -309,11 +311,11 @@ fn cancelling_the_forward_before_release_keeps_no_connection_to_the_name() {
         let _bob_ssh = bind_by_hand(&stack, "bob", &bob_socket, bob_app.port());
         stack.assert_serves(&host, "bob's app", Duration::from_secs(20));
         let answers = visitors.after(released_at, 500, Duration::from_secs(60));
-        let from_alice = answers.iter().filter(|v| v.body == "alice's app").count();
+        let from_mallory = answers.iter().filter(|v| v.body == "mallory's app").count();
         assert_eq!(
-            from_alice,
+            from_mallory,
             0,
-            "{mode}: {from_alice} of {} answers after her release came from alice's app",
+            "{mode}: {from_mallory} of {} answers after her release came from mallory's app",
             answers.len()
         );
         // Her connection held the released lease's socket open: the edge ended it.
@@ -323,7 +325,7 @@ fn cancelling_the_forward_before_release_keeps_no_connection_to_the_name() {
                 .try_wait()
                 .unwrap()
                 .is_some()),
-            "{mode}: alice's master still runs"
+            "{mode}: mallory's master still runs"
         );
     }
 }

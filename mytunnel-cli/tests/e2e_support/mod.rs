@@ -30,7 +30,9 @@ use mytunnel_test_support::{
 use serde_json::Value;
 
 pub const GROUP: &str = "mytunnel-e2e";
-pub const USERS: [&str; 3] = ["alice", "bob", "ops"];
+/// The stack's tunnel users. `mallory` is only for the attack whose defence ends every
+/// connection of its user: tests run in parallel, and users are shared between stacks.
+pub const USERS: [&str; 4] = ["alice", "bob", "ops", "mallory"];
 pub const BASE_DOMAIN: &str = "e2e.test";
 /// The service user `serve` runs as (and sshd's AuthorizedKeysCommandUser): a member of
 /// the group without a login shell, as install-edge.sh makes it.
