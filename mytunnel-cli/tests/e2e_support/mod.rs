@@ -922,27 +922,21 @@ impl Stack {
 
     /// `ssh -S <control> -O forward -R <listen>:127.0.0.1:<port>` on a running master.
     pub fn master_forward(&self, control: &Path, listen: &str, port: u16) -> Output {
-        Command::new("ssh")
-            .arg("-S")
-            .arg(control)
-            .args(["-O", "forward", "-R"])
-            .arg(format!("{listen}:127.0.0.1:{port}"))
-            .arg("x")
-            .env_clear()
-            .env("HOME", self.path("home"))
-            .env("PATH", "/usr/bin:/bin")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
+        self.master_op(control, "forward", listen, port)
     }
 
     /// `ssh -S <control> -O cancel -R <listen>:127.0.0.1:<port>`: the listener goes, open
     /// channels stay.
     pub fn master_cancel(&self, control: &Path, listen: &str, port: u16) -> Output {
+        self.master_op(control, "cancel", listen, port)
+    }
+
+    /// `ssh -S <control> -O <op> -R <listen>:127.0.0.1:<port>` on a running master.
+    fn master_op(&self, control: &Path, op: &str, listen: &str, port: u16) -> Output {
         Command::new("ssh")
             .arg("-S")
             .arg(control)
-            .args(["-O", "cancel", "-R"])
+            .args(["-O", op, "-R"])
             .arg(format!("{listen}:127.0.0.1:{port}"))
             .arg("x")
             .env_clear()
