@@ -5,8 +5,11 @@
 #                           [--keys-dir DIR] [--socket-dir DIR] [--proxy-group G]
 #                           [--env-file FILE] [--socket-inodes N] [--fstab FILE]
 #
-# - Creates <user> if missing (useradd -m -s /bin/sh) and unlocks it for key login without
+# - Creates <user> if missing (useradd -m -s /bin/bash) and unlocks it for key login without
 #   a password (usermod -p '*'): sshd with UsePAM no refuses keys of a locked account.
+#   sshd runs the forced command with the user's shell; bash replaces itself with it, where
+#   dash (Debian's /bin/sh) stays beside every held session, so an existing user whose shell
+#   is not bash gets a note saying so.
 # - Adds <user> to group G with --group (the tunnel group that may read the edge's env
 #   file and write the lease database).
 # - Writes ~<user>/.ssh (0700) and ~<user>/.ssh/authorized_keys (0600), both owned by the
@@ -181,8 +184,14 @@ ensure_user() {
     if ! id -u "$user" >/dev/null 2>&1; then
         [[ $remove -eq 0 ]] || die "no user $user" 2
         # 9: created meanwhile by a concurrent run.
-        useradd -m -s /bin/sh "$user" || id -u "$user" >/dev/null 2>&1 || die "useradd $user failed"
+        useradd -m -s /bin/bash "$user" || id -u "$user" >/dev/null 2>&1 || die "useradd $user failed"
         echo "created user $user"
+    elif [[ $remove -eq 0 ]]; then
+        local shell
+        shell=$(getent passwd "$user" | cut -d: -f7)
+        if [[ $(basename -- "$(readlink -f -- "$shell" 2>/dev/null || echo "$shell")") != bash ]]; then
+            echo "note: $user's shell is $shell; sshd runs the gate through it, and a shell other than bash stays alive beside every held session (usermod -s /bin/bash $user saves that process)"
+        fi
     fi
     if [[ $remove -eq 0 ]]; then
         # A locked account ('!' in the password field) cannot log in with a key under UsePAM no.

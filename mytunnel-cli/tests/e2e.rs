@@ -23,7 +23,8 @@ use std::time::Duration;
 use e2e_support::{code, eventually, App, RouteMode, Stack, StackOptions, LEASE_TTL_SECS};
 use mytunnel_core::gate::SESSION_HELD;
 use mytunnel_core::protocol::OVERRIDE_FLAGS;
-use mytunnel_test_support::{cmdline, pids, Guard};
+use mytunnel_edge::gate::HOLDER;
+use mytunnel_test_support::{cmdline, descendants_of, Guard};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
@@ -211,14 +212,16 @@ fn the_gate_allows_ctl_verbs_and_refuses_everything_else_over_real_ssh() {
     );
 }
 
-/// The `mytunneld gate` processes of `stack` (its binary, subcommand `gate`).
+/// The gate processes below `stack`'s sshd: `mytunneld gate` (its binary, subcommand
+/// `gate`) and what a held session becomes ([`HOLDER`]).
 fn gates(stack: &Stack) -> Vec<i32> {
     let bin = stack.path("mytunneld").display().to_string();
-    pids()
+    descendants_of(i32::try_from(stack.sshd.pid()).unwrap())
         .into_iter()
         .filter(|pid| {
             let args = cmdline(*pid);
-            args.first() == Some(&bin) && args.iter().any(|a| a == "gate")
+            (args.first() == Some(&bin) && args.iter().any(|a| a == "gate"))
+                || args.first().map(String::as_str) == Some(HOLDER)
         })
         .collect()
 }

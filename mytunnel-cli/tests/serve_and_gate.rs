@@ -14,7 +14,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use mytunnel_core::gate::SESSION_HELD;
-use mytunnel_test_support::{eventually, make_owner_dirs, stdout_json, Guard, RealCaddy};
+use mytunnel_edge::gate::HOLDER;
+use mytunnel_test_support::{cmdline, eventually, make_owner_dirs, stdout_json, Guard, RealCaddy};
 use serde_json::Value;
 
 #[derive(Debug)]
@@ -289,7 +290,7 @@ fn ended(session: &mut Guard) -> (std::process::ExitStatus, String) {
 }
 
 /// A held session is one process per client session on the edge: it runs one thread (no
-/// async runtime), reads no configuration (an env file it cannot read changes nothing),
+/// async runtime) and becomes `cat` once it has printed its line, reads no configuration (an env file it cannot read changes nothing),
 /// runs nothing and prints one line (that it holds the session), and ends when the client
 /// closes its input, or at SIGHUP (sshd hanging up its terminal) or SIGTERM.
 #[test]
@@ -310,6 +311,16 @@ fn gate_holds_an_empty_command_until_the_client_closes_it() {
             "{what}: session ended on its own"
         );
         assert_eq!(threads(session.pid()), 1, "{what}");
+        // Held by the smallest process that can: the gate became `cat`.
+        let pid = i32::try_from(session.pid()).unwrap();
+        assert!(
+            eventually(Duration::from_secs(5), || cmdline(pid)
+                .first()
+                .map(String::as_str)
+                == Some(HOLDER)),
+            "{what}: the held session is still {:?}",
+            cmdline(pid)
+        );
         drop(stdin);
         let (status, stdout) = ended(&mut session);
         assert!(status.success(), "{what}: {status}");

@@ -6,10 +6,11 @@
 //! refusal prints the error envelope and exits non-zero.
 //!
 //! A held session is one process per client session on the edge (a thousand tunnels, a
-//! thousand held gates), so it costs as little as the process can: no async runtime, no
-//! configuration read, one line printed ([`SESSION_HELD`]), one thread blocked reading
-//! stdin. SIGHUP (sshd closing the terminal) and SIGTERM keep their default disposition
-//! and end it.
+//! thousand held gates), so it costs as little as a process can: no async runtime, no
+//! configuration read, one line printed ([`SESSION_HELD`]), then the gate replaces itself
+//! with `cat` reading the session into `/dev/null` (about 110 kB PSS against 340 kB for
+//! this binary). SIGHUP (sshd closing the terminal) and SIGTERM keep their default
+//! disposition and end it.
 //!
 //! Configuration comes from the env file and defaults only. The process environment is
 //! ignored on purpose: an sshd with `AcceptEnv MYTUNNEL_*` would otherwise let a client
@@ -72,6 +73,10 @@ pub async fn run_ctl(request: CtlRequest, env_file: &Path) -> CtlOutput {
 /// session, or sshd hung up its terminal). Prints one line, [`SESSION_HELD`] (the client
 /// counts its connection as up once it reads it), then nothing: it runs nothing it reads,
 /// and on a terminal it turns echo off first, so what the client sends never comes back.
+///
+/// On Unix the process becomes [`HOLDER`] (`cat`, stdout to `/dev/null`, no environment),
+/// which holds the session the same way in a third of the memory; when that cannot be
+/// started this process reads stdin itself.
 pub fn hold_session() {
     #[cfg(unix)]
     quiet_terminal();
@@ -79,6 +84,16 @@ pub fn hold_session() {
         // Nobody reading is no reason to end the session.
         let mut stdout = std::io::stdout().lock();
         let _ = writeln!(stdout, "{SESSION_HELD}").and_then(|()| stdout.flush());
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        // Returns only when the exec failed.
+        let _ = std::process::Command::new(HOLDER)
+            .env_clear()
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .exec();
     }
     let mut stdin = std::io::stdin().lock();
     let mut buf = [0u8; 1024];
@@ -91,6 +106,9 @@ pub fn hold_session() {
         }
     }
 }
+
+/// What a held session becomes: reads stdin to its end (or to the hang-up) and discards it.
+pub const HOLDER: &str = "/bin/cat";
 
 /// Turns echo off when stdin is a terminal (a session with a pty): the line discipline
 /// would otherwise send every byte the client writes back to it. Not a terminal: nothing.
