@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use mytunnel_core::protocol::LeaseDto;
 use mytunnel_core::{BindTarget, LeaseId, Timestamp};
+
+use crate::inspect::RequestSummary;
 use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
 
 /// How many events a tunnel keeps for a reader that has not read them yet.
@@ -67,6 +69,9 @@ pub enum TunnelEvent {
         /// Its id.
         lease_id: LeaseId,
     },
+    /// The tunnel's HTTP proxy carried one exchange to its end (the response ended, the
+    /// connection switched protocols, or it failed); see [`crate::inspect`].
+    Request(RequestSummary),
     /// The reader fell more than 256 events behind and `count` events were dropped
     /// before it read them; the events after this one follow on from the oldest kept.
     /// Only [`TunnelEvents`] yields it, never the tunnel itself.
@@ -107,6 +112,7 @@ impl fmt::Display for TunnelEvent {
             TunnelEvent::Lost { reason } => write!(f, "lease lost ({reason}); allocating again"),
             TunnelEvent::Ended { reason } => f.write_str(reason),
             TunnelEvent::Released { lease_id } => write!(f, "released {lease_id}"),
+            TunnelEvent::Request(summary) => write!(f, "{summary}"),
             TunnelEvent::Missed { count } => {
                 write!(f, "missed {count} events (read more often to see them all)")
             }

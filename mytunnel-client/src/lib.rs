@@ -56,6 +56,7 @@ pub mod doctor;
 mod edge;
 mod error;
 mod events;
+pub mod inspect;
 pub mod probe;
 pub mod profile;
 pub mod ssh;

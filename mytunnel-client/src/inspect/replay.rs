@@ -1,0 +1,158 @@
+//! Sending a recorded request to the app again, recorded as a new exchange.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use super::{
+    CapturedBody, ExchangeId, ExchangeLog, ExchangeState, Header, NewExchange, RecordedResponse,
+};
+
+/// How long a replay waits for the app's whole response.
+const REPLAY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why a replay did not happen. Each has a stable [`code`](ReplayError::code).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ReplayError {
+    /// The log no longer holds the exchange.
+    #[error("exchange {0} is no longer in the log")]
+    NotFound(ExchangeId),
+    /// Its request body was larger than the log keeps, so it cannot be sent again whole.
+    #[error(
+        "exchange {id}'s request body had {size} bytes and the log keeps {kept}: it cannot be sent again whole"
+    )]
+    BodyNotKept {
+        /// The exchange.
+        id: ExchangeId,
+        /// Bytes the body had.
+        size: u64,
+        /// Bytes the log kept.
+        kept: usize,
+    },
+    /// A WebSocket or other upgrade cannot be replayed.
+    #[error("exchange {0} switched protocols (an upgrade); it cannot be replayed")]
+    Upgrade(ExchangeId),
+}
+
+impl ReplayError {
+    /// A stable, machine-readable code: `not_found`, `body_not_kept`, `upgrade`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ReplayError::NotFound(_) => "not_found",
+            ReplayError::BodyNotKept { .. } => "body_not_kept",
+            ReplayError::Upgrade(_) => "upgrade",
+        }
+    }
+}
+
+/// Headers that belong to one connection, not to the request: not sent again.
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+];
+
+impl ExchangeLog {
+    /// Sends exchange `id`'s request to the app it went to, as it was recorded (method,
+    /// target, headers, body), on a connection of its own, and records what happens as a
+    /// new exchange whose `replay_of` is `id`. Returns the new exchange's id once it has
+    /// ended; a failure to reach the app is recorded in it (state `Failed`), not returned.
+    pub async fn replay(&self, id: ExchangeId) -> Result<ExchangeId, ReplayError> {
+        let original = self.get(id).ok_or(ReplayError::NotFound(id))?;
+        if original.state == ExchangeState::Upgraded {
+            return Err(ReplayError::Upgrade(id));
+        }
+        let body = &original.request.body;
+        if body.truncated() {
+            return Err(ReplayError::BodyNotKept {
+                id,
+                size: body.size,
+                kept: self.limits().max_body_bytes,
+            });
+        }
+        let new_id = self.begin(NewExchange {
+            host: original.host.clone(),
+            request: original.request.clone(),
+            upstream: original.upstream,
+            replay_of: Some(id),
+        });
+        let started = Instant::now();
+        let cap = self.limits().max_body_bytes;
+        let outcome = tokio::time::timeout(REPLAY_TIMEOUT, send(&original, cap)).await;
+        let state = match outcome {
+            Ok(Ok(response)) => {
+                self.update(new_id, |e| e.response = Some(response));
+                ExchangeState::Complete
+            }
+            Ok(Err(reason)) => ExchangeState::Failed { reason },
+            Err(_) => ExchangeState::Failed {
+                reason: format!(
+                    "the app did not answer within {}s",
+                    REPLAY_TIMEOUT.as_secs()
+                ),
+            },
+        };
+        self.update(new_id, |e| {
+            e.duration = Some(started.elapsed());
+            e.state = state;
+        });
+        Ok(new_id)
+    }
+}
+
+/// One request on a new connection to the app; the whole response, its body captured up
+/// to `cap`.
+async fn send(original: &super::Exchange, cap: usize) -> Result<RecordedResponse, String> {
+    let upstream = original.upstream;
+    let stream = TcpStream::connect(upstream)
+        .await
+        .map_err(|e| format!("nothing answers on {upstream}: {e}"))?;
+    let _ = stream.set_nodelay(true);
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("HTTP to {upstream} failed: {e}"))?;
+    let connection = tokio::spawn(connection);
+    let request = &original.request;
+    let mut builder = hyper::Request::builder()
+        .method(request.method.as_str())
+        .uri(request.target.as_str());
+    for Header { name, value } in &request.headers {
+        if !HOP_BY_HOP.contains(&name.as_str()) {
+            builder = builder.header(name.as_str(), value.as_str());
+        }
+    }
+    let body = Bytes::from(request.body.bytes.clone());
+    let outgoing = builder
+        .header("content-length", body.len())
+        .body(Full::new(body))
+        .map_err(|e| format!("the recorded request cannot be sent again: {e}"))?;
+    let response = sender
+        .send_request(outgoing)
+        .await
+        .map_err(|e| format!("the app did not answer: {e}"))?;
+    let status = response.status().as_u16();
+    let headers = super::headers_of(response.headers());
+    let mut captured = CapturedBody::default();
+    let mut incoming = response.into_body();
+    while let Some(frame) = incoming.frame().await {
+        let frame = frame.map_err(|e| format!("the response broke off: {e}"))?;
+        if let Some(chunk) = frame.data_ref() {
+            captured.push(chunk, cap);
+        }
+    }
+    connection.abort();
+    Ok(RecordedResponse {
+        status,
+        headers,
+        body: captured,
+    })
+}
