@@ -1,5 +1,5 @@
 //! Test support for this workspace's tests and its bench (not published): a real Caddy and
-//! a real sshd on loopback, `mytunneld serve` as a process, loopback ports, polling, SSH
+//! a real sshd on loopback, a headless Chromium through WebDriver, `mytunneld serve` as a process, loopback ports, polling, SSH
 //! key generation, process trees, and fixtures.
 //!
 //! Every process started here is stopped by its pid when its handle drops. Errors are
@@ -7,6 +7,7 @@
 //! reports them.
 #![warn(missing_docs)]
 
+pub mod browser;
 pub mod caddy;
 pub mod client;
 pub mod examples;
@@ -19,6 +20,7 @@ pub mod serve;
 pub mod server;
 pub mod sshd;
 
+pub use browser::{chromedriver_binary, chromium_binary, Browser};
 pub use caddy::{admin_get, admin_request, base_config, caddy_binary, reloads_settled, RealCaddy};
 pub use client::client_command;
 pub use examples::example_binary;

@@ -78,7 +78,8 @@ Usage: cargo xtask <command> [options]
 
 Commands:
   ci                         run every CI check in order, stopping at the first failure:
-                               system packages (apt: caddy, openssh, shellcheck),
+                               system packages (apt: caddy, openssh, shellcheck,
+                               chromium, chromium-driver),
                                fmt --check, clippy -D warnings, shellcheck -S warning,
                                tests (nextest or cargo test, then doc tests; the
                                end-to-end suite included), rustdoc -D warnings,

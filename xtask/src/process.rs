@@ -159,12 +159,13 @@ pub(super) fn is_summary_line(text: &str) -> bool {
         || text.starts_with("test result:")
 }
 
-/// Installs the system packages the tests start for real (Caddy, and OpenSSH's server and
-/// client for the end-to-end suite) when they are missing, with apt on Debian as root.
+/// Installs the system packages the tests start for real (Caddy, OpenSSH's server and
+/// client for the end-to-end suite, Chromium and chromedriver for the inspector's browser
+/// test) when they are missing, with apt on Debian as root.
 pub(super) fn ensure_system_packages() -> Result<()> {
     // (what must be present, its package). A path is checked as a file: root's PATH may
     // lack /usr/sbin, where sshd lives.
-    const PACKAGES: [(&str, &str); 7] = [
+    const PACKAGES: [(&str, &str); 9] = [
         ("caddy", "caddy"),
         ("shellcheck", "shellcheck"),
         // The edge scripts read `mytunneld config --json` with it.
@@ -174,6 +175,9 @@ pub(super) fn ensure_system_packages() -> Result<()> {
         ("/usr/sbin/sshd", "openssh-server"),
         ("ssh", "openssh-client"),
         ("ssh-keygen", "openssh-client"),
+        // The inspector's browser test drives a headless Chromium through WebDriver.
+        ("chromium", "chromium"),
+        ("chromedriver", "chromium-driver"),
     ];
     let present = |binary: &str| {
         if binary.starts_with('/') {
