@@ -7,6 +7,9 @@
 //! streams on to its reader and is only counted. Headers are bounded by the proxy's HTTP
 //! parser, so the log's memory is bounded by its limits.
 //!
+//! An [`Inspector`] serves a log as a local web page: the exchanges live, their headers
+//! and bodies, and a button to [replay](ExchangeLog::replay) one.
+//!
 //! ```
 //! use mytunnel_client::inspect::{ExchangeLimits, ExchangeLog};
 //!
@@ -23,8 +26,10 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::broadcast;
 
 mod replay;
+mod server;
 
 pub use replay::ReplayError;
+pub use server::Inspector;
 
 /// The identity of an exchange within its log: 1 for the first, then one more each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
