@@ -47,7 +47,15 @@ impl App {
                         .collect(),
                     body: body.to_vec(),
                 });
+                if parts.uri.path() == "/favicon.ico" {
+                    return (
+                        StatusCode::NOT_FOUND,
+                        [(header::CONTENT_TYPE, "text/plain")],
+                        "not found",
+                    );
+                }
                 (
+                    StatusCode::OK,
                     [(header::CONTENT_TYPE, "application/json")],
                     r#"{"ok":true,"queued":1}"#,
                 )
@@ -701,6 +709,12 @@ async fn in_a_browser_a_request_shows_live_and_replays_to_the_app() {
         body: b"",
     };
     through_the_proxy(&log, &app, &browse).await;
+    let icon = Recorded {
+        target: "/favicon.ico",
+        headers: &[("host", "shop.tunnel.example.com"), ("accept", "image/*")],
+        ..browse
+    };
+    through_the_proxy(&log, &app, &icon).await;
     let hook = through_the_proxy(&log, &app, &HOOK).await;
     let row = browser
         .wait_for_text(
