@@ -143,7 +143,9 @@ impl Inspector {
 }
 
 impl Drop for Inspector {
+    /// Stops accepting at once; open connections and event streams end on their own.
     fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
         if let Some(task) = self.task.take() {
             task.abort();
         }

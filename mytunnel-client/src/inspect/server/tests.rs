@@ -617,6 +617,25 @@ async fn each_change_is_an_event_and_closing_ends_the_streams() {
 }
 
 #[tokio::test]
+async fn dropping_it_stops_listening_and_ends_the_streams() {
+    let log = ExchangeLog::new(ExchangeLimits::DEFAULT);
+    let inspector = inspector(&log);
+    let addr = inspector.local_addr();
+    let mut events = http()
+        .get(format!("{}api/events", inspector.url()))
+        .send()
+        .await
+        .unwrap();
+    drop(inspector);
+    let end = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(_chunk) = events.chunk().await.unwrap() {}
+    })
+    .await;
+    assert!(end.is_ok(), "the event stream outlived the inspector");
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}
+
+#[tokio::test]
 async fn a_stream_that_falls_behind_is_told_to_reload() {
     let log = ExchangeLog::new(ExchangeLimits {
         max_exchanges: 2,
