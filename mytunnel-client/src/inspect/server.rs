@@ -1,19 +1,6 @@
 //! The local inspector: a web page and a small JSON API over an [`ExchangeLog`], with
-//! live updates (server-sent events) and replay.
-//!
-//! The page holds what visitors sent (webhook bodies, tokens in headers) and its replay
-//! endpoint makes the app receive requests, so every request is checked first:
-//!
-//! - its `Host` must be the inspector's own address, or `localhost`, `127.0.0.1` or
-//!   `[::1]` with its port: a web page whose name was rebound to this machine's address
-//!   (DNS rebinding) sends its own name and is refused;
-//! - a request that changes something (`POST`) must carry `X-Mytunnel-Inspector: 1`,
-//!   which the page sends and an HTML form of another site cannot, and an `Origin`, when
-//!   it has one, that is the page's own.
-//!
-//! A refusal is a 403 with a JSON `{ "code", "message" }`. The page itself runs under a
-//! content security policy that allows only its own script, so captured text that got
-//! into it as markup could not run.
+//! live updates (server-sent events) and replay. What it refuses, and why, is on
+//! [`Inspector`].
 
 use std::convert::Infallible;
 use std::io;
@@ -52,6 +39,30 @@ const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// A local web page showing the exchanges of an [`ExchangeLog`], serving on a task of its
 /// own from [`bind`](Inspector::bind) until [`close`](Inspector::close) or drop.
+///
+/// `GET /` is the page (one file, nothing loaded from elsewhere). Its data is a JSON API
+/// on the same address: `GET /api/exchanges` (every exchange kept, oldest first, as
+/// summaries), `GET /api/exchanges/{id}` (one whole: headers, bodies as UTF-8 text or
+/// base64), `GET /api/events` (server-sent events: `exchange` with a summary each time one
+/// is added or changes, `reload` when the stream fell behind), `GET /api/info` (address
+/// and limits) and `POST /api/exchanges/{id}/replay` ([`ExchangeLog::replay`]; answers
+/// `{"exchange": <new id>}`). Errors are `{"code": "not_found", "message": "…"}`.
+///
+/// The page holds what visitors sent (webhook bodies, tokens in headers) and replay makes
+/// the app receive requests, so every request is checked first, and refused with a 403
+/// and a JSON code:
+///
+/// - its `Host` must be the inspector's own address, or `localhost`, `127.0.0.1` or
+///   `[::1]` with its port (`host_not_allowed`): a web page whose name was rebound to
+///   this machine's address (DNS rebinding) sends its own name;
+/// - a `POST` must carry `X-Mytunnel-Inspector: 1` (`header_required`), which the page
+///   sends and an HTML form of another site cannot, and an `Origin`, when it has one,
+///   that is the page's own (`origin_not_allowed`).
+///
+/// The page runs under a content security policy allowing only its own script (a nonce
+/// per response) and shows captured text with `textContent` only: a request holding
+/// markup is displayed, never run. Memory is the log's: at most 32 event streams and 4
+/// replays run at once.
 ///
 /// ```no_run
 /// # async fn run() -> std::io::Result<()> {

@@ -710,6 +710,8 @@ async fn in_a_browser_a_request_shows_live_and_replays_to_the_app() {
     let inspector = inspector(&log);
     let browser = Browser::start().await.unwrap();
     browser.goto(&inspector.url()).await.unwrap();
+    // `live` once the event stream is open and the list was read: what comes after can
+    // only arrive through the stream.
     browser.wait_for_text("#live", "live", wait).await.unwrap();
     browser
         .wait_for_text("#listen", "this machine only", wait)
