@@ -68,7 +68,11 @@ impl Browser {
         let chromium = chromium_binary()?;
         let chromedriver = chromedriver_binary()?;
         let profile = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let (mut driver, port) = start_driver(&chromedriver)?;
+        // Waiting for its port blocks: not on the runtime's threads.
+        let binary = chromedriver.clone();
+        let (mut driver, port) = tokio::task::spawn_blocking(move || start_driver(&binary))
+            .await
+            .map_err(|e| format!("starting chromedriver: {e}"))??;
         let capabilities = json!({
             "browserName": "chrome",
             "goog:chromeOptions": {
