@@ -102,6 +102,11 @@ impl Inspector {
             tokio::net::TcpListener::from_std(listener)?
         };
         let local_addr = listener.local_addr()?;
+        if !local_addr.ip().is_loopback() {
+            tracing::warn!(
+                "the inspector listens on {local_addr}, not on loopback: whoever reaches it sees the traffic and can replay it"
+            );
+        }
         let (shutdown, stopping) = watch::channel(false);
         let state = Served {
             log,
