@@ -57,22 +57,36 @@ fn binary(variable: &str, name: &str) -> Result<PathBuf, String> {
 pub struct Browser {
     client: Client,
     driver: Child,
-    // The browser's profile, removed when the session ends.
-    _profile: tempfile::TempDir,
+    // The browser's profile and chromedriver's log, removed when the session ends.
+    _dir: tempfile::TempDir,
 }
 
 impl Browser {
     /// Starts chromedriver and a headless Chromium session (run as root: no sandbox, no
-    /// `/dev/shm`), a 1280x800 window.
+    /// `/dev/shm`), a 1280x800 window. A session that does not start is tried again with a
+    /// fresh chromedriver, three times in all; the error then has chromedriver's log.
     pub async fn start() -> Result<Browser, String> {
         let chromium = chromium_binary()?;
         let chromedriver = chromedriver_binary()?;
-        let profile = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let mut failures = Vec::new();
+        for _attempt in 0..3 {
+            match Self::try_start(&chromium, &chromedriver).await {
+                Ok(browser) => return Ok(browser),
+                Err(e) => failures.push(e),
+            }
+        }
+        Err(failures.join("\n---\n"))
+    }
+
+    async fn try_start(chromium: &Path, chromedriver: &Path) -> Result<Browser, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let log = dir.path().join("chromedriver.log");
         // Waiting for its port blocks: not on the runtime's threads.
-        let binary = chromedriver.clone();
-        let (mut driver, port) = tokio::task::spawn_blocking(move || start_driver(&binary))
-            .await
-            .map_err(|e| format!("starting chromedriver: {e}"))??;
+        let (binary, log_path) = (chromedriver.to_owned(), log.clone());
+        let (mut driver, port) =
+            tokio::task::spawn_blocking(move || start_driver(&binary, &log_path))
+                .await
+                .map_err(|e| format!("starting chromedriver: {e}"))??;
         let capabilities = json!({
             "browserName": "chrome",
             "goog:chromeOptions": {
@@ -84,7 +98,7 @@ impl Browser {
                     "--disable-gpu",
                     "--no-first-run",
                     "--window-size=1280,800",
-                    format!("--user-data-dir={}", profile.path().display()),
+                    format!("--user-data-dir={}", dir.path().join("profile").display()),
                 ],
             },
         });
@@ -101,13 +115,17 @@ impl Browser {
             Ok(client) => Ok(Browser {
                 client,
                 driver,
-                _profile: profile,
+                _dir: dir,
             }),
             Err(e) => {
                 kill_all(&mut driver, Below::Everything);
+                let log = std::fs::read_to_string(&log).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(20).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
                 Err(format!(
-                    "no Chromium session through {}: {e}",
-                    chromedriver.display()
+                    "no Chromium session through {}: {e}; the end of its log:\n{}",
+                    chromedriver.display(),
+                    tail.join("\n")
                 ))
             }
         }
@@ -226,11 +244,12 @@ where
     }
 }
 
-/// Starts `chromedriver --port=0` and reads the port it reports from its output (the rest
+/// Starts `chromedriver --port=0`, its log in `log`, and reads the port it reports from its output (the rest
 /// of which is drained on a thread of its own until it exits).
-fn start_driver(chromedriver: &Path) -> Result<(Child, u16), String> {
+fn start_driver(chromedriver: &Path, log: &Path) -> Result<(Child, u16), String> {
     let mut driver = Command::new(chromedriver)
         .arg("--port=0")
+        .arg(format!("--log-path={}", log.display()))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
