@@ -1,6 +1,6 @@
 //! Test support for this workspace's tests and its bench (not published): a real Caddy and
-//! a real sshd on loopback, a headless Chromium through WebDriver, `mytunneld serve` as a process, loopback ports, polling, SSH
-//! key generation, process trees, and fixtures.
+//! a real sshd on loopback, a headless Chromium through WebDriver, `mytunneld serve` as a
+//! process, loopback ports, polling, SSH key generation, process trees, and fixtures.
 //!
 //! Every process started here is stopped by its pid when its handle drops. Errors are
 //! messages (`Result<_, String>`): a test unwraps them into a failed assertion, the bench
