@@ -68,4 +68,4 @@ pub use error::{LeaseEnd, TunnelError};
 pub use events::{TunnelEvent, TunnelEvents};
 pub use mytunnel_core as core;
 pub use ssh::Multiplexing;
-pub use tunnel::{Reconnect, Tunnel, TunnelBuilder, TunnelHandle};
+pub use tunnel::{ProxyMode, Reconnect, Tunnel, TunnelBuilder, TunnelHandle};

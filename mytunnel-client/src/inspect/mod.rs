@@ -366,6 +366,12 @@ impl ExchangeLog {
 
     /// Records a new open exchange; drops the oldest when full.
     pub(crate) fn begin(&self, new: NewExchange) -> ExchangeId {
+        self.begin_at(new, SystemTime::now())
+    }
+
+    /// [`begin`](Self::begin) for an exchange that started at `started_at`, so that what
+    /// the log keeps and what the request log says agree.
+    pub(crate) fn begin_at(&self, new: NewExchange, started_at: SystemTime) -> ExchangeId {
         let id = {
             let mut state = self.state();
             state.last_id += 1;
@@ -376,7 +382,7 @@ impl ExchangeLog {
             state.exchanges.push_back(Exchange {
                 id,
                 host: new.host,
-                started_at: SystemTime::now(),
+                started_at,
                 request: new.request,
                 response: None,
                 duration: None,

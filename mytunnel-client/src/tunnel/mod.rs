@@ -18,13 +18,16 @@ use crate::backoff::jittered_backoff;
 use crate::edge::{Edge, EdgeBuilder};
 use crate::error::{LeaseEnd, TunnelError};
 use crate::events::{TunnelEvent, TunnelEvents, EVENT_BUFFER};
+use crate::inspect::ExchangeLog;
 use crate::probe::{probe_local, ProbeOutcome};
 use crate::ssh::Multiplexing;
 
 mod handle;
+mod proxy;
 mod relay;
 mod supervisor;
 
+use proxy::{ProxySettings, TunnelProxy};
 use relay::LocalRelay;
 
 pub use handle::TunnelHandle;
@@ -38,6 +41,70 @@ pub enum Reconnect {
     Always,
     /// End the tunnel (and release its lease) when the data plane ends.
     Never,
+}
+
+/// How a tunnel passes its connections to the app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum ProxyMode {
+    /// Through the client's own HTTP/1.1 proxy, which reports each request as a
+    /// [`TunnelEvent::Request`] and, given [`TunnelBuilder::exchange_log`], records it
+    /// for an inspector. Bodies stream through, WebSockets and other upgrades pass on;
+    /// an app that does not answer gets the visitor a `502` saying why. The default.
+    #[default]
+    Http,
+    /// Bytes passed on untouched: no request events, the fastest path.
+    Tcp,
+}
+
+/// Where a tunnel's forward ends: each connection passes through it to the app, and
+/// closing it closes every connection it carries (see `relay.rs`).
+#[derive(Debug)]
+enum ForwardEnd {
+    /// [`ProxyMode::Tcp`].
+    Relay(LocalRelay),
+    /// [`ProxyMode::Http`].
+    Proxy(TunnelProxy),
+}
+
+impl ForwardEnd {
+    /// Listens on an ephemeral loopback port for connections to `127.0.0.1:<app_port>`.
+    async fn start(
+        mode: ProxyMode,
+        app_port: u16,
+        host: &str,
+        log: Option<ExchangeLog>,
+        events: &broadcast::Sender<TunnelEvent>,
+    ) -> std::io::Result<ForwardEnd> {
+        Ok(match mode {
+            ProxyMode::Tcp => ForwardEnd::Relay(LocalRelay::start(app_port).await?),
+            ProxyMode::Http => ForwardEnd::Proxy(
+                TunnelProxy::start(ProxySettings {
+                    upstream: std::net::SocketAddr::from(([127, 0, 0, 1], app_port)),
+                    host: host.to_owned(),
+                    log,
+                    events: events.clone(),
+                })
+                .await?,
+            ),
+        })
+    }
+
+    /// The port the forward connects to.
+    fn port(&self) -> u16 {
+        match self {
+            ForwardEnd::Relay(relay) => relay.port(),
+            ForwardEnd::Proxy(proxy) => proxy.port(),
+        }
+    }
+
+    /// Closes the listener and every connection, and waits until they are closed.
+    async fn close(self) {
+        match self {
+            ForwardEnd::Relay(relay) => relay.close().await,
+            ForwardEnd::Proxy(proxy) => proxy.close().await,
+        }
+    }
 }
 
 /// The one-line form: `Tunnel::http(3000).open().await?`.
@@ -69,8 +136,8 @@ enum EdgeSource {
 
 /// Options of a tunnel; [`TunnelBuilder::open`] checks them and opens it.
 ///
-/// Tunnel options (`name`, `ttl`, `takeover`, `reconnect`, `probe_timeout`) apply to
-/// every tunnel. Edge options (`edge`, `ssh_bin`, `remote_bin`, `base_domain`,
+/// Tunnel options (`name`, `ttl`, `takeover`, `reconnect`, `probe_timeout`,
+/// `proxy_mode`, `exchange_log`) apply to every tunnel. Edge options (`edge`, `ssh_bin`, `remote_bin`, `base_domain`,
 /// `multiplexing`, `ssh_option`, `config_path`) are those of [`EdgeBuilder`], for a
 /// tunnel from [`Tunnel::http`], which connects its own edge; on a builder from
 /// [`Edge::http`] they are an error ([`TunnelError::InvalidOptions`]): set them on
@@ -84,6 +151,8 @@ pub struct TunnelBuilder {
     takeover: Takeover,
     reconnect: Reconnect,
     probe_timeout: Duration,
+    proxy_mode: ProxyMode,
+    exchange_log: Option<ExchangeLog>,
 }
 
 impl TunnelBuilder {
@@ -110,6 +179,8 @@ impl TunnelBuilder {
             takeover: Takeover::Refuse,
             reconnect: Reconnect::Always,
             probe_timeout: Duration::from_secs(5),
+            proxy_mode: ProxyMode::Http,
+            exchange_log: None,
         }
     }
 
@@ -157,6 +228,22 @@ impl TunnelBuilder {
     /// How long the local probe waits for the app (default 5s).
     pub fn probe_timeout(mut self, timeout: Duration) -> Self {
         self.probe_timeout = timeout;
+        self
+    }
+
+    /// How connections pass to the app: through the HTTP proxy that reports each
+    /// request (the default), or as bytes only ([`ProxyMode`]).
+    pub fn proxy_mode(mut self, mode: ProxyMode) -> Self {
+        self.proxy_mode = mode;
+        self
+    }
+
+    /// Records each exchange (headers and the first bytes of each body, within the
+    /// log's limits) in `log`, for an inspector; the log can be shared by several
+    /// tunnels. Needs [`ProxyMode::Http`]: with [`ProxyMode::Tcp`] there are no
+    /// exchanges to record, and `open` fails with [`TunnelError::InvalidOptions`].
+    pub fn exchange_log(mut self, log: ExchangeLog) -> Self {
+        self.exchange_log = Some(log);
         self
     }
 
@@ -247,6 +334,14 @@ impl TunnelBuilder {
                     .into(),
             ));
         }
+        if self.proxy_mode == ProxyMode::Tcp && self.exchange_log.is_some() {
+            return Err(TunnelError::InvalidOptions(
+                ".exchange_log(..) records what the HTTP proxy sees, and \
+                 .proxy_mode(ProxyMode::Tcp) passes bytes without one: use ProxyMode::Http \
+                 to keep the log"
+                    .into(),
+            ));
+        }
         match &self.edge {
             EdgeSource::Own(builder) => builder.validate()?,
             EdgeSource::Shared {
@@ -308,6 +403,8 @@ impl TunnelBuilder {
             name,
             request,
             reconnect: self.reconnect,
+            proxy_mode: self.proxy_mode,
+            exchange_log: self.exchange_log,
             owned,
         };
         match opening.open(edge.clone(), events_tx, first_events).await {
@@ -340,6 +437,8 @@ struct Opening {
     name: Option<Slug>,
     request: AllocateRequest,
     reconnect: Reconnect,
+    proxy_mode: ProxyMode,
+    exchange_log: Option<ExchangeLog>,
     /// The edge is the tunnel's own: it closes when the tunnel ends.
     owned: bool,
 }
@@ -377,9 +476,17 @@ impl Opening {
             url: url.clone(),
         });
 
-        // The forward ends at the tunnel's relay, so that closing the tunnel closes the
-        // connections it carries (see `relay.rs`).
-        let relay = match LocalRelay::start(self.local_port).await {
+        // The forward ends at the tunnel's proxy (or relay), so that closing the tunnel
+        // closes the connections it carries (see `relay.rs`).
+        let relay = match ForwardEnd::start(
+            self.proxy_mode,
+            self.local_port,
+            &lease.host,
+            self.exchange_log,
+            &events_tx,
+        )
+        .await
+        {
             Ok(relay) => relay,
             Err(e) => {
                 let _ = release(transport, &lease).await;
@@ -528,6 +635,26 @@ mod tests {
             let said = format!("{error} / {}", error.hint());
             assert!(
                 !said.contains("--") && !said.contains("mytunnel "),
+                "{said}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_exchange_log_needs_the_http_proxy() {
+        let log = ExchangeLog::new(crate::inspect::ExchangeLimits::default());
+        let edge = Edge::from_transport(Arc::new(Nowhere));
+        for builder in [Tunnel::http(3000), edge.http(3000)] {
+            assert_eq!(builder.proxy_mode, ProxyMode::Http, "the default");
+            assert!(builder.clone().exchange_log(log.clone()).validate().is_ok());
+            assert!(builder
+                .clone()
+                .proxy_mode(ProxyMode::Tcp)
+                .validate()
+                .is_ok());
+            let said = invalid(&builder.exchange_log(log.clone()).proxy_mode(ProxyMode::Tcp));
+            assert!(
+                said.starts_with(".exchange_log(..) records what the HTTP proxy sees"),
                 "{said}"
             );
         }

@@ -97,7 +97,7 @@ pub(super) enum Next {
 pub(super) struct Supervisor {
     pub(super) edge: Edge,
     /// Where the forward connects; `None` once closed.
-    pub(super) relay: Option<LocalRelay>,
+    pub(super) relay: Option<ForwardEnd>,
     pub(super) reallocate: AllocateRequest,
     pub(super) reconnect: Reconnect,
     pub(super) events: broadcast::Sender<TunnelEvent>,
@@ -270,7 +270,7 @@ impl Supervisor {
             .transport()
             .open_forward(ForwardSpec {
                 edge_bind: self.lease.bind_target(),
-                local_port: self.relay.as_ref().map_or(0, LocalRelay::port),
+                local_port: self.relay.as_ref().map_or(0, ForwardEnd::port),
             })
             .await?;
         self.forward = forward;
@@ -340,7 +340,7 @@ impl Supervisor {
         }
     }
 
-    /// Closes every connection the tunnel carries (see `relay.rs`).
+    /// Closes every connection the tunnel carries (see `relay.rs` and `proxy.rs`).
     async fn close_relay(&mut self) {
         if let Some(relay) = self.relay.take() {
             relay.close().await;
