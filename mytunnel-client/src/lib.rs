@@ -33,13 +33,16 @@
 //! profile in `~/.config/mytunnel/config.toml` (see [`profile`]); `.edge("user@host")`
 //! names one directly. [`EdgeBuilder`] has the options of the connection (edge, ssh
 //! binary, multiplexing, ssh options), [`TunnelBuilder`] those of one tunnel (name, TTL,
-//! takeover, reconnect); the builder of [`Tunnel::http`] takes both. `open()`:
+//! takeover, reconnect, [`ProxyMode`], an [`inspect::ExchangeLog`]); the builder of
+//! [`Tunnel::http`] takes both. `open()`:
 //!
 //! 1. probes `http://127.0.0.1:<port>/` — if nothing answers, nothing is allocated;
 //! 2. connects to the edge (the one-line form only: one SSH connection), and allocates a
 //!    lease over it (`mytunneld ctl allocate`);
 //! 3. requests the lease's forward over the same connection (with
-//!    [`Multiplexing::PerCommand`], its own `ssh -N -R`), and returns once it is up.
+//!    [`Multiplexing::PerCommand`], its own `ssh -N -R`), and returns once it is up. The
+//!    forward ends at the tunnel's own HTTP/1.1 proxy, which passes each request to the
+//!    app and reports it as [`TunnelEvent::Request`] ([`ProxyMode::Tcp`]: bytes only).
 //!
 //! A supervisor then heartbeats every max(TTL/3, 10s), requests the forward again with
 //! jittered backoff when it ends, allocates the same name again if the edge lost the lease, and reports
