@@ -1226,6 +1226,42 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_visitor_that_goes_away_before_the_answer_is_reported() {
+        let (asked_tx, mut asked) = mpsc::unbounded_channel::<()>();
+        let app = raw_app(move |mut stream| {
+            let asked_tx = asked_tx.clone();
+            async move {
+                read_head(&mut stream).await;
+                let _ = asked_tx.send(());
+                // Never answers; ends when the proxy closes this connection.
+                let mut rest = Vec::new();
+                let _ = stream.read_to_end(&mut rest).await;
+            }
+        })
+        .await;
+        let (proxy, mut events) = proxy_to(app, None).await;
+        let mut stream = TcpStream::connect(("127.0.0.1", proxy.port()))
+            .await
+            .unwrap();
+        stream
+            .write_all(b"GET /wait HTTP/1.1\r\nhost: demo.example.com\r\n\r\n")
+            .await
+            .unwrap();
+        tokio::time::timeout(PATIENCE, asked.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        drop(stream);
+        let summary = next_request(&mut events).await;
+        assert_eq!(summary.target, "/wait");
+        assert_eq!(summary.status, None);
+        assert_eq!(
+            summary.error.as_deref(),
+            Some("the visitor went away before the app answered")
+        );
+    }
+
+    #[tokio::test]
     async fn closing_ends_open_connections_and_the_listener() {
         let app = hello_app().await;
         let (proxy, mut events) = proxy_to(app.addr, None).await;
