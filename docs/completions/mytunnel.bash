@@ -257,7 +257,7 @@ _mytunnel() {
             return 0
             ;;
         mytunnel__subcmd__http)
-            opts="-h --name --owner --force --ttl --reconnect --edge --ssh-bin --no-ssh-mux --remote-bin --base-domain --ssh-option --config --db-path --caddy-admin-url --caddy-server --min-port --max-port --lease-ttl --cleanup-interval --reconcile-interval --health-timeout --log-format --max-leases-per-owner --help"
+            opts="-q -h --name --owner --force --ttl --reconnect --json --quiet --inspect --inspect-keep --inspect-body --raw --edge --ssh-bin --no-ssh-mux --remote-bin --base-domain --ssh-option --config --db-path --caddy-admin-url --caddy-server --min-port --max-port --lease-ttl --cleanup-interval --reconcile-interval --health-timeout --log-format --max-leases-per-owner --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -277,6 +277,18 @@ _mytunnel() {
                     ;;
                 --reconnect)
                     COMPREPLY=($(compgen -W "true false" -- "${cur}"))
+                    return 0
+                    ;;
+                --inspect)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --inspect-keep)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --inspect-body)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --edge)

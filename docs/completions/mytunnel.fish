@@ -37,6 +37,9 @@ complete -c mytunnel -n "__fish_mytunnel_using_subcommand http" -l owner -d 'Acc
 complete -c mytunnel -n "__fish_mytunnel_using_subcommand http" -l ttl -d 'Lease TTL to ask for, e.g. 90s or 5m (clamped to 30s..24h) [default: the edge\'s, 2m]' -r
 complete -c mytunnel -n "__fish_mytunnel_using_subcommand http" -l reconnect -d 'Reconnect when the SSH connection drops (--reconnect=false to exit instead)' -r -f -a "true\t''
 false\t''"
+complete -c mytunnel -n "__fish_mytunnel_using_subcommand http" -l inspect -d 'Serve the request inspector: a page with recent requests, their headers and bodies, and replay [default address: 127.0.0.1:4040, or the next free port up to 4049]' -r
+complete -c mytunnel -n "__fish_mytunnel_using_subcommand http" -l inspect-keep -d 'Requests the inspector keeps (the oldest go first)' -r
+complete -c mytunnel -n "__fish_mytunnel_using_subcommand http" -l inspect-body -d 'Bytes of each request and response body the inspector keeps, e.g. 64k or 1m' -r
 complete -c mytunnel -n "__fish_mytunnel_using_subcommand http" -l edge -d 'SSH destination (user@host, Host alias, ssh://user@host:port) or profile name [env: MYTUNNEL_EDGE]' -r
 complete -c mytunnel -n "__fish_mytunnel_using_subcommand http" -l ssh-bin -d 'The ssh client [env: MYTUNNEL_SSH_BIN] [default: ssh]' -r -F
 complete -c mytunnel -n "__fish_mytunnel_using_subcommand http" -l remote-bin -d 'mytunneld on the edge [env: MYTUNNEL_REMOTE_BIN] [default: mytunneld]' -r
@@ -55,6 +58,9 @@ complete -c mytunnel -n "__fish_mytunnel_using_subcommand http" -l health-timeou
 complete -c mytunnel -n "__fish_mytunnel_using_subcommand http" -l log-format -d 'Remote --log-format: serve\'s log format: text or json' -r
 complete -c mytunnel -n "__fish_mytunnel_using_subcommand http" -l max-leases-per-owner -d 'Remote --max-leases-per-owner: Active leases one user may hold; 0 means unlimited' -r
 complete -c mytunnel -n "__fish_mytunnel_using_subcommand http" -l force -d 'Take the name over from another lease (edge admins only)'
+complete -c mytunnel -n "__fish_mytunnel_using_subcommand http" -l json -d 'Print one JSON object per line on stdout (opened, then one per request) instead of text'
+complete -c mytunnel -n "__fish_mytunnel_using_subcommand http" -s q -l quiet -d 'Print no line per request (the URL and status lines stay)'
+complete -c mytunnel -n "__fish_mytunnel_using_subcommand http" -l raw -d 'Carry bytes only: no request log, no inspector; the fastest path to the app'
 complete -c mytunnel -n "__fish_mytunnel_using_subcommand http" -l no-ssh-mux -d 'Open one SSH connection per control command instead of sharing one'
 complete -c mytunnel -n "__fish_mytunnel_using_subcommand http" -s h -l help -d 'Print help'
 complete -c mytunnel -n "__fish_mytunnel_using_subcommand ls" -l edge -d 'SSH destination (user@host, Host alias, ssh://user@host:port) or profile name [env: MYTUNNEL_EDGE]' -r

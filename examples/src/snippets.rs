@@ -70,6 +70,28 @@ pub mod events {
     }
 }
 
+/// The request log and the inspector.
+pub mod requests {
+    use mytunnel_client::inspect::{ExchangeLimits, ExchangeLog, Inspector};
+    use mytunnel_client::{Tunnel, TunnelEvent};
+
+    /// Publishes port 3000 with the inspector on 127.0.0.1:4040 and prints a line per
+    /// request until the tunnel ends.
+    pub async fn publish_and_watch() -> Result<(), Box<dyn std::error::Error>> {
+        let log = ExchangeLog::new(ExchangeLimits::default());
+        let inspector = Inspector::bind(Inspector::DEFAULT_ADDR, log.clone())?;
+        let mut tunnel = Tunnel::http(3000).exchange_log(log).open().await?;
+        println!("{} (requests at {})", tunnel.url(), inspector.url());
+        let mut events = tunnel.events();
+        while let Some(event) = events.next().await {
+            if let TunnelEvent::Request(request) = event {
+                println!("{request}");
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Matching on errors.
 pub mod errors {
     use mytunnel_client::core::ErrorCode;

@@ -508,3 +508,56 @@ fn nothing_the_edge_sends_writes_control_characters_to_the_terminal() {
         assert!(shown.contains("curl evil"), "{args:?}: {shown}");
     }
 }
+
+/// `--inspect`, `--inspect-keep` and `--inspect-body` parse into values or are refused
+/// with a message naming what was given and what is accepted.
+#[test]
+fn inspector_flags_parse_or_say_what_they_take() {
+    use mytunnel_cli::client_cli::{parse_inspect_addr, parse_keep, parse_size, InspectAddr};
+    let addr = |text: &str| parse_inspect_addr(text);
+    assert_eq!(addr(""), Ok(InspectAddr::Default));
+    assert_eq!(
+        addr("4041"),
+        Ok(InspectAddr::Given("127.0.0.1:4041".parse().unwrap()))
+    );
+    assert_eq!(
+        addr("[::1]:4041"),
+        Ok(InspectAddr::Given("[::1]:4041".parse().unwrap()))
+    );
+    assert_eq!(
+        addr("0.0.0.0:0"),
+        Ok(InspectAddr::Given("0.0.0.0:0".parse().unwrap()))
+    );
+    let refused = addr("localhost:4041\u{1b}[2J").unwrap_err();
+    assert!(
+        refused.contains("is not a port or an IP address with a port"),
+        "{refused}"
+    );
+    assert!(!refused.contains('\u{1b}'), "{refused:?}");
+    assert!(addr("70000").is_err());
+
+    assert_eq!(parse_size("0"), Ok(0));
+    assert_eq!(parse_size("65536"), Ok(65_536));
+    assert_eq!(parse_size("64k"), Ok(65_536));
+    assert_eq!(parse_size("64KiB"), Ok(65_536));
+    assert_eq!(parse_size("1m"), Ok(1_048_576));
+    assert_eq!(parse_size("64M"), Ok(64 * 1_048_576));
+    assert_eq!(
+        parse_size("65m"),
+        Err("65m is not a size from 0 to 64m".to_owned())
+    );
+    assert_eq!(
+        parse_size("1g"),
+        Err("1g is not a size (e.g. 65536, 64k, 1m)".to_owned())
+    );
+    assert!(parse_size("").is_err());
+    assert!(parse_size("k").is_err());
+    assert!(parse_size("99999999999999999999999k").is_err());
+
+    assert_eq!(parse_keep("100"), Ok(100));
+    assert_eq!(
+        parse_keep("0"),
+        Err("0 is not a number from 1 to 100000".to_owned())
+    );
+    assert!(parse_keep("100001").is_err());
+}

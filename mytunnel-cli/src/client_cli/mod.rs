@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clap::{ArgAction, Args, Parser, Subcommand};
 use mytunnel_client::doctor::{run_doctor, Check, CheckStatus};
+use mytunnel_client::inspect::ExchangeLimits;
 use mytunnel_client::profile::ProfileError;
 use mytunnel_client::{Edge, EdgeBuilder, Multiplexing, Reconnect, TunnelError, TunnelEvent};
 use mytunnel_core::printable::printable;
@@ -57,7 +58,7 @@ pub struct Cli {
 pub enum Command {
     /// Publish http://127.0.0.1:<LOCAL_PORT>/ until Ctrl-C
     #[command(
-        after_help = "Examples:\n  mytunnel http 3000 --edge tunnel@edge.example.com\n  mytunnel http 3000 --name portal --ttl 10m\n  mytunnel http 3000 --name portal --force   (edge admins: take the name over)"
+        after_help = "Examples:\n  mytunnel http 3000 --edge tunnel@edge.example.com\n  mytunnel http 3000 --name portal --ttl 10m\n  mytunnel http 3000 --inspect              (requests at http://127.0.0.1:4040)\n  mytunnel http 3000 --json | jq .          (one JSON object per request)\n  mytunnel http 3000 --name portal --force   (edge admins: take the name over)"
     )]
     Http(HttpArgs),
     /// List your leases
@@ -214,9 +215,104 @@ pub struct HttpArgs {
     /// Reconnect when the SSH connection drops (--reconnect=false to exit instead)
     #[arg(long, default_value_t = true, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub reconnect: bool,
+    /// What is printed while the tunnel runs.
+    #[command(flatten)]
+    pub traffic: TrafficArgs,
     /// How to reach the edge.
     #[command(flatten)]
     pub edge: EdgeArgs,
+}
+
+/// Where the inspector listens when `--inspect` names no address (then the next nine ports
+/// are tried too).
+pub const DEFAULT_INSPECT_ADDR: &str = "127.0.0.1:4040";
+
+/// `mytunnel http`'s request log and inspector.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Requests")]
+pub struct TrafficArgs {
+    /// Print one JSON object per line on stdout (opened, then one per request) instead of text
+    #[arg(long)]
+    pub json: bool,
+    /// Print no line per request (the URL and status lines stay)
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+    /// Serve the request inspector: a page with recent requests, their headers and bodies,
+    /// and replay [default address: 127.0.0.1:4040, or the next free port up to 4049]
+    #[arg(long, value_name = "[HOST:]PORT", num_args = 0..=1, default_missing_value = "", value_parser = parse_inspect_addr)]
+    pub inspect: Option<InspectAddr>,
+    /// Requests the inspector keeps (the oldest go first)
+    #[arg(long, value_name = "N", default_value_t = ExchangeLimits::DEFAULT.max_exchanges, value_parser = parse_keep, requires = "inspect")]
+    pub inspect_keep: usize,
+    /// Bytes of each request and response body the inspector keeps, e.g. 64k or 1m
+    #[arg(long, value_name = "SIZE", default_value = "64k", value_parser = parse_size, requires = "inspect")]
+    pub inspect_body: usize,
+    /// Carry bytes only: no request log, no inspector; the fastest path to the app
+    #[arg(long, conflicts_with_all = ["inspect", "json"])]
+    pub raw: bool,
+}
+
+/// Where `--inspect` listens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InspectAddr {
+    /// `--inspect` alone: 127.0.0.1:4040, or the next free port up to 4049.
+    Default,
+    /// `--inspect [HOST:]PORT`.
+    Given(std::net::SocketAddr),
+}
+
+/// `--inspect`'s value: nothing (the default), a port (on 127.0.0.1) or `HOST:PORT` with
+/// an IP address.
+pub fn parse_inspect_addr(text: &str) -> Result<InspectAddr, String> {
+    if text.is_empty() {
+        return Ok(InspectAddr::Default);
+    }
+    if let Ok(port) = text.parse::<u16>() {
+        return Ok(InspectAddr::Given(std::net::SocketAddr::from((
+            [127, 0, 0, 1],
+            port,
+        ))));
+    }
+    text.parse().map(InspectAddr::Given).map_err(|_| {
+        format!(
+            "{} is not a port or an IP address with a port (e.g. 4041, 127.0.0.1:4041, [::1]:4041)",
+            printable(text)
+        )
+    })
+}
+
+/// `--inspect-keep`: 1 to 100,000 exchanges.
+pub fn parse_keep(text: &str) -> Result<usize, String> {
+    text.parse::<usize>()
+        .ok()
+        .filter(|n| (1..=100_000).contains(n))
+        .ok_or_else(|| format!("{} is not a number from 1 to 100000", printable(text)))
+}
+
+/// A byte size: a number, optionally followed by k/K/kB/KiB (×1024) or m/M/MB/MiB
+/// (×1024²); at most 64 MiB.
+pub fn parse_size(text: &str) -> Result<usize, String> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let multiplier: usize = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1024,
+        "m" | "mb" | "mib" => 1024 * 1024,
+        _ => {
+            return Err(format!(
+                "{} is not a size (e.g. 65536, 64k, 1m)",
+                printable(text)
+            ))
+        }
+    };
+    number
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(multiplier))
+        .filter(|n| *n <= 64 * 1024 * 1024)
+        .ok_or_else(|| format!("{} is not a size from 0 to 64m", printable(text)))
 }
 
 fn parse_ttl(text: &str) -> Result<Duration, String> {

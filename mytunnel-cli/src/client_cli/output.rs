@@ -1,10 +1,58 @@
 //! What `mytunnel` prints: the fixed output formats, and errors as messages with hints.
 
+use mytunnel_client::inspect::RequestSummary;
+use mytunnel_core::Timestamp;
+
 use super::*;
 
 /// The two lines `http` prints on stdout once the tunnel is up.
 pub fn format_opened(url: &str, lease_id: &str) -> String {
     format!("url: {url}\nlease: {lease_id}\n")
+}
+
+/// `http --json`'s first line once the tunnel is up: `{"type":"opened","url":…,"lease_id":…}`.
+pub fn format_opened_json(url: &str, lease_id: &str) -> String {
+    let mut line =
+        serde_json::json!({ "type": "opened", "url": url, "lease_id": lease_id }).to_string();
+    line.push('\n');
+    line
+}
+
+/// One request log line: `14:03:07 GET /hooks 200 3.1ms 0 B → 1.2 kB`, the time of day
+/// the request arrived (UTC). What a visitor sent is shown with every unprintable
+/// character replaced, so no request can write to the terminal.
+pub fn format_request(summary: &RequestSummary) -> String {
+    let time = Timestamp::from_system_time(summary.started_at).to_string();
+    // RFC 3339: 2026-12-06T14:03:07Z → 14:03:07.
+    let clock = time.get(11..19).unwrap_or(&time);
+    format!("{clock} {}\n", printable(&summary.to_string()))
+}
+
+/// One `http --json` line per request: `{"type":"request", …}`.
+pub fn format_request_json(summary: &RequestSummary) -> String {
+    let started_ms = summary
+        .started_at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let mut line = serde_json::json!({
+        "type": "request",
+        "exchange": summary.exchange.0,
+        "host": summary.host,
+        "started_at": Timestamp::from_system_time(summary.started_at).to_string(),
+        "started_at_ms": u64::try_from(started_ms).unwrap_or(u64::MAX),
+        "method": summary.method,
+        "target": summary.target,
+        "status": summary.status,
+        "duration_ms": summary.duration.as_secs_f64() * 1000.0,
+        "request_bytes": summary.request_bytes,
+        "response_bytes": summary.response_bytes,
+        "upgraded": summary.upgraded,
+        "error": summary.error,
+        "replay_of": summary.replay_of.map(|id| id.0),
+    })
+    .to_string();
+    line.push('\n');
+    line
 }
 
 /// `ls` as aligned text columns, or `no leases`.

@@ -1,5 +1,10 @@
 //! The command runners: one per subcommand, each returning the exit code.
 
+use std::net::SocketAddr;
+
+use mytunnel_client::inspect::{ExchangeLog, Inspector};
+use mytunnel_client::ProxyMode;
+
 use super::*;
 
 /// Runs a parsed command line.
@@ -31,6 +36,19 @@ pub(super) async fn run_http(args: HttpArgs) -> ExitCode {
     if args.force {
         builder = builder.takeover(Takeover::Force);
     }
+    let traffic = &args.traffic;
+    if traffic.raw {
+        builder = builder.proxy_mode(ProxyMode::Tcp);
+    }
+    let log = traffic.inspect.map(|_| {
+        ExchangeLog::new(ExchangeLimits {
+            max_exchanges: traffic.inspect_keep,
+            max_body_bytes: traffic.inspect_body,
+        })
+    });
+    if let Some(log) = &log {
+        builder = builder.exchange_log(log.clone());
+    }
     // Usage errors (bad name, no edge) before any ssh call: exit 2.
     if let Err(e) = builder.validate() {
         return report(&e);
@@ -38,6 +56,14 @@ pub(super) async fn run_http(args: HttpArgs) -> ExitCode {
     let destination = match edge.resolve() {
         Ok(edge) => edge.destination,
         Err(e) => return report(&e),
+    };
+    // The inspector's port before anything is allocated: a busy one costs no lease.
+    let inspector = match (traffic.inspect, log) {
+        (Some(addr), Some(log)) => match bind_inspector(addr, log) {
+            Ok(inspector) => Some(inspector),
+            Err(code) => return code,
+        },
+        _ => None,
     };
     let status = Status::new();
     status.transient(&format!("connecting to {destination}…"));
@@ -60,11 +86,15 @@ pub(super) async fn run_http(args: HttpArgs) -> ExitCode {
         tunnel.url(),
         args.local_port
     ));
-    print!(
-        "{}",
+    if let Some(inspector) = &inspector {
+        status.line(&inspector_line(inspector.local_addr()));
+    }
+    let opened = if traffic.json {
+        format_opened_json(tunnel.url(), tunnel.lease().lease_id.as_str())
+    } else {
         format_opened(tunnel.url(), tunnel.lease().lease_id.as_str())
-    );
-    let _ = std::io::stdout().flush();
+    };
+    status.output(&opened);
 
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
@@ -72,6 +102,9 @@ pub(super) async fn run_http(args: HttpArgs) -> ExitCode {
         tokio::select! {
             () = &mut shutdown => {
                 status.transient("releasing the lease…");
+                if let Some(inspector) = inspector {
+                    inspector.close().await;
+                }
                 return match tunnel.close().await {
                     Ok(()) => {
                         status.line("released; bye");
@@ -87,7 +120,23 @@ pub(super) async fn run_http(args: HttpArgs) -> ExitCode {
                 Some(event @ (TunnelEvent::Reconnecting { .. } | TunnelEvent::Lost { .. })) => {
                     status.transient(&event.to_string());
                 }
-                Some(TunnelEvent::Renewed { .. } | TunnelEvent::Missed { .. }) => {}
+                Some(TunnelEvent::Request(summary)) => {
+                    if !traffic.quiet {
+                        status.output(&if traffic.json {
+                            format_request_json(&summary)
+                        } else {
+                            format_request(&summary)
+                        });
+                    }
+                }
+                Some(TunnelEvent::Missed { count }) => {
+                    if !traffic.quiet {
+                        status.line(&format!(
+                            "{count} events not shown: the request log fell behind"
+                        ));
+                    }
+                }
+                Some(TunnelEvent::Renewed { .. }) => {}
                 Some(event) => status.line(&event.to_string()),
                 None => {
                     return match tunnel.closed().await {
@@ -97,6 +146,47 @@ pub(super) async fn run_http(args: HttpArgs) -> ExitCode {
                 }
             },
         }
+    }
+}
+
+/// Binds the inspector: the address given, or the first free one of 127.0.0.1:4040–4049.
+/// A failure is reported here (exit 1).
+fn bind_inspector(addr: InspectAddr, log: ExchangeLog) -> Result<Inspector, ExitCode> {
+    let candidates: Vec<SocketAddr> = match addr {
+        InspectAddr::Given(addr) => vec![addr],
+        InspectAddr::Default => (4040..=4049)
+            .map(|port| SocketAddr::from(([127, 0, 0, 1], port)))
+            .collect(),
+    };
+    let mut last = None;
+    for candidate in &candidates {
+        match Inspector::bind(*candidate, log.clone()) {
+            Ok(inspector) => return Ok(inspector),
+            Err(e) => last = Some(e),
+        }
+    }
+    let tried = match candidates.as_slice() {
+        [one] => one.to_string(),
+        _ => format!("{DEFAULT_INSPECT_ADDR} to 127.0.0.1:4049"),
+    };
+    let reason = last.map_or_else(String::new, |e| format!(": {e}"));
+    let diagnostic =
+        miette::MietteDiagnostic::new(format!("cannot serve the inspector on {tried}{reason}"))
+            .with_code("inspector_unavailable")
+            .with_help("pass a free port, e.g. --inspect 4050, or leave --inspect out");
+    eprintln!("{:?}", miette::Report::new(diagnostic));
+    Err(ExitCode::from(1))
+}
+
+/// The status line naming the inspector's page, and who can reach it.
+fn inspector_line(addr: SocketAddr) -> String {
+    if addr.ip().is_loopback() {
+        format!("inspector: http://{addr} (this machine only)")
+    } else {
+        format!(
+            "inspector: http://{addr} — warning: reachable from other machines; anyone who \
+             reaches it sees your requests and their bodies and can replay them"
+        )
     }
 }
 

@@ -55,6 +55,24 @@ impl Status {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(task);
     }
 
+    /// A line of output on stdout (a request of the log), printed above a spinning status
+    /// line rather than into it; the spinner draws itself again below. `text` is printed
+    /// as given: format it with what a visitor sent made printable.
+    pub(super) fn output(&self, text: &str) {
+        let spinning = self
+            .spinner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_some();
+        if self.terminal && spinning {
+            let mut err = std::io::stderr();
+            let _ = write!(err, "\r\x1b[2K");
+            let _ = err.flush();
+        }
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+    }
+
     /// A lasting line (replaces a spinning one).
     pub(super) fn line(&self, text: &str) {
         let text = &printable(text);

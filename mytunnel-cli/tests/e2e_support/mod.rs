@@ -1310,25 +1310,36 @@ pub mod page {
         match lang {
             "console" => {
                 let mut steps = Vec::new();
+                // Lines a block shows before its `^C`: what the running `mytunnel http`
+                // printed meanwhile (its request log).
+                let mut before_interrupt = Vec::new();
                 for line in body {
                     if let Some(command) = line.strip_prefix("$ ") {
+                        assert!(
+                            before_interrupt.is_empty(),
+                            "output lines before a command: {before_interrupt:?}"
+                        );
                         steps.push(Step::Run {
                             command: command.to_owned(),
                             expected: Vec::new(),
                         });
                     } else if line == "^C" {
                         steps.push(Step::Interrupt {
-                            expected: Vec::new(),
+                            expected: std::mem::take(&mut before_interrupt),
                         });
                     } else {
                         match steps.last_mut() {
                             Some(Step::Run { expected, .. } | Step::Interrupt { expected }) => {
                                 expected.push(line.clone());
                             }
-                            _ => panic!("output line before any command: {line:?}"),
+                            _ => before_interrupt.push(line.clone()),
                         }
                     }
                 }
+                assert!(
+                    before_interrupt.is_empty(),
+                    "output lines before any command: {before_interrupt:?}"
+                );
                 steps
             }
             "toml" => match body.first().and_then(|l| l.strip_prefix("# ~/")) {
@@ -1435,7 +1446,34 @@ pub mod page {
             }
         }
         flush(&mut run, &mut versioned);
-        versioned.split_whitespace().collect::<Vec<_>>().join(" ")
+        // The request log's clock (14:03:07) and durations (0.4ms, 1.2s).
+        versioned
+            .split_whitespace()
+            .map(|word| {
+                let digits =
+                    |w: &str| !w.is_empty() && w.chars().all(|c| c.is_ascii_digit() || c == '.');
+                let clock = word.len() == 8
+                    && word.char_indices().all(|(i, c)| {
+                        if i == 2 || i == 5 {
+                            c == ':'
+                        } else {
+                            c.is_ascii_digit()
+                        }
+                    });
+                if clock {
+                    "<clock>"
+                } else if word
+                    .strip_suffix("ms")
+                    .or_else(|| word.strip_suffix('s'))
+                    .is_some_and(digits)
+                {
+                    "<duration>"
+                } else {
+                    word
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 
     /// Runs a page's steps against a stack, as `user`, with `app` as the page's port 3000.
