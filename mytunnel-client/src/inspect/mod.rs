@@ -103,7 +103,15 @@ impl CapturedBody {
     pub(crate) fn push(&mut self, chunk: &[u8], cap: usize) {
         self.size = self.size.saturating_add(chunk.len() as u64);
         let room = cap.saturating_sub(self.bytes.len());
-        self.bytes.extend(chunk.iter().take(room));
+        let kept = room.min(chunk.len());
+        // Doubling, but never past the cap: a plain Vec could hold twice the cap for the
+        // log's whole life, and the log's bound is counted in kept bytes.
+        let len = self.bytes.len();
+        if len + kept > self.bytes.capacity() {
+            let target = (len + kept).max(self.bytes.capacity() * 2).min(cap);
+            self.bytes.reserve_exact(target - len);
+        }
+        self.bytes.extend(chunk.iter().take(kept));
     }
 }
 
@@ -460,6 +468,13 @@ mod tests {
         body.push(b"!", 8);
         assert_eq!(body.bytes, b"hello wo");
         assert_eq!(body.size, 12);
+        // No more room than it keeps, however the chunks fall.
+        let mut body = CapturedBody::default();
+        for _ in 0..100 {
+            body.push(&[b'x'; 1000], 65_536);
+        }
+        assert_eq!(body.bytes.len(), 65_536);
+        assert_eq!(body.bytes.capacity(), 65_536);
     }
 
     #[test]
