@@ -1,11 +1,11 @@
 //! The local app every data-plane path is measured against: a small, fast HTTP/1.1 server
 //! on `127.0.0.1:0`. `GET /` answers 1 KiB; `GET /big` answers the configured download
-//! size. Keep-alive, TCP_NODELAY, one tokio task per connection on its own runtime.
+//! size; `POST /echo` answers its body back. Keep-alive, TCP_NODELAY, one tokio task per connection on its own runtime.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::procs::Result;
@@ -100,6 +100,7 @@ async fn serve(stream: TcpStream, small: &[u8], big_bytes: usize) -> std::io::Re
             continue;
         }
         let mut keep_alive = request_line.ends_with("HTTP/1.1");
+        let mut content_length = 0u64;
         loop {
             line.clear();
             if reader.read_line(&mut line).await? == 0 {
@@ -113,10 +114,24 @@ async fn serve(stream: TcpStream, small: &[u8], big_bytes: usize) -> std::io::Re
                 keep_alive = false;
             } else if header == "connection: keep-alive" {
                 keep_alive = true;
+            } else if let Some(length) = header.strip_prefix("content-length:") {
+                content_length = length.trim().parse().unwrap_or(0);
             }
         }
         let path = request_line.split_whitespace().nth(1).unwrap_or("/");
-        if path == "/big" {
+        if path == "/echo" {
+            let mut body = Vec::new();
+            (&mut reader)
+                .take(content_length)
+                .read_to_end(&mut body)
+                .await?;
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            );
+            write.write_all(head.as_bytes()).await?;
+            write.write_all(&body).await?;
+        } else if path == "/big" {
             write_big(&mut write, big_bytes).await?;
         } else {
             write.write_all(small).await?;

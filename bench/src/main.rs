@@ -22,6 +22,7 @@ mod client;
 mod control;
 mod dataplane;
 mod edge;
+mod inspector;
 mod peers;
 mod procs;
 mod proctable;
@@ -291,6 +292,7 @@ fn run(args: Args) -> Result<()> {
         let label = mode.map_or("", RouteMode::as_str);
         let extras = tunnels::Extras {
             no_mux_path: *mode == headline,
+            raw_path: *mode == headline,
             cipher: *mode == headline,
         };
         match tunnels::measure(
@@ -310,6 +312,11 @@ fn run(args: Args) -> Result<()> {
             Err(e) => return Err(e),
         }
         edges.push((*mode, edge));
+    }
+
+    // The client with its inspector full, on the headline edge.
+    if let Some((_, edge)) = edges.iter().find(|(mode, _)| *mode == headline) {
+        report.inspector = Some(inspector::measure(edge, &app)?);
     }
 
     // The limit and the peers.

@@ -18,11 +18,36 @@ pub const CHACHA: &str = "Ciphers=chacha20-poly1305@openssh.com";
 /// The client's flag for the plain shape.
 pub const NO_MUX: &str = "--no-ssh-mux";
 
+/// The client's flag for bytes only (no request log).
+pub const RAW: &str = "--raw";
+
+/// How the client carried the tunnel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// `mytunnel http`: one SSH connection with its mux, the HTTP proxy and its request log.
+    Default,
+    /// `--no-ssh-mux`: `ssh -T` per command, `ssh -N -R` per tunnel.
+    NoMux,
+    /// `--raw`: the default connection, bytes relayed without the HTTP proxy.
+    Raw,
+}
+
+impl Shape {
+    /// The client's flags for this shape.
+    pub fn flags(self) -> &'static [&'static str] {
+        match self {
+            Shape::Default => &[],
+            Shape::NoMux => &[NO_MUX],
+            Shape::Raw => &[RAW],
+        }
+    }
+}
+
 /// One mytunnel data-plane path.
 #[derive(Debug, Clone)]
 pub struct MytunnelPath {
-    /// Whether the client ran with `--no-ssh-mux`.
-    pub no_mux: bool,
+    /// How the client carried it.
+    pub shape: Shape,
     /// Its ssh processes and connections while it served.
     pub observed: Observed,
     /// What wrk and curl measured.
@@ -54,9 +79,14 @@ pub struct TunnelRun {
 }
 
 impl TunnelRun {
-    /// The path of the default shape (one SSH connection with its mux).
+    /// The path of the default shape (one SSH connection with its mux, the request log on).
     pub fn mux_path(&self) -> Option<&MytunnelPath> {
-        self.paths.iter().find(|p| !p.no_mux)
+        self.path(Shape::Default)
+    }
+
+    /// The path of `shape`, when measured.
+    pub fn path(&self, shape: Shape) -> Option<&MytunnelPath> {
+        self.paths.iter().find(|p| p.shape == shape)
     }
 
     /// Time to URL of one shape.
@@ -70,6 +100,8 @@ impl TunnelRun {
 pub struct Extras {
     /// The `--no-ssh-mux` path.
     pub no_mux_path: bool,
+    /// The `--raw` path.
+    pub raw_path: bool,
     /// The download with [`CHACHA`].
     pub cipher: bool,
 }
@@ -84,12 +116,13 @@ pub fn mode_suffix(mode: &str) -> String {
 }
 
 /// The label of a mytunnel path: `(c) mytunnel [static]`, `(c) mytunnel --no-ssh-mux [static]`.
-pub fn path_label(mode: &str, no_mux: bool) -> String {
-    format!(
-        "(c) mytunnel{}{}",
-        if no_mux { " --no-ssh-mux" } else { "" },
-        mode_suffix(mode)
-    )
+pub fn path_label(mode: &str, shape: Shape) -> String {
+    let mut label = "(c) mytunnel".to_owned();
+    for flag in shape.flags() {
+        label.push(' ');
+        label.push_str(flag);
+    }
+    label + &mode_suffix(mode)
 }
 
 /// The hops of a mytunnel path as observed.
@@ -139,22 +172,25 @@ pub fn measure(
             runs,
         )?,
     ];
-    let mut shapes: Vec<&[&str]> = vec![&[]];
+    let mut shapes = vec![Shape::Default];
+    if extras.raw_path {
+        shapes.push(Shape::Raw);
+    }
     if extras.no_mux_path {
-        shapes.push(&[NO_MUX]);
+        shapes.push(Shape::NoMux);
     }
     let mut paths = Vec::new();
-    for flags in shapes {
+    for shape in shapes {
+        let flags = shape.flags();
         let (client, observed) = serving_client(edge, app, flags)?;
-        let no_mux = flags.contains(&NO_MUX);
         eprintln!(
             "  {}: {} — {}",
-            path_label(mode, no_mux),
+            path_label(mode, shape),
             observed.hop(),
             observed.summary()
         );
         let result = measure_path(
-            &path_label(mode, no_mux),
+            &path_label(mode, shape),
             &description(mode, &observed, flags),
             edge.http(),
             &client.host,
@@ -162,7 +198,7 @@ pub fn measure(
         )?;
         client.stop();
         paths.push(MytunnelPath {
-            no_mux,
+            shape,
             observed,
             result,
         });
@@ -171,7 +207,7 @@ pub fn measure(
         let flags = ["--ssh-option", CHACHA];
         let (client, observed) = serving_client(edge, app, &flags)?;
         let download = downloads(
-            &format!("{} {CHACHA}", path_label(mode, false)),
+            &format!("{} {CHACHA}", path_label(mode, Shape::Default)),
             edge.http(),
             &client.host,
             load,

@@ -156,7 +156,7 @@ impl Report {
             if let Some(c) = &t.cipher {
                 let label = format!(
                     "{}, {}",
-                    crate::tunnels::path_label(&t.mode, false),
+                    crate::tunnels::path_label(&t.mode, crate::tunnels::Shape::Default),
                     c.option
                 );
                 let ran = c.observed.ciphers().map_or_else(

@@ -54,6 +54,14 @@ pub struct Headlines {
     pub sdk_edge_tunnels: Option<u64>,
     /// SSH connections that edge held (all connections to sshd at that row).
     pub sdk_edge_ssh_connections: Option<u64>,
+    /// mytunnel `--raw` (no request log) at one connection: p50, ms.
+    pub raw_c1_p50_ms: Option<f64>,
+    /// mytunnel `--raw` at the most connections: requests/s.
+    pub raw_many_rps: Option<f64>,
+    /// How much the client's memory grew, KiB PSS, with its inspector full.
+    pub inspector_growth_kib: Option<f64>,
+    /// What the inspector's limits allow its bodies to hold, KiB.
+    pub inspector_bound_kib: Option<f64>,
 }
 
 /// Milliseconds to the microsecond: the sidecar keeps what the report can show.
@@ -92,8 +100,16 @@ impl Report {
                 h.many_connections = c.wrk.last().map(|w| u64::from(w.connections));
                 h.tunnel_download_mb_s = Some(tenths(c.download.median_mb_s));
             }
+            if let Some(raw) = run.path(crate::tunnels::Shape::Raw).map(|p| &p.result) {
+                h.raw_c1_p50_ms = one(raw).map(|w| ms_of(w.p50));
+                h.raw_many_rps = raw.wrk.last().map(|w| tenths(w.rps));
+            }
             h.ttu_mux_p50_ms = run.time_to_url(false).map(|t| ms_of(t.to_first_200.p50));
             h.ttu_no_mux_p50_ms = run.time_to_url(true).map(|t| ms_of(t.to_first_200.p50));
+        }
+        if let Some(inspector) = &self.inspector {
+            h.inspector_growth_kib = Some(inspector.growth_kib() as f64);
+            h.inspector_bound_kib = Some(inspector.bound_kib() as f64);
         }
         if let Some(scale) = &self.scale {
             for part in &scale.parts {

@@ -24,7 +24,7 @@ impl Report {
         let Some(mux) = run.mux_path() else {
             return o;
         };
-        let plain = run.paths.iter().find(|p| p.no_mux);
+        let plain = run.path(crate::tunnels::Shape::NoMux);
         self.latency(&mut o, a, b, mux, plain);
         self.throughput(&mut o, a, b, mux, plain);
         self.download(&mut o, b, run, mux);

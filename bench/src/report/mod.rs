@@ -41,6 +41,8 @@ pub struct Report {
     pub paths: Vec<PathResult>,
     /// Scale, on one edge.
     pub scale: Option<Scale>,
+    /// The client's memory with its inspector full.
+    pub inspector: Option<crate::inspector::InspectorMemory>,
     /// The machine.
     pub machine: Vec<(String, String)>,
     /// How long the run took.
@@ -145,8 +147,9 @@ impl Report {
             missing.push("time to URL");
         }
         let paths = self.all_paths();
-        // (a), (b), one per edge, `--no-ssh-mux` on the headline edge, and the peers.
-        let expected_paths = 2 + self.tunnels.len() + 1 + if self.peers_measured { 2 } else { 0 };
+        // (a), (b), one per edge, `--no-ssh-mux` and `--raw` on the headline edge, and the
+        // peers.
+        let expected_paths = 2 + self.tunnels.len() + 2 + if self.peers_measured { 2 } else { 0 };
         let cipher_measured = self
             .headline_run()
             .and_then(|t| t.cipher.as_ref())
@@ -176,6 +179,13 @@ impl Report {
         });
         if !complete {
             missing.push("scale");
+        }
+        if !self
+            .inspector
+            .as_ref()
+            .is_some_and(|i| i.before_kib > 0 && i.after_second_kib > 0)
+        {
+            missing.push("inspector memory");
         }
         if missing.is_empty() {
             Ok(())
@@ -224,9 +234,42 @@ impl Report {
         self.render_control(&mut o);
         self.render_time_to_url(&mut o);
         self.render_data_plane(&mut o);
+        self.render_inspector(&mut o);
         self.render_scale(&mut o);
         o.push_str(&self.where_we_lose());
         o
+    }
+}
+
+impl Report {
+    fn render_inspector(&self, o: &mut String) {
+        let Some(i) = &self.inspector else {
+            return;
+        };
+        let _ = writeln!(
+            o,
+            "## The client with its inspector full\n\n\
+             `mytunnel http --inspect 127.0.0.1:0 --inspect-keep {keep} --inspect-body {body}k` \
+             (the defaults) was sent {n} `POST /echo` exchanges through Caddy, twice as many as \
+             it keeps, each with a {sent} KiB request body and the same back, twice what it \
+             keeps of each body; then {n} more. The bound is what its limits let the bodies \
+             hold: {keep} × 2 × {body} KiB.\n\n\
+             | | client PSS KiB | grown KiB |\n|---|---:|---:|\n\
+             | before (after 10 warm-up exchanges) | {} | — |\n\
+             | after {n} exchanges | {} | {} |\n\
+             | after {n} more | {} | {} |\n\
+             | bound | | {} |\n",
+            thousands(i.before_kib as f64),
+            thousands(i.after_first_kib as f64),
+            thousands(i.after_first_kib.saturating_sub(i.before_kib) as f64),
+            thousands(i.after_second_kib as f64),
+            thousands(i.after_second_kib.saturating_sub(i.before_kib) as f64),
+            thousands(i.bound_kib() as f64),
+            keep = i.keep,
+            body = i.body_bytes / 1024,
+            n = i.per_round,
+            sent = i.sent_body_bytes / 1024,
+        );
     }
 }
 

@@ -143,13 +143,40 @@ pub fn parse_markdown(text: &str) -> Headlines {
     read_data_plane(&all, &mut h);
     read_time_to_url(&all, &mut h);
     read_scale(&all, &mut h);
+    read_inspector(&all, &mut h);
     h
+}
+
+/// The inspector table: the most the client grew, and the bound.
+fn read_inspector(all: &[Table], h: &mut Headlines) {
+    let Some(t) = find(all, &["client PSS KiB", "grown KiB"]) else {
+        return;
+    };
+    let grown = t.named("grown KiB");
+    let bound = t
+        .rows
+        .iter()
+        .find(|r| cell(r, Some(0)) == "bound")
+        .and_then(|r| number(cell(r, grown)));
+    let most = t
+        .rows
+        .iter()
+        .filter(|r| cell(r, Some(0)) != "bound")
+        .filter_map(|r| number(cell(r, grown)))
+        .max_by(f64::total_cmp);
+    h.inspector_growth_kib = most;
+    h.inspector_bound_kib = bound;
 }
 
 /// The mytunnel label to read: the default shape, `static` mode first.
 fn tunnel_label<'a>(labels: impl Iterator<Item = &'a str>) -> Option<&'a str> {
     let candidates: Vec<&str> = labels
-        .filter(|l| l.starts_with("(c)") && !l.contains("no-ssh-mux") && !l.contains("Ciphers"))
+        .filter(|l| {
+            l.starts_with("(c)")
+                && !l.contains("no-ssh-mux")
+                && !l.contains("--raw")
+                && !l.contains("Ciphers")
+        })
         .collect();
     candidates
         .iter()
@@ -198,6 +225,13 @@ fn read_data_plane(all: &[Table], h: &mut Headlines) {
         if let Some((p50, p99)) = at(&tunnel, 1.0) {
             (h.tunnel_c1_p50_ms, h.tunnel_c1_p99_ms) = (p50, p99);
         }
+        // `(c) mytunnel [static]` → `(c) mytunnel --raw [static]`.
+        let raw_label = label
+            .as_deref()
+            .map(|l| l.replacen("(c) mytunnel", "(c) mytunnel --raw", 1));
+        let raw = rows_of(&|l: &str| Some(l) == raw_label.as_deref());
+        h.raw_c1_p50_ms = at(&raw, 1.0).and_then(|(p50, _)| p50);
+        h.raw_many_rps = most(&raw).map(|(_, r)| r);
         h.caddy_many_rps = most(&caddy).map(|(_, r)| r);
         if let Some((n, r)) = most(&tunnel) {
             h.tunnel_many_rps = Some(r);

@@ -20,6 +20,10 @@ pub const EDGE_KIB_PER_TUNNEL: f64 = 2048.0;
 pub const TUNNELS_ON_ONE_EDGE: u64 = 1_000;
 /// Tunnels on one SDK edge that must share one SSH connection.
 pub const SDK_EDGE_TUNNELS: u64 = 100;
+/// The request log on: p50 at one connection, at most this many times `--raw`'s.
+pub const LOG_LATENCY_LIMIT: f64 = 1.1;
+/// The request log on: requests/s at the most connections, at least this share of `--raw`'s.
+pub const LOG_RPS_SHARE: f64 = 0.9;
 
 /// Whether a target was met.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -278,6 +282,40 @@ fn judge(h: &Headlines) -> Vec<(String, Judged)> {
             _ => missing("SDK edge"),
         },
     ));
+    rows.push((
+        format!("request log on: p50 at 1 connection ≤ {LOG_LATENCY_LIMIT}× `--raw`"),
+        ratio_of(
+            h.tunnel_c1_p50_ms,
+            h.raw_c1_p50_ms,
+            ms_pair,
+            |r| at_most(r, LOG_LATENCY_LIMIT),
+            "`--raw` path",
+        ),
+    ));
+    rows.push((
+        format!("request log on: requests/s at {many} connections ≥ {LOG_RPS_SHARE}× `--raw`"),
+        ratio_of(
+            h.tunnel_many_rps,
+            h.raw_many_rps,
+            thousands,
+            |r| at_least(r, LOG_RPS_SHARE),
+            "`--raw` path",
+        ),
+    ));
+    rows.push((
+        "client memory with the inspector full ≤ its bound".to_owned(),
+        match (h.inspector_growth_kib, h.inspector_bound_kib) {
+            (Some(growth), Some(bound)) => Judged {
+                figure: format!(
+                    "{} KiB grown, bound {} KiB",
+                    thousands(growth),
+                    thousands(bound)
+                ),
+                verdict: at_most(growth, bound),
+            },
+            _ => missing("inspector memory"),
+        },
+    ));
     rows
 }
 
@@ -432,14 +470,25 @@ mod tests {
             most_tunnels_serving: Some(1_000),
             sdk_edge_tunnels: Some(100),
             sdk_edge_ssh_connections: Some(1),
+            raw_c1_p50_ms: Some(0.24),
+            raw_many_rps: Some(8_500.0),
+            inspector_growth_kib: Some(14_000.0),
+            inspector_bound_kib: Some(12_800.0),
             ..Headlines::default()
         };
         let rows = targets(&this, None);
-        assert_eq!(rows.len(), 9);
+        assert_eq!(rows.len(), 12);
         let verdicts: Vec<&str> = rows.iter().map(|r| r.this.verdict.word()).collect();
         assert_eq!(
             verdicts,
-            ["met", "met", "missed", "met", "met", "met", "met", "met", "met"]
+            [
+                "met", "met", "missed", "met", "met", "met", "met", "met", "met", "met", "met",
+                "missed"
+            ]
+        );
+        assert_eq!(
+            rows.get(11).unwrap().this.figure,
+            "14,000 KiB grown, bound 12,800 KiB"
         );
         assert_eq!(
             rows.first().unwrap().this.figure,
@@ -463,6 +512,9 @@ mod tests {
         assert_eq!(
             before,
             [
+                "not measured",
+                "not measured",
+                "not measured",
                 "not measured",
                 "not measured",
                 "not measured",

@@ -12,6 +12,7 @@ use crate::procs::Memory;
 use crate::scale::{Kind, Part, Row};
 use crate::shape::Observed;
 use crate::stats::Summary;
+use crate::tunnels::Shape;
 use crate::tunnels::{CipherDownload, MytunnelPath};
 
 fn ms(n: f64) -> Duration {
@@ -130,10 +131,10 @@ fn sample() -> Report {
         path("(a) app directly", (0.08, 0.38), 200_000.0, 3_800.0),
         path("(b) Caddy → app", (0.2, 2.0), 16_000.0, 1_700.0),
     ];
-    let mytunnel = |mode: &str, no_mux, c1, rps, mb| MytunnelPath {
-        no_mux,
+    let mytunnel = |mode: &str, shape, c1, rps, mb| MytunnelPath {
+        shape,
         observed: interactive(),
-        result: path(&crate::tunnels::path_label(mode, no_mux), c1, rps, mb),
+        result: path(&crate::tunnels::path_label(mode, shape), c1, rps, mb),
     };
     report.tunnels = vec![
         TunnelRun {
@@ -142,7 +143,13 @@ fn sample() -> Report {
                 ttu("mux [routes]", false, 260.0),
                 ttu("--no-ssh-mux [routes]", true, 440.0),
             ],
-            paths: vec![mytunnel("routes", false, (0.3, 3.0), 9_000.0, 800.0)],
+            paths: vec![mytunnel(
+                "routes",
+                Shape::Default,
+                (0.3, 3.0),
+                9_000.0,
+                800.0,
+            )],
             cipher: None,
         },
         TunnelRun {
@@ -152,8 +159,9 @@ fn sample() -> Report {
                 ttu("--no-ssh-mux [static]", true, 450.0),
             ],
             paths: vec![
-                mytunnel("static", false, (0.25, 2.5), 8_000.0, 900.0),
-                mytunnel("static", true, (0.5, 42.0), 5_000.0, 400.0),
+                mytunnel("static", Shape::Default, (0.25, 2.5), 8_000.0, 900.0),
+                mytunnel("static", Shape::Raw, (0.22, 2.4), 8_500.0, 950.0),
+                mytunnel("static", Shape::NoMux, (0.5, 42.0), 5_000.0, 400.0),
             ],
             cipher: Some(CipherDownload {
                 option: crate::tunnels::CHACHA.to_owned(),
@@ -166,6 +174,15 @@ fn sample() -> Report {
             }),
         },
     ];
+    report.inspector = Some(crate::inspector::InspectorMemory {
+        keep: 100,
+        body_bytes: 64 * 1024,
+        per_round: 200,
+        sent_body_bytes: 128 * 1024,
+        before_kib: 9_000,
+        after_first_kib: 15_000,
+        after_second_kib: 15_400,
+    });
     report.scale = Some(Scale {
         mode: "static".into(),
         parts: vec![
@@ -198,6 +215,12 @@ fn what_a_run_writes_the_next_run_reads() {
         (Some(100), Some(1))
     );
     assert_eq!(written.most_tunnels, Some(1_000));
+    assert_eq!(written.raw_c1_p50_ms, Some(0.22));
+    assert_eq!(written.raw_many_rps, Some(8_500.0));
+    assert_eq!(
+        (written.inspector_growth_kib, written.inspector_bound_kib),
+        (Some(6_400.0), Some(12_800.0))
+    );
     let read = parse_markdown(&report.render());
     assert_eq!(read, written);
 }
@@ -230,5 +253,9 @@ fn the_report_says_every_target_and_where_we_lose() {
     assert!(text.contains("The client carried the forward over its one interactive connection"));
     assert!(!text.contains("stays alive as the held gate's parent"));
     assert!(text.contains("`-c` 1, 16, 64)"));
+    assert!(text.contains(
+        "| client memory with the inspector full ≤ its bound | 6,400 KiB grown, bound 12,800 KiB | met"
+    ));
+    assert!(text.contains("| request log on: p50 at 1 connection ≤ 1.1× `--raw` | 1.14× (0.25 ms vs 0.22 ms) | **missed**"));
     assert!(report.check_complete().is_ok());
 }

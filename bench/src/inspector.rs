@@ -1,0 +1,151 @@
+//! The client's memory with its inspector full: a `mytunnel http --inspect` is sent
+//! twice as many exchanges as its inspector keeps, each with a request and a response
+//! body twice the size it keeps of each, and its PSS is read before and after; a second
+//! round as large shows whether it keeps growing.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use crate::app::App;
+use crate::client::Client;
+use crate::dataplane::await_serving;
+use crate::edge::Edge;
+use crate::procs::Result;
+use crate::proctable::memory_of_all;
+
+/// Exchanges the inspector keeps (the client's default).
+pub const KEEP: usize = 100;
+/// Bytes of each body it keeps (the client's default, 64 KiB).
+pub const BODY_BYTES: usize = 64 * 1024;
+
+/// What the measurement found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InspectorMemory {
+    /// Exchanges kept.
+    pub keep: usize,
+    /// Bytes kept of each body.
+    pub body_bytes: usize,
+    /// Exchanges sent in each round.
+    pub per_round: usize,
+    /// Bytes of each request body (and of each response, an echo).
+    pub sent_body_bytes: usize,
+    /// The client's PSS before, KiB.
+    pub before_kib: u64,
+    /// After the first round, KiB.
+    pub after_first_kib: u64,
+    /// After the second round, KiB.
+    pub after_second_kib: u64,
+}
+
+impl InspectorMemory {
+    /// What the limits let the bodies hold: `keep` exchanges × two bodies × `body_bytes`.
+    pub fn bound_kib(&self) -> u64 {
+        (self.keep * 2 * self.body_bytes / 1024) as u64
+    }
+
+    /// The most the client grew over its PSS before.
+    pub fn growth_kib(&self) -> u64 {
+        self.after_first_kib
+            .max(self.after_second_kib)
+            .saturating_sub(self.before_kib)
+    }
+}
+
+/// Measures it on `edge` with `app` (which answers `POST /echo`).
+pub fn measure(edge: &Edge, app: &App) -> Result<InspectorMemory> {
+    let keep = KEEP.to_string();
+    let body = format!("{}k", BODY_BYTES / 1024);
+    let client = Client::open(
+        edge,
+        app.port(),
+        &[
+            "--inspect",
+            "127.0.0.1:0",
+            "--inspect-keep",
+            &keep,
+            "--inspect-body",
+            &body,
+        ],
+    )?;
+    await_serving(edge.http(), &client.host, Duration::from_secs(30))?;
+    let per_round = KEEP * 2;
+    let sent_body_bytes = BODY_BYTES * 2;
+    let payload = vec![b'z'; sent_body_bytes];
+    let pss = || memory_of_all([client.pid()]).0.pss_kib;
+    // Warm: the proxy's connections and buffers exist before the baseline.
+    echo_round(edge.http(), &client.host, &payload, 10)?;
+    let before_kib = pss();
+    echo_round(edge.http(), &client.host, &payload, per_round)?;
+    let after_first_kib = pss();
+    echo_round(edge.http(), &client.host, &payload, per_round)?;
+    let after_second_kib = pss();
+    client.stop();
+    let measured = InspectorMemory {
+        keep: KEEP,
+        body_bytes: BODY_BYTES,
+        per_round,
+        sent_body_bytes,
+        before_kib,
+        after_first_kib,
+        after_second_kib,
+    };
+    eprintln!(
+        "  inspector: client PSS {before_kib} KiB before, {after_first_kib} after {per_round} exchanges, \
+         {after_second_kib} after {per_round} more (bound {} KiB)",
+        measured.bound_kib()
+    );
+    Ok(measured)
+}
+
+/// `count` `POST /echo` requests of `payload` through Caddy with `Host: host`, each on a
+/// keep-alive connection of one round; an error unless each is answered with the payload.
+fn echo_round(caddy: SocketAddr, host: &str, payload: &[u8], count: usize) -> Result<()> {
+    let mut stream =
+        TcpStream::connect(caddy).map_err(|e| format!("inspector: connect {caddy}: {e}"))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .map_err(|e| e.to_string())?;
+    for _ in 0..count {
+        let head = format!(
+            "POST /echo HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+            payload.len()
+        );
+        stream
+            .write_all(head.as_bytes())
+            .and_then(|()| stream.write_all(payload))
+            .map_err(|e| format!("inspector: send: {e}"))?;
+        let length = read_head(&mut stream)?;
+        if length != payload.len() {
+            return Err(format!(
+                "inspector: the echo had {length} bytes, not {}",
+                payload.len()
+            ));
+        }
+        let mut body = vec![0u8; length];
+        stream
+            .read_exact(&mut body)
+            .map_err(|e| format!("inspector: read the echo: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Reads a response head; its Content-Length. An error unless the status is 200.
+fn read_head(stream: &mut TcpStream) -> Result<usize> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream
+            .read_exact(&mut byte)
+            .map_err(|e| format!("inspector: read the answer: {e}"))?;
+        head.extend_from_slice(&byte);
+    }
+    let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    if text.split_whitespace().nth(1) != Some("200") {
+        return Err(format!("inspector: the echo answered {}", text.trim()));
+    }
+    text.lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| format!("inspector: no content-length in {}", text.trim()))
+}
