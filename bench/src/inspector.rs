@@ -1,7 +1,9 @@
 //! The client's memory with its inspector full: a `mytunnel http --inspect` is sent
 //! twice as many exchanges as its inspector keeps, each with a request and a response
 //! body twice the size it keeps of each, and its PSS is read before and after; a second
-//! round as large shows whether it keeps growing.
+//! round as large shows whether it keeps growing. A client without `--inspect` gets the
+//! same traffic first: what the proxy's buffers and the allocator keep whatever the
+//! inspector holds, so the difference is the inspector's.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -36,6 +38,8 @@ pub struct InspectorMemory {
     pub after_first_kib: u64,
     /// After the second round, KiB.
     pub after_second_kib: u64,
+    /// The same for a client without `--inspect`: before, after one round, after two.
+    pub control_kib: [u64; 3],
 }
 
 impl InspectorMemory {
@@ -44,11 +48,23 @@ impl InspectorMemory {
         (self.keep * 2 * self.body_bytes / 1024) as u64
     }
 
-    /// The most the client grew over its PSS before.
-    pub fn growth_kib(&self) -> u64 {
+    /// The most the client with the inspector grew over its PSS before.
+    pub fn total_growth_kib(&self) -> u64 {
         self.after_first_kib
             .max(self.after_second_kib)
             .saturating_sub(self.before_kib)
+    }
+
+    /// The most the client without it grew.
+    pub fn control_growth_kib(&self) -> u64 {
+        let [before, first, second] = self.control_kib;
+        first.max(second).saturating_sub(before)
+    }
+
+    /// What the inspector added: its client's growth less the control's.
+    pub fn growth_kib(&self) -> u64 {
+        self.total_growth_kib()
+            .saturating_sub(self.control_growth_kib())
     }
 }
 
@@ -56,9 +72,12 @@ impl InspectorMemory {
 pub fn measure(edge: &Edge, app: &App) -> Result<InspectorMemory> {
     let keep = KEEP.to_string();
     let body = format!("{}k", BODY_BYTES / 1024);
-    let client = Client::open(
+    let per_round = KEEP * 2;
+    let sent_body_bytes = BODY_BYTES * 2;
+    let control_kib = rounds(edge, app, &[], per_round, sent_body_bytes)?;
+    let [before_kib, after_first_kib, after_second_kib] = rounds(
         edge,
-        app.port(),
+        app,
         &[
             "--inspect",
             "127.0.0.1:0",
@@ -67,20 +86,9 @@ pub fn measure(edge: &Edge, app: &App) -> Result<InspectorMemory> {
             "--inspect-body",
             &body,
         ],
+        per_round,
+        sent_body_bytes,
     )?;
-    await_serving(edge.http(), &client.host, Duration::from_secs(30))?;
-    let per_round = KEEP * 2;
-    let sent_body_bytes = BODY_BYTES * 2;
-    let payload = vec![b'z'; sent_body_bytes];
-    let pss = || memory_of_all([client.pid()]).0.pss_kib;
-    // Warm: the proxy's connections and buffers exist before the baseline.
-    echo_round(edge.http(), &client.host, &payload, 10)?;
-    let before_kib = pss();
-    echo_round(edge.http(), &client.host, &payload, per_round)?;
-    let after_first_kib = pss();
-    echo_round(edge.http(), &client.host, &payload, per_round)?;
-    let after_second_kib = pss();
-    client.stop();
     let measured = InspectorMemory {
         keep: KEEP,
         body_bytes: BODY_BYTES,
@@ -89,13 +97,40 @@ pub fn measure(edge: &Edge, app: &App) -> Result<InspectorMemory> {
         before_kib,
         after_first_kib,
         after_second_kib,
+        control_kib,
     };
     eprintln!(
         "  inspector: client PSS {before_kib} KiB before, {after_first_kib} after {per_round} exchanges, \
-         {after_second_kib} after {per_round} more (bound {} KiB)",
+         {after_second_kib} after {per_round} more; without --inspect {control_kib:?}; the inspector's \
+         {} KiB (bound {} KiB)",
+        measured.growth_kib(),
         measured.bound_kib()
     );
     Ok(measured)
+}
+
+/// A client with `flags`: its PSS after 10 warm-up exchanges, after `per_round` more, and
+/// after `per_round` more again.
+fn rounds(
+    edge: &Edge,
+    app: &App,
+    flags: &[&str],
+    per_round: usize,
+    body_bytes: usize,
+) -> Result<[u64; 3]> {
+    let client = Client::open(edge, app.port(), flags)?;
+    await_serving(edge.http(), &client.host, Duration::from_secs(30))?;
+    let payload = vec![b'z'; body_bytes];
+    let pss = || memory_of_all([client.pid()]).0.pss_kib;
+    // Warm: the proxy's connections and buffers exist before the baseline.
+    echo_round(edge.http(), &client.host, &payload, 10)?;
+    let before = pss();
+    echo_round(edge.http(), &client.host, &payload, per_round)?;
+    let first = pss();
+    echo_round(edge.http(), &client.host, &payload, per_round)?;
+    let second = pss();
+    client.stop();
+    Ok([before, first, second])
 }
 
 /// `count` `POST /echo` requests of `payload` through Caddy with `Host: host`, each on a

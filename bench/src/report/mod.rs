@@ -246,24 +246,35 @@ impl Report {
         let Some(i) = &self.inspector else {
             return;
         };
+        let [c0, c1, c2] = i.control_kib;
         let _ = writeln!(
             o,
             "## The client with its inspector full\n\n\
              `mytunnel http --inspect 127.0.0.1:0 --inspect-keep {keep} --inspect-body {body}k` \
              (the defaults) was sent {n} `POST /echo` exchanges through Caddy, twice as many as \
              it keeps, each with a {sent} KiB request body and the same back, twice what it \
-             keeps of each body; then {n} more. The bound is what its limits let the bodies \
-             hold: {keep} × 2 × {body} KiB.\n\n\
-             | | client PSS KiB | grown KiB |\n|---|---:|---:|\n\
-             | before (after 10 warm-up exchanges) | {} | — |\n\
-             | after {n} exchanges | {} | {} |\n\
-             | after {n} more | {} | {} |\n\
-             | bound | | {} |\n",
+             keeps of each body; then {n} more. A `mytunnel http` without `--inspect` got the \
+             same traffic first: what it grew is what the proxy's buffers and the allocator \
+             keep whatever the inspector holds. The inspector's share is the difference; its \
+             bound is what its limits let the bodies hold: {keep} × 2 × {body} KiB.\n\n\
+             | | client PSS KiB | grown KiB | without `--inspect`: PSS KiB | grown KiB |\n\
+             |---|---:|---:|---:|---:|\n\
+             | before (after 10 warm-up exchanges) | {} | — | {} | — |\n\
+             | after {n} exchanges | {} | {} | {} | {} |\n\
+             | after {n} more | {} | {} | {} | {} |\n\
+             | the inspector's share | | {} | | |\n\
+             | bound | | {} | | |\n",
             thousands(i.before_kib as f64),
+            thousands(c0 as f64),
             thousands(i.after_first_kib as f64),
             thousands(i.after_first_kib.saturating_sub(i.before_kib) as f64),
+            thousands(c1 as f64),
+            thousands(c1.saturating_sub(c0) as f64),
             thousands(i.after_second_kib as f64),
             thousands(i.after_second_kib.saturating_sub(i.before_kib) as f64),
+            thousands(c2 as f64),
+            thousands(c2.saturating_sub(c0) as f64),
+            thousands(i.growth_kib() as f64),
             thousands(i.bound_kib() as f64),
             keep = i.keep,
             body = i.body_bytes / 1024,

@@ -147,25 +147,20 @@ pub fn parse_markdown(text: &str) -> Headlines {
     h
 }
 
-/// The inspector table: the most the client grew, and the bound.
+/// The inspector table: the inspector's share of the client's growth, and the bound.
 fn read_inspector(all: &[Table], h: &mut Headlines) {
     let Some(t) = find(all, &["client PSS KiB", "grown KiB"]) else {
         return;
     };
     let grown = t.named("grown KiB");
-    let bound = t
-        .rows
-        .iter()
-        .find(|r| cell(r, Some(0)) == "bound")
-        .and_then(|r| number(cell(r, grown)));
-    let most = t
-        .rows
-        .iter()
-        .filter(|r| cell(r, Some(0)) != "bound")
-        .filter_map(|r| number(cell(r, grown)))
-        .max_by(f64::total_cmp);
-    h.inspector_growth_kib = most;
-    h.inspector_bound_kib = bound;
+    let row = |name: &str| {
+        t.rows
+            .iter()
+            .find(|r| cell(r, Some(0)) == name)
+            .and_then(|r| number(cell(r, grown)))
+    };
+    h.inspector_growth_kib = row("the inspector's share");
+    h.inspector_bound_kib = row("bound");
 }
 
 /// The mytunnel label to read: the default shape, `static` mode first.

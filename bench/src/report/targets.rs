@@ -303,14 +303,10 @@ fn judge(h: &Headlines) -> Vec<(String, Judged)> {
         ),
     ));
     rows.push((
-        "client memory with the inspector full ≤ its bound".to_owned(),
+        "client memory the inspector adds when full ≤ its bound".to_owned(),
         match (h.inspector_growth_kib, h.inspector_bound_kib) {
             (Some(growth), Some(bound)) => Judged {
-                figure: format!(
-                    "{} KiB grown, bound {} KiB",
-                    thousands(growth),
-                    thousands(bound)
-                ),
+                figure: format!("{} KiB, bound {} KiB", thousands(growth), thousands(bound)),
                 verdict: at_most(growth, bound),
             },
             _ => missing("inspector memory"),
@@ -488,7 +484,7 @@ mod tests {
         );
         assert_eq!(
             rows.get(11).unwrap().this.figure,
-            "14,000 KiB grown, bound 12,800 KiB"
+            "14,000 KiB, bound 12,800 KiB"
         );
         assert_eq!(
             rows.first().unwrap().this.figure,
