@@ -300,34 +300,21 @@ fn the_request_log_shows_get_post_websocket_and_sse_and_passes_them_intact() {
             && lines.iter().any(|l| l.contains("/ws"))
             && lines.len() >= 4
     });
-    let line_of = |target: &str| -> Vec<&String> {
-        lines
+    // The one line of `target`: its method and status, and how it ends.
+    let the_line = |method: &str, target: &str, status: &str, ending: &str| {
+        let found: Vec<&String> = lines
             .iter()
             .filter(|l| words(l).get(1) == Some(&target))
-            .collect()
+            .collect();
+        assert_eq!(found.len(), 1, "one line for {target}: {lines:#?}");
+        assert_eq!(words(found[0])[..3], [method, target, status], "{lines:#?}");
+        assert!(found[0].ends_with(ending), "{lines:#?}");
     };
-    let get = line_of("/hello");
-    assert_eq!(get.len(), 1, "{lines:#?}");
-    assert_eq!(words(get[0])[..3], ["GET", "/hello", "200"], "{lines:#?}");
-    assert!(get[0].ends_with("0 B → 5 B"), "{lines:#?}");
-
-    let post = line_of("/upload");
-    assert_eq!(post.len(), 1, "{lines:#?}");
-    assert_eq!(
-        words(post[0])[..3],
-        ["POST", "/upload", "200"],
-        "{lines:#?}"
-    );
-    assert!(post[0].ends_with("5.2 MB → 64 B"), "{lines:#?}");
-
-    let ws = line_of("/ws");
-    assert_eq!(ws.len(), 1, "one exchange for the WebSocket: {lines:#?}");
-    assert_eq!(words(ws[0])[..3], ["GET", "/ws", "101"], "{lines:#?}");
-    assert!(ws[0].ends_with("upgraded"), "{lines:#?}");
-
-    let sse = line_of("/events");
-    assert_eq!(sse.len(), 1, "{lines:#?}");
-    assert_eq!(words(sse[0])[..3], ["GET", "/events", "200"], "{lines:#?}");
+    the_line("GET", "/hello", "200", "0 B → 5 B");
+    the_line("POST", "/upload", "200", "5.2 MB → 64 B");
+    // The WebSocket: one exchange for its whole life.
+    the_line("GET", "/ws", "101", "upgraded");
+    the_line("GET", "/events", "200", "0 B → 22 B");
     // Each line starts with the time of day.
     for line in &lines {
         let time = line.split_whitespace().next().unwrap();
