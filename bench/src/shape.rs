@@ -82,11 +82,13 @@ impl Observed {
         }
     }
 
-    /// The client's hops in a path description: ssh, then its relay when it has one.
+    /// The client's hops in a path description: ssh, then its local end when it has one
+    /// (the HTTP proxy, or with `--raw` the byte relay: either is a loopback listener).
     pub fn hop(&self) -> String {
         if self.relay {
             format!(
-                "{} → the client's relay (a loopback listener in its process)",
+                "{} → the client's local end (a loopback listener in its process: its HTTP \
+                 proxy, or with `--raw` its byte relay)",
                 self.carrier_text()
             )
         } else {
@@ -231,8 +233,8 @@ mod tests {
         assert_eq!(interactive.carrier(), Carrier::InteractiveMux);
         assert_eq!(
             interactive.hop(),
-            "ssh (one interactive connection, forward over its mux) → the client's relay (a \
-             loopback listener in its process)"
+            "ssh (one interactive connection, forward over its mux) → the client's local end (a \
+             loopback listener in its process: its HTTP proxy, or with `--raw` its byte relay)"
         );
         assert_eq!(
             interactive.ciphers().as_deref(),
