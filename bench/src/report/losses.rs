@@ -106,7 +106,8 @@ impl Report {
              ceiling.** The app alone serves {} requests/s; Caddy → app {} ({} of direct): \
              Caddy's reverse proxy (TLS off here) is the first ceiling on this machine. \
              mytunnel adds sshd and ssh — two more user-space hops with encryption, on the \
-             same cores — and serves {} ({share:.2}× Caddy → app; target ≥ {RPS_SHARE}×: {})",
+             same cores — and the client's HTTP proxy, which reads each request for the \
+             request log, and serves {} ({share:.2}× Caddy → app; target ≥ {RPS_SHARE}×: {})",
             thousands(an.rps),
             thousands(bn.rps),
             ratio(bn.rps, an.rps),
@@ -119,6 +120,18 @@ impl Report {
                 "; `--no-ssh-mux` serves {} ({} of the default shape)",
                 thousands(pn.rps),
                 ratio(pn.rps, c.rps)
+            );
+        }
+        let raw = self
+            .headline_run()
+            .and_then(|run| run.path(crate::tunnels::Shape::Raw))
+            .and_then(|p| at(&p.result, n));
+        if let Some(rn) = raw {
+            let _ = write!(
+                o,
+                "; `--raw` (bytes only, no request log) serves {} (the default shape is {} of it)",
+                thousands(rn.rps),
+                ratio(c.rps, rn.rps)
             );
         }
         let _ = write!(o, ".");
