@@ -669,7 +669,10 @@ mod tests {
         assert_eq!(fresh.request.body.bytes, b"");
         assert_eq!(fresh.response, None);
         // The first one, still streaming somewhere, writes nothing any more.
-        assert_eq!(log.update(first, |e| e.response = Some(response(b"XXXX"))), None);
+        assert_eq!(
+            log.update(first, |e| e.response = Some(response(b"XXXX"))),
+            None
+        );
         log.update(third, |e| e.response = Some(response(b"")));
         assert_eq!(log.get(third).unwrap().response.unwrap().body.bytes, b"");
         assert_eq!(log.get(second).unwrap().request.body.bytes, b"bb");
