@@ -479,6 +479,17 @@ impl ExchangeLog {
             .map(|e| state.whole(e, limits))
     }
 
+    /// [`recent`](Self::recent) with every body's `bytes` left empty (sizes kept): what a
+    /// list of summaries needs, without copying the kept bytes.
+    pub(crate) fn recent_heads(&self) -> Vec<Exchange> {
+        self.state().exchanges.iter().cloned().collect()
+    }
+
+    /// [`get`](Self::get) with every body's `bytes` left empty (sizes kept).
+    pub(crate) fn head(&self, id: ExchangeId) -> Option<Exchange> {
+        self.state().exchanges.iter().find(|e| e.id == id).cloned()
+    }
+
     /// The id of each exchange as it is added or changes (its response arrives, it ends).
     /// A reader that falls behind gets `Lagged` and should read [`recent`](Self::recent)
     /// again.
@@ -680,6 +691,23 @@ mod tests {
         log.update(second, |e| e.request.body = CapturedBody::default());
         assert_eq!(log.get(second).unwrap().request.body.bytes, b"");
         assert_eq!(log.recent().len(), 2);
+        // Heads, for lists: sizes without the bytes.
+        let third_head = log.head(third).unwrap();
+        assert_eq!(third_head.response.unwrap().body.size, 0);
+        let heads = log.recent_heads();
+        assert_eq!(heads.len(), 2);
+        log.update(second, |e| {
+            e.request.body = CapturedBody {
+                bytes: b"cc".to_vec(),
+                size: 2,
+            };
+        });
+        let head = log.head(second).unwrap();
+        assert_eq!(
+            (head.request.body.bytes.len(), head.request.body.size),
+            (0, 2)
+        );
+        assert_eq!(log.get(second).unwrap().request.body.bytes, b"cc");
     }
 
     #[test]

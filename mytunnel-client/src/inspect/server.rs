@@ -412,7 +412,7 @@ fn summary(exchange: &Exchange) -> Summary {
 
 /// `GET /api/exchanges`: every exchange kept, oldest first.
 async fn list(State(state): State<Served>) -> Json<Vec<Summary>> {
-    Json(state.log.recent().iter().map(summary).collect())
+    Json(state.log.recent_heads().iter().map(summary).collect())
 }
 
 /// One exchange whole.
@@ -618,7 +618,7 @@ async fn events(State(state): State<Served>) -> Response {
                 next = st.changes.recv() => next,
             };
             let event = match next {
-                Ok(id) => match st.log.get(id) {
+                Ok(id) => match st.log.head(id) {
                     Some(exchange) => Event::default()
                         .event("exchange")
                         .json_data(summary(&exchange)),
