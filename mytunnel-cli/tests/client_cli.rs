@@ -561,3 +561,36 @@ fn inspector_flags_parse_or_say_what_they_take() {
     );
     assert!(parse_keep("100001").is_err());
 }
+
+/// An inspector address that is taken fails with `inspector_unavailable`, naming it,
+/// before anything is allocated: ssh is never called.
+#[test]
+fn a_busy_inspector_address_fails_before_any_ssh_call() {
+    let home = tempfile::tempdir().unwrap();
+    let ssh = FakeSsh::new("[]", 0);
+    let ssh_bin = ssh.path();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = mytunnel(
+        home.path(),
+        &[
+            "http",
+            "3000",
+            "--edge",
+            "e",
+            "--ssh-bin",
+            ssh_bin.to_str().unwrap(),
+            "--inspect",
+            &addr,
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("inspector_unavailable"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot serve the inspector on {addr}")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--inspect 4050"), "{stderr}");
+    assert!(ssh.calls().is_empty(), "ssh was called: {:?}", ssh.calls());
+}

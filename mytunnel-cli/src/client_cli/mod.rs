@@ -223,9 +223,9 @@ pub struct HttpArgs {
     pub edge: EdgeArgs,
 }
 
-/// Where the inspector listens when `--inspect` names no address (then the next nine ports
-/// are tried too).
-pub const DEFAULT_INSPECT_ADDR: &str = "127.0.0.1:4040";
+/// How many ports `--inspect` alone tries, from the SDK's `Inspector::DEFAULT_ADDR`
+/// (127.0.0.1:4040) up.
+pub const INSPECT_PORTS: u16 = 10;
 
 /// `mytunnel http`'s request log and inspector.
 #[derive(Debug, Clone, Args)]

@@ -154,8 +154,12 @@ pub(super) async fn run_http(args: HttpArgs) -> ExitCode {
 fn bind_inspector(addr: InspectAddr, log: ExchangeLog) -> Result<Inspector, ExitCode> {
     let candidates: Vec<SocketAddr> = match addr {
         InspectAddr::Given(addr) => vec![addr],
-        InspectAddr::Default => (4040..=4049)
-            .map(|port| SocketAddr::from(([127, 0, 0, 1], port)))
+        InspectAddr::Default => (0..INSPECT_PORTS)
+            .map(|n| {
+                let mut addr = Inspector::DEFAULT_ADDR;
+                addr.set_port(addr.port().saturating_add(n));
+                addr
+            })
             .collect(),
     };
     let mut last = None;
@@ -167,7 +171,8 @@ fn bind_inspector(addr: InspectAddr, log: ExchangeLog) -> Result<Inspector, Exit
     }
     let tried = match candidates.as_slice() {
         [one] => one.to_string(),
-        _ => format!("{DEFAULT_INSPECT_ADDR} to 127.0.0.1:4049"),
+        [first, .., last] => format!("{first} to {last}"),
+        [] => String::new(),
     };
     let reason = last.map_or_else(String::new, |e| format!(": {e}"));
     let diagnostic =
