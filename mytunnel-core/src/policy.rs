@@ -56,6 +56,7 @@ impl FromStr for AdminUsers {
 pub struct Caller {
     owner: Owner,
     privilege: Privilege,
+    process: Option<u32>,
 }
 
 impl Caller {
@@ -70,7 +71,20 @@ impl Caller {
         Caller {
             owner: name,
             privilege,
+            process: None,
         }
+    }
+
+    /// The same caller, known to be process `pid` (the kernel's word for who is on the
+    /// other end of the control socket).
+    pub fn with_process(mut self, pid: u32) -> Caller {
+        self.process = Some(pid);
+        self
+    }
+
+    /// The process that asked, when the kernel named it.
+    pub fn process(&self) -> Option<u32> {
+        self.process
     }
 
     /// The owner name every lease of this caller carries.

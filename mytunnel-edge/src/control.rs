@@ -187,8 +187,8 @@ async fn write_line(write: &mut (impl AsyncWriteExt + Unpin), line: &str) -> boo
 
 impl Answerer {
     async fn answer(&self, stream: UnixStream) {
-        let uid = match stream.peer_cred() {
-            Ok(credentials) => credentials.uid(),
+        let (uid, pid) = match stream.peer_cred() {
+            Ok(credentials) => (credentials.uid(), credentials.pid()),
             Err(e) => {
                 tracing::warn!(error = %e, "control connection without peer credentials refused");
                 return;
@@ -222,7 +222,10 @@ impl Answerer {
                 ))
             });
         let caller = match caller {
-            Ok(caller) => caller,
+            Ok(caller) => match pid.and_then(|pid| u32::try_from(pid).ok()) {
+                Some(pid) => caller.with_process(pid),
+                None => caller,
+            },
             Err(error) => {
                 write_line(&mut write, &reply_line(&Err(error))).await;
                 return;

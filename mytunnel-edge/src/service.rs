@@ -48,6 +48,12 @@ const GENERATED_CANDIDATES: usize = 8;
 /// Most directory entries one cleanup pass looks at in the owners' socket directories.
 const SWEEP_BUDGET: usize = 4096;
 
+/// How long the socket of a lease that ended stays its own end's to finish: the cleanup
+/// pass's sweep of sockets no lease binds leaves it alone until then. Ending a lease's
+/// traffic takes a few seconds at most (see [`crate::tunnel_ends`]); a sweep that raced it
+/// would end the owner's connections without sparing the one that asked for the end.
+pub const ENDED_SOCKET_HANDOFF: Duration = Duration::from_secs(30);
+
 /// The settings the service needs (a subset of [`EdgeConfig`]).
 #[derive(Debug, Clone)]
 pub struct ServiceSettings {
@@ -339,7 +345,7 @@ impl LeaseService {
                     self.routes.remove_route(&Route::for_lease(old)).await
                 };
                 // The displaced tenant's traffic ends before the name routes anew.
-                self.tunnel_ends.end(old).await;
+                self.tunnel_ends.end(old, caller.process()).await;
                 match removed {
                     Ok(_) => self.upsert_after_handover(&lease).await,
                     Err(e) => Err(e),
@@ -383,7 +389,7 @@ impl LeaseService {
             .store
             .release(caller.owner(), lease, self.clock.now())
             .await?;
-        self.end_routes_and_traffic(&released).await;
+        self.end_routes_and_traffic(&released, caller).await;
         Ok(released)
     }
 
@@ -393,21 +399,21 @@ impl LeaseService {
         let _handover = self.handover.read().await;
         let deleted = self.store.delete(caller.owner(), lease).await?;
         if deleted.state == LeaseState::Active {
-            self.end_routes_and_traffic(&deleted).await;
+            self.end_routes_and_traffic(&deleted, caller).await;
         }
         Ok(deleted)
     }
 
-    /// After a lease ended: its route goes (or is left to reconcile, logged), then
-    /// whatever still carries its traffic.
-    async fn end_routes_and_traffic(&self, lease: &Lease) {
+    /// After `caller` ended a lease: its route goes (or is left to reconcile, logged),
+    /// then whatever still carries its traffic.
+    async fn end_routes_and_traffic(&self, lease: &Lease, caller: &Caller) {
         {
             let _turn = self.route_turn.read().await;
             if let Err(e) = self.routes.remove_route(&Route::for_lease(lease)).await {
                 tracing::warn!(lease = %lease.id, error = %e, "route not removed; reconcile will remove it");
             }
         }
-        self.tunnel_ends.end(lease).await;
+        self.tunnel_ends.end(lease, caller.process()).await;
     }
 
     /// `health`: the database and the route backend, each within the health timeout.
@@ -466,7 +472,7 @@ impl LeaseService {
         }
         drop(turn);
         for lease in &expired {
-            self.tunnel_ends.end(lease).await;
+            self.tunnel_ends.end(lease, None).await;
         }
         drop(handover);
         self.sweep_stray_sockets(&mut report).await?;
@@ -479,7 +485,8 @@ impl LeaseService {
 
     /// Ends the connections that listen on sockets of the owners' directories that no
     /// active lease binds (a tenant binding sockets of its own choosing), looking at a
-    /// bounded number of entries per pass.
+    /// bounded number of entries per pass. A lease that ended within
+    /// [`ENDED_SOCKET_HANDOFF`] still counts: its own end finishes its socket.
     async fn sweep_stray_sockets(&self, report: &mut CleanupReport) -> Result<(), ApiError> {
         let BindPlan::OwnerSockets { owners_dir } = &self.settings.bind_plan else {
             return Ok(());
@@ -497,12 +504,13 @@ impl LeaseService {
         if candidates.is_empty() {
             return Ok(());
         }
+        let recently = self.clock.now().saturating_sub(ENDED_SOCKET_HANDOFF);
         let leased: std::collections::HashSet<String> = self
             .store
             .list(&OwnerScope::All)
             .await?
             .into_iter()
-            .filter(|l| l.state == LeaseState::Active)
+            .filter(|l| l.state == LeaseState::Active || l.updated_at >= recently)
             .filter_map(|l| l.bind_socket.map(|s| s.as_str().to_owned()))
             .collect();
         for stray in candidates {
@@ -518,7 +526,7 @@ impl LeaseService {
                     }
                     match self
                         .tunnel_ends
-                        .end_socket(&stray.path, stray.owner_uid)
+                        .end_socket(&stray.path, stray.owner_uid, None)
                         .await
                     {
                         TunnelEnd::Ended { .. } | TunnelEnd::EndedOwnersConnections { .. } => {

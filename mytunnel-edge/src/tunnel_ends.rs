@@ -23,7 +23,10 @@
 //! on the lease's socket (`/proc/net/unix` names an accepted socket by the path it was
 //! accepted on) and, unless they close within a moment (a client closing its tunnel
 //! closes them just before it releases), ends every sshd connection process of the
-//! owner: which one holds them the kernel does not say without ptrace.
+//! owner: which one holds them the kernel does not say without ptrace. The connection
+//! that asked for the end (its ctl process's sshd) is ended last, and only if the others'
+//! ending left connections open: its answer then comes after the traffic has stopped,
+//! not when its own connection drops while another still carries requests.
 
 use std::fmt;
 use std::path::Path;
@@ -39,9 +42,9 @@ use crate::sockets::{socket_state_at, SocketState};
 /// Ends whatever still carries a lease's traffic once the lease has ended.
 #[async_trait]
 pub trait TunnelEnds: Send + Sync + fmt::Debug {
-    /// Ends the traffic of `lease`, which has just ended; returns what happened (also
-    /// logged).
-    async fn end(&self, lease: &Lease) -> TunnelEnd {
+    /// Ends the traffic of `lease`, which has just ended at the request of process
+    /// `asker` (when known); returns what happened (also logged).
+    async fn end(&self, lease: &Lease, asker: Option<u32>) -> TunnelEnd {
         let Some(socket) = &lease.bind_socket else {
             return TunnelEnd::NotASocket;
         };
@@ -50,7 +53,9 @@ pub trait TunnelEnds: Send + Sync + fmt::Debug {
             Ok(None) => return TunnelEnd::Refused(format!("no user {}", lease.owner)),
             Err(e) => return TunnelEnd::Refused(format!("user {}: {e}", lease.owner)),
         };
-        let outcome = self.end_socket(Path::new(socket.as_str()), owner_uid).await;
+        let outcome = self
+            .end_socket(Path::new(socket.as_str()), owner_uid, asker)
+            .await;
         match &outcome {
             TunnelEnd::Ended { pid } => {
                 tracing::info!(lease = %lease.id, owner = %lease.owner, pid, "ended the ssh connection of an ended lease");
@@ -66,8 +71,9 @@ pub trait TunnelEnds: Send + Sync + fmt::Debug {
         outcome
     }
 
-    /// Ends the connection of `owner_uid` that listens on `socket`.
-    async fn end_socket(&self, socket: &Path, owner_uid: u32) -> TunnelEnd;
+    /// Ends the connection of `owner_uid` that listens on `socket` (or holds connections
+    /// open on it); the SSH connection of process `asker`, if it is one of them, last.
+    async fn end_socket(&self, socket: &Path, owner_uid: u32, asker: Option<u32>) -> TunnelEnd;
 }
 
 /// What ending a lease's tunnel did.
@@ -114,7 +120,7 @@ pub struct NoTunnelEnds;
 
 #[async_trait]
 impl TunnelEnds for NoTunnelEnds {
-    async fn end_socket(&self, _socket: &Path, _owner_uid: u32) -> TunnelEnd {
+    async fn end_socket(&self, _socket: &Path, _owner_uid: u32, _asker: Option<u32>) -> TunnelEnd {
         TunnelEnd::NothingListens
     }
 }
@@ -136,17 +142,23 @@ impl Default for SshListenerEnds {
 
 #[async_trait]
 impl TunnelEnds for SshListenerEnds {
-    async fn end_socket(&self, socket: &Path, owner_uid: u32) -> TunnelEnd {
-        end_listener(socket, owner_uid, self.grace).await
+    async fn end_socket(&self, socket: &Path, owner_uid: u32, asker: Option<u32>) -> TunnelEnd {
+        end_listener(socket, owner_uid, asker, self.grace).await
     }
 }
 
 /// Ends the sshd connection of `owner_uid` that listens on `socket`, as the module
 /// explains: the listener's pid from `SO_PEERCRED`, checked, signalled, and waited for
-/// (at most `grace` after `SIGTERM`, then `grace` after `SIGKILL`).
-pub async fn end_listener(socket: &Path, owner_uid: u32, grace: Duration) -> TunnelEnd {
+/// (at most `grace` after `SIGTERM`, then `grace` after `SIGKILL`). When nothing listens
+/// but connections stay open, the owner's connections are ended, `asker`'s last.
+pub async fn end_listener(
+    socket: &Path,
+    owner_uid: u32,
+    asker: Option<u32>,
+    grace: Duration,
+) -> TunnelEnd {
     match end_the_listener(socket, owner_uid, grace).await {
-        TunnelEnd::NothingListens => end_open_connections(socket, owner_uid, grace).await,
+        TunnelEnd::NothingListens => end_open_connections(socket, owner_uid, asker, grace).await,
         other => other,
     }
 }
@@ -209,8 +221,14 @@ async fn end_the_listener(socket: &Path, owner_uid: u32, grace: Duration) -> Tun
 const DRAIN_GRACES: u32 = 4;
 
 /// Nothing listens on `socket`: ends the owner's connections if sshd still holds
-/// connections accepted on it (see the module).
-async fn end_open_connections(socket: &Path, owner_uid: u32, grace: Duration) -> TunnelEnd {
+/// connections accepted on it (see the module): every one but `asker`'s first, then
+/// `asker`'s if connections are still open.
+async fn end_open_connections(
+    socket: &Path,
+    owner_uid: u32,
+    asker: Option<u32>,
+    grace: Duration,
+) -> TunnelEnd {
     if open_connections_at(socket) == 0 || drained(socket, grace * DRAIN_GRACES).await {
         return TunnelEnd::NothingListens;
     }
@@ -221,24 +239,65 @@ async fn end_open_connections(socket: &Path, owner_uid: u32, grace: Duration) ->
             socket.display()
         ));
     }
-    for signal in [Signal::SIGTERM, Signal::SIGKILL] {
-        for pid in &pids {
-            if check_is_sshd(*pid, owner_uid).is_err() {
-                continue;
-            }
-            match nix::sys::signal::kill(Pid::from_raw(*pid), signal) {
-                Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
-                Err(e) => return TunnelEnd::Refused(format!("cannot signal sshd pid {pid}: {e}")),
-            }
+    let askers = asker.and_then(|pid| sshd_ancestor(pid, owner_uid));
+    let (last, first): (Vec<i32>, Vec<i32>) = pids.iter().partition(|pid| Some(**pid) == askers);
+    let mut ended = Vec::new();
+    for group in [first, last] {
+        if group.is_empty() {
+            continue;
         }
-        if drained(socket, grace).await {
-            return TunnelEnd::EndedOwnersConnections { pids };
+        ended.extend(&group);
+        for signal in [Signal::SIGTERM, Signal::SIGKILL] {
+            for pid in &group {
+                if check_is_sshd(*pid, owner_uid).is_err() {
+                    continue;
+                }
+                match nix::sys::signal::kill(Pid::from_raw(*pid), signal) {
+                    Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
+                    Err(e) => {
+                        return TunnelEnd::Refused(format!("cannot signal sshd pid {pid}: {e}"))
+                    }
+                }
+            }
+            if drained(socket, grace).await {
+                return TunnelEnd::EndedOwnersConnections { pids: ended };
+            }
         }
     }
     TunnelEnd::Refused(format!(
         "connections to {} stay open after its owner's sshd processes were ended",
         socket.display()
     ))
+}
+
+/// The sshd connection process of `uid` that `pid` runs under: the nearest ancestor of
+/// `pid` (itself included) that is an sshd process of `uid`. A ctl request's process is a
+/// child of the connection's session process (the forced command, exec'd by the shell).
+fn sshd_ancestor(pid: u32, uid: u32) -> Option<i32> {
+    let mut pid = i32::try_from(pid).ok()?;
+    // A few generations at most: ctl, perhaps a shell, the session process.
+    for _ in 0..8 {
+        if pid <= 1 {
+            return None;
+        }
+        if check_is_sshd(pid, uid).is_ok() {
+            return Some(pid);
+        }
+        pid = parent_of(pid)?;
+    }
+    None
+}
+
+/// The parent pid of `pid`, from `/proc/<pid>/stat` (the field after the command name,
+/// which is in parentheses and may itself hold spaces or parentheses).
+fn parent_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_parent(&stat)
+}
+
+fn parse_parent(stat: &str) -> Option<i32> {
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    after_name.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Waits up to `limit` until no connection is open on `socket`.
@@ -355,13 +414,13 @@ mod tests {
         let socket = socket_in(dir.path());
         let grace = Duration::from_millis(100);
         assert_eq!(
-            end_listener(&socket, 0, grace).await,
+            end_listener(&socket, 0, None, grace).await,
             TunnelEnd::NothingListens
         );
         // A stale file: still nothing.
         drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
         assert_eq!(
-            end_listener(&socket, 0, grace).await,
+            end_listener(&socket, 0, None, grace).await,
             TunnelEnd::NothingListens
         );
     }
@@ -386,6 +445,25 @@ mod tests {
         );
     }
 
+    #[test]
+    fn the_parent_is_read_past_a_command_name_with_spaces_and_parentheses() {
+        assert_eq!(
+            parse_parent("4242 (sshd) S 4200 4242 4242 0 -1"),
+            Some(4200)
+        );
+        assert_eq!(parse_parent("17 (a) b) (c) R 9 17 17"), Some(9));
+        assert_eq!(parse_parent("17 (no close"), None);
+        assert_eq!(parse_parent(""), None);
+        let me = std::process::id();
+        let parent = parent_of(i32::try_from(me).unwrap()).unwrap();
+        assert_eq!(
+            u32::try_from(parent).unwrap(),
+            std::os::unix::process::parent_id()
+        );
+        // No sshd above this test process runs as a uid nobody has.
+        assert_eq!(sshd_ancestor(me, u32::MAX - 1), None);
+    }
+
     #[tokio::test]
     async fn connections_that_outlive_their_listener_are_counted_until_they_close() {
         let dir = tempfile::tempdir().unwrap();
@@ -405,7 +483,7 @@ mod tests {
         assert_eq!(open_connections_at(&socket), 0);
         // Nothing listens and nothing is open: nothing to end, at once.
         assert_eq!(
-            end_listener(&socket, 0, Duration::from_millis(100)).await,
+            end_listener(&socket, 0, None, Duration::from_millis(100)).await,
             TunnelEnd::NothingListens
         );
     }
@@ -417,12 +495,12 @@ mod tests {
         let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
         let grace = Duration::from_millis(100);
         let me = nix::unistd::getuid().as_raw();
-        match end_listener(&socket, me.wrapping_add(1), grace).await {
+        match end_listener(&socket, me.wrapping_add(1), None, grace).await {
             TunnelEnd::Refused(why) => assert!(why.contains("not its owner's"), "{why}"),
             other => panic!("{other:?}"),
         }
         // This test process listens: it is not sshd, and is still alive to say so.
-        match end_listener(&socket, me, grace).await {
+        match end_listener(&socket, me, None, grace).await {
             TunnelEnd::Refused(why) => assert!(why.contains("not sshd"), "{why}"),
             other => panic!("{other:?}"),
         }

@@ -27,11 +27,14 @@ use mytunnel_core::protocol::{
 };
 use mytunnel_core::route::{Route, Upstream};
 use mytunnel_core::store::{OwnerLimit, StoreError};
-use mytunnel_core::{LeaseId, LeaseRef, LeaseState, PortRange, Timestamp, Ttl};
+use mytunnel_core::{BindTarget, LeaseId, LeaseRef, LeaseState, PortRange, Timestamp, Ttl};
 use mytunnel_edge::caddy::{route_json, CaddyRoutes};
 use mytunnel_edge::ctl::CtlOutput;
 use mytunnel_edge::ids::new_lease_id;
-use mytunnel_edge::service::{Clock, LeaseService, ServiceSettings, SystemClock};
+use mytunnel_edge::service::{
+    BindPlan, Clock, LeaseService, ServiceSettings, SystemClock, ENDED_SOCKET_HANDOFF,
+};
+use mytunnel_edge::tunnel_ends::{TunnelEnd, TunnelEnds};
 use mytunnel_edge::SqliteLeaseStore;
 use mytunnel_test_support::service_settings;
 use serde_json::{json, Value};
@@ -1050,4 +1053,82 @@ async fn stats_show_per_owner_counts_to_admins_only() {
             ("bob".to_owned(), 1)
         ]))
     );
+}
+
+/// Records what the service asked to end; ends nothing, says it did.
+#[derive(Debug, Default)]
+struct RecordedEnds(std::sync::Mutex<Vec<(std::path::PathBuf, Option<u32>)>>);
+
+impl RecordedEnds {
+    fn calls(&self) -> Vec<(std::path::PathBuf, Option<u32>)> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+#[async_trait::async_trait]
+impl TunnelEnds for RecordedEnds {
+    async fn end_socket(
+        &self,
+        socket: &std::path::Path,
+        _owner_uid: u32,
+        asker: Option<u32>,
+    ) -> TunnelEnd {
+        self.0.lock().unwrap().push((socket.to_owned(), asker));
+        TunnelEnd::Ended { pid: 0 }
+    }
+}
+
+/// The race a tenant lost a release's answer to: the cleanup pass's sweep saw the socket
+/// of a lease released a moment before as bound by no lease, and ended every connection
+/// of its owner at once, the one waiting for the release's answer too.
+#[tokio::test]
+async fn the_socket_of_a_lease_that_just_ended_is_left_to_its_own_end() {
+    let dir = tempfile::Builder::new()
+        .prefix("sw")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let owners_dir = dir.path().join("owners");
+    // The owner's directory must be the owner's: the tenant is this process's user.
+    let me = nix::unistd::User::from_uid(nix::unistd::getuid())
+        .unwrap()
+        .unwrap();
+    std::fs::create_dir_all(owners_dir.join(&me.name)).unwrap();
+    let tenant = Caller::from_identity(
+        me.uid.as_raw(),
+        me.name.parse().unwrap(),
+        &AdminUsers::default(),
+    );
+    let mut edge = Edge::with(ServiceSettings {
+        bind_plan: BindPlan::OwnerSockets {
+            owners_dir: owners_dir.clone(),
+        },
+        ..settings()
+    })
+    .await;
+    let ends = Arc::new(RecordedEnds::default());
+    edge.service = edge
+        .service
+        .clone()
+        .with_tunnel_ends(Arc::clone(&ends) as Arc<dyn TunnelEnds>);
+    let lease = edge.allocate(&tenant, Some("portal")).await.unwrap();
+    let BindTarget::UnixSocket(socket) = lease.bind_target() else {
+        panic!("{lease:?}");
+    };
+    let socket = std::path::PathBuf::from(socket.as_str());
+    // The tenant's forward still listens on it.
+    let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+
+    let asker = tenant.with_process(4242);
+    edge.release(&asker, lease.lease_id.as_str()).await.unwrap();
+    assert_eq!(ends.calls(), [(socket.clone(), Some(4242))]);
+    let report = edge.service.cleanup().await.unwrap();
+    assert_eq!(ends.calls().len(), 1, "the sweep raced the release's end");
+    assert!(report.strays_ended.is_empty(), "{report:?}");
+
+    // Still there once the hand-off is over: now it is a stray like any other.
+    edge.clock
+        .advance(ENDED_SOCKET_HANDOFF + Duration::from_secs(1));
+    let report = edge.service.cleanup().await.unwrap();
+    assert_eq!(ends.calls().last(), Some(&(socket.clone(), None)));
+    assert_eq!(report.strays_ended, [socket]);
 }

@@ -208,6 +208,9 @@ pub fn http_get(addr: SocketAddr, host: &str) -> Option<(u16, String)> {
 /// One answer a [`Visitors`] thread read: when, the status and the body.
 #[derive(Debug, Clone)]
 pub struct Visit {
+    /// When the request was sent.
+    pub sent: std::time::Instant,
+    /// When its answer arrived.
     pub at: std::time::Instant,
     pub status: u16,
     pub body: String,
@@ -244,6 +247,7 @@ impl Visitors {
                             let request = format!(
                                 "GET / HTTP/1.1\r\nHost: {host}\r\nUser-Agent: mytunnel-e2e\r\n\r\n"
                             );
+                            let sent = std::time::Instant::now();
                             if writer.write_all(request.as_bytes()).is_err() {
                                 break;
                             }
@@ -251,6 +255,7 @@ impl Visitors {
                                 break;
                             };
                             visits.lock().unwrap().push(Visit {
+                                sent,
                                 at: std::time::Instant::now(),
                                 status,
                                 body,
@@ -272,13 +277,18 @@ impl Visitors {
         self.visits.lock().unwrap().clone()
     }
 
-    /// Waits until at least `count` answers arrived after `since` (at most `timeout`);
-    /// returns those answers.
+    /// Waits until at least `count` requests sent after `since` were answered (at most
+    /// `timeout`); returns those answers. A request sent before `since` may be answered
+    /// after it: it was on its way already.
     pub fn after(&self, since: std::time::Instant, count: usize, timeout: Duration) -> Vec<Visit> {
         let enough = eventually(timeout, || {
-            self.visits().iter().filter(|v| v.at > since).count() >= count
+            self.visits().iter().filter(|v| v.sent > since).count() >= count
         });
-        let after: Vec<Visit> = self.visits().into_iter().filter(|v| v.at > since).collect();
+        let after: Vec<Visit> = self
+            .visits()
+            .into_iter()
+            .filter(|v| v.sent > since)
+            .collect();
         assert!(enough, "only {} answers in {timeout:?}", after.len());
         after
     }
