@@ -101,6 +101,7 @@ async fn serve(stream: TcpStream, small: &[u8], big_bytes: usize) -> std::io::Re
         }
         let mut keep_alive = request_line.ends_with("HTTP/1.1");
         let mut content_length = 0u64;
+        let mut echoed_headers = String::new();
         loop {
             line.clear();
             if reader.read_line(&mut line).await? == 0 {
@@ -116,6 +117,9 @@ async fn serve(stream: TcpStream, small: &[u8], big_bytes: usize) -> std::io::Re
                 keep_alive = true;
             } else if let Some(length) = header.strip_prefix("content-length:") {
                 content_length = length.trim().parse().unwrap_or(0);
+            } else if header.starts_with("x-fill-") {
+                echoed_headers.push_str(&header);
+                echoed_headers.push_str("\r\n");
             }
         }
         let path = request_line.split_whitespace().nth(1).unwrap_or("/");
@@ -126,7 +130,7 @@ async fn serve(stream: TcpStream, small: &[u8], big_bytes: usize) -> std::io::Re
                 .read_to_end(&mut body)
                 .await?;
             let head = format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+                "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n{echoed_headers}\r\n",
                 body.len()
             );
             write.write_all(head.as_bytes()).await?;

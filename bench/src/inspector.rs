@@ -1,6 +1,7 @@
 //! The client's memory with its inspector full: a `mytunnel http --inspect` is sent
 //! twice as many exchanges as its inspector keeps, each with a request and a response
-//! body twice the size it keeps of each, and its PSS is read before and after; a second
+//! body twice the size it keeps of each and heads (headers) twice the size it keeps of
+//! each, and its PSS is read before and after; a second
 //! round as large shows whether it keeps growing. A client without `--inspect` gets the
 //! same traffic first: what the proxy's buffers and the allocator keep whatever the
 //! inspector holds, so the difference is the inspector's.
@@ -15,11 +16,18 @@ use crate::dataplane::await_serving;
 use crate::edge::Edge;
 use crate::procs::Result;
 use crate::proctable::memory_of_all;
+use mytunnel_client::inspect::ExchangeLimits;
 
 /// Exchanges the inspector keeps (the client's default).
-pub const KEEP: usize = 100;
+pub const KEEP: usize = ExchangeLimits::DEFAULT.max_exchanges;
 /// Bytes of each body it keeps (the client's default, 64 KiB).
-pub const BODY_BYTES: usize = 64 * 1024;
+pub const BODY_BYTES: usize = ExchangeLimits::DEFAULT.max_body_bytes;
+/// Bytes of each head it keeps (the client's default, 16 KiB).
+pub const HEAD_BYTES: usize = ExchangeLimits::DEFAULT.max_head_bytes;
+/// Each request carries this many `X-Fill-<n>` headers of [`FILL_VALUE_BYTES`], about
+/// twice what the inspector keeps of a head; the app sends them back in its response.
+const FILL_HEADERS: usize = 32;
+const FILL_VALUE_BYTES: usize = 1000;
 
 /// What the measurement found.
 #[derive(Debug, Clone, PartialEq)]
@@ -28,10 +36,14 @@ pub struct InspectorMemory {
     pub keep: usize,
     /// Bytes kept of each body.
     pub body_bytes: usize,
+    /// Bytes kept of each head.
+    pub head_bytes: usize,
     /// Exchanges sent in each round.
     pub per_round: usize,
     /// Bytes of each request body (and of each response, an echo).
     pub sent_body_bytes: usize,
+    /// Bytes of the fill headers of each request (and of each response, an echo).
+    pub sent_head_bytes: usize,
     /// The client's PSS before, KiB.
     pub before_kib: u64,
     /// After the first round, KiB.
@@ -40,12 +52,32 @@ pub struct InspectorMemory {
     pub after_second_kib: u64,
     /// The same for a client without `--inspect`: before, after one round, after two.
     pub control_kib: [u64; 3],
+    /// Clients of each kind measured, one after the other: the figures are each kind's
+    /// median run by growth.
+    pub runs: usize,
+    /// How much each client without `--inspect` grew, KiB, in run order.
+    pub control_growths_kib: Vec<u64>,
 }
 
 impl InspectorMemory {
-    /// What the limits let the bodies hold: `keep` exchanges × two bodies × `body_bytes`.
+    fn limits(&self) -> ExchangeLimits {
+        ExchangeLimits {
+            max_exchanges: self.keep,
+            max_body_bytes: self.body_bytes,
+            max_head_bytes: self.head_bytes,
+        }
+    }
+
+    /// What the limits let the log hold: `keep` exchanges × (two bodies × `body_bytes` +
+    /// two heads × `head_bytes`), as [`ExchangeLimits::bound_bytes`] counts it.
+    pub fn kept_kib(&self) -> u64 {
+        (self.limits().bound_bytes() / 1024) as u64
+    }
+
+    /// The bound: what those bytes take from the system, in the log's blocks of whole
+    /// pages ([`ExchangeLimits::footprint_bytes`]).
     pub fn bound_kib(&self) -> u64 {
-        (self.keep * 2 * self.body_bytes / 1024) as u64
+        (self.limits().footprint_bytes() / 1024) as u64
     }
 
     /// The most the client with the inspector grew over its PSS before.
@@ -61,6 +93,14 @@ impl InspectorMemory {
         first.max(second).saturating_sub(before)
     }
 
+    /// How much the growth without `--inspect` varied between runs, KiB: what the
+    /// measurement cannot tell apart.
+    pub fn spread_kib(&self) -> u64 {
+        let max = self.control_growths_kib.iter().max().copied().unwrap_or(0);
+        let min = self.control_growths_kib.iter().min().copied().unwrap_or(0);
+        max - min
+    }
+
     /// What the inspector added: its client's growth less the control's.
     pub fn growth_kib(&self) -> u64 {
         self.total_growth_kib()
@@ -74,30 +114,38 @@ pub fn measure(edge: &Edge, app: &App) -> Result<InspectorMemory> {
     let body = format!("{}k", BODY_BYTES / 1024);
     let per_round = KEEP * 2;
     let sent_body_bytes = BODY_BYTES * 2;
-    let control_kib = rounds(edge, app, &[], per_round, sent_body_bytes)?;
-    let [before_kib, after_first_kib, after_second_kib] = rounds(
-        edge,
-        app,
-        &[
-            "--inspect",
-            "127.0.0.1:0",
-            "--inspect-keep",
-            &keep,
-            "--inspect-body",
-            &body,
-        ],
-        per_round,
-        sent_body_bytes,
-    )?;
+    let inspect = [
+        "--inspect",
+        "127.0.0.1:0",
+        "--inspect-keep",
+        &keep,
+        "--inspect-body",
+        &body,
+    ];
+    // Each process's allocator keeps a different few hundred KiB of the proxy's buffers:
+    // a median over several clients of each kind, measured in turn.
+    let mut controls = Vec::new();
+    let mut inspectors = Vec::new();
+    for _ in 0..RUNS {
+        controls.push(rounds(edge, app, &[], per_round, sent_body_bytes)?);
+        inspectors.push(rounds(edge, app, &inspect, per_round, sent_body_bytes)?);
+    }
+    let control_growths_kib = controls.iter().map(growth).collect();
+    let control_kib = median_by_growth(controls);
+    let [before_kib, after_first_kib, after_second_kib] = median_by_growth(inspectors);
     let measured = InspectorMemory {
         keep: KEEP,
         body_bytes: BODY_BYTES,
+        head_bytes: HEAD_BYTES,
         per_round,
         sent_body_bytes,
+        sent_head_bytes: FILL_HEADERS * FILL_VALUE_BYTES,
         before_kib,
         after_first_kib,
         after_second_kib,
         control_kib,
+        runs: RUNS,
+        control_growths_kib,
     };
     eprintln!(
         "  inspector: client PSS {before_kib} KiB before, {after_first_kib} after {per_round} exchanges, \
@@ -109,8 +157,23 @@ pub fn measure(edge: &Edge, app: &App) -> Result<InspectorMemory> {
     Ok(measured)
 }
 
-/// A client with `flags`: its PSS after 10 warm-up exchanges, after `per_round` more, and
-/// after `per_round` more again.
+/// Clients of each kind measured.
+const RUNS: usize = 3;
+
+/// The most a run grew over its PSS before, KiB.
+fn growth([before, first, second]: &[u64; 3]) -> u64 {
+    (*first).max(*second).saturating_sub(*before)
+}
+
+/// The run whose growth is the median.
+fn median_by_growth(mut runs: Vec<[u64; 3]>) -> [u64; 3] {
+    runs.sort_by_key(growth);
+    runs.get(runs.len() / 2).copied().unwrap_or_default()
+}
+
+/// A client with `flags`: its PSS once its tunnel serves, after `per_round` exchanges,
+/// and after `per_round` more. No warm-up before the first reading: warm-up exchanges
+/// would fill places in the log before it, and hide their bytes from the growth.
 fn rounds(
     edge: &Edge,
     app: &App,
@@ -122,8 +185,6 @@ fn rounds(
     await_serving(edge.http(), &client.host, Duration::from_secs(30))?;
     let payload = vec![b'z'; body_bytes];
     let pss = || memory_of_all([client.pid()]).0.pss_kib;
-    // Warm: the proxy's connections and buffers exist before the baseline.
-    echo_round(edge.http(), &client.host, &payload, 10)?;
     let before = pss();
     echo_round(edge.http(), &client.host, &payload, per_round)?;
     let first = pss();
@@ -141,9 +202,12 @@ fn echo_round(caddy: SocketAddr, host: &str, payload: &[u8], count: usize) -> Re
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
         .map_err(|e| e.to_string())?;
+    let fill: String = (0..FILL_HEADERS)
+        .map(|i| format!("X-Fill-{i}: {}\r\n", "f".repeat(FILL_VALUE_BYTES)))
+        .collect();
     for _ in 0..count {
         let head = format!(
-            "POST /echo HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+            "POST /echo HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n{fill}\r\n",
             payload.len()
         );
         stream

@@ -60,8 +60,10 @@ pub struct Headlines {
     pub raw_many_rps: Option<f64>,
     /// How much the client's memory grew, KiB PSS, with its inspector full.
     pub inspector_growth_kib: Option<f64>,
-    /// What the inspector's limits allow its bodies to hold, KiB.
+    /// What the inspector's limits allow it to take, KiB.
     pub inspector_bound_kib: Option<f64>,
+    /// How much the growth of clients without `--inspect` varied between runs, KiB.
+    pub inspector_spread_kib: Option<f64>,
 }
 
 /// Milliseconds to the microsecond: the sidecar keeps what the report can show.
@@ -110,6 +112,7 @@ impl Report {
         if let Some(inspector) = &self.inspector {
             h.inspector_growth_kib = Some(inspector.growth_kib() as f64);
             h.inspector_bound_kib = Some(inspector.bound_kib() as f64);
+            h.inspector_spread_kib = Some(inspector.spread_kib() as f64);
         }
         if let Some(scale) = &self.scale {
             for part in &scale.parts {

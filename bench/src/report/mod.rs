@@ -251,19 +251,24 @@ impl Report {
             o,
             "## The client with its inspector full\n\n\
              `mytunnel http --inspect 127.0.0.1:0 --inspect-keep {keep} --inspect-body {body}k` \
-             (the defaults) was sent {n} `POST /echo` exchanges through Caddy, twice as many as \
-             it keeps, each with a {sent} KiB request body and the same back, twice what it \
-             keeps of each body; then {n} more. A `mytunnel http` without `--inspect` got the \
-             same traffic first: what it grew is what the proxy's buffers and the allocator \
-             keep whatever the inspector holds. The inspector's share is the difference; its \
-             bound is what its limits let the bodies hold: {keep} × 2 × {body} KiB.\n\n\
+             (the defaults, with {head} KiB of each head) was sent {n} `POST /echo` exchanges \
+             through Caddy, twice as many as it keeps, each with a {sent} KiB request body and \
+             {sent_head} bytes of extra headers, and the same back: twice what it keeps of each \
+             body and about twice what it keeps of each head; then {n} more. A `mytunnel http` \
+             without `--inspect` got the same traffic just before it: what it grew is what the \
+             proxy's buffers and the allocator keep whatever the inspector holds. {runs} clients \
+             of each kind, in turn; the table shows each kind's median run by growth. The \
+             inspector's share is the difference. Its limits let it keep \
+             {keep} × 2 × ({body} + {head}) KiB = {kept} KiB, in blocks of several exchanges \
+             mapped in whole pages, one page more each: that is the bound.\n\n\
              | | client PSS KiB | grown KiB | without `--inspect`: PSS KiB | grown KiB |\n\
              |---|---:|---:|---:|---:|\n\
-             | before (after 10 warm-up exchanges) | {} | — | {} | — |\n\
+             | before (once the tunnel serves) | {} | — | {} | — |\n\
              | after {n} exchanges | {} | {} | {} | {} |\n\
              | after {n} more | {} | {} | {} | {} |\n\
              | the inspector's share | | {} | | |\n\
-             | bound | | {} | | |\n",
+             | bound | | {} | | |\n\
+             | {spread_row} | | {} | | |\n",
             thousands(i.before_kib as f64),
             thousands(c0 as f64),
             thousands(i.after_first_kib as f64),
@@ -276,10 +281,16 @@ impl Report {
             thousands(c2.saturating_sub(c0) as f64),
             thousands(i.growth_kib() as f64),
             thousands(i.bound_kib() as f64),
+            thousands(i.spread_kib() as f64),
+            spread_row = previous::SPREAD_ROW,
             keep = i.keep,
             body = i.body_bytes / 1024,
             n = i.per_round,
             sent = i.sent_body_bytes / 1024,
+            head = i.head_bytes / 1024,
+            sent_head = thousands(i.sent_head_bytes as f64),
+            runs = i.runs,
+            kept = thousands(i.kept_kib() as f64),
         );
     }
 }

@@ -147,6 +147,9 @@ pub fn parse_markdown(text: &str) -> Headlines {
     h
 }
 
+/// The inspector table's row of the run-to-run spread.
+pub const SPREAD_ROW: &str = "run-to-run spread without `--inspect`";
+
 /// The inspector table: the inspector's share of the client's growth, and the bound.
 fn read_inspector(all: &[Table], h: &mut Headlines) {
     let Some(t) = find(all, &["client PSS KiB", "grown KiB"]) else {
@@ -161,6 +164,7 @@ fn read_inspector(all: &[Table], h: &mut Headlines) {
     };
     h.inspector_growth_kib = row("the inspector's share");
     h.inspector_bound_kib = row("bound");
+    h.inspector_spread_kib = row(SPREAD_ROW);
 }
 
 /// The mytunnel label to read: the default shape, `static` mode first.

@@ -177,12 +177,16 @@ fn sample() -> Report {
     report.inspector = Some(crate::inspector::InspectorMemory {
         keep: 100,
         body_bytes: 64 * 1024,
+        head_bytes: 16 * 1024,
         per_round: 200,
         sent_body_bytes: 128 * 1024,
+        sent_head_bytes: 32_000,
         before_kib: 9_000,
         after_first_kib: 15_000,
         after_second_kib: 15_400,
         control_kib: [8_000, 9_500, 9_600],
+        runs: 3,
+        control_growths_kib: vec![1_500, 1_900, 1_600],
     });
     report.scale = Some(Scale {
         mode: "static".into(),
@@ -220,7 +224,7 @@ fn what_a_run_writes_the_next_run_reads() {
     assert_eq!(written.raw_many_rps, Some(8_500.0));
     assert_eq!(
         (written.inspector_growth_kib, written.inspector_bound_kib),
-        (Some(4_800.0), Some(12_800.0))
+        (Some(4_800.0), Some(16_016.0))
     );
     let read = parse_markdown(&report.render());
     assert_eq!(read, written);
@@ -255,8 +259,25 @@ fn the_report_says_every_target_and_where_we_lose() {
     assert!(!text.contains("stays alive as the held gate's parent"));
     assert!(text.contains("`-c` 1, 16, 64)"));
     assert!(text.contains(
-        "| client memory the inspector adds when full ≤ its bound | 4,800 KiB, bound 12,800 KiB | met"
+        "| client memory the inspector adds when full ≤ its bound | 4,800 KiB, bound 16,016 KiB (runs vary by 400 KiB) | met"
     ));
     assert!(text.contains("| request log on: p50 at 1 connection ≤ 1.1× `--raw` | 1.14× (0.25 ms vs 0.22 ms) | **missed**"));
+    assert!(text.contains("| run-to-run spread without `--inspect` | | 400 | | |"));
     assert!(report.check_complete().is_ok());
+}
+
+#[test]
+fn a_share_over_the_bound_by_less_than_the_runs_vary_is_met_and_says_so() {
+    use super::targets::{within_spread, Verdict};
+    assert!(
+        matches!(within_spread(15_000.0, 16_000.0, 500.0), Verdict::Met(why) if why.contains("under the limit"))
+    );
+    match within_spread(16_200.0, 16_000.0, 500.0) {
+        Verdict::Met(why) => assert!(why.contains("within the 500 KiB the runs vary by"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        within_spread(16_600.0, 16_000.0, 500.0),
+        Verdict::Missed(_)
+    ));
 }

@@ -44,6 +44,7 @@ pub(super) async fn run_http(args: HttpArgs) -> ExitCode {
         ExchangeLog::new(ExchangeLimits {
             max_exchanges: traffic.inspect_keep,
             max_body_bytes: traffic.inspect_body,
+            ..ExchangeLimits::DEFAULT
         })
     });
     if let Some(log) = &log {

@@ -8,7 +8,8 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use super::{
-    CapturedBody, ExchangeId, ExchangeLog, ExchangeState, Header, NewExchange, RecordedResponse,
+    CapturedBody, ExchangeId, ExchangeLimits, ExchangeLog, ExchangeState, Header, NewExchange,
+    RecordedResponse,
 };
 
 /// How long a replay waits for the app's whole response.
@@ -33,17 +34,32 @@ pub enum ReplayError {
         /// Bytes the log kept.
         kept: usize,
     },
+    /// Its target and headers were longer than the log keeps, so it cannot be sent again
+    /// whole.
+    #[error(
+        "exchange {id}'s request head had {left_out} bytes more than the log keeps ({kept}): it cannot be sent again whole"
+    )]
+    HeadNotKept {
+        /// The exchange.
+        id: ExchangeId,
+        /// Bytes of target and headers not kept.
+        left_out: u64,
+        /// Bytes the log keeps of each head.
+        kept: usize,
+    },
     /// A WebSocket or other upgrade cannot be replayed.
     #[error("exchange {0} switched protocols (an upgrade); it cannot be replayed")]
     Upgrade(ExchangeId),
 }
 
 impl ReplayError {
-    /// A stable, machine-readable code: `not_found`, `body_not_kept`, `upgrade`.
+    /// A stable, machine-readable code: `not_found`, `body_not_kept`, `head_not_kept`,
+    /// `upgrade`.
     pub fn code(&self) -> &'static str {
         match self {
             ReplayError::NotFound(_) => "not_found",
             ReplayError::BodyNotKept { .. } => "body_not_kept",
+            ReplayError::HeadNotKept { .. } => "head_not_kept",
             ReplayError::Upgrade(_) => "upgrade",
         }
     }
@@ -71,6 +87,13 @@ impl ExchangeLog {
         if original.state == ExchangeState::Upgraded {
             return Err(ReplayError::Upgrade(id));
         }
+        if original.request.head_bytes_left_out > 0 {
+            return Err(ReplayError::HeadNotKept {
+                id,
+                left_out: original.request.head_bytes_left_out,
+                kept: self.limits().max_head_bytes,
+            });
+        }
         let body = &original.request.body;
         if body.truncated() {
             return Err(ReplayError::BodyNotKept {
@@ -86,8 +109,7 @@ impl ExchangeLog {
             replay_of: Some(id),
         });
         let started = Instant::now();
-        let cap = self.limits().max_body_bytes;
-        let outcome = tokio::time::timeout(REPLAY_TIMEOUT, send(&original, cap)).await;
+        let outcome = tokio::time::timeout(REPLAY_TIMEOUT, send(&original, self.limits())).await;
         let state = match outcome {
             Ok(Ok(response)) => {
                 self.update(new_id, |e| e.response = Some(response));
@@ -109,9 +131,12 @@ impl ExchangeLog {
     }
 }
 
-/// One request on a new connection to the app; the whole response, its body captured up
-/// to `cap`.
-async fn send(original: &super::Exchange, cap: usize) -> Result<RecordedResponse, String> {
+/// One request on a new connection to the app; the whole response, its body captured
+/// within `limits` (the log keeps what fits of its head).
+async fn send(
+    original: &super::Exchange,
+    limits: ExchangeLimits,
+) -> Result<RecordedResponse, String> {
     let upstream = original.upstream;
     let stream = TcpStream::connect(upstream)
         .await
@@ -146,13 +171,14 @@ async fn send(original: &super::Exchange, cap: usize) -> Result<RecordedResponse
     while let Some(frame) = incoming.frame().await {
         let frame = frame.map_err(|e| format!("the response broke off: {e}"))?;
         if let Some(chunk) = frame.data_ref() {
-            captured.push(chunk, cap);
+            captured.push(chunk, limits.max_body_bytes);
         }
     }
     connection.abort();
     Ok(RecordedResponse {
         status,
         headers,
+        head_bytes_left_out: 0,
         body: captured,
     })
 }

@@ -348,6 +348,7 @@ struct Info {
     loopback: bool,
     max_exchanges: usize,
     max_body_bytes: usize,
+    max_head_bytes: usize,
 }
 
 async fn info(State(state): State<Served>) -> Json<Info> {
@@ -357,6 +358,7 @@ async fn info(State(state): State<Served>) -> Json<Info> {
         loopback: state.local_addr.ip().is_loopback(),
         max_exchanges: limits.max_exchanges,
         max_body_bytes: limits.max_body_bytes,
+        max_head_bytes: limits.max_head_bytes,
     })
 }
 
@@ -430,6 +432,8 @@ struct RequestDetail {
     target: String,
     version: String,
     headers: Vec<HeaderDetail>,
+    /// Bytes of the target and headers the log did not keep.
+    head_bytes_left_out: u64,
     body: BodyDetail,
 }
 
@@ -437,6 +441,8 @@ struct RequestDetail {
 struct ResponseDetail {
     status: u16,
     headers: Vec<HeaderDetail>,
+    /// Bytes of headers the log did not keep.
+    head_bytes_left_out: u64,
     body: BodyDetail,
 }
 
@@ -506,11 +512,13 @@ fn detail_of(exchange: &Exchange) -> Detail {
             target: exchange.request.target.clone(),
             version: exchange.request.version.clone(),
             headers: headers_detail(&exchange.request.headers),
+            head_bytes_left_out: exchange.request.head_bytes_left_out,
             body: body_detail(&exchange.request.body),
         },
         response: exchange.response.as_ref().map(|r| ResponseDetail {
             status: r.status,
             headers: headers_detail(&r.headers),
+            head_bytes_left_out: r.head_bytes_left_out,
             body: body_detail(&r.body),
         }),
     }
@@ -566,7 +574,9 @@ async fn replay(State(state): State<Served>, Path(raw): Path<String>) -> Respons
         Ok(Err(e)) => {
             let status = match e {
                 ReplayError::NotFound(_) => StatusCode::NOT_FOUND,
-                ReplayError::BodyNotKept { .. } | ReplayError::Upgrade(_) => StatusCode::CONFLICT,
+                ReplayError::BodyNotKept { .. }
+                | ReplayError::HeadNotKept { .. }
+                | ReplayError::Upgrade(_) => StatusCode::CONFLICT,
             };
             error(status, e.code(), e.to_string())
         }

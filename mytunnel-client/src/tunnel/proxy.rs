@@ -38,8 +38,8 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use crate::events::TunnelEvent;
 use crate::inspect::{
-    headers_of, CapturedBody, ExchangeId, ExchangeLog, ExchangeState, NewExchange, RecordedRequest,
-    RecordedResponse, RequestSummary,
+    BodySide, CapturedBody, ExchangeId, ExchangeLog, ExchangeState, NewExchange, RecordedRequest,
+    RequestSummary,
 };
 
 /// What a [`TunnelProxy`] proxies to and reports on.
@@ -316,7 +316,8 @@ async fn forward(
         .headers()
         .contains_key(UPGRADE)
         .then(|| hyper::upgrade::on(&mut request));
-    let request = request.map(|body| TappedBody::new(body, Arc::clone(&exchange), Side::Request));
+    let request =
+        request.map(|body| TappedBody::new(body, Arc::clone(&exchange), BodySide::Request));
     let response = match connection.send(request).await {
         Ok(response) => response,
         Err(reason) => return Ok(exchange.bad_gateway(reason)),
@@ -325,10 +326,8 @@ async fn forward(
         return Ok(connection.switch_protocols(&exchange, inbound_upgrade, response));
     }
     exchange.response_head(&response);
-    Ok(
-        response
-            .map(|body| ResponseBody::Upstream(TappedBody::new(body, exchange, Side::Response))),
-    )
+    Ok(response
+        .map(|body| ResponseBody::Upstream(TappedBody::new(body, exchange, BodySide::Response))))
 }
 
 /// What the proxy knows of one exchange while it runs; reports it once, when it ends
@@ -352,7 +351,7 @@ impl ExchangeTrack {
         let started = Instant::now();
         let started_at = SystemTime::now();
         let id = match &shared.settings.log {
-            Some(log) => log.begin_at(
+            Some(log) => log.begin_live(
                 NewExchange {
                     host: shared.settings.host.clone(),
                     request: match request {
@@ -360,7 +359,8 @@ impl ExchangeTrack {
                             method: request.method().as_str().to_owned(),
                             target: target_of(request.uri()),
                             version: format!("{:?}", request.version()),
-                            headers: headers_of(request.headers()),
+                            headers: Vec::new(),
+                            head_bytes_left_out: 0,
                             body: CapturedBody::default(),
                         },
                         None => RecordedRequest {
@@ -368,6 +368,7 @@ impl ExchangeTrack {
                             target: "-".to_owned(),
                             version: "-".to_owned(),
                             headers: Vec::new(),
+                            head_bytes_left_out: 0,
                             body: CapturedBody::default(),
                         },
                     },
@@ -375,6 +376,7 @@ impl ExchangeTrack {
                     replay_of: None,
                 },
                 started_at,
+                request.map(Request::headers),
             ),
             None => ExchangeId(shared.last_id.fetch_add(1, Ordering::Relaxed) + 1),
         };
@@ -395,21 +397,21 @@ impl ExchangeTrack {
         let status = response.status().as_u16();
         self.status.store(status, Ordering::Relaxed);
         if let Some(log) = &self.shared.settings.log {
-            let headers = headers_of(response.headers());
-            log.update(self.id, |e| {
-                e.response = Some(RecordedResponse {
-                    status,
-                    headers,
-                    body: CapturedBody::default(),
-                });
-            });
+            log.respond(self.id, status, response.headers());
         }
     }
 
-    /// The request body ended, broke off or was dropped: what passed of it.
-    fn request_body_done(&self, body: CapturedBody) {
+    /// Bytes of a body passed: what fits is kept in the log.
+    fn body_passed(&self, side: BodySide, chunk: &[u8]) {
         if let Some(log) = &self.shared.settings.log {
-            log.update(self.id, |e| e.request.body = body);
+            log.append_body(self.id, side, chunk);
+        }
+    }
+
+    /// The request body ended, broke off or was dropped after `size` bytes.
+    fn request_body_done(&self, size: u64) {
+        if let Some(log) = &self.shared.settings.log {
+            log.update(self.id, |e| e.request.body.size = size);
         }
     }
 
@@ -423,20 +425,20 @@ impl ExchangeTrack {
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
         self.response_head(&response);
-        let mut body = CapturedBody::default();
-        body.push(&text, self.shared.body_cap);
-        self.finish(ExchangeState::Failed { reason }, Some(body));
+        self.body_passed(BodySide::Response, &text);
+        self.finish(ExchangeState::Failed { reason }, Some(text.len() as u64));
         response
     }
 
     /// The exchange ended: recorded, and reported as a [`TunnelEvent::Request`]. Only
     /// the first call does anything.
-    fn finish(&self, state: ExchangeState, response_body: Option<CapturedBody>) {
+    /// `response_bytes`: bytes of the response body that passed, if one did.
+    fn finish(&self, state: ExchangeState, response_bytes: Option<u64>) {
         if self.finished.swap(true, Ordering::AcqRel) {
             return;
         }
         let duration = self.started.elapsed();
-        let response_bytes = response_body.as_ref().map_or(0, |body| body.size);
+
         let upgraded = state == ExchangeState::Upgraded;
         let error = match &state {
             ExchangeState::Failed { reason } => Some(reason.clone()),
@@ -444,8 +446,8 @@ impl ExchangeTrack {
         };
         if let Some(log) = &self.shared.settings.log {
             log.update(self.id, |e| {
-                if let (Some(response), Some(body)) = (e.response.as_mut(), response_body) {
-                    response.body = body;
+                if let (Some(response), Some(size)) = (e.response.as_mut(), response_bytes) {
+                    response.body.size = size;
                 }
                 e.duration = Some(duration);
                 e.state = state;
@@ -465,7 +467,7 @@ impl ExchangeTrack {
             status: (status != 0).then_some(status),
             duration,
             request_bytes: self.request_bytes.load(Ordering::Relaxed),
-            response_bytes,
+            response_bytes: response_bytes.unwrap_or(0),
             upgraded,
             error,
             replay_of: None,
@@ -500,13 +502,6 @@ fn target_of(uri: &Uri) -> String {
     }
 }
 
-/// Which body a [`TappedBody`] is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Side {
-    Request,
-    Response,
-}
-
 /// How a body's passing ended.
 enum BodyEnd {
     /// Every byte passed.
@@ -522,8 +517,11 @@ enum BodyEnd {
 struct TappedBody {
     inner: Incoming,
     exchange: Arc<ExchangeTrack>,
-    side: Side,
-    captured: CapturedBody,
+    side: BodySide,
+    /// Bytes that passed.
+    size: u64,
+    /// Bytes copied into the log, up to its cap (0 without a log).
+    copied: usize,
     ended: bool,
 }
 
@@ -531,19 +529,26 @@ struct TappedBody {
 type RequestBody = TappedBody;
 
 impl TappedBody {
-    fn new(inner: Incoming, exchange: Arc<ExchangeTrack>, side: Side) -> TappedBody {
+    fn new(inner: Incoming, exchange: Arc<ExchangeTrack>, side: BodySide) -> TappedBody {
         TappedBody {
             inner,
             exchange,
             side,
-            captured: CapturedBody::default(),
+            size: 0,
+            copied: 0,
             ended: false,
         }
     }
 
     fn pass(&mut self, chunk: &[u8]) {
-        self.captured.push(chunk, self.exchange.shared.body_cap);
-        if self.side == Side::Request {
+        self.size = self.size.saturating_add(chunk.len() as u64);
+        // Past the log's cap the body is only counted, and the log told at its end.
+        let room = self.exchange.shared.body_cap.saturating_sub(self.copied);
+        if room > 0 {
+            self.exchange.body_passed(self.side, chunk);
+            self.copied += chunk.len().min(room);
+        }
+        if self.side == BodySide::Request {
             self.exchange
                 .request_bytes
                 .fetch_add(chunk.len() as u64, Ordering::Relaxed);
@@ -554,10 +559,9 @@ impl TappedBody {
         if std::mem::replace(&mut self.ended, true) {
             return;
         }
-        let captured = std::mem::take(&mut self.captured);
         match self.side {
-            Side::Request => {
-                self.exchange.request_body_done(captured);
+            BodySide::Request => {
+                self.exchange.request_body_done(self.size);
                 if let BodyEnd::Broken(e) = end {
                     self.exchange.finish(
                         ExchangeState::Failed {
@@ -567,7 +571,7 @@ impl TappedBody {
                     );
                 }
             }
-            Side::Response => {
+            BodySide::Response => {
                 let state = match end {
                     BodyEnd::Whole => ExchangeState::Complete,
                     BodyEnd::Broken(e) => ExchangeState::Failed {
@@ -577,7 +581,7 @@ impl TappedBody {
                         reason: "the visitor went away before the response ended".to_owned(),
                     },
                 };
-                self.exchange.finish(state, Some(captured));
+                self.exchange.finish(state, Some(self.size));
             }
         }
     }
@@ -892,6 +896,7 @@ mod tests {
         let log = ExchangeLog::new(ExchangeLimits {
             max_exchanges: 10,
             max_body_bytes: 1000,
+            max_head_bytes: ExchangeLimits::DEFAULT.max_head_bytes,
         });
         let (proxy, mut events) = proxy_to(app.addr, Some(log.clone())).await;
         let sent: Bytes = (0..5 * 1024 * 1024u32)
@@ -1307,6 +1312,7 @@ mod tests {
         let log = ExchangeLog::new(ExchangeLimits {
             max_exchanges: 10,
             max_body_bytes: 5,
+            max_head_bytes: ExchangeLimits::DEFAULT.max_head_bytes,
         });
         let (proxy, mut events) = proxy_to(app.addr, Some(log.clone())).await;
         let mut visitor = visitor(&proxy).await;
@@ -1349,6 +1355,85 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn long_heads_pass_whole_and_the_log_keeps_what_its_limit_allows() {
+        let (counts_tx, mut counts) = mpsc::unbounded_channel::<usize>();
+        let app = hyper_app(move |request: Request<Incoming>| {
+            let counts_tx = counts_tx.clone();
+            async move {
+                let fill = request
+                    .headers()
+                    .keys()
+                    .filter(|k| k.as_str().starts_with("x-fill-"))
+                    .count();
+                let _ = counts_tx.send(fill);
+                let mut response = Response::builder();
+                for i in 0..fill {
+                    response = response.header(format!("x-back-{i}"), "b".repeat(1000));
+                }
+                response.body(text("ok")).unwrap()
+            }
+        })
+        .await;
+        let limits = ExchangeLimits {
+            max_exchanges: 10,
+            max_body_bytes: 64,
+            max_head_bytes: 4096,
+        };
+        let log = ExchangeLog::new(limits);
+        let (proxy, mut events) = proxy_to(app.addr, Some(log.clone())).await;
+        let mut visitor = visitor(&proxy).await;
+        let mut request =
+            Request::get(format!("/{}", "p".repeat(1000))).header("host", "demo.example.com");
+        for i in 0..30 {
+            request = request.header(format!("x-fill-{i}"), "f".repeat(1000));
+        }
+        let response = visitor
+            .send_request(request.body(Full::new(Bytes::new())).unwrap())
+            .await
+            .unwrap();
+        // Both heads pass whole: the log's limit is the log's alone.
+        assert_eq!(counts.recv().await, Some(30));
+        let back = response
+            .headers()
+            .keys()
+            .filter(|k| k.as_str().starts_with("x-back-"))
+            .count();
+        assert_eq!(back, 30);
+        assert_eq!(body_of(response).await, "ok");
+        next_request(&mut events).await;
+
+        let exchange = log.recent().pop().unwrap();
+        let cost = |headers: &[crate::inspect::Header]| -> usize {
+            headers
+                .iter()
+                .map(|h| h.name.len() + h.value.len() + crate::inspect::HEADER_BOOKKEEPING)
+                .sum()
+        };
+        let request = &exchange.request;
+        assert_eq!(request.target.len(), 1001, "a target that fits is whole");
+        let kept = request.target.len() + cost(&request.headers);
+        assert!(kept <= 4096, "{kept} bytes of the request head kept");
+        // The kept headers are the first ones, in order; the rest is counted.
+        assert_eq!(request.headers[0].name, "host");
+        assert_eq!(request.headers[1].name, "x-fill-0");
+        let sent: u64 = 1001 + 4 + 16 + 30 * (8 + 1000);
+        let kept_bytes: usize = request
+            .headers
+            .iter()
+            .map(|h| h.name.len() + h.value.len())
+            .sum();
+        assert!(request.head_bytes_left_out > 0);
+        assert!(request.head_bytes_left_out + (1001 + kept_bytes) as u64 >= sent);
+        let response = exchange.response.as_ref().unwrap();
+        assert!(cost(&response.headers) <= 4096);
+        assert!(response.head_bytes_left_out > 25 * 1000);
+
+        // What was not kept cannot be sent again as it was.
+        let refused = log.replay(exchange.id).await.unwrap_err();
+        assert_eq!(refused.code(), "head_not_kept", "{refused}");
+    }
+
+    #[tokio::test]
     async fn a_recorded_post_replays_to_the_app_and_a_truncated_one_does_not() {
         let (bodies_tx, mut bodies) = mpsc::unbounded_channel::<Bytes>();
         let app = hyper_app(move |request: Request<Incoming>| {
@@ -1363,6 +1448,7 @@ mod tests {
         let log = ExchangeLog::new(ExchangeLimits {
             max_exchanges: 10,
             max_body_bytes: 16,
+            max_head_bytes: ExchangeLimits::DEFAULT.max_head_bytes,
         });
         let (proxy, mut events) = proxy_to(app.addr, Some(log.clone())).await;
         let mut visitor = visitor(&proxy).await;

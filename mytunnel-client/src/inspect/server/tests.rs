@@ -126,6 +126,7 @@ fn record(
             target: request.target.into(),
             version: "HTTP/1.1".into(),
             headers: headers(request.headers),
+            head_bytes_left_out: 0,
             body: captured(request.body, cap),
         },
         upstream,
@@ -136,6 +137,7 @@ fn record(
             e.response = Some(RecordedResponse {
                 status,
                 headers: headers(response_headers),
+                head_bytes_left_out: 0,
                 body: captured(body, cap),
             });
             e.duration = Some(Duration::from_micros(2_430));
@@ -406,6 +408,7 @@ async fn the_list_and_the_detail_show_what_the_log_holds() {
     let log = ExchangeLog::new(ExchangeLimits {
         max_exchanges: 100,
         max_body_bytes: 9,
+        max_head_bytes: ExchangeLimits::DEFAULT.max_head_bytes,
     });
     let upstream: SocketAddr = "127.0.0.1:9".parse().unwrap();
     let first = record(
@@ -435,6 +438,8 @@ async fn the_list_and_the_detail_show_what_the_log_holds() {
         },
         None,
     );
+    // Headers past the log's limit are only counted.
+    log.update(first, |e| e.request.head_bytes_left_out = 1234);
     let inspector = inspector(&log);
 
     let (status, list) = get(&inspector, "api/exchanges").await;
@@ -464,6 +469,8 @@ async fn the_list_and_the_detail_show_what_the_log_holds() {
     assert_eq!(status, 200);
     assert_eq!(detail["request"]["headers"][0]["name"], "accept");
     assert_eq!(detail["request"]["headers"][0]["value"], "*/*");
+    assert_eq!(detail["request"]["head_bytes_left_out"], 1234);
+    assert_eq!(detail["response"]["head_bytes_left_out"], 0);
     assert_eq!(
         detail["request"]["body"],
         serde_json::json!({"encoding": "utf8", "data": "", "size": 0, "shown": 0, "truncated": false})
@@ -491,6 +498,7 @@ async fn the_list_and_the_detail_show_what_the_log_holds() {
     assert_eq!(status, 200);
     assert_eq!(info["loopback"], true);
     assert_eq!(info["max_body_bytes"], 9);
+    assert_eq!(info["max_head_bytes"], 16 * 1024);
     assert_eq!(info["listen"], inspector.local_addr().to_string());
     inspector.close().await;
 }
@@ -500,6 +508,7 @@ async fn a_replay_that_cannot_happen_says_why() {
     let log = ExchangeLog::new(ExchangeLimits {
         max_exchanges: 100,
         max_body_bytes: 4,
+        max_head_bytes: ExchangeLimits::DEFAULT.max_head_bytes,
     });
     let upstream: SocketAddr = "127.0.0.1:9".parse().unwrap();
     let too_big = record(
@@ -640,6 +649,7 @@ async fn a_stream_that_falls_behind_is_told_to_reload() {
     let log = ExchangeLog::new(ExchangeLimits {
         max_exchanges: 2,
         max_body_bytes: 16,
+        max_head_bytes: ExchangeLimits::DEFAULT.max_head_bytes,
     });
     let inspector = inspector(&log);
     let mut events = http()
