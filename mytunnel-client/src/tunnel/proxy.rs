@@ -25,6 +25,7 @@ use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use http::header::{HeaderValue, CONTENT_TYPE, UPGRADE};
 use http::{Method, Request, Response, StatusCode, Uri};
 use http_body::{Body, Frame, SizeHint};
@@ -164,19 +165,39 @@ async fn proxy_connections(
     connections.shutdown().await;
 }
 
-/// Serves one visitor connection with hyper's HTTP/1.1 server until it ends.
+/// Serves one visitor connection with hyper's HTTP/1.1 server until it ends, and drives
+/// its connections to the app in the same task: a request and its answer cross no task
+/// boundary on their way through, and closing the proxy ends both.
 async fn serve_inbound(inbound: TcpStream, shared: Arc<Shared>) {
     let _ = inbound.set_nodelay(true);
+    let (drive, mut to_drive) = mpsc::unbounded_channel();
     let connection = Arc::new(InboundConnection {
         shared: Arc::clone(&shared),
         upstream: Mutex::new(None),
+        drive,
     });
     let service =
         hyper::service::service_fn(move |request| forward(Arc::clone(&connection), request));
-    let served = hyper::server::conn::http1::Builder::new()
-        .serve_connection(TokioIo::new(inbound), service)
-        .with_upgrades()
-        .await;
+    let mut serving = Box::pin(
+        hyper::server::conn::http1::Builder::new()
+            .serve_connection(TokioIo::new(inbound), service)
+            .with_upgrades(),
+    );
+    let mut upstreams = FuturesUnordered::new();
+    let served = loop {
+        tokio::select! {
+            Some(upstream) = to_drive.recv() => upstreams.push(upstream),
+            Some(()) = upstreams.next(), if !upstreams.is_empty() => {}
+            served = &mut serving => break served,
+        }
+    };
+    // With the service gone, each connection to the app ends (an upgraded one once it
+    // has handed its bytes over).
+    drop(serving);
+    while let Ok(upstream) = to_drive.try_recv() {
+        upstreams.push(upstream);
+    }
+    while upstreams.next().await.is_some() {}
     match served {
         // hyper has answered it (400, 414 or 431) or closed the connection.
         Err(e) if e.is_parse() => {
@@ -200,6 +221,8 @@ struct InboundConnection {
     /// request is on it, and after it failed. hyper serves one request at a time, so the
     /// lock is only ever taken, never waited for.
     upstream: Mutex<Option<SendRequest<RequestBody>>>,
+    /// To [`serve_inbound`], which drives each connection to the app.
+    drive: mpsc::UnboundedSender<ConnectionTask>,
 }
 
 impl InboundConnection {
@@ -245,7 +268,7 @@ impl InboundConnection {
         response
     }
 
-    /// A new connection to the app; the proxy drives it.
+    /// A new connection to the app, driven by this visitor connection's task.
     async fn connect(&self) -> Result<SendRequest<RequestBody>, String> {
         let upstream = self.shared.settings.upstream;
         let stream = TcpStream::connect(upstream)
@@ -255,11 +278,11 @@ impl InboundConnection {
         let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| format!("HTTP to {upstream} failed: {e}"))?;
-        self.shared.spawn(async move {
+        let _ = self.drive.send(Box::pin(async move {
             if let Err(e) = connection.with_upgrades().await {
                 tracing::debug!(error = %e, "a connection to the app ended");
             }
-        });
+        }));
         Ok(sender)
     }
 
