@@ -70,7 +70,8 @@ pub enum TunnelEvent {
         lease_id: LeaseId,
     },
     /// The tunnel's HTTP proxy carried one exchange to its end (the response ended, the
-    /// connection switched protocols, or it failed); see [`crate::inspect`].
+    /// connection switched protocols, or it failed); see [`crate::inspect`]. These come
+    /// in batches, in order, at most 20 ms after their exchange ended.
     Request(RequestSummary),
     /// The reader fell more than 256 events behind and `count` events were dropped
     /// before it read them; the events after this one follow on from the oldest kept.

@@ -22,7 +22,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -75,10 +75,12 @@ impl TunnelProxy {
             .log
             .as_ref()
             .map_or(0, |log| log.limits().max_body_bytes);
+        let request_events = Arc::new(RequestEvents::new(settings.events.clone()));
         let shared = Arc::new(Shared {
             settings,
             body_cap,
             last_id: AtomicU64::new(0),
+            request_events,
             spawn: spawn_tx,
         });
         let (stop, stopped) = oneshot::channel();
@@ -121,6 +123,8 @@ struct Shared {
     body_cap: usize,
     /// The last exchange id given out, without a log (a log numbers its own).
     last_id: AtomicU64,
+    /// Where each exchange's summary goes.
+    request_events: Arc<RequestEvents>,
     /// To [`proxy_connections`], which runs each task with the connections.
     spawn: mpsc::UnboundedSender<ConnectionTask>,
 }
@@ -141,9 +145,12 @@ async fn proxy_connections(
     mut stop: oneshot::Receiver<()>,
 ) {
     let mut connections = JoinSet::new();
+    let batches = send_request_events(Arc::clone(&shared.request_events));
+    tokio::pin!(batches);
     loop {
         tokio::select! {
             _ = &mut stop => break,
+            () = &mut batches => {}
             accepted = listener.accept() => match accepted {
                 Ok((inbound, _)) => {
                     connections.spawn(serve_inbound(inbound, Arc::clone(&shared)));
@@ -163,6 +170,8 @@ async fn proxy_connections(
     }
     drop(listener);
     connections.shutdown().await;
+    // The last requests' events, without waiting for a batch.
+    shared.request_events.send_queued();
 }
 
 /// Serves one visitor connection with hyper's HTTP/1.1 server until it ends, and drives
@@ -495,11 +504,66 @@ impl ExchangeTrack {
             error,
             replay_of: None,
         };
-        let _ = self
-            .shared
-            .settings
-            .events
-            .send(TunnelEvent::Request(summary));
+        self.shared.request_events.push(summary);
+    }
+}
+
+/// How long a request's event may wait to be sent with the ones after it.
+const EVENT_BATCH_DELAY: Duration = Duration::from_millis(20);
+
+/// How many request events are sent at once at most; well under the tunnel's event
+/// buffer, so a subscriber that keeps up one by one keeps up with batches.
+const EVENT_BATCH_MAX: usize = 16;
+
+/// The proxy's [`TunnelEvent::Request`]s on their way to the tunnel's subscribers, sent
+/// in batches: a request's end queues its summary and wakes no one (the first of a batch
+/// starts [`send_request_events`]'s clock, a full batch is sent at once). Waking a
+/// subscriber as each request ends put a thread's wake-up on the response's path; the
+/// live log is a moment later instead.
+struct RequestEvents {
+    queue: Mutex<Vec<RequestSummary>>,
+    first: tokio::sync::Notify,
+    events: broadcast::Sender<TunnelEvent>,
+}
+
+impl RequestEvents {
+    fn new(events: broadcast::Sender<TunnelEvent>) -> RequestEvents {
+        RequestEvents {
+            queue: Mutex::new(Vec::new()),
+            first: tokio::sync::Notify::new(),
+            events,
+        }
+    }
+
+    fn push(&self, summary: RequestSummary) {
+        let full = {
+            let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+            queue.push(summary);
+            if queue.len() == 1 {
+                self.first.notify_one();
+            }
+            queue.len() >= EVENT_BATCH_MAX
+        };
+        if full {
+            self.send_queued();
+        }
+    }
+
+    /// Sends what is queued, in order.
+    fn send_queued(&self) {
+        let batch = std::mem::take(&mut *self.queue.lock().unwrap_or_else(PoisonError::into_inner));
+        for summary in batch {
+            let _ = self.events.send(TunnelEvent::Request(summary));
+        }
+    }
+}
+
+/// Sends each batch of request events [`EVENT_BATCH_DELAY`] after its first.
+async fn send_request_events(events: Arc<RequestEvents>) {
+    loop {
+        events.first.notified().await;
+        tokio::time::sleep(EVENT_BATCH_DELAY).await;
+        events.send_queued();
     }
 }
 
@@ -1375,6 +1439,57 @@ mod tests {
         assert_eq!(response.body.size, 9);
         assert_eq!(exchange.state, ExchangeState::Complete);
         assert!(exchange.duration.is_some());
+    }
+
+    fn summary(n: u64) -> RequestSummary {
+        RequestSummary {
+            exchange: ExchangeId(n),
+            host: "demo.example.com".into(),
+            started_at: SystemTime::UNIX_EPOCH,
+            method: "GET".into(),
+            target: format!("/{n}"),
+            status: Some(200),
+            duration: Duration::ZERO,
+            request_bytes: 0,
+            response_bytes: 0,
+            upgraded: false,
+            error: None,
+            replay_of: None,
+        }
+    }
+
+    fn received(events: &mut broadcast::Receiver<TunnelEvent>) -> Vec<u64> {
+        let mut ids = Vec::new();
+        while let Ok(TunnelEvent::Request(summary)) = events.try_recv() {
+            ids.push(summary.exchange.0);
+        }
+        ids
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn request_events_go_out_in_order_a_moment_later_or_when_a_batch_is_full() {
+        let (sender, mut events) = broadcast::channel(64);
+        let batched = Arc::new(RequestEvents::new(sender));
+        let sending = tokio::spawn(send_request_events(Arc::clone(&batched)));
+        for n in 1..=3 {
+            batched.push(summary(n));
+        }
+        // Queued: no one was woken for them yet.
+        tokio::task::yield_now().await;
+        assert_eq!(received(&mut events), Vec::<u64>::new());
+        tokio::time::sleep(EVENT_BATCH_DELAY + Duration::from_millis(1)).await;
+        assert_eq!(received(&mut events), [1, 2, 3]);
+        // A full batch goes at once, by the request that filled it.
+        let many: Vec<u64> = (10..10 + EVENT_BATCH_MAX as u64).collect();
+        for n in &many {
+            batched.push(summary(*n));
+        }
+        assert_eq!(received(&mut events), many);
+        // And one alone after that still arrives.
+        batched.push(summary(99));
+        tokio::time::sleep(EVENT_BATCH_DELAY * 2).await;
+        assert_eq!(received(&mut events), [99]);
+        sending.abort();
     }
 
     #[tokio::test]
