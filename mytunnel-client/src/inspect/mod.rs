@@ -941,6 +941,34 @@ impl ExchangeLog {
         id: ExchangeId,
         change: impl FnOnce(&mut Exchange) -> T,
     ) -> Option<T> {
+        self.update_with(id, LiveHeads::default(), change)
+    }
+
+    /// Records the head of exchange `id`'s response as it passes: `status` and `headers`,
+    /// framed straight from the parser's map; tells readers.
+    pub(crate) fn respond(&self, id: ExchangeId, status: u16, headers: &http::HeaderMap) {
+        let heads = LiveHeads {
+            request: None,
+            response: Some(headers),
+        };
+        self.update_with(id, heads, |exchange| {
+            exchange.response = Some(RecordedResponse {
+                status,
+                headers: Vec::new(),
+                head_bytes_left_out: 0,
+                body: CapturedBody::default(),
+            });
+        });
+    }
+
+    /// [`update`](Self::update), with the headers in `heads` kept after those the
+    /// exchange carries.
+    fn update_with<T>(
+        &self,
+        id: ExchangeId,
+        heads: LiveHeads<'_>,
+        change: impl FnOnce(&mut Exchange) -> T,
+    ) -> Option<T> {
         let limits = self.shared.limits;
         let result = {
             let mut state = self.state();
@@ -954,7 +982,7 @@ impl ExchangeLog {
                     slots,
                     exchange,
                     Change::Updated { had_response },
-                    LiveHeads::default(),
+                    heads,
                     limits,
                 );
                 result
@@ -964,40 +992,6 @@ impl ExchangeLog {
             let _ = self.shared.changes.send(id);
         }
         result
-    }
-
-    /// Records the head of exchange `id`'s response as it passes: `status` and `headers`,
-    /// framed straight from the parser's map; tells readers.
-    pub(crate) fn respond(&self, id: ExchangeId, status: u16, headers: &http::HeaderMap) {
-        let limits = self.shared.limits;
-        let found = {
-            let mut state = self.state();
-            let LogState {
-                exchanges, slots, ..
-            } = &mut *state;
-            exchanges.iter_mut().find(|e| e.id == id).map(|exchange| {
-                let had_response = exchange.response.is_some();
-                exchange.response = Some(RecordedResponse {
-                    status,
-                    headers: Vec::new(),
-                    head_bytes_left_out: 0,
-                    body: CapturedBody::default(),
-                });
-                store(
-                    slots,
-                    exchange,
-                    Change::Updated { had_response },
-                    LiveHeads {
-                        request: None,
-                        response: Some(headers),
-                    },
-                    limits,
-                );
-            })
-        };
-        if found.is_some() {
-            let _ = self.shared.changes.send(id);
-        }
     }
 
     /// Counts `chunk` into a body of exchange `id` and copies what fits of it straight
