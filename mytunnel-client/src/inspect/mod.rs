@@ -828,48 +828,40 @@ impl ExchangeLog {
 
     /// The exchanges kept, oldest first.
     pub fn recent(&self) -> Vec<Exchange> {
-        let limits = self.shared.limits;
-        let state = self.state();
-        state
-            .exchanges
-            .iter()
-            .map(|e| state.whole(e, limits))
-            .collect()
+        self.copies(None, LogState::whole)
     }
 
     /// The exchange `id`, while it is kept.
     pub fn get(&self, id: ExchangeId) -> Option<Exchange> {
-        let limits = self.shared.limits;
-        let state = self.state();
-        state
-            .exchanges
-            .iter()
-            .find(|e| e.id == id)
-            .map(|e| state.whole(e, limits))
+        self.copies(Some(id), LogState::whole).pop()
     }
 
     /// [`recent`](Self::recent) with every header list and body's `bytes` left empty
     /// (sizes kept): what a list of summaries needs, without copying the kept bytes.
     pub(crate) fn recent_heads(&self) -> Vec<Exchange> {
-        let limits = self.shared.limits;
-        let state = self.state();
-        state
-            .exchanges
-            .iter()
-            .map(|e| state.head(e, limits))
-            .collect()
+        self.copies(None, LogState::head)
     }
 
     /// [`get`](Self::get) with its header lists and bodies' `bytes` left empty (sizes
     /// kept).
     pub(crate) fn head(&self, id: ExchangeId) -> Option<Exchange> {
+        self.copies(Some(id), LogState::head).pop()
+    }
+
+    /// Copies of the exchanges kept (only `id`, when given), oldest first, made by `copy`.
+    fn copies(
+        &self,
+        id: Option<ExchangeId>,
+        copy: fn(&LogState, &Exchange, ExchangeLimits) -> Exchange,
+    ) -> Vec<Exchange> {
         let limits = self.shared.limits;
         let state = self.state();
         state
             .exchanges
             .iter()
-            .find(|e| e.id == id)
-            .map(|e| state.head(e, limits))
+            .filter(|e| id.is_none_or(|id| e.id == id))
+            .map(|e| copy(&state, e, limits))
+            .collect()
     }
 
     /// The id of each exchange as it is added or changes (its response arrives, it ends).

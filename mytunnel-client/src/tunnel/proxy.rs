@@ -112,8 +112,9 @@ impl Drop for TunnelProxy {
     }
 }
 
-/// A task a connection hands to the proxy, so that closing the proxy ends it too: an
-/// upstream connection, or the byte copy of an upgraded one.
+/// A task that must end when the proxy closes: the byte copy of an upgraded connection
+/// (run by the proxy's accept task), or a connection to the app (run by its visitor
+/// connection's task).
 type ConnectionTask = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// What every connection of one proxy shares.
