@@ -210,8 +210,6 @@ pub fn http_get(addr: SocketAddr, host: &str) -> Option<(u16, String)> {
 pub struct Visit {
     /// When the request was sent.
     pub sent: std::time::Instant,
-    /// When its answer arrived.
-    pub at: std::time::Instant,
     pub status: u16,
     pub body: String,
 }
@@ -254,12 +252,7 @@ impl Visitors {
                             let Some((status, body)) = read_response(&mut reader) else {
                                 break;
                             };
-                            visits.lock().unwrap().push(Visit {
-                                sent,
-                                at: std::time::Instant::now(),
-                                status,
-                                body,
-                            });
+                            visits.lock().unwrap().push(Visit { sent, status, body });
                         }
                     }
                 })

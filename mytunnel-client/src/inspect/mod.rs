@@ -148,8 +148,8 @@ impl CapturedBody {
         self.size = self.size.saturating_add(chunk.len() as u64);
         let room = cap.saturating_sub(self.bytes.len());
         let kept = room.min(chunk.len());
-        // Doubling, but never past the cap: a plain Vec could hold twice the cap for the
-        // log's whole life, and the log's bound is counted in kept bytes.
+        // Doubling, but never past the cap: a plain Vec could reserve twice the cap for
+        // bytes that are never kept.
         let len = self.bytes.len();
         if len + kept > self.bytes.capacity() {
             let target = (len + kept).max(self.bytes.capacity() * 2).min(cap);
@@ -430,23 +430,45 @@ impl SlotRef<'_> {
     }
 }
 
+/// Where one slot is.
+#[derive(Debug, Clone, Copy)]
+struct SlotPlace {
+    /// Its block.
+    block: usize,
+    /// Its first byte in the block.
+    at: usize,
+    /// Its bytes.
+    size: usize,
+    /// Slots in a full block.
+    per_block: usize,
+}
+
 impl Slots {
-    /// Where slot `index` is: its block and its offset there; the bytes of one slot.
-    fn place(index: usize, limits: ExchangeLimits) -> Option<(usize, usize, usize)> {
+    /// Where slot `index` is; none when nothing is kept.
+    fn place(index: usize, limits: ExchangeLimits) -> Option<SlotPlace> {
         let size = SlotLayout::of(limits).size();
         if size == 0 {
             return None;
         }
         let per_block = slots_per_block(size);
-        Some((index / per_block, (index % per_block) * size, size))
+        Some(SlotPlace {
+            block: index / per_block,
+            at: (index % per_block) * size,
+            size,
+            per_block,
+        })
     }
 
     /// The slot of exchange `id`, its block made when first needed; none when nothing
     /// is kept.
     fn get_mut(&mut self, id: ExchangeId, limits: ExchangeLimits) -> Option<SlotMut<'_>> {
         let index = slot_index(id, limits)?;
-        let (block, at, size) = Slots::place(index, limits)?;
-        let per_block = slots_per_block(size);
+        let SlotPlace {
+            block,
+            at,
+            size,
+            per_block,
+        } = Slots::place(index, limits)?;
         while self.blocks.len() <= block {
             let first = self.blocks.len() * per_block;
             let count = per_block.min(limits.max_exchanges.max(1).saturating_sub(first));
@@ -465,7 +487,9 @@ impl Slots {
     /// The slot of exchange `id`, if it was ever made.
     fn get(&self, id: ExchangeId, limits: ExchangeLimits) -> Option<SlotRef<'_>> {
         let index = slot_index(id, limits)?;
-        let (block, at, size) = Slots::place(index, limits)?;
+        let SlotPlace {
+            block, at, size, ..
+        } = Slots::place(index, limits)?;
         Some(SlotRef {
             bytes: self.blocks.get(block)?.get(at..at + size)?,
             lens: self.lens.get(index)?,
