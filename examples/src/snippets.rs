@@ -25,6 +25,25 @@ pub mod tunnel_options {
     }
 }
 
+/// An app that is not plain HTTP on a port: HTTPS, and a Host header of its own.
+pub mod upstreams {
+    use mytunnel_client::{AppCertificates, HostHeader, Tunnel, TunnelError};
+
+    /// Publishes a dev server that serves HTTPS with a self-signed certificate and checks
+    /// its Host header.
+    pub async fn publish_https_dev_server() -> Result<(), TunnelError> {
+        let tunnel = Tunnel::http("https://localhost:8443")
+            // The app sees `Host: localhost:8443`.
+            .host_header(HostHeader::Rewrite)
+            // Any certificate: it is self-signed, and on this machine.
+            .app_certificates(AppCertificates::AcceptAny)
+            .open()
+            .await?;
+        println!("{} → {}", tunnel.url(), tunnel.upstream());
+        tunnel.close().await
+    }
+}
+
 /// Edge options on the edge, tunnel options on each tunnel.
 pub mod edge_options {
     use std::time::Duration;

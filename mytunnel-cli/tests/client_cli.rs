@@ -13,7 +13,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use mytunnel_cli::client_cli::{describe, format_ls, format_opened, format_released};
+use mytunnel_cli::client_cli::{
+    describe, format_forwarding, format_ls, format_opened, format_released,
+};
 use mytunnel_core::protocol::LeaseDto;
 
 /// A fake ssh that logs each call's argv and answers with canned stdout and exit code.
@@ -343,7 +345,18 @@ fn an_unreachable_app_allocates_nothing() {
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("nothing answers on http://127.0.0.1:"),
+        stderr.contains(&format!(
+            "nothing answers on http://localhost:{closed}/ (127.0.0.1:{closed}: "
+        )) && stderr.contains(&format!("[::1]:{closed}: ")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.starts_with(
+            "connecting to alice@edge…
+
+app_unreachable
+"
+        ),
         "{stderr}"
     );
     assert!(stderr.contains("start your app"), "{stderr}");
@@ -592,5 +605,171 @@ fn a_busy_inspector_address_fails_before_any_ssh_call() {
         "{stderr}"
     );
     assert!(stderr.contains("--inspect 4050"), "{stderr}");
+    assert!(ssh.calls().is_empty(), "ssh was called: {:?}", ssh.calls());
+}
+
+/// Each form of target, as the status line shows it once the tunnel is up.
+#[test]
+fn each_target_form_is_shown_as_the_tunnel_forwards_it() {
+    let url = "https://portal.tunnel.example.com";
+    for (target, answered, line) in [
+        (
+            "3000",
+            Some("[::1]:3000"),
+            "forwarding https://portal.tunnel.example.com → http://localhost:3000 ([::1]:3000)",
+        ),
+        (
+            "localhost:5173",
+            Some("127.0.0.1:5173"),
+            "forwarding https://portal.tunnel.example.com → http://localhost:5173 (127.0.0.1:5173)",
+        ),
+        (
+            "127.0.0.2:8080",
+            Some("127.0.0.2:8080"),
+            "forwarding https://portal.tunnel.example.com → http://127.0.0.2:8080 (127.0.0.2:8080)",
+        ),
+        (
+            "[::1]:18555",
+            Some("[::1]:18555"),
+            "forwarding https://portal.tunnel.example.com → http://[::1]:18555 ([::1]:18555)",
+        ),
+        (
+            "http://devbox.lan",
+            Some("192.168.1.10:80"),
+            "forwarding https://portal.tunnel.example.com → http://devbox.lan (192.168.1.10:80)",
+        ),
+        (
+            "https://localhost:8443/",
+            None,
+            "forwarding https://portal.tunnel.example.com → https://localhost:8443",
+        ),
+    ] {
+        let upstream: mytunnel_client::Upstream = target.parse().unwrap();
+        let answered = answered.map(|a| a.parse().unwrap());
+        assert_eq!(
+            format_forwarding(url, &upstream, answered),
+            line,
+            "{target}"
+        );
+    }
+}
+
+/// Every malformed target and every option that does not fit it is refused before any
+/// ssh call, with exit 2, a code and a hint: the whole of stderr, as a user sees it.
+#[test]
+fn each_refused_target_and_option_says_why_exactly() {
+    let home = tempfile::tempdir().unwrap();
+    let ssh = FakeSsh::new("[]", 0);
+    let ssh_bin = ssh.path();
+    let forms = "  help: a target is a port (3000), host:port (localhost:5173, 127.0.0.2:8080,
+        [::1]:3000) or a URL (http://localhost:3000, https://localhost:8443);
+        or the name of a [tunnels.NAME] profile
+";
+    let cases: [(&[&str], String); 9] = [
+        (&[""], format!("target_empty\n\n  × the target is empty\n{forms}")),
+        (
+            &["0"],
+            format!("target_port\n\n  × \"0\" is not a port: a port is a number from 1 to 65535\n{forms}"),
+        ),
+        (
+            &["localhost"],
+            format!("target_no_port\n\n  × \"localhost\" has no port: say which one, e.g. localhost:3000\n{forms}"),
+        ),
+        (
+            &["ftp://localhost:21"],
+            format!("target_scheme\n\n  × \"ftp\" is not a scheme the tunnel speaks to an app: use http:// or https://\n{forms}"),
+        ),
+        (
+            &["::1:3000"],
+            format!("target_host\n\n  × \"::1:3000\" is not a host: put an IPv6 address in brackets, e.g. [::1]:3000\n{forms}"),
+        ),
+        (
+            &["localhost:3000/app"],
+            format!("target_path\n\n  × \"localhost:3000/app\" has a path: a tunnel publishes the whole app, so give\n  │ only its host and port\n{forms}"),
+        ),
+        (
+            &["3000", "--host-header", "a@b"],
+            "host_header_invalid\n\n  × \"a@b\" is not a host header: give `rewrite` or a host with an optional\n  │ port, e.g. myapp.test or localhost:8080\n  help: pass --host-header rewrite, or a host with an optional port\n".to_owned(),
+        ),
+        (
+            &["3000", "--upstream-insecure"],
+            "invalid_options\n\n  × invalid tunnel options: --upstream-insecure is for an https:// target, and\n  │ http://localhost:3000 is plain HTTP: leave it out, or target https://\n  │ localhost:3000\n  help: see `mytunnel http --help`\n".to_owned(),
+        ),
+        (
+            &["3000", "--host-header", "rewrite", "--raw"],
+            "error: the argument '--host-header <rewrite|HOST>' cannot be used with '--raw'\n\nUsage: mytunnel http --host-header <rewrite|HOST> --edge <DESTINATION|PROFILE> --ssh-bin <PATH> <TARGET>\n\nFor more information, try '--help'.\n".to_owned(),
+        ),
+    ];
+    for (args, expected) in cases {
+        let mut all = vec!["http"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--edge", "e", "--ssh-bin", ssh_bin.to_str().unwrap()]);
+        let out = mytunnel(home.path(), &all);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.trim_end(), expected.trim_end(), "{args:?}");
+    }
+    assert!(ssh.calls().is_empty(), "ssh was called: {:?}", ssh.calls());
+}
+
+/// `mytunnel http NAME` opens the `[tunnels.NAME]` profile; flags win over its values, and
+/// a name that is neither a target nor a profile is refused as a target.
+#[test]
+fn a_tunnel_profile_is_opened_by_name_and_flags_win() {
+    let home = tempfile::tempdir().unwrap();
+    let ssh = FakeSsh::new("{}", 0);
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = home.path().join(".config/mytunnel/config.toml");
+    std::fs::create_dir_all(config.parent().unwrap()).unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "[edges.prod]\ndestination = \"alice@edge\"\n\n\
+             [tunnels.shop]\ntarget = \"https://localhost:{closed}\"\n\
+             host_header = \"rewrite\"\nupstream_insecure = true\nedge = \"prod\"\n\n\
+             [tunnels.plain]\ntarget = \"{closed}\"\nupstream_insecure = true\n\n\
+             [tunnels.badhost]\ntarget = \"{closed}\"\nhost_header = \"a b\"\n"
+        ),
+    )
+    .unwrap();
+    let ssh_bin = ssh.path();
+    let run = |args: &[&str]| {
+        let mut all = vec!["http"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--no-ssh-mux", "--ssh-bin", ssh_bin.to_str().unwrap()]);
+        let out = mytunnel(home.path(), &all);
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // The profile's edge, target and TLS: the probe reaches for TLS on the closed port.
+    let (code, stderr) = run(&["shop"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.starts_with("connecting to alice@edge…"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("nothing answers on https://localhost:{closed}/")),
+        "{stderr}"
+    );
+    // A flag's edge wins over the profile's.
+    let (_, stderr) = run(&["shop", "--edge", "bob@other"]);
+    assert!(stderr.starts_with("connecting to bob@other…"), "{stderr}");
+    // The profile's values are checked as the flags are.
+    let (code, stderr) = run(&["plain", "--edge", "e"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("upstream_insecure is for an https:// target"),
+        "{stderr}"
+    );
+    let (code, stderr) = run(&["badhost", "--edge", "e"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.starts_with("host_header_invalid"), "{stderr}");
+    let (code, stderr) = run(&["nosuch", "--edge", "e"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.starts_with("target_no_port"), "{stderr}");
     assert!(ssh.calls().is_empty(), "ssh was called: {:?}", ssh.calls());
 }

@@ -9,6 +9,7 @@ use serde::Serialize;
 use crate::edge::EdgeBuilder;
 use crate::probe::{probe_local, ProbeOutcome};
 use crate::ssh::{Multiplexing, SshTransport};
+use crate::upstream::Upstream;
 use mytunnel_core::protocol::HealthDto;
 use mytunnel_core::transport::{Transport, TransportError};
 
@@ -66,9 +67,9 @@ impl Check {
     }
 }
 
-/// Runs every check on the edge `settings` name. `local_port` adds a probe of the local
-/// app.
-pub async fn run_doctor(settings: &EdgeBuilder, local_port: Option<u16>) -> Vec<Check> {
+/// Runs every check on the edge `settings` name. `local_app` adds a probe of the local
+/// app there (an `https://` one with its certificate checked).
+pub async fn run_doctor(settings: &EdgeBuilder, local_app: Option<&Upstream>) -> Vec<Check> {
     let mut checks = Vec::new();
     let edge = match settings.resolve() {
         Ok(edge) => {
@@ -202,12 +203,12 @@ pub async fn run_doctor(settings: &EdgeBuilder, local_port: Option<u16>) -> Vec<
         }
     }
 
-    if let Some(port) = local_port {
-        match probe_local(port, Duration::from_secs(5)).await {
+    if let Some(upstream) = local_app {
+        match probe_local(upstream, Duration::from_secs(5)).await {
             Ok(ProbeOutcome::Healthy { status }) => {
                 checks.push(Check::ok(
                     "local app",
-                    format!("http://127.0.0.1:{port}/ answered {status}"),
+                    format!("{upstream}/ answered {status}"),
                 ));
             }
             Ok(ProbeOutcome::Suspicious { warning }) => {

@@ -15,7 +15,7 @@ use mytunnel_core::{LeaseId, LeaseRef};
 use tokio::sync::watch;
 
 use crate::error::TunnelError;
-use crate::profile::{self, ExplicitEdge, ResolvedEdge};
+use crate::profile::{self, ExplicitEdge, ResolvedEdge, TunnelProfile};
 use crate::ssh::{Multiplexing, SshConfig, SshTransport};
 use crate::tunnel::TunnelBuilder;
 
@@ -131,9 +131,10 @@ impl EdgeBuilder {
         Ok(())
     }
 
-    /// Resolves the edge (builder call > environment > profile > default) without
-    /// contacting it.
-    pub fn resolve(&self) -> Result<ResolvedEdge, TunnelError> {
+    /// The environment settings are read from, and the profile file with its path.
+    fn environment_and_config(
+        &self,
+    ) -> Result<(BTreeMap<String, String>, PathBuf, profile::ClientConfig), TunnelError> {
         let env = self
             .settings
             .environment
@@ -145,6 +146,36 @@ impl EdgeBuilder {
             .clone()
             .unwrap_or_else(|| profile::default_config_path(&env));
         let config = profile::load_config(&config_path)?;
+        Ok((env, config_path, config))
+    }
+
+    /// The `[tunnels.<name>]` profile of the profile file, if it has one.
+    pub fn tunnel_profile(&self, name: &str) -> Result<Option<TunnelProfile>, TunnelError> {
+        let (_, _, mut config) = self.environment_and_config()?;
+        Ok(config.tunnels.remove(name))
+    }
+
+    /// A tunnel with the options of profile `[tunnels.<name>]` (see
+    /// [`TunnelProfile::tunnel`]); [`profile::ProfileError::NoTunnel`] if there is none.
+    pub fn http_profile(self, name: &str) -> Result<TunnelBuilder, TunnelError> {
+        match self.tunnel_profile(name)? {
+            Some(tunnel) => tunnel.tunnel(self),
+            None => Err(TunnelError::Edge(profile::ProfileError::NoTunnel {
+                name: name.to_owned(),
+                config_path: self.environment_and_config()?.1,
+            })),
+        }
+    }
+
+    /// Whether an edge was named with [`EdgeBuilder::edge`].
+    pub(crate) fn names_edge(&self) -> bool {
+        self.settings.explicit.edge.is_some()
+    }
+
+    /// Resolves the edge (builder call > environment > profile > default) without
+    /// contacting it.
+    pub fn resolve(&self) -> Result<ResolvedEdge, TunnelError> {
+        let (env, config_path, config) = self.environment_and_config()?;
         Ok(profile::resolve_edge(
             &self.settings.explicit,
             &env,
@@ -155,8 +186,9 @@ impl EdgeBuilder {
 
     /// A tunnel that connects an edge of its own with these options when it opens, and
     /// ends that connection when it ends: what [`crate::Tunnel::http`] returns.
-    pub fn http(self, local_port: u16) -> TunnelBuilder {
-        TunnelBuilder::new(local_port, self)
+    /// The app's `target` is as for [`crate::Tunnel::http`].
+    pub fn http(self, target: impl crate::IntoUpstream) -> TunnelBuilder {
+        TunnelBuilder::new(target, self)
     }
 
     /// Connects: one connection to the edge (ssh to the resolved edge, or the given
@@ -259,10 +291,11 @@ impl Edge {
         }
     }
 
-    /// A tunnel on this edge, publishing the local HTTP service on
-    /// `127.0.0.1:<local_port>`. Open as many as you like: they share the connection.
-    pub fn http(&self, local_port: u16) -> TunnelBuilder {
-        TunnelBuilder::on_edge(local_port, self.clone())
+    /// A tunnel on this edge, publishing the app at `target` (a port, `"localhost:5173"`,
+    /// `"https://localhost:8443"`…: see [`crate::Tunnel::http`]). Open as many as you
+    /// like: they share the connection.
+    pub fn http(&self, target: impl crate::IntoUpstream) -> TunnelBuilder {
+        TunnelBuilder::on_edge(target, self.clone())
     }
 
     /// The resolved edge, when reached over ssh.

@@ -5,6 +5,7 @@ use mytunnel_core::ErrorCode;
 
 use crate::probe::ProbeError;
 use crate::profile::ProfileError;
+use crate::upstream::{HostHeaderError, UpstreamError};
 
 /// Why a tunnel could not open or stopped. New variants may come in later versions:
 /// match with a `_` arm.
@@ -14,6 +15,12 @@ pub enum TunnelError {
     /// The builder's options contradict each other or are malformed (nothing was sent).
     #[error("invalid tunnel options: {0}")]
     InvalidOptions(String),
+    /// The app's target is malformed (nothing was sent).
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    /// The `Host` header to give the app is malformed (nothing was sent).
+    #[error(transparent)]
+    HostHeader(#[from] HostHeaderError),
     /// No edge could be resolved, or the profile file is broken.
     #[error(transparent)]
     Edge(#[from] ProfileError),
@@ -81,6 +88,20 @@ impl TunnelError {
         }
     }
 
+    /// A stable, machine-readable code for an error of this machine's side: options
+    /// that contradict each other (`invalid_options`), a malformed target (`target_*`),
+    /// `host_header_invalid`, or a probe that failed (`app_*`). The edge's refusals have
+    /// [`TunnelError::code`] instead.
+    pub fn local_code(&self) -> Option<&'static str> {
+        match self {
+            TunnelError::InvalidOptions(_) => Some("invalid_options"),
+            TunnelError::Upstream(e) => Some(e.code()),
+            TunnelError::HostHeader(e) => Some(e.code()),
+            TunnelError::Probe(e) => Some(e.code()),
+            _ => None,
+        }
+    }
+
     /// What the user can do about it, in the SDK's terms (builder calls, not CLI flags).
     pub fn hint(&self) -> String {
         match self {
@@ -92,6 +113,10 @@ impl TunnelError {
             }
             TunnelError::Edge(_) => "fix the edge setting or the profile file".to_owned(),
             TunnelError::Probe(e) => e.hint(),
+            TunnelError::Upstream(e) => e.hint(),
+            TunnelError::HostHeader(_) => {
+                "give `HostHeader::Rewrite`, or a host with an optional port".to_owned()
+            }
             TunnelError::Connect(TransportError::Unreachable(_))
             | TunnelError::Allocate(TransportError::Unreachable(_)) => {
                 "check that `ssh <edge>` works with your tunnel key; `doctor::run_doctor` checks each step".to_owned()

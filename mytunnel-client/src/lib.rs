@@ -33,10 +33,12 @@
 //! profile in `~/.config/mytunnel/config.toml` (see [`profile`]); `.edge("user@host")`
 //! names one directly. [`EdgeBuilder`] has the options of the connection (edge, ssh
 //! binary, multiplexing, ssh options), [`TunnelBuilder`] those of one tunnel (name, TTL,
-//! takeover, reconnect, [`ProxyMode`], an [`inspect::ExchangeLog`]); the builder of
+//! takeover, reconnect, [`ProxyMode`], [`HostHeader`], [`AppCertificates`], an
+//! [`inspect::ExchangeLog`]); the builder of
 //! [`Tunnel::http`] takes both. `open()`:
 //!
-//! 1. probes `http://127.0.0.1:<port>/` — if nothing answers, nothing is allocated;
+//! 1. probes the app (`GET /` on 127.0.0.1 and ::1 for a port alone; see [`upstream`]
+//!    for every form of target) — if nothing answers, nothing is allocated;
 //! 2. connects to the edge (the one-line form only: one SSH connection), and allocates a
 //!    lease over it (`mytunneld ctl allocate`);
 //! 3. requests the lease's forward over the same connection (with
@@ -54,6 +56,7 @@
 //! [`hint`](TunnelError::hint) for people, in terms of SDK calls.
 #![warn(missing_docs)]
 
+mod app_link;
 mod backoff;
 pub mod doctor;
 mod edge;
@@ -64,6 +67,7 @@ pub mod probe;
 pub mod profile;
 pub mod ssh;
 mod tunnel;
+pub mod upstream;
 
 pub use backoff::backoff_delay;
 pub use edge::{Edge, EdgeBuilder};
@@ -72,3 +76,4 @@ pub use events::{TunnelEvent, TunnelEvents};
 pub use mytunnel_core as core;
 pub use ssh::Multiplexing;
 pub use tunnel::{ProxyMode, Reconnect, Tunnel, TunnelBuilder, TunnelHandle};
+pub use upstream::{AppCertificates, HostHeader, IntoUpstream, Upstream};

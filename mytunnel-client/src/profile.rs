@@ -11,6 +11,19 @@
 //! remote_bin = "/usr/local/bin/mytunneld"   # optional
 //! ```
 //!
+//! `[tunnels.NAME]` tables name a tunnel's options, so that `mytunnel http NAME` (or
+//! [`EdgeBuilder::http_profile`](crate::EdgeBuilder::http_profile)) opens it without
+//! repeating them; flags and builder calls given as well take precedence:
+//!
+//! ```toml
+//! [tunnels.shop]
+//! target = "https://localhost:8443"         # a port, host:port or URL (crate::upstream)
+//! name = "shop"                             # optional: the public name
+//! host_header = "rewrite"                   # optional: `rewrite` or a host
+//! upstream_insecure = true                  # optional: accept a self-signed certificate
+//! edge = "prod"                             # optional: an edge profile or destination
+//! ```
+//!
 //! Precedence: flag > environment (`MYTUNNEL_EDGE`, `MYTUNNEL_SSH_BIN`,
 //! `MYTUNNEL_REMOTE_BIN`, `MYTUNNEL_BASE_DOMAIN`) > profile > default. An edge given by
 //! flag or variable may name a profile or be an ssh destination itself.
@@ -37,6 +50,60 @@ pub struct EdgeProfile {
     pub remote_bin: Option<String>,
 }
 
+/// One `[tunnels.NAME]` table: a tunnel's options.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TunnelProfile {
+    /// Where the app listens: a port, `host:port`, `[v6]:port` or a URL.
+    pub target: String,
+    /// The public name (`https://<name>.<base-domain>`).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The `Host` header the app sees: `rewrite`, or a host with an optional port.
+    #[serde(default)]
+    pub host_header: Option<String>,
+    /// For an `https://` target: accept any certificate.
+    #[serde(default)]
+    pub upstream_insecure: bool,
+    /// The edge: a profile name or an ssh destination.
+    #[serde(default)]
+    pub edge: Option<String>,
+}
+
+impl TunnelProfile {
+    /// The tunnel these options describe, on a connection of its own made with `edge`
+    /// (whose edge, if [`EdgeBuilder::edge`](crate::EdgeBuilder::edge) named one, wins
+    /// over the profile's). A malformed value is an error naming its key.
+    pub fn tunnel(
+        &self,
+        edge: crate::EdgeBuilder,
+    ) -> Result<crate::TunnelBuilder, crate::TunnelError> {
+        use crate::upstream::{AppCertificates, HostHeader, Scheme, Upstream};
+        use crate::TunnelError;
+        let upstream: Upstream = self.target.parse()?;
+        let edge = match &self.edge {
+            Some(profile_edge) if !edge.names_edge() => edge.edge(profile_edge.clone()),
+            _ => edge,
+        };
+        let mut builder = edge.http(upstream.clone());
+        if let Some(name) = &self.name {
+            builder = builder.name(name.clone());
+        }
+        if let Some(host_header) = &self.host_header {
+            builder = builder.host_header(host_header.parse::<HostHeader>()?);
+        }
+        if self.upstream_insecure {
+            if upstream.scheme() != Scheme::Https {
+                return Err(TunnelError::InvalidOptions(format!(
+                    "upstream_insecure is for an https:// target, and {upstream} is plain HTTP"
+                )));
+            }
+            builder = builder.app_certificates(AppCertificates::AcceptAny);
+        }
+        Ok(builder)
+    }
+}
+
 /// The whole client config file.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -47,6 +114,9 @@ pub struct ClientConfig {
     /// Named edges.
     #[serde(default)]
     pub edges: BTreeMap<String, EdgeProfile>,
+    /// Named tunnels.
+    #[serde(default)]
+    pub tunnels: BTreeMap<String, TunnelProfile>,
 }
 
 /// Why the edge could not be resolved.
@@ -64,6 +134,14 @@ pub enum ProfileError {
     #[error("no edge given: name one with .edge(\"<ssh-destination|profile>\"), set MYTUNNEL_EDGE, or set default_edge in {path}", path = .config_path.display())]
     NoEdge {
         /// Where a profile would be read from.
+        config_path: PathBuf,
+    },
+    /// No `[tunnels.NAME]` table has the name asked for.
+    #[error("no tunnel profile {name:?}: add [tunnels.{name}] to {path}", path = .config_path.display())]
+    NoTunnel {
+        /// The name asked for.
+        name: String,
+        /// The profile file.
         config_path: PathBuf,
     },
     /// The edge text cannot be an ssh destination.
@@ -296,5 +374,49 @@ ssh_bin = "/opt/ssh"
             default_config_path(&env(&[("HOME", "/home/a"), ("XDG_CONFIG_HOME", "/x")])),
             PathBuf::from("/x/mytunnel/config.toml")
         );
+    }
+
+    #[test]
+    fn a_tunnel_profile_becomes_a_tunnel_and_an_edge_given_wins() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("config.toml");
+        let text = format!(
+            "{CONFIG}\n[tunnels.shop]\ntarget = \"https://localhost:8443\"\nname = \"Shop\"\n\
+             host_header = \"rewrite\"\nupstream_insecure = true\nedge = \"lab\"\n"
+        );
+        std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
+        let edge = crate::Edge::builder()
+            .config_path(&path)
+            .environment(BTreeMap::new());
+        let Ok(Some(shop)) = edge.tunnel_profile("shop") else {
+            panic!("no shop profile");
+        };
+        assert_eq!(shop.target, "https://localhost:8443");
+        let tunnel = edge.clone().http_profile("shop");
+        assert!(
+            tunnel.as_ref().is_ok_and(|t| t.validate().is_ok()),
+            "{tunnel:?}"
+        );
+        let resolved = |builder: crate::EdgeBuilder| {
+            shop.tunnel(builder)
+                .and_then(|t| t.edge_builder().map(|e| e.resolve()).transpose())
+        };
+        assert!(matches!(resolved(edge.clone()), Ok(Some(e)) if e.destination == "lab-edge"));
+        assert!(
+            matches!(resolved(edge.clone().edge("bob@other")), Ok(Some(e)) if e.destination == "bob@other")
+        );
+        assert!(matches!(
+            edge.clone().http_profile("nosuch"),
+            Err(crate::TunnelError::Edge(ProfileError::NoTunnel { .. }))
+        ));
+        let bad = TunnelProfile {
+            target: "3000".into(),
+            upstream_insecure: true,
+            ..TunnelProfile::default()
+        };
+        assert!(matches!(
+            bad.tunnel(edge),
+            Err(crate::TunnelError::InvalidOptions(message)) if message.starts_with("upstream_insecure is for an https:// target")
+        ));
     }
 }

@@ -11,7 +11,9 @@ use clap::{ArgAction, Args, Parser, Subcommand};
 use mytunnel_client::doctor::{run_doctor, Check, CheckStatus};
 use mytunnel_client::inspect::ExchangeLimits;
 use mytunnel_client::profile::ProfileError;
-use mytunnel_client::{Edge, EdgeBuilder, Multiplexing, Reconnect, TunnelError, TunnelEvent};
+use mytunnel_client::{
+    Edge, EdgeBuilder, Multiplexing, Reconnect, TunnelError, TunnelEvent, Upstream,
+};
 use mytunnel_core::printable::printable;
 use mytunnel_core::protocol::{LeaseDto, ListScope, Takeover};
 use mytunnel_core::settings::Setting;
@@ -32,7 +34,7 @@ Examples:
   mytunnel http 8080 --name portal --ttl 5m
   mytunnel ls
   mytunnel stop portal.tunnel.example.com
-  mytunnel doctor --local-port 3000";
+  mytunnel doctor --app 3000";
 
 /// `mytunnel`: publish a local HTTP port at https://<name>.<your-domain> through your edge.
 #[derive(Debug, Parser)]
@@ -56,10 +58,8 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Publish http://127.0.0.1:<LOCAL_PORT>/ until Ctrl-C
-    #[command(
-        after_help = "Examples:\n  mytunnel http 3000 --edge tunnel@edge.example.com\n  mytunnel http 3000 --name portal --ttl 10m\n  mytunnel http 3000 --inspect              (requests at http://127.0.0.1:4040)\n  mytunnel http 3000 --json | jq .          (one JSON object per request)\n  mytunnel http 3000 --name portal --force   (edge admins: take the name over)"
-    )]
+    /// Publish the app at <TARGET> until Ctrl-C
+    #[command(after_help = HTTP_EXAMPLES)]
     Http(HttpArgs),
     /// List your leases
     Ls(LsArgs),
@@ -73,6 +73,7 @@ pub enum Command {
 
 /// How to reach the edge (every subcommand).
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Edge")]
 pub struct EdgeArgs {
     /// SSH destination (user@host, Host alias, ssh://user@host:port) or profile name [env: MYTUNNEL_EDGE]
     #[arg(long, value_name = "DESTINATION|PROFILE")]
@@ -194,12 +195,40 @@ impl EdgeArgs {
     }
 }
 
+const HTTP_EXAMPLES: &str = "\
+Targets:
+  3000                        localhost:3000 (127.0.0.1 or ::1, whichever answers)
+  localhost:5173              a host and port
+  127.0.0.2:8080, [::1]:3000  an IP address (IPv6 in brackets)
+  http://devbox.lan:8080      a URL: http:// or https://
+  https://localhost:8443      an app that serves HTTPS itself
+  shop                        the [tunnels.shop] profile of ~/.config/mytunnel/config.toml
+
+Examples:
+  mytunnel http 3000 --edge tunnel@edge.example.com
+  mytunnel http 3000 --name portal --ttl 10m
+  mytunnel http localhost:5173 --host-header rewrite   (the app sees Host: localhost:5173)
+  mytunnel http https://localhost:8443 --upstream-insecure   (self-signed certificate)
+  mytunnel http 3000 --inspect              (requests at http://127.0.0.1:4040)
+  mytunnel http 3000 --json | jq .          (one JSON object per request)
+  mytunnel http 3000 --name portal --force   (edge admins: take the name over)";
+
 /// `mytunnel http`.
 #[derive(Debug, Args)]
 pub struct HttpArgs {
-    /// The local port your app listens on (http://127.0.0.1:<LOCAL_PORT>/)
-    #[arg(value_parser = clap::value_parser!(u16).range(1..=65535))]
-    pub local_port: u16,
+    /// Where your app listens: a port, host:port, [v6]:port, or http:// or https:// URL
+    /// (see the targets below); or the name of a [tunnels.NAME] profile in the config file
+    pub target: String,
+    /// The Host header your app sees: `rewrite` for the host it listens on (e.g.
+    /// localhost:3000), or a host of your choice [default: the public host].
+    /// X-Forwarded-Host and X-Forwarded-Proto always carry the public host and https
+    #[arg(long, value_name = "rewrite|HOST", conflicts_with = "raw")]
+    pub host_header: Option<String>,
+    /// For an https:// target: accept any certificate, e.g. a self-signed one. The link to
+    /// the app stays encrypted but its certificate is not checked: use it only for an app
+    /// on this machine
+    #[arg(long)]
+    pub upstream_insecure: bool,
     /// Publish at https://<NAME>.<base-domain> (default: a generated readable name)
     #[arg(long)]
     pub name: Option<String>,
@@ -315,6 +344,12 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
         .ok_or_else(|| format!("{} is not a size from 0 to 64m", printable(text)))
 }
 
+/// A target, as `mytunnel http` takes it.
+fn parse_target(text: &str) -> Result<Upstream, String> {
+    text.parse()
+        .map_err(|e: mytunnel_client::upstream::UpstreamError| printable(&e.to_string()))
+}
+
 fn parse_ttl(text: &str) -> Result<Duration, String> {
     mytunnel_core::duration::parse_duration(text).map_err(|e| e.message)
 }
@@ -349,9 +384,9 @@ pub struct RefArgs {
 /// `mytunnel doctor`.
 #[derive(Debug, Args)]
 pub struct DoctorArgs {
-    /// Also check the local app on this port
-    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=65535))]
-    pub local_port: Option<u16>,
+    /// Also check the local app at this target (a port, host:port or URL, as for `http`)
+    #[arg(long, alias = "local-port", value_name = "TARGET", value_parser = parse_target)]
+    pub app: Option<Upstream>,
     /// Print the checks as JSON
     #[arg(long)]
     pub json: bool,

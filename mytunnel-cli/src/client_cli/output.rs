@@ -1,7 +1,8 @@
 //! What `mytunnel` prints: the fixed output formats, and errors as messages with hints.
 
 use mytunnel_client::inspect::RequestSummary;
-use mytunnel_core::Timestamp;
+use mytunnel_client::probe::ProbeFailure;
+use mytunnel_core::{ErrorCode, Timestamp};
 
 use super::*;
 
@@ -103,6 +104,20 @@ pub fn format_ls(leases: &[LeaseDto]) -> String {
     out
 }
 
+/// The status line once the tunnel is up: `forwarding https://<host> → <target> (<the
+/// address that answered>)`, e.g. `forwarding https://shop.example → http://localhost:3000
+/// ([::1]:3000)`.
+pub fn format_forwarding(
+    url: &str,
+    upstream: &mytunnel_client::Upstream,
+    answered: Option<std::net::SocketAddr>,
+) -> String {
+    match answered {
+        Some(addr) => format!("forwarding {url} → {upstream} ({addr})"),
+        None => format!("forwarding {url} → {upstream}"),
+    }
+}
+
 /// The line `stop` prints: `released <id> (<tombstoned host>)`.
 pub fn format_released(lease: &LeaseDto) -> String {
     format!("released {} ({})\n", lease.lease_id, lease.host)
@@ -146,6 +161,17 @@ pub fn describe(error: &TunnelError) -> (String, String) {
     };
     let hint = match error {
         TunnelError::InvalidOptions(_) => "see `mytunnel http --help`",
+        TunnelError::HostHeader(_) => "pass --host-header rewrite, or a host with an optional port",
+        TunnelError::Upstream(e) => {
+            return (
+                message,
+                format!("{}; or the name of a [tunnels.NAME] profile", e.hint()),
+            )
+        }
+        TunnelError::Probe(e) if e.failure == ProbeFailure::CertificateUntrusted => {
+            "for a self-signed certificate on this machine, pass --upstream-insecure; or \
+             trust its CA (e.g. `mkcert -install`)"
+        }
         TunnelError::Edge(ProfileError::NoEdge { .. }) => {
             "pass --edge user@your-edge, or add a profile (see `mytunnel http --help`)"
         }
@@ -179,12 +205,15 @@ pub(super) fn report(error: &TunnelError) -> ExitCode {
     let (message, hint) = describe(error);
     let mut diagnostic =
         miette::MietteDiagnostic::new(printable(&message)).with_help(printable(&hint));
-    if let Some(code) = error.code() {
-        diagnostic = diagnostic.with_code(code.as_str());
+    if let Some(code) = error.code().map(ErrorCode::as_str).or(error.local_code()) {
+        diagnostic = diagnostic.with_code(code);
     }
     eprintln!("{:?}", miette::Report::new(diagnostic));
     match error {
-        TunnelError::InvalidOptions(_) | TunnelError::Edge(_) => ExitCode::from(2),
+        TunnelError::InvalidOptions(_)
+        | TunnelError::Edge(_)
+        | TunnelError::Upstream(_)
+        | TunnelError::HostHeader(_) => ExitCode::from(2),
         _ => ExitCode::from(1),
     }
 }

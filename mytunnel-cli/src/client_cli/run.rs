@@ -3,6 +3,8 @@
 use std::net::SocketAddr;
 
 use mytunnel_client::inspect::{ExchangeLog, Inspector};
+use mytunnel_client::profile::TunnelProfile;
+use mytunnel_client::upstream::Scheme;
 use mytunnel_client::ProxyMode;
 
 use super::*;
@@ -18,10 +20,53 @@ pub async fn run(cli: Cli) -> ExitCode {
     }
 }
 
+/// The tunnel's options: the flags, over the `[tunnels.<TARGET>]` profile when TARGET is
+/// not a target but names one (whose edge then applies unless `--edge` names one).
+fn tunnel_options(args: &HttpArgs, edge: &mut EdgeBuilder) -> Result<TunnelProfile, TunnelError> {
+    let profile = match args.target.parse::<Upstream>() {
+        Ok(_) => TunnelProfile {
+            target: args.target.clone(),
+            ..TunnelProfile::default()
+        },
+        Err(e) => match edge.tunnel_profile(&args.target)? {
+            Some(profile) => profile,
+            None => return Err(TunnelError::Upstream(e)),
+        },
+    };
+    if let (Some(profile_edge), None) = (&profile.edge, &args.edge.edge) {
+        *edge = edge.clone().edge(profile_edge.clone());
+    }
+    let options = TunnelProfile {
+        name: args.name.clone().or(profile.name),
+        host_header: args.host_header.clone().or(profile.host_header),
+        upstream_insecure: args.upstream_insecure || profile.upstream_insecure,
+        ..profile
+    };
+    if args.upstream_insecure {
+        let upstream: Upstream = options.target.parse()?;
+        if upstream.scheme() != Scheme::Https {
+            return Err(TunnelError::InvalidOptions(format!(
+                "--upstream-insecure is for an https:// target, and {upstream} is plain HTTP: \
+                 leave it out, or target https://{}",
+                upstream.authority()
+            )));
+        }
+    }
+    Ok(options)
+}
+
 pub(super) async fn run_http(args: HttpArgs) -> ExitCode {
+    // Usage errors (bad target, name, no edge) before any ssh call: exit 2.
     // A tunnel of its own: the edge connects after the local probe, and ends with it.
-    let edge = args.edge.builder();
-    let mut builder = edge.clone().http(args.local_port);
+    let mut edge = args.edge.builder();
+    let options = match tunnel_options(&args, &mut edge) {
+        Ok(options) => options,
+        Err(e) => return report(&e),
+    };
+    let mut builder = match options.tunnel(edge.clone()) {
+        Ok(builder) => builder,
+        Err(e) => return report(&e),
+    };
     builder = builder.reconnect(if args.reconnect {
         Reconnect::Always
     } else {
@@ -50,7 +95,6 @@ pub(super) async fn run_http(args: HttpArgs) -> ExitCode {
     if let Some(log) = &log {
         builder = builder.exchange_log(log.clone());
     }
-    // Usage errors (bad name, no edge) before any ssh call: exit 2.
     if let Err(e) = builder.validate() {
         return report(&e);
     }
@@ -82,10 +126,10 @@ pub(super) async fn run_http(args: HttpArgs) -> ExitCode {
             status.line(&event.to_string());
         }
     }
-    status.line(&format!(
-        "forwarding {} → http://127.0.0.1:{}",
+    status.line(&format_forwarding(
         tunnel.url(),
-        args.local_port
+        tunnel.upstream(),
+        tunnel.app_address(),
     ));
     if let Some(inspector) = &inspector {
         status.line(&inspector_line(inspector.local_addr()));
@@ -291,7 +335,7 @@ pub(super) async fn run_stop(args: RefArgs, verb: Verb) -> ExitCode {
 }
 
 pub(super) async fn run_doctor_command(args: DoctorArgs) -> ExitCode {
-    let checks = run_doctor(&args.edge.builder(), args.local_port).await;
+    let checks = run_doctor(&args.edge.builder(), args.app.as_ref()).await;
     if args.json {
         println!(
             "{}",

@@ -20,11 +20,12 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::broadcast;
+
+use crate::app_link::AppLink;
 
 mod replay;
 mod server;
@@ -227,8 +228,8 @@ pub struct Exchange {
     pub state: ExchangeState,
     /// The exchange this one replayed, for a replay.
     pub replay_of: Option<ExchangeId>,
-    /// The app's address the request went to (what a replay sends to).
-    pub(crate) upstream: SocketAddr,
+    /// The app the request went to, and how it is reached (what a replay sends to).
+    pub(crate) upstream: Arc<AppLink>,
 }
 
 impl Exchange {
@@ -824,7 +825,7 @@ pub(crate) enum BodySide {
 pub(crate) struct NewExchange {
     pub host: String,
     pub request: RecordedRequest,
-    pub upstream: SocketAddr,
+    pub upstream: Arc<AppLink>,
     pub replay_of: Option<ExchangeId>,
 }
 
@@ -1271,7 +1272,7 @@ mod tests {
         NewExchange {
             host: "demo.example.com".into(),
             request: request(body, cap),
-            upstream: "127.0.0.1:3000".parse().unwrap(),
+            upstream: AppLink::plain("127.0.0.1:3000".parse().unwrap()),
             replay_of: None,
         }
     }

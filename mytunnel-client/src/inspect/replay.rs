@@ -4,8 +4,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 
 use super::{
     CapturedBody, ExchangeId, ExchangeLimits, ExchangeLog, ExchangeState, Header, NewExchange,
@@ -79,7 +77,8 @@ const HOP_BY_HOP: [&str; 8] = [
 
 impl ExchangeLog {
     /// Sends exchange `id`'s request to the app it went to, as it was recorded (method,
-    /// target, headers, body), on a connection of its own, and records what happens as a
+    /// target, headers, body; the `Host` and `X-Forwarded-*` headers set as the tunnel
+    /// sets them), on a connection of its own, and records what happens as a
     /// new exchange whose `replay_of` is `id`. Returns the new exchange's id once it has
     /// ended; a failure to reach the app is recorded in it (state `Failed`), not returned.
     pub async fn replay(&self, id: ExchangeId) -> Result<ExchangeId, ReplayError> {
@@ -105,7 +104,7 @@ impl ExchangeLog {
         let new_id = self.begin(NewExchange {
             host: original.host.clone(),
             request: original.request.clone(),
-            upstream: original.upstream,
+            upstream: std::sync::Arc::clone(&original.upstream),
             replay_of: Some(id),
         });
         let started = Instant::now();
@@ -137,14 +136,8 @@ async fn send(
     original: &super::Exchange,
     limits: ExchangeLimits,
 ) -> Result<RecordedResponse, String> {
-    let upstream = original.upstream;
-    let stream = TcpStream::connect(upstream)
-        .await
-        .map_err(|e| format!("nothing answers on {upstream}: {e}"))?;
-    let _ = stream.set_nodelay(true);
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| format!("HTTP to {upstream} failed: {e}"))?;
+    let app = &original.upstream;
+    let (mut sender, connection) = app.http1().await?;
     let connection = tokio::spawn(connection);
     let request = &original.request;
     let mut builder = hyper::Request::builder()
@@ -154,6 +147,9 @@ async fn send(
         if !HOP_BY_HOP.contains(&name.as_str()) {
             builder = builder.header(name.as_str(), value.as_str());
         }
+    }
+    if let Some(headers) = builder.headers_mut() {
+        app.prepare(&original.host, headers);
     }
     let body = Bytes::from(request.body.bytes.clone());
     let outgoing = builder

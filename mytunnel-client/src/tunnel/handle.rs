@@ -10,6 +10,7 @@ use super::*;
 #[derive(Debug)]
 pub struct TunnelHandle {
     pub(super) url: String,
+    pub(super) app: Arc<AppLink>,
     pub(super) lease: watch::Receiver<LeaseDto>,
     /// Only to resubscribe from: the supervisor holds the only sender, so the stream
     /// closes when the tunnel ends.
@@ -23,6 +24,17 @@ impl TunnelHandle {
     /// The public URL, `https://<slug>.<base-domain>`.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// Where the app listens, as given: `http://localhost:3000`, `https://[::1]:8443`.
+    pub fn upstream(&self) -> &Upstream {
+        self.app.upstream()
+    }
+
+    /// The app's address that answered last: for a port alone, 127.0.0.1 or ::1,
+    /// whichever the app listens on.
+    pub fn app_address(&self) -> Option<std::net::SocketAddr> {
+        self.app.answered()
     }
 
     /// The current lease (it changes if the lease is lost and allocated again).

@@ -14,13 +14,15 @@ use mytunnel_core::{heartbeat_interval, ErrorCode, LeaseRef, Slug};
 use tokio::sync::{broadcast, oneshot, watch};
 use tokio::task::JoinHandle;
 
+use crate::app_link::AppLink;
 use crate::backoff::jittered_backoff;
 use crate::edge::{Edge, EdgeBuilder};
 use crate::error::{LeaseEnd, TunnelError};
 use crate::events::{TunnelEvent, TunnelEvents, EVENT_BUFFER};
 use crate::inspect::ExchangeLog;
-use crate::probe::{probe_local, ProbeOutcome};
+use crate::probe::{probe_app, ProbeOutcome};
 use crate::ssh::Multiplexing;
+use crate::upstream::{AppCertificates, HostHeader, IntoUpstream, Scheme, Upstream, UpstreamError};
 
 mod handle;
 mod proxy;
@@ -68,19 +70,19 @@ enum ForwardEnd {
 }
 
 impl ForwardEnd {
-    /// Listens on an ephemeral loopback port for connections to `127.0.0.1:<app_port>`.
+    /// Listens on an ephemeral loopback port for connections to the app.
     async fn start(
         mode: ProxyMode,
-        app_port: u16,
+        app: Arc<AppLink>,
         host: &str,
         log: Option<ExchangeLog>,
         events: &broadcast::Sender<TunnelEvent>,
     ) -> std::io::Result<ForwardEnd> {
         Ok(match mode {
-            ProxyMode::Tcp => ForwardEnd::Relay(LocalRelay::start(app_port).await?),
+            ProxyMode::Tcp => ForwardEnd::Relay(LocalRelay::start(app).await?),
             ProxyMode::Http => ForwardEnd::Proxy(
                 TunnelProxy::start(ProxySettings {
-                    upstream: std::net::SocketAddr::from(([127, 0, 0, 1], app_port)),
+                    app,
                     host: host.to_owned(),
                     log,
                     events: events.clone(),
@@ -112,12 +114,15 @@ impl ForwardEnd {
 pub struct Tunnel;
 
 impl Tunnel {
-    /// A tunnel publishing the local HTTP service on `127.0.0.1:<local_port>`, over a
-    /// connection of its own to the edge: opening it connects, and the connection ends
-    /// with the tunnel. Same as `Edge::builder().http(local_port)`; to open several
-    /// tunnels on one connection, see [`Edge`].
-    pub fn http(local_port: u16) -> TunnelBuilder {
-        Edge::builder().http(local_port)
+    /// A tunnel publishing the app at `target` — a port (`3000`: localhost, on
+    /// 127.0.0.1 or ::1), `"localhost:5173"`, `"[::1]:18555"`, `"https://localhost:8443"`
+    /// or an [`Upstream`] (see [`crate::upstream`]) — over a connection of its own to the
+    /// edge: opening it connects, and the connection ends with the tunnel. Same as
+    /// `Edge::builder().http(target)`; to open several tunnels on one connection, see
+    /// [`Edge`]. A malformed target is refused by [`TunnelBuilder::validate`] and
+    /// [`TunnelBuilder::open`] as [`TunnelError::Upstream`].
+    pub fn http(target: impl IntoUpstream) -> TunnelBuilder {
+        Edge::builder().http(target)
     }
 }
 
@@ -137,14 +142,15 @@ enum EdgeSource {
 /// Options of a tunnel; [`TunnelBuilder::open`] checks them and opens it.
 ///
 /// Tunnel options (`name`, `ttl`, `takeover`, `reconnect`, `probe_timeout`,
-/// `proxy_mode`, `exchange_log`) apply to every tunnel. Edge options (`edge`, `ssh_bin`, `remote_bin`, `base_domain`,
+/// `proxy_mode`, `host_header`, `app_certificates`, `exchange_log`) apply to every
+/// tunnel. Edge options (`edge`, `ssh_bin`, `remote_bin`, `base_domain`,
 /// `multiplexing`, `ssh_option`, `config_path`) are those of [`EdgeBuilder`], for a
 /// tunnel from [`Tunnel::http`], which connects its own edge; on a builder from
 /// [`Edge::http`] they are an error ([`TunnelError::InvalidOptions`]): set them on
 /// [`Edge::builder`].
 #[derive(Debug, Clone)]
 pub struct TunnelBuilder {
-    local_port: u16,
+    upstream: Result<Upstream, UpstreamError>,
     edge: EdgeSource,
     name: Option<String>,
     ttl: Option<Duration>,
@@ -152,17 +158,19 @@ pub struct TunnelBuilder {
     reconnect: Reconnect,
     probe_timeout: Duration,
     proxy_mode: ProxyMode,
+    host_header: HostHeader,
+    app_certificates: AppCertificates,
     exchange_log: Option<ExchangeLog>,
 }
 
 impl TunnelBuilder {
-    pub(crate) fn new(local_port: u16, edge: EdgeBuilder) -> TunnelBuilder {
-        TunnelBuilder::with_source(local_port, EdgeSource::Own(edge))
+    pub(crate) fn new(target: impl IntoUpstream, edge: EdgeBuilder) -> TunnelBuilder {
+        TunnelBuilder::with_source(target.into_upstream(), EdgeSource::Own(edge))
     }
 
-    pub(crate) fn on_edge(local_port: u16, edge: Edge) -> TunnelBuilder {
+    pub(crate) fn on_edge(target: impl IntoUpstream, edge: Edge) -> TunnelBuilder {
         TunnelBuilder::with_source(
-            local_port,
+            target.into_upstream(),
             EdgeSource::Shared {
                 edge,
                 misplaced: None,
@@ -170,9 +178,9 @@ impl TunnelBuilder {
         )
     }
 
-    fn with_source(local_port: u16, edge: EdgeSource) -> TunnelBuilder {
+    fn with_source(upstream: Result<Upstream, UpstreamError>, edge: EdgeSource) -> TunnelBuilder {
         TunnelBuilder {
-            local_port,
+            upstream,
             edge,
             name: None,
             ttl: None,
@@ -180,6 +188,8 @@ impl TunnelBuilder {
             reconnect: Reconnect::Always,
             probe_timeout: Duration::from_secs(5),
             proxy_mode: ProxyMode::Http,
+            host_header: HostHeader::Public,
+            app_certificates: AppCertificates::Verify,
             exchange_log: None,
         }
     }
@@ -235,6 +245,24 @@ impl TunnelBuilder {
     /// request (the default), or as bytes only ([`ProxyMode`]).
     pub fn proxy_mode(mut self, mode: ProxyMode) -> Self {
         self.proxy_mode = mode;
+        self
+    }
+
+    /// The `Host` header the app sees: the public host (the default),
+    /// [`HostHeader::Rewrite`] for the host it listens on (e.g. `localhost:3000`, for
+    /// apps that check or route by host), or a value. `X-Forwarded-Host` and
+    /// `X-Forwarded-Proto` always carry the public host and `https`. Needs
+    /// [`ProxyMode::Http`], which sets headers; [`ProxyMode::Tcp`] passes bytes.
+    pub fn host_header(mut self, host_header: HostHeader) -> Self {
+        self.host_header = host_header;
+        self
+    }
+
+    /// How the certificate of an `https://` app is checked: against the system's trust
+    /// store (the default), also against given CAs, or not at all
+    /// ([`AppCertificates::AcceptAny`], for a self-signed certificate on this machine).
+    pub fn app_certificates(mut self, certificates: AppCertificates) -> Self {
+        self.app_certificates = certificates;
         self
     }
 
@@ -309,7 +337,16 @@ impl TunnelBuilder {
         self.edge_option("remote_override", |b| b.remote_override(flag, value))
     }
 
-    /// Checks the options without contacting anything: the port, the name, the takeover
+    /// The builder of the tunnel's own edge, for a tunnel from [`Tunnel::http`].
+    #[cfg(test)]
+    pub(crate) fn edge_builder(&self) -> Option<&EdgeBuilder> {
+        match &self.edge {
+            EdgeSource::Own(builder) => Some(builder),
+            EdgeSource::Shared { .. } => None,
+        }
+    }
+
+    /// Checks the options without contacting anything: the target, the name, the takeover
     /// rule and the edge options.
     pub fn validate(&self) -> Result<(), TunnelError> {
         self.request().map(drop)
@@ -317,10 +354,20 @@ impl TunnelBuilder {
 
     /// The checked options: the name, and the allocation to ask for.
     fn request(&self) -> Result<(Option<Slug>, AllocateRequest), TunnelError> {
-        if self.local_port == 0 {
+        let upstream = self.upstream.clone()?;
+        if self.proxy_mode == ProxyMode::Tcp && self.host_header != HostHeader::Public {
             return Err(TunnelError::InvalidOptions(
-                "http(0): the local port must be 1-65535".into(),
+                ".host_header(..) is set by the HTTP proxy, and .proxy_mode(ProxyMode::Tcp) \
+                 passes bytes without one: use ProxyMode::Http to set the Host header"
+                    .into(),
             ));
+        }
+        if upstream.scheme() == Scheme::Http && self.app_certificates != AppCertificates::Verify {
+            return Err(TunnelError::InvalidOptions(format!(
+                ".app_certificates(..) applies to an https:// app, and {upstream} is plain \
+                 HTTP: leave it out, or target https://{}",
+                upstream.authority()
+            )));
         }
         let name = self
             .name
@@ -360,7 +407,7 @@ impl TunnelBuilder {
         Ok((
             name.clone(),
             AllocateRequest {
-                local_port: Some(self.local_port),
+                local_port: Some(upstream.port()),
                 name,
                 ttl: self.ttl,
                 takeover: self.takeover,
@@ -376,6 +423,11 @@ impl TunnelBuilder {
     /// ends with the tunnel. From [`Edge::http`], it opens on that edge's connection.
     pub async fn open(self) -> Result<TunnelHandle, TunnelError> {
         let (name, request) = self.request()?;
+        let upstream = self.upstream.clone()?;
+        let app = Arc::new(
+            AppLink::new(upstream, &self.app_certificates, &self.host_header)
+                .map_err(TunnelError::InvalidOptions)?,
+        );
         let (events_tx, first_events) = broadcast::channel(EVENT_BUFFER);
         let emit = |event: TunnelEvent| {
             let _ = events_tx.send(event);
@@ -387,19 +439,19 @@ impl TunnelBuilder {
                 if !builder.has_transport() {
                     builder.resolve()?;
                 }
-                probe(self.local_port, self.probe_timeout, &emit).await?;
+                probe(&app, self.probe_timeout, &emit).await?;
                 (builder.connect().await?, true)
             }
             EdgeSource::Shared { edge, .. } => {
                 if edge.hold().is_none() {
                     return Err(TunnelError::EdgeClosed);
                 }
-                probe(self.local_port, self.probe_timeout, &emit).await?;
+                probe(&app, self.probe_timeout, &emit).await?;
                 (edge, false)
             }
         };
         let opening = Opening {
-            local_port: self.local_port,
+            app,
             name,
             request,
             reconnect: self.reconnect,
@@ -421,11 +473,11 @@ impl TunnelBuilder {
 
 /// Probes the local app; an odd answer is a warning event.
 async fn probe(
-    local_port: u16,
+    app: &AppLink,
     timeout: Duration,
     emit: &impl Fn(TunnelEvent),
 ) -> Result<(), TunnelError> {
-    if let ProbeOutcome::Suspicious { warning } = probe_local(local_port, timeout).await? {
+    if let ProbeOutcome::Suspicious { warning } = probe_app(app, timeout).await? {
         emit(TunnelEvent::ProbeWarning { message: warning });
     }
     Ok(())
@@ -433,7 +485,7 @@ async fn probe(
 
 /// A tunnel being opened on a connected edge, after the probe.
 struct Opening {
-    local_port: u16,
+    app: Arc<AppLink>,
     name: Option<Slug>,
     request: AllocateRequest,
     reconnect: Reconnect,
@@ -480,7 +532,7 @@ impl Opening {
         // closes the connections it carries (see `relay.rs`).
         let relay = match ForwardEnd::start(
             self.proxy_mode,
-            self.local_port,
+            Arc::clone(&self.app),
             &lease.host,
             self.exchange_log,
             &events_tx,
@@ -554,6 +606,7 @@ impl Opening {
         });
         Ok(TunnelHandle {
             url,
+            app: self.app,
             lease: lease_rx,
             events: first_events.resubscribe(),
             first_events: Some(first_events),
@@ -576,7 +629,29 @@ mod tests {
 
     #[test]
     fn options_are_checked_before_anything_runs() {
-        assert!(invalid(&Tunnel::http(0)).contains("http(0)"));
+        assert!(matches!(
+            Tunnel::http(0).validate(),
+            Err(TunnelError::Upstream(UpstreamError::Port { .. }))
+        ));
+        assert!(matches!(
+            Tunnel::http("localhost").validate(),
+            Err(TunnelError::Upstream(UpstreamError::NoPort { .. }))
+        ));
+        assert!(Tunnel::http("localhost:5173").validate().is_ok());
+        assert!(Tunnel::http(String::from("https://localhost:8443"))
+            .app_certificates(AppCertificates::AcceptAny)
+            .validate()
+            .is_ok());
+        assert!(
+            invalid(&Tunnel::http(3000).app_certificates(AppCertificates::AcceptAny))
+                .starts_with(".app_certificates(..) applies to an https:// app")
+        );
+        assert!(invalid(
+            &Tunnel::http(3000)
+                .host_header(HostHeader::Rewrite)
+                .proxy_mode(ProxyMode::Tcp)
+        )
+        .starts_with(".host_header(..) is set by the HTTP proxy"));
         assert_eq!(
             invalid(&Tunnel::http(3000).takeover(Takeover::Force)),
             "takeover(Takeover::Force) needs .name(..): only a named lease can be taken over"
@@ -612,7 +687,7 @@ mod tests {
     fn no_error_speaks_of_cli_flags() {
         let edge = Edge::from_transport(Arc::new(Nowhere));
         let errors = [
-            invalid(&Tunnel::http(0)),
+            invalid(&Tunnel::http(3000).app_certificates(AppCertificates::AcceptAny)),
             invalid(&Tunnel::http(3000).takeover(Takeover::Force)),
             invalid(&Tunnel::http(3000).remote_override("--rm-rf", "x")),
             invalid(&edge.http(3000).ssh_bin("/x")),

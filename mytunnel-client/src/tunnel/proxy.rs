@@ -17,7 +17,6 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -37,6 +36,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::{JoinHandle, JoinSet};
 
+use crate::app_link::AppLink;
 use crate::events::TunnelEvent;
 use crate::inspect::{
     BodySide, CapturedBody, ExchangeId, ExchangeLog, ExchangeState, NewExchange, RecordedRequest,
@@ -46,8 +46,8 @@ use crate::inspect::{
 /// What a [`TunnelProxy`] proxies to and reports on.
 #[derive(Debug, Clone)]
 pub(super) struct ProxySettings {
-    /// The app.
-    pub(super) upstream: SocketAddr,
+    /// The app, and how to reach it.
+    pub(super) app: Arc<AppLink>,
     /// The tunnel's public host, for the reports.
     pub(super) host: String,
     /// Where exchanges are recorded, if anywhere.
@@ -280,14 +280,7 @@ impl InboundConnection {
 
     /// A new connection to the app, driven by this visitor connection's task.
     async fn connect(&self) -> Result<SendRequest<RequestBody>, String> {
-        let upstream = self.shared.settings.upstream;
-        let stream = TcpStream::connect(upstream)
-            .await
-            .map_err(|e| format!("nothing answers on {upstream}: {e}"))?;
-        let _ = stream.set_nodelay(true);
-        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| format!("HTTP to {upstream} failed: {e}"))?;
+        let (sender, connection) = self.shared.settings.app.http1().await?;
         let _ = self.drive.send(Box::pin(async move {
             if let Err(e) = connection.with_upgrades().await {
                 tracing::debug!(error = %e, "a connection to the app ended");
@@ -349,6 +342,8 @@ async fn forward(
         .headers()
         .contains_key(UPGRADE)
         .then(|| hyper::upgrade::on(&mut request));
+    let settings = &connection.shared.settings;
+    settings.app.prepare(&settings.host, request.headers_mut());
     let request =
         request.map(|body| TappedBody::new(body, Arc::clone(&exchange), BodySide::Request));
     let response = match connection.send(request).await {
@@ -405,7 +400,7 @@ impl ExchangeTrack {
                             body: CapturedBody::default(),
                         },
                     },
-                    upstream: shared.settings.upstream,
+                    upstream: Arc::clone(&shared.settings.app),
                     replay_of: None,
                 },
                 started_at,
@@ -770,6 +765,7 @@ mod tests {
     use crate::inspect::{ExchangeLimits, ReplayError};
     use http_body_util::combinators::BoxBody;
     use http_body_util::{BodyExt, Full};
+    use std::net::SocketAddr;
     use std::sync::atomic::AtomicUsize;
     use std::time::Duration;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -834,9 +830,16 @@ mod tests {
         upstream: SocketAddr,
         log: Option<ExchangeLog>,
     ) -> (TunnelProxy, broadcast::Receiver<TunnelEvent>) {
+        proxy_with(AppLink::plain(upstream), log).await
+    }
+
+    async fn proxy_with(
+        app: Arc<AppLink>,
+        log: Option<ExchangeLog>,
+    ) -> (TunnelProxy, broadcast::Receiver<TunnelEvent>) {
         let (events, received) = broadcast::channel(64);
         let proxy = TunnelProxy::start(ProxySettings {
-            upstream,
+            app,
             host: "demo.example.com".into(),
             log,
             events,
@@ -1183,6 +1186,33 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_https_app_gets_tls_and_the_host_it_listens_on() {
+        use crate::app_link::tests::{echo_app, issued_for_localhost};
+        use crate::upstream::{AppCertificates, HostHeader};
+        let (ca, config) = issued_for_localhost();
+        let app = echo_app("127.0.0.1:0", Some(config)).await;
+        let link = AppLink::new(
+            format!("https://localhost:{}", app.port()).parse().unwrap(),
+            &AppCertificates::VerifyWithRoots(vec![ca]),
+            &HostHeader::Rewrite,
+        )
+        .unwrap();
+        let (proxy, _events) = proxy_with(Arc::new(link), None).await;
+        let mut visitor = visitor(&proxy).await;
+        for _ in 0..2 {
+            let response = visitor.send_request(get("/")).await.unwrap();
+            assert_eq!(response.status(), 200);
+            assert_eq!(
+                body_of(response).await,
+                format!(
+                    "host=localhost:{} xfh=demo.example.com xfp=https",
+                    app.port()
+                )
+            );
+        }
+    }
+
+    #[tokio::test]
     async fn an_app_that_is_down_gets_the_visitor_a_502_saying_why() {
         let down = nothing_listens().await;
         let (proxy, mut events) = proxy_to(down, None).await;
@@ -1192,7 +1222,9 @@ mod tests {
         let body = body_of(response).await;
         let said = String::from_utf8(body.to_vec()).unwrap();
         assert!(
-            said.starts_with(&format!("mytunnel: nothing answers on {down}: ")),
+            said.starts_with(&format!(
+                "mytunnel: nothing answers on http://{down}/ ({down}: "
+            )),
             "{said}"
         );
         let summary = next_request(&mut events).await;
@@ -1419,7 +1451,7 @@ mod tests {
         assert_eq!(exchange.id, summary.exchange);
         assert_eq!(exchange.summary(), summary);
         assert_eq!(exchange.host, "demo.example.com");
-        assert_eq!(exchange.upstream, app.addr);
+        assert_eq!(exchange.upstream.answered(), Some(app.addr));
         assert_eq!(exchange.request.method, "POST");
         assert_eq!(exchange.request.target, "/hooks?x=1");
         assert_eq!(exchange.request.version, "HTTP/1.1");

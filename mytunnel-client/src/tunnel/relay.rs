@@ -9,9 +9,12 @@
 //! channel and sshd the edge's end before the lease is released.
 
 use std::io;
+use std::sync::Arc;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
+
+use crate::app_link::AppLink;
 
 /// A listener on `127.0.0.1:<ephemeral>` that passes each connection to the app.
 /// Dropping it (or [`LocalRelay::close`]) closes the listener and every connection.
@@ -22,11 +25,11 @@ pub(super) struct LocalRelay {
 }
 
 impl LocalRelay {
-    /// Listens on an ephemeral loopback port for connections to `127.0.0.1:<app_port>`.
-    pub(super) async fn start(app_port: u16) -> io::Result<LocalRelay> {
+    /// Listens on an ephemeral loopback port for connections to the app.
+    pub(super) async fn start(app: Arc<AppLink>) -> io::Result<LocalRelay> {
         let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
         let port = listener.local_addr()?.port();
-        let task = tokio::spawn(relay_connections(listener, app_port));
+        let task = tokio::spawn(relay_connections(listener, app));
         Ok(LocalRelay { port, task })
     }
 
@@ -49,13 +52,13 @@ impl Drop for LocalRelay {
 }
 
 /// Accepts until aborted; aborting drops the set, which aborts every connection.
-async fn relay_connections(listener: TcpListener, app_port: u16) {
+async fn relay_connections(listener: TcpListener, app: Arc<AppLink>) {
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((inbound, _)) => {
-                    connections.spawn(relay_one(inbound, app_port));
+                    connections.spawn(relay_one(inbound, Arc::clone(&app)));
                 }
                 Err(e) => {
                     // Out of file descriptors, say: the next accept may work.
@@ -72,16 +75,16 @@ async fn relay_connections(listener: TcpListener, app_port: u16) {
 /// Passes one connection to the app and back, both ways, without delay (TCP_NODELAY).
 /// An app that does not answer closes the connection: Caddy then answers 502, as it does
 /// when ssh cannot reach the app.
-async fn relay_one(mut inbound: TcpStream, app_port: u16) {
-    let mut outbound = match TcpStream::connect(("127.0.0.1", app_port)).await {
-        Ok(outbound) => outbound,
-        Err(e) => {
-            tracing::debug!(app_port, error = %e, "the app does not answer");
+/// An `https://` app gets TLS from the relay, as it does from the proxy.
+async fn relay_one(mut inbound: TcpStream, app: Arc<AppLink>) {
+    let mut outbound = match app.connect().await {
+        Ok((outbound, _)) => outbound,
+        Err(tried) => {
+            tracing::debug!(app = %app.describe(&tried), "the app does not answer");
             return;
         }
     };
     let _ = inbound.set_nodelay(true);
-    let _ = outbound.set_nodelay(true);
     let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
 }
 
@@ -92,10 +95,10 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    /// An echo server; its port.
-    async fn echo() -> u16 {
+    /// An echo server; a link to it.
+    async fn echo() -> Arc<AppLink> {
         let listener = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
-        let port = listener.local_addr().unwrap().port();
+        let link = AppLink::plain(listener.local_addr().unwrap());
         tokio::spawn(async move {
             while let Ok((mut stream, _)) = listener.accept().await {
                 tokio::spawn(async move {
@@ -104,7 +107,7 @@ mod tests {
                 });
             }
         });
-        port
+        link
     }
 
     #[tokio::test]
@@ -134,9 +137,9 @@ mod tests {
     #[tokio::test]
     async fn an_app_that_does_not_answer_closes_the_connection() {
         let closed = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
-        let app_port = closed.local_addr().unwrap().port();
+        let app = AppLink::plain(closed.local_addr().unwrap());
         drop(closed);
-        let relay = LocalRelay::start(app_port).await.unwrap();
+        let relay = LocalRelay::start(app).await.unwrap();
         let mut stream = TcpStream::connect(("127.0.0.1", relay.port()))
             .await
             .unwrap();

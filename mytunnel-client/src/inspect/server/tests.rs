@@ -129,7 +129,7 @@ fn record(
             head_bytes_left_out: 0,
             body: captured(request.body, cap),
         },
-        upstream,
+        upstream: crate::app_link::AppLink::plain(upstream),
         replay_of: None,
     });
     if let Some((status, response_headers, body)) = response {
