@@ -73,13 +73,13 @@ _mytunnel() {
             return 0
             ;;
         mytunnel__subcmd__doctor)
-            opts="-h --local-port --json --edge --ssh-bin --no-ssh-mux --remote-bin --base-domain --ssh-option --config --db-path --caddy-admin-url --caddy-server --min-port --max-port --lease-ttl --cleanup-interval --reconcile-interval --health-timeout --log-format --max-leases-per-owner --help"
+            opts="-h --app --json --edge --ssh-bin --no-ssh-mux --remote-bin --base-domain --ssh-option --config --db-path --caddy-admin-url --caddy-server --min-port --max-port --lease-ttl --cleanup-interval --reconcile-interval --health-timeout --log-format --max-leases-per-owner --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
-                --local-port)
+                --app)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -257,12 +257,16 @@ _mytunnel() {
             return 0
             ;;
         mytunnel__subcmd__http)
-            opts="-q -h --name --owner --force --ttl --reconnect --json --quiet --inspect --inspect-keep --inspect-body --raw --edge --ssh-bin --no-ssh-mux --remote-bin --base-domain --ssh-option --config --db-path --caddy-admin-url --caddy-server --min-port --max-port --lease-ttl --cleanup-interval --reconcile-interval --health-timeout --log-format --max-leases-per-owner --help"
+            opts="-q -h --host-header --upstream-insecure --name --owner --force --ttl --reconnect --json --quiet --inspect --inspect-keep --inspect-body --raw --edge --ssh-bin --no-ssh-mux --remote-bin --base-domain --ssh-option --config --db-path --caddy-admin-url --caddy-server --min-port --max-port --lease-ttl --cleanup-interval --reconcile-interval --health-timeout --log-format --max-leases-per-owner --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --host-header)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --name)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

@@ -26,12 +26,13 @@ end
 
 complete -c mytunnel -n "__fish_mytunnel_needs_command" -s v -l version -d 'Print the version'
 complete -c mytunnel -n "__fish_mytunnel_needs_command" -s h -l help -d 'Print help'
-complete -c mytunnel -n "__fish_mytunnel_needs_command" -f -a "http" -d 'Publish http://127.0.0.1:<LOCAL_PORT>/ until Ctrl-C'
+complete -c mytunnel -n "__fish_mytunnel_needs_command" -f -a "http" -d 'Publish the app at <TARGET> until Ctrl-C'
 complete -c mytunnel -n "__fish_mytunnel_needs_command" -f -a "ls" -d 'List your leases'
 complete -c mytunnel -n "__fish_mytunnel_needs_command" -f -a "stop" -d 'Release a lease: its URL stops at once and the name is free again'
 complete -c mytunnel -n "__fish_mytunnel_needs_command" -f -a "rm" -d 'Delete a lease record (releasing it first if active)'
 complete -c mytunnel -n "__fish_mytunnel_needs_command" -f -a "doctor" -d 'Check each step from this machine to a working tunnel'
 complete -c mytunnel -n "__fish_mytunnel_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c mytunnel -n "__fish_mytunnel_using_subcommand http" -l host-header -d 'The Host header your app sees: `rewrite` for the host it listens on (e.g. localhost:3000), or a host of your choice [default: the public host]. X-Forwarded-Host and X-Forwarded-Proto always carry the public host and https' -r
 complete -c mytunnel -n "__fish_mytunnel_using_subcommand http" -l name -d 'Publish at https://<NAME>.<base-domain> (default: a generated readable name)' -r
 complete -c mytunnel -n "__fish_mytunnel_using_subcommand http" -l owner -d 'Accepted for compatibility; the edge takes the owner from your SSH user' -r
 complete -c mytunnel -n "__fish_mytunnel_using_subcommand http" -l ttl -d 'Lease TTL to ask for, e.g. 90s or 5m (clamped to 30s..24h) [default: the edge\'s, 2m]' -r
@@ -57,6 +58,7 @@ complete -c mytunnel -n "__fish_mytunnel_using_subcommand http" -l reconcile-int
 complete -c mytunnel -n "__fish_mytunnel_using_subcommand http" -l health-timeout -d 'Remote --health-timeout: Bound on each health probe and admin API request' -r
 complete -c mytunnel -n "__fish_mytunnel_using_subcommand http" -l log-format -d 'Remote --log-format: serve\'s log format: text or json' -r
 complete -c mytunnel -n "__fish_mytunnel_using_subcommand http" -l max-leases-per-owner -d 'Remote --max-leases-per-owner: Active leases one user may hold; 0 means unlimited' -r
+complete -c mytunnel -n "__fish_mytunnel_using_subcommand http" -l upstream-insecure -d 'For an https:// target: accept any certificate, e.g. a self-signed one. The link to the app stays encrypted but its certificate is not checked: use it only for an app on this machine'
 complete -c mytunnel -n "__fish_mytunnel_using_subcommand http" -l force -d 'Take the name over from another lease (edge admins only)'
 complete -c mytunnel -n "__fish_mytunnel_using_subcommand http" -l json -d 'Print one JSON object per line on stdout (opened, then one per request) instead of text'
 complete -c mytunnel -n "__fish_mytunnel_using_subcommand http" -s q -l quiet -d 'Print no line per request (the URL and status lines stay)'
@@ -124,7 +126,7 @@ complete -c mytunnel -n "__fish_mytunnel_using_subcommand rm" -l max-leases-per-
 complete -c mytunnel -n "__fish_mytunnel_using_subcommand rm" -l json -d 'Print the answer as JSON'
 complete -c mytunnel -n "__fish_mytunnel_using_subcommand rm" -l no-ssh-mux -d 'Open one SSH connection per control command instead of sharing one'
 complete -c mytunnel -n "__fish_mytunnel_using_subcommand rm" -s h -l help -d 'Print help'
-complete -c mytunnel -n "__fish_mytunnel_using_subcommand doctor" -l local-port -d 'Also check the local app on this port' -r
+complete -c mytunnel -n "__fish_mytunnel_using_subcommand doctor" -l app -d 'Also check the local app at this target (a port, host:port or URL, as for `http`)' -r
 complete -c mytunnel -n "__fish_mytunnel_using_subcommand doctor" -l edge -d 'SSH destination (user@host, Host alias, ssh://user@host:port) or profile name [env: MYTUNNEL_EDGE]' -r
 complete -c mytunnel -n "__fish_mytunnel_using_subcommand doctor" -l ssh-bin -d 'The ssh client [env: MYTUNNEL_SSH_BIN] [default: ssh]' -r -F
 complete -c mytunnel -n "__fish_mytunnel_using_subcommand doctor" -l remote-bin -d 'mytunneld on the edge [env: MYTUNNEL_REMOTE_BIN] [default: mytunneld]' -r
@@ -145,7 +147,7 @@ complete -c mytunnel -n "__fish_mytunnel_using_subcommand doctor" -l max-leases-
 complete -c mytunnel -n "__fish_mytunnel_using_subcommand doctor" -l json -d 'Print the checks as JSON'
 complete -c mytunnel -n "__fish_mytunnel_using_subcommand doctor" -l no-ssh-mux -d 'Open one SSH connection per control command instead of sharing one'
 complete -c mytunnel -n "__fish_mytunnel_using_subcommand doctor" -s h -l help -d 'Print help'
-complete -c mytunnel -n "__fish_mytunnel_using_subcommand help; and not __fish_seen_subcommand_from http ls stop rm doctor help" -f -a "http" -d 'Publish http://127.0.0.1:<LOCAL_PORT>/ until Ctrl-C'
+complete -c mytunnel -n "__fish_mytunnel_using_subcommand help; and not __fish_seen_subcommand_from http ls stop rm doctor help" -f -a "http" -d 'Publish the app at <TARGET> until Ctrl-C'
 complete -c mytunnel -n "__fish_mytunnel_using_subcommand help; and not __fish_seen_subcommand_from http ls stop rm doctor help" -f -a "ls" -d 'List your leases'
 complete -c mytunnel -n "__fish_mytunnel_using_subcommand help; and not __fish_seen_subcommand_from http ls stop rm doctor help" -f -a "stop" -d 'Release a lease: its URL stops at once and the name is free again'
 complete -c mytunnel -n "__fish_mytunnel_using_subcommand help; and not __fish_seen_subcommand_from http ls stop rm doctor help" -f -a "rm" -d 'Delete a lease record (releasing it first if active)'
