@@ -177,6 +177,22 @@ fn gate(edge: &Edge, command: Option<&str>) -> Command {
     gate
 }
 
+/// `serve`'s text log goes to a file or the journal, not a terminal: no colour codes.
+#[test]
+fn the_text_log_has_no_colour_codes_off_a_terminal() {
+    let edge = Edge::new("");
+    let log = edge.dir.path().join("serve.log");
+    let _serve = edge.serve(&log);
+    edge.ctl(&["allocate", "--name", "plain"]);
+    assert!(
+        eventually(Duration::from_secs(10), || read(&log).contains(" INFO ")),
+        "no INFO line: {:?}",
+        read(&log)
+    );
+    let text = read(&log);
+    assert!(!text.contains('\x1b'), "colour codes in the log: {text:?}");
+}
+
 #[test]
 fn gate_runs_allowed_verbs_refuses_the_rest_and_ignores_the_environment() {
     let edge = Edge::new("");

@@ -160,8 +160,10 @@ async fn run_serve(matches: &clap::ArgMatches, env_file: &Path) -> miette::Resul
                 "{e}"
             )
         })?;
+    // Colour only for a person at a terminal: a file or the journal gets plain text.
     let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false);
     match config.log_format {
         LogFormat::Json => builder.json().init(),
