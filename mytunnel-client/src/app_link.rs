@@ -238,6 +238,26 @@ impl AppLink {
             .map_err(|e| format!("HTTP to {addr} failed: {e}"))
     }
 
+    /// An HTTP/1.1 sender on a new connection to the app, the connection driven on the
+    /// runtime until the [`Driving`] guard drops: for one-off requests (the probe, a
+    /// replay), which must not leave a connection behind whatever happens.
+    pub(crate) async fn http1_driven<B>(
+        &self,
+    ) -> Result<(hyper::client::conn::http1::SendRequest<B>, Driving), String>
+    where
+        B: http_body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let (stream, addr) = self
+            .connect()
+            .await
+            .map_err(|tried| self.describe(&tried))?;
+        drive_http1(stream)
+            .await
+            .map_err(|e| format!("HTTP to {addr} failed: {e}"))
+    }
+
     /// What went wrong, in one line: `nothing answers on http://localhost:3000/
     /// (127.0.0.1:3000: Connection refused …; [::1]:3000: Connection refused …)`.
     pub(crate) fn describe(&self, tried: &[Attempt]) -> String {
@@ -268,6 +288,30 @@ impl AppLink {
                 .unwrap_or(HeaderValue::from_static("localhost"))
         })
     }
+}
+
+/// A connection to the app driven on the runtime; dropping this ends it.
+#[derive(Debug)]
+pub(crate) struct Driving(tokio::task::AbortHandle);
+
+impl Drop for Driving {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// HTTP/1.1 over `stream`, its connection driven on the runtime until the guard drops.
+pub(crate) async fn drive_http1<B>(
+    stream: AppStream,
+) -> Result<(hyper::client::conn::http1::SendRequest<B>, Driving), hyper::Error>
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    let driving = tokio::spawn(connection);
+    Ok((sender, Driving(driving.abort_handle())))
 }
 
 /// Sorts a TLS failure: a certificate the client does not trust, or anything else.

@@ -10,7 +10,7 @@ use std::time::Duration;
 use http::header::HOST;
 use http_body_util::{BodyExt, Empty};
 
-use crate::app_link::{AppLink, Attempt, AttemptFailure};
+use crate::app_link::{drive_http1, AppLink, Attempt, AttemptFailure};
 use crate::upstream::{Scheme, Upstream, UpstreamHost};
 
 /// What the probe saw.
@@ -166,11 +166,10 @@ pub(crate) async fn probe_app(
     };
     let url = format!("{upstream}/");
     let exchange = async {
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                .await
-                .map_err(|e| (ProbeFailure::NotHttp, e.to_string()))?;
-        let driving = tokio::spawn(connection);
+        // The connection ends when `_driving` drops, on every way out of this block.
+        let (mut sender, _driving) = drive_http1(stream)
+            .await
+            .map_err(|e| (ProbeFailure::NotHttp, e.to_string()))?;
         let request = http::Request::get("/")
             .header(HOST, link.probe_host())
             .body(Empty::<bytes::Bytes>::new())
@@ -189,7 +188,6 @@ pub(crate) async fn probe_app(
                 break;
             }
         }
-        driving.abort();
         Ok::<_, (ProbeFailure, String)>((status, empty))
     };
     let (status, empty) = match tokio::time::timeout(timeout, exchange).await {

@@ -137,8 +137,8 @@ async fn send(
     limits: ExchangeLimits,
 ) -> Result<RecordedResponse, String> {
     let app = &original.upstream;
-    let (mut sender, connection) = app.http1().await?;
-    let connection = tokio::spawn(connection);
+    // The connection ends when `_driving` drops, on every way out of this function.
+    let (mut sender, _driving) = app.http1_driven().await?;
     let request = &original.request;
     let mut builder = hyper::Request::builder()
         .method(request.method.as_str())
@@ -170,7 +170,6 @@ async fn send(
             captured.push(chunk, limits.max_body_bytes);
         }
     }
-    connection.abort();
     Ok(RecordedResponse {
         status,
         headers,
