@@ -1,5 +1,6 @@
 //! Test support for this workspace's tests and its bench (not published): a real Caddy and
-//! a real sshd on loopback, a headless Chromium through WebDriver, `mytunneld serve` as a
+//! a real sshd on loopback, local apps (HTTP on any stream, HTTPS with a self-signed
+//! certificate), a headless Chromium through WebDriver, `mytunneld serve` as a
 //! process, loopback ports, polling, SSH key generation, process trees, and fixtures.
 //!
 //! Every process started here is stopped by its pid when its handle drops. Errors are
@@ -7,6 +8,7 @@
 //! reports them.
 #![warn(missing_docs)]
 
+pub mod apps;
 pub mod browser;
 pub mod caddy;
 pub mod client;
@@ -20,6 +22,7 @@ pub mod serve;
 pub mod server;
 pub mod sshd;
 
+pub use apps::{answer_http, HttpsApp, Request};
 pub use browser::{chromedriver_binary, chromium_binary, Browser};
 pub use caddy::{admin_get, admin_request, base_config, caddy_binary, reloads_settled, RealCaddy};
 pub use client::client_command;

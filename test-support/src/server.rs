@@ -5,8 +5,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-/// A server on `127.0.0.1:<port the kernel picks>` whose accept loop runs on its own
-/// thread and hands each connection to a handler. Dropping it stops the loop (the flag
+/// A server on `127.0.0.1:<port the kernel picks>` (or the address given to
+/// [`LoopbackServer::start_on`]) whose accept loop runs on its own thread and hands each
+/// connection to a handler. Dropping it stops the loop (the flag
 /// handlers are given turns true, and a connection wakes the loop) and joins its thread;
 /// handlers still running end on their own (they may watch the flag).
 #[derive(Debug)]
@@ -22,8 +23,17 @@ impl LoopbackServer {
     where
         F: Fn(TcpStream, &AtomicBool) + Send + Sync + 'static,
     {
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0)), handle)
+    }
+
+    /// Like [`LoopbackServer::start`], listening on `addr` (e.g. `[::1]:0` or
+    /// `127.0.0.2:0`: an app that does not answer on `127.0.0.1`).
+    pub fn start_on<F>(addr: SocketAddr, handle: F) -> std::io::Result<LoopbackServer>
+    where
+        F: Fn(TcpStream, &AtomicBool) + Send + Sync + 'static,
+    {
         let handle = Arc::new(handle);
-        Self::accepting(move |stream, stop| {
+        Self::accepting(addr, move |stream, stop| {
             let (handle, stop) = (Arc::clone(&handle), Arc::clone(stop));
             std::thread::spawn(move || handle(stream, &stop));
         })
@@ -34,14 +44,16 @@ impl LoopbackServer {
     where
         F: FnMut(TcpStream) + Send + 'static,
     {
-        Self::accepting(move |stream, _| handle(stream))
+        Self::accepting(SocketAddr::from(([127, 0, 0, 1], 0)), move |stream, _| {
+            handle(stream)
+        })
     }
 
-    fn accepting<F>(mut accepted: F) -> std::io::Result<LoopbackServer>
+    fn accepting<F>(addr: SocketAddr, mut accepted: F) -> std::io::Result<LoopbackServer>
     where
         F: FnMut(TcpStream, &Arc<AtomicBool>) + Send + 'static,
     {
-        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let listener = TcpListener::bind(addr)?;
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
@@ -64,7 +76,7 @@ impl LoopbackServer {
         })
     }
 
-    /// `127.0.0.1:<port>`.
+    /// The address it listens on: `127.0.0.1:<port>` unless started on another.
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
@@ -122,6 +134,19 @@ mod tests {
         assert_eq!(seen.recv_timeout(Duration::from_secs(20)), Ok(true));
         // The listener has gone with the accept loop.
         assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
+    }
+
+    #[test]
+    fn a_server_started_on_an_address_answers_there_only() {
+        let server = LoopbackServer::start_on("[::1]:0".parse().unwrap(), |mut stream, _| {
+            let mut request = [0u8; 4];
+            stream.read_exact(&mut request).unwrap();
+            let _ = stream.write_all(b"pong");
+        })
+        .unwrap();
+        assert_eq!(server.addr().ip().to_string(), "::1");
+        assert_eq!(exchange(server.addr()), "pong");
+        assert!(TcpStream::connect(("127.0.0.1", server.port())).is_err());
     }
 
     #[test]

@@ -145,8 +145,13 @@ pub struct App(LoopbackServer);
 
 impl App {
     pub fn start(body: &str) -> App {
+        App::start_on("127.0.0.1:0".parse().unwrap(), body)
+    }
+
+    /// Like [`App::start`], listening on `addr` only (e.g. `[::1]:0`).
+    pub fn start_on(addr: SocketAddr, body: &str) -> App {
         let body = body.to_owned();
-        App(LoopbackServer::start(move |stream, _| serve_one(stream, &body)).unwrap())
+        App(LoopbackServer::start_on(addr, move |stream, _| serve_one(stream, &body)).unwrap())
     }
 
     pub fn port(&self) -> u16 {
@@ -694,6 +699,13 @@ impl Stack {
         self.await_opened(client)
     }
 
+    /// Starts `mytunnel http <target> <args>` (a port, `host:port`, `http://…`,
+    /// `https://…`) and waits for its `url:` and `lease:` lines.
+    pub fn http_target(&self, user: &str, target: &str, args: &[&str]) -> Client {
+        let client = self.spawn_http_target(user, target, args);
+        self.await_opened(client)
+    }
+
     /// Runs the SDK's `edge` example as `user`'s program: one `Edge` to this stack with a
     /// tunnel per port; returns once every tunnel printed its URL. The edge comes from
     /// `MYTUNNEL_EDGE`, and this stack's ssh options from a wrapper given as
@@ -756,11 +768,15 @@ impl Stack {
 
     /// Starts `mytunnel http <port> <args>` without waiting.
     pub fn spawn_http(&self, user: &str, port: u16, args: &[&str]) -> Client {
+        self.spawn_http_target(user, &port.to_string(), args)
+    }
+
+    /// Starts `mytunnel http <target> <args>` without waiting.
+    pub fn spawn_http_target(&self, user: &str, target: &str, args: &[&str]) -> Client {
         let n = self.client_count.get() + 1;
         self.client_count.set(n);
         let stderr = self.path(&format!("client-{n}-{user}.stderr"));
-        let port = port.to_string();
-        let mut all = vec!["http", port.as_str()];
+        let mut all = vec!["http", target];
         all.extend_from_slice(args);
         let mut child = self
             .mytunnel_command(user, &all)
