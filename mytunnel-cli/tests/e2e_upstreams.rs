@@ -75,12 +75,7 @@ fn refused(stack: &Stack, target: &str, args: &[&str]) -> Refusal {
         after, before,
         "`mytunnel http {target}` allocated a lease; stderr:\n{stderr}"
     );
-    // miette wraps long lines, marking the message's continuations with `│`.
-    let flat = stderr
-        .split_whitespace()
-        .filter(|word| *word != "│")
-        .collect::<Vec<_>>()
-        .join(" ");
+    let flat = unwrapped(&stderr);
     let message = flat
         .split_once("× ")
         .map(|(_, rest)| rest.split(" help: ").next().unwrap().to_owned())
@@ -94,6 +89,40 @@ fn refused(stack: &Stack, target: &str, args: &[&str]) -> Refusal {
         message,
         help,
     }
+}
+
+/// `text` as one line: miette wraps long lines, marks the message's continuations with
+/// `│`, and may break a word after a hyphen (`--upstream-` / `insecure`), which is
+/// joined back.
+fn unwrapped(text: &str) -> String {
+    let mut flat = String::new();
+    for line in text.lines() {
+        let line = line.trim();
+        let line = line.strip_prefix('│').unwrap_or(line).trim_start();
+        if line.is_empty() {
+            continue;
+        }
+        let broken_word = flat
+            .strip_suffix('-')
+            .and_then(|before| before.chars().last())
+            .is_some_and(char::is_alphanumeric);
+        if !flat.is_empty() && !broken_word {
+            flat.push(' ');
+        }
+        flat.push_str(&line.split_whitespace().collect::<Vec<_>>().join(" "));
+    }
+    flat
+}
+
+#[test]
+fn unwrapped_joins_a_diagnostic_as_miette_wraps_it() {
+    let wrapped = "app_certificate_untrusted\n\n  × https://localhost:1/ presented a certificate\n  \
+                   │ it does not trust\n  help: pass --upstream-\n        insecure; or - not this\n";
+    assert_eq!(
+        unwrapped(wrapped),
+        "app_certificate_untrusted × https://localhost:1/ presented a certificate it does not \
+         trust help: pass --upstream-insecure; or - not this"
+    );
 }
 
 /// A port nothing listens on, on `127.0.0.1` nor on `[::1]`: bound on both, so that
