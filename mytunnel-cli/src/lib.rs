@@ -6,6 +6,7 @@
 
 pub mod client_cli;
 pub mod config_output;
+pub mod diagnostics;
 pub mod edge_cli;
 pub mod reference;
 pub mod shutdown;

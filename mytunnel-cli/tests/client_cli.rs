@@ -773,3 +773,58 @@ fn a_tunnel_profile_is_opened_by_name_and_flags_win() {
     assert!(stderr.starts_with("target_no_port"), "{stderr}");
     assert!(ssh.calls().is_empty(), "ssh was called: {:?}", ssh.calls());
 }
+
+/// Ctrl-C while the edge is still being reached ends the client at once with 130 and a
+/// word, not by the signal's default action: the handlers are in place before anything
+/// is printed (so a Ctrl-C right after the URL line releases the lease, too).
+#[test]
+fn ctrl_c_while_connecting_cancels_cleanly() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let home = tempfile::tempdir().unwrap();
+    let app = mytunnel_test_support::LoopbackServer::start(|stream, _| {
+        mytunnel_test_support::apps::answer_http(stream, |_| (200, "ok".to_owned()));
+    })
+    .unwrap();
+    // An ssh that hangs as an unreachable edge would, and says when it started.
+    let ssh_dir = tempfile::tempdir().unwrap();
+    let ssh = ssh_dir.path().join("ssh");
+    std::fs::write(
+        &ssh,
+        "#!/bin/sh\n[ \"$1\" = -G ] && exit 0\nexec sleep 60\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&ssh, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mytunnel"))
+        .args([
+            "http",
+            &app.port().to_string(),
+            "--edge",
+            "alice@edge",
+            "--no-ssh-mux",
+        ])
+        .arg("--ssh-bin")
+        .arg(&ssh)
+        .env_clear()
+        .env("HOME", home.path())
+        .env("PATH", "/usr/bin:/bin")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut first = String::new();
+    stderr.read_line(&mut first).unwrap();
+    assert!(first.starts_with("connecting to alice@edge"), "{first:?}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap()),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{status:?}: {first}{rest}");
+    assert!(rest.contains("cancelled"), "{first}{rest}");
+}

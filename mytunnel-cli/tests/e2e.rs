@@ -710,6 +710,33 @@ fn an_sdk_process_that_aborts_leaves_no_ssh_and_no_tunnel() {
     }
 }
 
+/// g'. Ctrl-C the moment the URL is printed (a script that stops the tunnel as soon as
+/// it has read it): the handlers are in place before the lines, so the lease is released
+/// and the client says so, rather than dying of the signal's default action.
+#[test]
+fn sigint_right_after_the_url_still_releases() {
+    let stack = Stack::new();
+    let app = App::start("quick");
+    for _ in 0..3 {
+        let mut alice = stack.http("alice", app.port(), &[]);
+        alice.signal(Signal::SIGINT);
+        let status = alice.wait_exit(Duration::from_secs(15));
+        assert_eq!(
+            status.and_then(|s| s.code()),
+            Some(0),
+            "{status:?}; stderr: {}",
+            alice.stderr()
+        );
+        assert!(
+            alice.stderr().contains("released; bye"),
+            "{}",
+            alice.stderr()
+        );
+        let state = stack.lease_state("alice", &alice.lease).unwrap();
+        assert_eq!(state["state"], "released", "{state}");
+    }
+}
+
 /// g. Ctrl-C: exit 0, the lease is released and the route is gone at once.
 #[test]
 fn sigint_releases_the_lease_and_the_route_at_once() {

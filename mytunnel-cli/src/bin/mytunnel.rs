@@ -6,6 +6,7 @@ use clap::Parser;
 use mytunnel_cli::client_cli::{run, Cli};
 
 fn main() -> ExitCode {
+    mytunnel_cli::diagnostics::install_error_style();
     let cli = Cli::parse();
     match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

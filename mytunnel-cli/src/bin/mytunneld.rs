@@ -15,6 +15,7 @@ use mytunnel_edge::gate;
 use mytunnel_edge::serve::{self, ServeIntervals};
 
 fn main() -> ExitCode {
+    mytunnel_cli::diagnostics::install_error_style();
     // A key's forced command, read without clap: a held gate is one process per client
     // session on the edge.
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();

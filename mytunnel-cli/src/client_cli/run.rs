@@ -111,8 +111,20 @@ pub(super) async fn run_http(args: HttpArgs) -> ExitCode {
         _ => None,
     };
     let status = Status::new();
+    // The handlers before anything is printed: a Ctrl-C as soon as the URL shows must
+    // release the lease, not kill the process with the default action.
+    let shutdown = stop_requested();
+    tokio::pin!(shutdown);
     status.transient(&format!("connecting to {destination}…"));
-    let mut tunnel = match builder.open().await {
+    let opened = tokio::select! {
+        opened = builder.open() => opened,
+        () = &mut shutdown => {
+            // A lease allocated by then expires after its TTL.
+            status.line("cancelled");
+            return ExitCode::from(130);
+        }
+    };
+    let mut tunnel = match opened {
         Ok(tunnel) => tunnel,
         Err(e) => {
             status.line("");
@@ -141,8 +153,6 @@ pub(super) async fn run_http(args: HttpArgs) -> ExitCode {
     };
     status.output(&opened);
 
-    let shutdown = shutdown_signal();
-    tokio::pin!(shutdown);
     loop {
         tokio::select! {
             () = &mut shutdown => {
@@ -240,13 +250,17 @@ fn inspector_line(addr: SocketAddr) -> String {
     }
 }
 
-/// Resolves on the first Ctrl-C (SIGINT) or SIGTERM; never without signal handlers.
-pub(super) async fn shutdown_signal() {
-    match crate::shutdown::shutdown_signal() {
-        Ok(stop) => {
-            stop.await;
+/// Installs the SIGINT and SIGTERM handlers now and resolves on the first signal; never
+/// without handlers.
+pub(super) fn stop_requested() -> impl std::future::Future<Output = ()> {
+    let stop = crate::shutdown::shutdown_signal();
+    async move {
+        match stop {
+            Ok(stop) => {
+                stop.await;
+            }
+            Err(_) => std::future::pending().await,
         }
-        Err(_) => std::future::pending().await,
     }
 }
 
