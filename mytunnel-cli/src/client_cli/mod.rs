@@ -216,8 +216,11 @@ Examples:
 /// `mytunnel http`.
 #[derive(Debug, Args)]
 pub struct HttpArgs {
-    /// Where your app listens: a port, host:port, [v6]:port, or http:// or https:// URL
-    /// (see the targets below); or the name of a [tunnels.NAME] profile in the config file
+    /// Where the app listens, or a tunnel profile's name (the help says the forms).
+    #[arg(
+        help = "Where your app listens: a port, host:port, [v6]:port, or http:// or https:// URL \
+                (see the targets below); or the name of a [tunnels.NAME] profile in the config file"
+    )]
     pub target: String,
     /// The Host header your app sees: `rewrite` for the host it listens on (e.g.
     /// localhost:3000), or a host of your choice [default: the public host].
