@@ -5,11 +5,17 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
+use axum::extract::Request;
+use axum::http::{header, HeaderMap, HeaderValue, Method};
 use reqwest::header::{HeaderName, HOST, ORIGIN};
 use serde_json::Value;
 
+use super::checks::{host_allowed, refusal, Refusal, INSPECTOR_HEADER};
 use super::*;
-use crate::inspect::{ExchangeLimits, NewExchange, RecordedRequest, RecordedResponse};
+use crate::inspect::{
+    CapturedBody, ExchangeId, ExchangeLimits, ExchangeState, Header, NewExchange, RecordedRequest,
+    RecordedResponse,
+};
 
 /// What the test app received: method, target, headers, body.
 #[derive(Debug, Clone)]
