@@ -41,6 +41,24 @@ pub(super) fn ctl_words(config: &SshConfig, request: &CtlRequest) -> Vec<String>
     words
 }
 
+/// `<flags…> -o <option>… -o ConnectTimeout=N [-o extra…] [-o Ciphers=…]`: how a
+/// command line of an ssh of its own (no shared connection) begins.
+fn one_shot_args(
+    flags: &[&str],
+    options: &[&str],
+    config: &SshConfig,
+    program: &SshProgram,
+) -> Vec<String> {
+    let mut args: Vec<String> = flags.iter().map(|flag| (*flag).to_owned()).collect();
+    let options = options.iter().map(|option| (*option).to_owned());
+    for option in options.chain([connect_timeout_option(config.connect_timeout)]) {
+        args.push("-o".to_owned());
+        args.push(option);
+    }
+    args.extend(option_args(config, program));
+    args
+}
+
 /// The one remote command string of a per-command ctl call, POSIX-quoted.
 pub(super) fn remote_command(config: &SshConfig, request: &CtlRequest) -> String {
     let mut words = vec![config.remote_bin.clone()];
@@ -55,21 +73,12 @@ pub(super) fn per_command_args(
     program: &SshProgram,
     request: &CtlRequest,
 ) -> Vec<String> {
-    let mut args: Vec<String> = [
-        "-T",
-        "-o",
-        "BatchMode=yes",
-        "-o",
-        "ControlMaster=no",
-        "-o",
-        "ControlPath=none",
-        "-o",
-    ]
-    .into_iter()
-    .map(str::to_owned)
-    .collect();
-    args.push(connect_timeout_option(config.connect_timeout));
-    args.extend(option_args(config, program));
+    let mut args = one_shot_args(
+        &["-T"],
+        &["BatchMode=yes", "ControlMaster=no", "ControlPath=none"],
+        config,
+        program,
+    );
     args.push("--".to_owned());
     args.push(config.destination.clone());
     args.push(remote_command(config, request));
@@ -84,29 +93,19 @@ pub(super) fn forward_args(
     program: &SshProgram,
     spec: &ForwardSpec,
 ) -> Vec<String> {
-    let mut args: Vec<String> = [
-        "-N",
-        "-T",
-        "-v",
-        "-o",
-        "ExitOnForwardFailure=yes",
-        "-o",
-        "ControlMaster=no",
-        "-o",
-        "ControlPath=none",
-        "-o",
-        "BatchMode=yes",
-        "-o",
-        "ServerAliveInterval=10",
-        "-o",
-        "ServerAliveCountMax=3",
-        "-o",
-    ]
-    .into_iter()
-    .map(str::to_owned)
-    .collect();
-    args.push(connect_timeout_option(config.connect_timeout));
-    args.extend(option_args(config, program));
+    let mut args = one_shot_args(
+        &["-N", "-T", "-v"],
+        &[
+            "ExitOnForwardFailure=yes",
+            "ControlMaster=no",
+            "ControlPath=none",
+            "BatchMode=yes",
+            "ServerAliveInterval=10",
+            "ServerAliveCountMax=3",
+        ],
+        config,
+        program,
+    );
     args.push("-R".to_owned());
     // `127.0.0.1:PORT:…` or `/path/to.sock:…`: the bind target is already in ssh's form.
     args.push(format!("{}:127.0.0.1:{}", spec.edge_bind, spec.local_port));
