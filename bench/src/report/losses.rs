@@ -12,6 +12,18 @@ fn at(p: &PathResult, conns: u32) -> Option<WrkResult> {
     p.wrk.iter().find(|w| w.connections == conns).cloned()
 }
 
+/// The paths the latency and throughput findings compare.
+struct Compared<'a> {
+    /// (a): the app alone.
+    a: &'a PathResult,
+    /// (b): Caddy → app.
+    b: &'a PathResult,
+    /// mytunnel in its default shape.
+    mux: &'a MytunnelPath,
+    /// mytunnel with `--no-ssh-mux`, when the run had it.
+    plain: Option<&'a MytunnelPath>,
+}
+
 impl Report {
     pub(super) fn where_we_lose(&self) -> String {
         let mut o = String::new();
@@ -24,9 +36,14 @@ impl Report {
         let Some(mux) = run.mux_path() else {
             return o;
         };
-        let plain = run.path(crate::tunnels::Shape::NoMux);
-        self.latency(&mut o, a, b, mux, plain);
-        self.throughput(&mut o, a, b, mux, plain);
+        let compared = Compared {
+            a,
+            b,
+            mux,
+            plain: run.path(crate::tunnels::Shape::NoMux),
+        };
+        self.latency(&mut o, &compared);
+        self.throughput(&mut o, &compared);
         self.download(&mut o, b, run, mux);
         self.control_plane(&mut o);
         Self::time_to_url(&mut o, run, mux);
@@ -35,14 +52,8 @@ impl Report {
         o
     }
 
-    fn latency(
-        &self,
-        o: &mut String,
-        a: &PathResult,
-        b: &PathResult,
-        mux: &MytunnelPath,
-        plain: Option<&MytunnelPath>,
-    ) {
+    fn latency(&self, o: &mut String, compared: &Compared<'_>) {
+        let Compared { a, b, mux, plain } = *compared;
         let (Some(b1), Some(c1)) = (at(b, 1), at(&mux.result, 1)) else {
             return;
         };
@@ -77,14 +88,8 @@ impl Report {
         let _ = writeln!(o);
     }
 
-    fn throughput(
-        &self,
-        o: &mut String,
-        a: &PathResult,
-        b: &PathResult,
-        mux: &MytunnelPath,
-        plain: Option<&MytunnelPath>,
-    ) {
+    fn throughput(&self, o: &mut String, compared: &Compared<'_>) {
+        let Compared { a, b, mux, plain } = *compared;
         let Some(c) = mux.result.wrk.last() else {
             return;
         };
