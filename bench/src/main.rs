@@ -83,6 +83,7 @@ impl Plan {
         }
     }
 
+    /// The full plan cut short: the same connection counts, each for a moment.
     fn smoke() -> Plan {
         let size = |leases, samples| Size { leases, samples };
         Plan {
@@ -91,11 +92,11 @@ impl Plan {
             ctl_static: vec![size(10, 5), size(100, 5)],
             time_to_url_runs: 1,
             load: LoadPlan {
-                connections: vec![1, 16, 64],
                 seconds: 1,
                 download_bytes: 8 * 1024 * 1024,
                 downloads: 1,
                 warm_up: false,
+                ..Plan::full().load
             },
             scale: ScalePlan {
                 clients: vec![2, 4],
@@ -397,24 +398,22 @@ fn edge_mode_label(mode: Option<RouteMode>) -> String {
     )
 }
 
-/// Paths (d) bore and (e) rathole, each serving the same app.
+/// Paths (d) bore and (e) rathole, each serving the same app, one at a time: each peer
+/// is stopped before the next starts.
 fn measure_peers(report: &mut Report, edge: &Edge, app: &App, plan: &Plan) -> Result<()> {
-    let bore = Bore::start(app.port(), &edge.path("logs"))?;
-    report.paths.push(dataplane::measure_path(
-        "(d) bore",
-        "wrk → bore server → bore local → app",
-        bore.addr,
-        "bore",
-        &plan.load,
-    )?);
+    let logs = edge.path("logs");
+    let mut measure = |label: &str, route: &str, addr, host: &str| -> Result<()> {
+        let path = dataplane::measure_path(label, route, addr, host, &plan.load)?;
+        report.paths.push(path);
+        Ok(())
+    };
+    let bore = Bore::start(app.port(), &logs)?;
+    let route = "wrk → bore server → bore local → app";
+    measure("(d) bore", route, bore.addr, "bore")?;
     drop(bore);
-    let rathole = Rathole::start(app.port(), &edge.path("logs"))?;
-    report.paths.push(dataplane::measure_path(
-        "(e) rathole",
-        "wrk → rathole server → rathole client → app",
-        rathole.addr,
-        "rathole",
-        &plan.load,
-    )?);
+    let rathole = Rathole::start(app.port(), &logs)?;
+    let route = "wrk → rathole server → rathole client → app";
+    measure("(e) rathole", route, rathole.addr, "rathole")?;
+    drop(rathole);
     Ok(())
 }
