@@ -39,6 +39,7 @@ pub mod calls;
 pub mod control;
 pub mod duration;
 pub mod envfile;
+pub mod flags;
 pub mod gate;
 mod lease;
 mod names;

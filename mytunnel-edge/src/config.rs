@@ -13,6 +13,7 @@ use std::time::Duration;
 use mytunnel_core::admin::CaddyAdminAddress;
 use mytunnel_core::duration::parse_duration;
 use mytunnel_core::envfile::{parse_env_file, EnvEntry, EnvFileError};
+use mytunnel_core::flags;
 use mytunnel_core::policy::{AdminUsers, ReservedSlugs};
 pub use mytunnel_core::settings::Setting;
 use mytunnel_core::store::OwnerLimit;
@@ -110,21 +111,12 @@ pub fn split_setting_flags(
     let mut rest = Vec::new();
     let mut iter = words.iter();
     while let Some(word) = iter.next() {
-        let (name, inline) = match word.split_once('=') {
-            Some((name, value)) if name.starts_with("--") => (name, Some(value.to_owned())),
-            _ => (word.as_str(), None),
-        };
+        let (name, inline) = flags::split_inline(word);
         let Some(setting) = Setting::from_flag(name) else {
             rest.push(word.clone());
             continue;
         };
-        let value = match inline {
-            Some(value) => value,
-            None => iter
-                .next()
-                .cloned()
-                .ok_or_else(|| format!("{name} needs a value"))?,
-        };
+        let value = flags::value(name, inline, &mut iter)?;
         if settings.insert(setting, value).is_some() {
             return Err(format!("{name} is given twice"));
         }

@@ -20,6 +20,8 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
+use mytunnel_core::flags;
+
 use super::{cargo, command_line, ensure_system_packages, flush, seconds, workspace_root, Result};
 
 /// What `cargo xtask soak` was asked for.
@@ -54,10 +56,7 @@ pub fn parse(rest: &[String]) -> Result<Options> {
     let mut options = Options::default();
     let mut iter = rest.iter();
     while let Some(arg) = iter.next() {
-        let (name, inline) = match arg.split_once('=') {
-            Some((name, value)) => (name, Some(value.to_owned())),
-            None => (arg.as_str(), None),
-        };
+        let (name, inline) = flags::split_inline(arg);
         let slot = match name {
             "--clients" => &mut options.clients,
             "--cycles" => &mut options.cycles,
@@ -66,13 +65,7 @@ pub fn parse(rest: &[String]) -> Result<Options> {
             "--rounds" => &mut options.rounds,
             _ => return Err(format!("`cargo xtask soak` does not take {arg:?}")),
         };
-        let value = match inline {
-            Some(value) => value,
-            None => iter
-                .next()
-                .cloned()
-                .ok_or_else(|| format!("{name} needs a value"))?,
-        };
+        let value = flags::value(name, inline, &mut iter)?;
         *slot = match value.parse::<u64>() {
             Ok(n) if n > 0 => n,
             _ => return Err(format!("{name} {value:?} is not a positive whole number")),

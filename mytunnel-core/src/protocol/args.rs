@@ -1,6 +1,7 @@
 //! A request as ctl words and back: the allow-list flag parser the gate and serve share.
 
 use super::*;
+use crate::flags;
 
 /// Longest text a message quotes from input.
 pub(super) fn truncate_for_message(s: &str) -> String {
@@ -116,10 +117,7 @@ impl FlagWords {
         let mut out = FlagWords::default();
         let mut iter = words.iter().map(AsRef::as_ref);
         while let Some(word) = iter.next() {
-            let (name, inline_value) = match word.split_once('=') {
-                Some((name, value)) if name.starts_with("--") => (name, Some(value)),
-                _ => (word, None),
-            };
+            let (name, inline_value) = flags::split_inline(word);
             let Some(&(known, takes_value)) = allowed.iter().find(|(n, _)| *n == name) else {
                 return Err(ApiError::new(
                     ErrorCode::ForbiddenCommand,
@@ -127,16 +125,9 @@ impl FlagWords {
                 ));
             };
             let value = match (takes_value, inline_value) {
-                (true, Some(v)) => Some(v.to_owned()),
-                (true, None) => Some(
-                    iter.next()
-                        .ok_or_else(|| {
-                            ApiError::new(
-                                ErrorCode::InvalidArgument,
-                                format!("{known} needs a value"),
-                            )
-                        })?
-                        .to_owned(),
+                (true, inline) => Some(
+                    flags::value(known, inline, &mut iter)
+                        .map_err(|e| ApiError::new(ErrorCode::InvalidArgument, e))?,
                 ),
                 (false, None) => None,
                 (false, Some(_)) => {
