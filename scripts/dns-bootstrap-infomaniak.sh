@@ -51,7 +51,6 @@ usage() {
 
 # parse_args ARGS...: sets the options' variables.
 parse_args() {
-    local opt value
     zone=''
     name=''
     target=''
@@ -59,38 +58,8 @@ parse_args() {
     api_base=$DEFAULT_API_BASE
     token_file=''
     dropin=''
-    while [[ $# -gt 0 ]]; do
-        case $1 in
-            --zone | --name | --target | --ttl | --api-base | --token-file | --dropin)
-                [[ $# -ge 2 ]] || usage
-                opt=${1#--}
-                value=$2
-                shift 2
-                ;;
-            --zone=* | --name=* | --target=* | --ttl=* | --api-base=* | --token-file=* | --dropin=*)
-                opt=${1%%=*}
-                opt=${opt#--}
-                value=${1#*=}
-                shift
-                ;;
-            -h | --help)
-                print_help
-                exit 0
-                ;;
-            *)
-                usage
-                ;;
-        esac
-        case $opt in
-            zone) zone=$value ;;
-            name) name=$value ;;
-            target) target=$value ;;
-            ttl) ttl=$value ;;
-            api-base) api_base=$value ;;
-            token-file) token_file=$value ;;
-            dropin) dropin=$value ;;
-        esac
-    done
+    read_options zone:zone name:name target:target ttl:ttl api-base:api_base \
+        token-file:token_file dropin:dropin -- "$@"
     [[ -n $zone && -n $name && -n $target ]] || usage
 }
 

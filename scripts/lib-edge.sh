@@ -23,6 +23,49 @@ print_help() {
     sed -n '2,/^[^#]/p' "$0" | sed -e '/^[^#]/d' -e 's/^# \{0,1\}//'
 }
 
+# read_options NAME:VARIABLE... -- ARGS...: reads ARGS as options that take a value,
+# `--NAME VALUE` or `--NAME=VALUE`, and sets each one's VARIABLE to its value. -h or
+# --help prints the help and exits 0; any other word, or a NAME without its value, is the
+# script's `usage`. (Its locals start with `opt_`, so that they never hide a VARIABLE.)
+read_options() {
+    local opt_pairs=() opt_pair opt_name opt_value opt_variable
+    while [[ $1 != -- ]]; do
+        opt_pairs+=("$1")
+        shift
+    done
+    shift
+    while [[ $# -gt 0 ]]; do
+        case $1 in
+            -h | --help)
+                print_help
+                exit 0
+                ;;
+            --*=*)
+                opt_name=${1%%=*}
+                opt_value=${1#*=}
+                shift
+                ;;
+            --*)
+                [[ $# -ge 2 ]] || usage
+                opt_name=$1
+                opt_value=$2
+                shift 2
+                ;;
+            *)
+                usage
+                ;;
+        esac
+        opt_variable=''
+        for opt_pair in "${opt_pairs[@]}"; do
+            if [[ --${opt_pair%%:*} == "$opt_name" ]]; then
+                opt_variable=${opt_pair#*:}
+            fi
+        done
+        [[ -n $opt_variable ]] || usage
+        printf -v "$opt_variable" '%s' "$opt_value"
+    done
+}
+
 # clear_mytunnel_environment: unsets every MYTUNNEL_* variable, so that mytunneld reads its
 # configuration from the env file only, as the service does.
 clear_mytunnel_environment() {

@@ -45,35 +45,7 @@ usage() {
 parse_args() {
     binary=''
     env_file=''
-    while [[ $# -gt 0 ]]; do
-        case $1 in
-            --binary)
-                [[ $# -ge 2 ]] || usage
-                binary=$2
-                shift 2
-                ;;
-            --binary=*)
-                binary=${1#--binary=}
-                shift
-                ;;
-            --env-file)
-                [[ $# -ge 2 ]] || usage
-                env_file=$2
-                shift 2
-                ;;
-            --env-file=*)
-                env_file=${1#--env-file=}
-                shift
-                ;;
-            -h | --help)
-                print_help
-                exit 0
-                ;;
-            *)
-                usage
-                ;;
-        esac
-    done
+    read_options binary:binary env-file:env_file -- "$@"
 }
 
 workdir=''
