@@ -51,21 +51,29 @@ impl Drop for LocalRelay {
     }
 }
 
+/// The next connection to a forward's end (`who`: the relay or the proxy); `None` when
+/// accepting failed — out of file descriptors, say: the next accept may work.
+pub(super) async fn accept(listener: &TcpListener, who: &str) -> Option<TcpStream> {
+    match listener.accept().await {
+        Ok((inbound, _)) => Some(inbound),
+        Err(e) => {
+            tracing::debug!(error = %e, "the {who} cannot accept");
+            tokio::task::yield_now().await;
+            None
+        }
+    }
+}
+
 /// Accepts until aborted; aborting drops the set, which aborts every connection.
 async fn relay_connections(listener: TcpListener, app: Arc<AppLink>) {
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((inbound, _)) => {
+            accepted = accept(&listener, "relay") => {
+                if let Some(inbound) = accepted {
                     connections.spawn(relay_one(inbound, Arc::clone(&app)));
                 }
-                Err(e) => {
-                    // Out of file descriptors, say: the next accept may work.
-                    tracing::debug!(error = %e, "the relay cannot accept");
-                    tokio::task::yield_now().await;
-                }
-            },
+            }
             // Reap finished connections so the set does not grow.
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }

@@ -33,6 +33,7 @@ mod events;
 mod exchange;
 mod inbound;
 
+use super::relay::accept;
 use events::{send_request_events, RequestEvents};
 use inbound::serve_inbound;
 
@@ -145,16 +146,11 @@ async fn proxy_connections(
         tokio::select! {
             _ = &mut stop => break,
             () = &mut batches => {}
-            accepted = listener.accept() => match accepted {
-                Ok((inbound, _)) => {
+            accepted = accept(&listener, "proxy") => {
+                if let Some(inbound) = accepted {
                     connections.spawn(serve_inbound(inbound, Arc::clone(&shared)));
                 }
-                Err(e) => {
-                    // Out of file descriptors, say: the next accept may work.
-                    tracing::debug!(error = %e, "the proxy cannot accept");
-                    tokio::task::yield_now().await;
-                }
-            },
+            }
             Some(task) = spawned.recv() => {
                 connections.spawn(task);
             }
