@@ -18,7 +18,7 @@ use http::header::{HeaderName, HeaderValue, HOST};
 use http::HeaderMap;
 use hyper_util::rt::TokioIo;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
+use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -249,13 +249,8 @@ impl AppLink {
         B::Data: Send,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let (stream, addr) = self
-            .connect()
-            .await
-            .map_err(|tried| self.describe(&tried))?;
-        drive_http1(stream)
-            .await
-            .map_err(|e| format!("HTTP to {addr} failed: {e}"))
+        let (sender, connection) = self.http1().await?;
+        Ok((sender, Driving::spawn(connection)))
     }
 
     /// What went wrong, in one line: `nothing answers on http://localhost:3000/
@@ -294,6 +289,17 @@ impl AppLink {
 #[derive(Debug)]
 pub(crate) struct Driving(tokio::task::AbortHandle);
 
+impl Driving {
+    /// Drives `connection` on the runtime until the guard drops.
+    fn spawn<F>(connection: F) -> Driving
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        Driving(tokio::spawn(connection).abort_handle())
+    }
+}
+
 impl Drop for Driving {
     fn drop(&mut self) {
         self.0.abort();
@@ -310,8 +316,7 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    let driving = tokio::spawn(connection);
-    Ok((sender, Driving(driving.abort_handle())))
+    Ok((sender, Driving::spawn(connection)))
 }
 
 /// Sorts a TLS failure: a certificate the client does not trust, or anything else.
@@ -379,6 +384,13 @@ fn client_config(certificates: &AppCertificates) -> Result<ClientConfig, String>
 #[derive(Debug)]
 struct AcceptAnyCertificate(Arc<CryptoProvider>);
 
+impl AcceptAnyCertificate {
+    /// The provider's signature algorithms, which check the handshake.
+    fn algorithms(&self) -> &rustls::crypto::WebPkiSupportedAlgorithms {
+        &self.0.signature_verification_algorithms
+    }
+}
+
 impl ServerCertVerifier for AcceptAnyCertificate {
     fn verify_server_cert(
         &self,
@@ -397,12 +409,7 @@ impl ServerCertVerifier for AcceptAnyCertificate {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
+        verify_tls12_signature(message, cert, dss, self.algorithms())
     }
 
     fn verify_tls13_signature(
@@ -411,16 +418,11 @@ impl ServerCertVerifier for AcceptAnyCertificate {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
+        verify_tls13_signature(message, cert, dss, self.algorithms())
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+        self.algorithms().supported_schemes()
     }
 }
 

@@ -146,41 +146,7 @@ impl Drop for TappedBody {
     }
 }
 
-/// What the visitor receives as a response body.
-pub(super) enum ResponseBody {
-    /// The app's, passed on.
-    Upstream(TappedBody),
-    /// The proxy's own: the text of a `502`, or nothing (a `101`).
-    Message(Option<Bytes>),
-}
-
-impl Body for ResponseBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        match self.get_mut() {
-            ResponseBody::Upstream(body) => Pin::new(body).poll_frame(cx),
-            ResponseBody::Message(text) => Poll::Ready(text.take().map(|t| Ok(Frame::data(t)))),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            ResponseBody::Upstream(body) => body.is_end_stream(),
-            ResponseBody::Message(text) => text.is_none(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            ResponseBody::Upstream(body) => body.size_hint(),
-            ResponseBody::Message(text) => {
-                SizeHint::with_exact(text.as_ref().map_or(0, |t| t.len() as u64))
-            }
-        }
-    }
-}
+/// What the visitor receives as a response body: the app's, passed on and tapped
+/// ([`ResponseBody::Left`]), or the proxy's own ([`ResponseBody::Right`]: the text of a
+/// `502`, or nothing for a `101`).
+pub(super) type ResponseBody = http_body_util::Either<TappedBody, http_body_util::Full<Bytes>>;

@@ -107,7 +107,8 @@ impl ExchangeTrack {
     /// The app could not be had: `502 Bad Gateway` saying why.
     pub(super) fn bad_gateway(&self, reason: String) -> Response<ResponseBody> {
         let text = Bytes::from(format!("mytunnel: {reason}\n"));
-        let mut response = Response::new(ResponseBody::Message(Some(text.clone())));
+        let mut response =
+            Response::new(ResponseBody::Right(http_body_util::Full::new(text.clone())));
         *response.status_mut() = StatusCode::BAD_GATEWAY;
         response.headers_mut().insert(
             CONTENT_TYPE,
@@ -119,7 +120,7 @@ impl ExchangeTrack {
         response
     }
 
-    /// The exchange ended: recorded, and reported as a [`TunnelEvent::Request`]. Only
+    /// The exchange ended: recorded, and reported as a [`TunnelEvent::Request`](crate::TunnelEvent::Request). Only
     /// the first call does anything.
     /// `response_bytes`: bytes of the response body that passed, if one did.
     pub(super) fn finish(&self, state: ExchangeState, response_bytes: Option<u64>) {

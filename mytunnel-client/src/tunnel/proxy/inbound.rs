@@ -161,7 +161,7 @@ impl InboundConnection {
             }
         });
         let (parts, _) = response.into_parts();
-        Response::from_parts(parts, ResponseBody::Message(None))
+        Response::from_parts(parts, ResponseBody::Right(http_body_util::Full::default()))
     }
 }
 
@@ -198,6 +198,8 @@ async fn forward(
         return Ok(connection.switch_protocols(&exchange, inbound_upgrade, response));
     }
     exchange.response_head(&response);
-    Ok(response
-        .map(|body| ResponseBody::Upstream(TappedBody::new(body, exchange, BodySide::Response))))
+    Ok(
+        response
+            .map(|body| ResponseBody::Left(TappedBody::new(body, exchange, BodySide::Response))),
+    )
 }
