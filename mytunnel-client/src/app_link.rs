@@ -63,6 +63,17 @@ impl PartialEq for AppLink {
 
 impl Eq for AppLink {}
 
+/// A tunnel's public host as `X-Forwarded-Host` carries it.
+#[derive(Debug, Clone)]
+pub(crate) struct PublicHost(Option<HeaderValue>);
+
+impl PublicHost {
+    /// `host` (a lease's host, always a valid header value; anything else is left out).
+    pub(crate) fn new(host: &str) -> PublicHost {
+        PublicHost(HeaderValue::from_str(host).ok())
+    }
+}
+
 /// One address that did not answer, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Attempt {
@@ -264,13 +275,14 @@ impl AppLink {
         )
     }
 
-    /// Sets the headers the app is promised on a request from a visitor of `public_host`.
-    pub(crate) fn prepare(&self, public_host: &str, headers: &mut HeaderMap) {
+    /// Sets the headers the app is promised on a request from a visitor of `public_host`
+    /// (the tunnel's host as a header value: made once per tunnel, not per request).
+    pub(crate) fn prepare(&self, public_host: &PublicHost, headers: &mut HeaderMap) {
         if let Some(host) = &self.host {
             headers.insert(HOST, host.clone());
         }
-        if let Ok(public) = HeaderValue::from_str(public_host) {
-            headers.insert(X_FORWARDED_HOST, public);
+        if let Some(public) = &public_host.0 {
+            headers.insert(X_FORWARDED_HOST, public.clone());
         }
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
     }

@@ -94,7 +94,10 @@ async fn get(link: &AppLink) -> String {
         .header(HOST, "shop.tunnel.example.com")
         .body(Empty::new())
         .unwrap();
-    link.prepare("shop.tunnel.example.com", request.headers_mut());
+    link.prepare(
+        &PublicHost::new("shop.tunnel.example.com"),
+        request.headers_mut(),
+    );
     let response = sender.send_request(request).await.unwrap();
     let body = response.into_body().collect().await.unwrap().to_bytes();
     String::from_utf8(body.to_vec()).unwrap()

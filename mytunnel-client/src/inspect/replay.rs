@@ -5,6 +5,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 
+use crate::app_link::PublicHost;
+
 use super::{
     CapturedBody, ExchangeId, ExchangeLimits, ExchangeLog, ExchangeState, Header, NewExchange,
     RecordedResponse,
@@ -149,7 +151,7 @@ async fn send(
         }
     }
     if let Some(headers) = builder.headers_mut() {
-        app.prepare(&original.host, headers);
+        app.prepare(&PublicHost::new(&original.host), headers);
     }
     let body = Bytes::from(request.body.bytes.clone());
     let outgoing = builder

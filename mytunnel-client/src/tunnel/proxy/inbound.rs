@@ -187,7 +187,9 @@ async fn forward(
         .contains_key(UPGRADE)
         .then(|| hyper::upgrade::on(&mut request));
     let settings = &connection.shared.settings;
-    settings.app.prepare(&settings.host, request.headers_mut());
+    settings
+        .app
+        .prepare(&connection.shared.public_host, request.headers_mut());
     let request =
         request.map(|body| TappedBody::new(body, Arc::clone(&exchange), BodySide::Request));
     let response = match connection.send(request).await {

@@ -24,7 +24,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::{JoinHandle, JoinSet};
 
-use crate::app_link::AppLink;
+use crate::app_link::{AppLink, PublicHost};
 use crate::events::TunnelEvent;
 use crate::inspect::ExchangeLog;
 
@@ -71,6 +71,7 @@ impl TunnelProxy {
             .map_or(0, |log| log.limits().max_body_bytes);
         let request_events = Arc::new(RequestEvents::new(settings.events.clone()));
         let shared = Arc::new(Shared {
+            public_host: PublicHost::new(&settings.host),
             settings,
             body_cap,
             last_id: AtomicU64::new(0),
@@ -114,6 +115,8 @@ type ConnectionTask = Pin<Box<dyn Future<Output = ()> + Send>>;
 /// What every connection of one proxy shares.
 struct Shared {
     settings: ProxySettings,
+    /// `settings.host` as `X-Forwarded-Host` carries it to the app.
+    public_host: PublicHost,
     /// Bytes of each body copied into the log: 0 without one.
     body_cap: usize,
     /// The last exchange id given out, without a log (a log numbers its own).
