@@ -36,16 +36,7 @@ pub(super) async fn drain_stderr(
     let mut reader = BufReader::new(stderr);
     let mut ready = Some(ready);
     let mut buf = Vec::new();
-    loop {
-        buf.clear();
-        match (&mut reader)
-            .take(MAX_LINE_BYTES)
-            .read_until(b'\n', &mut buf)
-            .await
-        {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
-        }
+    while next_line(&mut reader, &mut buf).await {
         let line = clean_line(&buf);
         if is_forward_success(&line) {
             if let Some(tx) = ready.take() {

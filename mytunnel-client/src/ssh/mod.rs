@@ -48,7 +48,7 @@ use mytunnel_core::protocol::{decode_reply, CtlRequest, CtlResponse, ReplyError,
 use mytunnel_core::transport::{Forward, ForwardEnd, ForwardSpec, Transport, TransportError};
 use mytunnel_core::BindTarget;
 use tempfile::TempDir;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::io::{AsyncReadExt, BufReader};
 use tokio::process::{Child, ChildStderr};
 use tokio::sync::{oneshot, Semaphore};
 use tokio::task::JoinHandle;
@@ -83,6 +83,20 @@ const TAIL_LINES: usize = 5;
 const MAX_LINE_CHARS: usize = 512;
 /// Longest stderr line read at once, in bytes.
 const MAX_LINE_BYTES: u64 = 8192;
+
+/// Reads the next line of ssh's output into `line` (cleared first), at most
+/// [`MAX_LINE_BYTES`] of it; `false` once the output ends or fails.
+async fn next_line<R>(reader: &mut R, line: &mut Vec<u8>) -> bool
+where
+    R: tokio::io::AsyncBufRead + Unpin,
+{
+    use tokio::io::AsyncBufReadExt;
+    line.clear();
+    matches!(
+        reader.take(MAX_LINE_BYTES).read_until(b'\n', line).await,
+        Ok(n) if n > 0
+    )
+}
 /// How much of the end of a log file is read for its tail.
 const LOG_TAIL_BYTES: u64 = 16 * 1024;
 /// Extra time a ctl request gets beyond the connect timeout.

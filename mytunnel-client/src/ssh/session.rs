@@ -153,16 +153,7 @@ pub(super) async fn launch(
 async fn read_session_output(stdout: tokio::process::ChildStdout, held: watch::Sender<bool>) {
     let mut reader = BufReader::new(stdout);
     let mut line = Vec::new();
-    loop {
-        line.clear();
-        match (&mut reader)
-            .take(MAX_LINE_BYTES)
-            .read_until(b'\n', &mut line)
-            .await
-        {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
-        }
+    while next_line(&mut reader, &mut line).await {
         if !*held.borrow() && String::from_utf8_lossy(&line).contains(SESSION_HELD) {
             let _ = held.send(true);
         }
