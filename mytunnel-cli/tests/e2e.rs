@@ -710,6 +710,18 @@ fn an_sdk_process_that_aborts_leaves_no_ssh_and_no_tunnel() {
     }
 }
 
+/// Ctrl-C to `client`, which must exit 0 within 15 s.
+fn interrupt_and_expect_a_clean_exit(client: &mut e2e_support::Client) {
+    client.signal(Signal::SIGINT);
+    let status = client.wait_exit(Duration::from_secs(15));
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "{status:?}; stderr: {}",
+        client.stderr()
+    );
+}
+
 /// g'. Ctrl-C the moment the URL is printed (a script that stops the tunnel as soon as
 /// it has read it): the handlers are in place before the lines, so the lease is released
 /// and the client says so, rather than dying of the signal's default action.
@@ -719,14 +731,7 @@ fn sigint_right_after_the_url_still_releases() {
     let app = App::start("quick");
     for _ in 0..3 {
         let mut alice = stack.http("alice", app.port(), &[]);
-        alice.signal(Signal::SIGINT);
-        let status = alice.wait_exit(Duration::from_secs(15));
-        assert_eq!(
-            status.and_then(|s| s.code()),
-            Some(0),
-            "{status:?}; stderr: {}",
-            alice.stderr()
-        );
+        interrupt_and_expect_a_clean_exit(&mut alice);
         assert!(
             alice.stderr().contains("released; bye"),
             "{}",
@@ -745,14 +750,7 @@ fn sigint_releases_the_lease_and_the_route_at_once() {
     let mut alice = stack.http("alice", app.port(), &[]);
     stack.assert_serves(&alice.host(), "bye", SERVE);
 
-    alice.signal(Signal::SIGINT);
-    let status = alice.wait_exit(Duration::from_secs(15));
-    assert_eq!(
-        status.and_then(|s| s.code()),
-        Some(0),
-        "{status:?}; stderr: {}",
-        alice.stderr()
-    );
+    interrupt_and_expect_a_clean_exit(&mut alice);
     // Right after the exit, not eventually.
     assert!(
         stack.not_routed(&alice.host()),
