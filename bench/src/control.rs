@@ -10,13 +10,14 @@
 //! `ctl reconcile` has `serve` (which ctl asks to link a host) link all N hosts; serve's
 //! reconcile loop keeps its default interval, so it does not compete with the samples.
 //! Each sample is one allocate, a heartbeat of that lease and its release, so N stays
-//! constant while sampling. Every size has its own edge and the sizes are sampled in
-//! turn (see [`measure`]).
+//! constant while sampling; between the heartbeat and the release, `serve`'s on-demand TLS
+//! `ask` is timed for that lease's host (yes) and for a host without a lease (no). Every
+//! size has its own edge and the sizes are sampled in turn (see [`measure`]).
 
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use mytunnel_core::protocol::Takeover;
 use mytunnel_core::route::Route;
@@ -27,7 +28,7 @@ use mytunnel_edge::ids::new_lease_id;
 use mytunnel_edge::{SqliteLeaseStore, SqliteStoreOptions};
 use serde_json::Value;
 
-use crate::edge::{Binaries, Edge, EdgeOptions, RouteMode, BASE_DOMAIN, USER};
+use crate::edge::{http_status, Binaries, Edge, EdgeOptions, RouteMode, BASE_DOMAIN, USER};
 use crate::procs::{Guard, Result};
 use crate::stats::Summary;
 use mytunnel_test_support::poll_every;
@@ -57,6 +58,9 @@ pub struct Row {
     pub heartbeat: Summary,
     /// release.
     pub release: Summary,
+    /// Caddy's on-demand TLS `ask`, a host that has a lease and one that has none, each
+    /// a fresh connection: `GET /ask?domain=<host>` to its status line.
+    pub ask: Summary,
 }
 
 /// Measures every size in one route mode.
@@ -88,6 +92,8 @@ pub fn measure(binaries: &Binaries, mode: Option<RouteMode>, sizes: &[Size]) -> 
                 // once the routes are loaded, so its first reconcile finds them in place
                 // (run during the seeding, it would add some twice).
                 serve: mode == Some(RouteMode::Static),
+                // Caddy's on-demand TLS ask, sampled beside the verbs at every size.
+                tls_ask: true,
             },
         )?;
         let mut edge = edge;
@@ -136,6 +142,7 @@ pub fn measure(binaries: &Binaries, mode: Option<RouteMode>, sizes: &[Size]) -> 
             allocate: Summary::of(&taken.allocate),
             heartbeat: Summary::of(&taken.heartbeat),
             release: Summary::of(&taken.release),
+            ask: Summary::of(&taken.ask),
         })
         .collect())
 }
@@ -145,6 +152,7 @@ struct Samples {
     allocate: Vec<Duration>,
     heartbeat: Vec<Duration>,
     release: Vec<Duration>,
+    ask: Vec<Duration>,
 }
 
 impl Samples {
@@ -153,6 +161,7 @@ impl Samples {
             allocate: Vec::with_capacity(capacity),
             heartbeat: Vec::with_capacity(capacity),
             release: Vec::with_capacity(capacity),
+            ask: Vec::with_capacity(2 * capacity),
         }
     }
 
@@ -167,6 +176,25 @@ impl Samples {
             .to_owned();
         let (_, took) = edge.ctl(&["heartbeat", "--lease", &id], false)?;
         self.heartbeat.push(took);
+        if let Some(ask) = edge.tls_ask() {
+            let host = lease
+                .get("host")
+                .and_then(Value::as_str)
+                .ok_or_else(|| format!("allocate answered no host: {lease}"))?;
+            let unknown = format!("no-lease-{id}.{BASE_DOMAIN}").replace('_', "-");
+            for (host, expected) in [(host, 200), (unknown.as_str(), 404)] {
+                let started = Instant::now();
+                let status = http_status(ask, "127.0.0.1", &format!("/ask?domain={host}"));
+                let took = started.elapsed();
+                if status != Some(expected) {
+                    return Err(format!(
+                        "TLS ask for {host} answered {status:?}, not {expected}: {}",
+                        edge.serve_log()
+                    ));
+                }
+                self.ask.push(took);
+            }
+        }
         let (_, took) = edge.ctl(&["release", "--lease", &id], false)?;
         self.release.push(took);
         Ok(())

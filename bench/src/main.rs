@@ -288,6 +288,7 @@ fn run(args: Args) -> Result<()> {
                 ports,
                 sshd: true,
                 serve: true,
+                tls_ask: false,
             },
         )?;
         let label = mode.map_or("", RouteMode::as_str);

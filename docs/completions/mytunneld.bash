@@ -77,7 +77,7 @@ _mytunneld() {
             return 0
             ;;
         mytunneld__subcmd__authorized__subcmd__keys)
-            opts="-h --gate-command --db-path --base-domain --caddy-admin-url --caddy-server --min-port --max-port --lease-ttl --cleanup-interval --reconcile-interval --health-timeout --log-format --max-leases-per-owner --admin-users --tombstone-retention --reserved-slugs --route-mode --socket-dir --keys-dir --env-file --help"
+            opts="-h --gate-command --db-path --base-domain --caddy-admin-url --caddy-server --min-port --max-port --lease-ttl --cleanup-interval --reconcile-interval --health-timeout --log-format --max-leases-per-owner --admin-users --tombstone-retention --reserved-slugs --route-mode --socket-dir --keys-dir --tls-ask-listen --env-file --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -159,6 +159,10 @@ _mytunneld() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --tls-ask-listen)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --env-file)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -171,7 +175,7 @@ _mytunneld() {
             return 0
             ;;
         mytunneld__subcmd__config)
-            opts="-h --json --db-path --base-domain --caddy-admin-url --caddy-server --min-port --max-port --lease-ttl --cleanup-interval --reconcile-interval --health-timeout --log-format --max-leases-per-owner --admin-users --tombstone-retention --reserved-slugs --route-mode --socket-dir --keys-dir --env-file --help"
+            opts="-h --json --db-path --base-domain --caddy-admin-url --caddy-server --min-port --max-port --lease-ttl --cleanup-interval --reconcile-interval --health-timeout --log-format --max-leases-per-owner --admin-users --tombstone-retention --reserved-slugs --route-mode --socket-dir --keys-dir --tls-ask-listen --env-file --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -246,6 +250,10 @@ _mytunneld() {
                     return 0
                     ;;
                 --keys-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-ask-listen)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -395,7 +403,7 @@ _mytunneld() {
             return 0
             ;;
         mytunneld__subcmd__serve)
-            opts="-h --db-path --base-domain --caddy-admin-url --caddy-server --min-port --max-port --lease-ttl --cleanup-interval --reconcile-interval --health-timeout --log-format --max-leases-per-owner --admin-users --tombstone-retention --reserved-slugs --route-mode --socket-dir --keys-dir --env-file --help"
+            opts="-h --db-path --base-domain --caddy-admin-url --caddy-server --min-port --max-port --lease-ttl --cleanup-interval --reconcile-interval --health-timeout --log-format --max-leases-per-owner --admin-users --tombstone-retention --reserved-slugs --route-mode --socket-dir --keys-dir --tls-ask-listen --env-file --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -470,6 +478,10 @@ _mytunneld() {
                     return 0
                     ;;
                 --keys-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-ask-listen)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

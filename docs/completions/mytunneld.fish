@@ -51,6 +51,7 @@ complete -c mytunneld -n "__fish_mytunneld_using_subcommand serve" -l reserved-s
 complete -c mytunneld -n "__fish_mytunneld_using_subcommand serve" -l route-mode -d 'static: one wildcard Caddy route to per-owner unix sockets (no Caddy reload per lease); routes: one Caddy route per lease to a loopback port [env: MYTUNNEL_ROUTE_MODE] [default: routes]' -r
 complete -c mytunneld -n "__fish_mytunneld_using_subcommand serve" -l socket-dir -d 'static mode: root of hosts/ (written by serve) and owners/<user>/ (sockets) [env: MYTUNNEL_SOCKET_DIR] [default: /var/lib/mytunnel-sockets]' -r
 complete -c mytunneld -n "__fish_mytunneld_using_subcommand serve" -l keys-dir -d 'Tunnel keys read by `mytunneld authorized-keys <user>` [env: MYTUNNEL_KEYS_DIR] [default: /etc/mytunneld/keys]' -r
+complete -c mytunneld -n "__fish_mytunneld_using_subcommand serve" -l tls-ask-listen -d 'Answer Caddy\'s on-demand TLS `ask` here (loopback IP:PORT): yes only for hosts of active leases; off when unset [env: MYTUNNEL_TLS_ASK_LISTEN]' -r
 complete -c mytunneld -n "__fish_mytunneld_using_subcommand serve" -l env-file -d 'Env file of KEY=VALUE settings, read by serve, ctl, gate, authorized-keys and config' -r
 complete -c mytunneld -n "__fish_mytunneld_using_subcommand serve" -s h -l help -d 'Print help'
 complete -c mytunneld -n "__fish_mytunneld_using_subcommand ctl" -l env-file -d 'Env file of KEY=VALUE settings, read by serve, ctl, gate, authorized-keys and config' -r
@@ -75,6 +76,7 @@ complete -c mytunneld -n "__fish_mytunneld_using_subcommand authorized-keys" -l 
 complete -c mytunneld -n "__fish_mytunneld_using_subcommand authorized-keys" -l route-mode -d 'static: one wildcard Caddy route to per-owner unix sockets (no Caddy reload per lease); routes: one Caddy route per lease to a loopback port [env: MYTUNNEL_ROUTE_MODE] [default: routes]' -r
 complete -c mytunneld -n "__fish_mytunneld_using_subcommand authorized-keys" -l socket-dir -d 'static mode: root of hosts/ (written by serve) and owners/<user>/ (sockets) [env: MYTUNNEL_SOCKET_DIR] [default: /var/lib/mytunnel-sockets]' -r
 complete -c mytunneld -n "__fish_mytunneld_using_subcommand authorized-keys" -l keys-dir -d 'Tunnel keys read by `mytunneld authorized-keys <user>` [env: MYTUNNEL_KEYS_DIR] [default: /etc/mytunneld/keys]' -r
+complete -c mytunneld -n "__fish_mytunneld_using_subcommand authorized-keys" -l tls-ask-listen -d 'Answer Caddy\'s on-demand TLS `ask` here (loopback IP:PORT): yes only for hosts of active leases; off when unset [env: MYTUNNEL_TLS_ASK_LISTEN]' -r
 complete -c mytunneld -n "__fish_mytunneld_using_subcommand authorized-keys" -l env-file -d 'Env file of KEY=VALUE settings, read by serve, ctl, gate, authorized-keys and config' -r
 complete -c mytunneld -n "__fish_mytunneld_using_subcommand authorized-keys" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c mytunneld -n "__fish_mytunneld_using_subcommand config" -l db-path -d 'SQLite lease database file [env: MYTUNNEL_DB_PATH] [default: /var/lib/mytunneld/leases.db]' -r
@@ -95,6 +97,7 @@ complete -c mytunneld -n "__fish_mytunneld_using_subcommand config" -l reserved-
 complete -c mytunneld -n "__fish_mytunneld_using_subcommand config" -l route-mode -d 'static: one wildcard Caddy route to per-owner unix sockets (no Caddy reload per lease); routes: one Caddy route per lease to a loopback port [env: MYTUNNEL_ROUTE_MODE] [default: routes]' -r
 complete -c mytunneld -n "__fish_mytunneld_using_subcommand config" -l socket-dir -d 'static mode: root of hosts/ (written by serve) and owners/<user>/ (sockets) [env: MYTUNNEL_SOCKET_DIR] [default: /var/lib/mytunnel-sockets]' -r
 complete -c mytunneld -n "__fish_mytunneld_using_subcommand config" -l keys-dir -d 'Tunnel keys read by `mytunneld authorized-keys <user>` [env: MYTUNNEL_KEYS_DIR] [default: /etc/mytunneld/keys]' -r
+complete -c mytunneld -n "__fish_mytunneld_using_subcommand config" -l tls-ask-listen -d 'Answer Caddy\'s on-demand TLS `ask` here (loopback IP:PORT): yes only for hosts of active leases; off when unset [env: MYTUNNEL_TLS_ASK_LISTEN]' -r
 complete -c mytunneld -n "__fish_mytunneld_using_subcommand config" -l env-file -d 'Env file of KEY=VALUE settings, read by serve, ctl, gate, authorized-keys and config' -r
 complete -c mytunneld -n "__fish_mytunneld_using_subcommand config" -l json -d 'Print one JSON document instead of text'
 complete -c mytunneld -n "__fish_mytunneld_using_subcommand config" -s h -l help -d 'Print help (see more with \'--help\')'

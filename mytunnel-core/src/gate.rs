@@ -209,7 +209,7 @@ mod tests {
     }
 
     /// Settings added after the spec's override list (the route mode, the socket and key
-    /// directories, retention, reserved names) are not request flags either: a tunnel
+    /// directories, retention, reserved names, the TLS ask address) are not request flags either: a tunnel
     /// user who could point ctl at a socket directory of their own could publish any host.
     #[test]
     fn later_settings_cannot_be_passed_through_the_gate() {
@@ -219,6 +219,7 @@ mod tests {
             "--keys-dir",
             "--tombstone-retention",
             "--reserved-slugs",
+            "--tls-ask-listen",
         ] {
             for verb in ["heartbeat", "release", "delete"] {
                 for form in [format!("{flag} x"), format!("{flag}=x")] {

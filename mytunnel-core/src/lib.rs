@@ -42,6 +42,7 @@ pub mod envfile;
 pub mod flags;
 pub mod gate;
 mod lease;
+pub mod listen;
 mod names;
 pub mod policy;
 pub mod printable;

@@ -296,6 +296,17 @@ settings_table! {
         client_override: false,
         help: "Tunnel keys read by `mytunneld authorized-keys <user>`",
     },
+    /// `--tls-ask-listen`
+    TlsAskListen {
+        name: "tls_ask_listen",
+        flag: "--tls-ask-listen",
+        env_var: "MYTUNNEL_TLS_ASK_LISTEN",
+        default: None,
+        value_name: "ADDR",
+        gate_override: false,
+        client_override: false,
+        help: "Answer Caddy's on-demand TLS `ask` here (loopback IP:PORT): yes only for hosts of active leases; off when unset",
+    },
 }
 
 impl Setting {

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 
-use crate::names::{LeaseId, LeaseRef, Owner, Slug};
+use crate::names::{Host, LeaseId, LeaseRef, Owner, Slug};
 use crate::policy::OwnerScope;
 use crate::protocol::{ApiError, ErrorCode, StateCounts, Takeover};
 use crate::{BaseDomain, Lease, PortRange, SocketPath, Timestamp, Ttl};
@@ -187,6 +187,15 @@ pub trait LeaseStore: Send + Sync + std::fmt::Debug {
     /// One lease by id, whoever owns it; `None` when there is none. For the edge's own
     /// passes (serve linking a lease's host), never for a caller's request.
     async fn find(&self, id: &LeaseId) -> Result<Option<Lease>, StoreError>;
+
+    /// The active lease published at `host` whose TTL has not run out at `now`, whoever
+    /// owns it; `None` when there is none. For the edge's own checks (may Caddy get a
+    /// certificate for this host?), never for a caller's request.
+    async fn active_for_host(
+        &self,
+        host: &Host,
+        now: Timestamp,
+    ) -> Result<Option<Lease>, StoreError>;
 
     /// Leases in scope, active first, then newest first.
     async fn list(&self, scope: &OwnerScope) -> Result<Vec<Lease>, StoreError>;

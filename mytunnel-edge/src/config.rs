@@ -13,6 +13,7 @@ use std::time::Duration;
 use mytunnel_core::admin::CaddyAdminAddress;
 use mytunnel_core::envfile::{parse_env_file, EnvEntry, EnvFileError};
 use mytunnel_core::flags;
+use mytunnel_core::listen::LoopbackAddress;
 use mytunnel_core::policy::{AdminUsers, ReservedSlugs};
 pub use mytunnel_core::settings::Setting;
 use mytunnel_core::store::OwnerLimit;
@@ -191,6 +192,8 @@ pub struct EdgeConfig {
     pub socket_dir: PathBuf,
     /// Where `authorized-keys` reads each user's tunnel keys (`<dir>/<user>`).
     pub keys_dir: PathBuf,
+    /// Where `serve` answers Caddy's on-demand TLS `ask`; `None`: it does not.
+    pub tls_ask_listen: Option<LoopbackAddress>,
 }
 
 /// How public hosts reach the leases' bind targets.

@@ -12,11 +12,13 @@ pub mod host_names;
 pub mod ids;
 pub mod in_process;
 pub mod links;
+pub mod loopback_http;
 pub mod memory_routes;
 pub mod serve;
 pub mod service;
 pub mod sockets;
 pub mod store;
+pub mod tls_ask;
 pub mod tunnel_ends;
 
 pub use store::{SqliteLeaseStore, SqliteStoreOptions};

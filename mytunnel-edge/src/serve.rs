@@ -1,6 +1,7 @@
 //! `mytunneld serve`: the cleanup and reconcile loops, the control socket every
-//! `mytunneld ctl` asks (serve alone opens the lease database), and in `static` mode the
-//! socket where Caddy asks the slug of a Host with capitals.
+//! `mytunneld ctl` asks (serve alone opens the lease database), in `static` mode the
+//! socket where Caddy asks the slug of a Host with capitals, and when configured the
+//! loopback address where Caddy asks whether a host may get a certificate.
 //!
 //! Both passes run once at start (so routes lost while the service was down come back at
 //! once) and then at their intervals. A failed pass is logged and retried at the next
@@ -11,7 +12,7 @@ use std::future::Future;
 use std::path::Path;
 use std::time::Duration;
 
-use tokio::net::UnixListener;
+use tokio::net::{TcpListener, UnixListener};
 use tokio::time::{interval, MissedTickBehavior};
 
 use mytunnel_core::policy::AdminUsers;
@@ -21,8 +22,10 @@ use mytunnel_core::BaseDomain;
 use crate::config::{EdgeConfig, RouteMode};
 use crate::control::{bind_control_socket, serve_control, ControlLimits};
 use crate::host_names::{bind_names_socket, serve_host_names};
+use crate::loopback_http::{bind_loopback, serve_loopback_http, LoopbackHttpLimits};
 use crate::service::LeaseService;
 use crate::sockets;
+use crate::tls_ask::TlsAsk;
 
 /// How often the passes run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,6 +118,9 @@ pub struct Opened {
     /// `static` mode (with a base domain): `<socket_dir>/names.sock`, bound, where Caddy
     /// asks the slug of a Host with capitals ([`crate::host_names`]).
     pub host_names: Option<(UnixListener, BaseDomain)>,
+    /// With `MYTUNNEL_TLS_ASK_LISTEN`: the loopback address, bound, where Caddy asks
+    /// whether a host may get a certificate ([`crate::tls_ask`]).
+    pub tls_ask: Option<TcpListener>,
 }
 
 fn cannot_listen(path: &Path, e: std::io::Error) -> ApiError {
@@ -138,11 +144,21 @@ pub async fn open(config: &EdgeConfig) -> Result<Opened, ApiError> {
         }
         _ => None,
     };
+    let tls_ask = match config.tls_ask_listen {
+        Some(address) => Some(bind_loopback(address).await.map_err(|e| {
+            ApiError::new(
+                ErrorCode::Internal,
+                format!("cannot listen on {address} (MYTUNNEL_TLS_ASK_LISTEN): {e}"),
+            )
+        })?),
+        None => None,
+    };
     Ok(Opened {
         service,
         control,
         admins: config.admin_users.clone(),
         host_names,
+        tls_ask,
     })
 }
 
@@ -171,11 +187,22 @@ pub async fn serve_with_control(
             stopped(stop_rx.clone()),
         ))
     });
+    let tls_ask = opened.tls_ask.map(|listener| {
+        if let Ok(address) = listener.local_addr() {
+            tracing::info!(%address, "answering Caddy's on-demand TLS ask");
+        }
+        tokio::spawn(serve_loopback_http(
+            listener,
+            TlsAsk::new(opened.service.clone()),
+            LoopbackHttpLimits::default(),
+            stopped(stop_rx.clone()),
+        ))
+    });
     let summary = serve(opened.service, intervals, shutdown).await;
     let _ = stop_tx.send(true);
     let _ = control.await;
-    if let Some(host_names) = host_names {
-        let _ = host_names.await;
+    for task in [host_names, tls_ask].into_iter().flatten() {
+        let _ = task.await;
     }
     summary
 }

@@ -20,7 +20,9 @@ use mytunnel_core::protocol::{
 };
 use mytunnel_core::route::{plan_reconcile, route_id, Route, RouteBackend, RouteError};
 use mytunnel_core::store::{AllocateSpec, LeaseStore, NameChoice, OwnerLimit};
-use mytunnel_core::{BaseDomain, Lease, LeaseId, LeaseRef, LeaseState, PortRange, Timestamp, Ttl};
+use mytunnel_core::{
+    BaseDomain, Host, Lease, LeaseId, LeaseRef, LeaseState, PortRange, Timestamp, Ttl,
+};
 
 use crate::config::EdgeConfig;
 use crate::tunnel_ends::{NoTunnelEnds, TunnelEnd, TunnelEnds};
@@ -414,6 +416,12 @@ impl LeaseService {
             }
         }
         self.tunnel_ends.end(lease, caller.process()).await;
+    }
+
+    /// The active lease published at `host`, if any, whoever owns it: whether Caddy may
+    /// get a certificate for it ([`crate::tls_ask`]).
+    pub async fn active_lease_for_host(&self, host: &Host) -> Result<Option<Lease>, ApiError> {
+        Ok(self.store.active_for_host(host, self.clock.now()).await?)
     }
 
     /// `health`: the database and the route backend, each within the health timeout.

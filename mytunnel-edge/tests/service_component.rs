@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use hyper::{Method, StatusCode};
 use mytunnel_core::calls;
 use mytunnel_core::policy::{AdminUsers, Caller, OwnerScope};
 use mytunnel_core::protocol::{
@@ -31,9 +32,13 @@ use mytunnel_core::{BindTarget, LeaseId, LeaseRef, LeaseState, PortRange, Timest
 use mytunnel_edge::caddy::{route_json, CaddyRoutes};
 use mytunnel_edge::ctl::CtlOutput;
 use mytunnel_edge::ids::new_lease_id;
+use mytunnel_edge::loopback_http::{
+    serve_loopback_http, LoopbackHandler, LoopbackHttpLimits, LoopbackRequest,
+};
 use mytunnel_edge::service::{
     BindPlan, Clock, LeaseService, ServiceSettings, SystemClock, ENDED_SOCKET_HANDOFF,
 };
+use mytunnel_edge::tls_ask::TlsAsk;
 use mytunnel_edge::tunnel_ends::{TunnelEnd, TunnelEnds};
 use mytunnel_edge::SqliteLeaseStore;
 use mytunnel_test_support::service_settings;
@@ -1131,4 +1136,121 @@ async fn the_socket_of_a_lease_that_just_ended_is_left_to_its_own_end() {
     let report = edge.service.cleanup().await.unwrap();
     assert_eq!(ends.calls().last(), Some(&(socket.clone(), None)));
     assert_eq!(report.strays_ended, [socket]);
+}
+
+// -----------------------------------------------------------------------------------------
+// Caddy's on-demand TLS ask.
+
+/// What the ask endpoint answers for `GET /ask?<query>`.
+async fn ask(edge: &Edge, query: &str) -> StatusCode {
+    let request = LoopbackRequest {
+        method: Method::GET,
+        path: "/ask".into(),
+        query: query.into(),
+    };
+    TlsAsk::new(edge.service.clone())
+        .answer(request)
+        .await
+        .status
+}
+
+#[tokio::test]
+async fn tls_ask_says_yes_only_for_hosts_of_active_unexpired_leases() {
+    let edge = Edge::start().await;
+    let portal = edge.allocate(&alice(), Some("portal")).await.unwrap();
+    edge.allocate(&bob(), Some("shop")).await.unwrap();
+    let later = edge.allocate(&bob(), Some("later")).await.unwrap();
+
+    // Whoever owns it, in any case, with a trailing dot.
+    assert_eq!(ask(&edge, "domain=portal.t.example").await, StatusCode::OK);
+    assert_eq!(ask(&edge, "domain=Shop.T.Example.").await, StatusCode::OK);
+    // Unknown names, names under another domain, the base domain, junk.
+    for query in [
+        "domain=nobody.t.example",
+        "domain=portal.other.example",
+        "domain=t.example",
+        "domain=portal.t.example.evil.example",
+        "domain=-x.t.example",
+        "domain=portal%2Et.example",
+        "domain=127.0.0.1",
+        "domain=",
+    ] {
+        assert_eq!(ask(&edge, query).await, StatusCode::NOT_FOUND, "{query}");
+    }
+    for query in [
+        "",
+        "host=portal.t.example",
+        "domain=a.t.example&domain=portal.t.example",
+    ] {
+        assert_eq!(ask(&edge, query).await, StatusCode::BAD_REQUEST, "{query}");
+    }
+
+    // Released: no.
+    edge.release(&alice(), portal.lease_id.as_str()).await.unwrap();
+    assert_eq!(
+        ask(&edge, "domain=portal.t.example").await,
+        StatusCode::NOT_FOUND
+    );
+
+    // Deleted: no.
+    edge.service
+        .call(&bob(), calls::Delete(LeaseRef::Id(later.lease_id.clone())))
+        .await
+        .unwrap();
+    assert_eq!(
+        ask(&edge, "domain=later.t.example").await,
+        StatusCode::NOT_FOUND
+    );
+
+    // TTL run out, before cleanup has tombstoned it: no. After cleanup: still no.
+    edge.clock.advance(Duration::from_secs(59));
+    assert_eq!(ask(&edge, "domain=shop.t.example").await, StatusCode::OK);
+    edge.clock.advance(Duration::from_secs(1));
+    assert_eq!(
+        ask(&edge, "domain=shop.t.example").await,
+        StatusCode::NOT_FOUND
+    );
+    edge.service.cleanup().await.unwrap();
+    assert_eq!(
+        ask(&edge, "domain=shop.t.example").await,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn tls_ask_over_http_answers_get_on_its_path_only() {
+    let edge = Edge::start().await;
+    edge.allocate(&alice(), Some("portal")).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(serve_loopback_http(
+        listener,
+        TlsAsk::new(edge.service.clone()),
+        LoopbackHttpLimits::default(),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let http = reqwest::Client::new();
+    let get = |path: &str| http.get(format!("{base}{path}")).send();
+    let yes = get("/ask?domain=portal.t.example").await.unwrap();
+    assert_eq!(yes.status(), StatusCode::OK);
+    assert_eq!(yes.headers()["content-type"], "text/plain; charset=utf-8");
+    assert_eq!(
+        get("/ask?domain=other.t.example").await.unwrap().status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        get("/metrics").await.unwrap().status(),
+        StatusCode::NOT_FOUND
+    );
+    let post = http
+        .post(format!("{base}/ask?domain=portal.t.example"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(post.status(), StatusCode::METHOD_NOT_ALLOWED);
+    stop.send(()).unwrap();
+    server.await.unwrap();
 }

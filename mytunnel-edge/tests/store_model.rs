@@ -26,7 +26,7 @@ use mytunnel_core::store::{
     AllocateSpec, Allocation, LeaseStore, NameChoice, OwnerLimit, StoreError, StoreStats,
 };
 use mytunnel_core::{
-    BaseDomain, Lease, LeaseId, LeaseRef, LeaseState, Owner, PortRange, Slug, Timestamp, Ttl,
+    BaseDomain, Host, Lease, LeaseId, LeaseRef, LeaseState, Owner, PortRange, Slug, Timestamp, Ttl,
 };
 use mytunnel_edge::SqliteLeaseStore;
 use proptest::prelude::*;
@@ -654,6 +654,29 @@ impl Run<'_> {
                 "{} is over the limit",
                 name
             );
+        }
+
+        // The on-demand TLS ask: only an active lease's host whose TTL has not run out
+        // (an `Advance` without `expire` leaves run-out leases active), and never a
+        // tombstone's public host.
+        let now = self.now();
+        for i in 0..NAMES.len() {
+            let host = domain().host_for(&name(i));
+            let expected = self
+                .model
+                .active()
+                .find(|l| l.host == host && l.expires_at > now)
+                .cloned();
+            let got = self.store.active_for_host(&host, now).await.unwrap();
+            prop_assert_eq!(&got, &expected, "active_for_host({})", host);
+        }
+        for lease in all.iter().filter(|l| l.state != LeaseState::Active) {
+            // A tombstone's host (`released-lease_….invalid`) is no DNS name: the ask
+            // refuses it before any lookup. Its original host is looked up above.
+            if let Ok(public) = LeaseDto::from(lease).host.parse::<Host>() {
+                let got = self.store.active_for_host(&public, now).await.unwrap();
+                prop_assert_eq!(got, None, "active_for_host({}) of a tombstone", public);
+            }
         }
 
         let stats = self.store.stats().await.unwrap();

@@ -106,6 +106,8 @@ pub struct EdgeOptions {
     pub sshd: bool,
     /// Whether to start `mytunneld serve`.
     pub serve: bool,
+    /// Whether serve answers Caddy's on-demand TLS `ask` (on a free loopback port).
+    pub tls_ask: bool,
 }
 
 /// A user and group of the OS, by id.
@@ -130,6 +132,8 @@ pub struct Edge {
     key_installed: bool,
     /// `static` mode's socket directory (short: it is spliced into socket addresses).
     socket_dir: Option<tempfile::TempDir>,
+    /// Where serve answers Caddy's on-demand TLS `ask`, when asked to.
+    tls_ask: Option<SocketAddr>,
     dir: tempfile::TempDir,
 }
 
@@ -162,6 +166,7 @@ impl Edge {
             user: Ids { uid: 0, gid: 0 },
             key_installed: false,
             socket_dir: None,
+            tls_ask: None,
             dir,
         };
         edge.install_user()?;
@@ -184,6 +189,13 @@ impl Edge {
         // serve's control socket lives in the socket directory, in both route modes.
         let socket_dir = edge.make_socket_dir()?;
         env.push_str(&format!("MYTUNNEL_SOCKET_DIR={}\n", socket_dir.display()));
+        if options.tls_ask {
+            let port = mytunnel_test_support::free_port()
+                .map_err(|e| format!("a free port for the TLS ask: {e}"))?;
+            let ask = SocketAddr::from(([127, 0, 0, 1], port));
+            env.push_str(&format!("MYTUNNEL_TLS_ASK_LISTEN={ask}\n"));
+            edge.tls_ask = Some(ask);
+        }
         let env_path = edge.env_file();
         write_file(&env_path, &env)?;
         nix::unistd::chown(
@@ -300,6 +312,11 @@ impl Edge {
     /// A path in the edge's directory.
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
+    }
+
+    /// Where serve answers Caddy's on-demand TLS `ask`, when the edge was started with it.
+    pub fn tls_ask(&self) -> Option<SocketAddr> {
+        self.tls_ask
     }
 
     /// The env file every ctl reads.

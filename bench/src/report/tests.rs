@@ -124,6 +124,7 @@ fn sample() -> Report {
                 allocate: summary(p50),
                 heartbeat: summary(2.0),
                 release: summary(p50),
+                ask: summary(0.4),
             })
         })
         .collect();

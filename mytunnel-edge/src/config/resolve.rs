@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use mytunnel_core::admin::CaddyAdminAddress;
 use mytunnel_core::duration::parse_duration;
+use mytunnel_core::listen::LoopbackAddress;
 use mytunnel_core::policy::{AdminUsers, ReservedSlugs};
 use mytunnel_core::store::OwnerLimit;
 use mytunnel_core::{BaseDomain, PortRange, Ttl};
@@ -241,6 +242,15 @@ impl<'a> Precedence<'a> {
             Ok(dir)
         }));
 
+        let ask = raw(Setting::TlsAskListen);
+        let tls_ask_listen = found.keep(match ask.text().map(str::trim) {
+            None | Some("") => Ok(None),
+            Some(text) => text
+                .parse::<LoopbackAddress>()
+                .map(Some)
+                .map_err(|e| ask.invalid(e.reason().to_owned())),
+        });
+
         // Fields in resolution order: the first refused value is the error.
         let config = (move || {
             Ok(EdgeConfig {
@@ -261,6 +271,7 @@ impl<'a> Precedence<'a> {
                 route_mode: route_mode?,
                 socket_dir: socket_dir?,
                 keys_dir: keys_dir?,
+                tls_ask_listen: tls_ask_listen?,
             })
         })();
         (config, found.refused)

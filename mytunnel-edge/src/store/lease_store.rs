@@ -201,6 +201,25 @@ impl LeaseStore for SqliteLeaseStore {
         row.as_ref().map(lease_from_row).transpose()
     }
 
+    async fn active_for_host(
+        &self,
+        host: &Host,
+        now: Timestamp,
+    ) -> Result<Option<Lease>, StoreError> {
+        // `host` is unique (an index), and tombstones carry their state's prefix: one
+        // index lookup on the read pool, which a writer never blocks (WAL).
+        let row = sqlx::query(&format!(
+            "SELECT {LEASE_COLUMNS} FROM leases \
+             WHERE host = $1 AND state = 'active' AND expires_at > $2"
+        ))
+        .bind(host.as_str())
+        .bind(now.unix_seconds())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| db_error("look up host", e))?;
+        row.as_ref().map(lease_from_row).transpose()
+    }
+
     async fn list(&self, scope: &OwnerScope) -> Result<Vec<Lease>, StoreError> {
         const ORDER: &str = "ORDER BY CASE state WHEN 'active' THEN 0 ELSE 1 END, \
                              created_at DESC, lease_id";

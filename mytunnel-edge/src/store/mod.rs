@@ -17,7 +17,7 @@ use mytunnel_core::protocol::{StateCounts, Takeover};
 use mytunnel_core::store::{
     AllocateSpec, Allocation, LeaseStore, NameChoice, StoreError, StoreStats,
 };
-use mytunnel_core::{Lease, LeaseId, LeaseRef, LeaseState, Owner, Slug, Timestamp, Ttl};
+use mytunnel_core::{Host, Lease, LeaseId, LeaseRef, LeaseState, Owner, Slug, Timestamp, Ttl};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
