@@ -260,12 +260,14 @@ fn run(args: Args) -> Result<()> {
     if args.control_only {
         for r in &report.control {
             eprintln!(
-                "  {} {} leases: p50 allocate {:?}, heartbeat {:?}, release {:?}",
+                "  {} {} leases: p50 allocate {:?}, heartbeat {:?}, release {:?}; TLS ask p50 {:?}, p99 {:?}",
                 edge_mode_label(r.mode),
                 r.leases,
                 r.allocate.p50,
                 r.heartbeat.p50,
-                r.release.p50
+                r.release.p50,
+                r.ask.p50,
+                r.ask.p99
             );
         }
         for line in report.log_lines() {

@@ -241,6 +241,47 @@ impl RealCaddy {
         admin_get(self.admin, "/config/apps/http/servers/srv0/routes")
     }
 
+    /// Replaces the whole config with a Caddyfile, adapted by `caddy adapt` as `caddy run
+    /// --config FILE` adapts it. The file's `admin` line must name this Caddy's admin
+    /// address, which the tests keep using.
+    pub fn load_caddyfile(&self, caddyfile: &Path) -> Result<(), String> {
+        let output = Command::new(caddy_binary()?)
+            .args(["adapt", "--adapter", "caddyfile", "--config"])
+            .arg(caddyfile)
+            .output()
+            .map_err(|e| format!("caddy adapt: {e}"))?;
+        if !output.status.success() {
+            return Err(format!(
+                "caddy adapt {}: {}",
+                caddyfile.display(),
+                String::from_utf8_lossy(&output.stderr)
+            ));
+        }
+        let config: Value = serde_json::from_slice(&output.stdout)
+            .map_err(|e| format!("caddy adapt printed no JSON: {e}"))?;
+        let admin = config.pointer("/admin/listen").and_then(Value::as_str);
+        if admin != Some(self.admin.to_string().as_str()) {
+            return Err(format!(
+                "{} moves the admin API to {admin:?}; this Caddy's is {}",
+                caddyfile.display(),
+                self.admin
+            ));
+        }
+        admin_request(self.admin, "POST", "/load", Some(&config))?;
+        self.settle();
+        Ok(())
+    }
+
+    /// The root certificate of Caddy's own CA (`tls internal`), once Caddy has made it.
+    pub fn local_ca_root(&self) -> PathBuf {
+        self.data_dir().join("caddy/pki/authorities/local/root.crt")
+    }
+
+    /// Caddy's data directory (`XDG_DATA_HOME`): certificates, keys, its CA.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
     /// Replaces the whole config, as a restart that lost every API-added route does.
     pub fn reset(&self, with_catch_all: bool) -> Result<(), String> {
         admin_request(

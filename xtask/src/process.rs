@@ -165,8 +165,10 @@ pub(super) fn is_summary_line(text: &str) -> bool {
 pub(super) fn ensure_system_packages() -> Result<()> {
     // (what must be present, its package). A path is checked as a file: root's PATH may
     // lack /usr/sbin, where sshd lives.
-    const PACKAGES: [(&str, &str); 9] = [
+    const PACKAGES: [(&str, &str); 10] = [
         ("caddy", "caddy"),
+        // A visitor over HTTPS in the on-demand TLS test, checking Caddy's certificate.
+        ("curl", "curl"),
         ("shellcheck", "shellcheck"),
         // The edge scripts read `mytunneld config --json` with it.
         ("python3", "python3"),

@@ -114,7 +114,11 @@ impl Report {
             );
         }
         // Issue 18's target for the on-demand TLS ask: under 10 ms with 5,000 leases.
-        for r in self.control.iter().filter(|r| r.leases >= 5_000 && r.ask.samples > 0) {
+        for r in self
+            .control
+            .iter()
+            .filter(|r| r.leases >= 5_000 && r.ask.samples > 0)
+        {
             let met = r.ask.p99 < Duration::from_millis(10);
             let _ = writeln!(
                 o,
