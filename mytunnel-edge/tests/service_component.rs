@@ -1186,7 +1186,9 @@ async fn tls_ask_says_yes_only_for_hosts_of_active_unexpired_leases() {
     }
 
     // Released: no.
-    edge.release(&alice(), portal.lease_id.as_str()).await.unwrap();
+    edge.release(&alice(), portal.lease_id.as_str())
+        .await
+        .unwrap();
     assert_eq!(
         ask(&edge, "domain=portal.t.example").await,
         StatusCode::NOT_FOUND
