@@ -6,8 +6,9 @@
 #                   [--base-domain D] [--caddy-admin-url URL] [--no-systemd]
 #                   [--route-mode static|routes] [--proxy-group NAME] [--socket-dir DIR]
 #                   [--sshd-dropin] [--max-startups START:RATE:FULL]
-#   install-edge.sh --print-sshd-dropin [--route-mode static|routes] [--group NAME]
-#                   [--user NAME] [--proxy-group NAME] [--max-startups START:RATE:FULL]
+#   install-edge.sh --print-sshd-dropin [--destdir DIR] [--route-mode static|routes]
+#                   [--group NAME] [--user NAME] [--proxy-group NAME]
+#                   [--max-startups START:RATE:FULL]
 #
 # Installs, every path under DIR when --destdir is given:
 #   /usr/local/bin/mytunneld                 0755  root:root
@@ -27,8 +28,10 @@
 #                                                               owners/<user>, user:PROXY 2750)
 # The group (default mytunnel) and the service user (default mytunneld, a --system user
 # without a login shell, member of the group) are created on this machine, also with
-# --destdir. With --destdir the env file's paths point inside DIR, so the installed
-# binary works there.
+# --destdir. With --destdir the env file's paths and the sshd drop-in's keys command point
+# inside DIR, so the installed binary works there (DIR is then an absolute path of
+# [A-Za-z0-9/._-]: sshd splits the command at spaces and expands %). The unit keeps the
+# paths of an install at /.
 #
 # An edge installed before the control socket kept the database in /var/lib/mytunneld
 # 2770 root:GROUP, written by the tunnel users' own ctl processes. A run migrates it in
@@ -51,7 +54,9 @@
 #
 # sshd: /etc/ssh/sshd_config.d/mytunnel.conf holds a `Match Group GROUP` block: tunnel keys
 # come only from `mytunneld authorized-keys %u` (run as USER), which forces the gate on
-# each key; in both route modes tunnels bind unix sockets in their owner's directory and
+# each key (with --destdir: `DIR/usr/local/bin/mytunneld --env-file
+# DIR/etc/mytunneld/mytunneld.env authorized-keys %u`, the install's own binary and env
+# file); in both route modes tunnels bind unix sockets in their owner's directory and
 # may not listen on any TCP port. It is written for a new env file, when it exists already, or
 # with --sshd-dropin: on an older install it would disable the keys in users'
 # ~/.ssh/authorized_keys, so move them first (install-edge-ssh-key.sh --keys-dir). sshd
@@ -86,7 +91,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib-edge.sh"
 
 usage() {
     echo "usage: $0 [--destdir DIR] [--binary PATH] [--group NAME] [--user NAME] [--base-domain D] [--caddy-admin-url URL] [--no-systemd] [--route-mode static|routes] [--proxy-group NAME] [--socket-dir DIR] [--sshd-dropin] [--max-startups START:RATE:FULL]" >&2
-    echo "       $0 --print-sshd-dropin [--route-mode static|routes] [--group NAME] [--user NAME] [--proxy-group NAME] [--max-startups START:RATE:FULL]" >&2
+    echo "       $0 --print-sshd-dropin [--destdir DIR] [--route-mode static|routes] [--group NAME] [--user NAME] [--proxy-group NAME] [--max-startups START:RATE:FULL]" >&2
     exit 2
 }
 
@@ -170,7 +175,9 @@ check_args() {
     if [[ -n $destdir ]]; then
         [[ $destdir == /* ]] || die "--destdir must be an absolute path: $destdir" 2
         destdir=${destdir%/}
-        [[ $destdir =~ [[:cntrl:]] ]] && die "--destdir must not contain control characters" 2
+        # sshd's AuthorizedKeysCommand names the binary and env file inside it: sshd splits
+        # that command at spaces and expands %.
+        [[ $destdir =~ ^[A-Za-z0-9/._-]+$ ]] || die "--destdir must be an absolute path of [A-Za-z0-9/._-]: $destdir" 2
     fi
     # Values written into the env file: one line each, no quotes to confuse the parser.
     for value in "$base_domain" "$admin_url"; do
@@ -207,7 +214,12 @@ sshd_dropin() {
     echo "    StreamLocalBindUnlink no"
     echo "    # Keys come only from mytunneld: each one gated, no TCP listen, a pty for the gate."
     echo "    AuthorizedKeysFile none"
-    echo "    AuthorizedKeysCommand /usr/local/bin/mytunneld authorized-keys %u"
+    if [[ -n $destdir ]]; then
+        # The install's own binary and env file (its keys directory is inside DIR).
+        echo "    AuthorizedKeysCommand $destdir/usr/local/bin/mytunneld --env-file $destdir/etc/mytunneld/mytunneld.env authorized-keys %u"
+    else
+        echo "    AuthorizedKeysCommand /usr/local/bin/mytunneld authorized-keys %u"
+    fi
     echo "    AuthorizedKeysCommandUser $user"
 }
 

@@ -442,6 +442,16 @@ impl Edge {
             .collect()
     }
 
+    /// The drop-in's `AuthorizedKeysCommand` for an install under `--destdir`: the
+    /// install's own binary and env file (the system's would read another keys directory).
+    fn keys_command(&self) -> String {
+        format!(
+            "AuthorizedKeysCommand {} --env-file {} authorized-keys %u",
+            self.bin().display(),
+            self.env_file().display()
+        )
+    }
+
     fn gid(&self) -> u32 {
         let output = Command::new("getent")
             .args(["group", &self.names.group])
@@ -626,7 +636,7 @@ fn install_twice_is_idempotent_with_exact_modes_and_a_hardened_unit() {
             "StreamLocalBindMask 0117",
             "StreamLocalBindUnlink no",
             "AuthorizedKeysFile none",
-            "AuthorizedKeysCommand /usr/local/bin/mytunneld authorized-keys %u",
+            &edge.keys_command(),
             &format!("AuthorizedKeysCommandUser {}", edge.names.user),
         ]
     );
@@ -634,6 +644,7 @@ fn install_twice_is_idempotent_with_exact_modes_and_a_hardened_unit() {
     assert_eq!(dropin_global_settings(&edge), ["MaxStartups 256:30:1024"]);
     assert_sshd_applies_dropin(&edge);
     assert_printed_dropin_is_installed(&edge, "static");
+    assert_keys_command_reads_the_install(&edge);
 
     // Without serve, ctl says so at once; nothing else opens the database.
     let started = std::time::Instant::now();
@@ -708,6 +719,8 @@ fn assert_printed_dropin_is_installed(edge: &Edge, route_mode: &str) {
         "install-edge.sh",
         &[
             "--print-sshd-dropin",
+            "--destdir",
+            edge.destdir().to_str().unwrap(),
             "--route-mode",
             route_mode,
             "--group",
@@ -721,6 +734,52 @@ fn assert_printed_dropin_is_installed(edge: &Edge, route_mode: &str) {
         std::fs::read_to_string(edge.path("etc/ssh/sshd_config.d/mytunnel.conf")).unwrap();
     assert_eq!(printed.text, installed);
     assert_eq!(listing(edge.destdir()), before);
+}
+
+/// The drop-in's `AuthorizedKeysCommand`, run as sshd runs it (its words split at spaces,
+/// `%u` the user logging in, as the `AuthorizedKeysCommandUser`, with no environment),
+/// prints the key enrolled in this install's keys directory with the gate's options: it
+/// runs the installed binary with the installed env file, not `/usr/local/bin/mytunneld`
+/// and `/etc/mytunneld`'s (which on a test machine do not exist, or name other keys).
+fn assert_keys_command_reads_the_install(edge: &Edge) {
+    let key = edge.logs.path().join("id_keys_command");
+    let public = generate_key(&key, "keys-command@test").unwrap();
+    let keys_file = edge.path("etc/mytunneld/keys/alice");
+    std::fs::write(&keys_file, format!("{public}\n")).unwrap();
+    set_mode(&keys_file, 0o644);
+    let (global, block) = dropin_parts(edge);
+    assert!(!global.is_empty());
+    let command = block
+        .iter()
+        .find_map(|l| l.strip_prefix("AuthorizedKeysCommand "))
+        .unwrap_or_else(|| panic!("no AuthorizedKeysCommand: {block:?}"));
+    let words: Vec<String> = command
+        .split_whitespace()
+        .map(|w| w.replace("%u", "alice"))
+        .collect();
+    let out = Command::new("runuser")
+        .args(["-u", &edge.names.user, "--"])
+        .args(&words)
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{command}: {}{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let blob = public.split_whitespace().nth(1).unwrap();
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    assert!(
+        stdout.starts_with("restrict,port-forwarding,pty,permitlisten=\"NONE:1\",command=")
+            && stdout.contains(blob),
+        "{command} printed: {stdout}"
+    );
+    std::fs::remove_file(&keys_file).unwrap();
 }
 
 /// Real sshd accepts the drop-in (`sshd -t`), included the way Debian's sshd_config
@@ -841,7 +900,7 @@ fn routes_mode_install_has_the_same_socket_layout_and_dropin_as_static() {
             "StreamLocalBindMask 0117",
             "StreamLocalBindUnlink no",
             "AuthorizedKeysFile none",
-            "AuthorizedKeysCommand /usr/local/bin/mytunneld authorized-keys %u",
+            &edge.keys_command(),
             &format!("AuthorizedKeysCommandUser {}", edge.names.user),
         ]
     );
