@@ -21,7 +21,10 @@
 #   /etc/mytunneld/mytunneld.env) sets MYTUNNEL_KEYS_DIR, writes the key without options to
 #   DIR/<user> (0644, DIR 0755, both root:root) instead: sshd's AuthorizedKeysCommand
 #   (`mytunneld authorized-keys %u`, see install-edge.sh) adds the options at each login.
-#   ~/.ssh is not touched then.
+#   ~/.ssh is not touched then, and --gate-command is refused (exit 2): the forced command
+#   is the one `mytunneld authorized-keys` prints, `/usr/local/bin/mytunneld gate` unless
+#   sshd's AuthorizedKeysCommand passes it `--gate-command CMD` (install-edge.sh's drop-in
+#   does not, and rewrites that line on every run). This script could not honour it.
 # - With --socket-dir DIR, or when the env file exists (its MYTUNNEL_SOCKET_DIR, default
 #   /var/lib/mytunnel-sockets; both route modes), creates DIR/owners/<user>,
 #   owned by the user, group --proxy-group (default caddy), mode 2750: the user's tunnel
@@ -59,6 +62,7 @@ parse_args() {
     pubkey_file=$2
     shift 2
     gate_command=$DEFAULT_GATE_COMMAND
+    gate_command_given=0
     group=''
     remove=0
     keys_dir=''
@@ -85,10 +89,12 @@ parse_args() {
             --gate-command)
                 [[ $# -ge 2 ]] || usage
                 gate_command=$2
+                gate_command_given=1
                 shift 2
                 ;;
             --gate-command=*)
                 gate_command=${1#--gate-command=}
+                gate_command_given=1
                 shift
                 ;;
             --group)
@@ -142,6 +148,11 @@ check_args() {
     done
     keys_dir=${keys_dir%/}
     socket_dir=${socket_dir%/}
+    # A key in the keys directory is written bare: its options, the forced command among
+    # them, are what `mytunneld authorized-keys` adds at each login.
+    if [[ -n $keys_dir && $gate_command_given -eq 1 ]]; then
+        die "--gate-command has no effect with a keys directory ($keys_dir): the key is written without options and \`mytunneld authorized-keys\` forces its own gate command at each login ($DEFAULT_GATE_COMMAND unless sshd's AuthorizedKeysCommand passes it --gate-command CMD). Leave --gate-command out, or set it on that command line" 2
+    fi
     [[ $proxy_group =~ ^[a-z_][a-z0-9_-]{0,31}$ ]] || die "invalid proxy group name: $proxy_group" 2
     if [[ $socket_inodes_given -eq 1 ]]; then
         if ! [[ $socket_inodes =~ ^[0-9]{1,5}$ ]] || ((10#$socket_inodes < 8 || 10#$socket_inodes > 65536)); then

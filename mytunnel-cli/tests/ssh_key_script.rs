@@ -286,6 +286,97 @@ fn keys_dir_holds_plain_keys_and_socket_dirs_belong_to_their_user() {
     );
 }
 
+/// In keys-directory mode the key is written bare and `mytunneld authorized-keys` adds its
+/// options at each login, its own gate command among them: `--gate-command` could not
+/// take effect there, so it is refused (exit 2, nothing done), whether the directory is
+/// given or comes from the env file. The message points at the command that does set it,
+/// which takes it.
+#[test]
+fn gate_command_is_refused_where_mytunneld_authorized_keys_forces_the_gate() {
+    let user = TestUser::new("mtt-kg");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let public = generate_key(&dir.path().join("id"), "gate@host").unwrap();
+    let pubkey = dir.path().join("id.pub");
+    let keys = dir.path().join("keys");
+    let env = dir.path().join("mytunneld.env");
+    std::fs::write(&env, format!("MYTUNNEL_KEYS_DIR={}\n", keys.display())).unwrap();
+    let gate = "/opt/mytunnel/bin/mytunneld --env-file /etc/x.env gate";
+    let keys_arg = keys.display().to_string();
+    let env_arg = env.display().to_string();
+    let pub_arg = pubkey.display().to_string();
+    let sockets = dir.path().join("sockets");
+    std::fs::create_dir_all(sockets.join("owners")).unwrap();
+    let sockets_arg = sockets.display().to_string();
+    let proxy = nix::unistd::Group::from_gid(nix::unistd::getgid())
+        .unwrap()
+        .unwrap();
+    for args in [
+        vec![
+            "--keys-dir",
+            &keys_arg,
+            "--env-file",
+            "/nonexistent/mytunneld.env",
+        ],
+        vec!["--env-file", &env_arg],
+        vec!["--env-file", &env_arg, "--remove"],
+    ] {
+        for gate_args in [vec!["--gate-command", gate], vec![]] {
+            let mut all = vec![user.0.as_str(), pub_arg.as_str()];
+            all.extend(gate_args.iter().copied());
+            all.extend(args.iter().copied());
+            all.extend(["--socket-dir", &sockets_arg, "--proxy-group", &proxy.name]);
+            if gate_args.is_empty() {
+                // Without it, the same install works (and a removal finds the user).
+                let out = run(&all);
+                assert_eq!(
+                    out.status.code(),
+                    Some(0),
+                    "{all:?}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                continue;
+            }
+            let out = run(&all);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{all:?}: {stderr}");
+            assert!(
+                stderr.contains(&format!(
+                    "--gate-command has no effect with a keys directory ({})",
+                    keys.display()
+                )) && stderr.contains("--gate-command CMD"),
+                "{stderr}"
+            );
+            assert!(out.stdout.is_empty(), "{all:?}");
+        }
+    }
+    // The refusals did nothing: the one install made the user and its key line, the
+    // removal took the line away again.
+    assert_eq!(std::fs::read_to_string(keys.join(&user.0)).unwrap(), "");
+    assert!(!PathBuf::from(format!("/home/{}/.ssh/authorized_keys", user.0)).exists());
+
+    // What the message points at: `mytunneld authorized-keys --gate-command CMD` forces
+    // CMD on the directory's keys.
+    std::fs::write(keys.join(&user.0), &public).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_mytunneld"))
+        .arg("--env-file")
+        .arg(&env)
+        .args(["authorized-keys", "--gate-command", gate, &user.0])
+        .env_clear()
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        printed.contains(&format!("command=\"{gate}\" ")),
+        "{printed}"
+    );
+}
+
 /// A tmpfs unmounted (lazily, so a test that failed with files open still cleans up) when
 /// dropped.
 struct Mounted(PathBuf);
