@@ -5,10 +5,26 @@
 #   install-edge.sh [--destdir DIR] [--binary PATH] [--group NAME] [--user NAME]
 #                   [--base-domain D] [--caddy-admin-url URL] [--no-systemd]
 #                   [--route-mode static|routes] [--proxy-group NAME] [--socket-dir DIR]
-#                   [--sshd-dropin] [--max-startups START:RATE:FULL]
+#                   [--sshd-dropin] [--max-startups START:RATE:FULL] [TLS OPTIONS]
 #   install-edge.sh --print-sshd-dropin [--destdir DIR] [--route-mode static|routes]
 #                   [--group NAME] [--user NAME] [--proxy-group NAME]
 #                   [--max-startups START:RATE:FULL]
+#   install-edge.sh --print-caddyfile --tls-mode wildcard|on-demand --base-domain D
+#                   [TLS OPTIONS] [--caddy-admin-url URL] [--route-mode static|routes]
+#                   [--socket-dir DIR] [--destdir DIR]
+#
+# TLS OPTIONS (Caddy's Caddyfile; see "Caddy" below):
+#   --tls-mode wildcard|on-demand   write the Caddyfile for this mode (none written without it)
+#   --dns-provider NAME             wildcard with the acme issuer: the caddy-dns module (infomaniak)
+#   --dns-token-env VAR             the variable holding its token (default NAME uppercased,
+#                                   - as _, then _TOKEN: INFOMANIAK_TOKEN)
+#   --tls-issuer acme|internal      acme (default), or Caddy's own local CA (a LAN or test edge)
+#   --acme-ca URL                   another ACME directory (Let's Encrypt staging, a local ACME server)
+#   --tls-ask-listen IP:PORT        on-demand: where mytunneld serve answers Caddy's ask
+#                                   (default 127.0.0.1:2020; loopback only)
+#   --caddy-http-port N             Caddy's HTTP port (default 80)
+#   --caddy-https-port N            Caddy's HTTPS port (default 443)
+#   --caddyfile PATH                default /etc/caddy/Caddyfile (under --destdir DIR)
 #
 # Installs, every path under DIR when --destdir is given:
 #   /usr/local/bin/mytunneld                 0755  root:root
@@ -26,6 +42,7 @@
 #   SOCKETS/hosts                            0755  USER:GROUP  (host links, written by serve)
 #   SOCKETS/owners                           0755  root:root   (install-edge-ssh-key.sh makes
 #                                                               owners/<user>, user:PROXY 2750)
+#   CADDYFILE                                0644  root:root   (only with --tls-mode; see "Caddy")
 # The group (default mytunnel) and the service user (default mytunneld, a --system user
 # without a login shell, member of the group) are created on this machine, also with
 # --destdir. With --destdir the env file's paths and the sshd drop-in's keys command point
@@ -51,6 +68,8 @@
 # and given to install-edge-ssh-key.sh when users are enrolled.
 # An existing env file is read as mytunneld reads it: `BINARY --env-file FILE config
 # --json` (with python3), so a value the binary would refuse is never taken for another.
+# (One exception to "never changed": --tls-mode on-demand appends MYTUNNEL_TLS_ASK_LISTEN
+# to an env file without it, see "Caddy".)
 #
 # sshd: /etc/ssh/sshd_config.d/mytunnel.conf holds a `Match Group GROUP` block: tunnel keys
 # come only from `mytunneld authorized-keys %u` (run as USER), which forces the gate on
@@ -77,6 +96,45 @@
 # changing nothing and needing no root: to review it, or for test harnesses, which run
 # sshd with exactly these settings.
 #
+# Caddy: with --tls-mode, CADDYFILE (--caddyfile, default /etc/caddy/Caddyfile) is written
+# for Caddy's certificate for the tunnel hosts; without it no Caddyfile is touched (an
+# edge with a hand-written one keeps it).
+#   wildcard   one certificate for *.BASE_DOMAIN through the ACME DNS-01 challenge:
+#              `tls { dns NAME {env.VAR} }` (--dns-provider, --dns-token-env). Needs a Caddy
+#              built with that module (xcaddy build --with github.com/caddy-dns/NAME; Debian's
+#              caddy has none) and VAR in Caddy's environment
+#              (dns-bootstrap-infomaniak.sh --dropin writes INFOMANIAK_TOKEN).
+#   on-demand  Debian's stock Caddy, any DNS provider: a certificate per tunnel host,
+#              obtained at its first TLS handshake, only when Caddy's `ask`
+#              (http://ADDR/ask?domain=HOST) answers 200. `mytunneld serve` answers it on
+#              MYTUNNEL_TLS_ASK_LISTEN (--tls-ask-listen, default 127.0.0.1:2020), 200 only
+#              for hosts of active leases; a host without a tunnel gets no certificate, so
+#              its TLS handshake fails. With an ACME CA each certificate is logged in
+#              Certificate Transparency: tunnel names become public there.
+# --tls-issuer internal has Caddy's own local CA sign (a LAN or test edge, whose clients
+# trust that CA; `skip_install_trust`): in wildcard mode it signs the wildcard directly, no
+# DNS provider needed. --acme-ca URL sets Caddy's `acme_ca` (acme issuer only). The admin
+# line is mytunneld's admin URL (http://127.0.0.1:2019 -> `admin 127.0.0.1:2019`; a unix
+# socket as unix//PATH), refused unless loopback; --caddy-http-port/--caddy-https-port
+# (1-65535) are written as `http_port`/`https_port` unless 80/443 (an edge behind NAT).
+# The site block's comment says what a host without a tunnel gets in the route mode: in
+# static mode 502 (serve's wildcard route in front of it dials the host link, which does
+# not exist), in routes mode the block's own `respond "no tunnel here" 404`.
+# An existing env file wins over the flags for the base domain, the admin URL and the ask
+# address (what serve uses; a flag that differs is named and ignored). In on-demand mode a
+# new env file gets MYTUNNEL_TLS_ASK_LISTEN; an existing one without it gets the line
+# appended (and the service restarts to listen there).
+# Written atomically; an existing file with other content is first copied to
+# CADDYFILE.before-mytunnel.<UTC time> (never lost); the same content is "up to date".
+# Checked with `caddy validate` (in a throwaway HOME) when caddy is on PATH: a failure
+# stops the run before the file is replaced, except a missing DNS module (stock Caddy in
+# wildcard mode), which is a warning: the file is written, Caddy not reloaded. Without
+# --destdir and --no-systemd, when systemd runs and Caddy is active, a changed file is
+# loaded with `systemctl reload caddy`, then `mytunneld ctl reconcile` puts back the routes
+# serve added through the admin API (a reload drops them).
+# --print-caddyfile prints the Caddyfile for the given flags (no env file is read) and
+# exits, changing nothing and needing no root.
+#
 # --binary defaults to target/release/mytunneld of this repository, else `mytunneld` on
 # PATH. systemd is reloaded and the service enabled and started only when systemd runs,
 # without --destdir and without --no-systemd; a running service is restarted when this
@@ -90,8 +148,10 @@ readonly SCRIPT_NAME=install-edge
 source "$(dirname "${BASH_SOURCE[0]}")/lib-edge.sh"
 
 usage() {
-    echo "usage: $0 [--destdir DIR] [--binary PATH] [--group NAME] [--user NAME] [--base-domain D] [--caddy-admin-url URL] [--no-systemd] [--route-mode static|routes] [--proxy-group NAME] [--socket-dir DIR] [--sshd-dropin] [--max-startups START:RATE:FULL]" >&2
+    echo "usage: $0 [--destdir DIR] [--binary PATH] [--group NAME] [--user NAME] [--base-domain D] [--caddy-admin-url URL] [--no-systemd] [--route-mode static|routes] [--proxy-group NAME] [--socket-dir DIR] [--sshd-dropin] [--max-startups START:RATE:FULL] [TLS OPTIONS]" >&2
     echo "       $0 --print-sshd-dropin [--destdir DIR] [--route-mode static|routes] [--group NAME] [--user NAME] [--proxy-group NAME] [--max-startups START:RATE:FULL]" >&2
+    echo "       $0 --print-caddyfile --tls-mode wildcard|on-demand --base-domain D [TLS OPTIONS] [--caddy-admin-url URL] [--route-mode static|routes] [--socket-dir DIR] [--destdir DIR]" >&2
+    echo "TLS OPTIONS: --tls-mode wildcard|on-demand [--dns-provider NAME] [--dns-token-env VAR] [--tls-issuer acme|internal] [--acme-ca URL] [--tls-ask-listen IP:PORT] [--caddy-http-port N] [--caddy-https-port N] [--caddyfile PATH]" >&2
     exit 2
 }
 
@@ -111,10 +171,24 @@ parse_args() {
     sshd_dropin_flag=0
     print_dropin=0
     max_startups=''
+    admin_url_flag=''
+    # The TLS options, each '' unless given (check_tls_args sets the defaults).
+    tls_mode=''
+    dns_provider=''
+    dns_token_env=''
+    tls_issuer=''
+    acme_ca=''
+    ask_listen_flag=''
+    http_port=''
+    https_port=''
+    caddyfile_flag=''
+    print_caddyfile=0
     while [[ $# -gt 0 ]]; do
         case $1 in
             --destdir | --binary | --group | --user | --base-domain | --caddy-admin-url | \
-                --route-mode | --proxy-group | --socket-dir | --max-startups)
+                --route-mode | --proxy-group | --socket-dir | --max-startups | --tls-mode | \
+                --dns-provider | --dns-token-env | --tls-issuer | --acme-ca | --tls-ask-listen | \
+                --caddy-http-port | --caddy-https-port | --caddyfile)
                 [[ $# -ge 2 ]] || usage
                 value=$2
                 case $1 in
@@ -123,13 +197,26 @@ parse_args() {
                     --group) group=$value ;;
                     --user) user=$value ;;
                     --base-domain) base_domain=$value ;;
-                    --caddy-admin-url) admin_url=$value ;;
+                    --caddy-admin-url) admin_url=$value admin_url_flag=$value ;;
                     --route-mode) route_mode_flag=$value ;;
                     --proxy-group) proxy_group=$value ;;
                     --socket-dir) socket_dir_flag=$value ;;
                     --max-startups) max_startups=$value ;;
+                    --tls-mode) tls_mode=$value ;;
+                    --dns-provider) dns_provider=$value ;;
+                    --dns-token-env) dns_token_env=$value ;;
+                    --tls-issuer) tls_issuer=$value ;;
+                    --acme-ca) acme_ca=$value ;;
+                    --tls-ask-listen) ask_listen_flag=$value ;;
+                    --caddy-http-port) http_port=$value ;;
+                    --caddy-https-port) https_port=$value ;;
+                    --caddyfile) caddyfile_flag=$value ;;
                 esac
                 shift 2
+                ;;
+            --print-caddyfile)
+                print_caddyfile=1
+                shift
                 ;;
             --no-systemd)
                 systemd=0
@@ -179,6 +266,7 @@ check_args() {
         # that command at spaces and expands %.
         [[ $destdir =~ ^[A-Za-z0-9/._-]+$ ]] || die "--destdir must be an absolute path of [A-Za-z0-9/._-]: $destdir" 2
     fi
+    [[ $print_dropin -eq 0 || $print_caddyfile -eq 0 ]] || die "--print-sshd-dropin and --print-caddyfile print one file each: give one" 2
     # Values written into the env file: one line each, no quotes to confuse the parser.
     for value in "$base_domain" "$admin_url"; do
         if [[ $value =~ [[:cntrl:]] || $value == *[\"\'\ ]* ]]; then
@@ -190,6 +278,135 @@ check_args() {
     max_startups=${max_startups:-$DEFAULT_MAX_STARTUPS}
     parse_max_startups "$max_startups" >/dev/null ||
         die "--max-startups must be START:RATE:FULL (1 <= START <= FULL, RATE 1-100) or one number: $max_startups" 2
+    check_tls_args
+}
+
+# The address mytunneld serve answers Caddy's on-demand `ask` on, unless told otherwise.
+readonly DEFAULT_TLS_ASK_LISTEN=127.0.0.1:2020
+
+# loopback_listen ADDR: status 0 when ADDR is a loopback IP:PORT, 127.0.0.0/8 or [::1],
+# port 1-65535 (what MYTUNNEL_TLS_ASK_LISTEN takes).
+loopback_listen() {
+    local addr=$1 octet port
+    if [[ $addr =~ ^127\.([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3}):([0-9]{1,5})$ ]]; then
+        for octet in "${BASH_REMATCH[@]:1:3}"; do
+            ((10#$octet <= 255)) || return 1
+        done
+        port=${BASH_REMATCH[4]}
+    elif [[ $addr =~ ^\[::1\]:([0-9]{1,5})$ ]]; then
+        port=${BASH_REMATCH[1]}
+    else
+        return 1
+    fi
+    ((10#$port >= 1 && 10#$port <= 65535))
+}
+
+# caddy_admin_listen URL: Caddy's `admin` address for mytunneld's admin URL URL
+# (http://127.0.0.1:2019 -> 127.0.0.1:2019, unix//PATH or unix:///PATH -> unix//PATH);
+# status 1 unless it is loopback (localhost, 127.0.0.0/8, [::1]) or a unix socket.
+caddy_admin_listen() {
+    local url=$1 authority host port
+    case $url in
+        unix://*) url=unix/${url#unix://} ;;
+    esac
+    if [[ $url == unix/* ]]; then
+        [[ $url =~ ^unix//[A-Za-z0-9/._-]*[A-Za-z0-9._-]$ ]] || return 1
+        echo "$url"
+        return 0
+    fi
+    [[ $url == http://* ]] || return 1
+    authority=${url#http://}
+    authority=${authority%/}
+    if [[ $authority =~ ^(\[[^]]*\])(:([0-9]{1,5}))?$ || $authority =~ ^([^:]*)(:([0-9]{1,5}))?$ ]]; then
+        host=${BASH_REMATCH[1]}
+        port=${BASH_REMATCH[3]:-80}
+    else
+        return 1
+    fi
+    # mytunneld's own check (loopback, port 1-65535) through loopback_listen's.
+    case $host in
+        localhost) loopback_listen "127.0.0.1:$port" || return 1 ;;
+        *) loopback_listen "$host:$port" || return 1 ;;
+    esac
+    echo "$host:$port"
+}
+
+# check_port OPTION VARIABLE DEFAULT: sets VARIABLE (DEFAULT when empty) to its port number
+# 1-65535, leading zeros dropped, or exits 2 naming OPTION.
+check_port() {
+    local value=${!2:-$3}
+    if [[ ! $value =~ ^[0-9]{1,5}$ ]] || ((10#$value < 1 || 10#$value > 65535)); then
+        die "$1 must be a port number 1-65535: $value" 2
+    fi
+    printf -v "$2" '%s' $((10#$value))
+}
+
+# check_tls_args: refuses (exit 2) TLS options that cannot make a Caddyfile, and any of
+# them without --tls-mode (nothing would use it); sets their defaults.
+check_tls_args() {
+    local given=()
+    if [[ -z $tls_mode ]]; then
+        [[ -n $dns_provider ]] && given+=(--dns-provider)
+        [[ -n $dns_token_env ]] && given+=(--dns-token-env)
+        [[ -n $tls_issuer ]] && given+=(--tls-issuer)
+        [[ -n $acme_ca ]] && given+=(--acme-ca)
+        [[ -n $ask_listen_flag ]] && given+=(--tls-ask-listen)
+        [[ -n $http_port ]] && given+=(--caddy-http-port)
+        [[ -n $https_port ]] && given+=(--caddy-https-port)
+        [[ -n $caddyfile_flag ]] && given+=(--caddyfile)
+        [[ $print_caddyfile -eq 1 ]] && given+=(--print-caddyfile)
+        if [[ ${#given[@]} -gt 0 ]]; then
+            die "${given[0]} needs --tls-mode wildcard|on-demand (no Caddyfile is written without it)" 2
+        fi
+        return 0
+    fi
+    case $tls_mode in
+        wildcard | on-demand) ;;
+        *) die "--tls-mode must be wildcard or on-demand: $tls_mode" 2 ;;
+    esac
+    tls_issuer=${tls_issuer:-acme}
+    case $tls_issuer in
+        acme | internal) ;;
+        *) die "--tls-issuer must be acme or internal: $tls_issuer" 2 ;;
+    esac
+    if [[ $tls_mode == wildcard && $tls_issuer == acme ]]; then
+        # A wildcard certificate from an ACME CA: only through the DNS-01 challenge.
+        [[ -n $dns_provider ]] || die "--tls-mode wildcard needs --dns-provider NAME (the caddy-dns module that solves the DNS-01 challenge, e.g. infomaniak), or --tls-issuer internal" 2
+        [[ $dns_provider =~ ^[a-z0-9][a-z0-9_-]{0,63}$ ]] || die "invalid --dns-provider: $dns_provider (a caddy-dns module name, e.g. infomaniak)" 2
+        if [[ -z $dns_token_env ]]; then
+            dns_token_env=${dns_provider^^}
+            dns_token_env=${dns_token_env//-/_}_TOKEN
+        fi
+        [[ $dns_token_env =~ ^[A-Za-z_][A-Za-z0-9_]{0,63}$ ]] || die "invalid --dns-token-env: $dns_token_env (an environment variable name)" 2
+    else
+        [[ -z $dns_provider ]] || die "--dns-provider is only for --tls-mode wildcard with --tls-issuer acme (the DNS-01 challenge): $tls_mode mode with issuer $tls_issuer needs no DNS provider" 2
+        [[ -z $dns_token_env ]] || die "--dns-token-env is only for --tls-mode wildcard with --tls-issuer acme" 2
+    fi
+    if [[ -n $acme_ca ]]; then
+        [[ $tls_issuer == acme ]] || die "--acme-ca is only for --tls-issuer acme (internal signs with Caddy's own CA)" 2
+        # One Caddyfile token: no spaces, quotes, braces or backslashes.
+        if [[ ! $acme_ca =~ ^https?://[A-Za-z0-9] || $acme_ca =~ [[:space:][:cntrl:]] || $acme_ca == *[\"\'{}\\]* ]]; then
+            die "invalid --acme-ca: $acme_ca (an http(s) URL without spaces, quotes, braces or backslashes)" 2
+        fi
+    fi
+    if [[ $tls_mode == on-demand ]]; then
+        tls_ask_listen=${ask_listen_flag:-$DEFAULT_TLS_ASK_LISTEN}
+        loopback_listen "$tls_ask_listen" || die "--tls-ask-listen must be a loopback IP:PORT (127.0.0.0/8 or [::1], port 1-65535): $tls_ask_listen" 2
+    else
+        [[ -z $ask_listen_flag ]] || die "--tls-ask-listen is only for --tls-mode on-demand (a wildcard certificate needs no ask)" 2
+        tls_ask_listen=''
+    fi
+    check_port --caddy-http-port http_port 80
+    check_port --caddy-https-port https_port 443
+    [[ $http_port -ne $https_port ]] || die "--caddy-http-port and --caddy-https-port must differ: $http_port" 2
+    caddyfile=${caddyfile_flag:-/etc/caddy/Caddyfile}
+    [[ $caddyfile == /* && ! $caddyfile =~ [[:cntrl:]] && $caddyfile != */ ]] || die "--caddyfile must be an absolute file path: $caddyfile" 2
+    caddyfile=$destdir$caddyfile
+    caddy_admin_listen "$admin_url" >/dev/null ||
+        die "--caddy-admin-url must be loopback (http://127.0.0.1:PORT, http://[::1]:PORT, http://localhost:PORT) or unix//PATH for Caddy's admin line: $admin_url" 2
+    if [[ $print_caddyfile -eq 1 ]]; then
+        [[ -n $base_domain ]] || die "--print-caddyfile needs --base-domain" 2
+    fi
 }
 
 # The sshd drop-in of route mode $1 for $group, its keys from mytunneld run as $user.
@@ -221,6 +438,92 @@ sshd_dropin() {
         echo "    AuthorizedKeysCommand /usr/local/bin/mytunneld authorized-keys %u"
     fi
     echo "    AuthorizedKeysCommandUser $user"
+}
+
+# caddyfile_text: Caddy's Caddyfile for --tls-mode, from caddy_domain, caddy_admin,
+# caddy_route_mode, caddy_socket_dir, tls_ask_listen and the TLS options.
+caddyfile_text() {
+    local tab=$'\t'
+    comment '' <<<"Caddy for the mytunnel edge *.$caddy_domain: TLS mode $tls_mode, issuer $tls_issuer, route mode $caddy_route_mode. Written by install-edge.sh --tls-mode on every such run; other content it replaces is kept as <file>.before-mytunnel.<time>."
+    echo "# Check: caddy validate --adapter caddyfile --config $caddyfile"
+    echo "{"
+    echo "$tab# The admin API can rewrite every route: loopback only (mytunneld refuses anything else)."
+    echo "${tab}admin $caddy_admin"
+    if [[ -n $acme_ca ]]; then
+        echo "${tab}acme_ca $acme_ca"
+    fi
+    if [[ $tls_issuer == internal ]]; then
+        echo "$tab# Caddy's own local CA signs; its root is not added to this machine's trust store."
+        echo "${tab}skip_install_trust"
+    fi
+    if [[ $http_port -ne 80 ]]; then
+        echo "${tab}http_port $http_port"
+    fi
+    if [[ $https_port -ne 443 ]]; then
+        echo "${tab}https_port $https_port"
+    fi
+    if [[ $tls_mode == on-demand ]]; then
+        echo "$tab# A certificate per tunnel host at its first TLS handshake, only when mytunneld serve"
+        echo "$tab# answers 200 here (MYTUNNEL_TLS_ASK_LISTEN): for hosts of active leases."
+        echo "${tab}on_demand_tls {"
+        echo "$tab${tab}ask http://$tls_ask_listen/ask"
+        echo "$tab}"
+    fi
+    echo "}"
+    echo
+    echo "*.$caddy_domain {"
+    case $tls_mode/$tls_issuer in
+        wildcard/acme)
+            echo "$tab# One wildcard certificate through the ACME DNS-01 challenge: needs a Caddy built with"
+            echo "$tab# the $dns_provider module (xcaddy build --with github.com/caddy-dns/$dns_provider) and"
+            echo "$tab# $dns_token_env in its environment."
+            echo "${tab}tls {"
+            echo "$tab${tab}dns $dns_provider {env.$dns_token_env}"
+            echo "$tab}"
+            ;;
+        wildcard/internal)
+            echo "$tab# One wildcard certificate from Caddy's own local CA."
+            echo "${tab}tls internal"
+            ;;
+        on-demand/acme)
+            echo "${tab}tls {"
+            echo "$tab${tab}on_demand"
+            echo "$tab}"
+            ;;
+        on-demand/internal)
+            echo "${tab}tls internal {"
+            echo "$tab${tab}on_demand"
+            echo "$tab}"
+            ;;
+    esac
+    unknown_host_comment | comment "$tab"
+    echo "${tab}respond \"no tunnel here\" 404"
+    echo "}"
+}
+
+# comment INDENT: stdin's text as Caddyfile comment lines of at most 88 columns after
+# INDENT (words are never split).
+comment() {
+    fold -s -w 86 | sed -e 's/ *$//' -e "s/^/$1# /"
+}
+
+# unknown_host_comment: what a host without a tunnel gets, in caddy_route_mode and
+# tls_mode (one paragraph). Static mode: serve's wildcard route in front of the site block
+# dials a host link that does not exist (502). Routes mode: no route of serve's matches,
+# the site block's respond answers (404). On-demand: no certificate at all first.
+unknown_host_comment() {
+    local text=''
+    if [[ $tls_mode == on-demand ]]; then
+        text="A host without a tunnel gets no certificate (serve's ask answers 200 only for hosts of active leases), so its TLS handshake fails. Past the handshake (a host whose tunnel ended keeps the certificate Caddy got for it) it gets "
+    else
+        text="A host without a tunnel gets "
+    fi
+    if [[ $caddy_route_mode == static ]]; then
+        text+="502 (Bad Gateway): mytunneld serve adds one route in front of this block through the admin API (route mode static) that takes every *.$caddy_domain to $caddy_socket_dir/hosts/<slug>.sock, and no such link exists. The 404 below answers only while that route is missing: after Caddy loads this file, until serve's next reconcile (\`mytunneld ctl reconcile\`)."
+    else
+        text+="404, from the respond below: mytunneld serve adds a route in front of this block for each active lease's host (route mode routes, through the admin API), and none for another host."
+    fi
+    echo "$text"
 }
 
 # find_binary: sets binary to the one to install when --binary did not name it.
@@ -473,11 +776,15 @@ install_file() {
     say "installed $dest"
 }
 
-# The env file: created once, never overwritten.
+# The env file: created once, never overwritten (on-demand TLS may append its ask line).
 write_env_file() {
     local tmp
     if [[ -e $env_file ]]; then
-        say "$env_file exists: left untouched (edit it by hand; check-edge.sh checks its mode)"
+        if [[ $append_ask_line -eq 1 ]]; then
+            append_env_ask_line
+        else
+            say "$env_file exists: left untouched (edit it by hand; check-edge.sh checks its mode)"
+        fi
         return
     fi
     tmp=$(mktemp "$etc_dir/.mytunneld.env.XXXXXX")
@@ -501,11 +808,182 @@ write_env_file() {
         fi
         echo "# Tunnel keys, <dir>/<user>, read by \`mytunneld authorized-keys\` (sshd)."
         echo "MYTUNNEL_KEYS_DIR=$keys_dir"
+        if [[ $tls_mode == on-demand ]]; then
+            ask_line_text
+        fi
     } >"$tmp"
     chown "root:$group" "$tmp"
     chmod 0640 "$tmp"
     mv -f "$tmp" "$env_file"
     say "created $env_file"
+}
+
+# ask_line_text: the env file's lines for on-demand TLS.
+ask_line_text() {
+    echo "# Caddy's on-demand TLS asks serve here (GET /ask?domain=HOST) before it gets a host a"
+    echo "# certificate; 200 only for hosts of active leases. Loopback only."
+    echo "MYTUNNEL_TLS_ASK_LISTEN=$tls_ask_listen"
+}
+
+# append_env_ask_line: an existing env file without MYTUNNEL_TLS_ASK_LISTEN gets it, atomically
+# (a copy with its mode and owner, renamed into place); the service restarts to listen there.
+append_env_ask_line() {
+    local tmp
+    tmp=$(mktemp "$etc_dir/.mytunneld.env.XXXXXX")
+    cp -p -- "$env_file" "$tmp"
+    {
+        # A last line without its newline is ended first.
+        [[ -z $(tail -c 1 -- "$env_file") ]] || echo
+        ask_line_text
+    } >>"$tmp"
+    mv -f "$tmp" "$env_file"
+    service_changed=1
+    say "added MYTUNNEL_TLS_ASK_LISTEN=$tls_ask_listen to $env_file (Caddy's on-demand TLS asks serve there)"
+}
+
+# env_ask_listen: sets env_ask to MYTUNNEL_TLS_ASK_LISTEN of the existing env file ('' when
+# unset), as `mytunneld config --json` reported it (edge_settings; a value it refuses stops
+# the run). A mytunneld from before that setting, or none that runs here, reports nothing
+# for it: then env_ask is the file's own last line for it, checked here.
+env_ask=''
+env_ask_listen() {
+    local name=MYTUNNEL_TLS_ASK_LISTEN
+    env_ask=''
+    if [[ -v "setting_source[$name]" ]]; then
+        [[ -z ${setting_error[$name]} ]] || die "$name in $env_file: ${setting_error[$name]}"
+        [[ ${setting_source[$name]} == default ]] || env_ask=${setting_value[$name]}
+    else
+        env_ask=$(env_value "$name" "$env_file") || env_ask=''
+        if [[ -n $env_ask ]] && ! loopback_listen "$env_ask"; then
+            die "$name in $env_file must be a loopback IP:PORT (127.0.0.0/8 or [::1]): $env_ask"
+        fi
+    fi
+}
+
+# resolve_caddy_settings: what the Caddyfile takes from the install. The route mode and
+# socket directory as read_settings found them; the base domain, admin URL and ask address
+# of an existing env file (serve uses those; a flag that differs is named and ignored),
+# else the flags'. Sets caddy_domain, caddy_admin, caddy_route_mode, caddy_socket_dir,
+# tls_ask_listen and append_ask_line. Changes nothing.
+append_ask_line=0
+resolve_caddy_settings() {
+    local admin=$admin_url env_value_of
+    caddy_domain=$base_domain
+    caddy_route_mode=$route_mode
+    caddy_socket_dir=$env_socket_dir
+    append_ask_line=0
+    if [[ $new_env -eq 0 ]]; then
+        env_value_of=${setting_value[MYTUNNEL_BASE_DOMAIN]:-}
+        if [[ -n $env_value_of ]]; then
+            if [[ -n $base_domain && $base_domain != "$env_value_of" ]]; then
+                say "--base-domain $base_domain ignored: $env_file says $env_value_of (the Caddyfile is for that one)"
+            fi
+            caddy_domain=$env_value_of
+        fi
+        admin=${setting_value[MYTUNNEL_CADDY_ADMIN_URL]:-$admin_url}
+        if [[ -n $admin_url_flag && $admin_url_flag != "$admin" ]]; then
+            say "--caddy-admin-url $admin_url_flag ignored: $env_file says $admin (the Caddyfile's admin line is serve's)"
+        fi
+        if [[ $tls_mode == on-demand ]]; then
+            env_ask_listen
+            if [[ -z $env_ask ]]; then
+                append_ask_line=1
+            else
+                if [[ $env_ask != "$tls_ask_listen" ]]; then
+                    say "$env_file sets MYTUNNEL_TLS_ASK_LISTEN=$env_ask: the Caddyfile asks serve there${ask_listen_flag:+ (--tls-ask-listen $ask_listen_flag ignored)}"
+                fi
+                tls_ask_listen=$env_ask
+            fi
+        fi
+    fi
+    [[ -n $caddy_domain ]] || die "--tls-mode needs the base domain: --base-domain D, or MYTUNNEL_BASE_DOMAIN in $env_file" 2
+    [[ $caddy_domain =~ ^[A-Za-z0-9.-]+$ ]] || die "invalid base domain for the Caddyfile: $caddy_domain"
+    caddy_admin=$(caddy_admin_listen "$admin") ||
+        die "MYTUNNEL_CADDY_ADMIN_URL in $env_file is not loopback (http://127.0.0.1:PORT, http://[::1]:PORT, http://localhost:PORT) or unix//PATH: $admin"
+    [[ ! -d $caddyfile ]] || die "$caddyfile is a directory" 2
+}
+
+# check_caddyfile FILE: `caddy validate` of FILE when caddy is on PATH, in a throwaway HOME
+# (Caddy's local CA and storage are made there, not in root's). Dies when Caddy refuses
+# it, unless the refusal is a missing DNS provider module (stock Caddy, wildcard mode):
+# then a warning, and caddy_loadable=0.
+caddy_loadable=1
+check_caddyfile() {
+    local file=$1 caddy_bin home out rc=0
+    caddy_loadable=1
+    if ! caddy_bin=$(command -v caddy); then
+        say "caddy is not on PATH: $caddyfile is not checked (caddy validate --adapter caddyfile --config $caddyfile once it is installed)"
+        return 0
+    fi
+    home=$(mktemp -d)
+    out=$(HOME=$home XDG_DATA_HOME=$home/data XDG_CONFIG_HOME=$home/config \
+        timeout --kill-after=5 60 "$caddy_bin" validate --adapter caddyfile --config "$file" 2>&1) || rc=$?
+    rm -rf -- "$home"
+    if [[ $rc -eq 0 ]]; then
+        say "caddy validate: the Caddyfile is valid"
+        return 0
+    fi
+    if [[ -n $dns_provider && $out == *"module not registered: dns.providers.$dns_provider"* ]]; then
+        caddy_loadable=0
+        say "warning: $caddy_bin has no dns.providers.$dns_provider module, so it cannot load $caddyfile: the edge needs a Caddy built with it (xcaddy build --with github.com/caddy-dns/$dns_provider, see docs/edge-setup.md)"
+        return 0
+    fi
+    die "caddy validate refuses the Caddyfile for these options, $caddyfile not written: $(printable "$(grep -v '"level":"info"' <<<"$out" | tail -n 3)")"
+}
+
+# write_caddyfile: installs caddyfile_tmp (checked by check_caddyfile) as CADDYFILE (0644
+# root:root); an existing file with other content is copied to
+# CADDYFILE.before-mytunnel.<UTC time> first. Sets caddyfile_changed.
+caddyfile_changed=0
+write_caddyfile() {
+    local backup n=0
+    caddyfile_changed=0
+    if [[ ! -d $(dirname "$caddyfile") ]]; then
+        install -d -m 0755 -o root -g root "$(dirname "$caddyfile")"
+        say "created $(dirname "$caddyfile")"
+    fi
+    if [[ -e $caddyfile ]] && ! cmp -s "$caddyfile_tmp" "$caddyfile"; then
+        backup=$caddyfile.before-mytunnel.$(date -u +%Y%m%dT%H%M%SZ)
+        while [[ -e $backup || -L $backup ]]; do
+            n=$((n + 1))
+            backup=${backup%.before-mytunnel.*}.before-mytunnel.$(date -u +%Y%m%dT%H%M%SZ).$n
+        done
+        cp -p -- "$caddyfile" "$backup"
+        say "kept a copy of $caddyfile as $backup (this run writes other content)"
+    fi
+    install_file "$caddyfile_tmp" "$caddyfile" 0644 root root
+    caddyfile_changed=$file_replaced
+}
+
+# reload_caddy: a changed Caddyfile is loaded (systemctl reload caddy), then serve puts back
+# the routes it added through the admin API, which the reload dropped (`mytunneld ctl
+# reconcile`, as root: an admin). Only without --destdir or --no-systemd, when systemd
+# runs, caddy is active and the file is the one its unit loads.
+reload_caddy() {
+    local out
+    [[ $caddyfile_changed -eq 1 ]] || return 0
+    if [[ -n $destdir ]]; then
+        say "caddy not reloaded (--destdir)"
+    elif [[ $caddy_loadable -eq 0 ]]; then
+        say "caddy not reloaded: it cannot load $caddyfile without the dns.providers.$dns_provider module"
+    elif [[ $systemd -eq 0 ]]; then
+        say "caddy not reloaded (--no-systemd): systemctl reload caddy, then mytunneld ctl reconcile"
+    elif [[ ! -d /run/systemd/system ]]; then
+        say "caddy not reloaded (systemd is not running): reload it, then run mytunneld ctl reconcile"
+    elif [[ $caddyfile != /etc/caddy/Caddyfile ]]; then
+        say "caddy not reloaded (--caddyfile: caddy.service loads /etc/caddy/Caddyfile): load $caddyfile yourself, then run mytunneld ctl reconcile"
+    elif ! systemctl is-active --quiet caddy; then
+        say "caddy is not running: systemctl start caddy loads $caddyfile (serve's next reconcile pass adds its routes)"
+    else
+        systemctl reload caddy ||
+            die "systemctl reload caddy failed: Caddy keeps its previous configuration (journalctl -u caddy); $caddyfile is written"
+        say "reloaded caddy (systemctl reload caddy)"
+        if out=$(timeout --kill-after=5 60 "$bin_path" --env-file "$env_file" ctl reconcile 2>&1); then
+            say "mytunneld ctl reconcile: serve put back its routes, which the reload dropped"
+        else
+            say "warning: mytunneld ctl reconcile failed ($(printable "${out:0:300}")): serve's next reconcile pass puts back its routes, which the reload dropped"
+        fi
+    fi
 }
 
 # unit_text: the systemd unit.
@@ -598,6 +1076,15 @@ main() {
         sshd_dropin "${route_mode_flag:-static}"
         exit 0
     fi
+    if [[ $print_caddyfile -eq 1 ]]; then
+        # As a new install with these flags would write it.
+        caddy_domain=$base_domain
+        caddy_admin=$(caddy_admin_listen "$admin_url")
+        caddy_route_mode=${route_mode_flag:-static}
+        caddy_socket_dir=$destdir${socket_dir_flag:-${FALLBACK_DEFAULTS[MYTUNNEL_SOCKET_DIR]}}
+        caddyfile_text
+        exit 0
+    fi
     find_binary
     [[ $(id -u) -eq 0 ]] || die "must run as root"
 
@@ -612,7 +1099,18 @@ main() {
     sshd_dir=$destdir/etc/ssh/sshd_config.d
     sshd_dropin=$sshd_dir/mytunnel.conf
 
+    unit_tmp=$(mktemp)
+    dropin_tmp=$(mktemp)
+    caddyfile_tmp=$(mktemp)
+    trap 'rm -f "$unit_tmp" "$dropin_tmp" "$caddyfile_tmp"' EXIT
+
     read_settings
+    if [[ -n $tls_mode ]]; then
+        # Before any change: a Caddyfile Caddy refuses stops the run here.
+        resolve_caddy_settings
+        caddyfile_text >"$caddyfile_tmp"
+        check_caddyfile "$caddyfile_tmp"
+    fi
     ensure_group_and_user
     make_directories
     secure_database
@@ -623,15 +1121,17 @@ main() {
 
     write_env_file
 
-    unit_tmp=$(mktemp)
-    dropin_tmp=$(mktemp)
-    trap 'rm -f "$unit_tmp" "$dropin_tmp"' EXIT
     unit_text >"$unit_tmp"
     install_file "$unit_tmp" "$unit_file" 0644 root root
     [[ $file_replaced -eq 0 ]] || service_changed=1
 
     write_sshd_dropin
+    if [[ -n $tls_mode ]]; then
+        # Loaded (reload_caddy) once serve runs, whose reconcile puts its routes back.
+        write_caddyfile
+    fi
     start_service
+    reload_caddy
     if [[ -z $base_domain && -z ${setting_value[MYTUNNEL_BASE_DOMAIN]} ]]; then
         say "set MYTUNNEL_BASE_DOMAIN in $env_file before clients allocate tunnels"
     fi

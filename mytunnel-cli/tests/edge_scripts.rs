@@ -1032,6 +1032,483 @@ fn install_refuses_bad_route_settings() {
 }
 
 #[test]
+fn install_refuses_tls_options_that_cannot_make_a_caddyfile_and_writes_nothing() {
+    let names = Names::new("t");
+    let root = tempfile::tempdir().unwrap();
+    let destdir = root.path().to_str().unwrap();
+    for (args, needle) in [
+        (
+            vec!["--tls-mode", "letsencrypt"],
+            "--tls-mode must be wildcard or on-demand: letsencrypt",
+        ),
+        (
+            vec!["--tls-mode", "wildcard"],
+            "--tls-mode wildcard needs --dns-provider NAME",
+        ),
+        (
+            vec!["--tls-mode", "on-demand", "--dns-provider", "infomaniak"],
+            "--dns-provider is only for --tls-mode wildcard",
+        ),
+        (
+            vec!["--tls-mode", "on-demand", "--tls-ask-listen", "0.0.0.0:2020"],
+            "--tls-ask-listen must be a loopback IP:PORT (127.0.0.0/8 or [::1], port 1-65535): 0.0.0.0:2020",
+        ),
+        (
+            vec!["--tls-mode", "on-demand", "--tls-ask-listen", "[::]:2020"],
+            "--tls-ask-listen must be a loopback IP:PORT",
+        ),
+        (
+            vec![
+                "--tls-mode",
+                "on-demand",
+                "--caddy-admin-url",
+                "http://203.0.113.9:2019",
+            ],
+            "--caddy-admin-url must be loopback",
+        ),
+        (
+            vec!["--tls-ask-listen", "127.0.0.1:2020"],
+            "--tls-ask-listen needs --tls-mode",
+        ),
+        (
+            vec!["--tls-mode", "on-demand", "--caddyfile", "etc/Caddyfile"],
+            "--caddyfile must be an absolute file path",
+        ),
+    ] {
+        let mut all = vec![
+            "--destdir",
+            destdir,
+            "--binary",
+            BINARY,
+            "--group",
+            &names.group,
+            "--user",
+            &names.user,
+            "--base-domain",
+            "t.test",
+            "--socket-dir",
+            SOCKET_DIR,
+        ];
+        all.extend(args.iter().copied());
+        let output = Command::new(script("install-edge.sh"))
+            .args(&all)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let run = run_output(&output);
+        assert_eq!(run.code, Some(2), "{args:?}: {}", run.text);
+        assert!(run.text.contains(needle), "{args:?}: {}", run.text);
+        assert!(output.stdout.is_empty(), "{args:?}: {}", run.text);
+        assert_eq!(listing(root.path()), BTreeMap::new(), "{args:?}");
+    }
+    assert!(nix::unistd::User::from_name(&names.user).unwrap().is_none());
+}
+
+/// `install-edge.sh --print-caddyfile` with the flags `edge` was installed with and
+/// `extra`.
+fn printed_caddyfile(edge: &Edge, extra: &[&str]) -> String {
+    let admin = edge.caddy.admin_address().to_string();
+    let mut args = vec![
+        "--print-caddyfile",
+        "--destdir",
+        edge.destdir().to_str().unwrap(),
+        "--base-domain",
+        "t.test",
+        "--caddy-admin-url",
+        &admin,
+        "--socket-dir",
+        SOCKET_DIR,
+    ];
+    args.extend_from_slice(extra);
+    let run = edge.script("install-edge.sh", &args);
+    assert_eq!(run.code, Some(0), "{}", run.text);
+    run.text
+}
+
+/// The `KEY=` lines of the env file for `key`.
+fn env_lines(edge: &Edge, key: &str) -> Vec<String> {
+    let prefix = format!("{key}=");
+    std::fs::read_to_string(edge.env_file())
+        .unwrap()
+        .lines()
+        .filter(|l| l.starts_with(&prefix))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The status of Caddy's on-demand question for `host`, asked where `caddyfile`'s `ask`
+/// line says (`GET <ask URL>?domain=<host>`), as Caddy asks it.
+fn ask_status(caddyfile: &str, host: &str) -> u16 {
+    use std::io::{Read, Write};
+    let url = caddyfile
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("ask http://"))
+        .unwrap_or_else(|| panic!("no ask line:\n{caddyfile}"));
+    let (addr, path) = url.split_once('/').unwrap();
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET /{path}?domain={host} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP answer: {response:?}"))
+}
+
+/// The `Caddyfile.before-mytunnel.*` copies in `etc/caddy`, by name.
+fn caddyfile_copies(edge: &Edge) -> BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(edge.path("etc/caddy"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter_map(|p| {
+            let name = p.file_name()?.to_str()?.to_owned();
+            name.starts_with("Caddyfile.before-mytunnel.")
+                .then(|| (name, std::fs::read(&p).unwrap()))
+        })
+        .collect()
+}
+
+#[test]
+fn install_writes_the_caddyfile_of_its_tls_mode_and_never_loses_an_operators_file() {
+    let mut edge = Edge::new("c");
+    let caddyfile = edge.path("etc/caddy/Caddyfile");
+    // Without --tls-mode no Caddyfile is written (an edge keeps a hand-written one).
+    assert!(!edge.path("etc/caddy").exists());
+    assert!(env_lines(&edge, "MYTUNNEL_TLS_ASK_LISTEN").is_empty());
+
+    // The operator's own Caddyfile, of a mode and content the install does not write.
+    std::fs::create_dir(edge.path("etc/caddy")).unwrap();
+    let operators = b"# mine\n:80 {\n\troot * /usr/share/caddy\n\tfile_server\n}\n";
+    std::fs::write(&caddyfile, operators).unwrap();
+    set_mode(&caddyfile, 0o640);
+    // serve is to listen for Caddy's ask: a port of its own (the default is 2020).
+    let ask = format!("127.0.0.1:{}", mytunnel_test_support::free_port().unwrap());
+    let tls = ["--tls-mode", "on-demand", "--tls-ask-listen", &ask];
+    let run = edge.install_with(&tls);
+    assert_eq!(run.code, Some(0), "{}", run.text);
+    let copies = caddyfile_copies(&edge);
+    assert_eq!(copies.len(), 1, "{copies:?}");
+    let (copy, bytes) = copies.iter().next().unwrap();
+    assert_eq!(bytes, operators, "{copy}");
+    assert_eq!(mode(&edge.path(&format!("etc/caddy/{copy}"))), 0o640);
+    assert!(
+        run.text.contains(&format!(
+            "kept a copy of {} as {}",
+            caddyfile.display(),
+            edge.path(&format!("etc/caddy/{copy}")).display()
+        )),
+        "{}",
+        run.text
+    );
+    // What --print-caddyfile shows for the same flags, 0644 root:root.
+    assert_eq!(
+        std::fs::read_to_string(&caddyfile).unwrap(),
+        printed_caddyfile(&edge, &tls)
+    );
+    let meta = std::fs::metadata(&caddyfile).unwrap();
+    assert_eq!((mode(&caddyfile), meta.uid(), meta.gid()), (0o644, 0, 0));
+    assert!(
+        std::fs::read_to_string(&caddyfile)
+            .unwrap()
+            .contains(&format!("\t\task http://{ask}/ask\n")),
+        "{}",
+        std::fs::read_to_string(&caddyfile).unwrap()
+    );
+    assert!(run.text.contains("the Caddyfile is valid"), "{}", run.text);
+    assert!(
+        run.text.contains("caddy not reloaded (--destdir)"),
+        "{}",
+        run.text
+    );
+    // The env file existed: it gets the ask line, and keeps its mode and owner.
+    assert_eq!(
+        env_lines(&edge, "MYTUNNEL_TLS_ASK_LISTEN"),
+        [format!("MYTUNNEL_TLS_ASK_LISTEN={ask}")]
+    );
+    assert!(
+        run.text.contains(&format!(
+            "added MYTUNNEL_TLS_ASK_LISTEN={ask} to {}",
+            edge.env_file().display()
+        )),
+        "{}",
+        run.text
+    );
+    let env_meta = std::fs::metadata(edge.env_file()).unwrap();
+    assert_eq!(mode(&edge.env_file()), 0o640);
+    assert_eq!((env_meta.uid(), env_meta.gid()), (0, edge.gid()));
+
+    // Again: nothing changes, no copy of our own file.
+    let before = listing(edge.destdir());
+    let again = edge.install_with(&tls);
+    assert_eq!(again.code, Some(0), "{}", again.text);
+    assert!(
+        again
+            .text
+            .contains(&format!("{} is up to date", caddyfile.display())),
+        "{}",
+        again.text
+    );
+    assert!(
+        !again.text.contains("added MYTUNNEL_TLS_ASK_LISTEN"),
+        "{}",
+        again.text
+    );
+    assert_eq!(listing(edge.destdir()), before);
+
+    // The env file's address wins over the flag's (serve listens there): the ask URL
+    // follows it, the previous file is kept.
+    let other = format!("127.0.0.1:{}", mytunnel_test_support::free_port().unwrap());
+    let env = std::fs::read_to_string(edge.env_file()).unwrap();
+    std::fs::write(
+        edge.env_file(),
+        env.replace(
+            &format!("MYTUNNEL_TLS_ASK_LISTEN={ask}"),
+            &format!("MYTUNNEL_TLS_ASK_LISTEN={other}"),
+        ),
+    )
+    .unwrap();
+    let previous = std::fs::read(&caddyfile).unwrap();
+    let run = edge.install_with(&tls);
+    assert_eq!(run.code, Some(0), "{}", run.text);
+    assert!(
+        run.text.contains(&format!(
+            "sets MYTUNNEL_TLS_ASK_LISTEN={other}: the Caddyfile asks serve there (--tls-ask-listen {ask} ignored)"
+        )),
+        "{}",
+        run.text
+    );
+    let text = std::fs::read_to_string(&caddyfile).unwrap();
+    assert!(
+        text.contains(&format!("\t\task http://{other}/ask\n")),
+        "{text}"
+    );
+    let copies = caddyfile_copies(&edge);
+    assert_eq!(copies.len(), 2, "{copies:?}");
+    assert!(copies.values().any(|c| *c == previous));
+    assert!(copies.values().any(|c| c == operators));
+
+    // serve, started with the env file as the install left it, answers the ask where the
+    // Caddyfile sends Caddy: yes for the host of an active lease only.
+    edge.start_serve();
+    edge.assert_healthy();
+    let (code, lease) = edge.ctl(&["allocate", "--local-port", "3000", "--name", "portal"]);
+    assert_eq!(code, Some(0), "{lease}");
+    assert_eq!(
+        ask_status(&text, "portal.t.test"),
+        200,
+        "{}",
+        edge.serve.as_ref().unwrap().log_text()
+    );
+    assert_eq!(
+        ask_status(&text, "nothing.t.test"),
+        404,
+        "{}",
+        edge.serve.as_ref().unwrap().log_text()
+    );
+    edge.stop_serve();
+
+    // A wildcard through DNS-01 on the packaged Caddy, which has no DNS module: written
+    // anyway (for the Caddy the operator builds), with a warning naming the module.
+    let run = edge.install_with(&["--tls-mode", "wildcard", "--dns-provider", "infomaniak"]);
+    assert_eq!(run.code, Some(0), "{}", run.text);
+    assert!(
+        run.text.contains("has no dns.providers.infomaniak module")
+            && run
+                .text
+                .contains("xcaddy build --with github.com/caddy-dns/infomaniak"),
+        "{}",
+        run.text
+    );
+    let text = std::fs::read_to_string(&caddyfile).unwrap();
+    assert!(
+        text.contains("\t\tdns infomaniak {env.INFOMANIAK_TOKEN}\n"),
+        "{text}"
+    );
+    assert_eq!(caddyfile_copies(&edge).len(), 3);
+
+    // An ask address serve would refuse stops the run before anything changes.
+    let env = std::fs::read_to_string(edge.env_file()).unwrap();
+    std::fs::write(
+        edge.env_file(),
+        env.replace(
+            &format!("MYTUNNEL_TLS_ASK_LISTEN={other}"),
+            "MYTUNNEL_TLS_ASK_LISTEN=0.0.0.0:2020",
+        ),
+    )
+    .unwrap();
+    let before = listing(edge.destdir());
+    let run = edge.install_with(&["--tls-mode", "on-demand"]);
+    assert_eq!(run.code, Some(1), "{}", run.text);
+    assert!(
+        run.text.contains("MYTUNNEL_TLS_ASK_LISTEN in")
+            && run.text.contains("is not a loopback address"),
+        "{}",
+        run.text
+    );
+    assert_eq!(listing(edge.destdir()), before);
+}
+
+/// A mytunneld from before `MYTUNNEL_TLS_ASK_LISTEN` (its `config --json` has no such
+/// setting), and one that cannot answer at all: the install reads the ask address from
+/// the env file's own lines, appends it when missing, and follows the file's value.
+#[test]
+fn on_demand_reads_the_ask_address_from_the_env_file_where_mytunneld_cannot_say() {
+    let edge = Edge::new("f");
+    let work = tempfile::tempdir().unwrap();
+    let older = work.path().join("older-mytunneld");
+    std::fs::write(
+        &older,
+        format!(
+            "#!/bin/sh\n{BINARY} \"$@\" | python3 -c 'import json, sys; d = json.load(sys.stdin); \
+             d[\"settings\"] = [s for s in d[\"settings\"] if s[\"env\"] != \"MYTUNNEL_TLS_ASK_LISTEN\"]; \
+             json.dump(d, sys.stdout)'\n"
+        ),
+    )
+    .unwrap();
+    set_mode(&older, 0o755);
+    let failing = work.path().join("failing-mytunneld");
+    std::fs::write(&failing, "#!/bin/sh\nexit 2\n").unwrap();
+    set_mode(&failing, 0o755);
+    let caddyfile = edge.path("etc/caddy/Caddyfile");
+    for (binary, tag) in [(&older, "older"), (&failing, "failing")] {
+        let binary = binary.to_str().unwrap();
+        // The older binary does not list the setting even when the file sets it.
+        let out = Command::new(binary)
+            .args([
+                "--env-file",
+                edge.env_file().to_str().unwrap(),
+                "config",
+                "--json",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            !String::from_utf8_lossy(&out.stdout).contains("MYTUNNEL_TLS_ASK_LISTEN"),
+            "{tag}"
+        );
+        let env = std::fs::read_to_string(edge.env_file()).unwrap();
+        let without: String = env
+            .lines()
+            .filter(|l| !l.starts_with("MYTUNNEL_TLS_ASK_LISTEN="))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        std::fs::write(edge.env_file(), without).unwrap();
+        let run = edge.install_with(&["--binary", binary, "--tls-mode", "on-demand"]);
+        assert_eq!(run.code, Some(0), "{tag}: {}", run.text);
+        assert!(
+            run.text
+                .contains("added MYTUNNEL_TLS_ASK_LISTEN=127.0.0.1:2020 to"),
+            "{tag}: {}",
+            run.text
+        );
+        assert_eq!(
+            env_lines(&edge, "MYTUNNEL_TLS_ASK_LISTEN"),
+            ["MYTUNNEL_TLS_ASK_LISTEN=127.0.0.1:2020"],
+            "{tag}"
+        );
+        let env = std::fs::read_to_string(edge.env_file()).unwrap();
+        std::fs::write(
+            edge.env_file(),
+            env.replace("=127.0.0.1:2020", "=127.0.0.9:2029"),
+        )
+        .unwrap();
+        let run = edge.install_with(&["--binary", binary, "--tls-mode", "on-demand"]);
+        assert_eq!(run.code, Some(0), "{tag}: {}", run.text);
+        assert!(
+            std::fs::read_to_string(&caddyfile)
+                .unwrap()
+                .contains("\t\task http://127.0.0.9:2029/ask\n"),
+            "{tag}: {}",
+            run.text
+        );
+        // Read from the file's lines, the value is checked here.
+        let env = std::fs::read_to_string(edge.env_file()).unwrap();
+        std::fs::write(
+            edge.env_file(),
+            env.replace("=127.0.0.9:2029", "=192.0.2.1:2029"),
+        )
+        .unwrap();
+        let run = edge.install_with(&["--binary", binary, "--tls-mode", "on-demand"]);
+        assert_eq!(run.code, Some(1), "{tag}: {}", run.text);
+        assert!(
+            run.text.contains("must be a loopback IP:PORT"),
+            "{tag}: {}",
+            run.text
+        );
+    }
+}
+
+#[test]
+fn a_new_on_demand_install_writes_the_ask_address_into_its_env_file() {
+    let ask = format!("127.0.0.1:{}", mytunnel_test_support::free_port().unwrap());
+    let mut edge = Edge::with_args(
+        "d",
+        &[
+            "--socket-dir",
+            SOCKET_DIR,
+            "--route-mode",
+            "routes",
+            "--tls-mode",
+            "on-demand",
+            "--tls-issuer",
+            "internal",
+            "--tls-ask-listen",
+            &ask,
+            "--caddyfile",
+            "/etc/caddy/edge.caddyfile",
+        ],
+    );
+    assert_eq!(
+        env_lines(&edge, "MYTUNNEL_TLS_ASK_LISTEN"),
+        [format!("MYTUNNEL_TLS_ASK_LISTEN={ask}")]
+    );
+    let caddyfile = edge.path("etc/caddy/edge.caddyfile");
+    assert!(!edge.path("etc/caddy/Caddyfile").exists());
+    let text = std::fs::read_to_string(&caddyfile).unwrap();
+    assert_eq!(
+        text,
+        printed_caddyfile(
+            &edge,
+            &[
+                "--route-mode",
+                "routes",
+                "--tls-mode",
+                "on-demand",
+                "--tls-issuer",
+                "internal",
+                "--tls-ask-listen",
+                &ask,
+                "--caddyfile",
+                "/etc/caddy/edge.caddyfile",
+            ]
+        )
+    );
+    assert!(text.contains("route mode routes"), "{text}");
+    assert!(
+        text.contains("\ttls internal {\n\t\ton_demand\n\t}\n"),
+        "{text}"
+    );
+    assert!(caddyfile_copies(&edge).is_empty());
+    edge.start_serve();
+    edge.assert_healthy();
+    // serve listens where the Caddyfile asks (no lease: no host gets a certificate).
+    assert_eq!(
+        ask_status(&text, "nothing.t.test"),
+        404,
+        "{}",
+        edge.serve.as_ref().unwrap().log_text()
+    );
+}
+
+#[test]
 fn check_edge_passes_then_names_each_failed_check() {
     let mut edge = Edge::routes("b");
     // No serve, no health: the one check that needs the running service.
