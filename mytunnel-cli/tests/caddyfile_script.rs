@@ -405,19 +405,9 @@ fn print_refuses_what_cannot_make_a_caddyfile() {
 
 /// `GET /` with `Host: host` over plain HTTP: the status.
 fn status_of(addr: SocketAddr, host: &str) -> u16 {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    write!(stream, "GET / HTTP/1.0\r\nHost: {host}\r\n\r\n").unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no HTTP answer: {response:?}"))
+    mytunnel_test_support::http_get_path(addr, host, "/")
+        .unwrap_or_else(|| panic!("no HTTP answer from {addr} for {host}"))
+        .0
 }
 
 /// What the site block's comment promises a host without a tunnel, in each route mode, is

@@ -71,22 +71,9 @@ fn curl_https(host: &str, port: u16, ca: &Path) -> Output {
 
 /// What serve's ask endpoint answers for `host`.
 fn ask_status(ask: SocketAddr, host: &str) -> u16 {
-    http_get_path(ask, &format!("/ask?domain={host}"))
-}
-
-fn http_get_path(addr: SocketAddr, path: &str) -> u16 {
-    let output = Command::new("curl")
-        .args([
-            "--silent",
-            "--output",
-            "/dev/null",
-            "--write-out",
-            "%{http_code}",
-        ])
-        .arg(format!("http://{addr}{path}"))
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&output.stdout).parse().unwrap_or(0)
+    mytunnel_test_support::http_get_path(ask, &ask.to_string(), &format!("/ask?domain={host}"))
+        .unwrap_or_else(|| panic!("serve's ask at {ask} did not answer"))
+        .0
 }
 
 /// Where Caddy keeps what its internal issuer issued for `host`.

@@ -1139,28 +1139,18 @@ fn env_lines(edge: &Edge, key: &str) -> Vec<String> {
 /// The status of Caddy's on-demand question for `host`, asked where `caddyfile`'s `ask`
 /// line says (`GET <ask URL>?domain=<host>`), as Caddy asks it.
 fn ask_status(caddyfile: &str, host: &str) -> u16 {
-    use std::io::{Read, Write};
     let url = caddyfile
         .lines()
         .find_map(|l| l.trim().strip_prefix("ask http://"))
         .unwrap_or_else(|| panic!("no ask line:\n{caddyfile}"));
     let (addr, path) = url.split_once('/').unwrap();
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    write!(
-        stream,
-        "GET /{path}?domain={host} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    mytunnel_test_support::http_get_path(
+        addr.parse().unwrap(),
+        addr,
+        &format!("/{path}?domain={host}"),
     )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no HTTP answer: {response:?}"))
+    .unwrap_or_else(|| panic!("no HTTP answer from {addr}"))
+    .0
 }
 
 /// The `Caddyfile.before-mytunnel.*` copies in `etc/caddy`, by name.

@@ -21,6 +21,7 @@ pub mod process;
 pub mod serve;
 pub mod server;
 pub mod sshd;
+pub mod visitor;
 
 pub use apps::{answer_http, HttpsApp, Request};
 pub use browser::{chromedriver_binary, chromium_binary, Browser};
@@ -38,3 +39,4 @@ pub use process::{
 pub use serve::{make_owner_dirs, mytunneld_command, wait_for_serve, ServeProcess, SYSTEM_PATH};
 pub use server::LoopbackServer;
 pub use sshd::{production_sshd_dropin, sshd_binary, Sshd};
+pub use visitor::http_get_path;

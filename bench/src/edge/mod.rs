@@ -5,7 +5,7 @@
 //!
 //! Every process is stopped by its pid when the edge drops.
 
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -494,21 +494,7 @@ pub fn ctl_json(command: &Command, output: &Output) -> Result<Value> {
 
 /// One HTTP/1.0 GET to `addr` with `Host: host`; the status, or None when it failed.
 pub fn http_status(addr: SocketAddr, host: &str, path: &str) -> Option<u16> {
-    use std::io::{Read, Write};
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: mytunnel-bench\r\n\r\n"
-    )
-    .ok()?;
-    let mut head = [0u8; 64];
-    let n = stream.read(&mut head).ok()?;
-    let text = String::from_utf8_lossy(head.get(..n)?).into_owned();
-    // Drain the rest so the server is not reset mid-answer.
-    let mut sink = Vec::new();
-    let _ = stream.read_to_end(&mut sink);
-    text.split_whitespace().nth(1)?.parse().ok()
+    mytunnel_test_support::http_get_path(addr, host, path).map(|(status, _)| status)
 }
 
 /// What the bench's sshd sets in place of the test support's defaults: production-like

@@ -195,19 +195,7 @@ fn serve_one(mut stream: TcpStream, body: &str) {
 /// One HTTP/1.0 GET to `addr` with `Host: host`: (status, body), or None when the
 /// connection failed.
 pub fn http_get(addr: SocketAddr, host: &str) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        stream,
-        "GET / HTTP/1.0\r\nHost: {host}\r\nUser-Agent: mytunnel-e2e\r\n\r\n"
-    )
-    .ok()?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).ok()?;
-    let response = String::from_utf8_lossy(&response).into_owned();
-    let (head, body) = response.split_once("\r\n\r\n")?;
-    let status = head.split_whitespace().nth(1)?.parse().ok()?;
-    Some((status, body.to_owned()))
+    mytunnel_test_support::http_get_path(addr, host, "/")
 }
 
 /// One answer a [`Visitors`] thread read: when, the status and the body.
