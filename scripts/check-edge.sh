@@ -3,7 +3,7 @@
 # admin URL, tunnel users' sockets outside their directory, and the service's health.
 #
 #   check-edge.sh [--destdir DIR] [--group NAME] [--user NAME] [--proxy-group NAME]
-#                 [--sshd-config FILE]
+#                 [--sshd-config FILE] [--caddyfile FILE]
 #
 # GROUP (--group) is the tunnel group (default mytunnel), USER (--user) the service user
 # that runs `mytunneld serve` (default mytunneld), as given to install-edge.sh.
@@ -44,6 +44,11 @@
 #              [::1] (optional :PORT), or a unix socket (unix//PATH, unix:///PATH)
 #   health     `mytunneld ctl health` answers healthy (it asks `mytunneld serve`, which
 #              must be running)
+#   tls-ask    on-demand TLS: with MYTUNNEL_TLS_ASK_LISTEN set, serve answers Caddy's ask
+#              there (`GET /ask?domain=…` for a host no lease holds: 404), and Caddy's
+#              Caddyfile (--caddyfile, default DIR/etc/caddy/Caddyfile), when it has an
+#              `ask` line, asks exactly there. Unset, it passes unless the Caddyfile asks
+#              somewhere: then nobody answers Caddy, and no tunnel host gets a certificate
 #
 # The settings (the database path, the keys and socket directories, the admin URL) are
 # what the installed binary resolves from the env file: `mytunneld --env-file FILE config
@@ -59,7 +64,7 @@ readonly SCRIPT_NAME=check-edge
 source "$(dirname "${BASH_SOURCE[0]}")/lib-edge.sh"
 
 usage() {
-    echo "usage: $0 [--destdir DIR] [--group NAME] [--user NAME] [--proxy-group NAME] [--sshd-config FILE]" >&2
+    echo "usage: $0 [--destdir DIR] [--group NAME] [--user NAME] [--proxy-group NAME] [--sshd-config FILE] [--caddyfile FILE]" >&2
     exit 2
 }
 
@@ -421,17 +426,76 @@ check_health() {
     fi
 }
 
+# caddyfile_ask FILE: the URL FILE's `ask` line names (on_demand_tls), if it has one.
+caddyfile_ask() {
+    [[ -r $1 ]] || return 0
+    sed -n 's/^[[:space:]]*ask[[:space:]]\{1,\}\([^[:space:]#]\{1,\}\).*/\1/p' "$1" | head -n 1
+}
+
+# ask_answer URL: the status serve's ask at URL gives a host no lease holds, or why none.
+ask_answer() {
+    python3 - "$1?domain=check-edge.invalid" <<'PY'
+import sys
+import urllib.error
+import urllib.request
+
+try:
+    with urllib.request.urlopen(sys.argv[1], timeout=5) as answer:
+        print(answer.status)
+except urllib.error.HTTPError as e:
+    print(e.code)
+except Exception as e:  # refused, timed out: no HTTP answer at all
+    print("no answer (%s)" % e)
+PY
+}
+
+# On-demand TLS: Caddy asks serve before it gets a certificate for a host.
+check_tls_ask() {
+    local listen=${setting_value[MYTUNNEL_TLS_ASK_LISTEN]:-} error=${setting_error[MYTUNNEL_TLS_ASK_LISTEN]:-}
+    local asked want answer
+    asked=$(caddyfile_ask "$caddyfile")
+    if [[ -n $error ]]; then
+        fail tls-ask "MYTUNNEL_TLS_ASK_LISTEN=$(printable "${listen:0:200}") is refused: $(printable "${error:0:300}")" \
+            "give a loopback IP:PORT, e.g. 127.0.0.1:2020, in $env_file"
+        return
+    fi
+    if [[ -z $listen ]]; then
+        if [[ -n $asked ]]; then
+            fail tls-ask "$caddyfile asks $(printable "$asked") before each on-demand certificate, but MYTUNNEL_TLS_ASK_LISTEN is not set: nobody answers, so no tunnel host gets a certificate" \
+                "set MYTUNNEL_TLS_ASK_LISTEN to the ask line's IP:PORT in $env_file and restart mytunneld (install-edge.sh --tls-mode on-demand does both)"
+        else
+            pass tls-ask "off: MYTUNNEL_TLS_ASK_LISTEN is not set and $caddyfile asks nowhere"
+        fi
+        return
+    fi
+    want=http://$listen/ask
+    if [[ -n $asked && $asked != "$want" ]]; then
+        fail tls-ask "$caddyfile asks $(printable "$asked"), but serve answers at $want (MYTUNNEL_TLS_ASK_LISTEN)" \
+            "make them agree: install-edge.sh --tls-mode on-demand rewrites the Caddyfile from the env file"
+        return
+    fi
+    answer=$(ask_answer "$want")
+    if [[ $answer == 404 ]]; then
+        pass tls-ask "serve answers Caddy's ask at $want${asked:+ (the Caddyfile asks there)}"
+    else
+        fail tls-ask "serve's ask at $want answered $(printable "${answer:0:300}"), not 404, for a host no lease holds" \
+            "is mytunneld serve running (systemctl status mytunneld), and listening there (journalctl -u mytunneld)?"
+    fi
+}
+
 main() {
     destdir=''
     group=mytunnel
     user=mytunneld
     proxy_group=caddy
     sshd_config=''
+    caddyfile=''
     while [[ $# -gt 0 ]]; do
         case $1 in
-            --destdir | --group | --user | --proxy-group | --sshd-config)
+            --destdir | --group | --user | --proxy-group | --sshd-config | --caddyfile)
                 [[ $# -ge 2 ]] || usage
                 case $1 in
+                    --caddyfile) caddyfile=$2 ;;
                     --destdir) destdir=$2 ;;
                     --group) group=$2 ;;
                     --user) user=$2 ;;
@@ -447,6 +511,7 @@ main() {
     done
     destdir=${destdir%/}
     sshd_config=${sshd_config:-$destdir/etc/ssh/sshd_config}
+    caddyfile=${caddyfile:-$destdir/etc/caddy/Caddyfile}
 
     # The configuration comes from the env file only, as for the service.
     clear_mytunnel_environment
@@ -471,6 +536,7 @@ main() {
     check_sshd
     check_admin_url
     check_health
+    check_tls_ask
 
     if [[ ${#failed[@]} -eq 0 ]]; then
         echo "check-edge: all $checks checks passed"

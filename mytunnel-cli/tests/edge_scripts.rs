@@ -2186,3 +2186,82 @@ fn check_edge_reports_a_tunnel_users_sockets_outside_its_directory() {
         removed.text
     );
 }
+
+/// check-edge's `tls-ask`: off without on-demand TLS; with it, serve must answer Caddy's
+/// ask where the env file says and the Caddyfile must ask exactly there. Each way the two
+/// drift apart (serve down, the env file moved, the setting gone while Caddy still asks)
+/// fails the check, and the hint says how to mend it.
+#[test]
+fn check_edge_fails_when_caddy_asks_where_serve_does_not_answer() {
+    let ask = format!("127.0.0.1:{}", mytunnel_test_support::free_port().unwrap());
+    let mut edge = Edge::with_args(
+        "t",
+        &[
+            "--socket-dir",
+            SOCKET_DIR,
+            "--tls-mode",
+            "on-demand",
+            "--tls-issuer",
+            "internal",
+            "--tls-ask-listen",
+            &ask,
+        ],
+    );
+    edge.start_serve();
+    let good = edge.check();
+    assert_eq!(good.code, Some(0), "{}", good.text);
+    assert_eq!(
+        check_line(&good, "tls-ask"),
+        format!(
+            "ok tls-ask serve answers Caddy's ask at http://{ask}/ask (the Caddyfile asks there)"
+        )
+    );
+
+    // serve not running: nobody answers Caddy.
+    edge.stop_serve();
+    let down = edge.check();
+    assert_eq!(failed_checks(&down), ["health", "tls-ask"], "{}", down.text);
+    assert!(
+        check_line(&down, "tls-ask").contains("no answer"),
+        "{}",
+        down.text
+    );
+    edge.start_serve();
+
+    // The env file moved the ask; the Caddyfile still asks the old address.
+    let env = std::fs::read_to_string(edge.env_file()).unwrap();
+    let other = format!("127.0.0.1:{}", mytunnel_test_support::free_port().unwrap());
+    std::fs::write(edge.env_file(), env.replace(&ask, &other)).unwrap();
+    edge.restart_serve();
+    let moved = edge.check();
+    assert_eq!(failed_checks(&moved), ["tls-ask"], "{}", moved.text);
+    assert!(
+        check_line(&moved, "tls-ask").contains(&format!(
+            "asks http://{ask}/ask, but serve answers at http://{other}/ask"
+        )),
+        "{}",
+        moved.text
+    );
+
+    // No setting at all, and Caddy still asks.
+    let without: String = env
+        .lines()
+        .filter(|l| !l.starts_with("MYTUNNEL_TLS_ASK_LISTEN="))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(edge.env_file(), without).unwrap();
+    edge.restart_serve();
+    let unset = edge.check();
+    assert_eq!(failed_checks(&unset), ["tls-ask"], "{}", unset.text);
+    assert!(
+        unset.text.contains("hint: set MYTUNNEL_TLS_ASK_LISTEN"),
+        "{}",
+        unset.text
+    );
+
+    // And without on-demand TLS (no ask line), nothing to check.
+    std::fs::remove_file(edge.path("etc/caddy/Caddyfile")).unwrap();
+    let off = edge.check();
+    assert_eq!(off.code, Some(0), "{}", off.text);
+    assert!(check_line(&off, "tls-ask").starts_with("ok tls-ask off: "));
+}
