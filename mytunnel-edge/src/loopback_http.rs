@@ -2,11 +2,12 @@
 //! programs over TCP: Caddy's on-demand TLS `ask` ([`crate::tls_ask`]).
 //!
 //! Each request is answered by a handler from its method, path and query alone (no body
-//! is read), with a short text body. Bounds: a request head must arrive within
-//! [`LoopbackHttpLimits::head_within`]; at most [`LoopbackHttpLimits::max_connections`]
-//! connections are served at once, further ones wait in the listen queue; the handler's
-//! answer is awaited at most [`LoopbackHttpLimits::answer_within`], after which the
-//! request gets `503`.
+//! is read), with a text body (`text/plain` unless the handler names another type).
+//! Bounds: a request head must arrive within [`LoopbackHttpLimits::head_within`]; at most
+//! [`LoopbackHttpLimits::max_connections`] connections are served at once, further ones
+//! wait in the listen queue; the handler's answer is awaited at most
+//! [`LoopbackHttpLimits::answer_within`], after which the request gets `503` (and the
+//! handler hears of it: [`LoopbackHandler::timed_out`]).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -55,22 +56,35 @@ pub struct LoopbackRequest {
     pub query: String,
 }
 
-/// A handler's answer: a status and a short text body.
+/// The content type of an answer unless its handler names another.
+pub const PLAIN_TEXT: &str = "text/plain; charset=utf-8";
+
+/// A handler's answer: a status and a text body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoopbackAnswer {
     /// The status.
     pub status: StatusCode,
-    /// The body, `text/plain`.
+    /// The body.
     pub body: String,
+    /// The body's `Content-Type`: [`PLAIN_TEXT`] unless set otherwise.
+    pub content_type: &'static str,
 }
 
 impl LoopbackAnswer {
-    /// An answer of `status` with `body`.
+    /// An answer of `status` with `body`, as [`PLAIN_TEXT`].
     pub fn new(status: StatusCode, body: impl Into<String>) -> Self {
         LoopbackAnswer {
             status,
             body: body.into(),
+            content_type: PLAIN_TEXT,
         }
+    }
+
+    /// The same answer, its body of type `content_type`.
+    #[must_use]
+    pub fn with_content_type(mut self, content_type: &'static str) -> Self {
+        self.content_type = content_type;
+        self
     }
 }
 
@@ -78,6 +92,10 @@ impl LoopbackAnswer {
 pub trait LoopbackHandler: Send + Sync + 'static {
     /// The answer to `request`.
     fn answer(&self, request: LoopbackRequest) -> impl Future<Output = LoopbackAnswer> + Send;
+
+    /// Called when an answer took longer than [`LoopbackHttpLimits::answer_within`] and
+    /// the request got `503` instead (to count or log it). Does nothing by default.
+    fn timed_out(&self) {}
 }
 
 /// Binds `address`.
@@ -152,13 +170,14 @@ async fn respond<H: LoopbackHandler>(
     let answer = tokio::time::timeout(within, handler.answer(asked))
         .await
         .unwrap_or_else(|_| {
+            handler.timed_out();
             LoopbackAnswer::new(StatusCode::SERVICE_UNAVAILABLE, "no answer in time\n")
         });
     let mut response = Response::new(Full::new(Bytes::from(answer.body)));
     *response.status_mut() = answer.status;
     response.headers_mut().insert(
         hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
+        hyper::header::HeaderValue::from_static(answer.content_type),
     );
     response
 }
