@@ -23,6 +23,8 @@ use mytunnel_core::BaseDomain;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
+use crate::metrics::Metrics;
+
 /// Routes in Caddy, written through its loopback admin API.
 #[derive(Debug, Clone)]
 pub struct CaddyRoutes {
@@ -38,6 +40,8 @@ pub struct CaddyRoutes {
     /// reload): under 32 concurrent clients a change waits for about one reload, not for
     /// everyone else's.
     queue: std::sync::Arc<std::sync::Mutex<Vec<Queued>>>,
+    /// Counts the admin requests that failed (nothing unless serve answers scrapes).
+    metrics: Metrics,
 }
 
 /// How an error for a server name Caddy does not have begins.
@@ -323,7 +327,15 @@ impl CaddyRoutes {
             changes: std::sync::Arc::default(),
             queue: std::sync::Arc::default(),
             server: server.to_owned(),
+            metrics: Metrics::default(),
         })
+    }
+
+    /// The same backend, counting failed admin requests in `metrics`.
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Queues `change` and waits for its outcome: applied by whoever holds the turn
@@ -434,16 +446,18 @@ impl CaddyRoutes {
                     attempt += 1;
                 }
                 Err(e) => {
+                    self.metrics.caddy_admin_error();
                     return Err(RouteError(format!(
                         "Caddy admin API at {}: {}",
                         self.base,
                         error_chain(&e)
-                    )))
+                    )));
                 }
             }
         };
         let status = response.status();
         let text = response.text().await.map_err(|e| {
+            self.metrics.caddy_admin_error();
             RouteError(format!(
                 "Caddy admin API at {}: {}",
                 self.base,
@@ -453,7 +467,9 @@ impl CaddyRoutes {
         Ok((status, parse_body(&text)))
     }
 
+    /// The error of an answer with an error status (counted in the metrics).
     fn failure(&self, method: &Method, path: &str, status: StatusCode, body: &Value) -> RouteError {
+        self.metrics.caddy_admin_error();
         let detail = body
             .get("error")
             .and_then(Value::as_str)

@@ -15,12 +15,15 @@
 //!   `service_unavailable` at once;
 //! - an allocation whose reply cannot be delivered (ctl gave up or was killed) is undone,
 //!   so a client that was not told about a lease holds none.
+//!
+//! Each accepted request's time, from its acceptance to its reply written, goes to the
+//! service's metrics by verb ([`crate::metrics`]).
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mytunnel_core::control::{
     accepted_line, decode_reply_line, is_accepted_line, reply_line, ControlRequest, ACCEPT_WITHIN,
@@ -209,6 +212,8 @@ impl Answerer {
                 return;
             }
         };
+        let accepted = Instant::now();
+        let verb = request.verb();
         if !write_line(&mut write, &accepted_line()).await {
             return;
         }
@@ -228,15 +233,17 @@ impl Answerer {
             },
             Err(error) => {
                 write_line(&mut write, &reply_line(&Err(error))).await;
+                self.service.metrics().ctl_request(verb, accepted.elapsed());
                 return;
             }
         };
-        let verb = request.verb();
         let result = self.service.handle(&caller, request).await;
         if let Err(error) = &result {
             tracing::debug!(owner = %caller.owner(), %verb, code = %error.code, "ctl request refused");
         }
-        if write_line(&mut write, &reply_line(&result)).await {
+        let delivered = write_line(&mut write, &reply_line(&result)).await;
+        self.service.metrics().ctl_request(verb, accepted.elapsed());
+        if delivered {
             return;
         }
         // Nobody learnt of this lease: it must not outlive the request.

@@ -16,6 +16,7 @@ use crate::caddy::CaddyRoutes;
 use crate::config::{EdgeConfig, RouteMode};
 use crate::control;
 use crate::links::{HostLinks, StaticRoutes};
+use crate::metrics::Metrics;
 use crate::service::{LeaseService, ServiceSettings, SystemClock};
 use crate::sockets;
 use crate::store::{SqliteLeaseStore, SqliteStoreOptions};
@@ -61,28 +62,38 @@ impl CtlOutput {
 }
 
 /// Opens the lease database and the routes named by `config`: what `mytunneld serve`
-/// runs, the only process that opens the database.
-pub async fn open_serve_service(config: &EdgeConfig) -> Result<LeaseService, ApiError> {
+/// runs, the only process that opens the database. The service and its Caddy backend
+/// record into `metrics`.
+pub async fn open_serve_service(
+    config: &EdgeConfig,
+    metrics: &Metrics,
+) -> Result<LeaseService, ApiError> {
     let store = SqliteLeaseStore::open(&config.db_path, &SqliteStoreOptions::default())
         .await
         .map_err(ApiError::from)?;
     Ok(LeaseService::new(
         Arc::new(store),
-        route_backend(config)?,
+        route_backend(config, metrics)?,
         Arc::new(SystemClock),
         ServiceSettings::from(config),
     )
-    .with_tunnel_ends(Arc::new(SshListenerEnds::default())))
+    .with_tunnel_ends(Arc::new(SshListenerEnds::default()))
+    .with_metrics(metrics.clone()))
 }
 
-/// The route backend of the configured mode.
-pub fn route_backend(config: &EdgeConfig) -> Result<Arc<dyn RouteBackend>, ApiError> {
+/// The route backend of the configured mode, counting failed Caddy admin requests in
+/// `metrics`.
+pub fn route_backend(
+    config: &EdgeConfig,
+    metrics: &Metrics,
+) -> Result<Arc<dyn RouteBackend>, ApiError> {
     let caddy = CaddyRoutes::new(
         &config.caddy_admin,
         &config.caddy_server,
         config.health_timeout,
     )
-    .map_err(|e| ApiError::new(ErrorCode::CaddyUnavailable, e.to_string()))?;
+    .map_err(|e| ApiError::new(ErrorCode::CaddyUnavailable, e.to_string()))?
+    .with_metrics(metrics.clone());
     let (RouteMode::Static, Some(base_domain)) = (config.route_mode, &config.base_domain) else {
         return Ok(Arc::new(caddy));
     };

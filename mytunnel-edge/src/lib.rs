@@ -1,5 +1,5 @@
 //! The mytunnel edge: the SQLite lease store, the route backends (Caddy routes per lease,
-//! or `static` mode's host links), the ctl dispatch and the `serve` loops.
+//! or `static` mode's host links), the ctl dispatch, the `serve` loops and their metrics.
 #![warn(missing_docs)]
 
 pub mod authorized_keys;
@@ -14,6 +14,7 @@ pub mod in_process;
 pub mod links;
 pub mod loopback_http;
 pub mod memory_routes;
+pub mod metrics;
 pub mod serve;
 pub mod service;
 pub mod sockets;

@@ -1,5 +1,6 @@
 //! A small HTTP/1.1 server on a loopback address, for the answers `serve` gives to local
-//! programs over TCP: Caddy's on-demand TLS `ask` ([`crate::tls_ask`]).
+//! programs over TCP: Caddy's on-demand TLS `ask` ([`crate::tls_ask`]) and Prometheus'
+//! scrapes ([`crate::metrics`]).
 //!
 //! Each request is answered by a handler from its method, path and query alone (no body
 //! is read), with a text body (`text/plain` unless the handler names another type).

@@ -10,7 +10,7 @@
 
 use std::future::Future;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, UnixListener};
 use tokio::time::{interval, MissedTickBehavior};
@@ -23,6 +23,7 @@ use crate::config::{EdgeConfig, RouteMode};
 use crate::control::{bind_control_socket, serve_control, ControlLimits};
 use crate::host_names::{bind_names_socket, serve_host_names};
 use crate::loopback_http::{bind_loopback, serve_loopback_http, LoopbackHttpLimits};
+use crate::metrics::{Metrics, Pass};
 use crate::service::LeaseService;
 use crate::sockets;
 use crate::tls_ask::TlsAsk;
@@ -47,9 +48,19 @@ pub struct ServeSummary {
     pub failed_passes: u64,
 }
 
-/// Runs one cleanup pass and logs what it did; returns whether it succeeded.
+/// Runs one cleanup pass, logs what it did and records it in the metrics; returns
+/// whether it succeeded.
 pub async fn cleanup_once(service: &LeaseService) -> bool {
-    match service.cleanup().await {
+    let started = Instant::now();
+    let succeeded = log_cleanup(service.cleanup().await);
+    service
+        .metrics()
+        .pass(Pass::Cleanup, started.elapsed(), succeeded);
+    succeeded
+}
+
+fn log_cleanup(result: Result<crate::service::CleanupReport, ApiError>) -> bool {
+    match result {
         Ok(report) => {
             for id in &report.expired {
                 tracing::info!(lease = %id, "lease expired: no heartbeat within its TTL");
@@ -81,9 +92,19 @@ pub async fn cleanup_once(service: &LeaseService) -> bool {
     }
 }
 
-/// Runs one reconcile pass and logs what it did; returns whether it succeeded.
+/// Runs one reconcile pass, logs what it did and records it in the metrics; returns
+/// whether it succeeded (every change applied).
 pub async fn reconcile_once(service: &LeaseService) -> bool {
-    match service.reconcile().await {
+    let started = Instant::now();
+    let succeeded = log_reconcile(service.reconcile().await);
+    service
+        .metrics()
+        .pass(Pass::Reconcile, started.elapsed(), succeeded);
+    succeeded
+}
+
+fn log_reconcile(result: Result<crate::service::ReconcileReport, ApiError>) -> bool {
+    match result {
         Ok(report) => {
             let c = report.counts;
             if c.added + c.removed + c.fixed > 0 {
@@ -133,7 +154,7 @@ fn cannot_listen(path: &Path, e: std::io::Error) -> ApiError {
 /// Opens the database and binds the control socket named by `config` (and in `static`
 /// mode the host names socket).
 pub async fn open(config: &EdgeConfig) -> Result<Opened, ApiError> {
-    let service = crate::ctl::open_serve_service(config).await?;
+    let service = crate::ctl::open_serve_service(config, &Metrics::default()).await?;
     let path = sockets::control_socket(&config.socket_dir);
     let control = bind_control_socket(&path).map_err(|e| cannot_listen(&path, e))?;
     let host_names = match (config.route_mode, &config.base_domain) {

@@ -25,6 +25,7 @@ use mytunnel_core::{
 };
 
 use crate::config::EdgeConfig;
+use crate::metrics::{result_code, Metrics};
 use crate::tunnel_ends::{NoTunnelEnds, TunnelEnd, TunnelEnds};
 use crate::{ids, sockets};
 
@@ -159,6 +160,8 @@ pub struct LeaseService {
     /// Where the next sweep of the owners' directories starts (see
     /// [`sockets::owner_sockets`]).
     sweep_start: Arc<std::sync::atomic::AtomicUsize>,
+    /// What serve's metrics count (nothing unless serve answers scrapes).
+    metrics: Metrics,
 }
 
 /// Runs one health probe within `timeout`.
@@ -195,7 +198,21 @@ impl LeaseService {
             tunnel_ends: Arc::new(NoTunnelEnds),
             handover: Arc::default(),
             sweep_start: Arc::default(),
+            metrics: Metrics::default(),
         }
+    }
+
+    /// The same service, counting allocations, releases and expiries in `metrics` (serve
+    /// with `MYTUNNEL_METRICS_LISTEN`; the default counts nothing).
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// The metrics it records into.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// The same service, ending the traffic of ended leases with `tunnel_ends` (serve
@@ -282,7 +299,18 @@ impl LeaseService {
     }
 
     /// `allocate`: policy, one store transaction, then the route (undone on failure).
+    /// Counted in the metrics by its result.
     pub async fn allocate(
+        &self,
+        caller: &Caller,
+        request: AllocateRequest,
+    ) -> Result<Lease, ApiError> {
+        let result = self.allocate_uncounted(caller, request).await;
+        self.metrics.allocation(result_code(&result));
+        result
+    }
+
+    async fn allocate_uncounted(
         &self,
         caller: &Caller,
         request: AllocateRequest,
@@ -384,26 +412,37 @@ impl LeaseService {
         self.routes.upsert(&Route::for_lease(lease)).await
     }
 
-    /// `release`: tombstone, remove the route, end the tunnel's traffic.
+    /// `release`: tombstone, remove the route, end the tunnel's traffic. Counted in the
+    /// metrics by its result (a route left to reconcile is still `ok`: the lease ended).
     pub async fn release(&self, caller: &Caller, lease: &LeaseRef) -> Result<Lease, ApiError> {
-        let _handover = self.handover.read().await;
-        let released = self
-            .store
-            .release(caller.owner(), lease, self.clock.now())
-            .await?;
-        self.end_routes_and_traffic(&released, caller).await;
-        Ok(released)
+        let result = async {
+            let _handover = self.handover.read().await;
+            let released = self
+                .store
+                .release(caller.owner(), lease, self.clock.now())
+                .await?;
+            self.end_routes_and_traffic(&released, caller).await;
+            Ok(released)
+        }
+        .await;
+        self.metrics.release(result_code(&result));
+        result
     }
 
     /// `delete`: delete the row, then remove the route and end the tunnel's traffic if
-    /// the lease was active.
+    /// the lease was active. Counted in the metrics as a release.
     pub async fn delete(&self, caller: &Caller, lease: &LeaseRef) -> Result<Lease, ApiError> {
-        let _handover = self.handover.read().await;
-        let deleted = self.store.delete(caller.owner(), lease).await?;
-        if deleted.state == LeaseState::Active {
-            self.end_routes_and_traffic(&deleted, caller).await;
+        let result = async {
+            let _handover = self.handover.read().await;
+            let deleted = self.store.delete(caller.owner(), lease).await?;
+            if deleted.state == LeaseState::Active {
+                self.end_routes_and_traffic(&deleted, caller).await;
+            }
+            Ok(deleted)
         }
-        Ok(deleted)
+        .await;
+        self.metrics.release(result_code(&result));
+        result
     }
 
     /// After `caller` ended a lease: its route goes (or is left to reconcile, logged),
@@ -466,10 +505,20 @@ impl LeaseService {
     }
 
     /// One cleanup pass: expire stale leases and remove their routes, purge old tombstones.
+    /// The expired leases are counted in the metrics (or the failed expiry, by its code).
     pub async fn cleanup(&self) -> Result<CleanupReport, ApiError> {
         let now = self.clock.now();
         let handover = self.handover.read().await;
-        let expired = self.store.expire_stale(now).await?;
+        let expired = match self.store.expire_stale(now).await {
+            Ok(expired) => expired,
+            Err(error) => {
+                let error = ApiError::from(error);
+                self.metrics.expiry_failed(error.code);
+                return Err(error);
+            }
+        };
+        self.metrics
+            .expired(u64::try_from(expired.len()).unwrap_or(u64::MAX));
         let mut report = CleanupReport::default();
         let turn = self.route_turn.read().await;
         for lease in &expired {

@@ -11,11 +11,16 @@
 //!
 //! Requests: `GET /ask?domain=<host>` (also `HEAD`); any other path is `404`, any other
 //! method `405`, a query without exactly one `domain` is `400`.
+//!
+//! Every answer on the ask's path is counted in the service's metrics by result: `yes`
+//! (200), `no` (404) or `error` (the store failed or did not answer in time, or a
+//! request Caddy does not make: 400, 405).
 
 use hyper::{Method, StatusCode};
 use mytunnel_core::Host;
 
 use crate::loopback_http::{LoopbackAnswer, LoopbackHandler, LoopbackRequest};
+use crate::metrics::AskResult;
 use crate::service::LeaseService;
 
 /// The path Caddy's `ask` URL names.
@@ -70,35 +75,73 @@ pub fn asked_host(request: &LoopbackRequest) -> Result<Host, AskRefusal> {
     domain.parse().map_err(|_| AskRefusal::NotAHost)
 }
 
-impl LoopbackHandler for TlsAsk {
-    async fn answer(&self, request: LoopbackRequest) -> LoopbackAnswer {
-        let host = match asked_host(&request) {
+impl TlsAsk {
+    /// The answer to `request` and how it counts (`None`: not an ask).
+    async fn answer_counted(
+        &self,
+        request: &LoopbackRequest,
+    ) -> (LoopbackAnswer, Option<AskResult>) {
+        let host = match asked_host(request) {
             Ok(host) => host,
             Err(refusal) => {
-                let (status, body) = match refusal {
-                    AskRefusal::UnknownPath => (StatusCode::NOT_FOUND, "not found\n"),
-                    AskRefusal::Method => (StatusCode::METHOD_NOT_ALLOWED, "GET only\n"),
-                    AskRefusal::NoDomain => {
-                        (StatusCode::BAD_REQUEST, "ask as GET /ask?domain=<host>\n")
-                    }
-                    AskRefusal::NotAHost => (StatusCode::NOT_FOUND, "no tunnel at that host\n"),
+                let (status, body, result) = match refusal {
+                    AskRefusal::UnknownPath => (StatusCode::NOT_FOUND, "not found\n", None),
+                    AskRefusal::Method => (
+                        StatusCode::METHOD_NOT_ALLOWED,
+                        "GET only\n",
+                        Some(AskResult::Error),
+                    ),
+                    AskRefusal::NoDomain => (
+                        StatusCode::BAD_REQUEST,
+                        "ask as GET /ask?domain=<host>\n",
+                        Some(AskResult::Error),
+                    ),
+                    AskRefusal::NotAHost => (
+                        StatusCode::NOT_FOUND,
+                        "no tunnel at that host\n",
+                        Some(AskResult::No),
+                    ),
                 };
-                return LoopbackAnswer::new(status, body);
+                return (LoopbackAnswer::new(status, body), result);
             }
         };
         match self.service.active_lease_for_host(&host).await {
-            Ok(Some(_)) => LoopbackAnswer::new(StatusCode::OK, "a tunnel is published there\n"),
+            Ok(Some(_)) => (
+                LoopbackAnswer::new(StatusCode::OK, "a tunnel is published there\n"),
+                Some(AskResult::Yes),
+            ),
             Ok(None) => {
                 tracing::debug!(%host, "TLS ask refused: no active lease at this host");
-                LoopbackAnswer::new(StatusCode::NOT_FOUND, "no tunnel at that host\n")
+                (
+                    LoopbackAnswer::new(StatusCode::NOT_FOUND, "no tunnel at that host\n"),
+                    Some(AskResult::No),
+                )
             }
             Err(error) => {
                 tracing::warn!(%host, code = %error.code, error = %error.message, "TLS ask: the lease store failed; refused");
-                LoopbackAnswer::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "the lease store did not answer\n",
+                (
+                    LoopbackAnswer::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "the lease store did not answer\n",
+                    ),
+                    Some(AskResult::Error),
                 )
             }
         }
+    }
+}
+
+impl LoopbackHandler for TlsAsk {
+    async fn answer(&self, request: LoopbackRequest) -> LoopbackAnswer {
+        let (answer, result) = self.answer_counted(&request).await;
+        if let Some(result) = result {
+            self.service.metrics().tls_ask(result);
+        }
+        answer
+    }
+
+    fn timed_out(&self) {
+        tracing::warn!("TLS ask: the lease store did not answer in time; refused");
+        self.service.metrics().tls_ask(AskResult::Error);
     }
 }
