@@ -77,7 +77,7 @@ _mytunneld() {
             return 0
             ;;
         mytunneld__subcmd__authorized__subcmd__keys)
-            opts="-h --gate-command --db-path --base-domain --caddy-admin-url --caddy-server --min-port --max-port --lease-ttl --cleanup-interval --reconcile-interval --health-timeout --log-format --max-leases-per-owner --admin-users --tombstone-retention --reserved-slugs --route-mode --socket-dir --keys-dir --tls-ask-listen --env-file --help"
+            opts="-h --gate-command --db-path --base-domain --caddy-admin-url --caddy-server --min-port --max-port --lease-ttl --cleanup-interval --reconcile-interval --health-timeout --log-format --max-leases-per-owner --admin-users --tombstone-retention --reserved-slugs --route-mode --socket-dir --keys-dir --tls-ask-listen --metrics-listen --env-file --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -163,6 +163,10 @@ _mytunneld() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --metrics-listen)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --env-file)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -175,7 +179,7 @@ _mytunneld() {
             return 0
             ;;
         mytunneld__subcmd__config)
-            opts="-h --json --db-path --base-domain --caddy-admin-url --caddy-server --min-port --max-port --lease-ttl --cleanup-interval --reconcile-interval --health-timeout --log-format --max-leases-per-owner --admin-users --tombstone-retention --reserved-slugs --route-mode --socket-dir --keys-dir --tls-ask-listen --env-file --help"
+            opts="-h --json --db-path --base-domain --caddy-admin-url --caddy-server --min-port --max-port --lease-ttl --cleanup-interval --reconcile-interval --health-timeout --log-format --max-leases-per-owner --admin-users --tombstone-retention --reserved-slugs --route-mode --socket-dir --keys-dir --tls-ask-listen --metrics-listen --env-file --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -254,6 +258,10 @@ _mytunneld() {
                     return 0
                     ;;
                 --tls-ask-listen)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --metrics-listen)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -403,7 +411,7 @@ _mytunneld() {
             return 0
             ;;
         mytunneld__subcmd__serve)
-            opts="-h --db-path --base-domain --caddy-admin-url --caddy-server --min-port --max-port --lease-ttl --cleanup-interval --reconcile-interval --health-timeout --log-format --max-leases-per-owner --admin-users --tombstone-retention --reserved-slugs --route-mode --socket-dir --keys-dir --tls-ask-listen --env-file --help"
+            opts="-h --db-path --base-domain --caddy-admin-url --caddy-server --min-port --max-port --lease-ttl --cleanup-interval --reconcile-interval --health-timeout --log-format --max-leases-per-owner --admin-users --tombstone-retention --reserved-slugs --route-mode --socket-dir --keys-dir --tls-ask-listen --metrics-listen --env-file --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -482,6 +490,10 @@ _mytunneld() {
                     return 0
                     ;;
                 --tls-ask-listen)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --metrics-listen)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -52,6 +52,7 @@ complete -c mytunneld -n "__fish_mytunneld_using_subcommand serve" -l route-mode
 complete -c mytunneld -n "__fish_mytunneld_using_subcommand serve" -l socket-dir -d 'static mode: root of hosts/ (written by serve) and owners/<user>/ (sockets) [env: MYTUNNEL_SOCKET_DIR] [default: /var/lib/mytunnel-sockets]' -r
 complete -c mytunneld -n "__fish_mytunneld_using_subcommand serve" -l keys-dir -d 'Tunnel keys read by `mytunneld authorized-keys <user>` [env: MYTUNNEL_KEYS_DIR] [default: /etc/mytunneld/keys]' -r
 complete -c mytunneld -n "__fish_mytunneld_using_subcommand serve" -l tls-ask-listen -d 'Answer Caddy\'s on-demand TLS `ask` here (loopback IP:PORT): yes only for hosts of active leases; off when unset [env: MYTUNNEL_TLS_ASK_LISTEN]' -r
+complete -c mytunneld -n "__fish_mytunneld_using_subcommand serve" -l metrics-listen -d 'Serve Prometheus metrics at GET /metrics here (loopback IP:PORT, e.g. 127.0.0.1:9464); off when unset [env: MYTUNNEL_METRICS_LISTEN]' -r
 complete -c mytunneld -n "__fish_mytunneld_using_subcommand serve" -l env-file -d 'Env file of KEY=VALUE settings, read by serve, ctl, gate, authorized-keys and config' -r
 complete -c mytunneld -n "__fish_mytunneld_using_subcommand serve" -s h -l help -d 'Print help'
 complete -c mytunneld -n "__fish_mytunneld_using_subcommand ctl" -l env-file -d 'Env file of KEY=VALUE settings, read by serve, ctl, gate, authorized-keys and config' -r
@@ -77,6 +78,7 @@ complete -c mytunneld -n "__fish_mytunneld_using_subcommand authorized-keys" -l 
 complete -c mytunneld -n "__fish_mytunneld_using_subcommand authorized-keys" -l socket-dir -d 'static mode: root of hosts/ (written by serve) and owners/<user>/ (sockets) [env: MYTUNNEL_SOCKET_DIR] [default: /var/lib/mytunnel-sockets]' -r
 complete -c mytunneld -n "__fish_mytunneld_using_subcommand authorized-keys" -l keys-dir -d 'Tunnel keys read by `mytunneld authorized-keys <user>` [env: MYTUNNEL_KEYS_DIR] [default: /etc/mytunneld/keys]' -r
 complete -c mytunneld -n "__fish_mytunneld_using_subcommand authorized-keys" -l tls-ask-listen -d 'Answer Caddy\'s on-demand TLS `ask` here (loopback IP:PORT): yes only for hosts of active leases; off when unset [env: MYTUNNEL_TLS_ASK_LISTEN]' -r
+complete -c mytunneld -n "__fish_mytunneld_using_subcommand authorized-keys" -l metrics-listen -d 'Serve Prometheus metrics at GET /metrics here (loopback IP:PORT, e.g. 127.0.0.1:9464); off when unset [env: MYTUNNEL_METRICS_LISTEN]' -r
 complete -c mytunneld -n "__fish_mytunneld_using_subcommand authorized-keys" -l env-file -d 'Env file of KEY=VALUE settings, read by serve, ctl, gate, authorized-keys and config' -r
 complete -c mytunneld -n "__fish_mytunneld_using_subcommand authorized-keys" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c mytunneld -n "__fish_mytunneld_using_subcommand config" -l db-path -d 'SQLite lease database file [env: MYTUNNEL_DB_PATH] [default: /var/lib/mytunneld/leases.db]' -r
@@ -98,6 +100,7 @@ complete -c mytunneld -n "__fish_mytunneld_using_subcommand config" -l route-mod
 complete -c mytunneld -n "__fish_mytunneld_using_subcommand config" -l socket-dir -d 'static mode: root of hosts/ (written by serve) and owners/<user>/ (sockets) [env: MYTUNNEL_SOCKET_DIR] [default: /var/lib/mytunnel-sockets]' -r
 complete -c mytunneld -n "__fish_mytunneld_using_subcommand config" -l keys-dir -d 'Tunnel keys read by `mytunneld authorized-keys <user>` [env: MYTUNNEL_KEYS_DIR] [default: /etc/mytunneld/keys]' -r
 complete -c mytunneld -n "__fish_mytunneld_using_subcommand config" -l tls-ask-listen -d 'Answer Caddy\'s on-demand TLS `ask` here (loopback IP:PORT): yes only for hosts of active leases; off when unset [env: MYTUNNEL_TLS_ASK_LISTEN]' -r
+complete -c mytunneld -n "__fish_mytunneld_using_subcommand config" -l metrics-listen -d 'Serve Prometheus metrics at GET /metrics here (loopback IP:PORT, e.g. 127.0.0.1:9464); off when unset [env: MYTUNNEL_METRICS_LISTEN]' -r
 complete -c mytunneld -n "__fish_mytunneld_using_subcommand config" -l env-file -d 'Env file of KEY=VALUE settings, read by serve, ctl, gate, authorized-keys and config' -r
 complete -c mytunneld -n "__fish_mytunneld_using_subcommand config" -l json -d 'Print one JSON document instead of text'
 complete -c mytunneld -n "__fish_mytunneld_using_subcommand config" -s h -l help -d 'Print help (see more with \'--help\')'

@@ -15,7 +15,9 @@ use std::time::Duration;
 
 use mytunnel_core::gate::SESSION_HELD;
 use mytunnel_edge::gate::HOLDER;
-use mytunnel_test_support::{cmdline, eventually, make_owner_dirs, stdout_json, Guard, RealCaddy};
+use mytunnel_test_support::{
+    cmdline, eventually, free_port, make_owner_dirs, stdout_json, Guard, RealCaddy,
+};
 use serde_json::Value;
 
 #[derive(Debug)]
@@ -166,6 +168,187 @@ fn serve_expires_reconciles_survives_caddy_and_stops_on_sigterm() {
             "not JSON: {line}"
         );
     }
+}
+
+/// `GET <path>` from `address` over TCP as a scraper sends it: the status, the
+/// `Content-Type` and the body; `None` when nothing answers there (yet).
+fn http_get(address: &str, path: &str) -> Option<(u16, String, String)> {
+    let mut stream = std::net::TcpStream::connect(address).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nAccept: text/plain\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    let status = head.split(' ').nth(1)?.parse().ok()?;
+    let content_type = head
+        .lines()
+        .find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case("content-type")
+                .then(|| value.trim().to_owned())
+        })
+        .unwrap_or_default();
+    Some((status, content_type, body.to_owned()))
+}
+
+/// The value of each sample line of a scrape, by series as printed; every other line
+/// must be a `# HELP` or `# TYPE` comment.
+fn samples(exposition: &str) -> std::collections::BTreeMap<String, f64> {
+    exposition
+        .lines()
+        .filter(|line| {
+            assert!(
+                !line.starts_with('#')
+                    || line.starts_with("# HELP mytunnel_")
+                    || line.starts_with("# TYPE mytunnel_"),
+                "{line}"
+            );
+            !line.starts_with('#')
+        })
+        .map(|line| {
+            let (series, value) = line.rsplit_once(' ').unwrap();
+            assert!(series.starts_with("mytunnel_"), "{line}");
+            let value = if value == "+Inf" {
+                f64::INFINITY
+            } else {
+                value.parse().unwrap()
+            };
+            (series.to_owned(), value)
+        })
+        .collect()
+}
+
+#[test]
+fn serve_answers_scrapes_of_its_metrics_on_loopback() {
+    let address = format!("127.0.0.1:{}", free_port().unwrap());
+    let edge = Edge::new(&format!("MYTUNNEL_METRICS_LISTEN={address}\n"));
+    let log = edge.dir.path().join("serve.log");
+    let _serve = edge.serve(&log);
+    let scrape = || {
+        let mut answer = None;
+        assert!(
+            eventually(Duration::from_secs(10), || {
+                answer = http_get(&address, "/metrics");
+                answer.is_some()
+            }),
+            "nothing answers at {address}; log: {}",
+            read(&log)
+        );
+        let (status, content_type, body) = answer.unwrap();
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(content_type, "text/plain; version=0.0.4; charset=utf-8");
+        samples(&body)
+    };
+    let series = |scrape: &std::collections::BTreeMap<String, f64>, name: &str| {
+        scrape.get(name).copied().unwrap_or(0.0)
+    };
+    const OK: &str = "mytunnel_allocations_total{code=\"ok\"}";
+    const TAKEN: &str = "mytunnel_allocations_total{code=\"slug_taken\"}";
+    const RELEASED: &str = "mytunnel_releases_total{code=\"ok\"}";
+    const ACTIVE: &str = "mytunnel_leases_active";
+    const CTL_ALLOCATE: &str = "mytunnel_ctl_request_duration_seconds_count{verb=\"allocate\"}";
+    const CTL_RELEASE: &str = "mytunnel_ctl_request_duration_seconds_count{verb=\"release\"}";
+
+    let before = scrape();
+    assert_eq!(before.get(ACTIVE), Some(&0.0));
+    assert_eq!(before.get(OK), Some(&0.0));
+    // serve's first passes ran at start (no Caddy error: the routes were reconciled).
+    assert_eq!(series(&before, "mytunnel_caddy_admin_errors_total"), 0.0);
+
+    let lease = edge.ctl(&["allocate", "--name", "metered"]);
+    let id = lease["lease_id"].as_str().unwrap().to_owned();
+    let taken = edge.ctl(&["allocate", "--name", "metered"]);
+    assert_eq!(taken["error"]["code"], "slug_taken", "{taken}");
+    let allocated = scrape();
+    assert_eq!(series(&allocated, OK) - series(&before, OK), 1.0);
+    assert_eq!(series(&allocated, TAKEN) - series(&before, TAKEN), 1.0);
+    assert_eq!(
+        series(&allocated, CTL_ALLOCATE) - series(&before, CTL_ALLOCATE),
+        2.0
+    );
+    assert_eq!(series(&allocated, ACTIVE), 1.0);
+
+    let released = edge.ctl(&["release", "--lease", &id]);
+    assert_eq!(released["state"], "released", "{released}");
+    let after = scrape();
+    assert_eq!(series(&after, RELEASED) - series(&allocated, RELEASED), 1.0);
+    assert_eq!(
+        series(&after, CTL_RELEASE) - series(&allocated, CTL_RELEASE),
+        1.0
+    );
+    assert_eq!(series(&after, ACTIVE), 0.0);
+
+    // Nothing else is served there.
+    let (status, _, _) = http_get(&address, "/").unwrap();
+    assert_eq!(status, 404);
+    assert!(
+        read(&log).contains("serving Prometheus metrics"),
+        "{}",
+        read(&log)
+    );
+}
+
+/// Runs `mytunneld <args>` and waits (bounded) for it to exit; its status, stdout and
+/// stderr (as one line of words).
+fn exits(edge: &Edge, args: &[&str]) -> (std::process::ExitStatus, String, String) {
+    let err = edge.dir.path().join("exits.err");
+    let out = edge.dir.path().join("exits.out");
+    let mut child = Guard(
+        edge.command()
+            .args(args)
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::fs::File::create(&err).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let mut status = None;
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            status = child.0.try_wait().unwrap();
+            status.is_some()
+        }),
+        "mytunneld {args:?} did not exit: {}",
+        read(&err)
+    );
+    // miette wraps and frames long messages: one line of words.
+    let err = read(&err).replace('│', " ");
+    let err = err.split_whitespace().collect::<Vec<_>>().join(" ");
+    (status.unwrap(), read(&out), err)
+}
+
+#[test]
+fn a_metrics_address_off_loopback_or_taken_is_refused_naming_the_setting() {
+    let edge = Edge::new("MYTUNNEL_METRICS_LISTEN=0.0.0.0:9100\n");
+    let (status, out, _) = exits(&edge, &["config"]);
+    assert_eq!(status.code(), Some(1), "{out}");
+    let line = out
+        .lines()
+        .find(|line| line.contains("MYTUNNEL_METRICS_LISTEN") || line.contains("metrics_listen"))
+        .unwrap_or_else(|| panic!("the setting is not named: {out}"));
+    assert!(out.contains("not a loopback address"), "{line}\n{out}");
+    let (status, _, err) = exits(&edge, &["serve"]);
+    assert!(!status.success());
+    assert!(err.contains("MYTUNNEL_METRICS_LISTEN"), "{err}");
+    assert!(err.contains("not a loopback address"), "{err}");
+
+    // A loopback address something else holds: serve names the setting and stops.
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = held.local_addr().unwrap();
+    let edge = Edge::new(&format!("MYTUNNEL_METRICS_LISTEN={address}\n"));
+    let (status, _, err) = exits(&edge, &["serve"]);
+    assert!(!status.success());
+    assert!(
+        err.contains(&format!(
+            "cannot listen on {address} (MYTUNNEL_METRICS_LISTEN)"
+        )),
+        "{err}"
+    );
 }
 
 fn gate(edge: &Edge, command: Option<&str>) -> Command {

@@ -209,8 +209,9 @@ mod tests {
     }
 
     /// Settings added after the spec's override list (the route mode, the socket and key
-    /// directories, retention, reserved names, the TLS ask address) are not request flags either: a tunnel
-    /// user who could point ctl at a socket directory of their own could publish any host.
+    /// directories, retention, reserved names, the TLS ask and metrics addresses) are not
+    /// request flags either: a tunnel user who could point ctl at a socket directory of
+    /// their own could publish any host.
     #[test]
     fn later_settings_cannot_be_passed_through_the_gate() {
         for flag in [
@@ -220,6 +221,7 @@ mod tests {
             "--tombstone-retention",
             "--reserved-slugs",
             "--tls-ask-listen",
+            "--metrics-listen",
         ] {
             for verb in ["heartbeat", "release", "delete"] {
                 for form in [format!("{flag} x"), format!("{flag}=x")] {

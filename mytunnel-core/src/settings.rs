@@ -307,6 +307,17 @@ settings_table! {
         client_override: false,
         help: "Answer Caddy's on-demand TLS `ask` here (loopback IP:PORT): yes only for hosts of active leases; off when unset",
     },
+    /// `--metrics-listen`
+    MetricsListen {
+        name: "metrics_listen",
+        flag: "--metrics-listen",
+        env_var: "MYTUNNEL_METRICS_LISTEN",
+        default: None,
+        value_name: "ADDR",
+        gate_override: false,
+        client_override: false,
+        help: "Serve Prometheus metrics at GET /metrics here (loopback IP:PORT, e.g. 127.0.0.1:9464); off when unset",
+    },
 }
 
 impl Setting {

@@ -194,6 +194,9 @@ pub struct EdgeConfig {
     pub keys_dir: PathBuf,
     /// Where `serve` answers Caddy's on-demand TLS `ask`; `None`: it does not.
     pub tls_ask_listen: Option<LoopbackAddress>,
+    /// Where `serve` answers Prometheus scrapes (`GET /metrics`); `None`: it does not, and
+    /// records nothing.
+    pub metrics_listen: Option<LoopbackAddress>,
 }
 
 /// How public hosts reach the leases' bind targets.

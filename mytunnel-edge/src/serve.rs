@@ -1,7 +1,8 @@
 //! `mytunneld serve`: the cleanup and reconcile loops, the control socket every
 //! `mytunneld ctl` asks (serve alone opens the lease database), in `static` mode the
 //! socket where Caddy asks the slug of a Host with capitals, and when configured the
-//! loopback address where Caddy asks whether a host may get a certificate.
+//! loopback addresses where Caddy asks whether a host may get a certificate and where
+//! Prometheus scrapes serve's metrics.
 //!
 //! Both passes run once at start (so routes lost while the service was down come back at
 //! once) and then at their intervals. A failed pass is logged and retried at the next
@@ -15,15 +16,17 @@ use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::time::{interval, MissedTickBehavior};
 
+use mytunnel_core::listen::LoopbackAddress;
 use mytunnel_core::policy::AdminUsers;
 use mytunnel_core::protocol::{ApiError, ErrorCode};
+use mytunnel_core::settings::Setting;
 use mytunnel_core::BaseDomain;
 
 use crate::config::{EdgeConfig, RouteMode};
 use crate::control::{bind_control_socket, serve_control, ControlLimits};
 use crate::host_names::{bind_names_socket, serve_host_names};
 use crate::loopback_http::{bind_loopback, serve_loopback_http, LoopbackHttpLimits};
-use crate::metrics::{Metrics, Pass};
+use crate::metrics::{Metrics, MetricsEndpoint, Pass};
 use crate::service::LeaseService;
 use crate::sockets;
 use crate::tls_ask::TlsAsk;
@@ -142,6 +145,9 @@ pub struct Opened {
     /// With `MYTUNNEL_TLS_ASK_LISTEN`: the loopback address, bound, where Caddy asks
     /// whether a host may get a certificate ([`crate::tls_ask`]).
     pub tls_ask: Option<TcpListener>,
+    /// With `MYTUNNEL_METRICS_LISTEN`: the loopback address, bound, where Prometheus
+    /// scrapes the service's metrics ([`crate::metrics`]).
+    pub metrics: Option<TcpListener>,
 }
 
 fn cannot_listen(path: &Path, e: std::io::Error) -> ApiError {
@@ -151,10 +157,31 @@ fn cannot_listen(path: &Path, e: std::io::Error) -> ApiError {
     )
 }
 
+/// Binds `address`, the value of `setting`, or says which setting could not be bound.
+async fn bind_setting(
+    address: Option<LoopbackAddress>,
+    setting: Setting,
+) -> Result<Option<TcpListener>, ApiError> {
+    let Some(address) = address else {
+        return Ok(None);
+    };
+    bind_loopback(address).await.map(Some).map_err(|e| {
+        ApiError::new(
+            ErrorCode::Internal,
+            format!("cannot listen on {address} ({}): {e}", setting.env_var()),
+        )
+    })
+}
+
 /// Opens the database and binds the control socket named by `config` (and in `static`
-/// mode the host names socket).
+/// mode the host names socket, and the loopback addresses configured). The service
+/// records metrics only when they are served.
 pub async fn open(config: &EdgeConfig) -> Result<Opened, ApiError> {
-    let service = crate::ctl::open_serve_service(config, &Metrics::default()).await?;
+    let metrics = match config.metrics_listen {
+        Some(_) => Metrics::new(),
+        None => Metrics::default(),
+    };
+    let service = crate::ctl::open_serve_service(config, &metrics).await?;
     let path = sockets::control_socket(&config.socket_dir);
     let control = bind_control_socket(&path).map_err(|e| cannot_listen(&path, e))?;
     let host_names = match (config.route_mode, &config.base_domain) {
@@ -165,21 +192,15 @@ pub async fn open(config: &EdgeConfig) -> Result<Opened, ApiError> {
         }
         _ => None,
     };
-    let tls_ask = match config.tls_ask_listen {
-        Some(address) => Some(bind_loopback(address).await.map_err(|e| {
-            ApiError::new(
-                ErrorCode::Internal,
-                format!("cannot listen on {address} (MYTUNNEL_TLS_ASK_LISTEN): {e}"),
-            )
-        })?),
-        None => None,
-    };
+    let tls_ask = bind_setting(config.tls_ask_listen, Setting::TlsAskListen).await?;
+    let metrics = bind_setting(config.metrics_listen, Setting::MetricsListen).await?;
     Ok(Opened {
         service,
         control,
         admins: config.admin_users.clone(),
         host_names,
         tls_ask,
+        metrics,
     })
 }
 
@@ -219,10 +240,24 @@ pub async fn serve_with_control(
             stopped(stop_rx.clone()),
         ))
     });
+    let metrics = opened.metrics.map(|listener| {
+        if let Ok(address) = listener.local_addr() {
+            tracing::info!(%address, "serving Prometheus metrics at /metrics");
+        }
+        tokio::spawn(serve_loopback_http(
+            listener,
+            MetricsEndpoint::new(
+                opened.service.store().clone(),
+                opened.service.metrics().clone(),
+            ),
+            LoopbackHttpLimits::default(),
+            stopped(stop_rx.clone()),
+        ))
+    });
     let summary = serve(opened.service, intervals, shutdown).await;
     let _ = stop_tx.send(true);
     let _ = control.await;
-    for task in [host_names, tls_ask].into_iter().flatten() {
+    for task in [host_names, tls_ask, metrics].into_iter().flatten() {
         let _ = task.await;
     }
     summary

@@ -55,6 +55,17 @@ impl Raw<'_> {
         Ok(d)
     }
 
+    /// An optional loopback `IP:PORT`: `None` when unset or empty.
+    fn loopback_address(&self) -> Result<Option<LoopbackAddress>, ConfigError> {
+        match self.text().map(str::trim) {
+            None | Some("") => Ok(None),
+            Some(text) => text
+                .parse::<LoopbackAddress>()
+                .map(Some)
+                .map_err(|e| self.invalid(e.reason().to_owned())),
+        }
+    }
+
     fn port(&self) -> Result<u16, ConfigError> {
         let text = self.required()?;
         match text.trim().parse::<u16>() {
@@ -242,14 +253,8 @@ impl<'a> Precedence<'a> {
             Ok(dir)
         }));
 
-        let ask = raw(Setting::TlsAskListen);
-        let tls_ask_listen = found.keep(match ask.text().map(str::trim) {
-            None | Some("") => Ok(None),
-            Some(text) => text
-                .parse::<LoopbackAddress>()
-                .map(Some)
-                .map_err(|e| ask.invalid(e.reason().to_owned())),
-        });
+        let tls_ask_listen = found.keep(raw(Setting::TlsAskListen).loopback_address());
+        let metrics_listen = found.keep(raw(Setting::MetricsListen).loopback_address());
 
         // Fields in resolution order: the first refused value is the error.
         let config = (move || {
@@ -272,6 +277,7 @@ impl<'a> Precedence<'a> {
                 socket_dir: socket_dir?,
                 keys_dir: keys_dir?,
                 tls_ask_listen: tls_ask_listen?,
+                metrics_listen: metrics_listen?,
             })
         })();
         (config, found.refused)

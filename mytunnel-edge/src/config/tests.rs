@@ -33,6 +33,42 @@ fn defaults() {
     assert_eq!(config.log_format, LogFormat::Text);
     assert_eq!(config.owner_limit, OwnerLimit::AtMost(10));
     assert_eq!(config.tombstone_retention, Duration::from_secs(7 * 86400));
+    assert_eq!(config.tls_ask_listen, None);
+    assert_eq!(config.metrics_listen, None);
+}
+
+#[test]
+fn loopback_listen_addresses_are_off_when_empty_and_loopback_only() {
+    let inputs = ConfigInputs {
+        environment: env(&[
+            ("MYTUNNEL_METRICS_LISTEN", " 127.0.0.1:9464 "),
+            ("MYTUNNEL_TLS_ASK_LISTEN", ""),
+        ]),
+        ..ConfigInputs::default()
+    };
+    let (config, _) = EdgeConfig::resolve(&inputs).unwrap();
+    assert_eq!(
+        config.metrics_listen.map(|a| a.to_string()).as_deref(),
+        Some("127.0.0.1:9464")
+    );
+    assert_eq!(config.tls_ask_listen, None);
+    for (var, value) in [
+        ("MYTUNNEL_METRICS_LISTEN", "0.0.0.0:9100"),
+        ("MYTUNNEL_METRICS_LISTEN", "[::]:9100"),
+        ("MYTUNNEL_METRICS_LISTEN", "localhost:9100"),
+        ("MYTUNNEL_TLS_ASK_LISTEN", "0.0.0.0:2020"),
+    ] {
+        let inputs = ConfigInputs {
+            environment: env(&[(var, value)]),
+            ..ConfigInputs::default()
+        };
+        let message = EdgeConfig::resolve(&inputs).unwrap_err().to_string();
+        assert!(message.contains(var), "{var}={value}: {message}");
+        assert!(
+            message.contains("127.0.0.1:2020"),
+            "{var}={value}: {message}"
+        );
+    }
 }
 
 #[test]
