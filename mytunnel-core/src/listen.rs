@@ -43,18 +43,21 @@ impl FromStr for LoopbackAddress {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let shown: String = s.chars().take(80).collect();
+        let parsed: Option<SocketAddr> = s.trim().parse().ok();
+        // The example keeps the port asked for, when there is one to keep.
+        let port = parsed
+            .map(|addr| addr.port())
+            .filter(|port| *port != 0)
+            .map_or_else(|| "PORT".to_owned(), |port| port.to_string());
         let refuse = |why: &str| {
             InvalidValue::new(
                 "loopback address",
                 format!(
-                    "{shown:?} {why}; give IP:PORT on loopback, e.g. 127.0.0.1:2020 or [::1]:2020"
+                    "{shown:?} {why}; give IP:PORT on loopback, e.g. 127.0.0.1:{port} or [::1]:{port}"
                 ),
             )
         };
-        let addr: SocketAddr = s
-            .trim()
-            .parse()
-            .map_err(|_| refuse("is not an IP address with a port"))?;
+        let addr = parsed.ok_or_else(|| refuse("is not an IP address with a port"))?;
         if !addr.ip().is_loopback() {
             return Err(refuse("is not a loopback address"));
         }
@@ -89,21 +92,27 @@ mod tests {
 
     #[test]
     fn anything_reachable_from_elsewhere_or_unparsed_is_refused() {
-        for bad in [
-            "0.0.0.0:2020",
-            "[::]:2020",
-            "10.0.0.1:2020",
-            "[::ffff:127.0.0.1]:2020",
-            "localhost:2020",
-            "127.0.0.1",
-            "127.0.0.1:0",
-            "127.0.0.1:99999",
-            "http://127.0.0.1:2020",
-            "",
+        // (input, the example the refusal gives: the port asked for, when there is one)
+        for (bad, example) in [
+            ("0.0.0.0:2020", "2020"),
+            ("[::]:9464", "9464"),
+            ("10.0.0.1:2020", "2020"),
+            ("[::ffff:127.0.0.1]:2020", "2020"),
+            ("localhost:2020", "PORT"),
+            ("127.0.0.1", "PORT"),
+            ("127.0.0.1:0", "PORT"),
+            ("127.0.0.1:99999", "PORT"),
+            ("http://127.0.0.1:2020", "PORT"),
+            ("", "PORT"),
         ] {
             let error = bad.parse::<LoopbackAddress>().unwrap_err();
             assert_eq!(error.code(), crate::ErrorCode::InvalidArgument, "{bad}");
-            assert!(error.reason().contains("127.0.0.1:2020"), "{bad}: {error}");
+            assert!(
+                error
+                    .reason()
+                    .ends_with(&format!("e.g. 127.0.0.1:{example} or [::1]:{example}")),
+                "{bad}: {error}"
+            );
         }
     }
 }
