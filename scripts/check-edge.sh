@@ -10,7 +10,8 @@
 #
 # Prints one line per check, `ok <check> <detail>` or `fail <check> <detail>` followed by
 # `  hint: …`, then a summary line. Checks:
-#   binary     DIR/usr/local/bin/mytunneld is mode 0755, owned by root
+#   binary     the installed mytunneld (DIR/usr/local/bin/mytunneld, else the Debian
+#              package's DIR/usr/bin/mytunneld) is mode 0755, owned by root
 #   env-file   DIR/etc/mytunneld/mytunneld.env is 0600 or 0640 (never world-readable)
 #   state-dir  the database's directory (that of MYTUNNEL_DB_PATH, normally
 #              DIR/var/lib/mytunneld) is a directory owned by the service user, not
@@ -516,7 +517,7 @@ main() {
     # The configuration comes from the env file only, as for the service.
     clear_mytunnel_environment
 
-    bin_path=$destdir/usr/local/bin/mytunneld
+    bin_path=$(installed_binary "$destdir")
     env_file=$destdir/etc/mytunneld/mytunneld.env
     settings_known=1
     edge_settings "$env_file" "$bin_path" || settings_known=0

@@ -15,16 +15,18 @@
 # - Writes ~<user>/.ssh (0700) and ~<user>/.ssh/authorized_keys (0600), both owned by the
 #   user, with one line per key:
 #       restrict,port-forwarding,pty,command="<CMD>" <key>
-#   CMD defaults to `/usr/local/bin/mytunneld gate`. `pty` lets the client hold its session
+#   CMD defaults to the installed binary's gate: `/usr/local/bin/mytunneld gate`, or
+#   `/usr/bin/mytunneld gate` on an edge installed from the Debian package. `pty` lets the client hold its session
 #   on a terminal (so ssh and sshd set TCP_NODELAY); sshd still runs only CMD on it.
 # - With --keys-dir DIR, or when the edge's env file (--env-file, default
 #   /etc/mytunneld/mytunneld.env) sets MYTUNNEL_KEYS_DIR, writes the key without options to
 #   DIR/<user> (0644, DIR 0755, both root:root) instead: sshd's AuthorizedKeysCommand
 #   (`mytunneld authorized-keys %u`, see install-edge.sh) adds the options at each login.
 #   ~/.ssh is not touched then, and --gate-command is refused (exit 2): the forced command
-#   is the one `mytunneld authorized-keys` prints, `/usr/local/bin/mytunneld gate` unless
-#   sshd's AuthorizedKeysCommand passes it `--gate-command CMD` (install-edge.sh's drop-in
-#   does not, and rewrites that line on every run). This script could not honour it.
+#   is the one `mytunneld authorized-keys` prints, the gate of the binary sshd ran (with
+#   its --env-file) unless sshd's AuthorizedKeysCommand passes it `--gate-command CMD`
+#   (install-edge.sh's drop-in does not, and rewrites that line on every run). This script
+#   could not honour it.
 # - With --socket-dir DIR, or when the env file exists (its MYTUNNEL_SOCKET_DIR, default
 #   /var/lib/mytunnel-sockets; both route modes), creates DIR/owners/<user>,
 #   owned by the user, group --proxy-group (default caddy), mode 2750: the user's tunnel
@@ -48,8 +50,6 @@ readonly SCRIPT_NAME=install-edge-ssh-key
 # shellcheck source=scripts/lib-edge.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib-edge.sh"
 
-readonly DEFAULT_GATE_COMMAND='/usr/local/bin/mytunneld gate'
-
 usage() {
     echo "usage: $0 <user> <pubkey-file> [--gate-command CMD] [--group G] [--remove] [--keys-dir DIR] [--socket-dir DIR] [--proxy-group G] [--env-file FILE] [--socket-inodes N] [--fstab FILE]" >&2
     exit 2
@@ -61,7 +61,8 @@ parse_args() {
     user=$1
     pubkey_file=$2
     shift 2
-    gate_command=$DEFAULT_GATE_COMMAND
+    # The installed binary's gate, as `mytunneld authorized-keys` forces its own.
+    gate_command="$(installed_binary '') gate"
     gate_command_given=0
     group=''
     remove=0
@@ -129,7 +130,7 @@ check_args() {
     # What the edge's env file says, unless given here: as the installed mytunneld reads
     # it. Before mytunneld is installed, the file's own lines (edge_settings' fallback).
     if [[ -z $keys_dir || (-z $socket_dir && -f $env_file) ]]; then
-        edge_settings "$env_file" /usr/local/bin/mytunneld || true
+        edge_settings "$env_file" "$(installed_binary '')" || true
     fi
     # The keys directory only when the env file sets it (an install from before route
     # modes keeps keys in ~/.ssh).
@@ -151,7 +152,7 @@ check_args() {
     # A key in the keys directory is written bare: its options, the forced command among
     # them, are what `mytunneld authorized-keys` adds at each login.
     if [[ -n $keys_dir && $gate_command_given -eq 1 ]]; then
-        die "--gate-command has no effect with a keys directory ($keys_dir): the key is written without options and \`mytunneld authorized-keys\` forces its own gate command at each login ($DEFAULT_GATE_COMMAND unless sshd's AuthorizedKeysCommand passes it --gate-command CMD). Leave --gate-command out, or set it on that command line" 2
+        die "--gate-command has no effect with a keys directory ($keys_dir): the key is written without options and \`mytunneld authorized-keys\` forces its own gate command at each login (its own binary's gate unless sshd's AuthorizedKeysCommand passes it --gate-command CMD). Leave --gate-command out, or set it on that command line" 2
     fi
     [[ $proxy_group =~ ^[a-z_][a-z0-9_-]{0,31}$ ]] || die "invalid proxy group name: $proxy_group" 2
     if [[ $socket_inodes_given -eq 1 ]]; then

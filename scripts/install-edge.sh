@@ -2,13 +2,14 @@
 # Installs the mytunnel edge service: binary, group and service user, directories, env
 # file, a hardened systemd unit and the sshd settings of the route mode.
 #
-#   install-edge.sh [--destdir DIR] [--binary PATH] [--group NAME] [--user NAME]
+#   install-edge.sh [--destdir DIR | --packaged] [--binary PATH] [--group NAME] [--user NAME]
 #                   [--base-domain D] [--caddy-admin-url URL] [--no-systemd]
 #                   [--route-mode static|routes] [--proxy-group NAME] [--socket-dir DIR]
 #                   [--sshd-dropin] [--max-startups START:RATE:FULL] [TLS OPTIONS]
 #   install-edge.sh --print-sshd-dropin [--destdir DIR] [--route-mode static|routes]
 #                   [--group NAME] [--user NAME] [--proxy-group NAME]
 #                   [--max-startups START:RATE:FULL]
+#   install-edge.sh --print-unit [--packaged] [--group NAME] [--user NAME] [--socket-dir DIR]
 #   install-edge.sh --print-caddyfile --tls-mode wildcard|on-demand --base-domain D
 #                   [TLS OPTIONS] [--caddy-admin-url URL] [--route-mode static|routes]
 #                   [--socket-dir DIR] [--destdir DIR]
@@ -27,13 +28,14 @@
 #   --caddyfile PATH                default /etc/caddy/Caddyfile (under --destdir DIR)
 #
 # Installs, every path under DIR when --destdir is given:
-#   /usr/local/bin/mytunneld                 0755  root:root
+#   /usr/local/bin/mytunneld                 0755  root:root   (not with --packaged)
 #   /etc/mytunneld                           0750  root:GROUP
 #   /etc/mytunneld/mytunneld.env             0640  root:GROUP  (created once, never overwritten)
 #   /var/lib/mytunneld                       0700  USER:GROUP  (the lease database: only
 #                                                               `mytunneld serve` opens it)
 #   /etc/mytunneld/keys                      0755  root:root   (tunnel keys, one file per user)
-#   /etc/systemd/system/mytunneld.service    0644  root:root
+#   /etc/systemd/system/mytunneld.service    0644  root:root   (with --packaged only when it
+#                                                               differs from the package's)
 #   /etc/ssh/sshd_config.d/mytunnel.conf     0644  root:root   (see "sshd" below)
 #   SOCKETS                                  0755  USER:GROUP  (MYTUNNEL_SOCKET_DIR, default
 #                                                               /var/lib/mytunnel-sockets: serve
@@ -49,6 +51,15 @@
 # inside DIR, so the installed binary works there (DIR is then an absolute path of
 # [A-Za-z0-9/._-]: sshd splits the command at spaces and expands %). The unit keeps the
 # paths of an install at /.
+#
+# --packaged: the Debian package `mytunneld` installed the binary (/usr/bin/mytunneld) and
+# the unit (/lib/systemd/system/mytunneld.service); `mytunneld-setup` runs this script
+# with it. Nothing is copied: the unit names /usr/bin/mytunneld, the drop-in's keys
+# command too, and /etc/systemd/system/mytunneld.service is written only when --user,
+# --group or --socket-dir make it differ from the package's unit (a local unit wins over
+# the package's). Not with --destdir or --binary.
+# --print-unit prints the unit for the given flags (with --packaged: the package's) and
+# exits, changing nothing and needing no root.
 #
 # An edge installed before the control socket kept the database in /var/lib/mytunneld
 # 2770 root:GROUP, written by the tunnel users' own ctl processes. A run migrates it in
@@ -73,9 +84,10 @@
 #
 # sshd: /etc/ssh/sshd_config.d/mytunnel.conf holds a `Match Group GROUP` block: tunnel keys
 # come only from `mytunneld authorized-keys %u` (run as USER), which forces the gate on
-# each key (with --destdir: `DIR/usr/local/bin/mytunneld --env-file
-# DIR/etc/mytunneld/mytunneld.env authorized-keys %u`, the install's own binary and env
-# file); in both route modes tunnels bind unix sockets in their owner's directory and
+# each key with the gate of the binary sshd ran (`/usr/local/bin/mytunneld authorized-keys
+# %u`; with --packaged /usr/bin/mytunneld; with --destdir `DIR/usr/local/bin/mytunneld
+# --env-file DIR/etc/mytunneld/mytunneld.env authorized-keys %u`, the install's own binary
+# and env file); in both route modes tunnels bind unix sockets in their owner's directory and
 # may not listen on any TCP port. It is written for a new env file, when it exists already, or
 # with --sshd-dropin: on an older install it would disable the keys in users'
 # ~/.ssh/authorized_keys, so move them first (install-edge-ssh-key.sh --keys-dir). sshd
@@ -148,7 +160,8 @@ readonly SCRIPT_NAME=install-edge
 source "$(dirname "${BASH_SOURCE[0]}")/lib-edge.sh"
 
 usage() {
-    echo "usage: $0 [--destdir DIR] [--binary PATH] [--group NAME] [--user NAME] [--base-domain D] [--caddy-admin-url URL] [--no-systemd] [--route-mode static|routes] [--proxy-group NAME] [--socket-dir DIR] [--sshd-dropin] [--max-startups START:RATE:FULL] [TLS OPTIONS]" >&2
+    echo "usage: $0 [--destdir DIR | --packaged] [--binary PATH] [--group NAME] [--user NAME] [--base-domain D] [--caddy-admin-url URL] [--no-systemd] [--route-mode static|routes] [--proxy-group NAME] [--socket-dir DIR] [--sshd-dropin] [--max-startups START:RATE:FULL] [TLS OPTIONS]" >&2
+    echo "       $0 --print-unit [--packaged] [--group NAME] [--user NAME] [--socket-dir DIR]" >&2
     echo "       $0 --print-sshd-dropin [--destdir DIR] [--route-mode static|routes] [--group NAME] [--user NAME] [--proxy-group NAME] [--max-startups START:RATE:FULL]" >&2
     echo "       $0 --print-caddyfile --tls-mode wildcard|on-demand --base-domain D [TLS OPTIONS] [--caddy-admin-url URL] [--route-mode static|routes] [--socket-dir DIR] [--destdir DIR]" >&2
     echo "TLS OPTIONS: --tls-mode wildcard|on-demand [--dns-provider NAME] [--dns-token-env VAR] [--tls-issuer acme|internal] [--acme-ca URL] [--tls-ask-listen IP:PORT] [--caddy-http-port N] [--caddy-https-port N] [--caddyfile PATH]" >&2
@@ -183,6 +196,8 @@ parse_args() {
     https_port=''
     caddyfile_flag=''
     print_caddyfile=0
+    packaged=0
+    print_unit=0
     while [[ $# -gt 0 ]]; do
         case $1 in
             --destdir | --binary | --group | --user | --base-domain | --caddy-admin-url | \
@@ -216,6 +231,14 @@ parse_args() {
                 ;;
             --print-caddyfile)
                 print_caddyfile=1
+                shift
+                ;;
+            --print-unit)
+                print_unit=1
+                shift
+                ;;
+            --packaged)
+                packaged=1
                 shift
                 ;;
             --no-systemd)
@@ -266,7 +289,14 @@ check_args() {
         # that command at spaces and expands %.
         [[ $destdir =~ ^[A-Za-z0-9/._-]+$ ]] || die "--destdir must be an absolute path of [A-Za-z0-9/._-]: $destdir" 2
     fi
-    [[ $print_dropin -eq 0 || $print_caddyfile -eq 0 ]] || die "--print-sshd-dropin and --print-caddyfile print one file each: give one" 2
+    [[ $((print_dropin + print_caddyfile + print_unit)) -le 1 ]] || die "--print-sshd-dropin, --print-caddyfile and --print-unit print one file each: give one" 2
+    if [[ $packaged -eq 1 ]]; then
+        [[ -z $destdir ]] || die "--packaged installs at / (the package's files are there): not with --destdir" 2
+        [[ -z $binary ]] || die "--packaged uses the package's $PACKAGED_BINARY: not with --binary (install-edge.sh --binary PATH installs another one at /usr/local/bin)" 2
+        bin_path=$PACKAGED_BINARY
+    else
+        bin_path=$destdir/usr/local/bin/mytunneld
+    fi
     # Values written into the env file: one line each, no quotes to confuse the parser.
     for value in "$base_domain" "$admin_url"; do
         if [[ $value =~ [[:cntrl:]] || $value == *[\"\'\ ]* ]]; then
@@ -433,9 +463,9 @@ sshd_dropin() {
     echo "    AuthorizedKeysFile none"
     if [[ -n $destdir ]]; then
         # The install's own binary and env file (its keys directory is inside DIR).
-        echo "    AuthorizedKeysCommand $destdir/usr/local/bin/mytunneld --env-file $destdir/etc/mytunneld/mytunneld.env authorized-keys %u"
+        echo "    AuthorizedKeysCommand $bin_path --env-file $destdir/etc/mytunneld/mytunneld.env authorized-keys %u"
     else
-        echo "    AuthorizedKeysCommand /usr/local/bin/mytunneld authorized-keys %u"
+        echo "    AuthorizedKeysCommand $bin_path authorized-keys %u"
     fi
     echo "    AuthorizedKeysCommandUser $user"
 }
@@ -526,9 +556,15 @@ unknown_host_comment() {
     echo "$text"
 }
 
-# find_binary: sets binary to the one to install when --binary did not name it.
+# find_binary: sets binary to the one to install when --binary did not name it (with
+# --packaged: checks the package's is there).
 find_binary() {
     local script_dir candidate
+    if [[ $packaged -eq 1 ]]; then
+        [[ -x $PACKAGED_BINARY ]] || die "--packaged: no $PACKAGED_BINARY (install the mytunneld package: apt-get install ./mytunneld_VERSION_ARCH.deb)" 2
+        binary=$PACKAGED_BINARY
+        return 0
+    fi
     if [[ -z $binary ]]; then
         script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
         candidate=$script_dir/../target/release/mytunneld
@@ -643,7 +679,7 @@ make_directories() {
     if [[ -n $destdir ]]; then
         mkdir -p "$destdir"
     fi
-    ensure_dir "$bin_dir" 0755 root root
+    [[ $packaged -eq 1 ]] || ensure_dir "$(dirname "$bin_path")" 0755 root root
     ensure_dir "$etc_dir" 0750 root "$group"
     # Only serve opens the lease database: tunnel users do not even enter its directory.
     # Made 0700 before anything in it is looked at, so nobody else changes it meanwhile.
@@ -986,7 +1022,7 @@ reload_caddy() {
     fi
 }
 
-# unit_text: the systemd unit.
+# unit_text: the systemd unit (the paths of an install at /, also with --destdir).
 unit_text() {
     cat <<UNIT
 [Unit]
@@ -996,7 +1032,7 @@ Wants=network-online.target
 
 [Service]
 Type=simple
-ExecStart=/usr/local/bin/mytunneld serve
+ExecStart=${bin_path#"$destdir"} serve
 EnvironmentFile=-/etc/mytunneld/mytunneld.env
 User=$user
 Group=$group
@@ -1076,6 +1112,11 @@ main() {
         sshd_dropin "${route_mode_flag:-static}"
         exit 0
     fi
+    if [[ $print_unit -eq 1 ]]; then
+        socket_dir=${socket_dir_flag:-${FALLBACK_DEFAULTS[MYTUNNEL_SOCKET_DIR]}}
+        unit_text
+        exit 0
+    fi
     if [[ $print_caddyfile -eq 1 ]]; then
         # As a new install with these flags would write it.
         caddy_domain=$base_domain
@@ -1088,8 +1129,6 @@ main() {
     find_binary
     [[ $(id -u) -eq 0 ]] || die "must run as root"
 
-    bin_dir=$destdir/usr/local/bin
-    bin_path=$bin_dir/mytunneld
     etc_dir=$destdir/etc/mytunneld
     env_file=$etc_dir/mytunneld.env
     keys_dir=$etc_dir/keys
@@ -1115,15 +1154,27 @@ main() {
     make_directories
     secure_database
 
-    install_file "$binary" "$bin_path" 0755 root root
-    # A running service keeps the old binary and unit until it restarts.
-    service_changed=$file_replaced
+    if [[ $packaged -eq 1 ]]; then
+        say "binary: the package's $bin_path ($(binary_version "$bin_path"))"
+        service_changed=0
+    else
+        install_file "$binary" "$bin_path" 0755 root root
+        # A running service keeps the old binary and unit until it restarts.
+        service_changed=$file_replaced
+    fi
 
     write_env_file
 
     unit_text >"$unit_tmp"
-    install_file "$unit_tmp" "$unit_file" 0644 root root
-    [[ $file_replaced -eq 0 ]] || service_changed=1
+    if [[ $packaged -eq 1 ]] && cmp -s "$unit_tmp" "$PACKAGED_UNIT"; then
+        say "unit: the package's $PACKAGED_UNIT"
+        if [[ -e $unit_file ]]; then
+            say "warning: $unit_file overrides the package's unit (an install from the source tree?): remove it unless you wrote it, then systemctl daemon-reload"
+        fi
+    else
+        install_file "$unit_tmp" "$unit_file" 0644 root root
+        [[ $file_replaced -eq 0 ]] || service_changed=1
+    fi
 
     write_sshd_dropin
     if [[ -n $tls_mode ]]; then
@@ -1135,7 +1186,7 @@ main() {
     if [[ -z $base_domain && -z ${setting_value[MYTUNNEL_BASE_DOMAIN]} ]]; then
         say "set MYTUNNEL_BASE_DOMAIN in $env_file before clients allocate tunnels"
     fi
-    say "route mode $route_mode: enroll users with install-edge-ssh-key.sh USER KEY --group $group --keys-dir $keys_dir --socket-dir $env_socket_dir --proxy-group $proxy_group"
+    say "route mode $route_mode: enroll users with $([[ $packaged -eq 1 ]] && echo mytunneld-add-key || echo install-edge-ssh-key.sh) USER KEY --group $group --keys-dir $keys_dir --socket-dir $env_socket_dir --proxy-group $proxy_group"
     say "done"
 }
 

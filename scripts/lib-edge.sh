@@ -193,6 +193,26 @@ edge_health() {
     [[ $health_rc -eq 0 && $health_text == *'"healthy":true'* ]]
 }
 
+# Where the Debian package `mytunneld` puts its binary and its systemd unit.
+# shellcheck disable=SC2034 # read by the scripts
+readonly PACKAGED_BINARY=/usr/bin/mytunneld PACKAGED_UNIT=/lib/systemd/system/mytunneld.service
+
+# installed_binary DESTDIR: the mytunneld this edge runs. DESTDIR/usr/local/bin/mytunneld
+# (install-edge.sh from the source tree) when it is there, else DESTDIR/usr/bin/mytunneld
+# (the Debian package) when that is, else the first, where install-edge.sh would put it.
+# The same order as PATH's, and as the unit's: a source install's unit in /etc overrides
+# the package's.
+installed_binary() {
+    local candidate
+    for candidate in "$1/usr/local/bin/mytunneld" "$1$PACKAGED_BINARY"; do
+        if [[ -x $candidate ]]; then
+            echo "$candidate"
+            return 0
+        fi
+    done
+    echo "$1/usr/local/bin/mytunneld"
+}
+
 # binary_version BINARY: what `BINARY --version` prints, or that it is unknown.
 binary_version() {
     "$1" --version 2>/dev/null || echo 'mytunneld (version unknown)'

@@ -55,7 +55,10 @@ main() {
     clear_mytunnel_environment
 
     local bin_path env_file backup_dir name candidate backup_bin db_path db_name
-    bin_path=$destdir/usr/local/bin/mytunneld
+    bin_path=$(installed_binary "$destdir")
+    if [[ $bin_path == "$destdir$PACKAGED_BINARY" ]]; then
+        die "mytunneld here comes from the Debian package ($bin_path): roll back by installing the older .deb (apt-get install ./mytunneld_VERSION_ARCH.deb --allow-downgrades)" 2
+    fi
     env_file=$destdir/etc/mytunneld/mytunneld.env
     backup_dir=$destdir/var/backups/mytunneld
 

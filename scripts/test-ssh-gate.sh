@@ -20,7 +20,8 @@
 #   flags are those the binary's settings table marks (`gate_override` in
 #   `mytunneld config --json`): the 13 the gate refuses by name.
 #
-# --binary   the mytunneld to test (default: mytunneld on PATH, else /usr/local/bin/mytunneld)
+# --binary   the mytunneld to test (default: mytunneld on PATH, else the installed one:
+#            /usr/local/bin/mytunneld, or the Debian package's /usr/bin/mytunneld)
 # --env-file the edge's env file (its `mytunneld serve` must be running: ctl asks it).
 #            Without it a throwaway env file, lease database and `mytunneld serve` are made
 #            in a temp dir (serve stopped by its pid at exit), with the Caddy admin API
@@ -278,7 +279,7 @@ main() {
     parse_args "$@"
     if [[ -z $binary ]]; then
         binary=$(command -v mytunneld || true)
-        [[ -n $binary ]] || binary=/usr/local/bin/mytunneld
+        [[ -n $binary ]] || binary=$(installed_binary '')
     fi
     [[ -x $binary ]] || die "no executable mytunneld at $binary (use --binary PATH)" 2
     command -v python3 >/dev/null || die "python3 is needed to read the JSON replies" 2

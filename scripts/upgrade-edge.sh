@@ -72,7 +72,10 @@ main() {
 
     local script_dir backup_dir db_path db_name old_version stamp suffix
     script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-    bin_path=$destdir/usr/local/bin/mytunneld
+    bin_path=$(installed_binary "$destdir")
+    if [[ $bin_path == "$destdir$PACKAGED_BINARY" ]]; then
+        die "mytunneld here comes from the Debian package ($bin_path): upgrade with apt-get install ./mytunneld_VERSION_ARCH.deb (it restarts the service), roll back by installing the older .deb" 2
+    fi
     env_file=$destdir/etc/mytunneld/mytunneld.env
     backup_dir=$destdir/var/backups/mytunneld
     [[ -f $bin_path ]] || die "no mytunneld installed at $bin_path: run install-edge.sh first"

@@ -58,7 +58,7 @@ complete -c mytunneld -n "__fish_mytunneld_using_subcommand serve" -s h -l help 
 complete -c mytunneld -n "__fish_mytunneld_using_subcommand ctl" -l env-file -d 'Env file of KEY=VALUE settings, read by serve, ctl, gate, authorized-keys and config' -r
 complete -c mytunneld -n "__fish_mytunneld_using_subcommand gate" -l env-file -d 'Env file of KEY=VALUE settings, read by serve, ctl, gate, authorized-keys and config' -r
 complete -c mytunneld -n "__fish_mytunneld_using_subcommand gate" -s h -l help -d 'Print help'
-complete -c mytunneld -n "__fish_mytunneld_using_subcommand authorized-keys" -l gate-command -d 'The forced command written into every key' -r
+complete -c mytunneld -n "__fish_mytunneld_using_subcommand authorized-keys" -l gate-command -d 'The forced command written into every key [default: this binary\'s gate, with --env-file when not the default]' -r
 complete -c mytunneld -n "__fish_mytunneld_using_subcommand authorized-keys" -l db-path -d 'SQLite lease database file [env: MYTUNNEL_DB_PATH] [default: /var/lib/mytunneld/leases.db]' -r
 complete -c mytunneld -n "__fish_mytunneld_using_subcommand authorized-keys" -l base-domain -d 'Tunnels are published at https://<slug>.<base-domain> (required to allocate) [env: MYTUNNEL_BASE_DOMAIN]' -r
 complete -c mytunneld -n "__fish_mytunneld_using_subcommand authorized-keys" -l caddy-admin-url -d 'Caddy admin API; loopback or unix socket only [env: MYTUNNEL_CADDY_ADMIN_URL] [default: http://127.0.0.1:2019]' -r

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Arg, ArgAction, ArgMatches, Command};
 use mytunnel_core::protocol::{ApiError, CtlRequest, ErrorCode};
-use mytunnel_edge::authorized_keys::{GateCommand, DEFAULT_GATE_COMMAND};
+use mytunnel_edge::authorized_keys::GateCommand;
 use mytunnel_edge::config::{
     load_env_file, split_setting_flags, ConfigInputs, EdgeConfig, Setting, DEFAULT_ENV_FILE,
 };
@@ -124,8 +124,7 @@ pub fn command() -> Command {
                     Arg::new("gate-command")
                         .long("gate-command")
                         .value_name("CMD")
-                        .default_value(DEFAULT_GATE_COMMAND)
-                        .help("The forced command written into every key"),
+                        .help("The forced command written into every key [default: this binary's gate, with --env-file when not the default]"),
                 )
                 .args(setting_args()),
         )
@@ -176,12 +175,14 @@ permitlisten=\"NONE:1\" matches no listen request: in both route modes every lea
 a unix socket in its owner's directory, and no tunnel key listens on a TCP port. The
 lease database is not read.
 
-A missing keys file prints nothing (exit 0). Exit 1: refused (unsafe file or bad user
+The forced command is this very binary's gate (`/usr/bin/mytunneld gate` for the Debian
+package), with `--env-file PATH` when one other than the default was given, unless
+--gate-command says otherwise. A missing keys file prints nothing (exit 0). Exit 1: refused (unsafe file or bad user
 name); exit 2: bad configuration.
 
 In sshd_config (a Match block for the tunnel group):
   AuthorizedKeysFile none
-  AuthorizedKeysCommand /usr/local/bin/mytunneld authorized-keys %u
+  AuthorizedKeysCommand /usr/bin/mytunneld authorized-keys %u
   AuthorizedKeysCommandUser mytunneld";
 
 /// What `mytunneld authorized-keys` runs with.
@@ -196,13 +197,16 @@ pub struct AuthorizedKeysInvocation {
 }
 
 /// Reads `mytunneld authorized-keys` arguments and the configuration (as `serve` does).
+/// Without `--gate-command` the keys force the gate of `program`, the running binary.
 pub fn parse_authorized_keys(
     matches: &ArgMatches,
     env_file: &Path,
+    program: &Path,
 ) -> Result<AuthorizedKeysInvocation, String> {
-    let gate = matches
-        .get_one::<String>("gate-command")
-        .map_or(Ok(GateCommand::default()), |g| g.parse::<GateCommand>())?;
+    let gate = match matches.get_one::<String>("gate-command") {
+        Some(command) => command.parse::<GateCommand>()?,
+        None => GateCommand::for_program(program, env_file, Path::new(DEFAULT_ENV_FILE))?,
+    };
     let user = matches
         .get_one::<String>("user")
         .cloned()
@@ -390,9 +394,18 @@ mod tests {
             ])
             .unwrap();
         let (_, sub) = matches.subcommand().unwrap();
-        let invocation = parse_authorized_keys(sub, &PathBuf::from("/nonexistent/env")).unwrap();
+        let program = PathBuf::from("/usr/bin/mytunneld");
+        let invocation =
+            parse_authorized_keys(sub, &PathBuf::from("/nonexistent/env"), &program).unwrap();
         assert_eq!(invocation.user, "alice");
-        assert_eq!(invocation.gate.as_str(), DEFAULT_GATE_COMMAND);
+        // Its own gate, with the env file it was given.
+        assert_eq!(
+            invocation.gate.as_str(),
+            "/usr/bin/mytunneld --env-file /nonexistent/env gate"
+        );
+        let invocation =
+            parse_authorized_keys(sub, &PathBuf::from(DEFAULT_ENV_FILE), &program).unwrap();
+        assert_eq!(invocation.gate.as_str(), "/usr/bin/mytunneld gate");
         assert_eq!(
             invocation.config.route_mode,
             mytunnel_edge::config::RouteMode::Static
@@ -409,7 +422,8 @@ mod tests {
             ])
             .unwrap();
         let (_, sub) = matches.subcommand().unwrap();
-        let e = parse_authorized_keys(sub, &PathBuf::from("/nonexistent/env")).unwrap_err();
+        let e =
+            parse_authorized_keys(sub, &PathBuf::from("/nonexistent/env"), &program).unwrap_err();
         assert!(e.contains("gate command"), "{e}");
     }
 

@@ -291,9 +291,14 @@ fn every_lease_binds_a_socket_of_its_owner_and_no_one_listens_on_tcp() {
     let bob_app = App::start("bob's app");
 
     // Every key, with or without a lease: no TCP listen anywhere.
-    let no_listen = "restrict,port-forwarding,pty,permitlisten=\"NONE:1\",command=\"/usr/local/bin/mytunneld gate\" ssh-ed25519 ";
+    // The forced gate is the binary sshd ran, with the env file it was given.
+    let no_listen = format!(
+        "restrict,port-forwarding,pty,permitlisten=\"NONE:1\",command=\"{} --env-file {} gate\" ssh-ed25519 ",
+        edge.bin_dir.path().join("mytunneld").display(),
+        edge.path("mytunneld.env").display()
+    );
     assert!(
-        edge.authorized_keys("alice").starts_with(no_listen),
+        edge.authorized_keys("alice").starts_with(&no_listen),
         "{}",
         edge.authorized_keys("alice")
     );
@@ -311,7 +316,7 @@ fn every_lease_binds_a_socket_of_its_owner_and_no_one_listens_on_tcp() {
         format!("{}/s/owners/alice/{id}.sock", edge.dir.path().display()),
         "{lease}"
     );
-    assert!(edge.authorized_keys("alice").starts_with(no_listen));
+    assert!(edge.authorized_keys("alice").starts_with(&no_listen));
     // The route dials the socket.
     let routes = mytunnel_test_support::admin_get(edge.caddy.admin_socket(), "/config/").unwrap();
     assert!(routes.contains(&format!("unix/{socket}")), "{routes}");

@@ -740,7 +740,8 @@ fn assert_printed_dropin_is_installed(edge: &Edge, route_mode: &str) {
 /// `%u` the user logging in, as the `AuthorizedKeysCommandUser`, with no environment),
 /// prints the key enrolled in this install's keys directory with the gate's options: it
 /// runs the installed binary with the installed env file, not `/usr/local/bin/mytunneld`
-/// and `/etc/mytunneld`'s (which on a test machine do not exist, or name other keys).
+/// and `/etc/mytunneld`'s (which on a test machine do not exist, or name other keys), and
+/// every key it prints forces that binary's gate with that env file.
 fn assert_keys_command_reads_the_install(edge: &Edge) {
     let key = edge.logs.path().join("id_keys_command");
     let public = generate_key(&key, "keys-command@test").unwrap();
@@ -774,9 +775,16 @@ fn assert_keys_command_reads_the_install(edge: &Edge) {
     );
     let blob = public.split_whitespace().nth(1).unwrap();
     assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    // The forced gate is this install's binary with this install's env file.
+    let gate = format!(
+        "command=\"{} --env-file {} gate\" ",
+        edge.path("usr/local/bin/mytunneld").display(),
+        edge.env_file().display()
+    );
     assert!(
-        stdout.starts_with("restrict,port-forwarding,pty,permitlisten=\"NONE:1\",command=")
-            && stdout.contains(blob),
+        stdout.starts_with(&format!(
+            "restrict,port-forwarding,pty,permitlisten=\"NONE:1\",{gate}"
+        )) && stdout.contains(blob),
         "{command} printed: {stdout}"
     );
     std::fs::remove_file(&keys_file).unwrap();
@@ -2264,4 +2272,59 @@ fn check_edge_fails_when_caddy_asks_where_serve_does_not_answer() {
     let off = edge.check();
     assert_eq!(off.code, Some(0), "{}", off.text);
     assert!(check_line(&off, "tls-ask").starts_with("ok tls-ask off: "));
+}
+
+/// The Debian package ships the unit `install-edge.sh --print-unit --packaged` prints
+/// (one text for both), naming the package's binary; an install from the source tree
+/// names its own. `mytunneld-setup` (`--packaged`) refuses the options that would install
+/// another binary or elsewhere.
+#[test]
+fn the_package_s_unit_is_the_installer_s() {
+    let print = |args: &[&str]| {
+        let out = Command::new(script("install-edge.sh"))
+            .arg("--print-unit")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let packaged = print(&["--packaged"]);
+    let shipped = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/deb/mytunneld.service"),
+    )
+    .unwrap();
+    assert_eq!(
+        shipped, packaged,
+        "packaging/deb/mytunneld.service is stale: scripts/install-edge.sh --print-unit --packaged > packaging/deb/mytunneld.service"
+    );
+    assert!(packaged.contains("\nExecStart=/usr/bin/mytunneld serve\n"));
+    assert!(print(&[]).contains("\nExecStart=/usr/local/bin/mytunneld serve\n"));
+    assert!(
+        print(&["--packaged", "--user", "edge", "--group", "tunnels"])
+            .contains("\nUser=edge\nGroup=tunnels\n")
+    );
+
+    for (args, says) in [
+        (
+            &["--packaged", "--destdir", "/tmp/x"][..],
+            "not with --destdir",
+        ),
+        (
+            &["--packaged", "--binary", "/tmp/mytunneld"][..],
+            "not with --binary",
+        ),
+    ] {
+        let out = Command::new(script("install-edge.sh"))
+            .args(args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
 }

@@ -2,14 +2,19 @@
 //! limited to what a tunnel key may do.
 //!
 //! sshd runs it on every login of a tunnel user (`AuthorizedKeysCommand
-//! /usr/local/bin/mytunneld authorized-keys %u`, as the service user). It reads the
+//! /usr/bin/mytunneld authorized-keys %u`, as the service user). It reads the
 //! user's plain public keys from `<keys_dir>/<user>` (written by root with
 //! `install-edge-ssh-key.sh --keys-dir`) and prints each one with the options of a tunnel
 //! key:
 //!
 //! ```text
-//! restrict,port-forwarding,pty,permitlisten="NONE:1",command="/usr/local/bin/mytunneld gate" ssh-ed25519 AAAA… alice@laptop
+//! restrict,port-forwarding,pty,permitlisten="NONE:1",command="/usr/bin/mytunneld gate" ssh-ed25519 AAAA… alice@laptop
 //! ```
+//!
+//! The forced command is, unless told otherwise, the gate of the very binary sshd ran
+//! ([`GateCommand::for_program`]): wherever the edge installed `mytunneld` (the Debian
+//! package's `/usr/bin`, a source install's `/usr/local/bin`, a `--destdir`), its keys
+//! run that binary's gate with that binary's env file.
 //!
 //! `restrict` turns everything off; `port-forwarding` gives back the forwards the data
 //! plane needs, and `pty` a terminal for the session the client holds open: on an
@@ -33,9 +38,6 @@ use std::str::FromStr;
 use mytunnel_core::Owner;
 
 use crate::config::EdgeConfig;
-
-/// The forced command of tunnel keys, as `install-edge-ssh-key.sh` writes it by default.
-pub const DEFAULT_GATE_COMMAND: &str = "/usr/local/bin/mytunneld gate";
 
 /// A `permitlisten` value that lets no `ssh -R` request listen on any TCP port.
 ///
@@ -82,9 +84,41 @@ impl GateCommand {
     }
 }
 
-impl Default for GateCommand {
-    fn default() -> Self {
-        GateCommand(DEFAULT_GATE_COMMAND.to_owned())
+impl GateCommand {
+    /// The gate of the `mytunneld` at `program`: `PROGRAM gate`, or `PROGRAM --env-file
+    /// ENV_FILE gate` when `env_file` is not `default_env_file`, so that the gate reads the
+    /// settings the keys were printed with.
+    ///
+    /// sshd hands the forced command to the user's shell, so both paths must be absolute
+    /// and made only of `[A-Za-z0-9/._+-]`; any other path is refused (pass the command
+    /// with `--gate-command` instead).
+    pub fn for_program(
+        program: &Path,
+        env_file: &Path,
+        default_env_file: &Path,
+    ) -> Result<GateCommand, String> {
+        let word = |path: &Path, what: &str| -> Result<String, String> {
+            let text = path.to_str().unwrap_or_default();
+            let safe = text.starts_with('/')
+                && text
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '.' | '_' | '+' | '-'));
+            if safe {
+                Ok(text.to_owned())
+            } else {
+                Err(format!(
+                    "the {what} path {:?} cannot stand in a forced command (an absolute path of                      A-Z a-z 0-9 / . _ + - only): pass --gate-command CMD",
+                    path.display()
+                ))
+            }
+        };
+        let program = word(program, "mytunneld")?;
+        if env_file == default_env_file {
+            Ok(GateCommand(format!("{program} gate")))
+        } else {
+            let env_file = word(env_file, "env file")?;
+            Ok(GateCommand(format!("{program} --env-file {env_file} gate")))
+        }
     }
 }
 
@@ -335,24 +369,52 @@ mod tests {
 
     #[test]
     fn every_key_gets_a_terminal_and_permits_no_listen() {
-        let out = render(&format!("{KEY} alice@laptop\n"), &GateCommand::default());
+        let out = render(&format!("{KEY} alice@laptop\n"), &usr_bin_gate());
         assert_eq!(
             out.stdout,
             format!(
                 "restrict,port-forwarding,pty,permitlisten=\"NONE:1\",\
-                 command=\"/usr/local/bin/mytunneld gate\" {KEY} alice@laptop\n"
+                 command=\"/usr/bin/mytunneld gate\" {KEY} alice@laptop\n"
             )
         );
         assert!(out.warnings.is_empty());
     }
 
+    fn usr_bin_gate() -> GateCommand {
+        let env = Path::new("/etc/mytunneld/mytunneld.env");
+        GateCommand::for_program(Path::new("/usr/bin/mytunneld"), env, env).unwrap()
+    }
+
     #[test]
     fn the_gate_command_matches_the_key_script() {
+        // The script's ~/.ssh keys force the installed binary's gate, as this module's.
         let script = include_str!("../../scripts/install-edge-ssh-key.sh");
-        assert!(script.contains(&format!(
-            "readonly DEFAULT_GATE_COMMAND='{DEFAULT_GATE_COMMAND}'"
-        )));
+        assert!(script.contains(r#"gate_command="$(installed_binary '') gate""#));
         assert!(script.contains(r#"line="restrict,port-forwarding,pty,command=\"$gate_command\" "#));
+    }
+
+    #[test]
+    fn the_gate_is_the_program_s_own_with_its_env_file() {
+        let default = Path::new("/etc/mytunneld/mytunneld.env");
+        let gate = |program: &str, env: &str| {
+            GateCommand::for_program(Path::new(program), Path::new(env), default)
+                .map(|g| g.as_str().to_owned())
+        };
+        assert_eq!(usr_bin_gate().as_str(), "/usr/bin/mytunneld gate");
+        assert_eq!(
+            gate("/srv/edge/usr/local/bin/mytunneld", "/srv/edge/etc/mytunneld/mytunneld.env")
+                .unwrap(),
+            "/srv/edge/usr/local/bin/mytunneld --env-file /srv/edge/etc/mytunneld/mytunneld.env gate"
+        );
+        for (program, env) in [
+            ("/opt/my tunnel/mytunneld", "/etc/mytunneld/mytunneld.env"),
+            ("relative/mytunneld", "/etc/mytunneld/mytunneld.env"),
+            ("/usr/bin/mytunneld", "/etc/x;rm -rf ~/env"),
+            ("/usr/bin/$(id)", "/etc/mytunneld/mytunneld.env"),
+        ] {
+            let e = gate(program, env).unwrap_err();
+            assert!(e.contains("--gate-command"), "{e}");
+        }
     }
 
     #[test]
@@ -368,7 +430,7 @@ mod tests {
              \t{KEY}   two words  \n\
              ssh-ed25519  \tAAAA=  tabbed\n"
         );
-        let out = render(&text, &GateCommand::default());
+        let out = render(&text, &usr_bin_gate());
         let lines: Vec<&str> = out.stdout.lines().collect();
         assert_eq!(lines.len(), 3, "{}", out.stdout);
         assert!(lines[0].ends_with(&format!("{KEY} one")), "{}", lines[0]);

@@ -70,7 +70,9 @@ fn main() -> ExitCode {
             print_ctl(&output)
         }
         Some(("authorized-keys", sub)) => {
-            let invocation = match edge_cli::parse_authorized_keys(sub, &env_file) {
+            // The keys force this binary's own gate, wherever it is installed.
+            let program = std::env::current_exe().unwrap_or_default();
+            let invocation = match edge_cli::parse_authorized_keys(sub, &env_file, &program) {
                 Ok(invocation) => invocation,
                 Err(e) => {
                     eprintln!("mytunneld authorized-keys: {e}");
