@@ -160,6 +160,48 @@ impl Sshd {
         Ok(sshd)
     }
 
+    /// The machine's own sshd as its service runs it: `/etc/ssh/sshd_config` with every
+    /// drop-in it includes and the machine's host keys, on a free loopback port instead
+    /// of 22 (`-p`, `ListenAddress`) and without a pid file, so that it stands beside any
+    /// sshd already running. For tests of an edge installed for real (the package test).
+    pub fn start_system() -> Result<Sshd, String> {
+        let binary = sshd_binary()?;
+        ensure_privsep_dir()?;
+        let host_public_key = std::fs::read_to_string("/etc/ssh/ssh_host_ed25519_key.pub")
+            .map_err(|e| format!("the machine's host key: {e} (is openssh-server installed?)"))?
+            .split_whitespace()
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut last_error = String::new();
+        for _attempt in 0..5 {
+            let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+            let port = free_port().map_err(|e| e.to_string())?;
+            let log =
+                std::fs::File::create(dir.path().join("sshd.log")).map_err(|e| e.to_string())?;
+            let child = Command::new(&binary)
+                .args(["-D", "-e", "-p"])
+                .arg(port.to_string())
+                .args(["-o", "ListenAddress=127.0.0.1", "-o", "PidFile=none"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
+            let mut sshd = Sshd {
+                child,
+                port,
+                host_public_key: host_public_key.clone(),
+                dir,
+            };
+            match sshd.wait_ready() {
+                Ok(()) => return Ok(sshd),
+                Err(e) => last_error = e,
+            }
+        }
+        Err(last_error)
+    }
+
     /// Waits until this sshd (its log says it listens) answers a TCP connection with an
     /// SSH banner.
     fn wait_ready(&mut self) -> Result<(), String> {

@@ -8,7 +8,9 @@ pub(super) enum Step {
     Fmt,
     Clippy,
     Shellcheck,
+    Packages,
     Tests,
+    PackageInstall,
     Doc,
     Docs,
     FuzzSmoke,
@@ -16,12 +18,14 @@ pub(super) enum Step {
 }
 
 impl Step {
-    const ALL: [Step; 9] = [
+    const ALL: [Step; 11] = [
         Step::Prerequisites,
         Step::Fmt,
         Step::Clippy,
         Step::Shellcheck,
+        Step::Packages,
         Step::Tests,
+        Step::PackageInstall,
         Step::Doc,
         Step::Docs,
         Step::FuzzSmoke,
@@ -34,7 +38,9 @@ impl Step {
             Step::Fmt => "fmt",
             Step::Clippy => "clippy",
             Step::Shellcheck => "shellcheck",
+            Step::Packages => "packages",
             Step::Tests => "tests",
+            Step::PackageInstall => "package install",
             Step::Doc => "doc",
             Step::Docs => "docs check",
             Step::FuzzSmoke => "fuzz smoke",
@@ -64,6 +70,8 @@ pub(super) fn ci() -> Result<()> {
     let mut results: Vec<(Step, Duration, bool)> = Vec::new();
     let mut failure = None;
     let mut test_summaries: Vec<String> = Vec::new();
+    // The packages step's output, for the install step after the tests.
+    let mut packages: Option<(package::Built, PathBuf)> = None;
     for (index, step) in Step::ALL.into_iter().enumerate() {
         let number = index + 1;
         let step_started = Instant::now();
@@ -101,6 +109,27 @@ pub(super) fn ci() -> Result<()> {
                         run(&mut c)
                     }
                     Err(e) => Err(e),
+                }
+            }
+            Step::Packages => {
+                banner(
+                    number,
+                    total,
+                    step,
+                    "cargo build --release, then cargo deb: mytunneld, mytunnel (and mytunneld +upgrade1)",
+                );
+                package::build_with_upgrade(&root, None).map(|built| packages = Some(built))
+            }
+            Step::PackageInstall => {
+                banner(
+                    number,
+                    total,
+                    step,
+                    "install the packages, set an edge up, HTTPS through a tunnel, upgrade, remove, purge",
+                );
+                match &packages {
+                    Some((built, upgrade)) => package::install_test(&root, built, upgrade),
+                    None => Err("the packages step built nothing".to_owned()),
                 }
             }
             Step::Tests => {
@@ -175,7 +204,7 @@ pub(super) fn ci() -> Result<()> {
             None => ("not run", "-".to_owned()),
         };
         println!(
-            "  [{}/{total}] {:<12} {:<8} {:>8}",
+            "  [{}/{total}] {:<16} {:<8} {:>8}",
             index + 1,
             step.name(),
             result,

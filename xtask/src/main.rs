@@ -2,8 +2,8 @@
 //! `.cargo/config.toml`).
 //!
 //! - `cargo xtask ci` runs every check CI runs, in order, and stops at the first failure:
-//!   rustfmt, clippy, shellcheck, the tests (nextest when installed, else `cargo test`, then the doc
-//!   tests), rustdoc with warnings denied, the generated docs check, a short fuzz smoke, and
+//!   rustfmt, clippy, shellcheck, the Debian packages, the tests (nextest when installed,
+//!   else `cargo test`, then the doc tests), the packages' install test, rustdoc with warnings denied, the generated docs check, a short fuzz smoke, and
 //!   the bench smoke (`cargo xtask bench --smoke --no-peers`).
 //! - `cargo xtask docs [--check]` generates the CLI reference (`docs/cli/*.md`), the man pages
 //!   (`docs/man/*.1`) and the shell completions (`docs/completions/`) from the clap
@@ -17,6 +17,9 @@
 //! - `cargo xtask soak [--cycles N] [--clients N] [--leases N] [--tunnels N] [--rounds N]`
 //!   runs the long form of the load and fault suites (see `soak.rs`) and prints their
 //!   figures.
+//! - `cargo xtask package [--deb-version V] [--test]` builds the Debian packages
+//!   `mytunneld` and `mytunnel` with cargo-deb (see `package.rs`); `--test` installs,
+//!   upgrades and removes them on this machine (root).
 //! - `cargo xtask e2e` installs the system packages the end-to-end suite starts (Caddy,
 //!   OpenSSH server and client) when missing, then runs it:
 //!   `cargo test -p mytunnel-cli --test e2e` (real sshd, Caddy and OS users; needs root).
@@ -29,6 +32,7 @@ mod ci;
 mod docs;
 mod e2e;
 mod fuzz;
+mod package;
 mod process;
 mod soak;
 
@@ -79,11 +83,12 @@ Usage: cargo xtask <command> [options]
 Commands:
   ci                         run every CI check in order, stopping at the first failure:
                                system packages (apt: caddy, openssh, shellcheck,
-                               chromium, chromium-driver),
+                               chromium, chromium-driver, dpkg-dev, systemd),
                                fmt --check, clippy -D warnings, shellcheck -S warning,
-                               tests (nextest or cargo test, then doc tests; the
-                               end-to-end suite included), rustdoc -D warnings,
-                               docs --check, fuzz smoke, bench smoke
+                               the Debian packages (package), tests (nextest or cargo
+                               test, then doc tests; the end-to-end suite included),
+                               the packages installed for real (package --test),
+                               rustdoc -D warnings, docs --check, fuzz smoke, bench smoke
   docs [--check]             generate docs/cli (Markdown CLI reference), docs/man (man
                                pages) and docs/completions (bash, zsh, fish) from the clap
                                definitions (--check: generate into a temp dir and fail,
@@ -93,6 +98,15 @@ Commands:
   e2e                        install caddy and openssh (apt) when missing, then run the
                                end-to-end suite (real sshd, Caddy, OS users; needs root):
                                cargo test -p mytunnel-cli --test e2e
+  package [--deb-version V] [--test]
+                             build the Debian packages mytunneld (edge) and mytunnel
+                               (client) into target/debian with cargo-deb (installed
+                               when missing), from one release build (--deb-version:
+                               their version, default the crate's, revision 1; --test:
+                               then install them on this machine, set an on-demand TLS
+                               edge up with Debian's Caddy, fetch a tunnel over HTTPS,
+                               upgrade, remove and purge; needs root)
+                             e.g. cargo xtask package && apt-get install ./target/debian/mytunneld_*.deb
   demo [--once]              install caddy and openssh when missing, start sshd, Caddy and
                                mytunneld serve on loopback, publish a sample app as user
                                alice and fetch it through its tunnel URL; Ctrl-C tears
@@ -128,6 +142,7 @@ enum Task {
     Demo { once: bool },
     NotYet(String),
     Bench(bench::Options),
+    Package(package::Options),
     Soak(soak::Options),
 }
 
@@ -158,6 +173,7 @@ fn main() -> ExitCode {
         Task::E2e => e2e(),
         Task::Demo { once } => demo(once),
         Task::Bench(options) => bench::bench(&options),
+        Task::Package(options) => package::package_command(&options),
         Task::Soak(options) => soak::soak(&options),
     };
     match outcome {
@@ -204,6 +220,7 @@ fn parse_command_line(args: &[String]) -> Result<Task> {
             )),
         },
         "bench" => bench::parse(rest).map(Task::Bench),
+        "package" => package::parse(rest).map(Task::Package),
         "soak" => soak::parse(rest).map(Task::Soak),
         other if NOT_YET.contains(&other) => Ok(Task::NotYet(other.to_owned())),
         other => Err(format!("unknown command {other:?}")),

@@ -165,7 +165,7 @@ pub(super) fn is_summary_line(text: &str) -> bool {
 pub(super) fn ensure_system_packages() -> Result<()> {
     // (what must be present, its package). A path is checked as a file: root's PATH may
     // lack /usr/sbin, where sshd lives.
-    const PACKAGES: [(&str, &str); 10] = [
+    const PACKAGES: [(&str, &str); 12] = [
         ("caddy", "caddy"),
         // A visitor over HTTPS in the on-demand TLS test, checking Caddy's certificate.
         ("curl", "curl"),
@@ -175,6 +175,10 @@ pub(super) fn ensure_system_packages() -> Result<()> {
         // setpriv runs serve and Caddy as their users, as their units do.
         ("setpriv", "util-linux"),
         ("/usr/sbin/sshd", "openssh-server"),
+        // cargo-deb reads the packages' library dependencies with it.
+        ("dpkg-shlibdeps", "dpkg-dev"),
+        // The package install test verifies the packaged unit with it.
+        ("systemd-analyze", "systemd"),
         ("ssh", "openssh-client"),
         ("ssh-keygen", "openssh-client"),
         // The inspector's browser test drives a headless Chromium through WebDriver.
