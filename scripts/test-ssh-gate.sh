@@ -284,7 +284,9 @@ main() {
     [[ -x $binary ]] || die "no executable mytunneld at $binary (use --binary PATH)" 2
     command -v python3 >/dev/null || die "python3 is needed to read the JSON replies" 2
 
-    workdir=$(mktemp -d "${TMPDIR:-/tmp}/test-ssh-gate.XXXXXX")
+    # In /tmp, not $TMPDIR: serve's socket directory is in it, and mytunneld refuses one
+    # longer than a unix socket path allows (a long TMPDIR would make it so).
+    workdir=$(mktemp -d /tmp/test-ssh-gate.XXXXXX)
     trap cleanup EXIT
 
     if [[ -z $env_file ]]; then

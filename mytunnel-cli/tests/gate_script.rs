@@ -17,10 +17,17 @@ use mytunnel_core::protocol::OVERRIDE_FLAGS;
 #[test]
 fn the_gate_script_passes_and_covers_every_override_flag() {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/test-ssh-gate.sh");
+    // A long TMPDIR (cargo's, a login's) must not make the throwaway serve's socket
+    // directory too long for a unix socket path.
+    let long_tmp = tempfile::Builder::new()
+        .prefix("a-temporary-directory-with-a-long-name-")
+        .tempdir()
+        .unwrap();
     let output = Command::new("bash")
         .arg(&script)
         .arg("--binary")
         .arg(env!("CARGO_BIN_EXE_mytunneld"))
+        .env("TMPDIR", long_tmp.path())
         .stdin(Stdio::null())
         .output()
         .unwrap();
