@@ -229,6 +229,10 @@ parse_args() {
                 esac
                 shift 2
                 ;;
+            -h | --help)
+                print_help
+                exit 0
+                ;;
             --print-caddyfile)
                 print_caddyfile=1
                 shift

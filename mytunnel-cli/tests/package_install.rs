@@ -1,27 +1,36 @@
-//! The Debian packages installed for real on this machine, as an operator installs them
-//! (run by `cargo xtask package --test`, and by `cargo xtask ci` after the tests; root;
-//! it changes the system, so it is a program, not a test run beside others):
+//! docs/edge-setup.md run for real: the Debian packages installed and an edge set up on
+//! this machine, every command of the page's `sh` blocks in the page's order ([`Page`]),
+//! with checks between them (run by `cargo xtask package --test`, and by `cargo xtask
+//! ci` after the tests; root; it changes the system, so it is a program, not a test run
+//! beside others):
 //!
-//! 1. `apt-get install ./mytunnel_….deb ./mytunneld_….deb`: both binaries run, the unit
-//!    verifies (`systemd-analyze verify`), man pages and completions are in place.
-//! 2. `mytunneld-setup --base-domain … --tls-mode on-demand`: the edge is made from the
-//!    package's files (no unit of its own, the drop-in names `/usr/bin/mytunneld`).
-//! 3. Caddy, serve and sshd start as their units start them (this machine has no systemd
-//!    as pid 1): Debian's Caddy as user `caddy` on the Caddyfile setup wrote, serve as the
-//!    package unit's user with `CAP_KILL`, the machine's own sshd with its drop-ins on a
-//!    free port. Caddy's internal CA stands in for Let's Encrypt (`--tls-issuer internal`).
-//! 4. `mytunneld-add-key` enrolls a tunnel user; the packaged `mytunnel http` publishes an
-//!    app; curl, trusting only Caddy's CA, fetches it over HTTPS with a certificate for
-//!    exactly its host; a host without a tunnel gets no certificate.
-//! 5. Upgrade to a higher version of the package: the lease and the tunnel survive the
-//!    restart onto the new binary.
-//! 6. `apt-get remove`: the binary goes, the lease database stays; reinstalled, serve
-//!    lists the lease again. `apt-get purge`: the sshd drop-in goes, the database stays.
+//! - `cargo xtask package`, then `apt-get install caddy ./mytunneld_….deb` and the client's
+//!   package: both binaries run, the unit verifies (`systemd-analyze verify`), man pages,
+//!   completions and the setup commands are in place.
+//! - `mytunneld-setup --base-domain … --tls-mode on-demand`: the edge is made from the
+//!   package's files (no unit of its own; the drop-in and every key's gate name
+//!   `/usr/bin/mytunneld`). Then Caddy, serve and sshd start as their units start them
+//!   (this machine has no systemd as pid 1): Debian's Caddy as user `caddy` on the
+//!   Caddyfile setup wrote, serve as the package unit's user with `CAP_KILL`, the
+//!   machine's own sshd with its drop-ins on a free port.
+//! - The page's checks: the printed Caddyfile and drop-in, `sshd -t`, `mytunneld-add-key`,
+//!   the gate script and the gate through sshd, `mytunneld-check`, `ctl health`,
+//!   `mytunnel doctor`, and `mytunnel http`, whose host curl fetches over HTTPS trusting
+//!   only Caddy's CA (which stands in for Let's Encrypt: `--tls-issuer internal`); a host
+//!   without a tunnel gets no certificate.
+//! - The page's upgrade to the next revision: the lease and the tunnel survive the
+//!   restart onto the new binary. Its `apt-get remove`: the binary goes, the lease
+//!   database stays (reinstalled, serve lists the released lease); its `apt-get purge`:
+//!   the sshd drop-in goes, the database stays.
+//!
+//! What differs from the page's edge: free ports instead of 80, 443, 2019, 2020 and 22,
+//! Caddy's CA, alice's key made by the test, `edge.example.com` as 127.0.0.1 with ssh
+//! options, the app's port for 3000, apt answering yes at its prompt.
 //!
 //! The packages come from `MYTUNNEL_DEB_CLIENT`, `MYTUNNEL_DEB_EDGE` and
 //! `MYTUNNEL_DEB_EDGE_UPGRADE`. It refuses to run on a machine that already has an edge,
-//! and puts the machine back as it found it (packages purged, edge state, user and the
-//! Caddyfile restored) when it ends, also when a check fails.
+//! and puts the machine back as it found it (packages purged, edge state, alice and the
+//! Caddyfile as they were) when it ends, also when a check fails.
 
 // Test code: a panic is a failed check.
 #![allow(
@@ -39,12 +48,15 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use mytunnel_test_support::{
-    admin_get, client_command, eventually, free_port, generate_key, kill_all, Below,
-    LoopbackServer, ServeProcess, Sshd,
+    admin_get, eventually, free_port, generate_key, kill_all, Below, Guard, LoopbackServer,
+    ServeProcess, Sshd,
 };
 
 const BASE_DOMAIN: &str = "tunnel.example.com";
-const TUNNEL_USER: &str = "pkgtester";
+/// The page's tunnel user.
+const TUNNEL_USER: &str = "alice";
+/// The page this test runs.
+const PAGE: &str = include_str!("../../docs/edge-setup.md");
 const ENV_FILE: &str = "/etc/mytunneld/mytunneld.env";
 const SOCKET_DIR: &str = "/var/lib/mytunnel-sockets";
 const PACKAGED_UNIT: &str = "/lib/systemd/system/mytunneld.service";
@@ -83,7 +95,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let checks = run(&debs, &machine);
+    let checks = run(&debs);
     drop(machine);
     println!(
         "package_install: {checks} checks passed in {:.0} s",
@@ -98,23 +110,70 @@ struct Debs {
     upgrade: PathBuf,
 }
 
-/// The checks, in order; returns how many passed (a failure panics).
-fn run(debs: &Debs, machine: &Machine) -> usize {
+/// The checks, in order; returns how many passed (a failure panics). The commands are
+/// docs/edge-setup.md's, in its order ([`Page`]); the checks between them are the test's.
+fn run(debs: &Debs) -> usize {
     let mut step = Steps::default();
+    let mut page = Page::new(PAGE);
     let work = tempfile::tempdir().unwrap();
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let admin = loopback(free_port().unwrap());
+    let ask = loopback(free_port().unwrap());
+    let http_port = free_port().unwrap();
+    let https_port = free_port().unwrap();
+    let key = work.path().join("alice_ed25519");
+    generate_key(&key, "alice@laptop").unwrap();
+    let app = LoopbackServer::start(|stream, _stop| {
+        mytunnel_test_support::answer_http(stream, |_| (200, APP_BODY.to_owned()));
+    })
+    .unwrap();
+    let home = work.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    // What differs on this machine from the page's edge (the page says so at its top).
+    let mut machine_words = vec![
+        (
+            "/tmp/alice_ed25519.pub".to_owned(),
+            key.with_extension("pub").display().to_string(),
+        ),
+        ("localhost:2019".to_owned(), admin.to_string()),
+    ];
+    let shell = |command: &str, words: &[(String, String)], dir: &Path| -> Output {
+        let mut command = command.to_owned();
+        for (page_word, here) in words {
+            command = command.replace(page_word, here);
+        }
+        shell_command(&command, dir, &home, work.path())
+            .output()
+            .unwrap()
+    };
 
-    // 1. Install both packages as an operator does.
-    let install = apt(&["install", "-y"], &[&debs.client, &debs.edge]);
+    // 2. Build and install the packages.
+    let built = page.next("cargo xtask package");
+    let out = shell(&built, &machine_words, workspace);
+    expect_success(&built, &out);
+    let debian = workspace.join("target/debian");
+    let install = page.next("apt-get install caddy ./mytunneld_");
+    let out = shell(&install, &machine_words, &debian);
+    expect_success(&install, &out);
     assert!(
-        install.contains("mytunneld-setup --base-domain"),
-        "the install does not say how to set the edge up:\n{install}"
+        output_text(&out).contains("mytunneld-setup --base-domain"),
+        "the install does not say how to set the edge up:\n{}",
+        output_text(&out)
+    );
+    let client_install = page.next("apt-get install ./mytunnel_");
+    expect_success(
+        &client_install,
+        &shell(&client_install, &machine_words, &debian),
     );
     let version = dpkg_version("mytunneld");
     assert_eq!(dpkg_version("mytunnel"), version);
+    assert_eq!(
+        Path::new(&debian).join(deb_name(&install)),
+        debs.edge,
+        "the page installs another file than the one built"
+    );
     let edge_version = output_text(&run_ok(Command::new("/usr/bin/mytunneld").arg("--version")));
     let client_version = output_text(&run_ok(Command::new("/usr/bin/mytunnel").arg("--version")));
-    assert!(edge_version.starts_with("mytunneld "), "{edge_version}");
-    assert!(client_version.starts_with("mytunnel "), "{client_version}");
     run_ok(Command::new("systemd-analyze").args(["verify", PACKAGED_UNIT]));
     for file in [
         "/usr/share/man/man1/mytunneld.1.gz",
@@ -133,50 +192,32 @@ fn run(debs: &Debs, machine: &Machine) -> usize {
         assert!(Path::new(file).exists(), "the packages installed no {file}");
     }
     step.ok(&format!(
-        "install: {version} of mytunneld and mytunnel ({} and {} KiB); `{edge_version}`, \
-         `{client_version}`; systemd-analyze verify {PACKAGED_UNIT}",
+        "install: `{built}` then apt-get installed {version} of mytunneld and mytunnel ({} and {} KiB): \
+         `{edge_version}`, `{client_version}`; systemd-analyze verify {PACKAGED_UNIT}",
         size_kib(&debs.edge),
         size_kib(&debs.client)
     ));
 
-    // 2. Set the edge up from the package's files, in on-demand mode.
-    let admin = loopback(free_port().unwrap());
-    let ask = loopback(free_port().unwrap());
-    let http_port = free_port().unwrap();
-    let https_port = free_port().unwrap();
-    let setup = output_text(&run_ok(
-        Command::new("mytunneld-setup")
-            .args(["--base-domain", BASE_DOMAIN, "--tls-mode", "on-demand"])
-            .args(["--tls-issuer", "internal"])
-            .arg("--caddy-admin-url")
-            .arg(format!("http://{admin}"))
-            .arg("--tls-ask-listen")
-            .arg(ask.to_string())
-            .arg("--caddy-http-port")
-            .arg(http_port.to_string())
-            .arg("--caddy-https-port")
-            .arg(https_port.to_string()),
-    ));
+    // 3. Set the edge up, in on-demand mode; start what systemd would.
+    let setup = page.next("mytunneld-setup --base-domain tunnel.example.com --tls-mode on-demand");
+    let on_this_machine = format!(
+        "{setup} --tls-issuer internal --caddy-admin-url http://{admin} --tls-ask-listen {ask} \
+         --caddy-http-port {http_port} --caddy-https-port {https_port}"
+    );
+    let out = shell(&on_this_machine, &machine_words, work.path());
+    expect_success(&setup, &out);
     assert!(
-        setup.contains(&format!("unit: the package's {PACKAGED_UNIT}")),
-        "{setup}"
+        output_text(&out).contains(&format!("unit: the package's {PACKAGED_UNIT}")),
+        "{}",
+        output_text(&out)
     );
     assert!(!Path::new("/etc/systemd/system/mytunneld.service").exists());
-    let dropin = std::fs::read_to_string(DROPIN).unwrap();
-    assert!(
-        dropin.contains("AuthorizedKeysCommand /usr/bin/mytunneld authorized-keys %u"),
-        "{dropin}"
-    );
     let env = std::fs::read_to_string(ENV_FILE).unwrap();
     assert!(
         env.contains(&format!("MYTUNNEL_TLS_ASK_LISTEN={ask}\n")),
         "{env}"
     );
-    run_ok(Command::new("/usr/sbin/sshd").arg("-t"));
-    step.ok("setup: mytunneld-setup --tls-mode on-demand wrote the env file, the sshd drop-in (sshd -t passes) and the Caddyfile, and kept the package's unit");
-
-    // 3. Start Caddy, serve and sshd as their units do.
-    let mut caddy = start_caddy(work.path(), admin);
+    let caddy = start_caddy(work.path(), admin);
     let unit = std::fs::read_to_string(PACKAGED_UNIT).unwrap();
     assert_eq!(unit_value(&unit, "ExecStart"), "/usr/bin/mytunneld serve");
     let service = (
@@ -207,46 +248,141 @@ fn run(debs: &Debs, machine: &Machine) -> usize {
         "serve never added its route to Caddy: {}",
         std::fs::read_to_string(&serve_log).unwrap_or_default()
     );
+    let printed = page.next("mytunneld-setup --print-caddyfile");
+    let out = shell(&printed, &machine_words, work.path());
+    expect_success(&printed, &out);
+    assert!(
+        output_text(&out).contains("on_demand_tls {"),
+        "{}",
+        output_text(&out)
+    );
+    let servers = page.next("curl -s localhost:2019/config/apps/http/servers");
+    let out = shell(&servers, &machine_words, work.path());
+    expect_success(&servers, &out);
+    assert!(
+        output_text(&out).contains("\"srv0\""),
+        "{}",
+        output_text(&out)
+    );
     step.ok(&format!(
-        "edge up: Caddy (user caddy, pid {}), serve ({}, pid {}), sshd on port {}",
-        caddy.id(),
+        "setup: `{setup}` (+ this machine's CA and ports); Caddy (user caddy, pid {}), serve \
+         ({}, pid {}) and sshd (port {}) started as their units would; Caddy has serve's route",
+        caddy.pid(),
         unit_value(&unit, "User"),
         serve.as_ref().unwrap().pid(),
         sshd.port()
     ));
 
-    // 4. A tunnel user, a tunnel, HTTPS checked against the local CA.
-    let key = work.path().join("id_pkgtester");
-    generate_key(&key, "pkgtester@laptop").unwrap();
-    run_ok(
-        Command::new("mytunneld-add-key")
-            .arg(TUNNEL_USER)
-            .arg(key.with_extension("pub")),
+    // 4. sshd.
+    let dropin_cmd = page.next("mytunneld-setup --print-sshd-dropin");
+    let out = shell(&dropin_cmd, &machine_words, work.path());
+    expect_success(&dropin_cmd, &out);
+    let dropin = std::fs::read_to_string(DROPIN).unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), dropin);
+    assert!(
+        dropin.contains("AuthorizedKeysCommand /usr/bin/mytunneld authorized-keys %u"),
+        "{dropin}"
     );
-    machine.note_user_created();
+    let sshd_t = page.next("sshd -t");
+    expect_success(&sshd_t, &shell(&sshd_t, &machine_words, work.path()));
+    step.ok("sshd: the installed drop-in is the printed one, names /usr/bin/mytunneld, and sshd -t takes it");
+
+    // 5. Users and keys.
+    let add_key = page.next("mytunneld-add-key alice ");
+    expect_success(&add_key, &shell(&add_key, &machine_words, work.path()));
     let groups = output_text(&run_ok(Command::new("id").args(["-nG", TUNNEL_USER])));
     assert!(
         groups.split_whitespace().any(|g| g == "mytunnel"),
         "{groups}"
     );
-    let app = LoopbackServer::start(|stream, _stop| {
-        mytunnel_test_support::answer_http(stream, |_| (200, APP_BODY.to_owned()));
-    })
-    .unwrap();
+    let keys = output_text(&run_ok(Command::new("runuser").args([
+        "-u",
+        "mytunneld",
+        "--",
+        "/usr/bin/mytunneld",
+        "authorized-keys",
+        TUNNEL_USER,
+    ])));
+    assert!(
+        keys.contains("command=\"/usr/bin/mytunneld gate\""),
+        "{keys}"
+    );
+    step.ok(&format!(
+        "keys: `{add_key}`; sshd's keys command forces /usr/bin/mytunneld gate"
+    ));
+
+    // 6. The gate, by the script and through sshd.
+    let gate = page.next("/usr/share/mytunneld/scripts/test-ssh-gate.sh");
+    let out = shell(&gate, &machine_words, work.path());
+    expect_success(&gate, &out);
+    let gate_summary = output_text(&out)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(gate_summary.ends_with(" 0 FAIL"), "{}", output_text(&out));
     let known_hosts = work.path().join("known_hosts");
     std::fs::write(&known_hosts, sshd.known_hosts_line()).unwrap();
-    let home = work.path().join("home");
-    std::fs::create_dir(&home).unwrap();
+    let ssh_options = sshd.client_options(&key, &known_hosts);
+    let ssh_flags: Vec<String> = ssh_options.iter().map(|o| format!("-o {o}")).collect();
+    machine_words.push((
+        "ssh -T alice@edge.example.com".to_owned(),
+        format!(
+            "ssh -T -o BatchMode=yes {} alice@127.0.0.1",
+            ssh_flags.join(" ")
+        ),
+    ));
+    let list = page.next("ssh -T alice@edge.example.com mytunneld ctl list");
+    let out = shell(&list, &machine_words, work.path());
+    expect_success(&list, &out);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]");
+    let id = page.next("ssh -T alice@edge.example.com id");
+    let out = shell(&id, &machine_words, work.path());
+    assert_eq!(out.status.code(), Some(1), "{id}: {}", output_text(&out));
+    assert!(
+        output_text(&out).contains("\"forbidden_command\""),
+        "{}",
+        output_text(&out)
+    );
+    step.ok(&format!("gate: `{gate}` says `{gate_summary}`; through sshd `ctl list` is [] and `id` is forbidden_command"));
+
+    // 8. Check, on the edge and from a client.
+    let check = page.next("mytunneld-check");
+    let out = shell(&check, &machine_words, work.path());
+    expect_success(&check, &out);
+    let health = page.next("mytunneld ctl health");
+    let out = shell(&health, &machine_words, work.path());
+    expect_success(&health, &out);
+    assert!(
+        output_text(&out).contains("\"healthy\":true"),
+        "{}",
+        output_text(&out)
+    );
+    let as_alice = page.next("runuser -u alice -- mytunneld ctl list");
+    let out = shell(&as_alice, &machine_words, work.path());
+    expect_success(&as_alice, &out);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]");
+    let client_options: Vec<String> = ssh_options
+        .iter()
+        .map(|o| format!("--ssh-option {o}"))
+        .collect();
+    machine_words.push((
+        "--edge alice@edge.example.com".to_owned(),
+        format!("--edge alice@127.0.0.1 {}", client_options.join(" ")),
+    ));
+    machine_words.push((" 3000".to_owned(), format!(" {}", app.addr().port())));
+    let doctor = page.next("mytunnel doctor --edge alice@edge.example.com --app 3000");
+    let out = shell(&doctor, &machine_words, work.path());
+    expect_success(&doctor, &out);
+    let publish = page.next("mytunnel http 3000 --edge alice@edge.example.com");
+    let mut publish_here = publish.clone();
+    for (page_word, here) in &machine_words {
+        publish_here = publish_here.replace(page_word, here);
+    }
     let mut client = Tunnel::open(
-        client_command(
-            Path::new("/usr/bin/mytunnel"),
-            &[
-                "http",
-                &app.addr().port().to_string(),
-                "--edge",
-                &format!("{TUNNEL_USER}@127.0.0.1"),
-            ],
-            &sshd.client_options(&key, &known_hosts),
+        shell_command(
+            &format!("exec {publish_here}"),
+            work.path(),
             &home,
             work.path(),
         ),
@@ -271,12 +407,16 @@ fn run(debs: &Debs, machine: &Machine) -> usize {
     let refused = curl_https(&nobody, https_port, &ca);
     assert_eq!(refused.exit, Some(35), "{}", refused.verbose);
     step.ok(&format!(
-        "https://{host}:{https_port}/ answered {APP_BODY:?} with a certificate for {host} from Caddy's CA; {nobody} got no certificate (curl exit 35)"
+        "check: mytunneld-check, ctl health and doctor pass; `{publish}` serves https://{host}:{https_port}/ \
+         ({APP_BODY:?}) with a certificate for {host} from Caddy's CA; {nobody} gets none (curl exit 35)"
     ));
 
-    // 5. Upgrade while the edge runs; the service restarts onto the new binary (what the
+    // Upgrade while the edge runs; the service restarts onto the new binary (what the
     // package's postinst has systemd do: try-restart).
-    apt(&["install", "-y"], &[&debs.upgrade]);
+    let upgrade = page.next("apt-get install ./mytunneld_");
+    let upgrade_dir = debs.upgrade.parent().unwrap();
+    assert_eq!(upgrade_dir.join(deb_name(&upgrade)), debs.upgrade);
+    expect_success(&upgrade, &shell(&upgrade, &machine_words, upgrade_dir));
     let upgraded = dpkg_version("mytunneld");
     assert_ne!(upgraded, version);
     drop(serve.take());
@@ -295,9 +435,11 @@ fn run(debs: &Debs, machine: &Machine) -> usize {
     // The client releases its lease on Ctrl-C.
     client.interrupt();
 
-    // 6. Remove, reinstall, purge: the lease database stays.
+    // Remove (the service stopped first, as the package's prerm has systemd do),
+    // reinstall, purge: the lease database stays.
     drop(serve.take());
-    apt(&["remove", "-y"], &[Path::new("mytunneld")]);
+    let remove = page.next("apt-get remove mytunneld");
+    expect_success(&remove, &shell(&remove, &machine_words, work.path()));
     assert!(!Path::new("/usr/bin/mytunneld").exists());
     assert!(Path::new("/var/lib/mytunneld/leases.db").is_file());
     assert!(Path::new(ENV_FILE).is_file());
@@ -309,21 +451,131 @@ fn run(debs: &Debs, machine: &Machine) -> usize {
         "the released lease is not in the kept database: {listed}"
     );
     drop(serve.take());
-    apt(
-        &["purge", "-y"],
-        &[Path::new("mytunneld"), Path::new("mytunnel")],
-    );
+    let purge = page.next("apt-get purge mytunneld");
+    expect_success(&purge, &shell(&purge, &machine_words, work.path()));
     assert!(!Path::new(DROPIN).exists(), "purge left {DROPIN}");
-    assert!(!Path::new("/usr/bin/mytunnel").exists());
+    assert!(!Path::new("/usr/bin/mytunneld").exists());
     assert!(Path::new("/var/lib/mytunneld/leases.db").is_file());
     step.ok(&format!(
         "remove kept /var/lib/mytunneld/leases.db: reinstalled, serve lists {} as released; purge removed {DROPIN} and kept the database",
         client.lease
     ));
+    page.finish();
 
-    kill_all(&mut caddy, Below::Nothing);
-    drop(sshd);
+    drop((caddy, sshd));
     step.count
+}
+
+/// docs/edge-setup.md's commands: each line of its `sh` blocks (a line ending in `\`
+/// joined with the next), blank and comment-only lines left out. The test takes them in
+/// order, each by the start the test expects ([`Page::next`]), and every one of them
+/// ([`Page::finish`]): a command added to the page, moved or dropped fails the test.
+struct Page {
+    commands: std::collections::VecDeque<String>,
+}
+
+impl Page {
+    fn new(page: &str) -> Page {
+        let mut commands = std::collections::VecDeque::new();
+        let mut in_sh = false;
+        let mut pending = String::new();
+        for line in page.lines() {
+            if let Some(info) = line.strip_prefix("```") {
+                in_sh = !in_sh && info.trim() == "sh";
+                continue;
+            }
+            if !in_sh {
+                continue;
+            }
+            let line = line.trim();
+            if let Some(head) = line.strip_suffix('\\') {
+                pending.push_str(head);
+                continue;
+            }
+            pending.push_str(line);
+            let command = std::mem::take(&mut pending);
+            if !command.is_empty() && !command.starts_with('#') {
+                commands.push_back(command);
+            }
+        }
+        Page { commands }
+    }
+
+    /// The page's next command, which must start with `start`.
+    fn next(&mut self, start: &str) -> String {
+        let command = self.commands.pop_front().unwrap_or_else(|| {
+            panic!("edge-setup.md has no command left; the test expects {start:?}")
+        });
+        assert!(
+            command.starts_with(start),
+            "edge-setup.md's next command is {command:?}; the test expects one starting {start:?}"
+        );
+        command
+    }
+
+    /// Every command of the page was run.
+    fn finish(&self) {
+        assert!(
+            self.commands.is_empty(),
+            "edge-setup.md has commands no test runs: {:?}",
+            self.commands
+        );
+    }
+}
+
+/// `bash -c COMMAND` as root at a login on the edge: in `dir`, the system's PATH (and
+/// cargo's directory last, for the build machine's command), `HOME`,
+/// `TMPDIR`, no terminal, and apt answering yes at its prompts as the person would.
+fn shell_command(command: &str, dir: &Path, home: &Path, tmp: &Path) -> Command {
+    let apt_config = tmp.join("apt-assume-yes.conf");
+    std::fs::write(&apt_config, "APT::Get::Assume-Yes \"true\";\n").unwrap();
+    // The build machine's cargo (rustup's, outside the system's PATH) for `cargo xtask`.
+    let mut path = String::from("/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    if let Some(cargo_dir) = std::env::var_os("CARGO")
+        .map(PathBuf::from)
+        .and_then(|cargo| cargo.parent().map(Path::to_path_buf))
+    {
+        path = format!("{path}:{}", cargo_dir.display());
+    }
+    let mut shell = Command::new("bash");
+    shell
+        .args(["-c", command])
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", path)
+        .env("HOME", home)
+        .env("TMPDIR", tmp)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .env("APT_CONFIG", apt_config)
+        .stdin(Stdio::null());
+    if let Some(cargo_home) = std::env::var_os("CARGO_HOME") {
+        shell.env("CARGO_HOME", cargo_home);
+    }
+    if let Some(rustup_home) = std::env::var_os("RUSTUP_HOME") {
+        shell.env("RUSTUP_HOME", rustup_home);
+    }
+    if let Some(target) = std::env::var_os("CARGO_TARGET_DIR") {
+        shell.env("CARGO_TARGET_DIR", target);
+    }
+    shell
+}
+
+/// The `./NAME.deb` an `apt-get install` command names.
+fn deb_name(command: &str) -> String {
+    command
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("./").filter(|w| w.ends_with(".deb")))
+        .unwrap_or_else(|| panic!("{command:?} names no ./FILE.deb"))
+        .to_owned()
+}
+
+fn expect_success(command: &str, out: &Output) {
+    assert!(
+        out.status.success(),
+        "`{command}` exited {}:\n{}",
+        out.status,
+        output_text(out)
+    );
 }
 
 #[derive(Default)]
@@ -343,7 +595,9 @@ impl Steps {
 struct Machine {
     caddyfile: Option<Vec<u8>>,
     caddy_data_existed: bool,
-    user_created: std::cell::Cell<bool>,
+    user_existed: bool,
+    /// Whether the page's user was in the tunnel group before.
+    user_was_in_group: bool,
 }
 
 impl Machine {
@@ -359,24 +613,24 @@ impl Machine {
                 ));
             }
         }
-        if nix::unistd::User::from_name(TUNNEL_USER)
-            .ok()
-            .flatten()
-            .is_some()
-        {
-            return Err(format!(
-                "user {TUNNEL_USER} exists: remove it first (userdel -r {TUNNEL_USER})"
-            ));
-        }
         Ok(Machine {
             caddyfile: std::fs::read(CADDYFILE).ok(),
             caddy_data_existed: caddy_data_dir().exists(),
-            user_created: std::cell::Cell::new(false),
+            // The e2e suite's alice may be there already: she is left as she was but for
+            // her key file (in /etc/mytunneld) and the group she is in anyway.
+            user_existed: nix::unistd::User::from_name(TUNNEL_USER)
+                .ok()
+                .flatten()
+                .is_some(),
+            user_was_in_group: Command::new("id")
+                .args(["-nG", TUNNEL_USER])
+                .output()
+                .is_ok_and(|o| {
+                    String::from_utf8_lossy(&o.stdout)
+                        .split_whitespace()
+                        .any(|g| g == "mytunnel")
+                }),
         })
-    }
-
-    fn note_user_created(&self) {
-        self.user_created.set(true);
     }
 }
 
@@ -390,8 +644,12 @@ impl Drop for Machine {
         for path in EDGE_STATE.iter().chain([&DROPIN]) {
             let _ = std::fs::remove_dir_all(path).or_else(|_| std::fs::remove_file(path));
         }
-        if self.user_created.get() {
+        if !self.user_existed {
             let _ = Command::new("userdel").args(["-r", TUNNEL_USER]).output();
+        } else if !self.user_was_in_group {
+            let _ = Command::new("gpasswd")
+                .args(["-d", TUNNEL_USER, "mytunnel"])
+                .output();
         }
         if let Some(text) = &self.caddyfile {
             let _ = std::fs::write(CADDYFILE, text);
@@ -490,8 +748,9 @@ impl Drop for Tunnel {
 }
 
 /// Debian's Caddy as `caddy.service` runs it: its `ExecStart`, as its `User` and `Group`,
-/// with the user's home as `HOME` (where Caddy keeps its data); stopped by pid.
-fn start_caddy(work: &Path, admin: SocketAddr) -> Child {
+/// with the user's home as `HOME` (where Caddy keeps its data); stopped by pid when the
+/// guard drops (also when a check fails).
+fn start_caddy(work: &Path, admin: SocketAddr) -> Guard {
     let unit = std::fs::read_to_string("/lib/systemd/system/caddy.service")
         .expect("Debian's caddy package and its unit");
     let exec: Vec<&str> = unit_value(&unit, "ExecStart").split_whitespace().collect();
@@ -510,17 +769,16 @@ fn start_caddy(work: &Path, admin: SocketAddr) -> Child {
         .stderr(std::fs::File::create(work.join("caddy.log")).unwrap())
         .spawn()
         .unwrap();
-    let mut child = child;
+    let caddy = Guard(child);
     if !eventually(Duration::from_secs(20), || {
         admin_get(admin, "/config/").is_ok()
     }) {
-        kill_all(&mut child, Below::Nothing);
         panic!(
             "Caddy never answered on {admin}: {}",
             std::fs::read_to_string(work.join("caddy.log")).unwrap_or_default()
         );
     }
-    child
+    caddy
 }
 
 /// Caddy's data directory as the packaged Caddy has it (`$HOME/.local/share/caddy`).

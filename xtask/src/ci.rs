@@ -116,7 +116,7 @@ pub(super) fn ci() -> Result<()> {
                     number,
                     total,
                     step,
-                    "cargo build --release, then cargo deb: mytunneld, mytunnel (and mytunneld +upgrade1)",
+                    "cargo build --release, then cargo deb: mytunneld, mytunnel (and mytunneld one revision up)",
                 );
                 package::build_with_upgrade(&root, None).map(|built| packages = Some(built))
             }

@@ -95,8 +95,8 @@ pub(super) fn package_command(options: &Options) -> Result<()> {
     Ok(())
 }
 
-/// The packages into target/debian, and the edge's again with a higher version (`V+upgrade1`)
-/// into target/debian-upgrade, for the install test's upgrade.
+/// The packages into target/debian, and the edge's again with the next revision (0.1.0-1:
+/// 0.1.0-2) into target/debian-upgrade, for the install test's upgrade.
 pub(super) fn build_with_upgrade(
     root: &Path,
     deb_version: Option<&str>,
@@ -106,9 +106,21 @@ pub(super) fn build_with_upgrade(
     // cargo-deb clears target/debian of earlier packages whatever --output says: the
     // upgrade's build goes first.
     let upgrade_dir = root.join("target/debian-upgrade");
-    let upgrade = build_packages(root, Some(&format!("{version}+upgrade1")), &upgrade_dir)?.edge;
+    let upgrade = build_packages(root, Some(&next_revision(&version)), &upgrade_dir)?.edge;
     let built = build_packages(root, deb_version, &root.join("target/debian"))?;
     Ok((built, upgrade))
+}
+
+/// The version one revision up: `0.1.0-1` -> `0.1.0-2`; without a numeric revision,
+/// `V` -> `V+1`.
+fn next_revision(version: &str) -> String {
+    match version.rsplit_once('-') {
+        Some((upstream, revision)) => match revision.parse::<u32>() {
+            Ok(n) => format!("{upstream}-{}", n.saturating_add(1)),
+            Err(_) => format!("{version}+1"),
+        },
+        None => format!("{version}+1"),
+    }
 }
 
 /// cargo-deb (installed when missing), one release build, then both packages into `out`.
@@ -201,6 +213,14 @@ mod tests {
     fn parse_args(args: &[&str]) -> Result<Options> {
         let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
         parse(&args)
+    }
+
+    #[test]
+    fn the_upgrade_is_one_revision_up() {
+        assert_eq!(next_revision("0.1.0-1"), "0.1.0-2");
+        assert_eq!(next_revision("1.0~rc1-9"), "1.0~rc1-10");
+        assert_eq!(next_revision("0.1.0"), "0.1.0+1");
+        assert_eq!(next_revision("0.1.0-1ubuntu1"), "0.1.0-1ubuntu1+1");
     }
 
     #[test]
