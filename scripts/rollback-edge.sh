@@ -13,6 +13,9 @@
 # When systemd manages mytunneld (no --destdir), the service is stopped for the restore
 # and started again after it.
 #
+# An edge whose mytunneld is the Debian package's (/usr/bin/mytunneld, no
+# /usr/local/bin/mytunneld) is refused (exit 2): install the older package instead.
+#
 # Exit codes: 0 restored and healthy, 1 restored but unhealthy or failure, 2 usage error.
 set -euo pipefail
 

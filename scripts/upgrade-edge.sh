@@ -15,6 +15,9 @@
 #    version, exit 0. Unhealthy: rollback-edge.sh restores the backup (binary and
 #    database) and checks health again; exit 1 with "upgrade failed: … rolled back to …".
 #
+# An edge whose mytunneld is the Debian package's (/usr/bin/mytunneld, no
+# /usr/local/bin/mytunneld) is refused (exit 2): apt upgrades it, restarting the service.
+#
 # Exit codes: 0 upgraded and healthy, 1 failed (rolled back), 2 usage error.
 set -euo pipefail
 

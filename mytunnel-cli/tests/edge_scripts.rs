@@ -2328,3 +2328,57 @@ fn the_package_s_unit_is_the_installer_s() {
         assert!(stderr.contains(says), "{args:?}: {stderr}");
     }
 }
+
+/// On an edge whose mytunneld is the Debian package's (`/usr/bin/mytunneld`, no
+/// `/usr/local/bin/mytunneld`), apt owns the binary: `upgrade-edge.sh` and
+/// `rollback-edge.sh` refuse it (exit 2, naming apt) and change nothing; `check-edge.sh`
+/// checks that binary. With both, the source install's comes first, as on PATH.
+#[test]
+fn the_package_s_binary_is_found_and_left_to_apt() {
+    let root = tempfile::tempdir().unwrap();
+    let packaged = root.path().join("usr/bin/mytunneld");
+    std::fs::create_dir_all(packaged.parent().unwrap()).unwrap();
+    std::fs::copy(BINARY, &packaged).unwrap();
+    let before = std::fs::read(&packaged).unwrap();
+    for (name, args) in [
+        ("upgrade-edge.sh", vec![BINARY, "--force"]),
+        ("rollback-edge.sh", vec![]),
+    ] {
+        let out = Command::new(script(name))
+            .args(&args)
+            .arg("--destdir")
+            .arg(root.path())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name}: {stderr}");
+        assert!(
+            stderr.contains("Debian package") && stderr.contains("apt-get install"),
+            "{name}: {stderr}"
+        );
+    }
+    assert_eq!(std::fs::read(&packaged).unwrap(), before);
+    assert!(!root.path().join("var/backups").exists());
+
+    let binary_check = |root: &Path| {
+        let out = Command::new(script("check-edge.sh"))
+            .arg("--destdir")
+            .arg(root)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find(|l| l.contains(" binary "))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let line = binary_check(root.path());
+    assert!(line.contains(&packaged.display().to_string()), "{line}");
+    let source = root.path().join("usr/local/bin/mytunneld");
+    std::fs::create_dir_all(source.parent().unwrap()).unwrap();
+    std::fs::copy(BINARY, &source).unwrap();
+    let line = binary_check(root.path());
+    assert!(line.contains(&source.display().to_string()), "{line}");
+}
