@@ -6,11 +6,14 @@
     clippy::indexing_slicing
 )]
 //! docs/quickstart.md, run for real: every command of the page runs against the
-//! end-to-end stack (real sshd with gated keys, real Caddy, `mytunneld serve`, the built
-//! `mytunnel`, OS user alice) and its output must match the page up to lease ids,
-//! generated names, ports and timestamps (see `e2e_support::page`).
+//! end-to-end stack (real sshd with gated keys, real Caddy, `mytunneld serve`, OS user
+//! alice) and its output must match the page up to lease ids, generated names, ports and
+//! timestamps (see `e2e_support::page`). The page's first command installs `mytunnel` with
+//! `cargo install` from this checkout, and the page's `mytunnel` commands run what it
+//! installed.
 //!
-//! Needs root, like `e2e.rs`.
+//! Needs root, like `e2e.rs`. The install reuses the workspace's release build when there
+//! is one (`cargo build --release -p mytunnel-cli --locked`), else makes it.
 
 mod e2e_support;
 
@@ -33,7 +36,16 @@ fn the_quickstart_runs_as_written() {
             _ => None,
         })
         .collect();
+    // The reader installs the client before anything else: every `mytunnel` of the page
+    // is then the installed one.
+    let install = "cargo install --locked --path mytunnel-cli --bin mytunnel";
+    assert_eq!(
+        commands.first().map(String::as_str),
+        Some(install),
+        "the quickstart must start by installing the client: {commands:?}"
+    );
     for needed in [
+        install,
         "mytunnel http 3000",
         "curl ",
         "mytunnel ls",
@@ -59,6 +71,10 @@ fn the_quickstart_runs_as_written() {
     let mut runner = Runner::new(&stack, "alice", &app);
     runner.run_page(PAGE);
     assert_eq!(runner.ran.len(), commands.len());
+    assert!(
+        runner.installed().is_some(),
+        "the page's mytunnel commands ran the test build, not an installed mytunnel"
+    );
     // The last step released the leftover lease: alice has no active lease.
     assert!(stack
         .leases("alice")
@@ -80,6 +96,15 @@ fn the_page_runner_normalises_only_ids_times_and_versions() {
     assert_eq!(
         normalise("mytunneld 0.1.0 on 127.0.0.1"),
         "mytunneld <version> on 127.0.0.1"
+    );
+    // cargo's line for the install (the checkout's path is the page's placeholder).
+    assert_eq!(
+        normalise(
+            "  Installed package `mytunnel-cli v0.1.0 (/path/to/mytunnel/mytunnel-cli)` \
+             (executable `mytunnel`)"
+        ),
+        "Installed package `mytunnel-cli v<version> (/path/to/mytunnel/mytunnel-cli)` \
+         (executable `mytunnel`)"
     );
     // Anything else is compared as it is.
     assert_ne!(normalise("released; bye"), normalise("released, bye"));

@@ -1254,15 +1254,22 @@ impl Drop for Merged {
 /// What a page may hold:
 /// - ```` ```console ```` blocks: `$ mytunnel …` (run to its end; `mytunnel http …` runs
 ///   in the background and the page shows its first lines), `$ curl https://HOST` (a GET
-///   through the stack's Caddy with that Host), `$ echo $?` (the previous exit code), and
-///   `^C` (SIGINT to the background `mytunnel http`; the page shows its last lines).
+///   through the stack's Caddy with that Host), `$ echo $?` (the previous exit code),
+///   `^C` (SIGINT to the background `mytunnel http`; the page shows its last lines), and
+///   `$ cargo install …` (the page's arguments, run from the workspace root into a
+///   directory of the stack; the page shows lines that must be among cargo's, and every
+///   later `mytunnel` is the installed one).
 /// - ```` ```toml ```` blocks whose first line is `# ~/PATH`: written to that file under
 ///   the client's HOME before the next command.
 /// - `<!-- docs-test: a killed client holds NAME -->`: a client publishing NAME is
 ///   started and killed with its ssh (SIGKILL), leaving an active lease behind.
 pub mod page {
     use super::{eventually, App, Merged, Stack};
-    use std::time::Duration;
+    use mytunnel_test_support::client_command;
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::{Path, PathBuf};
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
 
     /// The page's local port, first edge port, edge and base domain.
     pub const PAGE_PORT: &str = "3000";
@@ -1271,6 +1278,68 @@ pub mod page {
     pub const PAGE_SOCKET_DIR: &str = "/var/lib/mytunnel-sockets";
     pub const PAGE_BASE_DOMAIN: &str = "tunnel.example.com";
     pub const PAGE_EDGE_HOST: &str = "edge.example.com";
+    /// The reader's checkout of the repository on the pages (cargo prints its path).
+    pub const PAGE_CHECKOUT: &str = "/path/to/mytunnel";
+    /// How long `cargo install` may take: a release build from nothing, on two cores,
+    /// beside other tests.
+    const INSTALL_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+    /// The workspace's top directory: where a reader's checkout runs `cargo install`.
+    pub fn workspace_root() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .unwrap()
+            .to_path_buf()
+    }
+
+    /// The target directory of this test build: `CARGO_TARGET_DIR` when set (relative to
+    /// the workspace root when relative), else the workspace's `target`. `cargo install`
+    /// builds there, so a release build already made (CI makes one before the tests) is
+    /// reused.
+    pub fn target_dir() -> PathBuf {
+        let root = workspace_root();
+        match std::env::var_os("CARGO_TARGET_DIR") {
+            Some(dir) if !dir.is_empty() => root.join(dir),
+            _ => root.join("target"),
+        }
+    }
+
+    /// Whether `name` is a variable the test runner (cargo or nextest) sets for a test
+    /// process and a reader's shell does not have. cargo compares the variables a build
+    /// script tracks with its own environment (ring's tracks `CARGO_MANIFEST_DIR` and
+    /// `CARGO_PKG_*`): passed on to `cargo install`, they would rebuild what they touch.
+    fn set_by_test_runner(name: &str) -> bool {
+        ["CARGO_MANIFEST_", "CARGO_PKG_", "CARGO_BIN_EXE_", "NEXTEST"]
+            .iter()
+            .any(|prefix| name.starts_with(prefix))
+            || [
+                "CARGO_CRATE_NAME",
+                "CARGO_BIN_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+                "CARGO_TARGET_TMPDIR",
+                "CARGO_RUSTC_CURRENT_DIR",
+                "OUT_DIR",
+            ]
+            .contains(&name)
+    }
+
+    /// `line` without terminal colour sequences (`CARGO_TERM_COLOR=always`).
+    fn strip_colours(line: &str) -> String {
+        let mut out = String::new();
+        let mut chars = line.chars();
+        while let Some(c) = chars.next() {
+            if c == '\x1b' {
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    }
 
     /// One step of a page.
     #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1497,6 +1566,8 @@ pub mod page {
         transcript: Vec<String>,
         /// Every command the page ran, page form.
         pub ran: Vec<String>,
+        /// The `mytunnel` a `cargo install` step installed: later steps run it.
+        installed: Option<PathBuf>,
     }
 
     impl<'a> Runner<'a> {
@@ -1535,6 +1606,27 @@ pub mod page {
                 last_exit: None,
                 transcript: Vec::new(),
                 ran: Vec::new(),
+                installed: None,
+            }
+        }
+
+        /// The `mytunnel` the page installed, if it did.
+        pub fn installed(&self) -> Option<&Path> {
+            self.installed.as_deref()
+        }
+
+        /// `mytunnel <args>` as the page's reader runs it: the installed binary once the
+        /// page installed it, the test build's before (pages that install nothing).
+        fn mytunnel_command(&self, args: &[&str]) -> Command {
+            match &self.installed {
+                Some(bin) => client_command(
+                    bin,
+                    args,
+                    &self.stack.ssh_options(self.user),
+                    &self.stack.path("home"),
+                    &self.stack.path("tmp"),
+                ),
+                None => self.stack.mytunnel_command_without_edge(self.user, args),
             }
         }
 
@@ -1706,10 +1798,7 @@ pub mod page {
             self.transcript.push(format!("$ {actual}"));
             match words.as_slice() {
                 ["mytunnel", "http", ..] => {
-                    let mut background = Merged::spawn(
-                        self.stack
-                            .mytunnel_command_without_edge(self.user, &words[1..]),
-                    );
+                    let mut background = Merged::spawn(self.mytunnel_command(&words[1..]));
                     let mut lines = Vec::new();
                     for _ in expected {
                         match background.next_line(Duration::from_secs(30)) {
@@ -1741,8 +1830,7 @@ pub mod page {
                     self.compare(command, expected, &lines);
                 }
                 ["mytunnel", args @ ..] => {
-                    let mut child =
-                        Merged::spawn(self.stack.mytunnel_command_without_edge(self.user, args));
+                    let mut child = Merged::spawn(self.mytunnel_command(args));
                     let (status, lines) = child.finish(Duration::from_secs(60));
                     let status = status.unwrap_or_else(|| panic!("`{command}` did not end"));
                     self.last_exit = status.code();
@@ -1769,7 +1857,101 @@ pub mod page {
                     let code = self.last_exit.expect("echo $? before any command");
                     self.compare(command, expected, &[code.to_string()]);
                 }
-                _ => panic!("the docs test cannot run {command:?}: use mytunnel, curl or echo $?"),
+                ["cargo", "install", args @ ..] => self.cargo_install(command, args, expected),
+                _ => panic!(
+                    "the docs test cannot run {command:?}: use mytunnel, curl, echo $? or \
+                     cargo install"
+                ),
+            }
+        }
+
+        /// `cargo install <args>` as the reader runs it in their checkout: the page's
+        /// arguments from the workspace root, plus `--root` in the stack's directory (never
+        /// `~/.cargo`) and `CARGO_TARGET_DIR` this build's target directory (a release build
+        /// already there is reused), without the test runner's variables. cargo must succeed, print the page's lines among its
+        /// progress, and leave an executable `mytunnel`, which later steps run.
+        fn cargo_install(&mut self, command: &str, args: &[&str], expected: &[String]) {
+            let workspace = workspace_root();
+            let root = self.stack.path("cargo-root");
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let mut install = Command::new(cargo);
+            for (name, _) in std::env::vars_os() {
+                if name.to_str().is_some_and(set_by_test_runner) {
+                    install.env_remove(name);
+                }
+            }
+            install
+                .arg("install")
+                .args(args)
+                .arg("--root")
+                .arg(&root)
+                .env("CARGO_TARGET_DIR", target_dir())
+                .current_dir(&workspace)
+                .stdin(Stdio::null());
+            let started = Instant::now();
+            let mut child = Merged::spawn(install);
+            let (status, lines) = child.finish(INSTALL_TIMEOUT);
+            let status =
+                status.unwrap_or_else(|| panic!("`{command}` did not end in {INSTALL_TIMEOUT:?}"));
+            let lines: Vec<String> = lines.iter().map(|l| strip_colours(l)).collect();
+            self.last_exit = status.code();
+            // Seconds with a release build in the target directory, minutes without.
+            let took = format!("({status} after {:.1?})", started.elapsed());
+            eprintln!("`{command}`: {took}");
+            self.transcript.push(took);
+            self.transcript.extend(lines.iter().cloned());
+            assert!(
+                status.success(),
+                "`{command}` failed ({status}):\n{}",
+                lines.join("\n")
+            );
+            let bin = root.join("bin").join("mytunnel");
+            let mode = std::fs::metadata(&bin)
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "`{command}` installed no {}: {e}\n{}",
+                        bin.display(),
+                        lines.join("\n")
+                    )
+                })
+                .permissions()
+                .mode();
+            assert!(
+                mode & 0o111 != 0,
+                "{} is not executable ({mode:o})",
+                bin.display()
+            );
+            // cargo names the checkout: the reader's is the page's placeholder.
+            let checkout = workspace.display().to_string();
+            let lines: Vec<String> = lines
+                .iter()
+                .map(|l| l.replace(&checkout, PAGE_CHECKOUT))
+                .collect();
+            self.compare_among(command, expected, &lines);
+            self.installed = Some(bin);
+        }
+
+        /// Like `compare`, for output that varies around stable lines (cargo's progress):
+        /// the page's lines must be among `actual`'s, in order.
+        fn compare_among(&self, what: &str, expected: &[String], actual: &[String]) {
+            if std::env::var_os("MYTUNNEL_DOCS_RECORD").is_some() {
+                eprintln!("$ {what}");
+                for line in actual {
+                    eprintln!("{}", self.to_page(line));
+                }
+                return;
+            }
+            let got: Vec<String> = actual.iter().map(|l| normalise(&self.to_page(l))).collect();
+            let mut rest = got.iter();
+            for line in expected {
+                let want = normalise(line);
+                assert!(
+                    rest.any(|g| *g == want),
+                    "`{what}`: the page's line {want:?} is not in the output (normalised, \
+                     after the page's lines before it):\n{}\n--- transcript:\n{}",
+                    got.join("\n"),
+                    self.transcript.join("\n")
+                );
             }
         }
 
