@@ -10,12 +10,33 @@ pub(super) fn workspace_root() -> Result<PathBuf> {
         .ok_or_else(|| "xtask's manifest directory has no parent".to_owned())
 }
 
-/// The cargo that runs us (`cargo run` sets `CARGO`), else the one on `PATH`.
+/// The cargo that runs us (`cargo run` sets `CARGO`), else the one on `PATH`, without the
+/// variables `cargo run` set for xtask itself (`CARGO_MANIFEST_DIR`, `CARGO_PKG_*`, …):
+/// build scripts that watch them (ring's) would otherwise make the builds xtask starts
+/// differ from a shell's, so a later `cargo install` or `cargo build` rebuilds them.
 pub(super) fn cargo(root: &Path) -> Command {
     let program = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut command = Command::new(program);
     command.current_dir(root);
+    for (name, _) in std::env::vars_os() {
+        if is_xtask_run_variable(&name.to_string_lossy()) {
+            command.env_remove(&name);
+        }
+    }
     command
+}
+
+/// Whether `name` is one of the variables `cargo run` sets for the program it runs.
+fn is_xtask_run_variable(name: &str) -> bool {
+    [
+        "CARGO_MANIFEST_",
+        "CARGO_PKG_",
+        "CARGO_CRATE_",
+        "CARGO_BIN_",
+        "CARGO_PRIMARY_PACKAGE",
+    ]
+    .iter()
+    .any(|prefix| name.starts_with(prefix))
 }
 
 /// One word of a printed command line, quoted when a shell would need it.
@@ -232,4 +253,31 @@ pub(super) fn flush() {
 
 pub(super) fn seconds(d: Duration) -> String {
     format!("{:.1}s", d.as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_variables_of_cargo_run_are_left_out() {
+        for name in [
+            "CARGO_MANIFEST_DIR",
+            "CARGO_PKG_VERSION",
+            "CARGO_CRATE_NAME",
+            "CARGO_BIN_NAME",
+            "CARGO_PRIMARY_PACKAGE",
+        ] {
+            assert!(is_xtask_run_variable(name), "{name}");
+        }
+        for name in [
+            "CARGO",
+            "CARGO_HOME",
+            "CARGO_TARGET_DIR",
+            "RUSTFLAGS",
+            "PATH",
+        ] {
+            assert!(!is_xtask_run_variable(name), "{name}");
+        }
+    }
 }
