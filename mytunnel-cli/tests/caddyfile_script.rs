@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use mytunnel_edge::caddy::{static_route_json, CaddyRoutes, STATIC_ROUTE_ID};
 use mytunnel_test_support::{
-    admin_request, answer_http, caddy_binary, LoopbackServer, RealCaddy, ReservedPort,
+    admin_request, answer_http, caddy_binary, curl_https, LoopbackServer, RealCaddy, ReservedPort,
 };
 use serde_json::Value;
 
@@ -488,42 +488,6 @@ fn the_comment_says_what_a_host_without_a_tunnel_gets() {
     }
 }
 
-/// An HTTPS request with curl to `https://host:port/`, `host` resolved to 127.0.0.1, the
-/// certificate checked against `ca`: curl's exit code and what it printed (the status, or
-/// its error).
-fn curl_https(host: &str, port: u16, ca: &Path) -> (Option<i32>, String) {
-    let out = Command::new("curl")
-        .args([
-            "-sS",
-            "--max-time",
-            "20",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-        ])
-        .arg("--resolve")
-        .arg(format!("{host}:{port}:127.0.0.1"))
-        .arg("--cacert")
-        .arg(ca)
-        .arg(format!("https://{host}:{port}/"))
-        .env_remove("https_proxy")
-        .env_remove("HTTPS_PROXY")
-        .env_remove("all_proxy")
-        .env_remove("ALL_PROXY")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    (
-        out.status.code(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
-
 /// The on-demand Caddyfile, loaded into a real Caddy as it is (`RealCaddy::load_caddyfile`:
 /// its listeners, its TLS; `tls internal`, so no CA outside this machine is asked): Caddy
 /// asks the `ask` URL the file names before it gets a host a certificate. A host the
@@ -575,9 +539,9 @@ fn on_demand_tls_gets_a_certificate_only_for_hosts_the_ask_allows() {
     let root = caddy.local_ca_root();
     assert!(root.is_file(), "no local CA: {}", caddy.log());
 
-    let (code, said) = curl_https(&format!("gone.{DOMAIN}"), https.port(), &root);
+    let gone = curl_https(&format!("gone.{DOMAIN}"), https.port(), &root).unwrap();
     // 35: the TLS handshake failed (Caddy had no certificate to offer).
-    assert_eq!(code, Some(35), "{said}\n{}", caddy.log());
+    assert_eq!(gone.exit, Some(35), "{}\n{}", gone.verbose, caddy.log());
     assert_eq!(
         *asked.lock().unwrap(),
         [format!("/ask?domain=gone.{DOMAIN}")],
@@ -585,10 +549,10 @@ fn on_demand_tls_gets_a_certificate_only_for_hosts_the_ask_allows() {
         caddy.log()
     );
 
-    let (code, said) = curl_https(&format!("live.{DOMAIN}"), https.port(), &root);
-    assert_eq!(code, Some(0), "{said}\n{}", caddy.log());
-    assert_eq!(said, promised_status(&text).to_string(), "{text}");
-    assert_eq!(said, "404");
+    let live = curl_https(&format!("live.{DOMAIN}"), https.port(), &root).unwrap();
+    assert_eq!(live.exit, Some(0), "{}\n{}", live.verbose, caddy.log());
+    assert_eq!(live.status, Some(promised_status(&text)), "{text}");
+    assert_eq!(live.status, Some(404));
     assert!(
         asked
             .lock()

@@ -19,7 +19,9 @@ mod e2e_support;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
+
+use mytunnel_test_support::curl_https;
 use std::time::Duration;
 
 use e2e_support::{eventually, http_get, App, RouteMode, Stack, StackOptions, BASE_DOMAIN};
@@ -53,20 +55,6 @@ fn on_demand_caddyfile(stack: &Stack, ask: SocketAddr, http_port: u16, https_por
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8(output.stdout).unwrap()
-}
-
-/// `curl -v https://<host>:<port>/` as a visitor whose resolver points the host at this
-/// machine, trusting only `ca`.
-fn curl_https(host: &str, port: u16, ca: &Path) -> Output {
-    Command::new("curl")
-        .args(["--silent", "--show-error", "--verbose", "--max-time", "20"])
-        .arg("--cacert")
-        .arg(ca)
-        .arg("--resolve")
-        .arg(format!("{host}:{port}:127.0.0.1"))
-        .arg(format!("https://{host}:{port}/"))
-        .output()
-        .unwrap()
 }
 
 /// What serve's ask endpoint answers for `host`.
@@ -122,14 +110,15 @@ fn a_tunnel_host_gets_its_certificate_on_demand_and_no_other_host_gets_one() {
 
     // The first handshake for the host gets it a certificate of its own, from the CA the
     // visitor trusts.
-    let visit = curl_https(&host, https_port, &stack.caddy.local_ca_root());
-    let verbose = String::from_utf8_lossy(&visit.stderr);
-    assert!(
-        visit.status.success(),
+    let visit = curl_https(&host, https_port, &stack.caddy.local_ca_root()).unwrap();
+    let verbose = &visit.verbose;
+    assert_eq!(
+        visit.exit,
+        Some(0),
         "curl https://{host}: {verbose}\ncaddy: {}",
         stack.caddy.log()
     );
-    assert_eq!(String::from_utf8_lossy(&visit.stdout), "hello over https");
+    assert_eq!(visit.body, "hello over https");
     assert!(
         verbose.contains(&format!("matched cert's \"{host}\"")),
         "not a certificate for {host} itself: {verbose}"
@@ -139,12 +128,12 @@ fn a_tunnel_host_gets_its_certificate_on_demand_and_no_other_host_gets_one() {
     // A host without a lease: serve says no, Caddy issues nothing, the handshake fails.
     let nobody = format!("nobody-here.{BASE_DOMAIN}");
     assert_eq!(ask_status(ask, &nobody), 404);
-    let refused = curl_https(&nobody, https_port, &stack.caddy.local_ca_root());
+    let refused = curl_https(&nobody, https_port, &stack.caddy.local_ca_root()).unwrap();
     assert_eq!(
-        refused.status.code(),
+        refused.exit,
         Some(35),
         "curl https://{nobody} should fail its TLS handshake: {}",
-        String::from_utf8_lossy(&refused.stderr)
+        refused.verbose
     );
     assert!(!stored_certificate(&stack, &nobody).exists());
 

@@ -48,8 +48,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use mytunnel_test_support::{
-    admin_get, eventually, free_port, generate_key, kill_all, Below, Guard, LoopbackServer,
-    ServeProcess, Sshd,
+    admin_get, curl_https, eventually, free_port, generate_key, kill_all, stdout_lines, Below,
+    Guard, LoopbackServer, ServeProcess, Sshd,
 };
 
 const BASE_DOMAIN: &str = "tunnel.example.com";
@@ -390,7 +390,7 @@ fn run(debs: &Debs) -> usize {
     );
     let host = client.host.clone();
     let ca = caddy_ca_root();
-    let visit = curl_https(&host, https_port, &ca);
+    let visit = curl_https(&host, https_port, &ca).unwrap();
     assert_eq!(
         visit.body, APP_BODY,
         "curl https://{host}: {}",
@@ -404,7 +404,7 @@ fn run(debs: &Debs) -> usize {
         visit.verbose
     );
     let nobody = format!("nobody-here.{BASE_DOMAIN}");
-    let refused = curl_https(&nobody, https_port, &ca);
+    let refused = curl_https(&nobody, https_port, &ca).unwrap();
     assert_eq!(refused.exit, Some(35), "{}", refused.verbose);
     step.ok(&format!(
         "check: mytunneld-check, ctl health and doctor pass; `{publish}` serves https://{host}:{https_port}/ \
@@ -426,7 +426,7 @@ fn run(debs: &Debs) -> usize {
         listed.contains(&host),
         "the lease is gone after the upgrade: {listed}"
     );
-    let visit = curl_https(&host, https_port, &ca);
+    let visit = curl_https(&host, https_port, &ca).unwrap();
     assert_eq!(visit.body, APP_BODY, "after the upgrade: {}", visit.verbose);
     step.ok(&format!(
         "upgrade {version} -> {upgraded}: serve restarted on the new binary, the lease kept, https://{host} still serves"
@@ -686,15 +686,7 @@ impl Tunnel {
             .stderr(std::fs::File::create(stderr).unwrap())
             .spawn()
             .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
+        let lines = stdout_lines(&mut child).unwrap();
         let next = |prefix: &str| {
             let line = lines
                 .recv_timeout(Duration::from_secs(30))
@@ -802,30 +794,6 @@ fn ctl_list_as_tunnel_user() -> String {
             .env_clear()
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
     ))
-}
-
-struct Visit {
-    exit: Option<i32>,
-    body: String,
-    verbose: String,
-}
-
-/// `curl https://<host>:<port>/`, the host resolved to this machine, trusting only `ca`.
-fn curl_https(host: &str, port: u16, ca: &Path) -> Visit {
-    let out = Command::new("curl")
-        .args(["--silent", "--show-error", "--verbose", "--max-time", "20"])
-        .arg("--cacert")
-        .arg(ca)
-        .arg("--resolve")
-        .arg(format!("{host}:{port}:127.0.0.1"))
-        .arg(format!("https://{host}:{port}/"))
-        .output()
-        .unwrap();
-    Visit {
-        exit: out.status.code(),
-        body: String::from_utf8_lossy(&out.stdout).into_owned(),
-        verbose: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
 }
 
 /// `apt-get <args> <packages>` as an operator runs it; its output.

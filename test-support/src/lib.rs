@@ -34,9 +34,9 @@ pub use poll::{eventually, poll_every};
 pub use ports::{free_port, ReservedPort};
 pub use process::{
     children_of, cmdline, copy_executable, descendants_of, kill_all, parent_of, pids, signal,
-    stdout_json, Below, Guard,
+    stdout_json, stdout_lines, Below, Guard,
 };
 pub use serve::{make_owner_dirs, mytunneld_command, wait_for_serve, ServeProcess, SYSTEM_PATH};
 pub use server::LoopbackServer;
 pub use sshd::{production_sshd_dropin, sshd_binary, Sshd};
-pub use visitor::http_get_path;
+pub use visitor::{curl_https, http_get_path, CurlVisit};

@@ -158,6 +158,23 @@ pub fn kill_all(child: &mut Child, below: Below) {
     let _ = child.wait();
 }
 
+/// The lines `child` writes to its stdout (which must be piped), each sent as it comes
+/// by a thread of their own, until the child closes its stdout or the receiver is dropped.
+/// `None` when its stdout is not piped or was taken already.
+pub fn stdout_lines(child: &mut Child) -> Option<std::sync::mpsc::Receiver<String>> {
+    use std::io::{BufRead, BufReader};
+    let stdout = child.stdout.take()?;
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    Some(lines)
+}
+
 /// A child process killed (SIGKILL) by its pid and reaped when dropped.
 #[derive(Debug)]
 pub struct Guard(pub Child);

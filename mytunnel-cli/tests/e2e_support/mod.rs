@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use mytunnel_test_support::{
     children_of, client_command, cmdline, copy_executable, example_binary, generate_key, kill_all,
-    pids, signal, stdout_json, Below, LoopbackServer, RealCaddy, ServeProcess, Sshd,
+    pids, signal, stdout_json, stdout_lines, Below, LoopbackServer, RealCaddy, ServeProcess, Sshd,
 };
 use serde_json::Value;
 
@@ -725,15 +725,7 @@ impl Stack {
             .stderr(std::fs::File::create(&stderr).unwrap())
             .spawn()
             .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
+        let lines = stdout_lines(&mut child).unwrap();
         let mut edge = SdkEdge {
             child,
             stderr,
@@ -772,15 +764,7 @@ impl Stack {
             .stderr(std::fs::File::create(&stderr).unwrap())
             .spawn()
             .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
+        let lines = stdout_lines(&mut child).unwrap();
         Client {
             child,
             lines,
