@@ -142,21 +142,42 @@ pub(super) fn run_recording_summaries(
     }
 }
 
-/// Every shell script the project ships: `scripts/*.sh`, `.ci/run`, test fixtures.
+/// Every shell script the project ships: `scripts/*.sh`, `.ci/run`, test fixtures, and
+/// the Debian packages' wrappers and maintainer scripts (files that start with `#!/bin/sh`
+/// under `packaging/deb`).
 pub(super) fn shell_scripts(root: &Path) -> Result<Vec<PathBuf>> {
     let mut scripts = vec![root.join(".ci/run")];
     for dir in ["scripts", "mytunnel-client/tests/fixtures"] {
-        let entries =
-            std::fs::read_dir(root.join(dir)).map_err(|e| format!("cannot list {dir}: {e}"))?;
-        for entry in entries {
-            let path = entry.map_err(|e| e.to_string())?.path();
+        for path in files_in(root, dir)? {
             if path.extension().is_some_and(|ext| ext == "sh") {
+                scripts.push(path);
+            }
+        }
+    }
+    for dir in ["packaging/deb", "packaging/deb/mytunneld"] {
+        for path in files_in(root, dir)? {
+            let text = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            if text.starts_with(b"#!/bin/sh\n") {
                 scripts.push(path);
             }
         }
     }
     scripts.sort();
     Ok(scripts)
+}
+
+/// The regular files directly in `root/dir`.
+fn files_in(root: &Path, dir: &str) -> Result<Vec<PathBuf>> {
+    let entries =
+        std::fs::read_dir(root.join(dir)).map_err(|e| format!("cannot list {dir}: {e}"))?;
+    let mut files = Vec::new();
+    for entry in entries {
+        let path = entry.map_err(|e| e.to_string())?.path();
+        if path.is_file() {
+            files.push(path);
+        }
+    }
+    Ok(files)
 }
 
 /// The number just before `word` in a summary line (`207 passed`), or 0.
@@ -258,6 +279,26 @@ pub(super) fn seconds(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_package_scripts_are_shellchecked() {
+        let root = workspace_root().unwrap();
+        let scripts = shell_scripts(&root).unwrap();
+        for name in [
+            "mytunneld-setup",
+            "mytunneld-add-key",
+            "mytunneld-check",
+            "mytunneld/postinst",
+            "mytunneld/prerm",
+            "mytunneld/postrm",
+        ] {
+            assert!(
+                scripts.contains(&root.join("packaging/deb").join(name)),
+                "{name}: {scripts:?}"
+            );
+        }
+        assert!(!scripts.contains(&root.join("packaging/deb/mytunneld.service")));
+    }
 
     #[test]
     fn only_the_variables_of_cargo_run_are_left_out() {
