@@ -97,9 +97,11 @@ fn main() -> ExitCode {
     };
     let checks = run(&debs);
     drop(machine);
+    let seconds = started.elapsed().as_secs_f64();
+    println!("package_install: {checks} checks passed in {seconds:.0} s");
+    // In libtest's words too, so that `cargo xtask ci` counts the checks with the tests.
     println!(
-        "package_install: {checks} checks passed in {:.0} s",
-        started.elapsed().as_secs_f64()
+        "test result: ok. {checks} passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in {seconds:.2}s"
     );
     ExitCode::SUCCESS
 }

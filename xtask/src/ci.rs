@@ -128,7 +128,9 @@ pub(super) fn ci() -> Result<()> {
                     "install the packages, set an edge up, HTTPS through a tunnel, upgrade, remove, purge",
                 );
                 match &packages {
-                    Some((built, upgrade)) => package::install_test(&root, built, upgrade),
+                    Some((built, upgrade)) => {
+                        package::install_test(&root, built, upgrade, &mut test_summaries)
+                    }
                     None => Err("the packages step built nothing".to_owned()),
                 }
             }

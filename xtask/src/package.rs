@@ -89,7 +89,7 @@ pub(super) fn package_command(options: &Options) -> Result<()> {
         ensure_system_packages()?;
         println!("==> [4/{steps}] install, set up, serve over HTTPS, upgrade, remove");
         flush();
-        install_test(&root, &built, &upgrade)?;
+        install_test(&root, &built, &upgrade, &mut Vec::new())?;
     }
     println!("xtask package: done in {}", seconds(started.elapsed()));
     Ok(())
@@ -194,16 +194,20 @@ fn ensure_cargo_deb(root: &Path) -> Result<()> {
 }
 
 /// The install test (`mytunnel-cli/tests/package_install.rs`, run as a program): these
-/// packages, then `upgrade`, the edge's package with a higher version.
-pub(super) fn install_test(root: &Path, built: &Built, upgrade: &Path) -> Result<()> {
+/// packages, then `upgrade`, the edge's package with a higher version. Its summary line
+/// goes to `summaries`.
+pub(super) fn install_test(
+    root: &Path,
+    built: &Built,
+    upgrade: &Path,
+    summaries: &mut Vec<String>,
+) -> Result<()> {
     let mut test = cargo(root);
     test.args(["test", "-p", "mytunnel-cli", "--test", "package_install"])
         .env("MYTUNNEL_DEB_CLIENT", &built.client)
         .env("MYTUNNEL_DEB_EDGE", &built.edge)
         .env("MYTUNNEL_DEB_EDGE_UPGRADE", upgrade);
-    println!("  {}", command_line(&test));
-    flush();
-    run(&mut test)
+    run_recording_summaries(&mut test, summaries)
 }
 
 #[cfg(test)]
