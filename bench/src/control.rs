@@ -25,7 +25,7 @@ use mytunnel_core::store::{AllocateSpec, LeaseStore, NameChoice, OwnerLimit};
 use mytunnel_core::{BaseDomain, Owner, PortRange, Slug, SocketPath, Timestamp, Ttl};
 use mytunnel_edge::caddy::route_json;
 use mytunnel_edge::ids::new_lease_id;
-use mytunnel_edge::{SqliteLeaseStore, SqliteStoreOptions};
+use mytunnel_edge::{SqlLeaseStore, StoreOptions};
 use serde_json::Value;
 
 use crate::edge::{http_status, Binaries, Edge, EdgeOptions, RouteMode, BASE_DOMAIN, USER};
@@ -302,7 +302,7 @@ fn raise_open_files(wanted: usize) -> Result<()> {
 /// Allocates `count` leases (owner: the tunnel user, names `seed-<i>`) in the edge's DB and
 /// answers their routes and, in static mode, their sockets.
 async fn seed(edge: &Edge, count: usize) -> Result<(Vec<Value>, Vec<SocketPath>)> {
-    let store = SqliteLeaseStore::open(&edge.db_path(), &SqliteStoreOptions::default())
+    let store = SqlLeaseStore::open_sqlite(&edge.db_path(), &StoreOptions::default())
         .await
         .map_err(|e| format!("open {}: {e}", edge.db_path().display()))?;
     let owner: Owner = USER.parse().map_err(|e| format!("owner: {e}"))?;

@@ -47,7 +47,7 @@ complete -c mytunnel -n "__fish_mytunnel_using_subcommand http" -l remote-bin -d
 complete -c mytunnel -n "__fish_mytunnel_using_subcommand http" -l base-domain -d 'Base domain the URL is expected under (checked, not sent) [env: MYTUNNEL_BASE_DOMAIN]' -r
 complete -c mytunnel -n "__fish_mytunnel_using_subcommand http" -l ssh-option -d 'Extra ssh option for every ssh run, e.g. --ssh-option Port=2222 (repeatable)' -r
 complete -c mytunnel -n "__fish_mytunnel_using_subcommand http" -l config -d 'The client profile file [default: ~/.config/mytunnel/config.toml]' -r -F
-complete -c mytunnel -n "__fish_mytunnel_using_subcommand http" -l db-path -d 'Remote --db-path: SQLite lease database file' -r
+complete -c mytunnel -n "__fish_mytunnel_using_subcommand http" -l db-path -d 'Remote --db-path: SQLite lease database file (unused when --db-url is set)' -r
 complete -c mytunnel -n "__fish_mytunnel_using_subcommand http" -l caddy-admin-url -d 'Remote --caddy-admin-url: Caddy admin API; loopback or unix socket only' -r
 complete -c mytunnel -n "__fish_mytunnel_using_subcommand http" -l caddy-server -d 'Remote --caddy-server: Caddy HTTP server whose routes mytunnel manages' -r
 complete -c mytunnel -n "__fish_mytunnel_using_subcommand http" -l min-port -d 'Remote --min-port: Lowest edge port a lease binds' -r
@@ -71,7 +71,7 @@ complete -c mytunnel -n "__fish_mytunnel_using_subcommand ls" -l remote-bin -d '
 complete -c mytunnel -n "__fish_mytunnel_using_subcommand ls" -l base-domain -d 'Base domain the URL is expected under (checked, not sent) [env: MYTUNNEL_BASE_DOMAIN]' -r
 complete -c mytunnel -n "__fish_mytunnel_using_subcommand ls" -l ssh-option -d 'Extra ssh option for every ssh run, e.g. --ssh-option Port=2222 (repeatable)' -r
 complete -c mytunnel -n "__fish_mytunnel_using_subcommand ls" -l config -d 'The client profile file [default: ~/.config/mytunnel/config.toml]' -r -F
-complete -c mytunnel -n "__fish_mytunnel_using_subcommand ls" -l db-path -d 'Remote --db-path: SQLite lease database file' -r
+complete -c mytunnel -n "__fish_mytunnel_using_subcommand ls" -l db-path -d 'Remote --db-path: SQLite lease database file (unused when --db-url is set)' -r
 complete -c mytunnel -n "__fish_mytunnel_using_subcommand ls" -l caddy-admin-url -d 'Remote --caddy-admin-url: Caddy admin API; loopback or unix socket only' -r
 complete -c mytunnel -n "__fish_mytunnel_using_subcommand ls" -l caddy-server -d 'Remote --caddy-server: Caddy HTTP server whose routes mytunnel manages' -r
 complete -c mytunnel -n "__fish_mytunnel_using_subcommand ls" -l min-port -d 'Remote --min-port: Lowest edge port a lease binds' -r
@@ -92,7 +92,7 @@ complete -c mytunnel -n "__fish_mytunnel_using_subcommand stop" -l remote-bin -d
 complete -c mytunnel -n "__fish_mytunnel_using_subcommand stop" -l base-domain -d 'Base domain the URL is expected under (checked, not sent) [env: MYTUNNEL_BASE_DOMAIN]' -r
 complete -c mytunnel -n "__fish_mytunnel_using_subcommand stop" -l ssh-option -d 'Extra ssh option for every ssh run, e.g. --ssh-option Port=2222 (repeatable)' -r
 complete -c mytunnel -n "__fish_mytunnel_using_subcommand stop" -l config -d 'The client profile file [default: ~/.config/mytunnel/config.toml]' -r -F
-complete -c mytunnel -n "__fish_mytunnel_using_subcommand stop" -l db-path -d 'Remote --db-path: SQLite lease database file' -r
+complete -c mytunnel -n "__fish_mytunnel_using_subcommand stop" -l db-path -d 'Remote --db-path: SQLite lease database file (unused when --db-url is set)' -r
 complete -c mytunnel -n "__fish_mytunnel_using_subcommand stop" -l caddy-admin-url -d 'Remote --caddy-admin-url: Caddy admin API; loopback or unix socket only' -r
 complete -c mytunnel -n "__fish_mytunnel_using_subcommand stop" -l caddy-server -d 'Remote --caddy-server: Caddy HTTP server whose routes mytunnel manages' -r
 complete -c mytunnel -n "__fish_mytunnel_using_subcommand stop" -l min-port -d 'Remote --min-port: Lowest edge port a lease binds' -r
@@ -112,7 +112,7 @@ complete -c mytunnel -n "__fish_mytunnel_using_subcommand rm" -l remote-bin -d '
 complete -c mytunnel -n "__fish_mytunnel_using_subcommand rm" -l base-domain -d 'Base domain the URL is expected under (checked, not sent) [env: MYTUNNEL_BASE_DOMAIN]' -r
 complete -c mytunnel -n "__fish_mytunnel_using_subcommand rm" -l ssh-option -d 'Extra ssh option for every ssh run, e.g. --ssh-option Port=2222 (repeatable)' -r
 complete -c mytunnel -n "__fish_mytunnel_using_subcommand rm" -l config -d 'The client profile file [default: ~/.config/mytunnel/config.toml]' -r -F
-complete -c mytunnel -n "__fish_mytunnel_using_subcommand rm" -l db-path -d 'Remote --db-path: SQLite lease database file' -r
+complete -c mytunnel -n "__fish_mytunnel_using_subcommand rm" -l db-path -d 'Remote --db-path: SQLite lease database file (unused when --db-url is set)' -r
 complete -c mytunnel -n "__fish_mytunnel_using_subcommand rm" -l caddy-admin-url -d 'Remote --caddy-admin-url: Caddy admin API; loopback or unix socket only' -r
 complete -c mytunnel -n "__fish_mytunnel_using_subcommand rm" -l caddy-server -d 'Remote --caddy-server: Caddy HTTP server whose routes mytunnel manages' -r
 complete -c mytunnel -n "__fish_mytunnel_using_subcommand rm" -l min-port -d 'Remote --min-port: Lowest edge port a lease binds' -r
@@ -133,7 +133,7 @@ complete -c mytunnel -n "__fish_mytunnel_using_subcommand doctor" -l remote-bin 
 complete -c mytunnel -n "__fish_mytunnel_using_subcommand doctor" -l base-domain -d 'Base domain the URL is expected under (checked, not sent) [env: MYTUNNEL_BASE_DOMAIN]' -r
 complete -c mytunnel -n "__fish_mytunnel_using_subcommand doctor" -l ssh-option -d 'Extra ssh option for every ssh run, e.g. --ssh-option Port=2222 (repeatable)' -r
 complete -c mytunnel -n "__fish_mytunnel_using_subcommand doctor" -l config -d 'The client profile file [default: ~/.config/mytunnel/config.toml]' -r -F
-complete -c mytunnel -n "__fish_mytunnel_using_subcommand doctor" -l db-path -d 'Remote --db-path: SQLite lease database file' -r
+complete -c mytunnel -n "__fish_mytunnel_using_subcommand doctor" -l db-path -d 'Remote --db-path: SQLite lease database file (unused when --db-url is set)' -r
 complete -c mytunnel -n "__fish_mytunnel_using_subcommand doctor" -l caddy-admin-url -d 'Remote --caddy-admin-url: Caddy admin API; loopback or unix socket only' -r
 complete -c mytunnel -n "__fish_mytunnel_using_subcommand doctor" -l caddy-server -d 'Remote --caddy-server: Caddy HTTP server whose routes mytunnel manages' -r
 complete -c mytunnel -n "__fish_mytunnel_using_subcommand doctor" -l min-port -d 'Remote --min-port: Lowest edge port a lease binds' -r

@@ -33,7 +33,8 @@ complete -c mytunneld -n "__fish_mytunneld_needs_command" -f -a "gate" -d 'SSH f
 complete -c mytunneld -n "__fish_mytunneld_needs_command" -f -a "authorized-keys" -d 'sshd\'s AuthorizedKeysCommand: prints USER\'s tunnel keys, each limited to what a tunnel key may do'
 complete -c mytunneld -n "__fish_mytunneld_needs_command" -f -a "config" -d 'Print every setting as serve resolves it, where its value came from, and what is refused'
 complete -c mytunneld -n "__fish_mytunneld_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c mytunneld -n "__fish_mytunneld_using_subcommand serve" -l db-path -d 'SQLite lease database file [env: MYTUNNEL_DB_PATH] [default: /var/lib/mytunneld/leases.db]' -r
+complete -c mytunneld -n "__fish_mytunneld_using_subcommand serve" -l db-path -d 'SQLite lease database file (unused when --db-url is set) [env: MYTUNNEL_DB_PATH] [default: /var/lib/mytunneld/leases.db]' -r
+complete -c mytunneld -n "__fish_mytunneld_using_subcommand serve" -l db-url -d 'PostgreSQL lease database shared by several edges (postgres://...); replaces --db-path. Set it in the env file: it may hold a password [env: MYTUNNEL_DB_URL]' -r
 complete -c mytunneld -n "__fish_mytunneld_using_subcommand serve" -l base-domain -d 'Tunnels are published at https://<slug>.<base-domain> (required to allocate) [env: MYTUNNEL_BASE_DOMAIN]' -r
 complete -c mytunneld -n "__fish_mytunneld_using_subcommand serve" -l caddy-admin-url -d 'Caddy admin API; loopback or unix socket only [env: MYTUNNEL_CADDY_ADMIN_URL] [default: http://127.0.0.1:2019]' -r
 complete -c mytunneld -n "__fish_mytunneld_using_subcommand serve" -l caddy-server -d 'Caddy HTTP server whose routes mytunnel manages [env: MYTUNNEL_CADDY_SERVER] [default: srv0]' -r
@@ -59,7 +60,8 @@ complete -c mytunneld -n "__fish_mytunneld_using_subcommand ctl" -l env-file -d 
 complete -c mytunneld -n "__fish_mytunneld_using_subcommand gate" -l env-file -d 'Env file of KEY=VALUE settings, read by serve, ctl, gate, authorized-keys and config' -r
 complete -c mytunneld -n "__fish_mytunneld_using_subcommand gate" -s h -l help -d 'Print help'
 complete -c mytunneld -n "__fish_mytunneld_using_subcommand authorized-keys" -l gate-command -d 'The forced command written into every key [default: this binary\'s gate, with --env-file when not the default]' -r
-complete -c mytunneld -n "__fish_mytunneld_using_subcommand authorized-keys" -l db-path -d 'SQLite lease database file [env: MYTUNNEL_DB_PATH] [default: /var/lib/mytunneld/leases.db]' -r
+complete -c mytunneld -n "__fish_mytunneld_using_subcommand authorized-keys" -l db-path -d 'SQLite lease database file (unused when --db-url is set) [env: MYTUNNEL_DB_PATH] [default: /var/lib/mytunneld/leases.db]' -r
+complete -c mytunneld -n "__fish_mytunneld_using_subcommand authorized-keys" -l db-url -d 'PostgreSQL lease database shared by several edges (postgres://...); replaces --db-path. Set it in the env file: it may hold a password [env: MYTUNNEL_DB_URL]' -r
 complete -c mytunneld -n "__fish_mytunneld_using_subcommand authorized-keys" -l base-domain -d 'Tunnels are published at https://<slug>.<base-domain> (required to allocate) [env: MYTUNNEL_BASE_DOMAIN]' -r
 complete -c mytunneld -n "__fish_mytunneld_using_subcommand authorized-keys" -l caddy-admin-url -d 'Caddy admin API; loopback or unix socket only [env: MYTUNNEL_CADDY_ADMIN_URL] [default: http://127.0.0.1:2019]' -r
 complete -c mytunneld -n "__fish_mytunneld_using_subcommand authorized-keys" -l caddy-server -d 'Caddy HTTP server whose routes mytunnel manages [env: MYTUNNEL_CADDY_SERVER] [default: srv0]' -r
@@ -81,7 +83,8 @@ complete -c mytunneld -n "__fish_mytunneld_using_subcommand authorized-keys" -l 
 complete -c mytunneld -n "__fish_mytunneld_using_subcommand authorized-keys" -l metrics-listen -d 'Serve Prometheus metrics at GET /metrics here (loopback IP:PORT, e.g. 127.0.0.1:9464); off when unset [env: MYTUNNEL_METRICS_LISTEN]' -r
 complete -c mytunneld -n "__fish_mytunneld_using_subcommand authorized-keys" -l env-file -d 'Env file of KEY=VALUE settings, read by serve, ctl, gate, authorized-keys and config' -r
 complete -c mytunneld -n "__fish_mytunneld_using_subcommand authorized-keys" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c mytunneld -n "__fish_mytunneld_using_subcommand config" -l db-path -d 'SQLite lease database file [env: MYTUNNEL_DB_PATH] [default: /var/lib/mytunneld/leases.db]' -r
+complete -c mytunneld -n "__fish_mytunneld_using_subcommand config" -l db-path -d 'SQLite lease database file (unused when --db-url is set) [env: MYTUNNEL_DB_PATH] [default: /var/lib/mytunneld/leases.db]' -r
+complete -c mytunneld -n "__fish_mytunneld_using_subcommand config" -l db-url -d 'PostgreSQL lease database shared by several edges (postgres://...); replaces --db-path. Set it in the env file: it may hold a password [env: MYTUNNEL_DB_URL]' -r
 complete -c mytunneld -n "__fish_mytunneld_using_subcommand config" -l base-domain -d 'Tunnels are published at https://<slug>.<base-domain> (required to allocate) [env: MYTUNNEL_BASE_DOMAIN]' -r
 complete -c mytunneld -n "__fish_mytunneld_using_subcommand config" -l caddy-admin-url -d 'Caddy admin API; loopback or unix socket only [env: MYTUNNEL_CADDY_ADMIN_URL] [default: http://127.0.0.1:2019]' -r
 complete -c mytunneld -n "__fish_mytunneld_using_subcommand config" -l caddy-server -d 'Caddy HTTP server whose routes mytunnel manages [env: MYTUNNEL_CADDY_SERVER] [default: srv0]' -r

@@ -13,7 +13,7 @@ use mytunnel_core::{PortRange, Ttl};
 use mytunnel_edge::in_process::{ForwardMode, InProcessTransport};
 use mytunnel_edge::memory_routes::MemoryRoutes;
 use mytunnel_edge::service::{LeaseService, ServiceSettings, SystemClock};
-use mytunnel_edge::SqliteLeaseStore;
+use mytunnel_edge::SqlLeaseStore;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -59,7 +59,7 @@ pub async fn in_process_edge(
     edge_ports: PortRange,
     owner: &str,
 ) -> Result<(InProcessTransport, Arc<MemoryRoutes>), Box<dyn std::error::Error>> {
-    let store = SqliteLeaseStore::open_in_memory().await?;
+    let store = SqlLeaseStore::open_in_memory().await?;
     let routes = Arc::new(MemoryRoutes::new());
     let service = LeaseService::new(
         Arc::new(store),

@@ -457,7 +457,10 @@ mod tests {
             .to_vec();
         match parse_ctl(&words, &PathBuf::from("/nonexistent/env")).unwrap() {
             CtlInvocation::Run(config, request, warnings) => {
-                assert_eq!(config.db_path, PathBuf::from("/nonexistent/x.db"));
+                assert_eq!(
+                    config.database,
+                    mytunnel_edge::Database::Sqlite(PathBuf::from("/nonexistent/x.db"))
+                );
                 assert_eq!(request.verb().as_str(), "list");
                 assert_eq!(warnings.len(), 1, "{warnings:?}");
                 assert!(warnings[0].contains("--db-path is ignored"), "{warnings:?}");

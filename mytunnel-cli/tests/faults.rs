@@ -29,7 +29,7 @@ use mytunnel_core::store::{AllocateSpec, LeaseStore, NameChoice, OwnerLimit};
 use mytunnel_core::{Lease, PortRange, Timestamp, Ttl};
 use mytunnel_edge::caddy::{parse_body, parse_routes, route_json};
 use mytunnel_edge::ids::new_lease_id;
-use mytunnel_edge::{SqliteLeaseStore, SqliteStoreOptions};
+use mytunnel_edge::{SqlLeaseStore, StoreOptions};
 use mytunnel_test_support::{
     admin_request, base_config, copy_executable, eventually, make_owner_dirs, stdout_json, Guard,
     RealCaddy,
@@ -174,10 +174,9 @@ impl Edge {
     /// Every lease in the database, read from the file (serve may be down).
     fn all_leases(&self) -> Vec<Value> {
         runtime().block_on(async {
-            let store =
-                SqliteLeaseStore::open_existing_read_only(&self.db, &SqliteStoreOptions::default())
-                    .await
-                    .unwrap();
+            let store = SqlLeaseStore::open_existing_read_only(&self.db, &StoreOptions::default())
+                .await
+                .unwrap();
             let leases = store.list(&OwnerScope::All).await.unwrap();
             store.close().await;
             leases
@@ -246,7 +245,7 @@ fn runtime() -> tokio::runtime::Runtime {
 /// `now` with `ttl`. Returns them.
 fn insert_leases(db: &Path, count: usize, now: SystemTime, ttl: Duration) -> Vec<Lease> {
     runtime().block_on(async {
-        let store = SqliteLeaseStore::open(db, &SqliteStoreOptions::default())
+        let store = SqlLeaseStore::open_sqlite(db, &StoreOptions::default())
             .await
             .unwrap();
         let mut leases = Vec::with_capacity(count);

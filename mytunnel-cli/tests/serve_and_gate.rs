@@ -55,8 +55,14 @@ impl Edge {
 
     /// Starts `mytunneld serve` (ctl asks it) logging to `log`; waits until it listens.
     fn serve(&self, log: &Path) -> Guard {
+        self.serve_with_environment(log, &[])
+    }
+
+    /// [`Edge::serve`] with `environment` added, as a unit's `Environment=` lines would.
+    fn serve_with_environment(&self, log: &Path, environment: &[(&str, &Path)]) -> Guard {
         let serve = Guard(
             self.command()
+                .envs(environment.iter().copied())
                 .arg("serve")
                 .stdout(Stdio::null())
                 .stderr(std::fs::File::create(log).unwrap())
@@ -86,6 +92,97 @@ impl Edge {
 
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// Two edges' serves (each with its own Caddy and directories) on one PostgreSQL, as
+/// docs/operations.md sets them up: the URL in the env file names a login without its
+/// password, which is in a password file only the service reads (`PGPASSFILE`). A name
+/// taken on one edge cannot be taken on the other, both list the same leases, and a
+/// lease without heartbeats is expired once, by one of them.
+#[test]
+fn two_serves_share_one_postgres() {
+    let pg = mytunnel_test_support::RealPostgres::start().unwrap();
+    let url = pg.create_login("mytunnel", "pw-edge", "leases").unwrap();
+    let env =
+        format!("MYTUNNEL_DB_URL={url}\nMYTUNNEL_CLEANUP_INTERVAL=1s\nMYTUNNEL_LOG_FORMAT=json\n");
+    let (a, b) = (Edge::new(&env), Edge::new(&env));
+    let pgpass = a.dir.path().join("pgpass");
+    std::fs::write(
+        &pgpass,
+        format!("127.0.0.1:{}:leases:mytunnel:pw-edge\n", pg.port()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&pgpass, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let logs = [
+        a.dir.path().join("serve.log"),
+        b.dir.path().join("serve.log"),
+    ];
+    let _serve_a = a.serve_with_environment(&logs[0], &[("PGPASSFILE", &pgpass)]);
+    let _serve_b = b.serve_with_environment(&logs[1], &[("PGPASSFILE", &pgpass)]);
+
+    let portal = a.ctl(&["allocate", "--name", "portal", "--ttl", "10m"]);
+    assert_eq!(portal["host"], "portal.t.test", "{portal}");
+    let taken = b.ctl(&["allocate", "--name", "portal"]);
+    assert_eq!(taken["error"]["code"], "slug_taken", "{taken}");
+    let short = b.ctl(&["allocate", "--name", "short", "--ttl", "30s"]);
+    let short_id = short["lease_id"].as_str().unwrap().to_owned();
+    for edge in [&a, &b] {
+        let mut hosts: Vec<String> = edge
+            .ctl(&["list"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["host"].as_str().unwrap().to_owned())
+            .collect();
+        hosts.sort();
+        assert_eq!(hosts, ["portal.t.test", "short.t.test"]);
+    }
+
+    // Both serves run cleanup every second; the lease expires once, by one of them.
+    assert!(
+        eventually(Duration::from_secs(45), || {
+            a.ctl(&["list"])
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|l| l["lease_id"] == short_id.as_str() && l["state"] == "expired")
+        }),
+        "the lease never expired; logs: {} {}",
+        read(&logs[0]),
+        read(&logs[1])
+    );
+    let expiries: usize = logs
+        .iter()
+        .map(|log| {
+            read(log)
+                .lines()
+                .filter(|line| line.contains("lease expired") && line.contains(&short_id))
+                .count()
+        })
+        .sum();
+    assert_eq!(expiries, 1, "{} {}", read(&logs[0]), read(&logs[1]));
+}
+
+/// A password in the env file's database URL would be every tunnel user's to read: serve
+/// refuses to start, and says so without printing it.
+#[test]
+fn serve_refuses_a_database_url_with_a_password() {
+    let edge = Edge::new("MYTUNNEL_DB_URL=postgres://mytunnel:s3cret@127.0.0.1:1/leases\n");
+    let output = edge.command().arg("serve").output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--db-url") && stderr.contains("PGPASSFILE"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("s3cret"), "{stderr}");
+    let config = edge.command().arg("config").output().unwrap();
+    let shown = String::from_utf8_lossy(&config.stdout);
+    assert!(
+        shown.contains("postgres://mytunnel:***@127.0.0.1:1/leases"),
+        "{shown}"
+    );
+    assert!(!shown.contains("s3cret"), "{shown}");
 }
 
 #[test]

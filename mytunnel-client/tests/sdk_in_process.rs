@@ -22,7 +22,7 @@ use mytunnel_core::{LeaseRef, LeaseState, PortRange, Ttl};
 use mytunnel_edge::in_process::{ForwardMode, InProcessTransport};
 use mytunnel_edge::memory_routes::MemoryRoutes;
 use mytunnel_edge::service::{LeaseService, ServiceSettings, SystemClock};
-use mytunnel_edge::SqliteLeaseStore;
+use mytunnel_edge::SqlLeaseStore;
 use mytunnel_test_support::service_settings;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -83,7 +83,7 @@ impl Transport for Recording {
 }
 
 async fn edge() -> TestEdge {
-    let store = Arc::new(SqliteLeaseStore::open_in_memory().await.unwrap());
+    let store = Arc::new(SqlLeaseStore::open_in_memory().await.unwrap());
     let routes = Arc::new(MemoryRoutes::new());
     let service = LeaseService::new(
         store,

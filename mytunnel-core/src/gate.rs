@@ -208,21 +208,19 @@ mod tests {
         assert_eq!(OVERRIDE_FLAGS.len(), 13);
     }
 
-    /// Settings added after the spec's override list (the route mode, the socket and key
-    /// directories, retention, reserved names, the TLS ask and metrics addresses) are not
-    /// request flags either: a tunnel user who could point ctl at a socket directory of
+    /// Settings added after the original override list (every row of the settings table
+    /// not marked `gate_override`: the route mode, the socket and key directories, the
+    /// database URL, …) are not request flags either: a tunnel user who could point ctl at a socket directory of
     /// their own could publish any host.
     #[test]
     fn later_settings_cannot_be_passed_through_the_gate() {
-        for flag in [
-            "--route-mode",
-            "--socket-dir",
-            "--keys-dir",
-            "--tombstone-retention",
-            "--reserved-slugs",
-            "--tls-ask-listen",
-            "--metrics-listen",
-        ] {
+        let later: Vec<&str> = crate::settings::Setting::ALL
+            .iter()
+            .filter(|s| !s.spec().gate_override)
+            .map(|s| s.flag())
+            .collect();
+        assert!(later.contains(&"--db-url") && later.contains(&"--socket-dir"));
+        for flag in later {
             for verb in ["heartbeat", "release", "delete"] {
                 for form in [format!("{flag} x"), format!("{flag}=x")] {
                     let ok = format!("mytunneld ctl {verb} --lease lease_abcdefghij234567");

@@ -105,7 +105,21 @@ settings_table! {
         value_name: "PATH",
         gate_override: true,
         client_override: true,
-        help: "SQLite lease database file",
+        help: "SQLite lease database file (unused when --db-url is set)",
+    },
+    /// `--db-url`
+    DbUrl {
+        name: "db_url",
+        flag: "--db-url",
+        env_var: "MYTUNNEL_DB_URL",
+        default: None,
+        value_name: "URL",
+        // Not one of the gate's named overrides: through the gate it is an unknown flag.
+        gate_override: false,
+        // A URL may hold a password: never on a command line the client builds.
+        client_override: false,
+        help: "PostgreSQL lease database shared by several edges (postgres://...); \
+               replaces --db-path. Set it in the env file: it may hold a password",
     },
     /// `--base-domain`
     BaseDomain {

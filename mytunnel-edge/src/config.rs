@@ -19,6 +19,8 @@ pub use mytunnel_core::settings::Setting;
 use mytunnel_core::store::OwnerLimit;
 use mytunnel_core::{BaseDomain, PortRange, Ttl};
 
+use crate::store::Database;
+
 /// The env file read by default.
 pub const DEFAULT_ENV_FILE: &str = "/etc/mytunneld/mytunneld.env";
 
@@ -158,8 +160,8 @@ pub enum LogFormat {
 /// The resolved, validated edge configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EdgeConfig {
-    /// The lease database file.
-    pub db_path: PathBuf,
+    /// The lease database: `--db-url`'s PostgreSQL, else the SQLite file `--db-path`.
+    pub database: Database,
     /// The base domain; `None` makes `allocate` answer `base_domain_missing`.
     pub base_domain: Option<BaseDomain>,
     /// Caddy's admin API (loopback only).

@@ -19,7 +19,7 @@ use crate::links::{HostLinks, StaticRoutes};
 use crate::metrics::Metrics;
 use crate::service::{LeaseService, ServiceSettings, SystemClock};
 use crate::sockets;
-use crate::store::{SqliteLeaseStore, SqliteStoreOptions};
+use crate::store::{SqlLeaseStore, StoreOptions};
 use crate::tunnel_ends::SshListenerEnds;
 
 /// What a ctl command prints and how it exits.
@@ -68,7 +68,7 @@ pub async fn open_serve_service(
     config: &EdgeConfig,
     metrics: &Metrics,
 ) -> Result<LeaseService, ApiError> {
-    let store = SqliteLeaseStore::open(&config.db_path, &SqliteStoreOptions::default())
+    let store = SqlLeaseStore::open(&config.database, &StoreOptions::default())
         .await
         .map_err(ApiError::from)?;
     Ok(LeaseService::new(

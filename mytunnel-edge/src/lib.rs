@@ -22,4 +22,4 @@ pub mod store;
 pub mod tls_ask;
 pub mod tunnel_ends;
 
-pub use store::{SqliteLeaseStore, SqliteStoreOptions};
+pub use store::{Database, PostgresUrl, PostgresUrlError, SqlLeaseStore, StoreOptions};

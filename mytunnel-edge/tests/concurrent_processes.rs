@@ -27,7 +27,7 @@ use mytunnel_core::protocol::Takeover;
 use mytunnel_core::store::{AllocateSpec, LeaseStore, NameChoice, OwnerLimit};
 use mytunnel_core::{LeaseState, Owner, PortRange, Timestamp, Ttl};
 use mytunnel_edge::ids::{generated_slug_candidates, new_lease_id};
-use mytunnel_edge::{SqliteLeaseStore, SqliteStoreOptions};
+use mytunnel_edge::{SqlLeaseStore, StoreOptions};
 
 const ENV_DB: &str = "MYTUNNEL_TEST_WORKER_DB";
 const ENV_ID: &str = "MYTUNNEL_TEST_WORKER_ID";
@@ -43,7 +43,7 @@ const DEADLINE: Duration = Duration::from_secs(60);
 /// Whether the parent creates the database before the workers start.
 ///
 /// It should not have to: the workers should be able to race to create it. But
-/// `SqliteLeaseStore::open` fails at once with "database is locked" (not waiting for its
+/// `SqlLeaseStore::open` fails at once with "database is locked" (not waiting for its
 /// busy timeout) when another process holds the lock while a new file is switched to
 /// WAL; with 16 racing workers about one run in fifteen failed that way. The bug is shown
 /// deterministically by `store_component::open_of_a_fresh_file_waits_for_the_busy_timeout`.
@@ -76,7 +76,7 @@ fn wait_for_file(path: &Path, limit: Duration) -> bool {
 /// Opens the store on `db` and allocates `count` leases for `owner-<worker>`, each a
 /// generated name in `ports`. Returns one `RESULT` line per allocation, printing each.
 async fn allocate_many(db: &Path, worker: &str, count: usize, ports: PortRange) -> Vec<String> {
-    let store = SqliteLeaseStore::open(db, &SqliteStoreOptions::default())
+    let store = SqlLeaseStore::open_sqlite(db, &StoreOptions::default())
         .await
         .unwrap_or_else(|e| panic!("worker {worker}: open {}: {e}", db.display()));
     let owner: Owner = format!("owner-{worker}").parse().unwrap();
@@ -236,7 +236,7 @@ fn run_workers(db: &Path, per_process: usize, ports: &str) -> Vec<Finished> {
     assert!(!db.exists());
     if PRE_CREATE_DB {
         runtime().block_on(async {
-            let store = SqliteLeaseStore::open(db, &SqliteStoreOptions::default())
+            let store = SqlLeaseStore::open_sqlite(db, &StoreOptions::default())
                 .await
                 .unwrap();
             store.close().await;
@@ -373,7 +373,7 @@ fn sixteen_processes_allocate_concurrently() {
         0o600
     );
     let leases = runtime().block_on(async {
-        let store = SqliteLeaseStore::open(&db, &SqliteStoreOptions::default())
+        let store = SqlLeaseStore::open_sqlite(&db, &StoreOptions::default())
             .await
             .unwrap();
         let leases = store.list(&OwnerScope::All).await.unwrap();
@@ -428,7 +428,7 @@ fn sixteen_processes_share_a_tiny_range() {
     assert_eq!(distinct(results.ok.iter().map(|g| &g.slug)), PORTS);
 
     let leases = runtime().block_on(async {
-        let store = SqliteLeaseStore::open(&db, &SqliteStoreOptions::default())
+        let store = SqlLeaseStore::open_sqlite(&db, &StoreOptions::default())
             .await
             .unwrap();
         let leases = store.list(&OwnerScope::All).await.unwrap();

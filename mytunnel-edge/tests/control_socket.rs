@@ -23,7 +23,7 @@ use mytunnel_core::{LeaseState, PortRange};
 use mytunnel_edge::control::{self, bind_control_socket, serve_control, ControlLimits};
 use mytunnel_edge::memory_routes::MemoryRoutes;
 use mytunnel_edge::service::{LeaseService, SystemClock};
-use mytunnel_edge::SqliteLeaseStore;
+use mytunnel_edge::SqlLeaseStore;
 use mytunnel_test_support::service_settings;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
@@ -63,7 +63,7 @@ async fn serve_with(limits: ControlLimits, route_delay: Duration) -> Serve {
     let dir = tempfile::tempdir_in("/tmp").unwrap();
     let socket = dir.path().join("control.sock");
     let service = LeaseService::new(
-        Arc::new(SqliteLeaseStore::open_in_memory().await.unwrap()),
+        Arc::new(SqlLeaseStore::open_in_memory().await.unwrap()),
         Arc::new(SlowRoutes {
             inner: MemoryRoutes::new(),
             delay: route_delay,

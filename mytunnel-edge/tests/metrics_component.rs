@@ -35,7 +35,7 @@ use mytunnel_edge::metrics::{Metrics, MetricsEndpoint, CONTENT_TYPE};
 use mytunnel_edge::serve::{cleanup_once, reconcile_once};
 use mytunnel_edge::service::{Clock, LeaseService};
 use mytunnel_edge::tls_ask::TlsAsk;
-use mytunnel_edge::SqliteLeaseStore;
+use mytunnel_edge::SqlLeaseStore;
 use mytunnel_test_support::service_settings;
 use support::fake_caddy::FakeCaddy;
 
@@ -96,7 +96,7 @@ impl Edge {
             .with_metrics(metrics.clone());
         let clock = Arc::new(TestClock(AtomicI64::new(T0)));
         let service = LeaseService::new(
-            Arc::new(SqliteLeaseStore::open_in_memory().await.unwrap()),
+            Arc::new(SqlLeaseStore::open_in_memory().await.unwrap()),
             Arc::new(routes),
             Arc::clone(&clock) as Arc<dyn Clock>,
             service_settings(

@@ -40,7 +40,7 @@ use mytunnel_edge::service::{
 };
 use mytunnel_edge::tls_ask::TlsAsk;
 use mytunnel_edge::tunnel_ends::{TunnelEnd, TunnelEnds};
-use mytunnel_edge::SqliteLeaseStore;
+use mytunnel_edge::SqlLeaseStore;
 use mytunnel_test_support::service_settings;
 use serde_json::{json, Value};
 use support::fake_caddy::{catch_all_route, FakeCaddy};
@@ -119,7 +119,7 @@ impl Edge {
         clock: Arc<TestClock>,
     ) -> Edge {
         let fake = FakeCaddy::start().await;
-        let store = SqliteLeaseStore::open_in_memory().await.unwrap();
+        let store = SqlLeaseStore::open_in_memory().await.unwrap();
         let routes =
             CaddyRoutes::new(&fake.admin_address(), "srv0", Duration::from_secs(5)).unwrap();
         let service = LeaseService::new(Arc::new(store), Arc::new(routes), service_clock, settings);
@@ -640,7 +640,7 @@ async fn caddy_down_during_allocate_keeps_no_lease() {
 #[tokio::test]
 async fn a_wrong_caddy_server_name_keeps_no_lease_and_names_the_setting() {
     let fake = FakeCaddy::start().await;
-    let store = SqliteLeaseStore::open_in_memory().await.unwrap();
+    let store = SqlLeaseStore::open_in_memory().await.unwrap();
     let routes = CaddyRoutes::new(&fake.admin_address(), "srv9", Duration::from_secs(5)).unwrap();
     let service = LeaseService::new(
         Arc::new(store),

@@ -30,7 +30,7 @@ use mytunnel_edge::config::{ConfigInputs, EdgeConfig, Setting};
 use mytunnel_edge::control::{bind_control_socket, serve_control, ControlLimits};
 use mytunnel_edge::links::{HostLinks, StaticRoutes};
 use mytunnel_edge::service::{BindPlan, LeaseService, ServiceSettings, SystemClock};
-use mytunnel_edge::{ctl, sockets, SqliteLeaseStore, SqliteStoreOptions};
+use mytunnel_edge::{ctl, sockets, SqlLeaseStore, StoreOptions};
 use mytunnel_test_support::service_settings;
 use support::fake_caddy::FakeCaddy;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -121,9 +121,9 @@ fn static_routes(
     ))
 }
 
-async fn store(path: &Path) -> Arc<SqliteLeaseStore> {
+async fn store(path: &Path) -> Arc<SqlLeaseStore> {
     Arc::new(
-        SqliteLeaseStore::open(path, &SqliteStoreOptions::default())
+        SqlLeaseStore::open_sqlite(path, &StoreOptions::default())
             .await
             .unwrap(),
     )

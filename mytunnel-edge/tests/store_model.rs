@@ -1,7 +1,7 @@
 //! Model-based test of the SQLite lease store.
 //!
 //! Random sequences of operations by three owners run against an in-memory
-//! `SqliteLeaseStore` and, in lockstep, against a small pure model written here
+//! `SqlLeaseStore` and, in lockstep, against a small pure model written here
 //! (a `BTreeMap` of leases). After every step the operation's result, the full lease
 //! list, every owner's list, the stats and the store's invariants must agree with the
 //! model. The port range, the owner limit and the name pool are small so that
@@ -28,7 +28,7 @@ use mytunnel_core::store::{
 use mytunnel_core::{
     BaseDomain, Host, Lease, LeaseId, LeaseRef, LeaseState, Owner, PortRange, Slug, Timestamp, Ttl,
 };
-use mytunnel_edge::SqliteLeaseStore;
+use mytunnel_edge::{SqlLeaseStore, StoreOptions};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 
@@ -419,7 +419,7 @@ fn count_error<T>(coverage: &Coverage, result: &Result<T, StoreError>) {
 /// The state of one run besides the model: the clock and every id handed out so far.
 struct Run<'c> {
     coverage: &'c Coverage,
-    store: SqliteLeaseStore,
+    store: SqlLeaseStore,
     model: Model,
     now: i64,
     next_id: u64,
@@ -695,8 +695,35 @@ fn check_tombstone_dto(lease: &Lease, prefix: &str) -> Result<(), TestCaseError>
     Ok(())
 }
 
-async fn run_sequence(coverage: &Coverage, ops: &[Op]) -> Result<(), TestCaseError> {
-    let store = SqliteLeaseStore::open_in_memory().await.unwrap();
+/// The database a run's sequences use.
+enum Target {
+    /// A new in-memory SQLite store per sequence.
+    Memory,
+    /// One PostgreSQL store, emptied (`TRUNCATE`) before each sequence.
+    Postgres {
+        store: SqlLeaseStore,
+        admin: sqlx::PgPool,
+    },
+}
+
+impl Target {
+    async fn fresh_store(&self) -> SqlLeaseStore {
+        match self {
+            Target::Memory => SqlLeaseStore::open_in_memory().await.unwrap(),
+            Target::Postgres { store, admin } => {
+                sqlx::query("TRUNCATE leases").execute(admin).await.unwrap();
+                store.clone()
+            }
+        }
+    }
+}
+
+async fn run_sequence(
+    target: &Target,
+    coverage: &Coverage,
+    ops: &[Op],
+) -> Result<(), TestCaseError> {
+    let store = target.fresh_store().await;
     let mut run = Run {
         coverage,
         store,
@@ -711,18 +738,34 @@ async fn run_sequence(coverage: &Coverage, ops: &[Op]) -> Result<(), TestCaseErr
             .await
             .map_err(|e| TestCaseError::fail(format!("step {i} {op:?}: {e}")))?;
     }
-    run.store.close().await;
+    if matches!(target, Target::Memory) {
+        run.store.close().await;
+    }
     Ok(())
 }
 
 /// Runs `cases` random sequences of 1 to 59 operations and checks that they reached
 /// every outcome. Two halves run as two tests so that they use both cores.
-fn run_model_cases(cases: u32) {
+fn run_model_cases(cases: u32, postgres_url: Option<&str>) {
     let started = Instant::now();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
+    let target = match postgres_url {
+        None => Target::Memory,
+        Some(url) => rt.block_on(async {
+            Target::Postgres {
+                store: SqlLeaseStore::open_postgres(
+                    &url.parse().unwrap(),
+                    &StoreOptions::default(),
+                )
+                .await
+                .unwrap(),
+                admin: sqlx::PgPool::connect(url).await.unwrap(),
+            }
+        }),
+    };
     let coverage = Coverage::default();
     let mut runner = TestRunner::new(Config {
         cases,
@@ -730,7 +773,7 @@ fn run_model_cases(cases: u32) {
         ..Config::default()
     });
     let result = runner.run(&proptest::collection::vec(op(), 1..60), |ops| {
-        rt.block_on(run_sequence(&coverage, &ops))
+        rt.block_on(run_sequence(&target, &coverage, &ops))
     });
     if let Err(e) = result {
         panic!("{e}");
@@ -767,12 +810,21 @@ fn run_model_cases(cases: u32) {
 
 #[test]
 fn store_matches_model_first_128_cases() {
-    run_model_cases(128);
+    run_model_cases(128, None);
 }
 
 #[test]
 fn store_matches_model_second_128_cases() {
-    run_model_cases(128);
+    run_model_cases(128, None);
+}
+
+/// The same cases against the store on a real PostgreSQL (Debian's, started here).
+#[test]
+fn postgres_store_matches_model_128_cases() {
+    let pg = mytunnel_test_support::RealPostgres::start().unwrap();
+    eprintln!("postgres ready in {:?}", pg.startup());
+    let url = pg.create_database("store_model").unwrap();
+    run_model_cases(128, Some(&url));
 }
 
 /// The model's own rules, pinned on a hand-written sequence, so that a model bug that

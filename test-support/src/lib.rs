@@ -1,7 +1,8 @@
-//! Test support for this workspace's tests and its bench (not published): a real Caddy and
-//! a real sshd on loopback, local apps (HTTP on any stream, HTTPS with a self-signed
-//! certificate), a headless Chromium through WebDriver, `mytunneld serve` as a
-//! process, loopback ports, polling, SSH key generation, process trees, and fixtures.
+//! Test support for this workspace's tests and its bench (not published): a real Caddy,
+//! a real sshd and a real PostgreSQL on loopback, local apps (HTTP on any stream, HTTPS
+//! with a self-signed certificate), a headless Chromium through WebDriver, `mytunneld
+//! serve` as a process, loopback ports, polling, SSH key generation, process trees, and
+//! fixtures.
 //!
 //! Every process started here is stopped by its pid when its handle drops. Errors are
 //! messages (`Result<_, String>`): a test unwraps them into a failed assertion, the bench
@@ -17,6 +18,7 @@ pub mod fixtures;
 pub mod keys;
 pub mod poll;
 pub mod ports;
+pub mod postgres;
 pub mod process;
 pub mod serve;
 pub mod server;
@@ -32,6 +34,7 @@ pub use fixtures::service_settings;
 pub use keys::{generate_key, public_key_path};
 pub use poll::{eventually, poll_every};
 pub use ports::{free_port, ReservedPort};
+pub use postgres::{postgres_bin_dir, RealPostgres};
 pub use process::{
     children_of, cmdline, copy_executable, descendants_of, kill_all, parent_of, pids, signal,
     stdout_json, stdout_lines, Below, Guard,

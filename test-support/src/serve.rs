@@ -59,6 +59,19 @@ impl ServeProcess {
         log: &Path,
         socket_dir: &Path,
     ) -> Result<ServeProcess, String> {
+        Self::start_with_environment(bin, env_file, user, log, socket_dir, &[])
+    }
+
+    /// [`ServeProcess::start`] with `environment` added to serve's environment, as a
+    /// unit's `Environment=` lines would (e.g. `PGPASSFILE`).
+    pub fn start_with_environment(
+        bin: &Path,
+        env_file: &Path,
+        user: Option<(u32, u32)>,
+        log: &Path,
+        socket_dir: &Path,
+        environment: &[(&str, &str)],
+    ) -> Result<ServeProcess, String> {
         let stderr =
             std::fs::File::create(log).map_err(|e| format!("create {}: {e}", log.display()))?;
         let command = match user {
@@ -80,6 +93,7 @@ impl ServeProcess {
             None => Command::new(bin),
         };
         let child = with_env_file(command, env_file, "serve")
+            .envs(environment.iter().copied())
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()

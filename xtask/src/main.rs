@@ -83,7 +83,8 @@ Usage: cargo xtask <command> [options]
 Commands:
   ci                         run every CI check in order, stopping at the first failure:
                                system packages (apt: caddy, openssh, shellcheck,
-                               chromium, chromium-driver, dpkg-dev, systemd),
+                               chromium, chromium-driver, dpkg-dev, systemd,
+                               postgresql),
                                fmt --check, clippy -D warnings, shellcheck -S warning,
                                the Debian packages (package), tests (nextest or cargo
                                test, then doc tests; the end-to-end suite included),

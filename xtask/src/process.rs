@@ -202,12 +202,12 @@ pub(super) fn is_summary_line(text: &str) -> bool {
 }
 
 /// Installs the system packages the tests start for real (Caddy, OpenSSH's server and
-/// client for the end-to-end suite, Chromium and chromedriver for the inspector's browser
-/// test) when they are missing, with apt on Debian as root.
+/// client for the end-to-end suite, PostgreSQL for the stores, Chromium and chromedriver
+/// for the inspector's browser test) when they are missing, with apt on Debian as root.
 pub(super) fn ensure_system_packages() -> Result<()> {
-    // (what must be present, its package). A path is checked as a file: root's PATH may
+    // (what must be present, its package). A path is checked as it is: root's PATH may
     // lack /usr/sbin, where sshd lives.
-    const PACKAGES: [(&str, &str); 12] = [
+    const PACKAGES: [(&str, &str); 13] = [
         ("caddy", "caddy"),
         // A visitor over HTTPS in the on-demand TLS test, checking Caddy's certificate.
         ("curl", "curl"),
@@ -221,6 +221,8 @@ pub(super) fn ensure_system_packages() -> Result<()> {
         ("dpkg-shlibdeps", "dpkg-dev"),
         // The package install test verifies the packaged unit with it.
         ("systemd-analyze", "systemd"),
+        // The stores' tests start a PostgreSQL server of their own from its binaries.
+        ("/usr/lib/postgresql", "postgresql"),
         ("ssh", "openssh-client"),
         ("ssh-keygen", "openssh-client"),
         // The inspector's browser test drives a headless Chromium through WebDriver.
@@ -229,7 +231,7 @@ pub(super) fn ensure_system_packages() -> Result<()> {
     ];
     let present = |binary: &str| {
         if binary.starts_with('/') {
-            Path::new(binary).is_file()
+            Path::new(binary).exists()
         } else {
             succeeds_quietly(Command::new("sh").args(["-c", &format!("command -v {binary}")]))
         }

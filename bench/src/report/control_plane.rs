@@ -31,7 +31,7 @@ impl Report {
              mytunneld --env-file <env> ctl heartbeat --lease <id>\n\
              mytunneld --env-file <env> ctl release --lease <id>\n```\n\n\
              The N active leases were seeded into the lease database with the library \
-             (`SqliteLeaseStore::allocate`) and, in `routes` mode, their N routes loaded into \
+             (`SqlLeaseStore::allocate`) and, in `routes` mode, their N routes loaded into \
              Caddy in one `POST /load` (verified: Caddy held N `mytunnel-` routes). Each \
              sample allocates, heartbeats and releases one lease, so N stays constant. Every \
              size has its own edge (Caddy, database, serve), and the sizes are sampled in \

@@ -12,6 +12,8 @@ use mytunnel_core::policy::{AdminUsers, ReservedSlugs};
 use mytunnel_core::store::OwnerLimit;
 use mytunnel_core::{BaseDomain, PortRange, Ttl};
 
+use crate::store::{redact_password, Database, PostgresUrl};
+
 use super::{
     ConfigError, ConfigInputs, ConfigReport, EdgeConfig, LogFormat, Origin, RouteMode, Setting,
     SettingReport, MAX_SOCKET_DIR_LEN,
@@ -150,6 +152,20 @@ impl<'a> Precedence<'a> {
             }
             Ok(path)
         }));
+        let url = raw(Setting::DbUrl);
+        let db_url = found.keep(match url.text().map(str::trim) {
+            None | Some("") => Ok(None),
+            Some(text) => match text.parse::<PostgresUrl>() {
+                // The env file is readable by every tunnel user (ctl reads it).
+                Ok(parsed) if parsed.has_password() => Err(url.invalid(
+                    "holds a password, which every tunnel user could read in the env file: \
+                     drop it from the URL and give it to the service user alone, in a \
+                     password file (PGPASSFILE) or PGPASSWORD (see docs/operations.md)",
+                )),
+                Ok(parsed) => Ok(Some(parsed)),
+                Err(e) => Err(url.invalid(e.to_string())),
+            },
+        });
 
         let domain = raw(Setting::BaseDomain);
         let base_domain = found.keep(match domain.text().map(str::trim) {
@@ -259,7 +275,10 @@ impl<'a> Precedence<'a> {
         // Fields in resolution order: the first refused value is the error.
         let config = (move || {
             Ok(EdgeConfig {
-                db_path: db_path?,
+                database: match (db_path, db_url?) {
+                    (_, Some(url)) => Database::Postgres(url),
+                    (path, None) => Database::Sqlite(path?),
+                },
                 base_domain: base_domain?,
                 caddy_admin: caddy_admin?,
                 caddy_server: caddy_server?,
@@ -325,7 +344,8 @@ impl EdgeConfig {
                 let raw = precedence.raw(setting);
                 SettingReport {
                     setting,
-                    value: raw.text().map(str::to_owned),
+                    // A database URL's password never shows.
+                    value: raw.text().map(redact_password),
                     origin: raw.origin(),
                     error: refused
                         .iter()

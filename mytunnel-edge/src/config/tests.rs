@@ -19,8 +19,8 @@ fn defaults() {
     let (config, warnings) = EdgeConfig::resolve(&ConfigInputs::default()).unwrap();
     assert!(warnings.is_empty());
     assert_eq!(
-        config.db_path,
-        PathBuf::from("/var/lib/mytunneld/leases.db")
+        config.database,
+        Database::Sqlite(PathBuf::from("/var/lib/mytunneld/leases.db"))
     );
     assert_eq!(config.base_domain, None);
     assert_eq!(config.caddy_admin.to_string(), "http://127.0.0.1:2019");
@@ -246,4 +246,54 @@ fn the_report_names_every_value_its_origin_and_each_refused_one() {
     let message = EdgeConfig::resolve(&inputs).unwrap_err().to_string();
     assert!(message.contains("--caddy-admin-url"), "{message}");
     assert!(EdgeConfig::report(&ConfigInputs::default()).is_valid());
+}
+
+#[test]
+fn a_database_url_chooses_postgres_and_may_not_hold_a_password() {
+    let with = |url: &str| ConfigInputs {
+        env_file: file(&format!("MYTUNNEL_DB_URL={url}\n")),
+        ..ConfigInputs::default()
+    };
+    let (config, _) = EdgeConfig::resolve(&with(
+        "postgres://mytunnel@db.internal/leases?sslmode=require",
+    ))
+    .unwrap();
+    assert_eq!(
+        config.database.to_string(),
+        "postgres://mytunnel@db.internal/leases?sslmode=require"
+    );
+    assert!(matches!(config.database, Database::Postgres(_)));
+    // Empty is unset: the SQLite file.
+    let (config, _) = EdgeConfig::resolve(&with("")).unwrap();
+    assert!(matches!(config.database, Database::Sqlite(_)));
+
+    // The env file is readable by every tunnel user: a password there is refused, and
+    // neither the error nor `mytunneld config`'s report shows it.
+    for url in [
+        "postgres://mytunnel:s3cret@db.internal/leases",
+        "postgres://mytunnel@db.internal/leases?password=s3cret",
+    ] {
+        let message = EdgeConfig::resolve(&with(url)).unwrap_err().to_string();
+        assert!(
+            message.contains("--db-url") && message.contains("PGPASSFILE"),
+            "{message}"
+        );
+        assert!(!message.contains("s3cret"), "{message}");
+        let report = EdgeConfig::report(&with(url));
+        let db = report
+            .settings
+            .iter()
+            .find(|s| s.setting == Setting::DbUrl)
+            .unwrap();
+        assert!(db.error.is_some());
+        let shown = format!("{:?}", db);
+        assert!(
+            !shown.contains("s3cret") && shown.contains("***"),
+            "{shown}"
+        );
+    }
+    let message = EdgeConfig::resolve(&with("mysql://h/db"))
+        .unwrap_err()
+        .to_string();
+    assert!(message.contains("not a postgres:// URL"), "{message}");
 }

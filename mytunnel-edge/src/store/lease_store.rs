@@ -3,7 +3,7 @@
 use super::*;
 
 #[async_trait]
-impl LeaseStore for SqliteLeaseStore {
+impl LeaseStore for SqlLeaseStore {
     async fn allocate(&self, spec: AllocateSpec) -> Result<Allocation, StoreError> {
         let mut tx = self.begin_write().await?;
 

@@ -3,9 +3,9 @@
 use super::*;
 
 /// Reads one row into a lease, refusing anything that does not parse.
-pub(super) fn lease_from_row(row: &SqliteRow) -> Result<Lease, StoreError> {
-    fn col<'r, T: sqlx::Decode<'r, Sqlite> + sqlx::Type<Sqlite>>(
-        row: &'r SqliteRow,
+pub(super) fn lease_from_row(row: &AnyRow) -> Result<Lease, StoreError> {
+    fn col<'r, T: sqlx::Decode<'r, Any> + sqlx::Type<Any>>(
+        row: &'r AnyRow,
         name: &str,
     ) -> Result<T, StoreError> {
         row.try_get(name)
@@ -45,7 +45,7 @@ pub(super) fn lease_from_row(row: &SqliteRow) -> Result<Lease, StoreError> {
 
 /// Finds the lease a reference names, among `owner`'s leases only.
 pub(super) async fn find_for_owner(
-    tx: &mut sqlx::SqliteConnection,
+    tx: &mut sqlx::AnyConnection,
     owner: &Owner,
     lease: &LeaseRef,
 ) -> Result<Lease, StoreError> {
@@ -76,7 +76,7 @@ pub(super) async fn find_for_owner(
 }
 
 pub(super) async fn active_by_slug(
-    tx: &mut sqlx::SqliteConnection,
+    tx: &mut sqlx::AnyConnection,
     slug: &Slug,
 ) -> Result<Option<Lease>, StoreError> {
     let sql = format!("SELECT {LEASE_COLUMNS} FROM leases WHERE slug = $1 AND state = 'active'");
@@ -90,7 +90,7 @@ pub(super) async fn active_by_slug(
 
 /// Tombstones an active lease in place: the public slug and host take the state's prefix.
 pub(super) async fn tombstone(
-    tx: &mut sqlx::SqliteConnection,
+    tx: &mut sqlx::AnyConnection,
     lease: &Lease,
     state: LeaseState,
     now: Timestamp,
@@ -115,6 +115,6 @@ pub(super) async fn tombstone(
     Ok(tombstoned)
 }
 
-pub(super) async fn commit(tx: Transaction<'static, Sqlite>) -> Result<(), StoreError> {
+pub(super) async fn commit(tx: Transaction<'static, Any>) -> Result<(), StoreError> {
     tx.commit().await.map_err(|e| db_error("commit", e))
 }
