@@ -110,6 +110,7 @@ fn every_url_serves_again_after_sshd_restarts_under_many_tunnels() {
         StackOptions {
             lease_ttl_secs: 300,
             route_mode: RouteMode::Static,
+            ..StackOptions::default()
         },
         &format!("MYTUNNEL_MAX_LEASES_PER_OWNER={tunnels}\n"),
     );

@@ -251,6 +251,7 @@ fn hold_through_churn(mode: RouteMode) -> Churn {
     let stack = Stack::with(StackOptions {
         route_mode: mode,
         lease_ttl_secs: 60,
+        ..StackOptions::default()
     });
     let app = HoldApp::start();
     let alice = stack.http("alice", app.port(), &["--name", "held"]);

@@ -441,6 +441,8 @@ impl Drop for Client {
 pub struct StackOptions {
     pub lease_ttl_secs: u64,
     pub route_mode: RouteMode,
+    /// A PostgreSQL database instead of the stack's own SQLite file.
+    pub database: Option<SharedDatabase>,
 }
 
 impl Default for StackOptions {
@@ -448,6 +450,64 @@ impl Default for StackOptions {
         StackOptions {
             lease_ttl_secs: LEASE_TTL_SECS,
             route_mode: RouteMode::Routes,
+            database: None,
+        }
+    }
+}
+
+/// A PostgreSQL database several stacks share, as docs/operations.md sets one up: the URL
+/// names a login without its password, which is in a password file only the service
+/// user reads, given to serve as `PGPASSFILE`.
+#[derive(Debug)]
+pub struct SharedDatabase {
+    /// `postgres://<login>@127.0.0.1:<port>/<database>`.
+    pub url: String,
+    /// The password file.
+    pub pgpass: PathBuf,
+    /// The server and the password file's directory, kept while any stack uses them.
+    _keep: std::sync::Arc<(mytunnel_test_support::RealPostgres, tempfile::TempDir)>,
+}
+
+impl Clone for SharedDatabase {
+    fn clone(&self) -> Self {
+        SharedDatabase {
+            url: self.url.clone(),
+            pgpass: self.pgpass.clone(),
+            _keep: self._keep.clone(),
+        }
+    }
+}
+
+impl SharedDatabase {
+    /// Starts a PostgreSQL server with a login `mytunnel` owning database `leases`, and
+    /// writes its password file for the service user.
+    pub fn start() -> SharedDatabase {
+        {
+            let _lock = SetupLock::take();
+            ensure_group_and_service_user();
+        }
+        let pg = mytunnel_test_support::RealPostgres::start().unwrap();
+        let url = pg
+            .create_login("mytunnel", "e2e-password", "leases")
+            .unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("mytunnel-pgpass-")
+            .tempdir()
+            .unwrap();
+        set_mode(dir.path(), 0o755);
+        let pgpass = dir.path().join("pgpass");
+        std::fs::write(
+            &pgpass,
+            format!("127.0.0.1:{}:leases:mytunnel:e2e-password\n", pg.port()),
+        )
+        .unwrap();
+        let service = nix::unistd::User::from_name(SERVICE_USER).unwrap().unwrap();
+        nix::unistd::chown(&pgpass, Some(service.uid), Some(service.gid)).unwrap();
+        set_mode(&pgpass, 0o600);
+        SharedDatabase {
+            url,
+            pgpass,
+            _keep: std::sync::Arc::new((pg, dir)),
         }
     }
 }
@@ -492,6 +552,8 @@ pub struct Stack {
     ports: PortWindow,
     dir: tempfile::TempDir,
     client_count: std::cell::Cell<u32>,
+    /// The shared database, kept until the last stack using it is gone.
+    _database: Option<SharedDatabase>,
 }
 
 impl Stack {
@@ -536,6 +598,7 @@ impl Stack {
             ports,
             dir,
             client_count: std::cell::Cell::new(0),
+            _database: options.database.clone(),
         };
         let group = nix::unistd::Group::from_name(GROUP).unwrap().unwrap();
         // The service user's own directories, as install-edge.sh makes them: the database
@@ -570,7 +633,11 @@ impl Stack {
             options.route_mode.name(),
             stack.socket_dir().display()
         );
-        let env = format!("{env}{mode_env}{extra_env}");
+        let database_env = match &options.database {
+            Some(database) => format!("MYTUNNEL_DB_URL={}\n", database.url),
+            None => String::new(),
+        };
+        let env = format!("{env}{mode_env}{database_env}{extra_env}");
         let env_path = stack.env_file();
         std::fs::write(&env_path, env).unwrap();
         nix::unistd::chown(&env_path, None, Some(group.gid)).unwrap();
@@ -581,13 +648,18 @@ impl Stack {
 
         // The service user, with the tunnel group as its group, as on an edge: serve's
         // control socket (0660) is then reachable by the tunnel users' ctl.
+        let serve_environment: Vec<(&str, &str)> = match &options.database {
+            Some(database) => vec![("PGPASSFILE", database.pgpass.to_str().unwrap())],
+            None => Vec::new(),
+        };
         stack.serve = Some(
-            ServeProcess::start(
+            ServeProcess::start_with_environment(
                 &bin,
                 &env_path,
                 Some((service.as_raw(), group.gid.as_raw())),
                 &stack.path("serve.log"),
                 &stack.socket_dir(),
+                &serve_environment,
             )
             .unwrap(),
         );

@@ -1,0 +1,82 @@
+//! End to end, several edges on one PostgreSQL: two edges, each with its own sshd, Caddy
+//! and `mytunneld serve` (as the service user, its database password in a password file
+//! only it reads), share one namespace.
+// Test code: a panic is a failed assertion.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod e2e_support;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use e2e_support::{App, SharedDatabase, Stack, StackOptions};
+
+/// A name taken on edge A cannot be taken on edge B, and 16 clients allocating on both
+/// edges at once never get the same name. Each edge serves the tunnels of its own
+/// clients.
+#[test]
+fn two_edges_share_one_namespace() {
+    let database = SharedDatabase::start();
+    let options = StackOptions {
+        database: Some(database),
+        ..StackOptions::default()
+    };
+    let unlimited = "MYTUNNEL_MAX_LEASES_PER_OWNER=0\n";
+    let a = Stack::with_env(options.clone(), unlimited);
+    let b = Stack::with_env(options, unlimited);
+
+    let app = App::start("alice on A");
+    let alice = a.http("alice", app.port(), &["--name", "shared"]);
+    a.assert_serves(&alice.host(), "alice on A", Duration::from_secs(10));
+    let taken = b.mytunnel(
+        "bob",
+        &["http", &app.port().to_string(), "--name", "shared"],
+    );
+    let stderr = String::from_utf8_lossy(&taken.stderr);
+    assert_eq!(taken.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("slug_taken"), "{stderr}");
+
+    // 16 clients at once, 8 through each edge, all asking for generated names.
+    let apps: Vec<App> = (0..16).map(|i| App::start(&format!("app {i}"))).collect();
+    let starting: Vec<_> = apps
+        .iter()
+        .enumerate()
+        .map(|(i, app)| {
+            let (edge, user) = if i % 2 == 0 {
+                (&a, "alice")
+            } else {
+                (&b, "bob")
+            };
+            (edge, edge.spawn_http(user, app.port(), &[]))
+        })
+        .collect();
+    let clients: Vec<_> = starting
+        .into_iter()
+        .map(|(edge, client)| (edge, edge.await_opened(client)))
+        .collect();
+    let names: BTreeSet<String> = clients.iter().map(|(_, c)| c.slug()).collect();
+    assert_eq!(names.len(), 16, "{names:?}");
+    assert!(!names.contains("shared"), "{names:?}");
+    for (i, (edge, client)) in clients.iter().enumerate() {
+        edge.assert_serves(&client.host(), &format!("app {i}"), Duration::from_secs(10));
+    }
+    // Each user's leases, as either edge lists them: the same, from both.
+    let active = |edge: &Stack, user: &str| -> BTreeSet<String> {
+        edge.leases(user)
+            .iter()
+            .filter(|l| l["state"] == "active")
+            .map(|l| l["host"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    for user in ["alice", "bob"] {
+        let (on_a, on_b) = (active(&a, user), active(&b, user));
+        assert_eq!(on_a, on_b, "{user}");
+        assert_eq!(on_a.len(), if user == "alice" { 9 } else { 8 }, "{on_a:?}");
+    }
+    drop(alice);
+}
