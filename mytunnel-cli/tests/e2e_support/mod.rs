@@ -458,7 +458,7 @@ impl Default for StackOptions {
 /// A PostgreSQL database several stacks share, as docs/operations.md sets one up: the URL
 /// names a login without its password, which is in a password file only the service
 /// user reads, given to serve as `PGPASSFILE`.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct SharedDatabase {
     /// `postgres://<login>@127.0.0.1:<port>/<database>`.
     pub url: String,
@@ -466,16 +466,6 @@ pub struct SharedDatabase {
     pub pgpass: PathBuf,
     /// The server and the password file's directory, kept while any stack uses them.
     _keep: std::sync::Arc<(mytunnel_test_support::RealPostgres, tempfile::TempDir)>,
-}
-
-impl Clone for SharedDatabase {
-    fn clone(&self) -> Self {
-        SharedDatabase {
-            url: self.url.clone(),
-            pgpass: self.pgpass.clone(),
-            _keep: self._keep.clone(),
-        }
-    }
 }
 
 impl SharedDatabase {
