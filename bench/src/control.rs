@@ -333,6 +333,7 @@ async fn seed(edge: &Edge, count: usize) -> Result<(Vec<Value>, Vec<SocketPath>)
                 owner: owner.clone(),
                 name: NameChoice::Exact(slug),
                 takeover: Takeover::Refuse,
+                replaces: None,
                 ttl: Ttl::configured(Duration::from_secs(24 * 3600)),
                 base_domain: base_domain.clone(),
                 ports,

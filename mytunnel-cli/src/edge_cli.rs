@@ -30,6 +30,8 @@ Usage: mytunneld ctl <VERB> [FLAGS] [DAEMON SETTINGS]
 
 Verbs:
   allocate   [--local-port N] [--name SLUG] [--ttl DUR] [--force] [--owner X (ignored)]
+             [--replaces ID]   (with --name: your own lease ID that holds the name
+                                is replaced at once, as a client moving edges does)
   heartbeat  --lease ID
   release    --lease ID|HOST|SLUG
   delete     --lease ID|HOST|SLUG

@@ -256,6 +256,7 @@ fn insert_leases(db: &Path, count: usize, now: SystemTime, ttl: Duration) -> Vec
                 owner: "root".parse().unwrap(),
                 name: NameChoice::FirstFreeOf(mytunnel_edge::ids::generated_slug_candidates(8)),
                 takeover: Takeover::Refuse,
+                replaces: None,
                 ttl: Ttl::configured(ttl),
                 base_domain: "t.test".parse().unwrap(),
                 ports: PortRange::new(MIN_PORT, MAX_PORT).unwrap(),

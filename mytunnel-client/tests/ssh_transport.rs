@@ -215,6 +215,7 @@ fn allocate(name: &str) -> CtlRequest {
         name: Some(name.parse().unwrap()),
         ttl: None,
         takeover: Takeover::Refuse,
+        replaces: None,
     })
 }
 
@@ -389,6 +390,7 @@ async fn quoted_words_round_trip_through_the_gate() {
             name: Some("portal".parse().unwrap()),
             ttl: Some(Duration::from_secs(5400)),
             takeover: Takeover::Force,
+            replaces: Some("lease_abcdefghijklmnop".parse().unwrap()),
         }),
         CtlRequest::Heartbeat {
             lease: "lease_abcdefghijklmnop".parse().unwrap(),
@@ -404,7 +406,8 @@ async fn quoted_words_round_trip_through_the_gate() {
         .collect();
     assert_eq!(
         words[0],
-        "/opt/x/mytunneld ctl allocate --local-port 3000 --name portal --ttl '1h 30m' --force"
+        "/opt/x/mytunneld ctl allocate --local-port 3000 --name portal --ttl '1h 30m' --force \
+         --replaces lease_abcdefghijklmnop"
     );
     for (word, request) in words.iter().zip(requests) {
         assert!(word.starts_with("/opt/x/mytunneld ctl "), "{word}");

@@ -188,6 +188,7 @@ mod tests {
                 name: Some("portal".parse().unwrap()),
                 ttl: Some(Duration::from_secs(90)),
                 takeover: Takeover::Force,
+                replaces: Some("lease_abcdefghijklmnop".parse().unwrap()),
             }),
             CtlRequest::List(ListScope::All),
             CtlRequest::Release {

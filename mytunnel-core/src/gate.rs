@@ -136,6 +136,13 @@ mod tests {
                  name: Some("portal".parse().unwrap()),
                  ttl: Some(std::time::Duration::from_secs(90)),
                  takeover: Takeover::Force,
+                 replaces: None,
+             })),
+            ("mytunneld ctl allocate --name portal --replaces lease_abcdefghijklmnop",
+             CtlRequest::Allocate(AllocateRequest {
+                 name: Some("portal".parse().unwrap()),
+                 replaces: Some("lease_abcdefghijklmnop".parse().unwrap()),
+                 ..AllocateRequest::default()
              })),
             ("mytunneld ctl allocate", CtlRequest::Allocate(AllocateRequest::default())),
             ("mytunneld ctl heartbeat --lease lease_abcdefghijklmnop",
@@ -307,6 +314,16 @@ mod tests {
             code("mytunneld ctl allocate --force=yes --name a"),
             ErrorCode::InvalidArgument
         );
+        for malformed in [
+            "mytunneld ctl allocate --name a --replaces portal",
+            "mytunneld ctl allocate --name a --replaces=lease_",
+            "mytunneld ctl allocate --name a --replaces 'lease_abcdefghijklmnop x'",
+            "mytunneld ctl allocate --name a --replaces",
+            "mytunneld ctl allocate --replaces lease_abcdefghijklmnop",
+            "mytunneld ctl allocate --name a --replaces lease_abcdefghijklmnop --replaces lease_abcdefghijklmnop",
+        ] {
+            assert_eq!(code(malformed), ErrorCode::InvalidArgument, "{malformed}");
+        }
         assert_eq!(code("mytunneld ctl heartbeat"), ErrorCode::InvalidArgument);
         assert_eq!(
             code("mytunneld ctl heartbeat --lease portal"),
@@ -323,6 +340,8 @@ mod tests {
             Just("--name".to_owned()),
             Just("--lease".to_owned()),
             Just("--force".to_owned()),
+            Just("--replaces".to_owned()),
+            Just("lease_abcdefghijklmnop".to_owned()),
             Just("--all".to_owned()),
             Just("--local-port".to_owned()),
             Just("--ttl".to_owned()),

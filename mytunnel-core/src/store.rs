@@ -64,6 +64,11 @@ pub struct AllocateSpec {
     pub name: NameChoice,
     /// What to do when an active lease holds the name. `Force` only with `NameChoice::Exact`.
     pub takeover: Takeover,
+    /// The owner's own lease this one replaces (a client that moved edges): with
+    /// `NameChoice::Exact`, an active holder of the name whose id is this and whose owner
+    /// is `owner` is displaced as by a takeover. Anything else ignores it: a name held by
+    /// another owner, or by another of the owner's leases, is still `slug_taken`.
+    pub replaces: Option<LeaseId>,
     /// The lease's TTL.
     pub ttl: Ttl,
     /// The base domain hosts are made under.
@@ -87,7 +92,7 @@ pub struct AllocateSpec {
 pub struct Allocation {
     /// The new active lease.
     pub lease: Lease,
-    /// The lease a forced takeover deleted, whose route must go.
+    /// The lease a forced takeover (or the owner's `replaces`) deleted, whose route must go.
     pub displaced: Option<Lease>,
 }
 
@@ -157,8 +162,9 @@ impl From<StoreError> for ApiError {
 #[async_trait]
 pub trait LeaseStore: Send + Sync + std::fmt::Debug {
     /// Reserves a name and the lowest free port in one transaction. Checks, in this
-    /// order: the name (taking over an active holder if `takeover` is `Force`), the
-    /// owner's limit (not counting a lease the owner displaces), the port range.
+    /// order: the name (taking over an active holder if `takeover` is `Force`, or if it
+    /// is the owner's own lease `replaces` names), the owner's limit (not counting a
+    /// lease the owner displaces), the port range.
     async fn allocate(&self, spec: AllocateSpec) -> Result<Allocation, StoreError>;
 
     /// Extends an active lease of `owner` to `now + ttl`.

@@ -334,9 +334,9 @@ impl LeaseService {
                     .collect(),
             ),
         };
-        if request.takeover == Takeover::Force {
-            // The takeover deletes the holder's lease in the store transaction; refuse
-            // before touching it if the routes cannot follow.
+        if request.takeover == Takeover::Force || request.replaces.is_some() {
+            // A takeover (or the owner's own replacement) deletes the holder's lease in
+            // the store transaction; refuse before touching it if the routes cannot follow.
             self.routes
                 .ping()
                 .await
@@ -360,6 +360,7 @@ impl LeaseService {
                 owner: caller.owner().clone(),
                 name,
                 takeover: request.takeover,
+                replaces: request.replaces.clone(),
                 ttl,
                 base_domain,
                 ports: self.settings.ports,
@@ -399,7 +400,11 @@ impl LeaseService {
             ));
         }
         if let Some(old) = &allocation.displaced {
-            tracing::info!(new = %lease.id, displaced = %old.id, owner = %old.owner, "forced takeover");
+            if request.replaces.as_ref() == Some(&old.id) && old.owner == lease.owner {
+                tracing::info!(new = %lease.id, replaced = %old.id, owner = %old.owner, "the owner's lease replaced");
+            } else {
+                tracing::info!(new = %lease.id, displaced = %old.id, owner = %old.owner, "forced takeover");
+            }
         }
         Ok(lease)
     }

@@ -89,6 +89,7 @@ async fn allocate_many(db: &Path, worker: &str, count: usize, ports: PortRange) 
             owner: owner.clone(),
             name: NameChoice::FirstFreeOf(generated_slug_candidates(8)),
             takeover: Takeover::Refuse,
+            replaces: None,
             ttl: Ttl::configured(Duration::from_secs(120)),
             base_domain: "tunnel.example.com".parse().unwrap(),
             ports,

@@ -153,6 +153,21 @@ impl Edge {
         self.service.call(caller, calls::Allocate(request)).await
     }
 
+    /// `allocate --name NAME --replaces ID`: a client that moved edges takes its name back.
+    async fn replace(
+        &self,
+        caller: &Caller,
+        name: &str,
+        replaces: &LeaseId,
+    ) -> Result<LeaseDto, ApiError> {
+        let request = AllocateRequest {
+            name: Some(name.parse().unwrap()),
+            replaces: Some(replaces.clone()),
+            ..AllocateRequest::default()
+        };
+        self.service.call(caller, calls::Allocate(request)).await
+    }
+
     async fn heartbeat(&self, caller: &Caller, id: &LeaseId) -> Result<LeaseDto, ApiError> {
         self.service
             .call(caller, calls::Heartbeat(id.clone()))
@@ -993,6 +1008,162 @@ async fn a_failed_forced_takeover_leaves_the_holders_lease_alone() {
             .map(|l| l.state),
         Ok(LeaseState::Active),
         "the failed takeover destroyed the holder's lease"
+    );
+}
+
+// -----------------------------------------------------------------------------------------
+// The owner's own lease replaced (`--replaces`), as a client that moved edges does.
+
+#[tokio::test]
+async fn replaces_displaces_the_callers_own_lease_and_its_route() {
+    let mut limited = settings();
+    limited.owner_limit = OwnerLimit::AtMost(1);
+    let edge = Edge::with(limited).await;
+    let old = edge.allocate(&alice(), Some("portal")).await.unwrap();
+    assert_eq!(edge.mytunnel_routes(), vec![route_of(&old)]);
+    // At her limit of one: the lease she replaces does not count. No admin rights needed.
+    let new = edge
+        .replace(&alice(), "portal", &old.lease_id)
+        .await
+        .unwrap();
+    assert_eq!(
+        (new.owner.as_str(), new.host.as_str()),
+        ("alice", "portal.t.example")
+    );
+    assert_ne!(new.lease_id, old.lease_id);
+    // The old lease is gone at once (not left to its TTL), its route with it.
+    assert_eq!(
+        code(edge.heartbeat(&alice(), &old.lease_id).await),
+        ErrorCode::LeaseNotFound
+    );
+    assert_eq!(edge.all_leases().await.len(), 1);
+    assert_eq!(edge.mytunnel_routes(), vec![route_of(&new)]);
+    // The id is gone now: naming it again changes nothing, so the name is taken by the
+    // new lease, even for alice.
+    assert_eq!(
+        code(edge.replace(&alice(), "portal", &old.lease_id).await),
+        ErrorCode::SlugTaken
+    );
+    // And a free name with a stale id is a plain allocation (here: past the limit).
+    assert_eq!(
+        code(edge.replace(&alice(), "other", &old.lease_id).await),
+        ErrorCode::OwnerLimit
+    );
+    assert_eq!(edge.mytunnel_routes(), vec![route_of(&new)]);
+}
+
+/// A tenant who knows another owner's lease id (from a URL, a log, a shared screen) tries
+/// to use `--replaces` to take that owner's name, through the gate as sshd would run it.
+#[tokio::test]
+async fn a_tenant_cannot_replace_another_owners_lease() {
+    let edge = Edge::start().await;
+    let alices = edge.allocate(&alice(), Some("portal")).await.unwrap();
+    let bobs = edge.allocate(&bob(), Some("blog")).await.unwrap();
+    for command in [
+        format!(
+            "mytunneld ctl allocate --name portal --replaces {}",
+            alices.lease_id
+        ),
+        // His own lease, which does not hold the name.
+        format!(
+            "mytunneld ctl allocate --name portal --replaces {}",
+            bobs.lease_id
+        ),
+        format!(
+            "mytunneld ctl allocate --name portal --replaces={} --owner alice",
+            alices.lease_id
+        ),
+    ] {
+        let decision = mytunnel_core::gate::parse_original_command(
+            &command,
+            &mytunnel_core::gate::GateConfig::default(),
+        )
+        .unwrap();
+        let mytunnel_core::gate::GateDecision::Ctl(request) = decision else {
+            panic!("{command}: {decision:?}");
+        };
+        let refused = edge.handle(&bob(), request).await.unwrap_err();
+        assert_eq!(refused.code, ErrorCode::SlugTaken, "{command}");
+    }
+    // Alice's lease and route are untouched.
+    assert_eq!(
+        edge.heartbeat(&alice(), &alices.lease_id)
+            .await
+            .map(|l| l.state),
+        Ok(LeaseState::Active)
+    );
+    let mut routes = edge.mytunnel_routes();
+    routes.sort_by_key(|r| r["@id"].as_str().map(str::to_owned));
+    let mut expected = vec![route_of(&alices), route_of(&bobs)];
+    expected.sort_by_key(|r| r["@id"].as_str().map(str::to_owned));
+    assert_eq!(routes, expected);
+    // Nor may an admin's `--replaces` alone: only `--force` takes another's name.
+    assert_eq!(
+        code(edge.replace(&ops(), "portal", &alices.lease_id).await),
+        ErrorCode::SlugTaken
+    );
+}
+
+/// The replaced lease's traffic ends as a taken-over lease's does: the connection that
+/// listens on its socket (on this edge, if it is still here) is ended.
+#[tokio::test]
+async fn replacing_ends_the_old_leases_socket() {
+    let dir = tempfile::Builder::new()
+        .prefix("rp")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let owners_dir = dir.path().join("owners");
+    let me = nix::unistd::User::from_uid(nix::unistd::getuid())
+        .unwrap()
+        .unwrap();
+    std::fs::create_dir_all(owners_dir.join(&me.name)).unwrap();
+    let tenant = Caller::from_identity(
+        me.uid.as_raw(),
+        me.name.parse().unwrap(),
+        &AdminUsers::default(),
+    );
+    let mut edge = Edge::with(ServiceSettings {
+        bind_plan: BindPlan::OwnerSockets { owners_dir },
+        ..settings()
+    })
+    .await;
+    let ends = Arc::new(RecordedEnds::default());
+    edge.service = edge
+        .service
+        .clone()
+        .with_tunnel_ends(Arc::clone(&ends) as Arc<dyn TunnelEnds>);
+    let old = edge.allocate(&tenant, Some("portal")).await.unwrap();
+    let BindTarget::UnixSocket(socket) = old.bind_target() else {
+        panic!("{old:?}");
+    };
+    let new = edge
+        .replace(&tenant.clone().with_process(4242), "portal", &old.lease_id)
+        .await
+        .unwrap();
+    assert_ne!(new.bind_target(), old.bind_target());
+    assert_eq!(
+        ends.calls(),
+        [(std::path::PathBuf::from(socket.as_str()), Some(4242))]
+    );
+}
+
+/// As for a forced takeover: a replacement Caddy cannot follow leaves the old lease alone.
+#[tokio::test]
+async fn a_replacement_with_caddy_down_keeps_the_old_lease() {
+    let edge = Edge::start().await;
+    let old = edge.allocate(&alice(), Some("portal")).await.unwrap();
+    edge.fake.set_down(true);
+    let err = edge
+        .replace(&alice(), "portal", &old.lease_id)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::CaddyUnavailable);
+    edge.fake.set_down(false);
+    assert_eq!(
+        edge.heartbeat(&alice(), &old.lease_id)
+            .await
+            .map(|l| l.state),
+        Ok(LeaseState::Active)
     );
 }
 

@@ -194,6 +194,7 @@ fn allocate_request(name: &str) -> CtlRequest {
         name: Some(name.parse().unwrap()),
         ttl: None,
         takeover: Takeover::Refuse,
+        replaces: None,
         local_port: None,
     })
 }

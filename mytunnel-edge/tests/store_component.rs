@@ -58,6 +58,7 @@ fn spec(who: &str, name: NameChoice) -> AllocateSpec {
         owner: owner(who),
         name,
         takeover: Takeover::Refuse,
+        replaces: None,
         ttl: Ttl::configured(Duration::from_secs(60)),
         base_domain: DOMAIN.parse::<BaseDomain>().unwrap(),
         ports: PortRange::DEFAULT,
@@ -148,6 +149,7 @@ async fn scenarios_on_postgres() {
         unlimited,
         generated_names,
         force_takeover,
+        own_replacement,
         owner_scoping,
     );
 }
@@ -764,6 +766,103 @@ async fn force_takeover(store: &SqlLeaseStore) {
 #[tokio::test]
 async fn force_takeover_deletes_the_other_owners_lease() {
     on_both_stores!(force_takeover);
+}
+
+async fn own_replacement(store: &SqlLeaseStore) {
+    let replacing = |who: &str, name: &str, old: &LeaseId| AllocateSpec {
+        replaces: Some(old.clone()),
+        owner_limit: OwnerLimit::from_config(2),
+        ..exact(who, name)
+    };
+    let old = store
+        .allocate(exact("alice", "portal"))
+        .await
+        .unwrap()
+        .lease;
+    let docs = store.allocate(exact("alice", "docs")).await.unwrap().lease;
+    let bobs = store.allocate(exact("bob", "blog")).await.unwrap().lease;
+
+    // Bob names alice's lease: he cannot displace it. Nor a lease of his own that does
+    // not hold the name, nor alice with another of her leases.
+    for (who, name, named) in [
+        ("bob", "portal", &old.id),
+        ("bob", "portal", &bobs.id),
+        ("alice", "portal", &docs.id),
+        ("alice", "blog", &bobs.id),
+    ] {
+        assert_eq!(
+            store.allocate(replacing(who, name, named)).await,
+            Err(StoreError::SlugTaken(slug(name))),
+            "{who} naming {named} for {name}"
+        );
+    }
+    assert_eq!(
+        store.list(&OwnerScope::All).await.unwrap().len(),
+        3,
+        "nothing was displaced"
+    );
+
+    // Alice replaces her own lease, at her limit of two: the old one does not count.
+    let Allocation { lease, displaced } = store
+        .allocate(replacing("alice", "portal", &old.id))
+        .await
+        .unwrap();
+    assert_eq!(displaced, Some(old.clone()));
+    assert_eq!(
+        (lease.owner.as_str(), lease.slug.as_str()),
+        ("alice", "portal")
+    );
+    assert_ne!(lease.id, old.id);
+    assert_eq!(
+        store
+            .get(&owner("alice"), &LeaseRef::Id(old.id.clone()))
+            .await,
+        Err(StoreError::NotFound(old.id.to_string())),
+        "the old row is gone, not tombstoned"
+    );
+    let stats = store.stats().await.unwrap();
+    assert_eq!(stats.active_per_owner.get(&owner("alice")), Some(&2));
+
+    // A lease that is gone is ignored: the name is free (or held) as if not given.
+    let free = store.allocate(replacing("alice", "fresh", &old.id)).await;
+    assert_eq!(
+        free,
+        Err(StoreError::OwnerLimit {
+            owner: owner("alice"),
+            active: 2
+        }),
+        "a stale id displaces nothing, so the limit counts every lease"
+    );
+    store
+        .release(&owner("alice"), &LeaseRef::Id(docs.id.clone()), ts(T0))
+        .await
+        .unwrap();
+    let fresh = store
+        .allocate(replacing("alice", "fresh", &old.id))
+        .await
+        .unwrap();
+    assert_eq!(fresh.displaced, None);
+    // Nor does it free a name held by another of alice's leases.
+    assert_eq!(
+        store.allocate(replacing("alice", "portal", &old.id)).await,
+        Err(StoreError::SlugTaken(slug("portal")))
+    );
+    // A released lease is not active, so naming it displaces nothing either.
+    assert_eq!(
+        store
+            .allocate(AllocateSpec {
+                owner_limit: OwnerLimit::Unlimited,
+                ..replacing("alice", "docs", &docs.id)
+            })
+            .await
+            .map(|a| a.displaced),
+        Ok(None)
+    );
+}
+
+#[tokio::test]
+async fn replaces_displaces_only_the_owners_own_holder() {
+    on_both_stores!(own_replacement);
 }
 
 async fn owner_scoping(store: &SqlLeaseStore) {

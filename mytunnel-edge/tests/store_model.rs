@@ -89,6 +89,15 @@ enum IdPick {
     Own(usize),
 }
 
+/// Which lease an allocation says it replaces (`--replaces`).
+#[derive(Debug, Clone, Copy)]
+enum ReplacesPick {
+    /// The active holder of the name asked for, whoever owns it (a known id if none).
+    Holder,
+    /// Any id.
+    Id(IdPick),
+}
+
 #[derive(Debug, Clone)]
 enum RefPick {
     Id(IdPick),
@@ -104,6 +113,7 @@ enum Op {
         owner: usize,
         name: NameOp,
         force: bool,
+        replaces: Option<ReplacesPick>,
         ttl: usize,
     },
     Heartbeat {
@@ -149,16 +159,30 @@ fn ref_pick() -> impl Strategy<Value = RefPick> {
     ]
 }
 
+fn replaces_pick() -> impl Strategy<Value = Option<ReplacesPick>> {
+    prop_oneof![
+        3 => Just(None),
+        2 => Just(Some(ReplacesPick::Holder)),
+        1 => id_pick().prop_map(|id| Some(ReplacesPick::Id(id))),
+    ]
+}
+
 fn op() -> impl Strategy<Value = Op> {
     let owner = 0..OWNERS.len();
-    let exact = (owner.clone(), 0..NAMES.len(), any::<bool>(), 0..TTLS.len()).prop_map(
-        |(owner, n, force, ttl)| Op::Allocate {
+    let exact = (
+        owner.clone(),
+        0..NAMES.len(),
+        any::<bool>(),
+        replaces_pick(),
+        0..TTLS.len(),
+    )
+        .prop_map(|(owner, n, force, replaces, ttl)| Op::Allocate {
             owner,
             name: NameOp::Exact(n),
             force,
+            replaces,
             ttl,
-        },
-    );
+        });
     let first_free = (
         owner.clone(),
         proptest::collection::vec(0..NAMES.len(), 2..=3),
@@ -168,6 +192,7 @@ fn op() -> impl Strategy<Value = Op> {
             owner,
             name: NameOp::FirstFreeOf(names),
             force: false,
+            replaces: None,
             ttl,
         });
     prop_oneof![
@@ -207,6 +232,12 @@ impl Model {
             NameChoice::Exact(slug) => match self.active_holder(slug) {
                 None => (slug.clone(), None),
                 Some(holder) if spec.takeover == Takeover::Force => {
+                    (slug.clone(), Some(holder.clone()))
+                }
+                // The owner's own lease that this one replaces; anyone else's is kept.
+                Some(holder)
+                    if spec.replaces.as_ref() == Some(&holder.id) && holder.owner == spec.owner =>
+                {
                     (slug.clone(), Some(holder.clone()))
                 }
                 Some(_) => return Err(StoreError::SlugTaken(slug.clone())),
@@ -386,6 +417,8 @@ struct Coverage {
     ok_allocate: AtomicU64,
     displaced_other_owner: AtomicU64,
     displaced_same_owner: AtomicU64,
+    replaced_own: AtomicU64,
+    replaces_refused: AtomicU64,
     slug_taken: AtomicU64,
     owner_limit: AtomicU64,
     no_free_port: AtomicU64,
@@ -466,17 +499,30 @@ impl Run<'_> {
                 owner: o,
                 name: n,
                 force,
+                replaces,
                 ttl,
             } => {
-                self.next_id += 1;
-                let id = lease_id(self.next_id);
-                self.known_ids.push(id.clone());
                 let name = match n {
                     NameOp::Exact(i) => NameChoice::Exact(name(*i)),
                     NameOp::FirstFreeOf(is) => {
                         NameChoice::FirstFreeOf(is.iter().map(|i| name(*i)).collect())
                     }
                 };
+                let replaces = replaces.map(|pick| match (pick, &name) {
+                    (ReplacesPick::Holder, NameChoice::Exact(slug)) => {
+                        match self.model.active_holder(slug) {
+                            Some(holder) => holder.id.clone(),
+                            None => self.pick_id(IdPick::Known(0), &owner(*o)),
+                        }
+                    }
+                    (ReplacesPick::Holder, NameChoice::FirstFreeOf(_)) => {
+                        self.pick_id(IdPick::Known(0), &owner(*o))
+                    }
+                    (ReplacesPick::Id(id), _) => self.pick_id(id, &owner(*o)),
+                });
+                self.next_id += 1;
+                let id = lease_id(self.next_id);
+                self.known_ids.push(id.clone());
                 let spec = AllocateSpec {
                     held_ports: Vec::new(),
                     bind_socket: None,
@@ -488,6 +534,7 @@ impl Run<'_> {
                     } else {
                         Takeover::Refuse
                     },
+                    replaces,
                     ttl: Ttl::configured(Duration::from_secs(TTLS[*ttl])),
                     base_domain: domain(),
                     ports: ports(),
@@ -506,6 +553,21 @@ impl Run<'_> {
                 let got = self.store.allocate(spec.clone()).await;
                 prop_assert_eq!(&got, &expected, "allocate {:?}", spec);
                 count_error(self.coverage, &got);
+                if let (Some(replaces), NameChoice::Exact(slug)) = (&spec.replaces, &spec.name) {
+                    match &got {
+                        Ok(a)
+                            if spec.takeover == Takeover::Refuse
+                                && a.displaced.as_ref().is_some_and(|d| &d.id == replaces) =>
+                        {
+                            bump(&self.coverage.replaced_own, 1);
+                        }
+                        // Named the holder, but the holder is not the caller's: kept.
+                        Err(StoreError::SlugTaken(taken)) if taken == slug => {
+                            bump(&self.coverage.replaces_refused, 1);
+                        }
+                        _ => {}
+                    }
+                }
                 if let Ok(a) = &got {
                     bump(&self.coverage.ok_allocate, 1);
                     if reusing_released {
@@ -788,6 +850,8 @@ fn run_model_cases(cases: u32, postgres_url: Option<&str>) {
             &c.displaced_other_owner,
         ),
         ("takeovers of one's own lease", &c.displaced_same_owner),
+        ("own leases replaced (--replaces)", &c.replaced_own),
+        ("--replaces refused for a name held", &c.replaces_refused),
         ("slug_taken", &c.slug_taken),
         ("owner_limit", &c.owner_limit),
         ("no_free_port", &c.no_free_port),
@@ -839,6 +903,7 @@ fn model_follows_the_spec_on_a_fixed_sequence() {
         owner: owner(o),
         name,
         takeover,
+        replaces: None,
         ttl: Ttl::configured(Duration::from_secs(60)),
         base_domain: domain(),
         ports: ports(),
@@ -909,5 +974,40 @@ fn model_follows_the_spec_on_a_fixed_sequence() {
     assert_eq!(m.expire_stale(ts(START + 60)).len(), 1);
     assert_eq!(m.purge(ts(START + 5)), 0);
     assert_eq!(m.purge(ts(START + 6)), 1);
+    assert_eq!(m.list(None).len(), 1);
+}
+
+/// The model's `replaces` rule, pinned: only the owner's own holder of the name goes.
+#[test]
+fn model_replaces_only_the_owners_own_holder() {
+    let mut m = Model::default();
+    let spec = |n: u64, o: usize, replaces: Option<u64>| AllocateSpec {
+        bind_socket: None,
+        held_ports: Vec::new(),
+        id: lease_id(n),
+        owner: owner(o),
+        name: NameChoice::Exact(name(0)),
+        takeover: Takeover::Refuse,
+        replaces: replaces.map(lease_id),
+        ttl: Ttl::configured(Duration::from_secs(60)),
+        base_domain: domain(),
+        ports: ports(),
+        owner_limit: OwnerLimit::AtMost(1),
+        now: ts(START),
+    };
+    m.allocate(&spec(1, 0, None)).unwrap();
+    // Bob names alice's lease: still taken.
+    assert_eq!(
+        m.allocate(&spec(2, 1, Some(1))),
+        Err(StoreError::SlugTaken(name(0)))
+    );
+    // Alice names a lease that is not the holder: taken.
+    assert_eq!(
+        m.allocate(&spec(3, 0, Some(9))),
+        Err(StoreError::SlugTaken(name(0)))
+    );
+    // Alice replaces her own, at her limit of one: the old one does not count.
+    let replaced = m.allocate(&spec(4, 0, Some(1))).unwrap();
+    assert_eq!(replaced.displaced.unwrap().id, lease_id(1));
     assert_eq!(m.list(None).len(), 1);
 }

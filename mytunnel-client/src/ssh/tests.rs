@@ -25,6 +25,7 @@ fn allocate() -> CtlRequest {
         name: Some("portal".parse().unwrap()),
         ttl: Some(Duration::from_secs(5400)),
         takeover: Takeover::Refuse,
+        replaces: None,
     })
 }
 

@@ -307,6 +307,7 @@ impl TunnelBuilder {
                 name,
                 ttl: self.ttl,
                 takeover: self.takeover,
+                replaces: None,
             },
         ))
     }

@@ -45,6 +45,10 @@ impl CtlRequest {
                 if req.takeover == Takeover::Force {
                     args.push("--force".to_owned());
                 }
+                if let Some(replaces) = &req.replaces {
+                    args.push("--replaces".to_owned());
+                    args.push(replaces.to_string());
+                }
             }
             CtlRequest::Heartbeat { lease } => flag("--lease", lease.to_string()),
             CtlRequest::Release { lease } | CtlRequest::Delete { lease } => {
@@ -84,6 +88,7 @@ pub(super) fn allowed_flags(verb: Verb) -> &'static [(&'static str, bool)] {
             ("--name", true),
             ("--ttl", true),
             ("--force", false),
+            ("--replaces", true),
             ("--owner", true),
         ],
         Verb::Heartbeat | Verb::Release | Verb::Delete => &[("--lease", true)],
@@ -193,12 +198,34 @@ impl FlagWords {
                         "--force requires --name",
                     ));
                 }
+                let replaces = self
+                    .value("--replaces")
+                    .map(|v| {
+                        v.parse::<LeaseId>().map_err(|_| {
+                            ApiError::new(
+                                ErrorCode::InvalidArgument,
+                                format!(
+                                    "--replaces {:?} is not a lease id (\"lease_\" and 16 \
+                                     characters of a-z, 2-7)",
+                                    truncate_for_message(v)
+                                ),
+                            )
+                        })
+                    })
+                    .transpose()?;
+                if replaces.is_some() && name.is_none() {
+                    return Err(ApiError::new(
+                        ErrorCode::InvalidArgument,
+                        "--replaces requires --name",
+                    ));
+                }
                 // `--owner` is accepted for compatibility and ignored: the owner is the uid.
                 CtlRequest::Allocate(AllocateRequest {
                     local_port,
                     name,
                     ttl,
                     takeover,
+                    replaces,
                 })
             }
             Verb::Heartbeat => CtlRequest::Heartbeat {

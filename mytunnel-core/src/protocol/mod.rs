@@ -136,6 +136,64 @@ mod tests {
     }
 
     #[test]
+    fn replaces_takes_a_lease_id_and_a_name() {
+        let request = CtlRequest::parse_args(&[
+            "allocate",
+            "--name",
+            "portal",
+            "--replaces=lease_abcdefghijklmnop",
+        ])
+        .unwrap();
+        assert_eq!(
+            request,
+            CtlRequest::Allocate(AllocateRequest {
+                name: Some("portal".parse().unwrap()),
+                replaces: Some("lease_abcdefghijklmnop".parse().unwrap()),
+                ..AllocateRequest::default()
+            })
+        );
+        // A malformed id is `invalid_argument`, naming the flag; so is a missing name,
+        // as for `--force`: only a named lease replaces one.
+        for (words, says) in [
+            (
+                &["allocate", "--name", "portal", "--replaces", "portal"][..],
+                "--replaces \"portal\" is not a lease id",
+            ),
+            (
+                &[
+                    "allocate",
+                    "--name",
+                    "portal",
+                    "--replaces",
+                    "lease_ABCDEFGHIJKLMNOP",
+                ][..],
+                "is not a lease id",
+            ),
+            (
+                &["allocate", "--name", "portal", "--replaces"][..],
+                "--replaces",
+            ),
+            (
+                &["allocate", "--name", "portal", "--replaces", ""][..],
+                "is not a lease id",
+            ),
+            (
+                &["allocate", "--replaces", "lease_abcdefghijklmnop"][..],
+                "--replaces requires --name",
+            ),
+        ] {
+            let err = CtlRequest::parse_args(words).unwrap_err();
+            assert_eq!(err.code, ErrorCode::InvalidArgument, "{words:?}");
+            assert_eq!(err.code.as_str(), "invalid_argument");
+            assert!(err.message.contains(says), "{words:?}: {}", err.message);
+        }
+        // Not a flag of any other verb.
+        let err = CtlRequest::parse_args(&["heartbeat", "--replaces", "lease_abcdefghijklmnop"])
+            .unwrap_err();
+        assert_eq!(err.code, ErrorCode::ForbiddenCommand);
+    }
+
+    #[test]
     fn args_round_trip() {
         let requests = [
             CtlRequest::Allocate(AllocateRequest {
@@ -143,6 +201,12 @@ mod tests {
                 name: Some("portal".parse().unwrap()),
                 ttl: Some(Duration::from_secs(90)),
                 takeover: Takeover::Force,
+                replaces: None,
+            }),
+            CtlRequest::Allocate(AllocateRequest {
+                name: Some("portal".parse().unwrap()),
+                replaces: Some("lease_abcdefghijklmnop".parse().unwrap()),
+                ..AllocateRequest::default()
             }),
             CtlRequest::Allocate(AllocateRequest {
                 ttl: Some(Duration::from_millis(1500)),

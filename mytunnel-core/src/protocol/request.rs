@@ -94,6 +94,12 @@ pub struct AllocateRequest {
     pub ttl: Option<Duration>,
     /// Whether to take over an active lease of the same name.
     pub takeover: Takeover,
+    /// The caller's own lease this allocation replaces (`--replaces ID`; needs a name): a
+    /// client that moved to another edge of the same lease database takes its name back
+    /// without waiting for the old lease's TTL. The name's active holder is displaced
+    /// only when it is this lease and the caller owns it; in every other case this
+    /// changes nothing. Needs no admin rights: a caller can only displace their own lease.
+    pub replaces: Option<LeaseId>,
 }
 
 /// Which leases `list` shows.
@@ -109,7 +115,8 @@ pub enum ListScope {
 /// One control operation, as typed data.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CtlRequest {
-    /// `allocate [--local-port N] [--name SLUG] [--ttl DUR] [--force] [--owner X]`
+    /// `allocate [--local-port N] [--name SLUG] [--ttl DUR] [--force] [--replaces ID]
+    /// [--owner X]`
     Allocate(AllocateRequest),
     /// `heartbeat --lease ID`
     Heartbeat {

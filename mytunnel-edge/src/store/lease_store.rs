@@ -12,6 +12,12 @@ impl LeaseStore for SqlLeaseStore {
             NameChoice::Exact(slug) => match active_by_slug(&mut tx, slug).await? {
                 None => (slug.clone(), None),
                 Some(holder) if spec.takeover == Takeover::Force => (slug.clone(), Some(holder)),
+                // The owner's own lease, which this one replaces (it moved edges).
+                Some(holder)
+                    if spec.replaces.as_ref() == Some(&holder.id) && holder.owner == spec.owner =>
+                {
+                    (slug.clone(), Some(holder))
+                }
                 Some(_) => return Err(StoreError::SlugTaken(slug.clone())),
             },
             NameChoice::FirstFreeOf(candidates) => {
