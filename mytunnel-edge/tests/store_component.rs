@@ -355,6 +355,25 @@ async fn data_survives_reopen_and_migrations_are_idempotent() {
     store.close().await;
 }
 
+/// A file name with the characters a URL gives meaning to opens like any other (the store
+/// passes it to SQLite inside a URL).
+#[tokio::test]
+async fn a_file_name_with_url_characters_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("we:ird [x] #1 ?%20&mode=ro.db");
+    let store = open_file(&path).await;
+    let lease = store
+        .allocate(exact("alice", "portal"))
+        .await
+        .unwrap()
+        .lease;
+    store.close().await;
+    assert!(path.is_file());
+    let store = open_file(&path).await;
+    assert_eq!(store.list(&OwnerScope::All).await.unwrap(), vec![lease]);
+    store.close().await;
+}
+
 #[tokio::test]
 async fn open_in_a_missing_directory_is_a_db_error() {
     let dir = tempfile::tempdir().unwrap();

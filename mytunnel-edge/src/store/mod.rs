@@ -134,10 +134,20 @@ fn sqlite_pool(options: &StoreOptions, busy_timeout: Duration) -> AnyPoolOptions
     )
 }
 
-/// `Any`'s options for a SQLite URL built by sqlx from typed options (which
-/// percent-encodes the file name).
-fn any_sqlite_options(connect: &SqliteConnectOptions) -> Result<AnyConnectOptions, StoreError> {
+/// `Any`'s options for the SQLite file at `path`, `configure`d: a URL built by sqlx from
+/// typed options, which percent-encodes the file name.
+///
+/// sqlx writes `sqlite://<path>` and panics if that does not parse, which a relative path
+/// such as `a:b.db` would not (it reads as host `a`, port `b.db`): the path is made
+/// absolute first, so the URL has no host part at all.
+fn any_sqlite_options(
+    path: &Path,
+    configure: impl FnOnce(SqliteConnectOptions) -> SqliteConnectOptions,
+) -> Result<AnyConnectOptions, StoreError> {
     sqlx::any::install_default_drivers();
+    let path = std::path::absolute(path)
+        .map_err(|e| db_error(&format!("cannot resolve {}", path.display()), e))?;
+    let connect = configure(SqliteConnectOptions::new().filename(path));
     AnyConnectOptions::from_url(&connect.to_url_lossy())
         .map_err(|e| db_error("database options", e))
 }
@@ -164,11 +174,7 @@ impl SqlLeaseStore {
     /// only `serve`, as the service user, opens it.
     pub async fn open_sqlite(path: &Path, options: &StoreOptions) -> Result<Self, StoreError> {
         create_with_mode(path)?;
-        let connect = any_sqlite_options(
-            &SqliteConnectOptions::new()
-                .filename(path)
-                .create_if_missing(true),
-        )?;
+        let connect = any_sqlite_options(path, |c| c.create_if_missing(true))?;
         let writes = sqlite_pool(options, options.busy_timeout.min(WRITE_ATTEMPT))
             .max_connections(1)
             .connect_lazy_with(connect.clone());
@@ -257,8 +263,7 @@ impl SqlLeaseStore {
         path: &Path,
         options: &StoreOptions,
     ) -> Result<Self, StoreError> {
-        let connect =
-            any_sqlite_options(&SqliteConnectOptions::new().filename(path).read_only(true))?;
+        let connect = any_sqlite_options(path, |c| c.read_only(true))?;
         let pool = sqlite_pool(options, options.busy_timeout)
             .connect_with(connect)
             .await
@@ -502,4 +507,21 @@ fn create_with_mode(path: &Path) -> Result<(), StoreError> {
 #[cfg(not(unix))]
 fn create_with_mode(_path: &Path) -> Result<(), StoreError> {
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// sqlx's URL for a relative `a:b.db` would read as host `a`, port `b.db`, and sqlx
+    /// panics on it: the path is made absolute first.
+    #[test]
+    fn a_relative_path_that_looks_like_a_host_and_port_builds_a_url() {
+        for path in ["a:b.db", "[x.db", "leases.db"] {
+            assert!(
+                any_sqlite_options(Path::new(path), |c| c.create_if_missing(true)).is_ok(),
+                "{path}"
+            );
+        }
+    }
 }
