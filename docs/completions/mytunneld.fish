@@ -35,6 +35,7 @@ complete -c mytunneld -n "__fish_mytunneld_needs_command" -f -a "config" -d 'Pri
 complete -c mytunneld -n "__fish_mytunneld_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c mytunneld -n "__fish_mytunneld_using_subcommand serve" -l db-path -d 'SQLite lease database file (unused when --db-url is set) [env: MYTUNNEL_DB_PATH] [default: /var/lib/mytunneld/leases.db]' -r
 complete -c mytunneld -n "__fish_mytunneld_using_subcommand serve" -l db-url -d 'PostgreSQL lease database shared by several edges (postgres://...); replaces --db-path. Set it in the env file: it may hold a password [env: MYTUNNEL_DB_URL]' -r
+complete -c mytunneld -n "__fish_mytunneld_using_subcommand serve" -l edge-id -d 'This edge\'s id among the edges sharing a --db-url database: each edge routes the leases allocated through it (a-z, 0-9, -) [env: MYTUNNEL_EDGE_ID] [default: local]' -r
 complete -c mytunneld -n "__fish_mytunneld_using_subcommand serve" -l base-domain -d 'Tunnels are published at https://<slug>.<base-domain> (required to allocate) [env: MYTUNNEL_BASE_DOMAIN]' -r
 complete -c mytunneld -n "__fish_mytunneld_using_subcommand serve" -l caddy-admin-url -d 'Caddy admin API; loopback or unix socket only [env: MYTUNNEL_CADDY_ADMIN_URL] [default: http://127.0.0.1:2019]' -r
 complete -c mytunneld -n "__fish_mytunneld_using_subcommand serve" -l caddy-server -d 'Caddy HTTP server whose routes mytunnel manages [env: MYTUNNEL_CADDY_SERVER] [default: srv0]' -r
@@ -62,6 +63,7 @@ complete -c mytunneld -n "__fish_mytunneld_using_subcommand gate" -s h -l help -
 complete -c mytunneld -n "__fish_mytunneld_using_subcommand authorized-keys" -l gate-command -d 'The forced command written into every key [default: this binary\'s gate, with --env-file when not the default]' -r
 complete -c mytunneld -n "__fish_mytunneld_using_subcommand authorized-keys" -l db-path -d 'SQLite lease database file (unused when --db-url is set) [env: MYTUNNEL_DB_PATH] [default: /var/lib/mytunneld/leases.db]' -r
 complete -c mytunneld -n "__fish_mytunneld_using_subcommand authorized-keys" -l db-url -d 'PostgreSQL lease database shared by several edges (postgres://...); replaces --db-path. Set it in the env file: it may hold a password [env: MYTUNNEL_DB_URL]' -r
+complete -c mytunneld -n "__fish_mytunneld_using_subcommand authorized-keys" -l edge-id -d 'This edge\'s id among the edges sharing a --db-url database: each edge routes the leases allocated through it (a-z, 0-9, -) [env: MYTUNNEL_EDGE_ID] [default: local]' -r
 complete -c mytunneld -n "__fish_mytunneld_using_subcommand authorized-keys" -l base-domain -d 'Tunnels are published at https://<slug>.<base-domain> (required to allocate) [env: MYTUNNEL_BASE_DOMAIN]' -r
 complete -c mytunneld -n "__fish_mytunneld_using_subcommand authorized-keys" -l caddy-admin-url -d 'Caddy admin API; loopback or unix socket only [env: MYTUNNEL_CADDY_ADMIN_URL] [default: http://127.0.0.1:2019]' -r
 complete -c mytunneld -n "__fish_mytunneld_using_subcommand authorized-keys" -l caddy-server -d 'Caddy HTTP server whose routes mytunnel manages [env: MYTUNNEL_CADDY_SERVER] [default: srv0]' -r
@@ -85,6 +87,7 @@ complete -c mytunneld -n "__fish_mytunneld_using_subcommand authorized-keys" -l 
 complete -c mytunneld -n "__fish_mytunneld_using_subcommand authorized-keys" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c mytunneld -n "__fish_mytunneld_using_subcommand config" -l db-path -d 'SQLite lease database file (unused when --db-url is set) [env: MYTUNNEL_DB_PATH] [default: /var/lib/mytunneld/leases.db]' -r
 complete -c mytunneld -n "__fish_mytunneld_using_subcommand config" -l db-url -d 'PostgreSQL lease database shared by several edges (postgres://...); replaces --db-path. Set it in the env file: it may hold a password [env: MYTUNNEL_DB_URL]' -r
+complete -c mytunneld -n "__fish_mytunneld_using_subcommand config" -l edge-id -d 'This edge\'s id among the edges sharing a --db-url database: each edge routes the leases allocated through it (a-z, 0-9, -) [env: MYTUNNEL_EDGE_ID] [default: local]' -r
 complete -c mytunneld -n "__fish_mytunneld_using_subcommand config" -l base-domain -d 'Tunnels are published at https://<slug>.<base-domain> (required to allocate) [env: MYTUNNEL_BASE_DOMAIN]' -r
 complete -c mytunneld -n "__fish_mytunneld_using_subcommand config" -l caddy-admin-url -d 'Caddy admin API; loopback or unix socket only [env: MYTUNNEL_CADDY_ADMIN_URL] [default: http://127.0.0.1:2019]' -r
 complete -c mytunneld -n "__fish_mytunneld_using_subcommand config" -l caddy-server -d 'Caddy HTTP server whose routes mytunnel manages [env: MYTUNNEL_CADDY_SERVER] [default: srv0]' -r

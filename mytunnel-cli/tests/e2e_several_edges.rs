@@ -26,9 +26,9 @@ fn two_edges_share_one_namespace() {
         database: Some(database),
         ..StackOptions::default()
     };
-    let unlimited = "MYTUNNEL_MAX_LEASES_PER_OWNER=0\n";
-    let a = Stack::with_env(options.clone(), unlimited);
-    let b = Stack::with_env(options, unlimited);
+    let env = |edge: &str| format!("MYTUNNEL_EDGE_ID={edge}\nMYTUNNEL_MAX_LEASES_PER_OWNER=0\n");
+    let a = Stack::with_env(options.clone(), &env("edge-a"));
+    let b = Stack::with_env(options, &env("edge-b"));
 
     let app = App::start("alice on A");
     let alice = a.http("alice", app.port(), &["--name", "shared"]);

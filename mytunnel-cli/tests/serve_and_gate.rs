@@ -97,15 +97,20 @@ fn read(path: &Path) -> String {
 /// Two edges' serves (each with its own Caddy and directories) on one PostgreSQL, as
 /// docs/operations.md sets them up: the URL in the env file names a login without its
 /// password, which is in a password file only the service reads (`PGPASSFILE`). A name
-/// taken on one edge cannot be taken on the other, both list the same leases, and a
-/// lease without heartbeats is expired once, by one of them.
+/// taken on one edge cannot be taken on the other, both list the same leases, each
+/// edge's Caddy routes only the leases allocated through it, and a lease without
+/// heartbeats is expired once, by its own edge.
 #[test]
 fn two_serves_share_one_postgres() {
     let pg = mytunnel_test_support::RealPostgres::start().unwrap();
     let url = pg.create_login("mytunnel", "pw-edge", "leases").unwrap();
-    let env =
-        format!("MYTUNNEL_DB_URL={url}\nMYTUNNEL_CLEANUP_INTERVAL=1s\nMYTUNNEL_LOG_FORMAT=json\n");
-    let (a, b) = (Edge::new(&env), Edge::new(&env));
+    let env = |edge: &str| {
+        format!(
+            "MYTUNNEL_DB_URL={url}\nMYTUNNEL_EDGE_ID={edge}\nMYTUNNEL_ROUTE_MODE=routes\n\
+             MYTUNNEL_CLEANUP_INTERVAL=1s\nMYTUNNEL_RECONCILE_INTERVAL=1s\nMYTUNNEL_LOG_FORMAT=json\n"
+        )
+    };
+    let (a, b) = (Edge::new(&env("edge-a")), Edge::new(&env("edge-b")));
     let pgpass = a.dir.path().join("pgpass");
     std::fs::write(
         &pgpass,
@@ -137,8 +142,24 @@ fn two_serves_share_one_postgres() {
         hosts.sort();
         assert_eq!(hosts, ["portal.t.test", "short.t.test"]);
     }
+    // Each Caddy has the route of its own edge's lease, and keeps it through a reconcile
+    // pass; the other edge's never appears.
+    let portal_id = portal["lease_id"].as_str().unwrap().to_owned();
+    for edge in [&a, &b] {
+        let pass = edge.ctl(&["reconcile"]);
+        assert!(pass.get("error").is_none(), "{pass}");
+    }
+    let (routes_a, routes_b) = (a.routes(), b.routes());
+    assert!(
+        routes_a.contains(&portal_id) && !routes_a.contains(&short_id),
+        "{routes_a}"
+    );
+    assert!(
+        routes_b.contains(&short_id) && !routes_b.contains(&portal_id),
+        "{routes_b}"
+    );
 
-    // Both serves run cleanup every second; the lease expires once, by one of them.
+    // Both serves run cleanup every second; the lease expires once, by its own edge.
     assert!(
         eventually(Duration::from_secs(45), || {
             a.ctl(&["list"])
@@ -161,6 +182,11 @@ fn two_serves_share_one_postgres() {
         })
         .sum();
     assert_eq!(expiries, 1, "{} {}", read(&logs[0]), read(&logs[1]));
+    assert!(
+        read(&logs[1]).contains("lease expired"),
+        "{}",
+        read(&logs[1])
+    );
 }
 
 /// A password in the env file's database URL would be every tunnel user's to read: serve

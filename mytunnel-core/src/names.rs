@@ -321,6 +321,38 @@ impl FromStr for Owner {
 
 // ---------------------------------------------------------------------------------------
 
+/// The id of an edge among the edges that share one lease database
+/// (`MYTUNNEL_EDGE_ID`): each lease records the edge that holds its tunnel.
+///
+/// 1–63 characters of `[a-z0-9-]`, not starting or ending with `-` (a DNS label, so an
+/// edge can be named after its host).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EdgeId(String);
+string_newtype_serde!(EdgeId);
+
+impl EdgeId {
+    /// The id of an edge that was given none: `local`.
+    pub fn local() -> EdgeId {
+        EdgeId("local".to_owned())
+    }
+}
+
+impl FromStr for EdgeId {
+    type Err = InvalidValue;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match check_dns_label(s) {
+            Ok(()) => Ok(EdgeId(s.to_owned())),
+            Err(reason) => Err(InvalidValue::new(
+                "edge id",
+                format!("{s:?} is not an edge id: {reason}"),
+            )),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+
 /// How a command names a lease: by id, by public host, or by slug.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum LeaseRef {

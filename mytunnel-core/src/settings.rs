@@ -121,6 +121,19 @@ settings_table! {
         help: "PostgreSQL lease database shared by several edges (postgres://...); \
                replaces --db-path. Set it in the env file: it may hold a password",
     },
+    /// `--edge-id`
+    EdgeId {
+        name: "edge_id",
+        flag: "--edge-id",
+        env_var: "MYTUNNEL_EDGE_ID",
+        default: Some("local"),
+        value_name: "ID",
+        // Not one of the gate's named overrides: through the gate it is an unknown flag.
+        gate_override: false,
+        client_override: false,
+        help: "This edge's id among the edges sharing a --db-url database: each edge \
+               routes the leases allocated through it (a-z, 0-9, -)",
+    },
     /// `--base-domain`
     BaseDomain {
         name: "base_domain",

@@ -1,8 +1,9 @@
 //! The lease store: the one source of truth about leases.
 //!
 //! Every write is one transaction, so that under any number of concurrent ctl processes
-//! no two active leases share a slug, host or port. The edge implements this with SQLite;
-//! the SQL stays portable so a Postgres store for several edges can follow.
+//! no two active leases share a slug, host or port. The edge implements this on SQLite,
+//! or on PostgreSQL, which several edges may share: each lease then records the edge
+//! that holds its tunnel.
 
 use std::collections::BTreeMap;
 
@@ -11,7 +12,7 @@ use async_trait::async_trait;
 use crate::names::{Host, LeaseId, LeaseRef, Owner, Slug};
 use crate::policy::OwnerScope;
 use crate::protocol::{ApiError, ErrorCode, StateCounts, Takeover};
-use crate::{BaseDomain, Lease, PortRange, SocketPath, Timestamp, Ttl};
+use crate::{BaseDomain, Lease, LeaseState, PortRange, SocketPath, Timestamp, Ttl};
 
 /// How many active leases one owner may hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,6 +167,18 @@ pub trait LeaseStore: Send + Sync + std::fmt::Debug {
     /// is the owner's own lease `replaces` names), the owner's limit (not counting a
     /// lease the owner displaces), the port range.
     async fn allocate(&self, spec: AllocateSpec) -> Result<Allocation, StoreError>;
+
+    /// The active leases whose tunnels this edge holds (the ones allocated through it),
+    /// which its routes serve. Several edges may share one store's database; a store only
+    /// one edge uses holds nothing else, so by default this is every active lease.
+    async fn active_on_this_edge(&self) -> Result<Vec<Lease>, StoreError> {
+        Ok(self
+            .list(&OwnerScope::All)
+            .await?
+            .into_iter()
+            .filter(|l| l.state == LeaseState::Active)
+            .collect())
+    }
 
     /// Extends an active lease of `owner` to `now + ttl`.
     async fn heartbeat(

@@ -17,7 +17,7 @@ use mytunnel_core::listen::LoopbackAddress;
 use mytunnel_core::policy::{AdminUsers, ReservedSlugs};
 pub use mytunnel_core::settings::Setting;
 use mytunnel_core::store::OwnerLimit;
-use mytunnel_core::{BaseDomain, PortRange, Ttl};
+use mytunnel_core::{BaseDomain, EdgeId, PortRange, Ttl};
 
 use crate::store::Database;
 
@@ -162,6 +162,8 @@ pub enum LogFormat {
 pub struct EdgeConfig {
     /// The lease database: `--db-url`'s PostgreSQL, else the SQLite file `--db-path`.
     pub database: Database,
+    /// This edge's id: the leases allocated through it record it, and it routes them.
+    pub edge_id: EdgeId,
     /// The base domain; `None` makes `allocate` answer `base_domain_missing`.
     pub base_domain: Option<BaseDomain>,
     /// Caddy's admin API (loopback only).

@@ -68,7 +68,11 @@ pub async fn open_serve_service(
     config: &EdgeConfig,
     metrics: &Metrics,
 ) -> Result<LeaseService, ApiError> {
-    let store = SqlLeaseStore::open(&config.database, &StoreOptions::default())
+    let options = StoreOptions {
+        edge_id: config.edge_id.clone(),
+        ..StoreOptions::default()
+    };
+    let store = SqlLeaseStore::open(&config.database, &options)
         .await
         .map_err(ApiError::from)?;
     Ok(LeaseService::new(

@@ -619,13 +619,8 @@ impl LeaseService {
             .list()
             .await
             .map_err(|e| caddy_unavailable("could not list routes", e))?;
-        let active: Vec<Lease> = self
-            .store
-            .list(&OwnerScope::All)
-            .await?
-            .into_iter()
-            .filter(|l| l.state == LeaseState::Active)
-            .collect();
+        // This edge's leases only: another edge sharing the database routes its own.
+        let active = self.store.active_on_this_edge().await?;
         let plan = plan_reconcile(&active, &installed);
         let mut report = ReconcileReport::default();
         for id in &plan.remove {

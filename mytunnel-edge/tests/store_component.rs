@@ -203,6 +203,55 @@ async fn owner_limit_and_names_hold_across_stores_sharing_postgres() {
     }
 }
 
+/// Two edges on one PostgreSQL: each lease records the edge it was allocated through,
+/// each edge's `active_on_this_edge` holds its own leases only, and an edge expires
+/// another edge's lease only past the grace (the holder expires its own at its TTL).
+#[tokio::test]
+async fn each_edge_sees_and_expires_its_own_leases_first() {
+    let pg = tokio::task::spawn_blocking(mytunnel_test_support::RealPostgres::start)
+        .await
+        .unwrap()
+        .unwrap();
+    let url: PostgresUrl = pg.create_database("edges").unwrap().parse().unwrap();
+    let on = |edge: &str| StoreOptions {
+        edge_id: edge.parse().unwrap(),
+        other_edges_grace: Duration::from_secs(120),
+        ..StoreOptions::default()
+    };
+    let a = SqlLeaseStore::open_postgres(&url, &on("edge-a"))
+        .await
+        .unwrap();
+    let b = SqlLeaseStore::open_postgres(&url, &on("edge-b"))
+        .await
+        .unwrap();
+    let on_a = a.allocate(exact("alice", "portal")).await.unwrap().lease;
+    let on_b = b.allocate(exact("bob", "docs")).await.unwrap().lease;
+    assert_eq!(a.active_on_this_edge().await.unwrap(), vec![on_a.clone()]);
+    assert_eq!(b.active_on_this_edge().await.unwrap(), vec![on_b.clone()]);
+    // Both are one namespace: every lease is listed through either edge.
+    assert_eq!(a.list(&OwnerScope::All).await.unwrap().len(), 2);
+
+    // At the TTL (both leases share T0 and TTL), each edge expires only its own.
+    let expiry = on_a.expires_at.unix_seconds();
+    let expired = b.expire_stale(ts(expiry)).await.unwrap();
+    assert_eq!(
+        expired.iter().map(|l| l.id.clone()).collect::<Vec<_>>(),
+        vec![on_b.id.clone()]
+    );
+    // Within the grace, a's lease is still a's to expire...
+    assert!(b.expire_stale(ts(expiry + 119)).await.unwrap().is_empty());
+    // ...and past it, b expires it (a's serve is down), exactly once.
+    let expired = b.expire_stale(ts(expiry + 120)).await.unwrap();
+    assert_eq!(
+        expired.iter().map(|l| l.id.clone()).collect::<Vec<_>>(),
+        vec![on_a.id.clone()]
+    );
+    assert!(a.expire_stale(ts(expiry + 121)).await.unwrap().is_empty());
+    assert!(a.active_on_this_edge().await.unwrap().is_empty());
+    a.close().await;
+    b.close().await;
+}
+
 /// A PostgreSQL database records its schema version in `mytunnel_schema`; opening it
 /// again applies nothing twice; a version newer than this binary's is refused.
 #[tokio::test]
@@ -229,7 +278,7 @@ async fn postgres_schema_is_tracked_and_a_newer_one_is_refused() {
         .fetch_all(&admin)
         .await
         .unwrap();
-    assert_eq!(versions, vec![3], "one row: every migration, applied once");
+    assert_eq!(versions, vec![4], "one row: every migration, applied once");
     sqlx::query("UPDATE mytunnel_schema SET version = 99")
         .execute(&admin)
         .await
@@ -328,7 +377,7 @@ async fn data_survives_reopen_and_migrations_are_idempotent() {
         .fetch_one(&mut conn)
         .await
         .unwrap();
-    assert_eq!(version, 3, "every migration applied");
+    assert_eq!(version, 4, "every migration applied");
     let tables: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'")
         .fetch_one(&mut conn)
         .await
@@ -1153,6 +1202,7 @@ async fn read_only_open_reads_under_a_held_write_lock_and_never_writes() {
     let options = StoreOptions {
         busy_timeout: Duration::from_millis(200),
         max_connections: 1,
+        ..StoreOptions::default()
     };
     let store = open_file(&path).await;
     let portal = store
@@ -1257,6 +1307,7 @@ async fn a_held_write_lock_gives_db_error_after_the_busy_timeout() {
     let options = StoreOptions {
         busy_timeout: Duration::from_millis(200),
         max_connections: 2,
+        ..StoreOptions::default()
     };
     let store = SqlLeaseStore::open_sqlite(&path, &options).await.unwrap();
     let first = store.allocate(exact("alice", "first")).await.unwrap().lease;
@@ -1381,6 +1432,7 @@ async fn open_of_a_fresh_file_waits_for_the_busy_timeout() {
     let options = StoreOptions {
         busy_timeout: Duration::from_millis(300),
         max_connections: 1,
+        ..StoreOptions::default()
     };
     let started = Instant::now();
     let result = SqlLeaseStore::open_sqlite(&path, &options).await;

@@ -10,7 +10,7 @@ use mytunnel_core::duration::parse_duration;
 use mytunnel_core::listen::LoopbackAddress;
 use mytunnel_core::policy::{AdminUsers, ReservedSlugs};
 use mytunnel_core::store::OwnerLimit;
-use mytunnel_core::{BaseDomain, PortRange, Ttl};
+use mytunnel_core::{BaseDomain, EdgeId, PortRange, Ttl};
 
 use crate::store::{redact_password, Database, PostgresUrl};
 
@@ -167,6 +167,13 @@ impl<'a> Precedence<'a> {
             },
         });
 
+        let edge = raw(Setting::EdgeId);
+        let edge_id = found.keep(edge.required().and_then(|text| {
+            text.trim()
+                .parse::<EdgeId>()
+                .map_err(|e| edge.invalid(e.reason().to_owned()))
+        }));
+
         let domain = raw(Setting::BaseDomain);
         let base_domain = found.keep(match domain.text().map(str::trim) {
             None | Some("") => Ok(None),
@@ -279,6 +286,7 @@ impl<'a> Precedence<'a> {
                     (_, Some(url)) => Database::Postgres(url),
                     (path, None) => Database::Sqlite(path?),
                 },
+                edge_id: edge_id?,
                 base_domain: base_domain?,
                 caddy_admin: caddy_admin?,
                 caddy_server: caddy_server?,

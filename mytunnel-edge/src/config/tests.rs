@@ -297,3 +297,19 @@ fn a_database_url_chooses_postgres_and_may_not_hold_a_password() {
         .to_string();
     assert!(message.contains("not a postgres:// URL"), "{message}");
 }
+
+#[test]
+fn the_edge_id_defaults_to_local_and_must_be_a_dns_label() {
+    let with = |id: &str| ConfigInputs {
+        env_file: file(&format!("MYTUNNEL_EDGE_ID={id}\n")),
+        ..ConfigInputs::default()
+    };
+    let (config, _) = EdgeConfig::resolve(&ConfigInputs::default()).unwrap();
+    assert_eq!(config.edge_id, EdgeId::local());
+    let (config, _) = EdgeConfig::resolve(&with("fra-1")).unwrap();
+    assert_eq!(config.edge_id.as_str(), "fra-1");
+    for bad in ["Fra-1", "fra_1", "-fra", "", &"a".repeat(64)] {
+        let message = EdgeConfig::resolve(&with(bad)).unwrap_err().to_string();
+        assert!(message.contains("--edge-id"), "{bad}: {message}");
+    }
+}

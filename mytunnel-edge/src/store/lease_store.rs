@@ -113,8 +113,8 @@ impl LeaseStore for SqlLeaseStore {
         sqlx::query(
             "INSERT INTO leases (lease_id, slug, host, original_slug, original_host, owner, \
              edge_bind_port, bind_socket, state, ttl_seconds, created_at, updated_at, \
-             expires_at) \
-             VALUES ($1, $2, $3, $2, $3, $4, $5, $9, 'active', $6, $7, $7, $8)",
+             expires_at, edge_id) \
+             VALUES ($1, $2, $3, $2, $3, $4, $5, $9, 'active', $6, $7, $7, $8, $10)",
         )
         .bind(lease.id.as_str())
         .bind(lease.slug.as_str())
@@ -125,6 +125,7 @@ impl LeaseStore for SqlLeaseStore {
         .bind(spec.now.unix_seconds())
         .bind(lease.expires_at.unix_seconds())
         .bind(lease.bind_socket.as_ref().map(|p| p.as_str().to_owned()))
+        .bind(self.edge_id.as_str())
         .execute(&mut *tx)
         .await
         .map_err(|e| db_error("insert lease", e))?;
@@ -226,6 +227,18 @@ impl LeaseStore for SqlLeaseStore {
         row.as_ref().map(lease_from_row).transpose()
     }
 
+    async fn active_on_this_edge(&self) -> Result<Vec<Lease>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {LEASE_COLUMNS} FROM leases WHERE state = 'active' AND edge_id = $1 \
+             ORDER BY created_at DESC, lease_id"
+        ))
+        .bind(self.edge_id.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| db_error("list this edge's active leases", e))?;
+        rows.iter().map(lease_from_row).collect()
+    }
+
     async fn list(&self, scope: &OwnerScope) -> Result<Vec<Lease>, StoreError> {
         const ORDER: &str = "ORDER BY CASE state WHEN 'active' THEN 0 ELSE 1 END, \
                              created_at DESC, lease_id";
@@ -250,11 +263,17 @@ impl LeaseStore for SqlLeaseStore {
 
     async fn expire_stale(&self, now: Timestamp) -> Result<Vec<Lease>, StoreError> {
         let mut tx = self.begin_write().await?;
+        // Another edge's leases only past the grace: that edge expires its own first, and
+        // ends their routes and tunnels; this one steps in when that edge's serve is down.
+        let others_cutoff = now.saturating_sub(self.other_edges_grace);
         let rows = sqlx::query(&format!(
-            "SELECT {LEASE_COLUMNS} FROM leases WHERE state = 'active' AND expires_at <= $1 \
+            "SELECT {LEASE_COLUMNS} FROM leases WHERE state = 'active' \
+             AND expires_at <= CASE WHEN edge_id = $2 THEN $1 ELSE $3 END \
              ORDER BY expires_at, lease_id"
         ))
         .bind(now.unix_seconds())
+        .bind(self.edge_id.as_str())
+        .bind(others_cutoff.unix_seconds())
         .fetch_all(&mut *tx)
         .await
         .map_err(|e| db_error("find stale leases", e))?;

@@ -24,7 +24,9 @@ use mytunnel_core::protocol::{StateCounts, Takeover};
 use mytunnel_core::store::{
     AllocateSpec, Allocation, LeaseStore, NameChoice, StoreError, StoreStats,
 };
-use mytunnel_core::{Host, Lease, LeaseId, LeaseRef, LeaseState, Owner, Slug, Timestamp, Ttl};
+use mytunnel_core::{
+    EdgeId, Host, Lease, LeaseId, LeaseRef, LeaseState, Owner, Slug, Timestamp, Ttl,
+};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{Any, AnyPool, ConnectOptions, Executor, Row, Transaction};
@@ -41,6 +43,7 @@ const SQLITE_MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0001_leases.sql"),
     include_str!("../../migrations/0002_bind_socket.sql"),
     include_str!("../../migrations/0003_socket_leases_hold_no_port.sql"),
+    include_str!("../../migrations/0004_lease_edge.sql"),
 ];
 
 /// The PostgreSQL schema, in order: the same steps as [`SQLITE_MIGRATIONS`], the first
@@ -49,6 +52,7 @@ const PG_MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0001_leases.sql"),
     include_str!("../../migrations/0002_bind_socket.sql"),
     include_str!("../../migrations/0003_socket_leases_hold_no_port.sql"),
+    include_str!("../../migrations/0004_lease_edge.sql"),
 ];
 
 /// The key of the transaction-level advisory lock every PostgreSQL write transaction
@@ -72,6 +76,14 @@ pub struct StoreOptions {
     /// Connections in the read pool (default 4; in-memory stores always use 1). Writes
     /// have one connection of their own.
     pub max_connections: u32,
+    /// The edge this store serves (default `local`): its allocations record it, and
+    /// [`LeaseStore::active_on_this_edge`] returns its leases.
+    pub edge_id: EdgeId,
+    /// How long past its expiry another edge's lease stays for that edge to expire
+    /// (default 2 min): the holder ends its tunnel and route when it expires its own
+    /// lease, so this store's [`LeaseStore::expire_stale`] only steps in for an edge
+    /// whose serve is down.
+    pub other_edges_grace: Duration,
 }
 
 impl Default for StoreOptions {
@@ -79,6 +91,8 @@ impl Default for StoreOptions {
         StoreOptions {
             busy_timeout: Duration::from_secs(5),
             max_connections: 4,
+            edge_id: EdgeId::local(),
+            other_edges_grace: Duration::from_secs(120),
         }
     }
 }
@@ -93,6 +107,8 @@ pub struct SqlLeaseStore {
     /// per attempt and [`SqlLeaseStore::begin_write`] retries until `busy_timeout`.
     writes: AnyPool,
     busy_timeout: Duration,
+    edge_id: EdgeId,
+    other_edges_grace: Duration,
 }
 
 /// How long one attempt at SQLite's write lock waits inside SQLite.
@@ -187,6 +203,8 @@ impl SqlLeaseStore {
             pool,
             writes,
             busy_timeout: options.busy_timeout,
+            edge_id: options.edge_id.clone(),
+            other_edges_grace: options.other_edges_grace,
         };
         store.switch_to_wal(options.busy_timeout).await?;
         store.migrate().await?;
@@ -221,6 +239,8 @@ impl SqlLeaseStore {
             pool,
             writes,
             busy_timeout: options.busy_timeout,
+            edge_id: options.edge_id.clone(),
+            other_edges_grace: options.other_edges_grace,
         };
         store.migrate().await?;
         Ok(store)
@@ -273,6 +293,8 @@ impl SqlLeaseStore {
             writes: pool.clone(),
             pool,
             busy_timeout: options.busy_timeout,
+            edge_id: options.edge_id.clone(),
+            other_edges_grace: options.other_edges_grace,
         };
         let version = store.schema_version().await?;
         let current = store.backend.migrations().len();
@@ -323,6 +345,8 @@ impl SqlLeaseStore {
             writes: pool.clone(),
             pool,
             busy_timeout: StoreOptions::default().busy_timeout,
+            edge_id: EdgeId::local(),
+            other_edges_grace: StoreOptions::default().other_edges_grace,
         };
         store.migrate().await?;
         Ok(store)
