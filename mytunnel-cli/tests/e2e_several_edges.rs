@@ -1,6 +1,7 @@
 //! End to end, several edges on one PostgreSQL: two edges, each with its own sshd, Caddy
 //! and `mytunneld serve` (as the service user, its database password in a password file
-//! only it reads), share one namespace.
+//! only it reads), share one namespace, and each edge's Caddy forwards the hosts of the
+//! other's tunnels to it (`MYTUNNEL_EDGE_URL`: here each Caddy's HTTP address).
 // Test code: a panic is a failed assertion.
 #![allow(
     clippy::unwrap_used,
@@ -14,16 +15,28 @@ mod e2e_support;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use e2e_support::{App, SharedDatabase, Stack, StackOptions};
+use e2e_support::{App, RouteMode, SharedDatabase, Stack, StackOptions};
 
-/// A name taken on edge A cannot be taken on edge B, and 16 clients allocating on both
-/// edges at once never get the same name. Each edge serves the tunnels of its own
-/// clients.
+/// A tunnel on edge A answers through edge B's Caddy; a name taken on edge A cannot be
+/// taken on edge B; 16 clients allocating on both edges at once never get the same name,
+/// and each of their tunnels answers through both edges.
 #[test]
-fn two_edges_share_one_namespace() {
+fn two_edges_share_one_namespace_in_routes_mode() {
+    two_edges_share_one_namespace(RouteMode::Routes);
+}
+
+/// The same in `static` mode: each edge's own tunnels through its host links, the other
+/// edge's through Caddy routes to it.
+#[test]
+fn two_edges_share_one_namespace_in_static_mode() {
+    two_edges_share_one_namespace(RouteMode::Static);
+}
+
+fn two_edges_share_one_namespace(route_mode: RouteMode) {
     let database = SharedDatabase::start();
     let options = StackOptions {
         database: Some(database),
+        route_mode,
         ..StackOptions::default()
     };
     let env = |edge: &str| format!("MYTUNNEL_EDGE_ID={edge}\nMYTUNNEL_MAX_LEASES_PER_OWNER=0\n");
@@ -33,6 +46,9 @@ fn two_edges_share_one_namespace() {
     let app = App::start("alice on A");
     let alice = a.http("alice", app.port(), &["--name", "shared"]);
     a.assert_serves(&alice.host(), "alice on A", Duration::from_secs(10));
+    // Through B's Caddy, forwarded to A once B's serve has routed A's lease (its
+    // reconcile runs every second here).
+    b.assert_serves(&alice.host(), "alice on A", Duration::from_secs(10));
     let taken = b.mytunnel(
         "bob",
         &["http", &app.port().to_string(), "--name", "shared"],
@@ -62,8 +78,10 @@ fn two_edges_share_one_namespace() {
     let names: BTreeSet<String> = clients.iter().map(|(_, c)| c.slug()).collect();
     assert_eq!(names.len(), 16, "{names:?}");
     assert!(!names.contains("shared"), "{names:?}");
-    for (i, (edge, client)) in clients.iter().enumerate() {
-        edge.assert_serves(&client.host(), &format!("app {i}"), Duration::from_secs(10));
+    for (i, (_, client)) in clients.iter().enumerate() {
+        for edge in [&a, &b] {
+            edge.assert_serves(&client.host(), &format!("app {i}"), Duration::from_secs(10));
+        }
     }
     // Each user's leases, as either edge lists them: the same, from both.
     let active = |edge: &Stack, user: &str| -> BTreeSet<String> {

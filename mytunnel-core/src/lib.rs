@@ -55,6 +55,6 @@ pub mod transport;
 
 pub use bind::{BindTarget, SocketPath, MAX_SOCKET_PATH_LEN};
 pub use lease::{heartbeat_interval, Lease, LeaseState, PortRange, Ttl};
-pub use names::{BaseDomain, EdgeId, Host, InvalidValue, LeaseId, LeaseRef, Owner, Slug};
+pub use names::{BaseDomain, EdgeId, EdgeUrl, Host, InvalidValue, LeaseId, LeaseRef, Owner, Slug};
 pub use protocol::{ApiError, ErrorCode};
 pub use time::Timestamp;

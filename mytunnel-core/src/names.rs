@@ -351,6 +351,95 @@ impl FromStr for EdgeId {
     }
 }
 
+/// Where the other edges' Caddy reaches this edge's Caddy (`MYTUNNEL_EDGE_URL`), to
+/// forward a request for a host whose tunnel this edge holds:
+/// `https://edge-a.example.com` (the edge's public name, TLS checked against the tunnel
+/// host's certificate) or `http://10.0.0.2` (plain HTTP, for a private network).
+///
+/// A scheme, a host (a DNS name, an IPv4 address or a bracketed IPv6 address) and an
+/// optional port; nothing else (no user, path, query or fragment).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EdgeUrl {
+    https: bool,
+    host: String,
+    port: u16,
+}
+
+impl EdgeUrl {
+    /// Whether requests go over TLS.
+    pub fn is_https(&self) -> bool {
+        self.https
+    }
+
+    /// `host:port`, as a proxy dials it.
+    pub fn dial(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
+impl fmt::Display for EdgeUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = if self.https { "https" } else { "http" };
+        write!(f, "{scheme}://{}:{}", self.host, self.port)
+    }
+}
+serde_as_text!(EdgeUrl);
+
+impl FromStr for EdgeUrl {
+    type Err = InvalidValue;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let refuse = |reason: &str| {
+            InvalidValue::new(
+                "edge URL",
+                format!("{s:?} is not an edge URL (http:// or https://, a host, a port): {reason}"),
+            )
+        };
+        let (https, rest) = if let Some(rest) = s.strip_prefix("https://") {
+            (true, rest)
+        } else if let Some(rest) = s.strip_prefix("http://") {
+            (false, rest)
+        } else {
+            return Err(refuse("the scheme must be http:// or https://"));
+        };
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        if rest.contains(['/', '?', '#', '@']) {
+            return Err(refuse(
+                "it may not have a user, a path, a query or a fragment",
+            ));
+        }
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((host, port)) if !port.contains(']') => {
+                let port = port
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|p| *p > 0)
+                    .ok_or_else(|| refuse("the port must be 1-65535"))?;
+                (host, port)
+            }
+            _ => (rest, if https { 443 } else { 80 }),
+        };
+        let valid_host = if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']'))
+        {
+            v6.parse::<std::net::Ipv6Addr>().is_ok()
+        } else if host.parse::<std::net::Ipv4Addr>().is_ok() {
+            true
+        } else {
+            host.len() <= 253 && host.split('.').all(|label| check_dns_label(label).is_ok())
+        };
+        if !valid_host {
+            return Err(refuse(
+                "the host must be a lower-case DNS name or an IP address",
+            ));
+        }
+        Ok(EdgeUrl {
+            https,
+            host: host.to_owned(),
+            port,
+        })
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 
 /// How a command names a lease: by id, by public host, or by slug.
@@ -398,6 +487,80 @@ impl fmt::Display for LeaseRef {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn edge_ids_are_dns_labels() {
+        assert_eq!("fra-1".parse::<EdgeId>().unwrap().as_str(), "fra-1");
+        assert_eq!(EdgeId::local().as_str(), "local");
+        for bad in ["", "Fra", "fra_1", "-a", "a-", "a.b", &"a".repeat(64)] {
+            assert!(bad.parse::<EdgeId>().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn edge_urls_are_a_scheme_a_host_and_a_port() {
+        for (text, shown, dial, https) in [
+            (
+                "https://edge-a.example.com",
+                "https://edge-a.example.com:443",
+                "edge-a.example.com:443",
+                true,
+            ),
+            (
+                "https://edge-a.example.com:8443/",
+                "https://edge-a.example.com:8443",
+                "edge-a.example.com:8443",
+                true,
+            ),
+            (
+                "http://10.0.0.2",
+                "http://10.0.0.2:80",
+                "10.0.0.2:80",
+                false,
+            ),
+            (
+                "http://[fd00::2]:8080",
+                "http://[fd00::2]:8080",
+                "[fd00::2]:8080",
+                false,
+            ),
+            (
+                "http://127.0.0.1:41234",
+                "http://127.0.0.1:41234",
+                "127.0.0.1:41234",
+                false,
+            ),
+        ] {
+            let url: EdgeUrl = text.parse().unwrap();
+            assert_eq!(
+                (
+                    url.to_string().as_str(),
+                    url.dial().as_str(),
+                    url.is_https()
+                ),
+                (shown, dial, https),
+                "{text}"
+            );
+            assert_eq!(url.to_string().parse::<EdgeUrl>().unwrap(), url);
+        }
+        for bad in [
+            "edge-a.example.com",
+            "ftp://edge-a.example.com",
+            "https://",
+            "https://Edge.example.com",
+            "https://u:p@edge.example.com",
+            "https://edge.example.com/path",
+            "https://edge.example.com?x=1",
+            "https://edge.example.com:0",
+            "https://edge.example.com:65536",
+            "https://edge.example.com:x",
+            "http://[fd00::2",
+            "http://[nothex]:80",
+            "http://a b",
+        ] {
+            assert!(bad.parse::<EdgeUrl>().is_err(), "{bad:?}");
+        }
+    }
     use proptest::prelude::*;
 
     #[test]

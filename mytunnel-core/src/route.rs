@@ -7,8 +7,13 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 
-use crate::names::{Host, LeaseId};
+use crate::names::{EdgeId, EdgeUrl, Host, LeaseId};
 use crate::{BindTarget, Lease, SocketPath};
+
+/// The request header that marks a request one edge forwarded to another, naming the
+/// edge that forwarded it: a request that carries it is never forwarded again, so no
+/// request goes round between edges.
+pub const VIA_HEADER: &str = "X-Mytunnel-Via";
 
 /// Every route mytunnel owns has an `@id` starting with this.
 pub const ROUTE_ID_PREFIX: &str = "mytunnel-";
@@ -20,6 +25,8 @@ pub enum Upstream {
     LoopbackPort(u16),
     /// A unix socket on the edge, bound by the lease's `ssh -R`.
     UnixSocket(SocketPath),
+    /// Another edge sharing the lease database, which holds the lease's tunnel.
+    Edge(EdgeUrl),
 }
 
 impl From<BindTarget> for Upstream {
@@ -40,15 +47,57 @@ pub struct Route {
     pub host: Host,
     /// Where it proxies to.
     pub upstream: Upstream,
+    /// How it forwards to other edges; `None` on an edge that shares its database with
+    /// no other (and then a route is exactly what it was before edges were shared).
+    pub forwarding: Option<Forwarding>,
+}
+
+/// A route's part in forwarding between the edges that share one lease database.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Forwarding {
+    /// This edge, named in [`VIA_HEADER`] on what it forwards.
+    pub via: EdgeId,
+    /// For this edge's own lease, the other edges, in order, to forward to when its
+    /// upstream cannot be dialled (its tunnel moved away while this edge's `serve` could
+    /// not update the route). Empty for a route to another edge.
+    pub fallback: Vec<EdgeUrl>,
 }
 
 impl Route {
-    /// The route an active lease must have.
+    /// The route an active lease of this edge must have, on an edge alone.
     pub fn for_lease(lease: &Lease) -> Route {
         Route {
             lease_id: lease.id.clone(),
             host: lease.host.clone(),
             upstream: lease.bind_target().into(),
+            forwarding: None,
+        }
+    }
+
+    /// The route of this edge's own lease when other edges share the database: its
+    /// tunnel, and when that cannot be dialled, the other edges in order.
+    /// Without other edges to fall back to, it is [`Route::for_lease`].
+    pub fn for_own_lease(lease: &Lease, via: &EdgeId, fallback: Vec<EdgeUrl>) -> Route {
+        Route {
+            forwarding: (!fallback.is_empty()).then(|| Forwarding {
+                via: via.clone(),
+                fallback,
+            }),
+            ..Route::for_lease(lease)
+        }
+    }
+
+    /// The route of another edge's lease: requests for its host go to the edge that holds
+    /// its tunnel, unless another edge forwarded them here already.
+    pub fn to_edge(lease: &Lease, holder: EdgeUrl, via: &EdgeId) -> Route {
+        Route {
+            lease_id: lease.id.clone(),
+            host: lease.host.clone(),
+            upstream: Upstream::Edge(holder),
+            forwarding: Some(Forwarding {
+                via: via.clone(),
+                fallback: Vec::new(),
+            }),
         }
     }
 
@@ -101,6 +150,13 @@ pub trait RouteBackend: Send + Sync + std::fmt::Debug {
     /// Every route this backend holds under a `mytunnel-` id.
     async fn list(&self) -> Result<Vec<InstalledRoute>, RouteError>;
 
+    /// Whether a route to `upstream` can hold a [`Forwarding::fallback`] (all of
+    /// Caddy's can; `static` mode's host links cannot).
+    fn falls_back(&self, upstream: &Upstream) -> bool {
+        let _ = upstream;
+        true
+    }
+
     /// Whether the backend answers (for `health`).
     async fn ping(&self) -> Result<(), RouteError>;
 
@@ -132,16 +188,17 @@ impl ReconcilePlan {
     }
 }
 
-/// Compares the active leases (the truth) with the routes a backend holds.
-pub fn plan_reconcile(active: &[Lease], installed: &[InstalledRoute]) -> ReconcilePlan {
+/// Compares the routes the leases call for (the truth: [`Route::for_lease`] of each
+/// active lease, on an edge alone) with the routes a backend holds.
+pub fn plan_reconcile(wanted: &[Route], installed: &[InstalledRoute]) -> ReconcilePlan {
     let mut by_id: BTreeMap<&str, Vec<&InstalledRoute>> = BTreeMap::new();
     for route in installed {
         by_id.entry(route.id.as_str()).or_default().push(route);
     }
     let mut plan = ReconcilePlan::default();
     let mut wanted_ids = std::collections::BTreeSet::new();
-    for lease in active {
-        let wanted = Route::for_lease(lease);
+    for wanted in wanted {
+        let wanted = wanted.clone();
         let id = wanted.id();
         match by_id.get(id.as_str()).map(Vec::as_slice) {
             None | Some([]) => plan.add.push(wanted),
@@ -220,7 +277,7 @@ mod tests {
             route: None,
         };
         let plan = plan_reconcile(
-            &[a.clone(), b.clone(), c.clone(), e.clone(), f.clone()],
+            &[&a, &b, &c, &e, &f].map(Route::for_lease),
             &[
                 installed(&Route::for_lease(&a)),
                 installed(&wrong_b),
@@ -249,10 +306,7 @@ mod tests {
         ];
         expected.sort();
         assert_eq!(removed, expected);
-        let settled = plan_reconcile(
-            std::slice::from_ref(&a),
-            &[installed(&Route::for_lease(&a))],
-        );
+        let settled = plan_reconcile(&[Route::for_lease(&a)], &[installed(&Route::for_lease(&a))]);
         assert!(settled.is_empty());
     }
 }

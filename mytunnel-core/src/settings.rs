@@ -134,6 +134,19 @@ settings_table! {
         help: "This edge's id among the edges sharing a --db-url database: each edge \
                routes the leases allocated through it (a-z, 0-9, -)",
     },
+    /// `--edge-url`
+    EdgeUrl {
+        name: "edge_url",
+        flag: "--edge-url",
+        env_var: "MYTUNNEL_EDGE_URL",
+        default: None,
+        value_name: "URL",
+        gate_override: false,
+        client_override: false,
+        help: "Where the other edges sharing the database reach this edge's Caddy to \
+               forward its tunnels' hosts (https://NAME, or http://ADDRESS on a private \
+               network); unset: they do not",
+    },
     /// `--base-domain`
     BaseDomain {
         name: "base_domain",

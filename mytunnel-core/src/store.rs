@@ -9,10 +9,30 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 
-use crate::names::{Host, LeaseId, LeaseRef, Owner, Slug};
+use crate::names::{EdgeId, EdgeUrl, Host, LeaseId, LeaseRef, Owner, Slug};
 use crate::policy::OwnerScope;
 use crate::protocol::{ApiError, ErrorCode, StateCounts, Takeover};
 use crate::{BaseDomain, Lease, LeaseState, PortRange, SocketPath, Timestamp, Ttl};
+
+/// The other edges sharing a database, as [`LeaseStore::elsewhere`] reads them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Elsewhere {
+    /// Each other edge that registered, in id order.
+    pub edges: Vec<EdgeRecord>,
+    /// Their active leases, each with the edge that holds it.
+    pub leases: Vec<(Lease, EdgeId)>,
+}
+
+/// One edge as it registered itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EdgeRecord {
+    /// Its id.
+    pub id: EdgeId,
+    /// Where the other edges reach its Caddy; `None`: nowhere (or not a valid URL).
+    pub url: Option<EdgeUrl>,
+    /// When its serve last registered.
+    pub seen_at: Timestamp,
+}
 
 /// How many active leases one owner may hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -167,6 +187,19 @@ pub trait LeaseStore: Send + Sync + std::fmt::Debug {
     /// is the owner's own lease `replaces` names), the owner's limit (not counting a
     /// lease the owner displaces), the port range.
     async fn allocate(&self, spec: AllocateSpec) -> Result<Allocation, StoreError>;
+
+    /// Records this edge as present at `now`, and where the other edges reach its Caddy
+    /// (`None`: they do not forward to it). Nothing for a store only one edge uses.
+    async fn register_edge(&self, url: Option<&EdgeUrl>, now: Timestamp) -> Result<(), StoreError> {
+        let _ = (url, now);
+        Ok(())
+    }
+
+    /// The other edges sharing the database, and the active leases they hold. Empty for
+    /// a store only one edge uses.
+    async fn elsewhere(&self) -> Result<Elsewhere, StoreError> {
+        Ok(Elsewhere::default())
+    }
 
     /// The active leases whose tunnels this edge holds (the ones allocated through it),
     /// which its routes serve. Several edges may share one store's database; a store only

@@ -17,9 +17,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use mytunnel_core::admin::CaddyAdminAddress;
 use mytunnel_core::route::{
-    lease_id_of_route, InstalledRoute, Route, RouteBackend, RouteError, Upstream, ROUTE_ID_PREFIX,
+    lease_id_of_route, Forwarding, InstalledRoute, Route, RouteBackend, RouteError, Upstream,
+    ROUTE_ID_PREFIX, VIA_HEADER,
 };
-use mytunnel_core::BaseDomain;
+use mytunnel_core::{BaseDomain, EdgeId, EdgeUrl, LeaseId};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -108,10 +109,11 @@ fn dial(upstream: &Upstream) -> String {
     match upstream {
         Upstream::LoopbackPort(port) => format!("127.0.0.1:{port}"),
         Upstream::UnixSocket(path) => format!("unix/{path}"),
+        Upstream::Edge(url) => url.dial(),
     }
 }
 
-/// The upstream a dial address names, when it is one mytunnel writes.
+/// The local upstream a dial address names, when it is one mytunnel writes.
 fn upstream_of_dial(dial: &str) -> Option<Upstream> {
     if let Some(path) = dial.strip_prefix("unix/") {
         return path.parse().ok().map(Upstream::UnixSocket);
@@ -120,17 +122,172 @@ fn upstream_of_dial(dial: &str) -> Option<Upstream> {
     Some(Upstream::LoopbackPort(port))
 }
 
+/// A `reverse_proxy` to `dial`s.
+fn proxy(dials: Vec<String>) -> Value {
+    json!({
+        "handler": "reverse_proxy",
+        "upstreams": dials.into_iter().map(|dial| json!({ "dial": dial })).collect::<Vec<_>>(),
+    })
+}
+
+/// A `reverse_proxy` that forwards to other edges, first that can be dialled first, as
+/// `via`: the request keeps its `Host`, gains [`VIA_HEADER`], and when the edges are
+/// `https://` goes over TLS checked against `host`'s certificate (the one the holder
+/// edge serves for it). One handler has one transport: the edges share a scheme.
+fn forward(edges: &[EdgeUrl], host: &str, via: &EdgeId) -> Value {
+    let mut handler = serde_json::Map::new();
+    handler.insert("handler".into(), json!("reverse_proxy"));
+    handler.insert(
+        "upstreams".into(),
+        edges.iter().map(|e| json!({ "dial": e.dial() })).collect(),
+    );
+    handler.insert(
+        "headers".into(),
+        json!({ "request": { "set": { VIA_HEADER: [via.as_str()] } } }),
+    );
+    if edges.len() > 1 {
+        handler.insert(
+            "load_balancing".into(),
+            json!({ "selection_policy": { "policy": "first" }, "try_duration": "5s" }),
+        );
+    }
+    if edges.first().is_some_and(EdgeUrl::is_https) {
+        handler.insert(
+            "transport".into(),
+            json!({ "protocol": "http", "tls": { "server_name": host } }),
+        );
+    }
+    Value::Object(handler)
+}
+
 /// The JSON of a lease's route exactly as mytunnel writes it.
+///
+/// - On an edge alone: the host, proxied to the lease's tunnel.
+/// - This edge's lease, with other edges: the same in a `subroute` whose error routes
+///   forward to the other edges when the tunnel cannot be dialled (a request another
+///   edge forwarded is not forwarded again).
+/// - Another edge's lease: the host, when no edge forwarded the request yet (no
+///   [`VIA_HEADER`]), forwarded to the edge that holds it.
 pub fn route_json(route: &Route) -> Value {
+    let host = route.host.as_str();
+    let (matcher, handler) = match (&route.forwarding, &route.upstream) {
+        (Some(forwarding), Upstream::Edge(url)) => (
+            json!({ "host": [host], "header": { VIA_HEADER: null } }),
+            forward(std::slice::from_ref(url), host, &forwarding.via),
+        ),
+        (Some(forwarding), local) if !forwarding.fallback.is_empty() => (
+            json!({ "host": [host] }),
+            json!({
+                "handler": "subroute",
+                "routes": [{ "handle": [proxy(vec![dial(local)])] }],
+                // A request another edge forwarded gets the error itself: without
+                // the last route an unmatched error would answer an empty 200.
+                "errors": { "routes": [
+                    {
+                        "match": [{ "header": { VIA_HEADER: null } }],
+                        "handle": [forward(&forwarding.fallback, host, &forwarding.via)],
+                    },
+                    { "handle": [{
+                        "handler": "static_response",
+                        "status_code": "{http.error.status_code}",
+                    }] },
+                ] },
+            }),
+        ),
+        (_, upstream) => (json!({ "host": [host] }), proxy(vec![dial(upstream)])),
+    };
     json!({
         "@id": route.id(),
-        "match": [{ "host": [route.host.as_str()] }],
-        "handle": [{
-            "handler": "reverse_proxy",
-            "upstreams": [{ "dial": dial(&route.upstream) }],
-        }],
+        "match": [matcher],
+        "handle": [handler],
         "terminal": true,
     })
+}
+
+/// The edges a forwarding `reverse_proxy` names, and the edge it forwards as.
+fn forwarded(handler: &Value) -> Option<(Vec<EdgeUrl>, EdgeId)> {
+    let scheme = if handler.get("transport").is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let edges = handler
+        .get("upstreams")?
+        .as_array()?
+        .iter()
+        .map(|u| {
+            format!("{scheme}://{}", u.get("dial")?.as_str()?)
+                .parse()
+                .ok()
+        })
+        .collect::<Option<Vec<EdgeUrl>>>()?;
+    let via = handler
+        .get("headers")?
+        .get("request")?
+        .get("set")?
+        .get(VIA_HEADER)?
+        .get(0)?
+        .as_str()?
+        .parse()
+        .ok()?;
+    Some((edges, via))
+}
+
+/// The route a lease's route JSON describes, when it has exactly a shape
+/// [`route_json`] writes.
+fn route_of_json(value: &Value, lease_id: LeaseId) -> Option<Route> {
+    let matcher = value.get("match")?.get(0)?;
+    let host = matcher.get("host")?.get(0)?.as_str()?.parse().ok()?;
+    let handler = value.get("handle")?.get(0)?;
+    let first_dial = |proxy: &Value| -> Option<String> {
+        Some(
+            proxy
+                .get("upstreams")?
+                .get(0)?
+                .get("dial")?
+                .as_str()?
+                .to_owned(),
+        )
+    };
+    let route = if matcher.get("header").is_some() {
+        let (mut edges, via) = forwarded(handler)?;
+        let holder = edges.pop().filter(|_| edges.is_empty())?;
+        Route {
+            lease_id,
+            host,
+            upstream: Upstream::Edge(holder),
+            forwarding: Some(Forwarding {
+                via,
+                fallback: Vec::new(),
+            }),
+        }
+    } else if handler.get("handler")?.as_str()? == "subroute" {
+        let local = handler.get("routes")?.get(0)?.get("handle")?.get(0)?;
+        let fallback = handler
+            .get("errors")?
+            .get("routes")?
+            .get(0)?
+            .get("handle")?
+            .get(0)?;
+        let (edges, via) = forwarded(fallback)?;
+        Route {
+            lease_id,
+            host,
+            upstream: upstream_of_dial(&first_dial(local)?)?,
+            forwarding: Some(Forwarding {
+                via,
+                fallback: edges,
+            }),
+        }
+    } else {
+        Route {
+            lease_id,
+            host,
+            upstream: upstream_of_dial(&first_dial(handler)?)?,
+            forwarding: None,
+        }
+    };
+    (route_json(&route) == *value).then_some(route)
 }
 
 /// `static` mode's one route: every `<slug>.<base_domain>` is proxied to the unix socket
@@ -210,30 +367,7 @@ pub fn parse_installed(value: &Value) -> Option<InstalledRoute> {
     if !id.starts_with(ROUTE_ID_PREFIX) || id == STATIC_ROUTE_ID {
         return None;
     }
-    let route = (|| {
-        let lease_id = lease_id_of_route(id)?;
-        let host = value
-            .get("match")?
-            .get(0)?
-            .get("host")?
-            .get(0)?
-            .as_str()?
-            .parse()
-            .ok()?;
-        let dial = value
-            .get("handle")?
-            .get(0)?
-            .get("upstreams")?
-            .get(0)?
-            .get("dial")?
-            .as_str()?;
-        let route = Route {
-            lease_id,
-            host,
-            upstream: upstream_of_dial(dial)?,
-        };
-        (route_json(&route) == *value).then_some(route)
-    })();
+    let route = lease_id_of_route(id).and_then(|lease_id| route_of_json(value, lease_id));
     Some(InstalledRoute {
         id: id.to_owned(),
         route,

@@ -17,7 +17,7 @@ use mytunnel_core::listen::LoopbackAddress;
 use mytunnel_core::policy::{AdminUsers, ReservedSlugs};
 pub use mytunnel_core::settings::Setting;
 use mytunnel_core::store::OwnerLimit;
-use mytunnel_core::{BaseDomain, EdgeId, PortRange, Ttl};
+use mytunnel_core::{BaseDomain, EdgeId, EdgeUrl, PortRange, Ttl};
 
 use crate::store::Database;
 
@@ -164,6 +164,8 @@ pub struct EdgeConfig {
     pub database: Database,
     /// This edge's id: the leases allocated through it record it, and it routes them.
     pub edge_id: EdgeId,
+    /// Where the other edges reach this edge's Caddy; `None`: they do not forward to it.
+    pub edge_url: Option<EdgeUrl>,
     /// The base domain; `None` makes `allocate` answer `base_domain_missing`.
     pub base_domain: Option<BaseDomain>,
     /// Caddy's admin API (loopback only).

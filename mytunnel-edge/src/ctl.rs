@@ -17,7 +17,7 @@ use crate::config::{EdgeConfig, RouteMode};
 use crate::control;
 use crate::links::{HostLinks, StaticRoutes};
 use crate::metrics::Metrics;
-use crate::service::{LeaseService, ServiceSettings, SystemClock};
+use crate::service::{EdgeIdentity, LeaseService, ServiceSettings, SystemClock};
 use crate::sockets;
 use crate::store::{SqlLeaseStore, StoreOptions};
 use crate::tunnel_ends::SshListenerEnds;
@@ -82,7 +82,11 @@ pub async fn open_serve_service(
         ServiceSettings::from(config),
     )
     .with_tunnel_ends(Arc::new(SshListenerEnds::default()))
-    .with_metrics(metrics.clone()))
+    .with_metrics(metrics.clone())
+    .with_edge(EdgeIdentity {
+        id: config.edge_id.clone(),
+        url: config.edge_url.clone(),
+    }))
 }
 
 /// The route backend of the configured mode, counting failed Caddy admin requests in

@@ -168,6 +168,7 @@ impl RouteBackend for HostLinks {
                     lease_id,
                     host,
                     upstream: Upstream::UnixSocket(target),
+                    forwarding: None,
                 })
             })();
             routes.push(match route {
@@ -222,7 +223,7 @@ impl RouteBackend for StaticRoutes {
     async fn upsert(&self, route: &Route) -> Result<(), RouteError> {
         match route.upstream {
             Upstream::UnixSocket(_) => self.links.upsert(route).await,
-            Upstream::LoopbackPort(_) => self.caddy.upsert(route).await,
+            Upstream::LoopbackPort(_) | Upstream::Edge(_) => self.caddy.upsert(route).await,
         }
     }
 
@@ -238,8 +239,13 @@ impl RouteBackend for StaticRoutes {
     async fn remove_route(&self, route: &Route) -> Result<bool, RouteError> {
         match route.upstream {
             Upstream::UnixSocket(_) => self.links.remove_route(route).await,
-            Upstream::LoopbackPort(_) => self.caddy.remove_route(route).await,
+            Upstream::LoopbackPort(_) | Upstream::Edge(_) => self.caddy.remove_route(route).await,
         }
+    }
+
+    /// A host link is a file: it cannot say where to go when its socket is gone.
+    fn falls_back(&self, upstream: &Upstream) -> bool {
+        !matches!(upstream, Upstream::UnixSocket(_))
     }
 
     async fn list(&self) -> Result<Vec<InstalledRoute>, RouteError> {

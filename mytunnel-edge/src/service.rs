@@ -19,9 +19,10 @@ use mytunnel_core::protocol::{
     HealthDto, LeaseDto, PortUsage, ReconcileDto, StatsDto, Takeover,
 };
 use mytunnel_core::route::{plan_reconcile, route_id, Route, RouteBackend, RouteError};
-use mytunnel_core::store::{AllocateSpec, LeaseStore, NameChoice, OwnerLimit};
+use mytunnel_core::store::{AllocateSpec, EdgeRecord, LeaseStore, NameChoice, OwnerLimit};
 use mytunnel_core::{
-    BaseDomain, Host, Lease, LeaseId, LeaseRef, LeaseState, PortRange, Timestamp, Ttl,
+    BaseDomain, EdgeId, EdgeUrl, Host, Lease, LeaseId, LeaseRef, LeaseState, PortRange, Timestamp,
+    Ttl,
 };
 
 use crate::config::EdgeConfig;
@@ -137,6 +138,52 @@ pub struct ReconcileReport {
     pub errors: Vec<String>,
 }
 
+/// This edge among the edges that share one lease database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EdgeIdentity {
+    /// Its id (`MYTUNNEL_EDGE_ID`): the leases allocated through it record it.
+    pub id: EdgeId,
+    /// Where the other edges' Caddy reaches its Caddy (`MYTUNNEL_EDGE_URL`); `None`: the
+    /// other edges do not forward to it.
+    pub url: Option<EdgeUrl>,
+}
+
+impl Default for EdgeIdentity {
+    fn default() -> Self {
+        EdgeIdentity {
+            id: EdgeId::local(),
+            url: None,
+        }
+    }
+}
+
+/// How recently another edge must have registered to be forwarded to when a tunnel of
+/// this edge cannot be dialled (an edge taken away stops being tried).
+pub const FALLBACK_EDGE_SEEN_WITHIN: Duration = Duration::from_secs(600);
+
+/// The edges an own route falls back to: those that registered within
+/// [`FALLBACK_EDGE_SEEN_WITHIN`] with a URL of one scheme (one Caddy handler has one
+/// transport): this edge's own scheme, else the first one's. In id order.
+pub fn fallback_edges(
+    edges: &[EdgeRecord],
+    own_url: Option<&EdgeUrl>,
+    now: Timestamp,
+) -> Vec<EdgeUrl> {
+    let recent = now.saturating_sub(FALLBACK_EDGE_SEEN_WITHIN);
+    let urls: Vec<&EdgeUrl> = edges
+        .iter()
+        .filter(|e| e.seen_at >= recent)
+        .filter_map(|e| e.url.as_ref())
+        .collect();
+    let Some(https) = own_url.or(urls.first().copied()).map(EdgeUrl::is_https) else {
+        return Vec::new();
+    };
+    urls.into_iter()
+        .filter(|u| u.is_https() == https)
+        .cloned()
+        .collect()
+}
+
 /// The edge's lease service.
 #[derive(Debug, Clone)]
 pub struct LeaseService {
@@ -162,6 +209,11 @@ pub struct LeaseService {
     sweep_start: Arc<std::sync::atomic::AtomicUsize>,
     /// What serve's metrics count (nothing unless serve answers scrapes).
     metrics: Metrics,
+    /// This edge among those sharing the database.
+    edge: EdgeIdentity,
+    /// The other edges this edge's own routes fall back to, as the last reconcile pass
+    /// found them (new leases' routes use it until the next).
+    fallback: Arc<std::sync::RwLock<Vec<EdgeUrl>>>,
 }
 
 /// Runs one health probe within `timeout`.
@@ -199,7 +251,31 @@ impl LeaseService {
             handover: Arc::default(),
             sweep_start: Arc::default(),
             metrics: Metrics::default(),
+            edge: EdgeIdentity::default(),
+            fallback: Arc::default(),
         }
+    }
+
+    /// The same service as edge `edge` among several sharing the database: its routes
+    /// then forward to the others (see [`Route::to_edge`] and [`Route::for_own_lease`]).
+    #[must_use]
+    pub fn with_edge(mut self, edge: EdgeIdentity) -> Self {
+        self.edge = edge;
+        self
+    }
+
+    /// The route of this edge's own lease: with the other edges to fall back to, when
+    /// there are any and the backend can hold them.
+    fn own_route(&self, lease: &Lease) -> Route {
+        let route = Route::for_lease(lease);
+        if !self.routes.falls_back(&route.upstream) {
+            return route;
+        }
+        let fallback = match self.fallback.read() {
+            Ok(list) => list.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        Route::for_own_lease(lease, &self.edge.id, fallback)
     }
 
     /// The same service, counting allocations, releases and expiries in `metrics` (serve
@@ -414,7 +490,7 @@ impl LeaseService {
     async fn upsert_after_handover(&self, lease: &Lease) -> Result<(), RouteError> {
         drop(self.handover.write().await);
         let _turn = self.route_turn.read().await;
-        self.routes.upsert(&Route::for_lease(lease)).await
+        self.routes.upsert(&self.own_route(lease)).await
     }
 
     /// `release`: tombstone, remove the route, end the tunnel's traffic. Counted in the
@@ -604,6 +680,35 @@ impl LeaseService {
         Ok(())
     }
 
+    /// The routes this edge's Caddy must hold: its own leases' (falling back to the other
+    /// edges), and a route to the holding edge for each lease of another edge that the
+    /// others can reach. Registers this edge first, so the others know where it is.
+    async fn wanted_routes(&self) -> Result<Vec<Route>, ApiError> {
+        let now = self.clock.now();
+        self.store
+            .register_edge(self.edge.url.as_ref(), now)
+            .await?;
+        let own = self.store.active_on_this_edge().await?;
+        let elsewhere = self.store.elsewhere().await?;
+        let fallback = fallback_edges(&elsewhere.edges, self.edge.url.as_ref(), now);
+        match self.fallback.write() {
+            Ok(mut list) => *list = fallback,
+            Err(poisoned) => *poisoned.into_inner() = fallback,
+        }
+        let mut wanted: Vec<Route> = own.iter().map(|lease| self.own_route(lease)).collect();
+        for (lease, holder) in &elsewhere.leases {
+            let url = elsewhere
+                .edges
+                .iter()
+                .find(|edge| &edge.id == holder)
+                .and_then(|edge| edge.url.clone());
+            if let Some(url) = url {
+                wanted.push(Route::to_edge(lease, url, &self.edge.id));
+            }
+        }
+        Ok(wanted)
+    }
+
     /// One reconcile pass: make the routes match the active leases.
     ///
     /// Routes are listed before leases, so a lease allocated during the pass is never
@@ -619,9 +724,8 @@ impl LeaseService {
             .list()
             .await
             .map_err(|e| caddy_unavailable("could not list routes", e))?;
-        // This edge's leases only: another edge sharing the database routes its own.
-        let active = self.store.active_on_this_edge().await?;
-        let plan = plan_reconcile(&active, &installed);
+        let wanted = self.wanted_routes().await?;
+        let plan = plan_reconcile(&wanted, &installed);
         let mut report = ReconcileReport::default();
         for id in &plan.remove {
             match self.routes.remove(id).await {

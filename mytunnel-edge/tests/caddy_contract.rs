@@ -218,6 +218,7 @@ fn route(id: &str, host: &str, port: u16) -> Route {
         lease_id: format!("lease_{}", id.repeat(16)).parse().unwrap(),
         host: host.parse().unwrap(),
         upstream: Upstream::LoopbackPort(port),
+        forwarding: None,
     }
 }
 

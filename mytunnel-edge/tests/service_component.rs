@@ -246,6 +246,7 @@ fn route_of(dto: &LeaseDto) -> Value {
         lease_id: dto.lease_id.clone(),
         host: dto.host.parse().unwrap(),
         upstream: Upstream::LoopbackPort(dto.edge_bind_port),
+        forwarding: None,
     })
 }
 

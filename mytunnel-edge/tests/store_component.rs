@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use mytunnel_core::policy::OwnerScope;
 use mytunnel_core::protocol::{LeaseDto, StateCounts, Takeover};
 use mytunnel_core::store::{
-    AllocateSpec, Allocation, LeaseStore, NameChoice, OwnerLimit, StoreError,
+    AllocateSpec, Allocation, EdgeRecord, LeaseStore, NameChoice, OwnerLimit, StoreError,
 };
 use mytunnel_core::{
     BaseDomain, ErrorCode, Lease, LeaseId, LeaseRef, LeaseState, Owner, PortRange, Slug, Timestamp,
@@ -230,6 +230,39 @@ async fn each_edge_sees_and_expires_its_own_leases_first() {
     assert_eq!(b.active_on_this_edge().await.unwrap(), vec![on_b.clone()]);
     // Both are one namespace: every lease is listed through either edge.
     assert_eq!(a.list(&OwnerScope::All).await.unwrap().len(), 2);
+    // Each knows the other's leases, and where to reach the other once it registered.
+    assert_eq!(b.elsewhere().await.unwrap().edges, vec![]);
+    let url_a: mytunnel_core::EdgeUrl = "https://edge-a.example.com".parse().unwrap();
+    a.register_edge(Some(&url_a), ts(T0)).await.unwrap();
+    b.register_edge(None, ts(T0 + 1)).await.unwrap();
+    a.register_edge(Some(&url_a), ts(T0 + 2)).await.unwrap();
+    let seen_by_b = b.elsewhere().await.unwrap();
+    assert_eq!(
+        seen_by_b.edges,
+        vec![EdgeRecord {
+            id: "edge-a".parse().unwrap(),
+            url: Some(url_a),
+            seen_at: ts(T0 + 2),
+        }]
+    );
+    assert_eq!(
+        seen_by_b.leases,
+        vec![(on_a.clone(), "edge-a".parse().unwrap())]
+    );
+    let seen_by_a = a.elsewhere().await.unwrap();
+    assert_eq!(seen_by_a.edges[0].url, None);
+    assert_eq!(
+        seen_by_a.leases,
+        vec![(on_b.clone(), "edge-b".parse().unwrap())]
+    );
+    // A hand-edited URL that does not parse is no URL, not a failure.
+    let admin = sqlx::PgPool::connect(url.expose()).await.unwrap();
+    sqlx::query("UPDATE edges SET url = 'ftp://nonsense' WHERE edge_id = 'edge-a'")
+        .execute(&admin)
+        .await
+        .unwrap();
+    assert_eq!(b.elsewhere().await.unwrap().edges[0].url, None);
+    admin.close().await;
 
     // At the TTL (both leases share T0 and TTL), each edge expires only its own.
     let expiry = on_a.expires_at.unix_seconds();
@@ -278,7 +311,7 @@ async fn postgres_schema_is_tracked_and_a_newer_one_is_refused() {
         .fetch_all(&admin)
         .await
         .unwrap();
-    assert_eq!(versions, vec![4], "one row: every migration, applied once");
+    assert_eq!(versions, vec![5], "one row: every migration, applied once");
     sqlx::query("UPDATE mytunnel_schema SET version = 99")
         .execute(&admin)
         .await
@@ -377,12 +410,15 @@ async fn data_survives_reopen_and_migrations_are_idempotent() {
         .fetch_one(&mut conn)
         .await
         .unwrap();
-    assert_eq!(version, 4, "every migration applied");
+    assert_eq!(version, 5, "every migration applied");
     let tables: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'")
         .fetch_one(&mut conn)
         .await
         .unwrap();
-    assert_eq!(tables, 1, "reopening must not create tables again");
+    assert_eq!(
+        tables, 2,
+        "leases and edges: reopening must not create tables again"
+    );
     let journal: String = sqlx::query_scalar("PRAGMA journal_mode")
         .fetch_one(&mut conn)
         .await

@@ -623,8 +623,13 @@ impl Stack {
             options.route_mode.name(),
             stack.socket_dir().display()
         );
+        // Sharing a database, the other edges reach this one's Caddy at its HTTP address.
         let database_env = match &options.database {
-            Some(database) => format!("MYTUNNEL_DB_URL={}\n", database.url),
+            Some(database) => format!(
+                "MYTUNNEL_DB_URL={}\nMYTUNNEL_EDGE_URL=http://{}\n",
+                database.url,
+                stack.caddy.http_address()
+            ),
             None => String::new(),
         };
         let env = format!("{env}{mode_env}{database_env}{extra_env}");

@@ -10,7 +10,7 @@ use mytunnel_core::duration::parse_duration;
 use mytunnel_core::listen::LoopbackAddress;
 use mytunnel_core::policy::{AdminUsers, ReservedSlugs};
 use mytunnel_core::store::OwnerLimit;
-use mytunnel_core::{BaseDomain, EdgeId, PortRange, Ttl};
+use mytunnel_core::{BaseDomain, EdgeId, EdgeUrl, PortRange, Ttl};
 
 use crate::store::{redact_password, Database, PostgresUrl};
 
@@ -174,6 +174,15 @@ impl<'a> Precedence<'a> {
                 .map_err(|e| edge.invalid(e.reason().to_owned()))
         }));
 
+        let edge_url_raw = raw(Setting::EdgeUrl);
+        let edge_url = found.keep(match edge_url_raw.text().map(str::trim) {
+            None | Some("") => Ok(None),
+            Some(text) => text
+                .parse::<EdgeUrl>()
+                .map(Some)
+                .map_err(|e| edge_url_raw.invalid(e.reason().to_owned())),
+        });
+
         let domain = raw(Setting::BaseDomain);
         let base_domain = found.keep(match domain.text().map(str::trim) {
             None | Some("") => Ok(None),
@@ -287,6 +296,7 @@ impl<'a> Precedence<'a> {
                     (path, None) => Database::Sqlite(path?),
                 },
                 edge_id: edge_id?,
+                edge_url: edge_url?,
                 base_domain: base_domain?,
                 caddy_admin: caddy_admin?,
                 caddy_server: caddy_server?,

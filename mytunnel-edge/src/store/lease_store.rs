@@ -227,6 +227,47 @@ impl LeaseStore for SqlLeaseStore {
         row.as_ref().map(lease_from_row).transpose()
     }
 
+    async fn register_edge(&self, url: Option<&EdgeUrl>, now: Timestamp) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO edges (edge_id, url, seen_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (edge_id) DO UPDATE SET url = excluded.url, seen_at = excluded.seen_at",
+        )
+        .bind(self.edge_id.as_str())
+        .bind(url.map(ToString::to_string))
+        .bind(now.unix_seconds())
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| db_error("register this edge", e))?;
+        commit(tx).await
+    }
+
+    async fn elsewhere(&self) -> Result<Elsewhere, StoreError> {
+        let edges = sqlx::query(
+            "SELECT edge_id, url, seen_at FROM edges WHERE edge_id <> $1 ORDER BY edge_id",
+        )
+        .bind(self.edge_id.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| db_error("list the other edges", e))?
+        .iter()
+        .map(edge_from_row)
+        .collect::<Result<Vec<_>, _>>()?;
+        let rows = sqlx::query(&format!(
+            "SELECT {LEASE_COLUMNS}, edge_id FROM leases WHERE state = 'active' AND edge_id <> $1 \
+             ORDER BY created_at DESC, lease_id"
+        ))
+        .bind(self.edge_id.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| db_error("list the other edges' leases", e))?;
+        let leases = rows
+            .iter()
+            .map(|row| Ok((lease_from_row(row)?, edge_of_row(row)?)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(Elsewhere { edges, leases })
+    }
+
     async fn active_on_this_edge(&self) -> Result<Vec<Lease>, StoreError> {
         let rows = sqlx::query(&format!(
             "SELECT {LEASE_COLUMNS} FROM leases WHERE state = 'active' AND edge_id = $1 \

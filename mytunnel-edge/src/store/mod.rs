@@ -22,10 +22,10 @@ use async_trait::async_trait;
 use mytunnel_core::policy::OwnerScope;
 use mytunnel_core::protocol::{StateCounts, Takeover};
 use mytunnel_core::store::{
-    AllocateSpec, Allocation, LeaseStore, NameChoice, StoreError, StoreStats,
+    AllocateSpec, Allocation, EdgeRecord, Elsewhere, LeaseStore, NameChoice, StoreError, StoreStats,
 };
 use mytunnel_core::{
-    EdgeId, Host, Lease, LeaseId, LeaseRef, LeaseState, Owner, Slug, Timestamp, Ttl,
+    EdgeId, EdgeUrl, Host, Lease, LeaseId, LeaseRef, LeaseState, Owner, Slug, Timestamp, Ttl,
 };
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::sqlite::SqliteConnectOptions;
@@ -44,6 +44,7 @@ const SQLITE_MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0002_bind_socket.sql"),
     include_str!("../../migrations/0003_socket_leases_hold_no_port.sql"),
     include_str!("../../migrations/0004_lease_edge.sql"),
+    include_str!("../../migrations/0005_edges.sql"),
 ];
 
 /// The PostgreSQL schema, in order: the same steps as [`SQLITE_MIGRATIONS`], the first
@@ -53,6 +54,7 @@ const PG_MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0002_bind_socket.sql"),
     include_str!("../../migrations/0003_socket_leases_hold_no_port.sql"),
     include_str!("../../migrations/0004_lease_edge.sql"),
+    include_str!("../../migrations/0005_edges.sql"),
 ];
 
 /// The key of the transaction-level advisory lock every PostgreSQL write transaction

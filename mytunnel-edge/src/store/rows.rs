@@ -43,6 +43,32 @@ pub(super) fn lease_from_row(row: &AnyRow) -> Result<Lease, StoreError> {
     })
 }
 
+/// Reads the `edge_id` column, refusing one that does not parse.
+pub(super) fn edge_of_row(row: &AnyRow) -> Result<EdgeId, StoreError> {
+    let text: String = row
+        .try_get("edge_id")
+        .map_err(|e| db_error("read column edge_id", e))?;
+    text.parse()
+        .map_err(|e: mytunnel_core::InvalidValue| db_error("corrupt edge_id", e))
+}
+
+/// Reads one row of `edges`. A URL that does not parse is no URL: the edge is not
+/// forwarded to, and nothing panics on a hand-edited table.
+pub(super) fn edge_from_row(row: &AnyRow) -> Result<EdgeRecord, StoreError> {
+    let url: Option<String> = row
+        .try_get("url")
+        .map_err(|e| db_error("read column url", e))?;
+    let seen_at: i64 = row
+        .try_get("seen_at")
+        .map_err(|e| db_error("read column seen_at", e))?;
+    Ok(EdgeRecord {
+        id: edge_of_row(row)?,
+        url: url.and_then(|u| u.parse().ok()),
+        seen_at: Timestamp::from_unix_seconds(seen_at)
+            .map_err(|e| db_error("corrupt seen_at", e))?,
+    })
+}
+
 /// Finds the lease a reference names, among `owner`'s leases only.
 pub(super) async fn find_for_owner(
     tx: &mut sqlx::AnyConnection,
