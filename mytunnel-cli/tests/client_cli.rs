@@ -457,6 +457,88 @@ fn doctor_reports_each_check_and_fails_on_a_broken_edge() {
     assert_eq!((code, reachable.as_str()), (Some(1), "fail"));
 }
 
+/// A profile of two edges: each is checked, the checks that reach it named after it, and
+/// one that cannot be reached fails its own checks without hiding the other's.
+#[test]
+fn doctor_checks_each_destination_of_a_profile() {
+    let home = tempfile::tempdir().unwrap();
+    let config = home.path().join(".config/mytunnel");
+    std::fs::create_dir_all(&config).unwrap();
+    std::fs::write(
+        config.join("config.toml"),
+        "default_edge = \"team\"\n[edges.team]\n\
+         destinations = [\"alice@edge-a\", \"alice@edge-b\"]\n",
+    )
+    .unwrap();
+    let health = serde_json::json!({
+        "healthy": true, "version": env!("CARGO_PKG_VERSION"), "base_domain": "t.example",
+        "db": {"ok": true, "detail": "ok"}, "caddy": {"ok": true, "detail": "ok"}
+    });
+    let ssh = FakeSsh::new(&health.to_string(), 0);
+    // edge-a is down: ssh fails to connect there, as OpenSSH says it.
+    let script = std::fs::read_to_string(ssh.path()).unwrap().replacen(
+        "\ncat ",
+        "\ncase \"$*\" in *alice@edge-a*) \
+         echo 'ssh: connect to host edge-a port 22: No route to host' >&2; exit 255;; esac\ncat ",
+        1,
+    );
+    std::fs::write(ssh.path(), script).unwrap();
+    let out = mytunnel(
+        home.path(),
+        &[
+            "doctor",
+            "--json",
+            "--no-ssh-mux",
+            "--ssh-bin",
+            ssh.path().to_str().unwrap(),
+        ],
+    );
+    let checks: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let named: Vec<(String, String)> = checks
+        .iter()
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap().to_owned(),
+                c["status"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let pair = |name: &str, status: &str| (name.to_owned(), status.to_owned());
+    assert_eq!(
+        named,
+        [
+            pair("edge", "ok"),
+            pair("ssh binary", "ok"),
+            pair("edge reachable (alice@edge-a)", "fail"),
+            pair("edge reachable (alice@edge-b)", "ok"),
+            pair("remote binary (alice@edge-b)", "ok"),
+            pair("edge health (alice@edge-b)", "ok"),
+        ]
+    );
+    assert_eq!(
+        checks[0]["detail"],
+        "alice@edge-a, alice@edge-b (profile team; each is checked, in this order)"
+    );
+    assert!(
+        checks[2]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("No route to host"),
+        "{}",
+        checks[2]
+    );
+    assert_eq!(out.status.code(), Some(1), "a destination that fails fails");
+    let calls = ssh.calls();
+    assert!(
+        calls.iter().any(|c| c.contains("alice@edge-a")),
+        "{calls:?}"
+    );
+    assert!(
+        calls.iter().any(|c| c.contains("alice@edge-b")),
+        "{calls:?}"
+    );
+}
+
 /// Whether `bytes` hold a control character other than the newline that ends each line.
 fn has_control(bytes: &[u8]) -> bool {
     String::from_utf8_lossy(bytes)

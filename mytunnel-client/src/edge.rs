@@ -199,16 +199,16 @@ impl EdgeBuilder {
             return Ok(Edge::new(transport, None, None));
         }
         let resolved = self.resolve()?;
-        let ssh = SshTransport::connect(self.ssh_config(&resolved))
+        let ssh = SshTransport::connect(self.ssh_config(&resolved, resolved.destinations.first()))
             .await
             .map_err(TunnelError::Connect)?;
         let ssh = Arc::new(ssh);
         Ok(Edge::new(ssh.clone(), Some(ssh), Some(resolved)))
     }
 
-    /// The ssh configuration for a resolved edge.
-    pub(crate) fn ssh_config(&self, edge: &ResolvedEdge) -> SshConfig {
-        let mut config = SshConfig::new(edge.destination.clone());
+    /// The ssh configuration for one destination of a resolved edge.
+    pub(crate) fn ssh_config(&self, edge: &ResolvedEdge, destination: &str) -> SshConfig {
+        let mut config = SshConfig::new(destination);
         config.ssh_bin = edge.ssh_bin.clone();
         config.remote_bin = edge.remote_bin.clone();
         config.multiplexing = self.settings.multiplexing;

@@ -11,6 +11,15 @@
 //! remote_bin = "/usr/local/bin/mytunneld"   # optional
 //! ```
 //!
+//! Edges that share one lease database (and one base domain) can be listed together,
+//! in order, with `destinations` instead of `destination` (exactly one of the two):
+//!
+//! ```toml
+//! [edges.team]
+//! destinations = ["tunnel@a.example.com", "tunnel@b.example.com"]
+//! base_domain = "tunnel.example.com"
+//! ```
+//!
 //! `[tunnels.NAME]` tables name a tunnel's options, so that `mytunnel http NAME` (or
 //! [`EdgeBuilder::http_profile`](crate::EdgeBuilder::http_profile)) opens it without
 //! repeating them; flags and builder calls given as well take precedence:
@@ -29,25 +38,148 @@
 //! flag or variable may name a profile or be an ssh destination itself.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+/// An edge's ssh destinations (`user@host`, or `Host` aliases of `~/.ssh/config`) in the
+/// order they are tried. Never empty: the first is where a tunnel opens when it can.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Destinations {
+    first: String,
+    rest: Vec<String>,
+}
+
+impl Destinations {
+    /// One destination.
+    pub fn one(destination: impl Into<String>) -> Destinations {
+        Destinations {
+            first: destination.into(),
+            rest: Vec::new(),
+        }
+    }
+
+    /// These destinations in this order; `None` for an empty list.
+    pub fn from_vec(destinations: Vec<String>) -> Option<Destinations> {
+        let mut all = destinations.into_iter();
+        let first = all.next()?;
+        Some(Destinations {
+            first,
+            rest: all.collect(),
+        })
+    }
+
+    /// The first, tried first.
+    pub fn first(&self) -> &str {
+        &self.first
+    }
+
+    /// The destination at `index` (0 is the first).
+    pub fn get(&self, index: usize) -> Option<&str> {
+        match index.checked_sub(1) {
+            None => Some(&self.first),
+            Some(i) => self.rest.get(i).map(String::as_str),
+        }
+    }
+
+    /// How many there are (at least one).
+    pub fn count(&self) -> usize {
+        self.rest.len().saturating_add(1)
+    }
+
+    /// Each in order.
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.first.as_str()).chain(self.rest.iter().map(String::as_str))
+    }
+}
+
+impl fmt::Display for Destinations {
+    /// `a`, or `a, b, c`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, destination) in self.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            f.write_str(destination)?;
+        }
+        Ok(())
+    }
+}
+
 /// One `[edges.NAME]` table.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "EdgeTable")]
 pub struct EdgeProfile {
-    /// The ssh destination (`user@host`, or a `Host` alias of `~/.ssh/config`).
-    pub destination: String,
+    /// Its ssh destinations, in order: `destination = "…"` gives one, `destinations =
+    /// […]` several (edges that share one lease database).
+    pub destinations: Destinations,
     /// The edge's base domain, if known.
-    #[serde(default)]
     pub base_domain: Option<String>,
     /// The ssh binary.
-    #[serde(default)]
     pub ssh_bin: Option<PathBuf>,
     /// The remote `mytunneld` path.
-    #[serde(default)]
     pub remote_bin: Option<String>,
+}
+
+impl EdgeProfile {
+    /// A profile of one destination and no other setting.
+    pub fn new(destinations: Destinations) -> EdgeProfile {
+        EdgeProfile {
+            destinations,
+            base_domain: None,
+            ssh_bin: None,
+            remote_bin: None,
+        }
+    }
+}
+
+/// An `[edges.NAME]` table as written, before `destination`/`destinations` is checked.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EdgeTable {
+    #[serde(default)]
+    destination: Option<String>,
+    #[serde(default)]
+    destinations: Option<Vec<String>>,
+    #[serde(default)]
+    base_domain: Option<String>,
+    #[serde(default)]
+    ssh_bin: Option<PathBuf>,
+    #[serde(default)]
+    remote_bin: Option<String>,
+}
+
+impl TryFrom<EdgeTable> for EdgeProfile {
+    type Error = String;
+
+    fn try_from(table: EdgeTable) -> Result<Self, Self::Error> {
+        let destinations = match (table.destination, table.destinations) {
+            (Some(one), None) => Destinations::one(one),
+            (None, Some(list)) => Destinations::from_vec(list).ok_or(
+                "`destinations` is an empty list: give at least one ssh destination, \
+                 e.g. destinations = [\"tunnel@a.example.com\", \"tunnel@b.example.com\"]",
+            )?,
+            (Some(_), Some(_)) => {
+                return Err("both `destination` and `destinations` are given: keep one \
+                            (`destinations` lists every edge, in the order they are tried)"
+                    .into())
+            }
+            (None, None) => {
+                return Err(
+                    "missing `destination` (one ssh destination) or `destinations` \
+                            (a list of them, tried in order)"
+                        .into(),
+                )
+            }
+        };
+        Ok(EdgeProfile {
+            destinations,
+            base_domain: table.base_domain,
+            ssh_bin: table.ssh_bin,
+            remote_bin: table.remote_bin,
+        })
+    }
 }
 
 /// One `[tunnels.NAME]` table: a tunnel's options.
@@ -167,8 +299,9 @@ pub struct ExplicitEdge {
 /// The edge to talk to, fully resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResolvedEdge {
-    /// The ssh destination.
-    pub destination: String,
+    /// The ssh destinations, in the order they are tried (one unless the profile lists
+    /// several with `destinations`).
+    pub destinations: Destinations,
     /// The profile it came from, if any.
     pub profile: Option<String>,
     /// The ssh binary.
@@ -208,12 +341,12 @@ pub fn load_config(path: &Path) -> Result<ClientConfig, ProfileError> {
     }
 }
 
-fn check_destination(text: &str) -> Result<String, ProfileError> {
+fn check_destination(text: &str) -> Result<(), ProfileError> {
     let ok = !text.is_empty()
         && !text.starts_with('-')
         && !text.chars().any(|c| c.is_whitespace() || c.is_control());
     if ok {
-        Ok(text.to_owned())
+        Ok(())
     } else {
         Err(ProfileError::BadDestination(text.to_owned()))
     }
@@ -237,16 +370,13 @@ pub fn resolve_edge(
         })?;
     let (profile_name, profile) = match config.edges.get(&edge_text) {
         Some(profile) => (Some(edge_text.clone()), profile.clone()),
-        None => (
-            None,
-            EdgeProfile {
-                destination: edge_text.clone(),
-                ..EdgeProfile::default()
-            },
-        ),
+        None => (None, EdgeProfile::new(Destinations::one(edge_text.clone()))),
     };
+    for destination in profile.destinations.iter() {
+        check_destination(destination)?;
+    }
     Ok(ResolvedEdge {
-        destination: check_destination(&profile.destination)?,
+        destinations: profile.destinations,
         profile: profile_name,
         ssh_bin: explicit
             .ssh_bin
@@ -305,7 +435,10 @@ ssh_bin = "/opt/ssh"
             Path::new("c"),
         )
         .unwrap();
-        assert_eq!(edge.destination, "tunnel@edge.example.com");
+        assert_eq!(
+            edge.destinations,
+            Destinations::one("tunnel@edge.example.com")
+        );
         assert_eq!(edge.profile.as_deref(), Some("prod"));
         assert_eq!(edge.remote_bin, "/usr/local/bin/mytunneld");
         assert_eq!(edge.ssh_bin, PathBuf::from("ssh"));
@@ -316,7 +449,7 @@ ssh_bin = "/opt/ssh"
     fn precedence_flag_env_profile_default() {
         let e = env(&[("MYTUNNEL_EDGE", "lab"), ("MYTUNNEL_SSH_BIN", "/env/ssh")]);
         let edge = resolve_edge(&ExplicitEdge::default(), &e, &config(), Path::new("c")).unwrap();
-        assert_eq!(edge.destination, "lab-edge");
+        assert_eq!(edge.destinations, Destinations::one("lab-edge"));
         assert_eq!(edge.ssh_bin, PathBuf::from("/env/ssh"));
         assert_eq!(edge.remote_bin, "mytunneld");
         let explicit = ExplicitEdge {
@@ -325,7 +458,7 @@ ssh_bin = "/opt/ssh"
             ..ExplicitEdge::default()
         };
         let edge = resolve_edge(&explicit, &e, &config(), Path::new("c")).unwrap();
-        assert_eq!(edge.destination, "root@other");
+        assert_eq!(edge.destinations, Destinations::one("root@other"));
         assert_eq!(edge.profile, None);
         assert_eq!(edge.ssh_bin, PathBuf::from("/flag/ssh"));
     }
@@ -362,6 +495,99 @@ ssh_bin = "/opt/ssh"
         }
         let bad = parse_config(Path::new("c.toml"), "[edges.x]\nnope = 1\n").unwrap_err();
         assert!(bad.to_string().contains("c.toml"), "{bad}");
+    }
+
+    /// The error `parse_config` gives for `text` in `/h/c.toml`.
+    fn refused(text: &str) -> String {
+        match parse_config(Path::new("/h/c.toml"), text) {
+            Err(e @ ProfileError::BadConfig { .. }) => e.to_string(),
+            other => panic!("not refused: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn several_destinations_are_kept_in_order() {
+        let text = "[edges.team]\n\
+                    destinations = [\"tunnel@a.example.com\", \"tunnel@b.example.com\", \"c\"]\n\
+                    base_domain = \"t.example.com\"\n";
+        let team = parse_config(Path::new("c.toml"), text).unwrap();
+        let explicit = ExplicitEdge {
+            edge: Some("team".into()),
+            ..ExplicitEdge::default()
+        };
+        let edge = resolve_edge(&explicit, &env(&[]), &team, Path::new("c")).unwrap();
+        let listed: Vec<&str> = edge.destinations.iter().collect();
+        assert_eq!(
+            listed,
+            ["tunnel@a.example.com", "tunnel@b.example.com", "c"]
+        );
+        assert_eq!(edge.destinations.first(), "tunnel@a.example.com");
+        assert_eq!(edge.destinations.count(), 3);
+        assert_eq!(edge.destinations.get(1), Some("tunnel@b.example.com"));
+        assert_eq!(edge.destinations.get(3), None);
+        assert_eq!(
+            edge.destinations.to_string(),
+            "tunnel@a.example.com, tunnel@b.example.com, c"
+        );
+        assert_eq!(edge.base_domain.as_deref(), Some("t.example.com"));
+        // `destination` alone still gives one, as before.
+        assert_eq!(
+            config().edges["prod"].destinations,
+            Destinations::one("tunnel@edge.example.com")
+        );
+        // A list of one is one.
+        let one = parse_config(Path::new("c"), "[edges.x]\ndestinations = [\"a\"]\n").unwrap();
+        assert_eq!(one.edges["x"].destinations, Destinations::one("a"));
+        assert_eq!(Destinations::from_vec(Vec::new()), None);
+    }
+
+    #[test]
+    fn destination_and_destinations_are_exclusive_and_a_list_is_not_empty() {
+        let both = refused("[edges.team]\ndestination = \"a\"\ndestinations = [\"a\", \"b\"]\n");
+        assert!(both.starts_with("/h/c.toml: "), "{both}");
+        assert!(
+            both.contains("both `destination` and `destinations` are given"),
+            "{both}"
+        );
+        assert!(both.contains("[edges.team]"), "the table is shown: {both}");
+        let empty = refused("[edges.team]\ndestinations = []\n");
+        assert!(empty.starts_with("/h/c.toml: "), "{empty}");
+        assert!(empty.contains("`destinations` is an empty list"), "{empty}");
+        let neither = refused("[edges.team]\nbase_domain = \"t.example.com\"\n");
+        assert!(
+            neither.contains("missing `destination`") && neither.contains("`destinations`"),
+            "{neither}"
+        );
+        let not_a_list = refused("[edges.team]\ndestinations = \"a\"\n");
+        assert!(not_a_list.starts_with("/h/c.toml: "), "{not_a_list}");
+        // Unknown keys are refused by name, next to either key.
+        for text in [
+            "[edges.team]\ndestinations = [\"a\"]\ndestination_list = [\"b\"]\n",
+            "[edges.team]\ndestination = \"a\"\ndestination_list = [\"b\"]\n",
+        ] {
+            let unknown = refused(text);
+            assert!(
+                unknown.starts_with("/h/c.toml: ") && unknown.contains("destination_list"),
+                "{unknown}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_destination_of_a_list_is_checked() {
+        let config = parse_config(
+            Path::new("c"),
+            "[edges.team]\ndestinations = [\"a\", \"-oProxyCommand=x\"]\n",
+        )
+        .unwrap();
+        let explicit = ExplicitEdge {
+            edge: Some("team".into()),
+            ..ExplicitEdge::default()
+        };
+        assert_eq!(
+            resolve_edge(&explicit, &env(&[]), &config, Path::new("c")),
+            Err(ProfileError::BadDestination("-oProxyCommand=x".into()))
+        );
     }
 
     #[test]
@@ -401,9 +627,11 @@ ssh_bin = "/opt/ssh"
             shop.tunnel(builder)
                 .and_then(|t| t.edge_builder().map(|e| e.resolve()).transpose())
         };
-        assert!(matches!(resolved(edge.clone()), Ok(Some(e)) if e.destination == "lab-edge"));
         assert!(
-            matches!(resolved(edge.clone().edge("bob@other")), Ok(Some(e)) if e.destination == "bob@other")
+            matches!(resolved(edge.clone()), Ok(Some(e)) if e.destinations.first() == "lab-edge")
+        );
+        assert!(
+            matches!(resolved(edge.clone().edge("bob@other")), Ok(Some(e)) if e.destinations.first() == "bob@other")
         );
         assert!(matches!(
             edge.clone().http_profile("nosuch"),

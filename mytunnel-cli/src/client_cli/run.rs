@@ -99,7 +99,7 @@ pub(super) async fn run_http(args: HttpArgs) -> ExitCode {
         return report(&e);
     }
     let destination = match edge.resolve() {
-        Ok(edge) => edge.destination,
+        Ok(edge) => edge.destinations.first().to_owned(),
         Err(e) => return report(&e),
     };
     // The inspector's port before anything is allocated: a busy one costs no lease.
