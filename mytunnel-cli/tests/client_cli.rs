@@ -268,6 +268,88 @@ fn ls_json_and_text_through_ssh() {
     );
 }
 
+/// Real ssh transport, one ssh per command: the first edge of the profile cannot be
+/// reached, so `ls` asks the second; an edge's refusal is the answer, never passed on.
+#[test]
+fn ls_moves_to_the_next_destination_when_the_first_cannot_be_reached() {
+    let home = tempfile::tempdir().unwrap();
+    let config = home.path().join("config.toml");
+    std::fs::write(
+        &config,
+        "[edges.team]\ndestinations = [\"alice@edge-a\", \"alice@edge-b\"]\n",
+    )
+    .unwrap();
+    let leases = vec![lease(
+        "lease_abcdefghijklmnop",
+        "portal.t.example",
+        "alice",
+        21000,
+        "active",
+    )];
+    let run = |reply: &str, exit: i32, a_down: bool| {
+        let ssh = FakeSsh::new(reply, exit);
+        if a_down {
+            // edge-a's host does not answer, as OpenSSH says it.
+            let script = std::fs::read_to_string(ssh.path()).unwrap().replacen(
+                "\ncat ",
+                "\ncase \"$*\" in *alice@edge-a*) \
+                 echo 'ssh: connect to host edge-a port 22: Connection timed out' >&2; \
+                 exit 255;; esac\ncat ",
+                1,
+            );
+            std::fs::write(ssh.path(), script).unwrap();
+        }
+        let out = mytunnel(
+            home.path(),
+            &[
+                "ls",
+                "--json",
+                "--edge",
+                "team",
+                "--config",
+                config.to_str().unwrap(),
+                "--no-ssh-mux",
+                "--ssh-bin",
+                ssh.path().to_str().unwrap(),
+            ],
+        );
+        let calls: Vec<&'static str> = ssh
+            .calls()
+            .iter()
+            .map(|c| {
+                if c.contains("alice@edge-a\t") {
+                    "a"
+                } else if c.contains("alice@edge-b\t") {
+                    "b"
+                } else {
+                    "?"
+                }
+            })
+            .collect();
+        (out, calls)
+    };
+    let (out, calls) = run(&serde_json::to_string(&leases).unwrap(), 0, true);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed: Vec<LeaseDto> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(printed, leases);
+    assert_eq!(calls, ["a", "b"]);
+    // edge-a refuses: that is the answer, edge-b is not asked.
+    let refusal = r#"{"error":{"code":"forbidden_command","message":"no","hint":"h"}}"#;
+    let (out, calls) = run(refusal, 1, false);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("forbidden_command"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(calls, ["a"]);
+}
+
 #[test]
 fn stop_prints_the_tombstone_and_refusals_exit_1_with_a_hint() {
     let home = tempfile::tempdir().unwrap();

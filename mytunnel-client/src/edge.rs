@@ -1,13 +1,14 @@
 //! Reaching an edge: which one (builder calls, environment, profile), how (ssh options,
-//! multiplexing), the one connection an [`Edge`] holds, and the control operations that
-//! need no tunnel (list, release, delete, health).
+//! multiplexing), the one connection an [`Edge`] holds (moved to the next destination
+//! when its own cannot be reached: `link.rs`), and the control operations that need no
+//! tunnel (list, release, delete, health).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
-use mytunnel_core::calls;
+use mytunnel_core::calls::{self, CtlCall};
 use mytunnel_core::protocol::{CtlRequest, CtlResponse, HealthDto, LeaseDto, ListScope};
 use mytunnel_core::transport::call;
 use mytunnel_core::transport::{Forward, ForwardSpec, Transport, TransportError};
@@ -18,6 +19,11 @@ use crate::error::TunnelError;
 use crate::profile::{self, ExplicitEdge, ResolvedEdge, TunnelProfile};
 use crate::ssh::{Multiplexing, SshConfig, SshTransport};
 use crate::tunnel::TunnelBuilder;
+
+mod link;
+
+use link::{move_reason, Connector, Link, Reach};
+pub(crate) use link::{Current, Move};
 
 /// How to reach an edge, as the builder calls gave it.
 #[derive(Debug, Clone, Default)]
@@ -36,6 +42,8 @@ pub(crate) struct EdgeSettings {
     pub(crate) environment: Option<BTreeMap<String, String>>,
     /// A transport to use instead of ssh.
     pub(crate) transport: Option<Arc<dyn Transport>>,
+    /// A transport per destination instead of ssh.
+    pub(crate) connector: Option<Connector>,
 }
 
 /// Options of an edge connection; [`EdgeBuilder::connect`] opens it.
@@ -105,6 +113,19 @@ impl EdgeBuilder {
     #[doc(hidden)]
     pub fn transport(mut self, transport: Arc<dyn Transport>) -> Self {
         self.settings.transport = Some(transport);
+        self
+    }
+
+    /// Reach each destination of the resolved edge through the transport `connect` makes
+    /// for it instead of ssh (`Err`: the destination cannot be reached), with the
+    /// failover between destinations as over ssh. For tests; [`EdgeBuilder::transport`]
+    /// gives one transport and no destinations.
+    #[doc(hidden)]
+    pub fn connector(
+        mut self,
+        connect: impl Fn(&str) -> Result<Arc<dyn Transport>, TransportError> + Send + Sync + 'static,
+    ) -> Self {
+        self.settings.connector = Some(Connector(Arc::new(connect)));
         self
     }
 
@@ -192,18 +213,44 @@ impl EdgeBuilder {
     }
 
     /// Connects: one connection to the edge (ssh to the resolved edge, or the given
-    /// transport) that every tunnel opened on the [`Edge`] shares.
+    /// transport) that every tunnel opened on the [`Edge`] shares. An edge of several
+    /// destinations connects the first that can be reached, in order.
     pub async fn connect(self) -> Result<Edge, TunnelError> {
         self.validate()?;
         if let Some(transport) = self.settings.transport {
-            return Ok(Edge::new(transport, None, None));
+            return Ok(Edge::from_transport(transport));
         }
         let resolved = self.resolve()?;
-        let ssh = SshTransport::connect(self.ssh_config(&resolved, resolved.destinations.first()))
+        let reach = Reach {
+            builder: self,
+            resolved,
+        };
+        let connected = reach
+            .connect_first(0, reach.count())
             .await
             .map_err(TunnelError::Connect)?;
-        let ssh = Arc::new(ssh);
-        Ok(Edge::new(ssh.clone(), Some(ssh), Some(resolved)))
+        // Destinations passed over are said as a move from the first.
+        let moved = match connected.passed_over.split_first() {
+            Some(((first, why), rest)) => Some(Move {
+                from: first.clone(),
+                to: reach
+                    .destination(connected.index)
+                    .unwrap_or_default()
+                    .to_owned(),
+                reason: move_reason(&link::why(why), rest),
+            }),
+            None => None,
+        };
+        let link = Link {
+            current: Current {
+                generation: 0,
+                index: connected.index,
+                transport: connected.transport,
+                moved,
+            },
+            ssh: connected.ssh,
+        };
+        Ok(Edge::new(link, Some(reach)))
     }
 
     /// The ssh configuration for one destination of a resolved edge.
@@ -222,7 +269,7 @@ impl EdgeBuilder {
         self.settings.multiplexing
     }
 
-    /// Whether a transport replaces ssh.
+    /// Whether one transport replaces ssh (no edge is resolved).
     pub(crate) fn has_transport(&self) -> bool {
         self.settings.transport.is_some()
     }
@@ -255,10 +302,13 @@ pub struct Edge {
 
 #[derive(Debug)]
 struct EdgeInner {
-    transport: Arc<dyn Transport>,
-    /// The same transport when it is ssh, to end it gracefully.
-    ssh: Option<Arc<SshTransport>>,
-    resolved: Option<ResolvedEdge>,
+    /// The connection now; replaced when it moves to another destination.
+    link: Mutex<Link>,
+    /// Held while the connection moves, so that one move is made at a time.
+    moving: tokio::sync::Mutex<()>,
+    /// The resolved edge and how to reach each destination; `None` for a transport given
+    /// as is (no destinations to move between).
+    reach: Option<Reach>,
     /// `true` once [`Edge::close`] began; every running tunnel holds a receiver, so
     /// [`watch::Sender::closed`] tells when the last one has stopped.
     closing: watch::Sender<bool>,
@@ -273,19 +323,24 @@ impl Edge {
     /// An edge over any transport: mytunnel-edge's in-process one (tests and examples
     /// without sshd), or one of your own.
     pub fn from_transport(transport: Arc<dyn Transport>) -> Edge {
-        Edge::new(transport, None, None)
+        let link = Link {
+            current: Current {
+                generation: 0,
+                index: 0,
+                transport,
+                moved: None,
+            },
+            ssh: None,
+        };
+        Edge::new(link, None)
     }
 
-    fn new(
-        transport: Arc<dyn Transport>,
-        ssh: Option<Arc<SshTransport>>,
-        resolved: Option<ResolvedEdge>,
-    ) -> Edge {
+    fn new(link: Link, reach: Option<Reach>) -> Edge {
         Edge {
             inner: Arc::new(EdgeInner {
-                transport,
-                ssh,
-                resolved,
+                link: Mutex::new(link),
+                moving: tokio::sync::Mutex::new(()),
+                reach,
                 closing: watch::Sender::new(false),
             }),
         }
@@ -298,13 +353,123 @@ impl Edge {
         TunnelBuilder::on_edge(target, self.clone())
     }
 
-    /// The resolved edge, when reached over ssh.
+    /// The resolved edge, when reached over ssh (or a connector).
     pub fn resolved(&self) -> Option<&ResolvedEdge> {
-        self.inner.resolved.as_ref()
+        self.inner.reach.as_ref().map(|reach| &reach.resolved)
     }
 
-    pub(crate) fn transport_ref(&self) -> &dyn Transport {
-        self.inner.transport.as_ref()
+    /// The destination the connection reaches now: the first of the resolved edge's
+    /// destinations that answered, or the one it moved to since. `None` for an edge
+    /// over a transport given as is.
+    pub fn destination(&self) -> Option<String> {
+        self.destination_at(self.current().index)
+    }
+
+    fn lock_link(&self) -> MutexGuard<'_, Link> {
+        self.inner
+            .link
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The connection now.
+    pub(crate) fn current(&self) -> Current {
+        self.lock_link().current.clone()
+    }
+
+    /// The transport of the connection now.
+    pub(crate) fn transport(&self) -> Arc<dyn Transport> {
+        Arc::clone(&self.lock_link().current.transport)
+    }
+
+    /// Destination `index` of the resolved edge.
+    pub(crate) fn destination_at(&self, index: usize) -> Option<String> {
+        let reach = self.inner.reach.as_ref()?;
+        reach.destination(index).map(str::to_owned)
+    }
+
+    /// Whether the connection has another destination to move to.
+    pub(crate) fn can_move(&self) -> bool {
+        self.inner
+            .reach
+            .as_ref()
+            .is_some_and(|reach| reach.count() > 1)
+    }
+
+    /// Moves the connection on from `seen` (which the caller found unreachable, for
+    /// `reason`) to the next destination that can be reached, in order, wrapping, never
+    /// `seen`'s own; the connection left is ended. If the connection has moved since
+    /// `seen`, that move is the answer. An error when no other destination answers (the
+    /// connection stays), or the edge is closing.
+    pub(crate) async fn move_on(
+        &self,
+        seen: &Current,
+        reason: &str,
+    ) -> Result<Current, TransportError> {
+        let _one_at_a_time = self.inner.moving.lock().await;
+        let now = self.current();
+        if now.generation != seen.generation {
+            return Ok(now);
+        }
+        let Some(reach) = self.inner.reach.as_ref().filter(|r| r.count() > 1) else {
+            return Err(TransportError::Unreachable(reason.to_owned()));
+        };
+        if *self.inner.closing.borrow() {
+            return Err(TransportError::Unreachable("the edge is closing".into()));
+        }
+        let others = reach.count().saturating_sub(1);
+        let connected = reach
+            .connect_first(seen.index.saturating_add(1), others)
+            .await
+            .map_err(|e| {
+                TransportError::Unreachable(format!(
+                    "{reason}; no other destination answered either: {}",
+                    link::why(&e)
+                ))
+            })?;
+        let from = reach.destination(seen.index).unwrap_or_default().to_owned();
+        let to = reach
+            .destination(connected.index)
+            .unwrap_or_default()
+            .to_owned();
+        tracing::info!(%from, %to, %reason, "the edge is unreachable; moved to the next destination");
+        let next = Link {
+            current: Current {
+                generation: seen.generation.saturating_add(1),
+                index: connected.index,
+                transport: connected.transport,
+                moved: Some(Move {
+                    from,
+                    to,
+                    reason: move_reason(reason, &connected.passed_over),
+                }),
+            },
+            ssh: connected.ssh,
+        };
+        let current = next.current.clone();
+        let left = std::mem::replace(&mut *self.lock_link(), next);
+        end_link(left);
+        Ok(current)
+    }
+
+    /// Runs one control call, moving the connection on (and trying again) while its
+    /// destination cannot be reached and another destination can.
+    async fn call<C: CtlCall + Clone>(&self, ctl_call: C) -> Result<C::Reply, TransportError> {
+        let mut current = self.current();
+        let mut tried = vec![current.index];
+        loop {
+            match call(current.transport.as_ref(), ctl_call.clone()).await {
+                Err(TransportError::Unreachable(why)) if self.can_move() => {
+                    let moved = self.move_on(&current, &why).await?;
+                    if tried.contains(&moved.index) {
+                        return Err(TransportError::Unreachable(why));
+                    }
+                    tried.push(moved.index);
+                    current = moved;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// A receiver a running tunnel holds until it has stopped: it says when
@@ -317,24 +482,24 @@ impl Edge {
 
     /// The caller's leases (admins: `ListScope::All` for everyone's).
     pub async fn list(&self, scope: ListScope) -> Result<Vec<LeaseDto>, TransportError> {
-        call(self.transport_ref(), calls::List(scope)).await
+        self.call(calls::List(scope)).await
     }
 
     /// Releases a lease; answers it tombstoned.
     pub async fn release(&self, lease: LeaseRef) -> Result<LeaseDto, TransportError> {
-        call(self.transport_ref(), calls::Release(lease)).await
+        self.call(calls::Release(lease)).await
     }
 
     /// Deletes a lease; answers its id.
     pub async fn delete(&self, lease: LeaseRef) -> Result<LeaseId, TransportError> {
-        call(self.transport_ref(), calls::Delete(lease))
+        self.call(calls::Delete(lease))
             .await
             .map(|deleted| deleted.deleted)
     }
 
-    /// The edge's health.
+    /// The health of the edge the connection reaches now.
     pub async fn health(&self) -> Result<HealthDto, TransportError> {
-        call(self.transport_ref(), calls::Health).await
+        call(self.transport().as_ref(), calls::Health).await
     }
 
     /// Closes every tunnel opened on this edge (each stops its data plane and releases
@@ -344,33 +509,58 @@ impl Edge {
     pub async fn close(self) {
         self.inner.closing.send_replace(true);
         self.inner.closing.closed().await;
-        if let Ok(mut inner) = Arc::try_unwrap(self.inner) {
-            if let Some(ssh) = inner.ssh.take() {
+        if let Ok(inner) = Arc::try_unwrap(self.inner) {
+            let (transport, ssh) = inner.take_link();
+            if let Some(ssh) = ssh {
                 // Ours is the other reference: without it, the ssh transport is unique.
-                drop(std::mem::replace(&mut inner.transport, Arc::new(Closed)));
+                drop(transport);
                 close_ssh(ssh).await;
             }
         }
     }
 }
 
+impl EdgeInner {
+    /// The connection's transport and ssh, a stand-in left in their place.
+    fn take_link(&self) -> (Arc<dyn Transport>, Option<Arc<SshTransport>>) {
+        let mut link = self.link.lock().unwrap_or_else(PoisonError::into_inner);
+        let ssh = link.ssh.take();
+        let transport = std::mem::replace(&mut link.current.transport, Arc::new(Closed));
+        (transport, ssh)
+    }
+}
+
 impl Drop for EdgeInner {
     fn drop(&mut self) {
-        // Ending ssh waits for it: do it on the current runtime, never in the dropping
-        // thread. Without a runtime there is nothing to block, and the fields' own drops
-        // end it in place.
-        let Some(ssh) = self.ssh.take() else {
-            return;
-        };
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let transport = std::mem::replace(&mut self.transport, Arc::new(Closed));
-        runtime.spawn(async move {
-            drop(transport);
-            close_ssh(ssh).await;
+        let (transport, ssh) = self.take_link();
+        end_link(Link {
+            current: Current {
+                generation: 0,
+                index: 0,
+                transport,
+                moved: None,
+            },
+            ssh,
         });
     }
+}
+
+/// Ends a connection no longer used: ending ssh waits for it, so on the current runtime,
+/// never in the dropping thread. Without a runtime there is nothing to block, and the
+/// drops end it in place.
+fn end_link(link: Link) {
+    let Link { current, ssh } = link;
+    let Some(ssh) = ssh else {
+        return;
+    };
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let transport = current.transport;
+    runtime.spawn(async move {
+        drop(transport);
+        close_ssh(ssh).await;
+    });
 }
 
 /// Ends an ssh transport: gracefully when this is its last reference, else the last

@@ -53,6 +53,17 @@ pub enum TunnelEvent {
         /// Why the previous forward ended.
         reason: String,
     },
+    /// The edge could not be reached, and the connection moved to the next destination of
+    /// the edge's profile (edges that share one lease database), where the tunnel takes
+    /// its name again: the URL stays the same. At `open`, a destination passed over.
+    EdgeMoved {
+        /// The destination left.
+        from: String,
+        /// The destination the connection moved to.
+        to: String,
+        /// Why `from` was left.
+        reason: String,
+    },
     /// The edge no longer knows the lease (expired or removed); allocating the name again.
     Lost {
         /// What the edge said.
@@ -110,6 +121,9 @@ impl fmt::Display for TunnelEvent {
                 "reconnecting (attempt {attempt}, in {:.1}s): {reason}",
                 delay.as_secs_f64()
             ),
+            TunnelEvent::EdgeMoved { from, to, reason } => {
+                write!(f, "edge {from} unreachable; moved to {to} ({reason})")
+            }
             TunnelEvent::Lost { reason } => write!(f, "lease lost ({reason}); allocating again"),
             TunnelEvent::Ended { reason } => f.write_str(reason),
             TunnelEvent::Released { lease_id } => write!(f, "released {lease_id}"),
@@ -221,6 +235,16 @@ mod tests {
         assert_eq!(
             TunnelEvent::Missed { count: 3 }.to_string(),
             "missed 3 events (read more often to see them all)"
+        );
+        assert_eq!(
+            TunnelEvent::EdgeMoved {
+                from: "tunnel@a.example.com".into(),
+                to: "tunnel@b.example.com".into(),
+                reason: "cannot reach the edge: ssh exited with status 255".into(),
+            }
+            .to_string(),
+            "edge tunnel@a.example.com unreachable; moved to tunnel@b.example.com \
+             (cannot reach the edge: ssh exited with status 255)"
         );
     }
 }

@@ -47,8 +47,10 @@
 //!    app and reports it as [`TunnelEvent::Request`] ([`ProxyMode::Tcp`]: bytes only).
 //!
 //! A supervisor then heartbeats every max(TTL/3, 10s), requests the forward again with
-//! jittered backoff when it ends, allocates the same name again if the edge lost the lease, and reports
-//! every change as a [`TunnelEvent`] on the tunnel's [`TunnelEvents`].
+//! jittered backoff when it ends, allocates the same name again if the edge lost the lease,
+//! moves to the next of the profile's destinations (edges sharing one lease database) when
+//! its edge cannot be reached, keeping its name and URL, and reports every change as a
+//! [`TunnelEvent`] on the tunnel's [`TunnelEvents`].
 //! [`TunnelHandle::close`] (or dropping the handle, which never blocks) stops the forward
 //! and releases the lease; the edge and its other tunnels keep running.
 //!

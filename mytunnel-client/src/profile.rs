@@ -12,7 +12,9 @@
 //! ```
 //!
 //! Edges that share one lease database (and one base domain) can be listed together,
-//! in order, with `destinations` instead of `destination` (exactly one of the two):
+//! in the order they are tried, with `destinations` instead of `destination` (exactly
+//! one of the two): a tunnel opens on the first that can be reached, and moves to the
+//! next, keeping its name and URL, when its edge becomes unreachable:
 //!
 //! ```toml
 //! [edges.team]

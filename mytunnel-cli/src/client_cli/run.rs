@@ -132,9 +132,9 @@ pub(super) async fn run_http(args: HttpArgs) -> ExitCode {
         }
     };
     let mut events = tunnel.events();
-    // Events of the opening (probe warnings) go to stderr first.
+    // Events of the opening (probe warnings, edges passed over) go to stderr first.
     while let Some(event) = events.try_next() {
-        if let TunnelEvent::ProbeWarning { .. } = event {
+        if let TunnelEvent::ProbeWarning { .. } | TunnelEvent::EdgeMoved { .. } = event {
             status.line(&event.to_string());
         }
     }

@@ -26,7 +26,7 @@ use crate::upstream::{AppCertificates, HostHeader, IntoUpstream, Scheme, Upstrea
 #[derive(Debug, Clone)]
 enum EdgeSource {
     /// [`Tunnel::http`](super::Tunnel::http): on a connection of its own, made with these options.
-    Own(EdgeBuilder),
+    Own(Box<EdgeBuilder>),
     /// [`Edge::http`]: on a connected edge. `misplaced` is the first edge option called
     /// on the builder, which cannot apply to a connection already made.
     Shared {
@@ -61,7 +61,7 @@ pub struct TunnelBuilder {
 
 impl TunnelBuilder {
     pub(crate) fn new(target: impl IntoUpstream, edge: EdgeBuilder) -> TunnelBuilder {
-        TunnelBuilder::with_source(target.into_upstream(), EdgeSource::Own(edge))
+        TunnelBuilder::with_source(target.into_upstream(), EdgeSource::Own(Box::new(edge)))
     }
 
     pub(crate) fn on_edge(target: impl IntoUpstream, edge: Edge) -> TunnelBuilder {
@@ -98,7 +98,7 @@ impl TunnelBuilder {
         set: impl FnOnce(EdgeBuilder) -> EdgeBuilder,
     ) -> Self {
         self.edge = match self.edge {
-            EdgeSource::Own(builder) => EdgeSource::Own(set(builder)),
+            EdgeSource::Own(builder) => EdgeSource::Own(Box::new(set(*builder))),
             EdgeSource::Shared { edge, misplaced } => EdgeSource::Shared {
                 edge,
                 misplaced: misplaced.or(Some(method)),

@@ -1,19 +1,20 @@
-//! [`Opening`]: a tunnel on a connected edge, from its allocation to a running
-//! supervisor — the lease, the forward's local end, the data plane (retried while sshd
-//! still holds the port) and the handle.
+//! [`Opening`]: a tunnel on a connected edge, from its allocation (on the next of the
+//! edge's destinations while one cannot be reached) to a running supervisor — the lease,
+//! the forward's local end, the data plane (retried while sshd still holds the port) and
+//! the handle.
 
 use std::sync::Arc;
 
-use mytunnel_core::protocol::{AllocateRequest, Takeover};
+use mytunnel_core::protocol::{AllocateRequest, LeaseDto, Takeover};
 use mytunnel_core::transport::{ForwardSpec, TransportError};
 use mytunnel_core::Slug;
 use tokio::sync::{broadcast, oneshot, watch};
 
-use super::supervisor::{allocate, release, Supervisor, OPEN_FORWARD_RETRIES};
+use super::supervisor::{allocate, moved_event, release, Supervisor, OPEN_FORWARD_RETRIES};
 use super::{ForwardEnd, ProxyMode, Reconnect, TunnelHandle};
 use crate::app_link::AppLink;
 use crate::backoff::jittered_backoff;
-use crate::edge::Edge;
+use crate::edge::{Current, Edge};
 use crate::error::TunnelError;
 use crate::events::TunnelEvent;
 use crate::inspect::ExchangeLog;
@@ -43,10 +44,13 @@ impl Opening {
         };
         // Held from before the allocation: `Edge::close` waits for this tunnel too.
         let closing = edge.hold().ok_or(TunnelError::EdgeClosed)?;
-        let transport = edge.transport_ref();
-        let lease = allocate(transport, &self.request)
-            .await
-            .map_err(TunnelError::Allocate)?;
+        let start = edge.current();
+        // The tunnel's own connection: the destinations it passed over are news.
+        if let (true, Some(moved)) = (self.owned, &start.moved) {
+            emit(moved_event(moved.from.clone(), moved.to.clone(), moved));
+        }
+        let (lease, current) = allocate_where_reachable(&edge, &self.request, start, &emit).await?;
+        let transport = current.transport.as_ref();
         let url = format!("https://{}", lease.host);
         if let Some(domain) = edge.resolved().and_then(|e| e.base_domain.as_deref()) {
             if !lease.host.ends_with(&format!(".{domain}")) {
@@ -128,6 +132,8 @@ impl Opening {
             events: events_tx.clone(),
             lease_tx,
             lease,
+            home: current.index,
+            announced: current.generation,
             forward,
             closing,
         };
@@ -148,5 +154,40 @@ impl Opening {
             stop: Some(stop_tx),
             task: Some(task),
         })
+    }
+}
+
+/// Allocates over the edge's connection; while the destination it reaches cannot be
+/// reached, moves the connection on to the next and allocates there (each destination
+/// once). An edge's refusal (a name taken, a limit) is its answer: it never moves the
+/// connection. Answers the lease and the connection it was allocated over.
+async fn allocate_where_reachable(
+    edge: &Edge,
+    request: &AllocateRequest,
+    mut current: Current,
+    emit: &impl Fn(TunnelEvent),
+) -> Result<(LeaseDto, Current), TunnelError> {
+    let mut tried = vec![current.index];
+    loop {
+        match allocate(current.transport.as_ref(), request).await {
+            Ok(lease) => return Ok((lease, current)),
+            Err(TransportError::Unreachable(why)) if edge.can_move() => {
+                let moved = edge
+                    .move_on(&current, &why)
+                    .await
+                    .map_err(TunnelError::Allocate)?;
+                if tried.contains(&moved.index) {
+                    return Err(TunnelError::Allocate(TransportError::Unreachable(why)));
+                }
+                tried.push(moved.index);
+                let from = edge.destination_at(current.index).unwrap_or_default();
+                let to = edge.destination_at(moved.index).unwrap_or_default();
+                if let Some(how) = &moved.moved {
+                    emit(moved_event(from, to, how));
+                }
+                current = moved;
+            }
+            Err(e) => return Err(TunnelError::Allocate(e)),
+        }
     }
 }

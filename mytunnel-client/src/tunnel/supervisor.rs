@@ -1,7 +1,18 @@
 //! The supervisor of a running tunnel: heartbeat, reconnect, re-allocation of a lease lost
-//! to expiry, and the end of a tunnel whose lease was ended on purpose.
+//! to expiry, the move to the next of the edge's destinations when its own cannot be
+//! reached, and the end of a tunnel whose lease was ended on purpose.
 
 use super::*;
+use crate::edge::{Current, Move};
+
+/// The event of a move of the connection from `from` to `to`.
+pub(super) fn moved_event(from: String, to: String, how: &Move) -> TunnelEvent {
+    TunnelEvent::EdgeMoved {
+        from,
+        to,
+        reason: how.reason.clone(),
+    }
+}
 
 pub(super) async fn allocate(
     transport: &dyn Transport,
@@ -92,6 +103,16 @@ pub(super) enum Next {
     ForwardEnded(String),
 }
 
+/// What one step of reconnecting came to.
+enum Step {
+    /// The data plane is up again.
+    Up,
+    /// The tunnel ends, with this result.
+    End(Result<(), TunnelError>),
+    /// Try again after the next wait; why this try failed.
+    Again(String),
+}
+
 /// The fields drop in order: `closing` last, so that when [`Edge::close`] sees every
 /// receiver gone, this tunnel's clone of the edge is gone too.
 pub(super) struct Supervisor {
@@ -103,6 +124,11 @@ pub(super) struct Supervisor {
     pub(super) events: broadcast::Sender<TunnelEvent>,
     pub(super) lease_tx: watch::Sender<LeaseDto>,
     pub(super) lease: LeaseDto,
+    /// The edge's destination (index) the lease was allocated on: while the edge's
+    /// connection reaches another, the tunnel takes its name again there.
+    pub(super) home: usize,
+    /// The generation of the connection last reported ([`TunnelEvent::EdgeMoved`]).
+    pub(super) announced: u64,
     pub(super) forward: Box<dyn Forward>,
     /// Says when [`Edge::close`] began: the tunnel stops as if its handle asked.
     pub(super) closing: watch::Receiver<bool>,
@@ -117,8 +143,9 @@ async fn edge_closing(closing: &mut watch::Receiver<bool>) {
 }
 
 impl Supervisor {
-    fn transport(&self) -> &dyn Transport {
-        self.edge.transport_ref()
+    /// The transport of the edge's connection now.
+    fn transport(&self) -> Arc<dyn Transport> {
+        self.edge.transport()
     }
 
     fn emit(&self, event: TunnelEvent) {
@@ -152,7 +179,7 @@ impl Supervisor {
                 Next::ForwardEnded(reason) => {
                     if self.reconnect == Reconnect::Never {
                         self.close_relay().await;
-                        let _ = release(self.transport(), &self.lease).await;
+                        let _ = release(self.transport().as_ref(), &self.lease).await;
                         self.emit(TunnelEvent::Released {
                             lease_id: self.lease.lease_id.clone(),
                         });
@@ -170,7 +197,7 @@ impl Supervisor {
     /// One heartbeat; re-allocates a lost lease.
     async fn heartbeat(&mut self) -> Beat {
         let beat = calls::Heartbeat(self.lease.lease_id.clone());
-        match call(self.transport(), beat).await {
+        match call(self.transport().as_ref(), beat).await {
             Ok(lease) => {
                 self.emit(TunnelEvent::Renewed {
                     expires_at: lease.expires_at,
@@ -220,9 +247,9 @@ impl Supervisor {
     /// admin's takeover). Only an expiry takes the name again; when the list cannot be
     /// had, the tunnel keeps trying as for an expiry.
     async fn why_gone(&mut self) -> Gone {
-        let edge = self.edge.clone();
+        let transport = self.transport();
         let id = self.lease.lease_id.clone();
-        why_gone(edge.transport_ref(), &id).await
+        why_gone(transport.as_ref(), &id).await
     }
 
     /// The end of a tunnel whose lease was ended on purpose: said as an event, then as
@@ -245,7 +272,8 @@ impl Supervisor {
 
     /// Allocates the name again and reopens the data plane to the new lease.
     async fn reacquire(&mut self) -> Result<(), Reacquire> {
-        let lease = match allocate(self.transport(), &self.reallocate).await {
+        let current = self.edge.current();
+        let lease = match allocate(current.transport.as_ref(), &self.reallocate).await {
             Ok(lease) => lease,
             // Another lease holds the name now: the URL is gone for good.
             Err(TransportError::Refused(e)) if e.code == ErrorCode::SlugTaken => {
@@ -260,14 +288,95 @@ impl Supervisor {
             lease: lease.clone(),
         });
         self.set_lease(lease);
+        self.home = current.index;
+        self.announced = current.generation;
         self.open_forward()
             .await
             .map_err(|e| Reacquire::Retry(e.to_string()))
     }
 
+    /// Takes the name again on the destination the edge's connection reaches now, which
+    /// is not the one the lease was allocated on (the connection moved): allocates it
+    /// there, naming the old lease as the one this replaces (the edges share the lease
+    /// database, where it would otherwise hold the name until its TTL ran out), then opens
+    /// the data plane to the new lease.
+    async fn relocate(&mut self, current: &Current, stop: &mut oneshot::Receiver<()>) -> Step {
+        if self.announced != current.generation {
+            self.announced = current.generation;
+            if let Some(how) = &current.moved {
+                let from = self.edge.destination_at(self.home).unwrap_or_default();
+                let to = self.edge.destination_at(current.index).unwrap_or_default();
+                self.emit(moved_event(from, to, how));
+            }
+        }
+        let request = AllocateRequest {
+            replaces: self
+                .reallocate
+                .name
+                .as_ref()
+                .map(|_| self.lease.lease_id.clone()),
+            ..self.reallocate.clone()
+        };
+        let mut allocated = allocate(current.transport.as_ref(), &request).await;
+        if matches!(&allocated, Err(TransportError::Refused(e)) if e.code == ErrorCode::ForbiddenCommand)
+            && request.replaces.is_some()
+        {
+            // An edge older than `--replaces` (so not one sharing this lease database):
+            // the name as it would be taken after an expiry.
+            allocated = allocate(current.transport.as_ref(), &self.reallocate).await;
+        }
+        match allocated {
+            Ok(lease) => {
+                self.forward.stop().await;
+                self.emit(TunnelEvent::Allocated {
+                    url: format!("https://{}", lease.host),
+                    lease: lease.clone(),
+                });
+                self.set_lease(lease);
+                self.home = current.index;
+                match self.open_forward().await {
+                    Ok(()) => Step::Up,
+                    Err(e) => Step::Again(e.to_string()),
+                }
+            }
+            // Another lease holds the name: the URL is gone for good.
+            Err(TransportError::Refused(e)) if e.code == ErrorCode::SlugTaken => {
+                Step::End(Err(TunnelError::Allocate(TransportError::Refused(e))))
+            }
+            // This destination cannot be reached either: on to the next one.
+            Err(TransportError::Unreachable(why)) => {
+                match self.move_edge(current, &why, stop).await {
+                    Ok(_) => Step::Again(why),
+                    Err(step) => step,
+                }
+            }
+            Err(e) => Step::Again(e.to_string()),
+        }
+    }
+
+    /// Moves the edge's connection on from `seen`, which cannot be reached (see
+    /// [`Edge::move_on`]); the handle or the edge's `close` stops the tunnel meanwhile.
+    async fn move_edge(
+        &mut self,
+        seen: &Current,
+        why: &str,
+        stop: &mut oneshot::Receiver<()>,
+    ) -> Result<Current, Step> {
+        let moved = tokio::select! {
+            _ = &mut *stop => None,
+            () = edge_closing(&mut self.closing) => None,
+            moved = self.edge.move_on(seen, why) => Some(moved),
+        };
+        match moved {
+            None => Err(Step::End(self.shutdown().await)),
+            Some(Ok(moved)) => Ok(moved),
+            Some(Err(e)) => Err(Step::Again(e.to_string())),
+        }
+    }
+
     async fn open_forward(&mut self) -> Result<(), TransportError> {
-        let forward = self
-            .transport()
+        let transport = self.transport();
+        let forward = transport
             .open_forward(ForwardSpec {
                 edge_bind: self.lease.bind_target(),
                 local_port: self.relay.as_ref().map_or(0, ForwardEnd::port),
@@ -304,9 +413,22 @@ impl Supervisor {
             if stopping {
                 return Some(self.shutdown().await);
             }
+            // The edge's connection moved (this tunnel found its edge unreachable, or
+            // another tunnel on the same connection did): the name is taken again there.
+            let current = self.edge.current();
+            if current.index != self.home {
+                match self.relocate(&current, stop).await {
+                    Step::Up => return None,
+                    Step::End(result) => return Some(result),
+                    Step::Again(why) => {
+                        reason = why;
+                        continue;
+                    }
+                }
+            }
             // The lease may have expired while the data plane was down.
             let check = calls::Heartbeat(self.lease.lease_id.clone());
-            match call(self.transport(), check).await {
+            match call(current.transport.as_ref(), check).await {
                 Ok(lease) => self.set_lease(lease),
                 Err(TransportError::Refused(e))
                     if matches!(e.code, ErrorCode::LeaseNotFound | ErrorCode::LeaseNotActive) =>
@@ -327,6 +449,24 @@ impl Supervisor {
                         Err(Reacquire::NameTaken(end)) => return Some(Err(end)),
                         Err(Reacquire::Retry(e)) => {
                             reason = e;
+                            continue;
+                        }
+                    }
+                }
+                // The edge cannot be reached (its ssh connection fails, not a refusal):
+                // move to the next destination and take the name there at once.
+                Err(TransportError::Unreachable(why)) if self.edge.can_move() => {
+                    let step = match self.move_edge(&current, &why, stop).await {
+                        Ok(moved) if moved.index != self.home => self.relocate(&moved, stop).await,
+                        // Moved and back meanwhile: the lease's own edge, checked next time.
+                        Ok(_) => Step::Again(why),
+                        Err(step) => step,
+                    };
+                    match step {
+                        Step::Up => return None,
+                        Step::End(result) => return Some(result),
+                        Step::Again(why) => {
+                            reason = why;
                             continue;
                         }
                     }
@@ -352,7 +492,7 @@ impl Supervisor {
     async fn shutdown(&mut self) -> Result<(), TunnelError> {
         self.forward.stop().await;
         self.close_relay().await;
-        release(self.transport(), &self.lease)
+        release(self.transport().as_ref(), &self.lease)
             .await
             .map_err(TunnelError::Release)?;
         self.emit(TunnelEvent::Released {
