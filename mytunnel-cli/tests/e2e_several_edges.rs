@@ -13,9 +13,9 @@
 mod e2e_support;
 
 use std::collections::BTreeSet;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use e2e_support::{App, RouteMode, SharedDatabase, Stack, StackOptions};
+use e2e_support::{eventually, App, RouteMode, SharedDatabase, Stack, StackOptions};
 
 /// A tunnel on edge A answers through edge B's Caddy; a name taken on edge A cannot be
 /// taken on edge B; 16 clients allocating on both edges at once never get the same name,
@@ -97,4 +97,117 @@ fn two_edges_share_one_namespace(route_mode: RouteMode) {
         assert_eq!(on_a.len(), if user == "alice" { 9 } else { 8 }, "{on_a:?}");
     }
     drop(alice);
+}
+
+/// Failover: alice's profile lists both edges. Her tunnel opens on edge A; edge A's sshd
+/// and serve are killed (its Caddy stays, as on an edge whose sshd crashed); her client
+/// moves to edge B, keeps its name (its old lease displaced at once, not after the TTL),
+/// and its URL serves again through both edges' Caddy within 30 s: B's own route, and
+/// A's route falling back to B while A's serve cannot change it.
+#[test]
+fn a_client_moves_to_the_next_edge_and_keeps_its_url() {
+    let database = SharedDatabase::start();
+    let options = StackOptions {
+        database: Some(database),
+        // A lease outlives the whole test: only the move can free the name.
+        lease_ttl_secs: 600,
+        ..StackOptions::default()
+    };
+    let mut a = Stack::with_env(options.clone(), "MYTUNNEL_EDGE_ID=edge-a\n");
+    let b = Stack::with_env(options, "MYTUNNEL_EDGE_ID=edge-b\n");
+
+    // alice's ssh config names both edges; her profile lists them in order.
+    let home = a.path("alice-home");
+    std::fs::create_dir_all(home.join(".config/mytunnel")).unwrap();
+    let host_block = |alias: &str, stack: &Stack| {
+        let (key, known_hosts) = stack.login_files("alice");
+        format!(
+            "Host {alias}\n  HostName 127.0.0.1\n  Port {}\n  IdentityFile {}\n  UserKnownHostsFile {}\n",
+            stack.sshd.port(),
+            key.display(),
+            known_hosts.display()
+        )
+    };
+    let ssh_config = home.join("ssh_config");
+    std::fs::write(
+        &ssh_config,
+        format!(
+            "{}{}Host *\n  GlobalKnownHostsFile /dev/null\n  StrictHostKeyChecking yes\n  IdentitiesOnly yes\n",
+            host_block("edge-a", &a),
+            host_block("edge-b", &b)
+        ),
+    )
+    .unwrap();
+    let ssh = home.join("ssh");
+    std::fs::write(
+        &ssh,
+        format!(
+            "#!/bin/sh\nexec /usr/bin/ssh -F {} \"$@\"\n",
+            ssh_config.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&ssh, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::write(
+        home.join(".config/mytunnel/config.toml"),
+        format!(
+            "default_edge = \"both\"\n\n[edges.both]\ndestinations = [\"alice@edge-a\", \"alice@edge-b\"]\nssh_bin = \"{}\"\n",
+            ssh.display()
+        ),
+    )
+    .unwrap();
+
+    let app = App::start("alice's app");
+    let port = app.port().to_string();
+    let command = mytunnel_test_support::client::client_command(
+        std::path::Path::new(env!("CARGO_BIN_EXE_mytunnel")),
+        &["http", &port, "--name", "moving"],
+        &[],
+        &home,
+        &a.path("tmp"),
+    );
+    let client = a.await_opened(a.spawn_client("alice", command));
+    let host = client.host();
+    assert_eq!(client.slug(), "moving");
+    a.assert_serves(&host, "alice's app", Duration::from_secs(10));
+    b.assert_serves(&host, "alice's app", Duration::from_secs(10));
+    let old_lease = a
+        .leases("alice")
+        .into_iter()
+        .find(|l| l["state"] == "active")
+        .unwrap()["lease_id"]
+        .clone();
+
+    // Edge A's sshd (with its sessions, the tunnel's among them) and serve go; its Caddy
+    // stays.
+    a.sshd.kill_tree();
+    a.kill_serve();
+    let down_at = Instant::now();
+    let deadline = Duration::from_secs(30);
+    assert!(
+        eventually(deadline, || client
+            .stderr()
+            .contains("moved to alice@edge-b")),
+        "the client did not move: {}",
+        client.stderr()
+    );
+    let left = || deadline.saturating_sub(down_at.elapsed());
+    b.assert_serves(&host, "alice's app", left());
+    a.assert_serves(&host, "alice's app", left());
+    let took = down_at.elapsed();
+    assert!(took <= deadline, "{took:?}");
+    eprintln!("served again through both edges {took:?} after edge A went down");
+
+    // Same name, a new lease on B; the old one is gone, not waiting for its TTL.
+    let leases = b.leases("alice");
+    let active: Vec<_> = leases.iter().filter(|l| l["state"] == "active").collect();
+    assert_eq!(active.len(), 1, "{leases:?}");
+    assert_eq!(active[0]["host"], host.as_str());
+    assert_ne!(active[0]["lease_id"], old_lease);
+    assert!(
+        leases.iter().all(|l| l["lease_id"] != old_lease),
+        "{leases:?}"
+    );
+    let said = client.stderr();
+    assert!(said.contains("moved to alice@edge-b"), "{said}");
 }

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use mytunnel_core::calls::{self, CtlCall};
@@ -261,6 +262,11 @@ impl EdgeBuilder {
         config.multiplexing = self.settings.multiplexing;
         config.remote_overrides = self.settings.remote_overrides.clone();
         config.extra_options = self.settings.ssh_options.clone();
+        // With another destination to go to, an edge that refuses connections is not
+        // waited for as long as a lone edge restarting is.
+        if edge.destinations.count() > 1 {
+            config.handshake_retry = config.handshake_retry.min(FAILOVER_HANDSHAKE_RETRY);
+        }
         config
     }
 
@@ -274,6 +280,10 @@ impl EdgeBuilder {
         self.settings.transport.is_some()
     }
 }
+
+/// How long a destination that refuses connections is retried before the next one, when
+/// the edge has several (a lone edge's is [`crate::ssh::SshConfig::handshake_retry`]).
+pub const FAILOVER_HANDSHAKE_RETRY: Duration = Duration::from_secs(3);
 
 /// One connection to an edge, shared by every tunnel opened on it, and the control
 /// operations that need no tunnel.

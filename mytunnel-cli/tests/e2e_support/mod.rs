@@ -665,6 +665,17 @@ impl Stack {
         self.dir.path().join(name)
     }
 
+    /// Stops `serve` (by its pid), as a crash would.
+    pub fn kill_serve(&mut self) {
+        self.serve = None;
+    }
+
+    /// The key `user` logs in with here, and the known-hosts file that trusts this
+    /// stack's sshd.
+    pub fn login_files(&self, user: &str) -> (PathBuf, PathBuf) {
+        (self.key(user), self.path("known_hosts"))
+    }
+
     /// The socket directory (short: unix socket paths are).
     pub fn socket_dir(&self) -> PathBuf {
         self.path("s")
@@ -820,13 +831,19 @@ impl Stack {
 
     /// Starts `mytunnel http <target> <args>` without waiting.
     pub fn spawn_http_target(&self, user: &str, target: &str, args: &[&str]) -> Client {
+        let mut all = vec!["http", target];
+        all.extend_from_slice(args);
+        self.spawn_client(user, self.mytunnel_command(user, &all))
+    }
+
+    /// Starts `command` (a `mytunnel http …` made otherwise, e.g. with a profile of its
+    /// own) as a client of this stack: its stdout read line by line, its stderr in the
+    /// stack's directory.
+    pub fn spawn_client(&self, user: &str, mut command: Command) -> Client {
         let n = self.client_count.get() + 1;
         self.client_count.set(n);
         let stderr = self.path(&format!("client-{n}-{user}.stderr"));
-        let mut all = vec!["http", target];
-        all.extend_from_slice(args);
-        let mut child = self
-            .mytunnel_command(user, &all)
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&stderr).unwrap())
             .spawn()
