@@ -28,13 +28,70 @@ use mytunnel_edge::ids::new_lease_id;
 use mytunnel_edge::{SqlLeaseStore, StoreOptions};
 use serde_json::Value;
 
-use crate::edge::{http_status, Binaries, Edge, EdgeOptions, RouteMode, BASE_DOMAIN, USER};
+use crate::edge::{
+    http_status, Binaries, Edge, EdgeDatabase, EdgeOptions, RouteMode, BASE_DOMAIN, USER,
+};
 use crate::procs::{Guard, Result};
 use crate::stats::Summary;
 use mytunnel_test_support::poll_every;
 
 /// The lease port range of the control-plane edge (nothing binds these ports).
 const PORTS: (u16, u16) = (20_000, 29_999);
+
+/// A PostgreSQL server (Debian's, started by the bench) whose databases the control
+/// plane's PostgreSQL edges keep their leases in: one database and login per edge, the
+/// logins' password in one password file, as docs/operations.md sets an edge up.
+#[derive(Debug)]
+pub struct SharedPostgres {
+    server: mytunnel_test_support::RealPostgres,
+    /// Holds `pgpass`.
+    dir: tempfile::TempDir,
+    made: std::cell::Cell<usize>,
+}
+
+/// Every bench login's password.
+const PG_PASSWORD: &str = "bench-password";
+
+impl SharedPostgres {
+    /// Starts the server and writes the password file.
+    pub fn start() -> Result<SharedPostgres> {
+        let server = mytunnel_test_support::RealPostgres::start()?;
+        let dir = tempfile::tempdir().map_err(|e| format!("a directory for pgpass: {e}"))?;
+        let pgpass = dir.path().join("pgpass");
+        std::fs::write(
+            &pgpass,
+            format!("127.0.0.1:{}:*:*:{PG_PASSWORD}\n", server.port()),
+        )
+        .map_err(|e| format!("cannot write {}: {e}", pgpass.display()))?;
+        std::fs::set_permissions(
+            &pgpass,
+            <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600),
+        )
+        .map_err(|e| format!("chmod {}: {e}", pgpass.display()))?;
+        Ok(SharedPostgres {
+            server,
+            dir,
+            made: std::cell::Cell::new(0),
+        })
+    }
+
+    /// A new database and login for one edge.
+    fn next_database(&self) -> Result<EdgeDatabase> {
+        let n = self.made.get() + 1;
+        self.made.set(n);
+        let (login, database) = (format!("bench{n}"), format!("leases{n}"));
+        let url = self.server.create_login(&login, PG_PASSWORD, &database)?;
+        let seed_url = format!(
+            "postgres://{login}:{PG_PASSWORD}@127.0.0.1:{}/{database}",
+            self.server.port()
+        );
+        Ok(EdgeDatabase {
+            url,
+            pgpass: self.dir.path().join("pgpass"),
+            seed_url,
+        })
+    }
+}
 
 /// One measured size.
 #[derive(Debug, Clone, Copy)]
@@ -70,7 +127,15 @@ pub struct Row {
 /// per round, in an order that rotates every round. Whatever else the machine does while
 /// sampling falls on every size alike, so the growth ratio measures the lease count and
 /// not the minute it was taken in.
-pub fn measure(binaries: &Binaries, mode: Option<RouteMode>, sizes: &[Size]) -> Result<Vec<Row>> {
+///
+/// With `postgres`, each edge keeps its leases in a database of its own on that server
+/// (a login of its own, the password in a password file), as several edges would.
+pub fn measure(
+    binaries: &Binaries,
+    mode: Option<RouteMode>,
+    sizes: &[Size],
+    postgres: Option<&SharedPostgres>,
+) -> Result<Vec<Row>> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -94,6 +159,7 @@ pub fn measure(binaries: &Binaries, mode: Option<RouteMode>, sizes: &[Size]) -> 
                 serve: mode == Some(RouteMode::Static),
                 // Caddy's on-demand TLS ask, sampled beside the verbs at every size.
                 tls_ask: true,
+                database: postgres.map(SharedPostgres::next_database).transpose()?,
             },
         )?;
         let mut edge = edge;
@@ -302,9 +368,10 @@ fn raise_open_files(wanted: usize) -> Result<()> {
 /// Allocates `count` leases (owner: the tunnel user, names `seed-<i>`) in the edge's DB and
 /// answers their routes and, in static mode, their sockets.
 async fn seed(edge: &Edge, count: usize) -> Result<(Vec<Value>, Vec<SocketPath>)> {
-    let store = SqlLeaseStore::open_sqlite(&edge.db_path(), &StoreOptions::default())
+    let database = edge.database()?;
+    let store = SqlLeaseStore::open(&database, &StoreOptions::default())
         .await
-        .map_err(|e| format!("open {}: {e}", edge.db_path().display()))?;
+        .map_err(|e| format!("open {database}: {e}"))?;
     let owner: Owner = USER.parse().map_err(|e| format!("owner: {e}"))?;
     let owners_dir = edge.owners_dir();
     let base_domain: BaseDomain = BASE_DOMAIN

@@ -22,6 +22,7 @@ mod client;
 mod control;
 mod dataplane;
 mod edge;
+mod forwarding;
 mod inspector;
 mod peers;
 mod procs;
@@ -52,6 +53,10 @@ struct Plan {
     smoke: bool,
     ctl_routes: Vec<Size>,
     ctl_static: Vec<Size>,
+    /// The control plane on PostgreSQL (static mode).
+    ctl_postgres: Vec<Size>,
+    /// Requests timed through each of the two forwarding paths.
+    forwarded_requests: usize,
     time_to_url_runs: usize,
     load: LoadPlan,
     scale: ScalePlan,
@@ -64,6 +69,8 @@ impl Plan {
             smoke: false,
             ctl_routes: vec![size(10, 200), size(1_000, 100), size(5_000, 50)],
             ctl_static: vec![size(10, 200), size(1_000, 200), size(5_000, 200)],
+            ctl_postgres: vec![size(10, 200), size(5_000, 200)],
+            forwarded_requests: 1_000,
             time_to_url_runs: 7,
             load: LoadPlan {
                 connections: vec![1, 16, 64],
@@ -90,6 +97,8 @@ impl Plan {
             smoke: true,
             ctl_routes: vec![size(10, 5), size(100, 5)],
             ctl_static: vec![size(10, 5), size(100, 5)],
+            ctl_postgres: vec![size(10, 5), size(100, 5)],
+            forwarded_requests: 20,
             time_to_url_runs: 1,
             load: LoadPlan {
                 seconds: 1,
@@ -255,7 +264,19 @@ fn run(args: Args) -> Result<()> {
         };
         report
             .control
-            .extend(control::measure(&binaries, *mode, sizes)?);
+            .extend(control::measure(&binaries, *mode, sizes, None)?);
+    }
+    // Several edges: the control plane on PostgreSQL (static mode, the installer's), and
+    // the hop one edge's Caddy adds to reach another's.
+    if binaries.route_modes {
+        let postgres = control::SharedPostgres::start()?;
+        report.control_postgres = control::measure(
+            &binaries,
+            Some(RouteMode::Static),
+            &plan.ctl_postgres,
+            Some(&postgres),
+        )?;
+        report.forwarding = Some(forwarding::measure(plan.forwarded_requests)?);
     }
     if args.control_only {
         for r in &report.control {
@@ -291,6 +312,7 @@ fn run(args: Args) -> Result<()> {
                 sshd: true,
                 serve: true,
                 tls_ask: false,
+                database: None,
             },
         )?;
         let label = mode.map_or("", RouteMode::as_str);

@@ -108,6 +108,19 @@ pub struct EdgeOptions {
     pub serve: bool,
     /// Whether serve answers Caddy's on-demand TLS `ask` (on a free loopback port).
     pub tls_ask: bool,
+    /// A PostgreSQL database instead of the edge's own SQLite file.
+    pub database: Option<EdgeDatabase>,
+}
+
+/// A PostgreSQL database for an edge, set up as docs/operations.md says.
+#[derive(Debug, Clone)]
+pub struct EdgeDatabase {
+    /// serve's `MYTUNNEL_DB_URL`: a login, without its password.
+    pub url: String,
+    /// The password file serve is given (`PGPASSFILE`).
+    pub pgpass: PathBuf,
+    /// The same login with its password, for the bench's own seeding.
+    pub seed_url: String,
 }
 
 /// A user and group of the OS, by id.
@@ -134,6 +147,8 @@ pub struct Edge {
     socket_dir: Option<tempfile::TempDir>,
     /// Where serve answers Caddy's on-demand TLS `ask`, when asked to.
     tls_ask: Option<SocketAddr>,
+    /// The PostgreSQL database, when not the SQLite file.
+    database: Option<EdgeDatabase>,
     dir: tempfile::TempDir,
 }
 
@@ -167,6 +182,7 @@ impl Edge {
             key_installed: false,
             socket_dir: None,
             tls_ask: None,
+            database: options.database.clone(),
             dir,
         };
         edge.install_user()?;
@@ -185,6 +201,9 @@ impl Edge {
         );
         if let Some(mode) = options.route_mode {
             env.push_str(&format!("MYTUNNEL_ROUTE_MODE={}\n", mode.as_str()));
+        }
+        if let Some(database) = &options.database {
+            env.push_str(&format!("MYTUNNEL_DB_URL={}\n", database.url));
         }
         // serve's control socket lives in the socket directory, in both route modes.
         let socket_dir = edge.make_socket_dir()?;
@@ -227,20 +246,21 @@ impl Edge {
     pub fn start_serve(&mut self) -> Result<()> {
         let log = std::fs::File::create(self.path("logs/serve.log"))
             .map_err(|e| format!("cannot create serve.log: {e}"))?;
-        let serve = Guard::spawn(
-            mytunneld_command(&self.path("mytunneld"), &self.env_file(), None, "serve")
-                .stdout(Stdio::null())
-                .stderr(log),
-            "mytunneld serve",
-        )?;
+        let mut command =
+            mytunneld_command(&self.path("mytunneld"), &self.env_file(), None, "serve");
+        if let Some(database) = &self.database {
+            command.env("PGPASSFILE", &database.pgpass);
+        }
+        let serve = Guard::spawn(command.stdout(Stdio::null()).stderr(log), "mytunneld serve")?;
         self.serve = Some(serve);
         // Ready once it has opened (and created) the database and takes ctl requests.
         let db = self.db_path();
+        let on_postgres = self.database.is_some();
         let control = self
             .socket_dir()
             .map(|dir| mytunnel_edge::sockets::control_socket(&dir));
         if !poll_every(Duration::from_secs(15), Duration::from_millis(10), || {
-            db.exists()
+            (on_postgres || db.exists())
                 && control
                     .as_ref()
                     .is_none_or(|c| std::os::unix::net::UnixStream::connect(c).is_ok())
@@ -324,9 +344,22 @@ impl Edge {
         self.path("mytunneld.env")
     }
 
-    /// The lease database.
+    /// The SQLite lease database file (unused on PostgreSQL).
     pub fn db_path(&self) -> PathBuf {
         self.path("db").join("leases.db")
+    }
+
+    /// The lease database as the bench opens it to seed leases.
+    pub fn database(&self) -> Result<mytunnel_edge::Database> {
+        match &self.database {
+            Some(database) => Ok(mytunnel_edge::Database::Postgres(
+                database
+                    .seed_url
+                    .parse()
+                    .map_err(|e| format!("the seeding URL: {e}"))?,
+            )),
+            None => Ok(mytunnel_edge::Database::Sqlite(self.db_path())),
+        }
     }
 
     /// The tunnel user's private key.

@@ -23,6 +23,7 @@ mod machine;
 mod markdown;
 pub mod previous;
 mod scale_table;
+mod several_edges;
 mod targets;
 
 pub use machine::{commit, machine, port_window, today};
@@ -35,6 +36,10 @@ pub struct Report {
     route_modes: bool,
     /// Control-plane rows.
     pub control: Vec<control::Row>,
+    /// Control-plane rows on PostgreSQL (static mode).
+    pub control_postgres: Vec<control::Row>,
+    /// The hop between edges.
+    pub forwarding: Option<crate::forwarding::Forwarding>,
     /// mytunnel on each edge, one per route mode.
     pub tunnels: Vec<TunnelRun>,
     /// Paths (a), (b), (d), (e).
@@ -136,6 +141,19 @@ impl Report {
         {
             missing.push("control plane");
         }
+        if self.route_modes
+            && (self.control_postgres.is_empty()
+                || self
+                    .control_postgres
+                    .iter()
+                    .any(|r| r.allocate.samples == 0 || r.allocate.p50.is_zero())
+                || !self
+                    .forwarding
+                    .as_ref()
+                    .is_some_and(|f| f.direct.samples > 0 && f.forwarded.samples > 0))
+        {
+            missing.push("several edges");
+        }
         if self.tunnels.is_empty()
             || self.tunnels.iter().any(|t| {
                 t.time_to_url.len() < 2
@@ -232,6 +250,7 @@ impl Report {
         }
         self.render_targets(&mut o);
         self.render_control(&mut o);
+        self.render_several_edges(&mut o);
         self.render_time_to_url(&mut o);
         self.render_data_plane(&mut o);
         self.render_inspector(&mut o);
