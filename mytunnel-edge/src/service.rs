@@ -447,9 +447,12 @@ impl LeaseService {
         let lease = allocation.lease;
         let route_result = match &allocation.displaced {
             Some(old) => {
+                // By id, wherever it is: the displaced lease may be another edge's, which
+                // this edge routes to that edge with a Caddy route that would come before
+                // a `static` mode host link (a takeover is rare: the look costs little).
                 let removed = {
                     let _turn = self.route_turn.read().await;
-                    self.routes.remove_route(&Route::for_lease(old)).await
+                    self.routes.remove(&route_id(&old.id)).await
                 };
                 // The displaced tenant's traffic ends before the name routes anew.
                 self.tunnel_ends.end(old, caller.process()).await;

@@ -23,7 +23,7 @@ use mytunnel_core::protocol::{
     decode_reply, AllocateRequest, ApiError, CtlRequest, CtlResponse, ErrorCode, LeaseDto,
     ReplyError, Takeover,
 };
-use mytunnel_core::route::RouteBackend;
+use mytunnel_core::route::{Route, RouteBackend};
 use mytunnel_core::{BaseDomain, BindTarget, LeaseRef, PortRange};
 use mytunnel_edge::caddy::{static_route_json, CaddyRoutes, STATIC_ROUTE_ID};
 use mytunnel_edge::config::{ConfigInputs, EdgeConfig, Setting};
@@ -529,4 +529,57 @@ async fn serve_answers_on_the_host_names_socket_in_static_mode_only() {
     let opened = serve::open(&routes_mode).await.unwrap();
     assert!(opened.host_names.is_none());
     assert!(!names.exists());
+}
+
+/// A takeover of a name whose lease another edge holds removes this edge's route to that
+/// edge at once: in `static` mode that route is a Caddy route, which comes before the
+/// host links and would send the name's visitors to the old holder until the next
+/// reconcile pass.
+#[tokio::test]
+async fn a_takeover_removes_the_caddy_route_to_the_edge_that_held_the_name() {
+    let edge = edge().await;
+    edge.serve.reconcile().await.unwrap();
+    let old = allocate(&edge, "portal").await.unwrap();
+    // This edge's route for the lease as if another edge held it: to that edge.
+    let lease = edge
+        .serve
+        .store()
+        .find(&old.lease_id)
+        .await
+        .unwrap()
+        .unwrap();
+    let to_holder = Route::to_edge(
+        &lease,
+        "https://edge-b.example.com".parse().unwrap(),
+        &"edge-a".parse().unwrap(),
+    );
+    edge.serve.routes().upsert(&to_holder).await.unwrap();
+    assert!(edge
+        .caddy
+        .routes()
+        .to_string()
+        .contains(old.lease_id.as_str()));
+
+    let CtlRequest::Allocate(request) = allocate_request("portal") else {
+        unreachable!("allocate_request builds an allocate")
+    };
+    let request = AllocateRequest {
+        takeover: Takeover::Force,
+        ..request
+    };
+    let new = edge
+        .serve
+        .call(&root(), calls::Allocate(request))
+        .await
+        .unwrap();
+    assert_ne!(new.lease_id, old.lease_id);
+    let routes = edge.caddy.routes().to_string();
+    assert!(!routes.contains(old.lease_id.as_str()), "{routes}");
+    // The new lease's host link (its socket is not bound here: nothing listens).
+    let link = edge.hosts().join("portal.sock");
+    assert!(
+        link.symlink_metadata().is_ok(),
+        "no link {}",
+        link.display()
+    );
 }
