@@ -10,9 +10,9 @@
 use std::time::{Duration, Instant};
 
 use mytunnel_core::route::{Route, RouteBackend};
-use mytunnel_core::{EdgeId, EdgeUrl, Lease, LeaseState, Timestamp, Ttl};
+use mytunnel_core::{EdgeId, EdgeUrl};
 use mytunnel_edge::caddy::CaddyRoutes;
-use mytunnel_test_support::{answer_http, http_get_path, LoopbackServer, RealCaddy};
+use mytunnel_test_support::{active_lease, answer_http, http_get_path, LoopbackServer, RealCaddy};
 
 use crate::procs::Result;
 use crate::stats::Summary;
@@ -33,21 +33,7 @@ pub fn measure(requests: usize) -> Result<Forwarding> {
     let app = LoopbackServer::start(|stream, _| answer_http(stream, |_| (200, "ok".to_owned())))
         .map_err(|e| format!("cannot start the app: {e}"))?;
     let (a, b) = (RealCaddy::start()?, RealCaddy::start()?);
-    let lease = Lease {
-        id: "lease_aaaaaaaaaaaaaaaa"
-            .parse()
-            .map_err(|e| format!("{e}"))?,
-        slug: "portal".parse().map_err(|e| format!("{e}"))?,
-        host: HOST.parse().map_err(|e| format!("{e}"))?,
-        owner: "bench".parse().map_err(|e| format!("{e}"))?,
-        edge_bind_port: app.addr().port(),
-        bind_socket: None,
-        ttl: Ttl::configured(Duration::from_secs(3600)),
-        created_at: Timestamp::EPOCH,
-        updated_at: Timestamp::EPOCH,
-        expires_at: Timestamp::EPOCH,
-        state: LeaseState::Active,
-    };
+    let lease = active_lease("lease_aaaaaaaaaaaaaaaa", HOST, app.addr().port())?;
     let id = |text: &str| -> Result<EdgeId> { text.parse().map_err(|e| format!("{e}")) };
     let url = |caddy: &RealCaddy| -> Result<EdgeUrl> {
         format!("http://{}", caddy.http_address())

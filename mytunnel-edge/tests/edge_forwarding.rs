@@ -16,25 +16,13 @@
 use std::time::Duration;
 
 use mytunnel_core::route::{Route, RouteBackend};
-use mytunnel_core::{EdgeId, EdgeUrl, Lease, LeaseState, Timestamp, Ttl};
+use mytunnel_core::{EdgeId, EdgeUrl, Lease};
 use mytunnel_edge::caddy::CaddyRoutes;
 use mytunnel_test_support::apps::answer_http;
-use mytunnel_test_support::{free_port, http_get_path, LoopbackServer, RealCaddy};
+use mytunnel_test_support::{active_lease, free_port, http_get_path, LoopbackServer, RealCaddy};
 
 fn lease(id: &str, slug: &str, port: u16) -> Lease {
-    Lease {
-        id: id.parse().unwrap(),
-        slug: slug.parse().unwrap(),
-        host: format!("{slug}.t.example").parse().unwrap(),
-        owner: "alice".parse().unwrap(),
-        edge_bind_port: port,
-        bind_socket: None,
-        ttl: Ttl::configured(Duration::from_secs(120)),
-        created_at: Timestamp::EPOCH,
-        updated_at: Timestamp::EPOCH,
-        expires_at: Timestamp::EPOCH,
-        state: LeaseState::Active,
-    }
+    active_lease(id, &format!("{slug}.t.example"), port).unwrap()
 }
 
 /// An app that answers `<name>: via=<X-Mytunnel-Via or ->`.

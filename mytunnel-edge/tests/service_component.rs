@@ -1105,15 +1105,17 @@ async fn a_tenant_cannot_replace_another_owners_lease() {
     );
 }
 
-/// The replaced lease's traffic ends as a taken-over lease's does: the connection that
-/// listens on its socket (on this edge, if it is still here) is ended.
-#[tokio::test]
-async fn replacing_ends_the_old_leases_socket() {
+/// An edge whose leases bind sockets in `<dir>/owners/<user>`, and its tenant: this
+/// process's user, whose directory that is. Its tunnel ends are recorded.
+async fn edge_with_own_sockets(
+    prefix: &str,
+) -> (tempfile::TempDir, Caller, Arc<RecordedEnds>, Edge) {
     let dir = tempfile::Builder::new()
-        .prefix("rp")
+        .prefix(prefix)
         .tempdir_in("/tmp")
         .unwrap();
     let owners_dir = dir.path().join("owners");
+    // The owner's directory must be the owner's: the tenant is this process's user.
     let me = nix::unistd::User::from_uid(nix::unistd::getuid())
         .unwrap()
         .unwrap();
@@ -1133,6 +1135,14 @@ async fn replacing_ends_the_old_leases_socket() {
         .service
         .clone()
         .with_tunnel_ends(Arc::clone(&ends) as Arc<dyn TunnelEnds>);
+    (dir, tenant, ends, edge)
+}
+
+/// The replaced lease's traffic ends as a taken-over lease's does: the connection that
+/// listens on its socket (on this edge, if it is still here) is ended.
+#[tokio::test]
+async fn replacing_ends_the_old_leases_socket() {
+    let (_dir, tenant, ends, edge) = edge_with_own_sockets("rp").await;
     let old = edge.allocate(&tenant, Some("portal")).await.unwrap();
     let BindTarget::UnixSocket(socket) = old.bind_target() else {
         panic!("{old:?}");
@@ -1260,33 +1270,7 @@ impl TunnelEnds for RecordedEnds {
 /// of its owner at once, the one waiting for the release's answer too.
 #[tokio::test]
 async fn the_socket_of_a_lease_that_just_ended_is_left_to_its_own_end() {
-    let dir = tempfile::Builder::new()
-        .prefix("sw")
-        .tempdir_in("/tmp")
-        .unwrap();
-    let owners_dir = dir.path().join("owners");
-    // The owner's directory must be the owner's: the tenant is this process's user.
-    let me = nix::unistd::User::from_uid(nix::unistd::getuid())
-        .unwrap()
-        .unwrap();
-    std::fs::create_dir_all(owners_dir.join(&me.name)).unwrap();
-    let tenant = Caller::from_identity(
-        me.uid.as_raw(),
-        me.name.parse().unwrap(),
-        &AdminUsers::default(),
-    );
-    let mut edge = Edge::with(ServiceSettings {
-        bind_plan: BindPlan::OwnerSockets {
-            owners_dir: owners_dir.clone(),
-        },
-        ..settings()
-    })
-    .await;
-    let ends = Arc::new(RecordedEnds::default());
-    edge.service = edge
-        .service
-        .clone()
-        .with_tunnel_ends(Arc::clone(&ends) as Arc<dyn TunnelEnds>);
+    let (_dir, tenant, ends, edge) = edge_with_own_sockets("sw").await;
     let lease = edge.allocate(&tenant, Some("portal")).await.unwrap();
     let BindTarget::UnixSocket(socket) = lease.bind_target() else {
         panic!("{lease:?}");

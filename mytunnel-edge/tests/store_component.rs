@@ -123,6 +123,17 @@ macro_rules! on_both_stores {
     }};
 }
 
+/// A real PostgreSQL (its own cluster, stopped when dropped) and the URL of a new
+/// database `name` on it.
+async fn postgres_database(name: &str) -> (mytunnel_test_support::RealPostgres, PostgresUrl) {
+    let pg = tokio::task::spawn_blocking(mytunnel_test_support::RealPostgres::start)
+        .await
+        .unwrap()
+        .unwrap();
+    let url = pg.create_database(name).unwrap().parse().unwrap();
+    (pg, url)
+}
+
 /// The scenarios [`on_both_stores`] runs, run again on the store on a real PostgreSQL:
 /// one server, a fresh database per scenario.
 #[tokio::test]
@@ -161,15 +172,10 @@ async fn scenarios_on_postgres() {
 /// at once also race the migrations.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn owner_limit_and_names_hold_across_stores_sharing_postgres() {
-    let pg = tokio::task::spawn_blocking(mytunnel_test_support::RealPostgres::start)
-        .await
-        .unwrap()
-        .unwrap();
-    let url = pg.create_database("shared").unwrap();
+    let (_pg, url) = postgres_database("shared").await;
     // Concurrently on this task: `open_postgres`'s future is not `Send` (sqlx's executor
     // for `&mut AnyConnection` is only implemented under a higher-ranked lifetime).
     let options = StoreOptions::default();
-    let url = url.parse().unwrap();
     let open = || SqlLeaseStore::open_postgres(&url, &options);
     let (a, b, c, d) = tokio::join!(open(), open(), open(), open());
     let stores = [a.unwrap(), b.unwrap(), c.unwrap(), d.unwrap()];
@@ -208,11 +214,7 @@ async fn owner_limit_and_names_hold_across_stores_sharing_postgres() {
 /// another edge's lease only past the grace (the holder expires its own at its TTL).
 #[tokio::test]
 async fn each_edge_sees_and_expires_its_own_leases_first() {
-    let pg = tokio::task::spawn_blocking(mytunnel_test_support::RealPostgres::start)
-        .await
-        .unwrap()
-        .unwrap();
-    let url: PostgresUrl = pg.create_database("edges").unwrap().parse().unwrap();
+    let (_pg, url) = postgres_database("edges").await;
     let on = |edge: &str| StoreOptions {
         edge_id: edge.parse().unwrap(),
         other_edges_grace: Duration::from_secs(120),
@@ -289,11 +291,7 @@ async fn each_edge_sees_and_expires_its_own_leases_first() {
 /// again applies nothing twice; a version newer than this binary's is refused.
 #[tokio::test]
 async fn postgres_schema_is_tracked_and_a_newer_one_is_refused() {
-    let pg = tokio::task::spawn_blocking(mytunnel_test_support::RealPostgres::start)
-        .await
-        .unwrap()
-        .unwrap();
-    let url: PostgresUrl = pg.create_database("schema").unwrap().parse().unwrap();
+    let (_pg, url) = postgres_database("schema").await;
     let options = StoreOptions::default();
     let store = SqlLeaseStore::open_postgres(&url, &options).await.unwrap();
     let lease = store
@@ -328,11 +326,7 @@ async fn postgres_schema_is_tracked_and_a_newer_one_is_refused() {
 /// fails saying so; once the lock is free, writes go on.
 #[tokio::test]
 async fn postgres_write_lock_wait_is_bounded_by_the_busy_timeout() {
-    let pg = tokio::task::spawn_blocking(mytunnel_test_support::RealPostgres::start)
-        .await
-        .unwrap()
-        .unwrap();
-    let url: PostgresUrl = pg.create_database("lock").unwrap().parse().unwrap();
+    let (_pg, url) = postgres_database("lock").await;
     let options = StoreOptions {
         busy_timeout: Duration::from_millis(300),
         ..StoreOptions::default()

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use mytunnel_core::policy::ReservedSlugs;
 use mytunnel_core::store::OwnerLimit;
-use mytunnel_core::{BaseDomain, PortRange, Ttl};
+use mytunnel_core::{BaseDomain, Lease, LeaseState, PortRange, Timestamp, Ttl};
 use mytunnel_edge::service::{BindPlan, ServiceSettings};
 
 /// The lease service's settings most tests use: hosts under `base_domain`, edge ports
@@ -23,4 +23,23 @@ pub fn service_settings(base_domain: BaseDomain, ports: PortRange) -> ServiceSet
         health_timeout: Duration::from_secs(2),
         bind_plan: BindPlan::Ports,
     }
+}
+
+/// An active lease `id` of `alice` for `host` (its slug the first label), bound to the
+/// loopback port `port`, with a TTL of 2 min: a lease to give a route backend.
+pub fn active_lease(id: &str, host: &str, port: u16) -> Result<Lease, String> {
+    let slug = host.split('.').next().unwrap_or_default();
+    Ok(Lease {
+        id: id.parse().map_err(|e| format!("{e}"))?,
+        slug: slug.parse().map_err(|e| format!("{e}"))?,
+        host: host.parse().map_err(|e| format!("{e}"))?,
+        owner: "alice".parse().map_err(|e| format!("{e}"))?,
+        edge_bind_port: port,
+        bind_socket: None,
+        ttl: Ttl::configured(Duration::from_secs(120)),
+        created_at: Timestamp::EPOCH,
+        updated_at: Timestamp::EPOCH,
+        expires_at: Timestamp::EPOCH,
+        state: LeaseState::Active,
+    })
 }

@@ -30,7 +30,7 @@ pub use browser::{chromedriver_binary, chromium_binary, Browser};
 pub use caddy::{admin_get, admin_request, base_config, caddy_binary, reloads_settled, RealCaddy};
 pub use client::client_command;
 pub use examples::example_binary;
-pub use fixtures::service_settings;
+pub use fixtures::{active_lease, service_settings};
 pub use keys::{generate_key, public_key_path};
 pub use poll::{eventually, poll_every};
 pub use ports::{free_port, ReservedPort};
