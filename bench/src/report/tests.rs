@@ -128,6 +128,20 @@ fn sample() -> Report {
             })
         })
         .collect();
+    report.control_postgres = [(10, 2.6), (5_000, 3.3)]
+        .map(|(leases, p50)| control::Row {
+            mode: Some(RouteMode::Static),
+            leases,
+            allocate: summary(p50),
+            heartbeat: summary(2.0),
+            release: summary(p50),
+            ask: summary(0.4),
+        })
+        .to_vec();
+    report.forwarding = Some(crate::forwarding::Forwarding {
+        direct: summary(0.5),
+        forwarded: summary(0.8),
+    });
     report.paths = vec![
         path("(a) app directly", (0.08, 0.38), 200_000.0, 3_800.0),
         path("(b) Caddy → app", (0.2, 2.0), 16_000.0, 1_700.0),
@@ -264,7 +278,24 @@ fn the_report_says_every_target_and_where_we_lose() {
     ));
     assert!(text.contains("| request log on: p50 at 1 connection ≤ 1.1× `--raw` | 1.14× (0.25 ms vs 0.22 ms) | **missed**"));
     assert!(text.contains("| run-to-run spread without `--inspect` | | 400 | | |"));
+    // Several edges: PostgreSQL beside SQLite, and the hop.
+    assert!(
+        text.contains("| PostgreSQL | 5,000 | 50 | 3.30 | 6.60 |"),
+        "{text}"
+    );
+    assert!(
+        text.contains("- **allocate p50 on PostgreSQL / on SQLite, 5,000 active leases: 1.10×**")
+    );
+    assert!(text.contains(
+        "- **a request through the other edge: +0.30 ms at p50 (1.60× the direct path)**"
+    ));
     assert!(report.check_complete().is_ok());
+    let mut without = sample();
+    without.forwarding = None;
+    assert!(without
+        .check_complete()
+        .unwrap_err()
+        .contains("several edges"));
 }
 
 #[test]
