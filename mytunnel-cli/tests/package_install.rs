@@ -40,11 +40,10 @@
     clippy::indexing_slicing
 )]
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Output, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use mytunnel_test_support::{

@@ -252,7 +252,7 @@ impl RealPostgres {
 
     /// Stops the server: SIGQUIT (immediate shutdown: the postmaster stops its backends
     /// and frees its shared memory), then SIGKILL to it and everything below it if it has
-    /// not exited within [`STOP_TIMEOUT`].
+    /// not exited within 10 s.
     pub fn stop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
             let _ = signal(self.child.id(), Signal::SIGQUIT);

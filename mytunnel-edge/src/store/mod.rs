@@ -1,13 +1,13 @@
 //! The [`LeaseStore`] on SQL: a SQLite file (the embedded default, one edge) or a
 //! PostgreSQL database (shared by several edges). One store type runs the verbs' SQL,
-//! written once with `$N` placeholders, through sqlx's `Any` driver; [`Backend`] holds
+//! written once with `$N` placeholders, through sqlx's `Any` driver; `Backend` holds
 //! the little that differs.
 //!
 //! - Every write runs in one transaction that first takes the database's write lock, so
 //!   writers queue instead of failing half-way through a read-then-write transaction:
 //!   SQLite's `BEGIN IMMEDIATE` (in WAL mode, with a busy timeout; plain `BEGIN` gave
 //!   "database is locked" despite busy_timeout), PostgreSQL's transaction-level advisory
-//!   lock [`PG_WRITE_LOCK`]. On PostgreSQL this serialises the writes of every `serve`
+//!   lock `PG_WRITE_LOCK`. On PostgreSQL this serialises the writes of every `serve`
 //!   sharing the database: the owner limit and the lowest free port are read and written
 //!   under it, which the schema's unique constraints alone would not make safe.
 //! - Migrations are embedded and applied under the same write lock, tracked in
