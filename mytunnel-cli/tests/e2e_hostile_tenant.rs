@@ -481,10 +481,13 @@ fn sockets_no_lease_binds_are_ended_and_removed() {
         ssh.stdout(Stdio::null())
             .stderr(std::fs::File::create(stack.path("alice-junk.stderr")).unwrap());
         let mut alice = Guard(ssh.spawn().unwrap());
+        // Her sockets appear. Not necessarily all 50: on a busy machine the cleanup pass
+        // (every second) may end her connection before sshd has bound the last ones,
+        // which is the race the pass is there to win.
         assert!(
             eventually(Duration::from_secs(20), || junk
                 .iter()
-                .all(|p| Path::new(p).exists())),
+                .any(|p| Path::new(p).exists())),
             "{mode}: alice's sockets never appeared"
         );
         // The next cleanup pass (every second here) ends her connection.
